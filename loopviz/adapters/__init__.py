@@ -1,0 +1,1 @@
+"""Adapters turn a framework's training loop into a `loopviz.model.LoopSpec`."""

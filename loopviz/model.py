@@ -1,0 +1,195 @@
+"""The loop model: a small, typed, framework-free description of a callback-driven training loop.
+
+Adapters (such as `loopviz.adapters.fastai`) build a `LoopSpec`; renderers only read it.
+Nothing in this module knows about fastai.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Iterator, Literal, Union
+
+__all__ = [
+    "SourceRef", "CallbackInfo", "Handler", "CancelPath", "Event", "Work", "Phase", "Step",
+    "LoopSpec",
+]
+
+Mode = Literal["train", "valid"]
+Role = Literal["enter", "body", "cancel", "exit"]
+
+
+@dataclass(frozen=True)
+class SourceRef:
+    """Where a piece of code lives: a file and a 1-based line number."""
+
+    file: str
+    line: int
+
+    def short(self) -> str:
+        """The path from the package directory on (`fastai/learner.py:553`), for display."""
+        parts = self.file.replace("\\", "/").split("/")
+        for marker in ("site-packages", "dist-packages"):
+            if marker in parts:
+                parts = parts[len(parts) - parts[::-1].index(marker):]
+                break
+        else:
+            parts = parts[-2:]
+        return f"{'/'.join(parts)}:{self.line}"
+
+
+@dataclass(frozen=True)
+class CallbackInfo:
+    """One callback attached to the loop, with its ordering and run flags."""
+
+    name: str
+    cls: str
+    module: str
+    order: float
+    run: bool = True
+    run_train: bool = True
+    run_valid: bool = True
+    doc: str = ""
+    overrides_call: bool = False
+
+    @property
+    def label(self) -> str:
+        """The name shown in views: the class name, as fastai prints callbacks."""
+        return self.cls
+
+
+@dataclass(frozen=True)
+class Handler:
+    """A callback's handler for one event: what it is, its doc, and whether it runs there."""
+
+    callback: CallbackInfo
+    doc: str
+    doc_source: Literal["handler", "inherited", "class", "none"]
+    source: SourceRef | None = None
+    via: Literal["method", "kwarg", "call", "delegated"] = "method"
+    skipped: str | None = None
+
+    @property
+    def runs(self) -> bool:
+        """True when the loop really calls this handler at this point."""
+        return self.skipped is None
+
+    @property
+    def disabled(self) -> bool:
+        """True when the callback is switched off as a whole (`run=False`)."""
+        return not self.callback.run
+
+
+@dataclass(frozen=True)
+class CancelPath:
+    """What happens when `exception` is raised inside a phase: the handler event, then where it resumes."""
+
+    exception: str
+    handler_event: str
+    resumes_at: str
+    description: str = ""
+
+
+@dataclass
+class Event:
+    """One event in firing order, with the handlers that are called for it, in call order.
+
+    `role` says where it sits in its phase: `enter` (before_X), `body`, `cancel` (after_cancel_X,
+    only on a cancel path, described by `cancel`) or `exit` (after_X, which fires either way).
+    """
+
+    name: str
+    description: str
+    handlers: list[Handler] = field(default_factory=list)
+    role: Role = "body"
+    cancel: CancelPath | None = None
+    mode: Mode | None = None
+
+    @property
+    def running(self) -> list[Handler]:
+        """Handlers that run here (enabled and not filtered out by run_train/run_valid)."""
+        return [h for h in self.handlers if h.runs]
+
+    @property
+    def is_cancel_handler(self) -> bool:
+        """True for `after_cancel_*`-style events, which fire only on a cancel path."""
+        return self.cancel is not None
+
+
+@dataclass(frozen=True)
+class Work:
+    """Work the loop does between two events (draw, forward, loss, backward, step, zero_grad...)."""
+
+    name: str
+    code: str
+    description: str
+    condition: str | None = None
+
+
+Step = Union[Event, Work, "Phase"]
+
+
+@dataclass
+class Phase:
+    """A nested part of the loop (fit, epoch, train, validate, batch...) with its steps in order."""
+
+    name: str
+    label: str
+    steps: list[Step] = field(default_factory=list)
+    repeat: str | None = None
+    cancel: CancelPath | None = None
+    mode: Mode | None = None
+    note: str | None = None
+
+    def walk(self) -> Iterator[tuple[int, Step]]:
+        """Yield `(depth, step)` for every step below this phase, depth-first in firing order."""
+        for step in self.steps:
+            yield 0, step
+            if isinstance(step, Phase):
+                for depth, inner in step.walk():
+                    yield depth + 1, inner
+
+    def events(self) -> list[Event]:
+        """Every event below this phase, in firing order."""
+        return [s for _, s in self.walk() if isinstance(s, Event)]
+
+    def phases(self) -> list[Phase]:
+        """Every phase below this one, depth-first."""
+        return [s for _, s in self.walk() if isinstance(s, Phase)]
+
+
+@dataclass
+class LoopSpec:
+    """A whole loop: its top-level phases, its callbacks, and events that the loop never fires itself."""
+
+    loop: str
+    framework: str
+    phases: list[Phase]
+    callbacks: list[CallbackInfo]
+    custom_events: list[Event] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)
+
+    def events(self) -> list[Event]:
+        """Every event of the loop in firing order (custom events not included)."""
+        return [e for phase in self.phases for e in phase.events()]
+
+    def event(self, name: str, mode: Mode | None = None) -> Event:
+        """The first event called `name` (in `mode`, if given); KeyError names the known events."""
+        for ev in [*self.events(), *self.custom_events]:
+            if ev.name == name and (mode is None or ev.mode == mode):
+                return ev
+        known = sorted({e.name for e in [*self.events(), *self.custom_events]})
+        where = f" in {mode} mode" if mode else ""
+        raise KeyError(f"no event {name!r}{where} in the {self.loop} loop; known events: {', '.join(known)}")
+
+    def event_names(self) -> list[str]:
+        """Distinct event names in first-firing order, custom events last."""
+        names: list[str] = []
+        for ev in [*self.events(), *self.custom_events]:
+            if ev.name not in names:
+                names.append(ev.name)
+        return names
+
+    def __str__(self) -> str:
+        from loopviz.renderers.text import render_text
+
+        return render_text(self)
+

@@ -1,0 +1,173 @@
+"""Plain-text view of a `LoopSpec`, in the shape of fastai's `show_training_loop` output.
+
+Compact mode keeps fastai's lines (`Start X` / `End X` blocks, ` - event: [callbacks]`); verbose mode
+adds each event's description, the work between events, and every handler with its order, source
+and docstring.
+"""
+from __future__ import annotations
+
+import textwrap
+
+from loopviz.model import Event, Handler, LoopSpec, Phase, Step, Work
+
+__all__ = ["render_text", "callback_list"]
+
+DEFAULT_WIDTH = 100
+
+
+def _order(value: float) -> str:
+    """An order value without a spurious '.0'."""
+    return f"{value:g}"
+
+
+def _compact_label(handler: Handler) -> str:
+    """How one callback appears in a compact `[...]` list."""
+    if handler.via == "call":
+        return f"{handler.callback.label}(__call__)"
+    if handler.disabled:
+        return f"{handler.callback.label}(run=False)"
+    return handler.callback.label
+
+
+def callback_list(event: Event) -> str:
+    """The `[A, B]` list of callbacks that run (or are switched off) at this event, in call order."""
+    shown = [h for h in event.handlers if h.runs or h.disabled]
+    return "[" + ", ".join(_compact_label(h) for h in shown) + "]"
+
+
+def _split_exit(phase: Phase) -> tuple[list[Step], list[Step]]:
+    """Steps inside a phase's block, and those printed after its `End` line.
+
+    As in fastai's output, the after_cancel_X/after_X events of a phase that runs once (Fit, Train,
+    Valid) come after `End X`; a loop's (Epoch Loop, Batch Loop) stay inside, since they fire per pass.
+    """
+    if phase.repeat is not None:
+        return phase.steps, []
+    for i, step in enumerate(phase.steps):
+        if isinstance(step, Event) and step.role in ("cancel", "exit"):
+            return phase.steps[:i], phase.steps[i:]
+    return phase.steps, []
+
+
+class _TextWriter:
+    """Accumulates the lines of one rendering."""
+
+    def __init__(self, verbose: bool, width: int):
+        self.verbose = verbose
+        self.width = width
+        self.lines: list[str] = []
+
+    def wrap(self, text: str, indent: int, first: str = "", hang: int = 0) -> None:
+        """Add `text` wrapped to the width and indented; `first` prefixes its first line, `hang` indents the rest."""
+        pad = " " * indent
+        for n, line in enumerate(text.splitlines() or [""]):
+            if not line.strip():
+                self.lines.append("")
+                continue
+            self.lines.extend(
+                textwrap.wrap(line, width=max(self.width, indent + hang + 20),
+                              initial_indent=pad + (first if n == 0 else " " * hang),
+                              subsequent_indent=pad + " " * hang, break_on_hyphens=False)
+            )
+
+    def phase(self, phase: Phase, indent: int) -> None:
+        """A phase as a `Start`/`End` block."""
+        header = f"{' ' * indent}Start {phase.label}"
+        self.lines.append(header)
+        if self.verbose:
+            self.phase_details(phase, indent + 4)
+        inside, after = _split_exit(phase)
+        self.steps(inside, indent + 2)
+        self.lines.append(f"{' ' * indent}End {phase.label}")
+        self.steps(after, indent)
+
+    def phase_details(self, phase: Phase, indent: int) -> None:
+        """Verbose lines under a phase header: how often it runs, how it is cancelled, notes."""
+        details = []
+        if phase.repeat:
+            details.append(f"Runs {phase.repeat}.")
+        if phase.cancel:
+            c = phase.cancel
+            details.append(f"If {c.exception} is raised here, {c.description}: {c.handler_event} fires, then {c.resumes_at}.")
+        if phase.note:
+            details.append(phase.note)
+        for detail in details:
+            self.wrap(detail, indent)
+
+    def steps(self, steps: list[Step], indent: int) -> None:
+        """Events, work and nested phases in firing order."""
+        for step in steps:
+            if isinstance(step, Phase):
+                self.phase(step, indent)
+            elif isinstance(step, Event):
+                self.event(step, indent)
+            elif self.verbose:
+                self.work(step, indent)
+
+    def event(self, event: Event, indent: int) -> None:
+        """One ` - event: [...]` line, plus description and handlers in verbose mode."""
+        pad = " " * indent
+        if not self.verbose:
+            self.lines.append(f"{pad} - {event.name:15}: {callback_list(event)}")
+            return
+        self.lines.append(f"{pad} - {event.name}")
+        self.wrap(event.description, indent + 5)
+        if not event.handlers:
+            self.lines.append(f"{pad}     (no callbacks)")
+        for handler in event.handlers:
+            self.handler(handler, indent + 7)
+
+    def handler(self, handler: Handler, indent: int) -> None:
+        """A callback's line (class, order, flags, source) and its docstring."""
+        info = handler.callback
+        parts = [f"{info.label} (order {_order(info.order)})"]
+        if handler.skipped and not handler.disabled:
+            parts.append(f"skipped here: {handler.skipped}")
+        elif handler.disabled:
+            parts.append("disabled: run=False")
+        if handler.via == "call":
+            parts.append("overrides __call__, so it receives every event")
+        elif handler.via == "kwarg":
+            parts.append("handler passed as a keyword argument")
+        elif handler.via == "delegated":
+            parts.append("found on the learner through GetAttr")
+        if handler.source:
+            parts.append(handler.source.short())
+        if handler.doc_source in ("class", "inherited") and (handler.runs or handler.disabled):
+            parts.append(f"(doc: {'class docstring' if handler.doc_source == 'class' else 'inherited'})")
+        self.wrap("  ".join(parts), indent)
+        if handler.runs or handler.disabled:
+            self.wrap(handler.doc, indent + 4)
+
+    def work(self, work: Work, indent: int) -> None:
+        """A piece of work between events (verbose mode only)."""
+        condition = f"  ({work.condition})" if work.condition else ""
+        self.wrap(f"{work.code}{condition}", indent, first=f" ~ {work.name}: ", hang=5)
+
+    def header(self, spec: LoopSpec) -> None:
+        """Verbose preamble: which loop, which framework, which callbacks in which order."""
+        cbs = ", ".join(f"{c.label} ({_order(c.order)})" for c in spec.callbacks) or "none"
+        self.wrap(f"The {spec.loop} loop of {spec.framework}. Callbacks in call order: {cbs}.", 0)
+        self.wrap("Legend: ' - ' an event and the callbacks called there; ' ~ ' work done between events.", 0)
+        self.lines.append("")
+
+    def custom(self, spec: LoopSpec) -> None:
+        """Events the loop never fires on its own."""
+        if not spec.custom_events:
+            return
+        self.lines.append("Custom events (the loop never fires these itself)")
+        for event in spec.custom_events:
+            self.event(event, 0)
+
+
+def render_text(spec: LoopSpec, verbose: bool = False, width: int = DEFAULT_WIDTH) -> str:
+    """The loop as text: fastai's compact shape, or with every doc and the work between events."""
+    writer = _TextWriter(verbose, width)
+    if verbose:
+        writer.header(spec)
+    for phase in spec.phases:
+        writer.phase(phase, 0)
+    writer.custom(spec)
+    for note in spec.notes:
+        writer.wrap(f"Note: {note}", 0)
+    return "\n".join(writer.lines)
