@@ -32,7 +32,7 @@ fi
 .venv/bin/python -c "import torch" 2>/dev/null || "${pip[@]}" install "torch==2.13.0"
 grep -E '^fastai==' requirements/runtime.txt | xargs "${pip[@]}" install --no-deps
 grep -vE '^(fastai==|#|$)' requirements/runtime.txt | xargs "${pip[@]}" install
-"${pip[@]}" install --no-deps -e . 2>&1 | grep -v "is ignored" || true
-[ "$dev" -eq 1 ] && "${pip[@]}" install -r requirements/dev.txt
+"${pip[@]}" install --no-deps -e .
+if [ "$dev" -eq 1 ]; then "${pip[@]}" install -r requirements/dev.txt; fi
 rm -f .venv/.setup-*
 touch "$stamp"

@@ -64,7 +64,7 @@ class Handler:
     doc: str
     doc_source: Literal["handler", "inherited", "class", "none"]
     source: SourceRef | None = None
-    via: Literal["method", "kwarg", "call", "delegated"] = "method"
+    via: Literal["method", "instance", "call", "delegated"] = "method"
     skipped: str | None = None
 
     @property

@@ -127,8 +127,8 @@ class _TextWriter:
             parts.append("disabled: run=False")
         if handler.via == "call":
             parts.append("overrides __call__, so it receives every event")
-        elif handler.via == "kwarg":
-            parts.append("handler passed as a keyword argument")
+        elif handler.via == "instance":
+            parts.append("handler set on the instance, e.g. Callback(before_fit=f)")
         elif handler.via == "delegated":
             parts.append("found on the learner through GetAttr")
         if handler.source:

@@ -104,7 +104,7 @@ def callback_info(cb: Callback) -> CallbackInfo:
 def _lookup(cb: Callback, event: str, learn: Any) -> tuple[Any, str] | None:
     """The handler fastai would call for `event`, and how it was found; None when there is none."""
     if event in cb.__dict__:
-        return cb.__dict__[event], "kwarg"
+        return cb.__dict__[event], "instance"
     for klass in type(cb).__mro__:
         if event in klass.__dict__:
             return getattr(cb, event), "method"
