@@ -129,7 +129,11 @@ Step = Union[Event, Work, "Phase"]
 
 @dataclass
 class Phase:
-    """A nested part of the loop (fit, epoch, train, validate, batch...) with its steps in order."""
+    """A nested part of the loop (fit, epoch, train, validate, batch...) with its steps in order.
+
+    `minor` marks a small phase inside another (fastai's backward and step) that compact views
+    may show flat, as the framework's own listing does.
+    """
 
     name: str
     label: str
@@ -138,6 +142,7 @@ class Phase:
     cancel: CancelPath | None = None
     mode: Mode | None = None
     note: str | None = None
+    minor: bool = False
 
     def walk(self) -> Iterator[tuple[int, Step]]:
         """Yield `(depth, step)` for every step below this phase, depth-first in firing order."""

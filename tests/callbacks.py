@@ -61,3 +61,6 @@ class Tricky(Callback):
 
     def before_batch(self) -> None:
         'Multiline doc\n\n  with [markup] and <tags>\n  second line'
+
+    def after_batch(self) -> None:
+        pass

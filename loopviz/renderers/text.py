@@ -71,7 +71,10 @@ class _TextWriter:
             )
 
     def phase(self, phase: Phase, indent: int) -> None:
-        """A phase as a `Start`/`End` block."""
+        """A phase as a `Start`/`End` block (a minor phase in compact mode: its steps, flat)."""
+        if phase.minor and not self.verbose:
+            self.steps(phase.steps, indent)
+            return
         header = f"{' ' * indent}Start {phase.label}"
         self.lines.append(header)
         if self.verbose:

@@ -81,7 +81,7 @@ class _Builder:
     def phase(
         self, name: str, label: str, body: Iterable[Step | None], *, mode: Mode | None = None,
         repeat: str | None = None, cancellable: bool = True, note: str | None = None,
-        final: Iterable[Step] = (),
+        final: Iterable[Step] = (), minor: bool = False,
     ) -> Phase:
         """A phase shaped like `Learner._with_events`: before_X, body, after_cancel_X, after_X, final."""
         cancel = self.cancel_path(name) if cancellable else None
@@ -90,7 +90,8 @@ class _Builder:
             steps.append(self.event(cancel.handler_event, mode, "cancel", cancel))
         steps.append(self.event(f"after_{name}", mode, "exit"))
         steps.extend(final)
-        return Phase(name, label, [s for s in steps if s is not None], repeat=repeat, cancel=cancel, mode=mode, note=note)
+        kept = [s for s in steps if s is not None]
+        return Phase(name, label, kept, repeat=repeat, cancel=cancel, mode=mode, note=note, minor=minor)
 
     def batch(self, mode: Mode, source: str) -> Phase:
         """One batch: draw, then the batch events; backward and step only when training."""
@@ -100,8 +101,8 @@ class _Builder:
         if mode == "train":
             only_training = "Only when training and the batch has targets."
             body += [
-                self.phase("backward", "Backward", [WORK["backward"]], mode=mode, note=only_training),
-                self.phase("step", "Step", [WORK["step"]], mode=mode, note=only_training),
+                self.phase("backward", "Backward", [WORK["backward"]], mode=mode, note=only_training, minor=True),
+                self.phase("step", "Step", [WORK["step"]], mode=mode, note=only_training, minor=True),
                 WORK["zero_grad"],
             ]
         phase = self.phase("batch", "Batch Loop", body, mode=mode, repeat=f"for each batch of {source}")
