@@ -1,0 +1,30 @@
+"""Regenerate the README's picture: `python docs/make_images.py` (terminal output saved as SVG by rich)."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import fastai.callback.all  # noqa: F401  (ProgressCallback joins the defaults, as in a notebook)
+from fastai.callback.all import GradientClip, MixedPrecision, SaveModelCallback
+from fastai.test_utils import synth_learner
+from rich.console import Console
+from rich.text import Text
+
+import loopviz  # noqa: F401
+
+OUT = Path(__file__).parent / "images" / "show_training_loop.svg"
+
+
+def main() -> None:
+    """Render the compact loop of a realistic synthetic learner into docs/images/."""
+    learn = synth_learner(cbs=[GradientClip(), MixedPrecision()])
+    text = str(learn.loop_spec(cbs=[SaveModelCallback()]))
+    console = Console(record=True, width=112, file=open("/dev/null", "w"), color_system="truecolor")
+    console.print(Text(">>> learn.show_training_loop(cbs=[SaveModelCallback()])", style="bold"))
+    console.print(Text(text))
+    OUT.parent.mkdir(parents=True, exist_ok=True)
+    OUT.write_text(console.export_svg(title="loopviz: learn.show_training_loop()"), encoding="utf-8")
+    print(f"wrote {OUT}")
+
+
+if __name__ == "__main__":
+    main()
