@@ -15,7 +15,7 @@ def _parser() -> argparse.ArgumentParser:
         description="Show what a fastai Learner's loop does: every event, the callbacks run there, in order.",
     )
     parser.add_argument("--verbose", "-v", action="store_true", help="add event descriptions, work between events and callback docs")
-    parser.add_argument("--loop", default="fit", help="which loop: fit, validate, get_preds, lr_find (default: fit)")
+    parser.add_argument("--loop", default="fit", help="which loop: fit, fit_one_cycle, fine_tune, validate, get_preds, lr_find (default: fit)")
     parser.add_argument(
         "--cbs", default="", metavar="NAMES",
         help="comma-separated fastai callback classes to preview, e.g. GradientClip,SaveModelCallback",

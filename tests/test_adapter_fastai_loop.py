@@ -80,6 +80,19 @@ def test_validate_and_get_preds_sequences_match_reality(learn, monkeypatch, loop
         assert "GatherPredsCallback" in handlers[("before_batch", False)]
 
 
+@pytest.mark.parametrize("loop, run, n_epoch", [
+    ("fit_one_cycle", lambda learn: learn.fit_one_cycle(2), 2),
+    ("fine_tune", lambda learn: learn.fine_tune(1, freeze_epochs=1), 1),
+])
+def test_one_cycle_and_fine_tune_match_reality(learn, monkeypatch, loop, run, n_epoch):
+    with recording(learn, monkeypatch) as rec, learn.no_bar(), learn.no_logging():
+        spec = learn.loop_spec(loop=loop)
+        run(learn)
+    assert rec.events == expected_sequence(spec, n_epoch, len(learn.dls.train), len(learn.dls.valid))
+    assert rec.handlers_by_key() == expected_handlers(spec, exclude={"EventLog"})
+    assert rec.events.count("before_fit") == (2 if loop == "fine_tune" else 1)
+
+
 def test_lr_find_loop_previews_lr_finder(learn):
     spec = learn.loop_spec(loop="lr_find")
     assert [h.callback.cls for h in spec.event("before_validate").running][-1] == "LRFinder"

@@ -79,7 +79,7 @@ def test_golden_verbose_realistic(tmp_path, golden):
     golden("verbose_realistic.txt", render_text(learn.loop_spec(cbs=extra), verbose=True))
 
 
-@pytest.mark.parametrize("loop", ["validate", "get_preds", "lr_find"])
+@pytest.mark.parametrize("loop", ["validate", "get_preds", "lr_find", "fit_one_cycle", "fine_tune"])
 def test_golden_other_loops(learn, golden, loop):
     golden(f"compact_{loop}.txt", render_text(learn.loop_spec(loop=loop)))
 

@@ -110,6 +110,8 @@ WORK: dict[str, Work] = {
         "zero_grad", "learn.opt.zero_grad()", "Gradients are reset, with no event of its own.",
         condition="skipped when the batch is cancelled",
     ),
+    "freeze": Work("freeze", "learn.freeze()", "Only the last parameter group will train."),
+    "unfreeze": Work("unfreeze", "learn.unfreeze()", "Every parameter group will train."),
     "cleanup": Work(
         "cleanup", "learn._end_cleanup()", "learn.dl, xb, yb, pred and loss are cleared.",
         condition="skipped when after_fit raises",

@@ -15,7 +15,7 @@ __all__ = ["loop_spec", "show_training_loop"]
 @patch
 def loop_spec(
     self: Learner,
-    loop: str = "fit",  # Which loop: 'fit', 'validate', 'get_preds' or 'lr_find'
+    loop: str = "fit",  # Which loop: 'fit', 'fit_one_cycle', 'fine_tune', 'validate', 'get_preds' or 'lr_find'
     cbs=None,  # Callbacks (instances or classes) to preview as if passed to `fit(cbs=...)`; the learner is not changed
 ) -> LoopSpec:
     "The loop this learner would run, as loopviz's data model: phases, events, callbacks and their docs"
@@ -27,7 +27,7 @@ def show_training_loop(
     self: Learner,
     verbose: bool = False,  # Add each event's description, the work between events, and every callback's order, source and doc
     cbs=None,  # Callbacks (instances or classes) to preview as if passed to `fit(cbs=...)`; the learner is not changed
-    loop: str = "fit",  # Which loop: 'fit', 'validate', 'get_preds' or 'lr_find'
+    loop: str = "fit",  # Which loop: 'fit', 'fit_one_cycle', 'fine_tune', 'validate', 'get_preds' or 'lr_find'
     width: int = DEFAULT_WIDTH,  # Wrap verbose text at this many characters
 ) -> LoopView:
     "Show each step in the training loop, with the callbacks that really run there"

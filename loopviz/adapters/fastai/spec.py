@@ -178,19 +178,43 @@ def _lr_find_spec(b: _Builder) -> list[Phase]:
     return [b.fit(note=note)]
 
 
-# loop name -> (callbacks the entry point adds itself, phase builder)
-LOOPS: dict[str, tuple[Callable[[], list[Callback]], Callable[[_Builder], list[Phase]]]] = {
-    "fit": (list, _fit_spec),
-    "validate": (list, _validate_spec),
-    "get_preds": (lambda: [GatherPredsCallback()], _get_preds_spec),
-    "lr_find": (lambda: [_lr_finder()], _lr_find_spec),
-}
+def _fit_one_cycle_spec(b: _Builder) -> list[Phase]:
+    note = "learn.fit_one_cycle() is fit() with a ParamScheduler that anneals lr and momentum (1cycle policy)."
+    return [b.create(), b.fit(note=note)]
+
+
+def _fine_tune_spec(b: _Builder) -> list[Phase]:
+    frozen = b.fit(note="First fit_one_cycle(freeze_epochs), with only the last parameter group trained.")
+    unfrozen = b.fit(note="Second fit_one_cycle(epochs), all parameter groups trained with discriminative lr.")
+    frozen.label, unfrozen.label = "Fit (frozen)", "Fit (unfrozen)"
+    tune = Phase(
+        "fine_tune", "Fine Tune", [WORK["freeze"], frozen, WORK["unfreeze"], unfrozen],
+        note="learn.fine_tune() runs two complete fits, each with its own ParamScheduler.",
+    )
+    return [b.create(), tune]
 
 
 def _lr_finder() -> Callback:
     from fastai.callback.schedule import LRFinder
 
     return LRFinder()
+
+
+def _one_cycle_scheduler() -> Callback:
+    from fastai.callback.schedule import ParamScheduler, SchedCos
+
+    return ParamScheduler({"lr": SchedCos(1e-3, 1e-5)})
+
+
+# loop name -> (callbacks the entry point adds itself, phase builder)
+LOOPS: dict[str, tuple[Callable[[], list[Callback]], Callable[[_Builder], list[Phase]]]] = {
+    "fit": (list, _fit_spec),
+    "fit_one_cycle": (lambda: [_one_cycle_scheduler()], _fit_one_cycle_spec),
+    "fine_tune": (lambda: [_one_cycle_scheduler()], _fine_tune_spec),
+    "validate": (list, _validate_spec),
+    "get_preds": (lambda: [GatherPredsCallback()], _get_preds_spec),
+    "lr_find": (lambda: [_lr_finder()], _lr_find_spec),
+}
 
 
 def preview_callbacks(learn: Any, added: Sequence[Callback]) -> list[Callback]:
@@ -230,7 +254,7 @@ def _as_callback(cb: Any) -> Callback:
 
 
 def build_spec(learn: Any, loop: str = "fit", cbs: Any = None) -> LoopSpec:
-    """The loop `learn` would run for `loop` ('fit', 'validate', 'get_preds', 'lr_find'), with `cbs` previewed."""
+    """The loop `learn` would run for `loop` (a key of `LOOPS`, e.g. 'fit' or 'get_preds'), with `cbs` previewed."""
     if loop not in LOOPS:
         raise LoopvizError(f"loop={loop!r} is not a loop loopviz knows; choose one of: {', '.join(LOOPS)}.")
     loop_cbs, build_phases = LOOPS[loop]
@@ -239,7 +263,7 @@ def build_spec(learn: Any, loop: str = "fit", cbs: Any = None) -> LoopSpec:
     phases = build_phases(builder)
     notes: list[str] = []
     custom = builder.custom_events()
-    if loop == "fit":
+    if loop in ("fit", "fit_one_cycle"):
         unplaced = [e for e in builder.events if e not in builder.placed]
         for name in unplaced:
             notes.append(f"fastai event {name} has no place in loopviz's loop structure; it is listed with custom events.")
