@@ -5,16 +5,22 @@ and `loop_spec(...)`.
 """
 from __future__ import annotations
 
-from loopviz.errors import LoopvizError
+from loopviz.diagram import LoopDiagram
+from loopviz.errors import GraphvizNotFound, LoopvizError
 from loopviz.model import CallbackInfo, CancelPath, Event, Handler, LoopSpec, Phase, SourceRef, Work
+from loopviz.processors import focus, hide_empty
+from loopviz.renderers.dot import dot_graph
+from loopviz.renderers.mermaid import render_mermaid
+from loopviz.renderers.rich_tree import RichLoop, rich_tree
 from loopviz.renderers.text import render_text
-from loopviz.view import LoopView
+from loopviz.view import LoopView, show_loop
 
 __version__ = "0.1.0"
 
 __all__ = [
-    "CallbackInfo", "CancelPath", "Event", "Handler", "LoopSpec", "LoopView", "LoopvizError", "Phase",
-    "SourceRef", "Work", "render_text", "__version__",
+    "CallbackInfo", "CancelPath", "Event", "GraphvizNotFound", "Handler", "LoopDiagram", "LoopSpec",
+    "LoopView", "LoopvizError", "Phase", "RichLoop", "SourceRef", "Work", "dot_graph", "focus",
+    "hide_empty", "render_mermaid", "render_text", "rich_tree", "show_loop", "__version__",
 ]
 
 try:

@@ -198,3 +198,8 @@ class LoopSpec:
 
         return render_text(self)
 
+    def __rich__(self) -> object:
+        from loopviz.renderers.rich_tree import RichLoop
+
+        return RichLoop(self)
+

@@ -7,7 +7,8 @@ from fastcore.basics import patch
 from loopviz.adapters.fastai.spec import build_spec
 from loopviz.model import LoopSpec
 from loopviz.renderers.text import DEFAULT_WIDTH
-from loopviz.view import LoopView
+from loopviz.diagram import LoopDiagram
+from loopviz.view import LoopView, show_loop
 
 __all__ = ["loop_spec", "show_training_loop"]
 
@@ -28,7 +29,11 @@ def show_training_loop(
     verbose: bool = False,  # Add each event's description, the work between events, and every callback's order, source and doc
     cbs=None,  # Callbacks (instances or classes) to preview as if passed to `fit(cbs=...)`; the learner is not changed
     loop: str = "fit",  # Which loop: 'fit', 'fit_one_cycle', 'fine_tune', 'validate', 'get_preds' or 'lr_find'
+    fmt: str = "text",  # 'text' (printed), 'rich' (a tree, printed), 'mermaid' (printed) or 'graphviz' (a diagram to display or `.save()`)
     width: int = DEFAULT_WIDTH,  # Wrap verbose text at this many characters
-) -> LoopView:
+    hide_empty: bool = False,  # Leave out events where no callback runs
+    focus: str | None = None,  # Show only this callback (class name, or fastai name such as 'recorder')
+) -> LoopView | LoopDiagram:
     "Show each step in the training loop, with the callbacks that really run there"
-    return LoopView(build_spec(self, loop=loop, cbs=cbs), verbose=verbose, width=width).show()
+    spec = build_spec(self, loop=loop, cbs=cbs)
+    return show_loop(spec, verbose=verbose, fmt=fmt, width=width, hide_empty=hide_empty, focus=focus)

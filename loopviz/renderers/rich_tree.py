@@ -1,0 +1,159 @@
+"""The loop as a `rich` tree: phases as branches, events as nodes, callbacks coloured by class.
+
+Every label is a `rich.text.Text`, never console markup, so a docstring such as
+"scale [mixup] by 0.5" prints intact. Box-drawing guides and symbols fall back to ASCII when the
+console cannot encode them.
+"""
+from __future__ import annotations
+
+from rich.console import Console, ConsoleOptions, Group, RenderResult
+from rich.jupyter import JupyterMixin
+from rich.text import Text
+from rich.tree import Tree
+
+from loopviz.model import Event, Handler, LoopSpec, Phase, Step, Work
+from loopviz.renderers.palette import callback_colours
+
+__all__ = ["RichLoop", "rich_tree"]
+
+_SYMBOLS = {
+    True: {"chip": "#", "arrow": "->", "loop": "(repeats)", "work": "~", "cancel": "x"},
+    False: {"chip": "■", "arrow": "→", "loop": "⟲", "work": "~", "cancel": "✗"},
+}
+
+
+class _TreeBuilder:
+    """Builds the tree for one spec, one console (ASCII or not), verbose or not."""
+
+    def __init__(self, spec: LoopSpec, verbose: bool, ascii_only: bool):
+        self.spec = spec
+        self.verbose = verbose
+        self.sym = _SYMBOLS[ascii_only]
+        self.colours = callback_colours(spec)
+
+    def chip(self, cls: str) -> Text:
+        """A coloured square standing for a callback class."""
+        return Text(self.sym["chip"], style=self.colours.get(cls, "default"))
+
+    def tree(self) -> Tree:
+        """The whole loop."""
+        title = Text.assemble((f"{self.spec.loop} loop", "bold"), (f" · {self.spec.framework}", "dim"))
+        root = Tree(title, guide_style="dim")
+        for phase in self.spec.phases:
+            self.phase(root, phase)
+        if self.spec.custom_events:
+            custom = root.add(Text("Custom events (the loop never fires these itself)", style="bold magenta"))
+            for event in self.spec.custom_events:
+                self.event(custom, event)
+        for note in self.spec.notes:
+            root.add(Text(f"Note: {note}", style="yellow"))
+        return root
+
+    def phase(self, parent: Tree, phase: Phase) -> None:
+        """A phase as a branch, its steps as children in firing order."""
+        label = Text(phase.label, style="bold cyan")
+        if phase.repeat:
+            label.append(f"  {self.sym['loop']} {phase.repeat}", style="cyan")
+        if phase.cancel:
+            c = phase.cancel
+            label.append(f"  {self.sym['cancel']} {c.exception} {self.sym['arrow']} {c.handler_event} "
+                         f"{self.sym['arrow']} {c.resumes_at}", style="red")
+        if self.verbose and phase.note:
+            label.append(f"\n{phase.note}", style="dim")
+        branch = parent.add(label)
+        for step in phase.steps:
+            self.step(branch, step)
+
+    def step(self, parent: Tree, step: Step) -> None:
+        """One step: a nested phase, an event, or (verbose) work between events."""
+        if isinstance(step, Phase):
+            self.phase(parent, step)
+        elif isinstance(step, Event):
+            self.event(parent, step)
+        elif self.verbose:
+            self.work(parent, step)
+
+    def event(self, parent: Tree, event: Event) -> None:
+        """An event: inline coloured callbacks, or (verbose) its description and one child per handler."""
+        label = Text(event.name, style="italic red" if event.role == "cancel" else "bold")
+        shown = [h for h in event.handlers if h.runs or h.disabled or self.verbose]
+        if not self.verbose:
+            label.append(": ", style="dim")
+            if not shown:
+                label.append("(none)", style="dim")
+            for i, handler in enumerate(shown):
+                if i:
+                    label.append(" ")
+                label.append_text(self.callback_name(handler))
+            parent.add(label)
+            return
+        label.append(f"\n{event.description}", style="dim")
+        node = parent.add(label)
+        if not event.handlers:
+            node.add(Text("(no callbacks)", style="dim"))
+        for handler in shown:
+            node.add(self.handler(handler))
+
+    def callback_name(self, handler: Handler) -> Text:
+        """Chip, class name and, for a switched-off callback, its flag."""
+        name = Text.assemble(self.chip(handler.callback.cls), " ", handler.callback.label)
+        if handler.via == "call":
+            name.append("(__call__)", style="dim")
+        if handler.disabled:
+            name.stylize("dim strike")
+            name.append("(run=False)", style="dim")
+        return name
+
+    def handler(self, handler: Handler) -> Text:
+        """Verbose: class, order, flags, source, then the docstring dimmed below."""
+        text = self.callback_name(handler)
+        text.append(f"  order {handler.callback.order:g}", style="dim")
+        if handler.skipped and not handler.disabled:
+            text.append(f"  skipped here: {handler.skipped}", style="yellow")
+            return text
+        if handler.source:
+            text.append(f"  {handler.source.short()}", style="dim")
+        text.append("\n")
+        text.append(handler.doc, style="dim italic" if handler.doc_source == "none" else "dim")
+        return text
+
+    def work(self, parent: Tree, work: Work) -> None:
+        """Verbose: work done between events."""
+        label = Text.assemble((f"{self.sym['work']} {work.name}", "green"), ("  ", ""), (work.code, "dim"))
+        if work.condition:
+            label.append(f"  ({work.condition})", style="dim italic")
+        parent.add(label)
+
+    def legend(self) -> Text:
+        """Which colour is which callback, in call order, and what the symbols mean."""
+        legend = Text("Callbacks in call order: ", style="bold")
+        for i, info in enumerate(self.spec.callbacks):
+            if i:
+                legend.append("  ")
+            legend.append_text(Text.assemble(self.chip(info.cls), f" {info.label} ({info.order:g})"))
+        sym = self.sym
+        legend.append(
+            f"\n{sym['loop']} repeats   {sym['cancel']} cancel path: exception {sym['arrow']} "
+            f"after_cancel event {sym['arrow']} where the loop resumes",
+            style="dim",
+        )
+        if self.verbose:
+            legend.append(f"   {sym['work']} work between events", style="dim")
+        return legend
+
+
+class RichLoop(JupyterMixin):
+    """A `LoopSpec` as a rich renderable: the tree, then a legend. Print it with a rich Console."""
+
+    def __init__(self, spec: LoopSpec, verbose: bool = False):
+        self.spec = spec
+        self.verbose = verbose
+
+    def __rich_console__(self, console: Console, options: ConsoleOptions) -> RenderResult:
+        builder = _TreeBuilder(self.spec, self.verbose, options.ascii_only)
+        yield Group(builder.tree(), Text(""), builder.legend())
+
+
+def rich_tree(spec: LoopSpec, verbose: bool = False, ascii_only: bool = False) -> Tree:
+    """The bare `rich.tree.Tree` of a loop (without the legend), for embedding in your own layout."""
+    return _TreeBuilder(spec, verbose, ascii_only).tree()
