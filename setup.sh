@@ -24,7 +24,7 @@ python=${PYTHON:-python3}
 [ -x .venv/bin/python ] || "$python" -m venv .venv
 pip=(.venv/bin/python -m pip --disable-pip-version-check -q)
 
-stamp=".venv/.setup-$(cat setup.sh pyproject.toml requirements/*.txt | sha1sum | cut -c1-12)-dev$dev"
+stamp=".venv/.setup-$(cat setup.sh pyproject.toml requirements/*.txt tests/mermaid/package*.json | sha1sum | cut -c1-12)-dev$dev"
 if [ -f "$stamp" ]; then
   exit 0
 fi
@@ -33,6 +33,14 @@ fi
 grep -E '^fastai==' requirements/runtime.txt | xargs "${pip[@]}" install --no-deps
 grep -vE '^(fastai==|#|$)' requirements/runtime.txt | xargs "${pip[@]}" install
 "${pip[@]}" install --no-deps -e .
-if [ "$dev" -eq 1 ]; then "${pip[@]}" install -r requirements/dev.txt; fi
+if [ "$dev" -eq 1 ]; then
+  "${pip[@]}" install -r requirements/dev.txt
+  # The official Mermaid parser, for the tests that check loopviz's Mermaid output (needs Node.js).
+  if command -v npm >/dev/null 2>&1; then
+    npm ci --prefix tests/mermaid --no-audit --no-fund --loglevel=error
+  else
+    echo "setup.sh: npm not found; the Mermaid syntax test will be skipped" >&2
+  fi
+fi
 rm -f .venv/.setup-*
 touch "$stamp"

@@ -17,8 +17,8 @@ from loopviz.renderers.palette import callback_colours
 __all__ = ["RichLoop", "rich_tree"]
 
 _SYMBOLS = {
-    True: {"chip": "#", "arrow": "->", "loop": "(repeats)", "work": "~", "cancel": "x"},
-    False: {"chip": "■", "arrow": "→", "loop": "⟲", "work": "~", "cancel": "✗"},
+    True: {"chip": "#", "arrow": "->", "loop": "*", "work": "~", "cancel": "x", "dot": "-"},
+    False: {"chip": "■", "arrow": "→", "loop": "⟲", "work": "~", "cancel": "✗", "dot": "·"},
 }
 
 
@@ -37,7 +37,7 @@ class _TreeBuilder:
 
     def tree(self) -> Tree:
         """The whole loop."""
-        title = Text.assemble((f"{self.spec.loop} loop", "bold"), (f" · {self.spec.framework}", "dim"))
+        title = Text.assemble((f"{self.spec.loop} loop", "bold"), (f" {self.sym['dot']} {self.spec.framework}", "dim"))
         root = Tree(title, guide_style="dim")
         for phase in self.spec.phases:
             self.phase(root, phase)

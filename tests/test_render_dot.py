@@ -1,0 +1,141 @@
+"""The graphviz view: golden DOT, SVG parsed as XML with counted nodes and edges, escaping, exports,
+hide_empty/focus, and what happens when `dot` is missing."""
+from __future__ import annotations
+
+import shutil
+import xml.etree.ElementTree as ET
+
+import pytest
+
+from loopviz import GraphvizNotFound, LoopDiagram, LoopvizError, Phase, Work, focus, hide_empty
+from tests.views import HOSTILE, realistic_spec, tricky_spec
+
+needs_dot = pytest.mark.skipif(shutil.which("dot") is None, reason="Graphviz's dot is not installed")
+SVG = "{http://www.w3.org/2000/svg}"
+
+
+def svg_tree(diagram: LoopDiagram) -> ET.Element:
+    return ET.fromstring(diagram.svg())
+
+
+def groups(root: ET.Element, cls: str) -> list[ET.Element]:
+    return [g for g in root.iter(f"{SVG}g") if g.get("class") == cls]
+
+
+def expected_counts(spec) -> tuple[int, int]:
+    """Nodes and edges the diagram must have, counted from the model alone."""
+    all_phases = [p for top in spec.phases for p in [top, *top.phases()]]
+    events = len(spec.events()) + len(spec.custom_events)
+    works = sum(isinstance(s, Work) for p in all_phases for s in p.steps)
+    cancels = sum(p.cancel is not None for p in all_phases)
+    nodes = events + works + cancels + 1  # + the legend
+    flow_steps = [[s for s in p.steps if not (getattr(s, "role", None) == "cancel")] for p in all_phases]
+    chain = sum(len(steps) - 1 for steps in flow_steps) + len(spec.phases) - 1
+    loops = sum(p.repeat is not None for p in all_phases)
+    return nodes, chain + loops + 2 * cancels
+
+
+def test_golden_dot_source(learn, golden):
+    golden("dot_default.gv", LoopDiagram(learn.loop_spec()).source.rstrip("\n"))
+
+
+@needs_dot
+@pytest.mark.parametrize("verbose", [False, True])
+def test_svg_is_xml_with_one_node_per_step_and_every_edge(tmp_path, verbose):
+    spec = realistic_spec(tmp_path)
+    root = svg_tree(LoopDiagram(spec, verbose=verbose))
+    nodes, edges = expected_counts(spec)
+    assert len(groups(root, "node")) == nodes
+    assert len(groups(root, "edge")) == edges
+    clusters = [p for top in spec.phases for p in [top, *top.phases()]]
+    assert len(groups(root, "cluster")) == len(clusters)
+    texts = " ".join(t.text or "" for t in root.iter(f"{SVG}text"))
+    assert "CancelStepException" in texts and "next: for each batch of dls.valid" in texts
+
+
+@needs_dot
+def test_hostile_docstrings_render_as_literal_text(tmp_path):
+    svg = LoopDiagram(tricky_spec(tmp_path), verbose=True).svg()
+    root = ET.fromstring(svg)  # well-formed XML, or this raises
+    assert not list(root.iter(f"{SVG}script")) and not list(root.iter("script"))
+    texts = "".join(t.text or "" for t in root.iter(f"{SVG}text"))
+    for piece in HOSTILE:
+        assert piece in texts, piece
+
+
+def test_hostile_strings_are_escaped_in_the_dot_source(tmp_path):
+    source = LoopDiagram(tricky_spec(tmp_path), verbose=True).source
+    assert "<script>" not in source and "&lt;script&gt;" in source
+    assert "&#252;" in source  # ü as a character reference
+    assert "&quot;quotes&quot;" in source
+
+
+@needs_dot
+def test_save_by_extension(learn, tmp_path):
+    diagram = learn.show_training_loop(fmt="graphviz")
+    assert isinstance(diagram, LoopDiagram)
+    assert diagram.save(tmp_path / "loop.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert diagram.save(tmp_path / "loop.pdf").read_bytes()[:5] == b"%PDF-"
+    ET.parse(diagram.save(tmp_path / "loop.svg"))
+    assert diagram.save(tmp_path / "loop.dot").read_text() == diagram.source
+    with pytest.raises(LoopvizError, match=r"cannot tell the format of .*loop\.jpeg.* use one of: \.dot, \.gv, \.pdf, \.png, \.svg"):
+        diagram.save(tmp_path / "loop.jpeg")
+
+
+@needs_dot
+def test_notebook_bundle_has_svg_and_text(learn):
+    bundle = LoopDiagram(learn.loop_spec())._repr_mimebundle_()
+    assert set(bundle) == {"image/svg+xml", "text/plain"}
+    ET.fromstring(bundle["image/svg+xml"])
+    assert bundle["text/plain"].startswith("Start Create")
+    assert set(LoopDiagram(learn.loop_spec())._repr_mimebundle_(include=["text/plain"])) == {"text/plain"}
+
+
+def test_without_dot_source_works_and_exports_say_what_to_install(learn, tmp_path, monkeypatch):
+    monkeypatch.setenv("PATH", "")
+    diagram = learn.show_training_loop(fmt="graphviz")
+    assert diagram.save(tmp_path / "loop.dot").exists()
+    for suffix in ("svg", "png", "pdf"):
+        with pytest.raises(GraphvizNotFound, match="needs Graphviz's `dot` program, which is not on PATH. Install it"):
+            diagram.save(tmp_path / f"loop.{suffix}")
+    bundle = diagram._repr_mimebundle_()
+    assert set(bundle) == {"text/plain"}
+    assert "no diagram: Rendering SVG needs Graphviz's `dot`" in bundle["text/plain"]
+
+
+def test_hide_empty_drops_events_without_callbacks(learn):
+    spec = hide_empty(learn.loop_spec())
+    assert "after_cancel_fit" not in [e.name for e in spec.events()]
+    assert all(any(h.runs or h.disabled for h in e.handlers) for e in spec.events())
+    assert "after_cancel_fit" not in LoopDiagram(spec).source
+
+
+def test_focus_shows_one_callback(tmp_path):
+    spec = focus(realistic_spec(tmp_path), "param_scheduler")
+    assert [c.cls for c in spec.callbacks] == ["ParamScheduler"]
+    assert [(e.name, e.mode) for e in spec.events()] == [
+        ("before_fit", None), ("before_batch", "train"), ("after_batch", "train"), ("after_fit", None)]
+    source = LoopDiagram(spec).source
+    assert "Recorder <FONT" not in source and "ParamScheduler <FONT" in source
+    with pytest.raises(LoopvizError, match="focus='Nope' matches no callback of this loop; its callbacks are: ParamScheduler\."):
+        focus(spec, "Nope")
+
+
+def test_bad_fmt_is_named(learn):
+    with pytest.raises(LoopvizError, match="fmt='svg' is not a view loopviz has; choose one of: text, rich, graphviz, mermaid"):
+        learn.show_training_loop(fmt="svg")
+
+
+@needs_dot
+def test_fifteen_callbacks_stay_one_table_per_event(tmp_path):
+    from fastai.callback.core import Callback
+
+    from fastai.test_utils import synth_learner
+
+    extra = [type(f"Cb{i:02d}", (Callback,), {"order": i, "after_batch": lambda self: None})() for i in range(15)]
+    spec = synth_learner(path=tmp_path).loop_spec(cbs=extra)
+    root = svg_tree(LoopDiagram(spec))
+    nodes, edges = expected_counts(spec)
+    assert (len(groups(root, "node")), len(groups(root, "edge"))) == (nodes, edges)
+    width = float(root.get("width").rstrip("pt"))
+    assert width < 2000, f"the diagram grew sideways to {width}pt"
