@@ -11,7 +11,8 @@ from rich.text import Text
 
 import loopviz  # noqa: F401
 
-OUT = Path(__file__).parent / "images" / "show_training_loop.svg"
+IMAGES = Path(__file__).parent / "images"
+OUT = IMAGES / "show_training_loop.svg"
 
 
 def main() -> None:
@@ -24,6 +25,9 @@ def main() -> None:
     OUT.parent.mkdir(parents=True, exist_ok=True)
     OUT.write_text(console.export_svg(title="loopviz: learn.show_training_loop()"), encoding="utf-8")
     print(f"wrote {OUT}")
+    diagram = learn.show_training_loop(fmt="graphviz", cbs=[SaveModelCallback()], hide_empty=True)
+    print(f"wrote {diagram.save(IMAGES / 'loop_diagram.svg')}")
+    print(f"wrote {diagram.save(IMAGES / 'loop_diagram.png')}")
 
 
 if __name__ == "__main__":

@@ -3,7 +3,16 @@ from __future__ import annotations
 
 import argparse
 import sys
+from pathlib import Path
 from typing import Sequence
+
+from loopviz.diagram import LoopDiagram
+from loopviz.errors import GraphvizNotFound, LoopvizError
+from loopviz.model import LoopSpec
+from loopviz.processors import focus, hide_empty
+from loopviz.renderers.mermaid import render_mermaid
+from loopviz.renderers.text import render_text
+from loopviz.view import show_loop
 
 __all__ = ["main"]
 
@@ -21,6 +30,12 @@ def _parser() -> argparse.ArgumentParser:
         help="comma-separated fastai callback classes to preview, e.g. GradientClip,SaveModelCallback",
     )
     parser.add_argument("--width", type=int, default=100, help="wrap verbose text at this width (default: 100)")
+    parser.add_argument("--fmt", default="text", choices=["text", "rich", "mermaid", "graphviz"],
+                        help="the view (default: text); graphviz prints DOT unless --out is given")
+    parser.add_argument("--out", metavar="PATH", help="write the view to PATH instead: a diagram by extension "
+                        "(.svg .png .pdf .dot), text or Mermaid as UTF-8")
+    parser.add_argument("--hide-empty", action="store_true", help="leave out events where no callback runs")
+    parser.add_argument("--focus", metavar="CALLBACK", help="show only this callback (class or fastai name)")
     return parser
 
 
@@ -46,15 +61,36 @@ def main(argv: Sequence[str] | None = None) -> int:
     from fastai.test_utils import synth_learner
 
     import loopviz  # noqa: F401  (patches Learner.show_training_loop)
-    from loopviz.errors import LoopvizError
 
     cbs = _callbacks(args.cbs)
     learn = synth_learner()
     try:
-        learn.show_training_loop(verbose=args.verbose, cbs=cbs, loop=args.loop, width=args.width)
-    except LoopvizError as e:
+        spec = learn.loop_spec(loop=args.loop, cbs=cbs)
+        return _emit(spec, args)
+    except (LoopvizError, GraphvizNotFound) as e:
         print(f"loopviz: {e}", file=sys.stderr)
         return 2
+
+
+def _emit(spec: LoopSpec, args: argparse.Namespace) -> int:
+    """Print the chosen view, or write it to --out."""
+    if args.focus:
+        spec = focus(spec, args.focus)
+    if args.hide_empty:
+        spec = hide_empty(spec)
+    if args.fmt == "graphviz" or (args.out and Path(args.out).suffix.lower() in (".svg", ".png", ".pdf", ".dot", ".gv")):
+        diagram = LoopDiagram(spec, verbose=args.verbose)
+        if not args.out:
+            print(diagram.source)
+            return 0
+        print(f"wrote {diagram.save(args.out)}")
+        return 0
+    if args.out:
+        text = render_mermaid(spec, args.verbose) if args.fmt == "mermaid" else render_text(spec, args.verbose, args.width)
+        Path(args.out).write_text(text + "\n", encoding="utf-8")
+        print(f"wrote {args.out}")
+        return 0
+    show_loop(spec, verbose=args.verbose, fmt=args.fmt, width=args.width)
     return 0
 
 

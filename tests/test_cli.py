@@ -36,3 +36,24 @@ def test_module_runs_as_a_program():
     assert done.returncode == 0, done.stderr
     assert done.stdout.splitlines()[0] == "Start Create"
     assert " - after_batch    : [TrainEvalCallback, Recorder, ProgressCallback]" in done.stdout
+
+
+def test_diagram_and_text_files(tmp_path, capsys):
+    import xml.etree.ElementTree as ET
+    import shutil
+
+    assert main(["--fmt", "graphviz", "--out", str(tmp_path / "loop.dot")]) == 0
+    assert (tmp_path / "loop.dot").read_text().startswith("digraph loop {")
+    if shutil.which("dot"):
+        assert main(["--out", str(tmp_path / "loop.svg"), "--hide-empty"]) == 0
+        ET.parse(tmp_path / "loop.svg")
+    assert main(["--fmt", "mermaid", "--out", str(tmp_path / "loop.mmd")]) == 0
+    assert (tmp_path / "loop.mmd").read_text().startswith("flowchart TB")
+    assert main(["--focus", "Recorder"]) == 0
+    out = capsys.readouterr().out
+    assert "TrainEvalCallback" not in out.split("wrote")[-1]
+
+
+def test_focus_on_a_missing_callback_is_an_error(capsys):
+    assert main(["--focus", "Nope"]) == 2
+    assert "focus='Nope' matches no callback of this loop" in capsys.readouterr().err
