@@ -9,11 +9,11 @@ from __future__ import annotations
 import html
 import itertools
 import textwrap
-from dataclasses import dataclass
 
 import graphviz
 
-from loopviz.model import Event, Handler, LoopSpec, Phase, Step, Work
+from loopviz.model import Event, Handler, LoopSpec, Phase, Work
+from loopviz.renderers.flow import EdgeKind, FlowWriter
 from loopviz.renderers.palette import callback_colours
 
 __all__ = ["dot_graph", "DOC_WIDTH"]
@@ -43,15 +43,7 @@ def _lines(text: str, width: int = DOC_WIDTH) -> str:
     return '<BR ALIGN="LEFT"/>'.join(_esc(line) for line in wrapped) + '<BR ALIGN="LEFT"/>'
 
 
-@dataclass(frozen=True)
-class _Ends:
-    """Node ids where a drawn step is entered and left (None for a step that is hidden)."""
-
-    entry: str | None
-    exit: str | None
-
-
-class _DotBuilder:
+class _DotBuilder(FlowWriter):
     """Draws one spec into one `graphviz.Digraph`."""
 
     def __init__(self, spec: LoopSpec, verbose: bool):
@@ -66,55 +58,59 @@ class _DotBuilder:
             node_attr={"fontname": FONT, "fontsize": "10", "shape": "plaintext", "margin": "0"},
             edge_attr={"fontname": FONT, "fontsize": "9", "arrowsize": "0.7", "color": "#374151"},
         )
+        self.stack: list[graphviz.Digraph] = [self.graph]
 
     def new_id(self, prefix: str = "n") -> str:
         return f"{prefix}{next(self.ids)}"
+
+    @property
+    def current(self) -> graphviz.Digraph:
+        """The graph or cluster being drawn into."""
+        return self.stack[-1]
 
     def build(self) -> graphviz.Digraph:
         """The whole diagram: phases chained in order, then the legend."""
         title = f"<<B>{_esc(self.spec.loop)} loop</B>  <FONT COLOR=\"{MUTED}\">{_esc(self.spec.framework)}</FONT>>"
         self.graph.attr(label=title, labelloc="t", fontsize="14")
-        previous: str | None = None
-        for phase in self.spec.phases:
-            ends = self.phase(self.graph, phase, depth=0)
-            if previous and ends.entry:
-                self.graph.edge(previous, ends.entry)
-            previous = ends.exit or previous
+        self.write_phases(self.spec.phases)
         if self.spec.custom_events:
             self.custom_events()
         self.legend()
         return self.graph
 
-    # -- phases and steps -------------------------------------------------------------------
+    # -- the FlowWriter hooks -------------------------------------------------------------------
 
-    def phase(self, parent: graphviz.Digraph, phase: Phase, depth: int) -> _Ends:
-        """A cluster with its steps chained in firing order, its loop-back edge and cancel path."""
-        with parent.subgraph(name=self.new_id("cluster_")) as sub:
-            sub.attr(label=self.phase_label(phase), style="rounded,filled", color="#9ca3af",
+    def open_phase(self, phase: Phase, depth: int) -> None:
+        """A cluster, filled darker the deeper it is nested."""
+        cluster = graphviz.Digraph(name=self.new_id("cluster_"))
+        cluster.attr(label=self.phase_label(phase), style="rounded,filled", color="#9ca3af",
                      fillcolor=PHASE_FILLS[min(depth, len(PHASE_FILLS) - 1)], fontsize="11", margin="10")
-            first: str | None = None
-            last: str | None = None
-            by_name: dict[str, str] = {}
-            cancel_event: Event | None = None
-            for step in phase.steps:
-                if isinstance(step, Event) and step.role == "cancel":
-                    cancel_event = step
-                    continue
-                ends = self.step(sub, step, depth)
-                if ends.entry is None:
-                    continue
-                if isinstance(step, Event):
-                    by_name[step.name] = ends.entry
-                if last is not None:
-                    sub.edge(last, ends.entry)
-                first = first or ends.entry
-                last = ends.exit
-            if phase.repeat and first and last and first != last:
-                sub.edge(last, first, label=_attr(f"next: {phase.repeat}"), constraint="false",
-                         style="bold", color="#2563eb", fontcolor="#2563eb")
-            if phase.cancel:
-                self.cancel_path(sub, phase, cancel_event, by_name.get(phase.cancel.resumes_at))
-        return _Ends(first, last)
+        self.stack.append(cluster)
+
+    def close_phase(self, phase: Phase, depth: int) -> None:
+        cluster = self.stack.pop()
+        self.current.subgraph(cluster)
+
+    def edge(self, tail: str, head: str, kind: EdgeKind, label: str | None = None) -> None:
+        """Plain for the flow, bold blue for a loop back, dashed red for a cancel path."""
+        attrs = {
+            "flow": {},
+            "loop": {"constraint": "false", "style": "bold", "color": "#2563eb", "fontcolor": "#2563eb"},
+            "cancel": {"style": "dashed", "color": CANCEL, "fontcolor": CANCEL},
+        }[kind]
+        if label:
+            attrs = {**attrs, "label": _attr(label)}
+        self.current.edge(tail, head, **attrs)
+
+    def raise_node(self, phase: Phase, depth: int) -> str:
+        """The cancel exception, as a dashed red box."""
+        cancel = phase.cancel
+        assert cancel is not None
+        node = self.new_id()
+        self.current.node(node, label=f"<<FONT COLOR=\"{CANCEL}\">{_esc(cancel.exception)}</FONT>>",
+                          shape="box", style="dashed,rounded", color=CANCEL, margin="0.08,0.04", fontsize="9",
+                          tooltip=_attr(f"raised anywhere in {phase.label}: {cancel.description}"))
+        return node
 
     def phase_label(self, phase: Phase) -> str:
         """Cluster title: name, how often it runs, and (verbose) its note."""
@@ -125,40 +121,13 @@ class _DotBuilder:
             parts.append(f'<BR ALIGN="LEFT"/><FONT POINT-SIZE="9" COLOR="{MUTED}">{_lines(phase.note, 80)}</FONT>')
         return "<" + "".join(parts) + ">"
 
-    def step(self, parent: graphviz.Digraph, step: Step, depth: int) -> _Ends:
-        """Draw one step, returning where it is entered and left."""
-        if isinstance(step, Phase):
-            return self.phase(parent, step, depth + 1)
-        if isinstance(step, Event):
-            node = self.event(parent, step)
-            return _Ends(node, node)
-        node = self.work(parent, step)
-        return _Ends(node, node)
-
-    def cancel_path(self, parent: graphviz.Digraph, phase: Phase, event: Event | None, resume: str | None) -> None:
-        """Exception node -> after_cancel event -> the event where the loop resumes, all dashed."""
-        cancel = phase.cancel
-        assert cancel is not None
-        handler = self.event(parent, event) if event is not None else None
-        if handler is None and resume is None:
-            return  # both ends were filtered out (hide_empty/focus): the exception would point nowhere
-        raised = self.new_id()
-        parent.node(raised, label=f"<<FONT COLOR=\"{CANCEL}\">{_esc(cancel.exception)}</FONT>>",
-                    shape="box", style="dashed,rounded", color=CANCEL, margin="0.08,0.04", fontsize="9",
-                    tooltip=_attr(f"raised anywhere in {phase.label}: {cancel.description}"))
-        dashed = {"style": "dashed", "color": CANCEL, "fontcolor": CANCEL}
-        if handler:
-            parent.edge(raised, handler, **dashed)
-        if resume:
-            parent.edge(handler or raised, resume, **dashed)
-
     # -- nodes ------------------------------------------------------------------------------
 
     def handlers(self, event: Event) -> list[Handler]:
         """The handler rows an event shows: running or switched off, and (verbose) skipped ones."""
         return [h for h in event.handlers if h.runs or h.disabled or (self.verbose and h.skipped)]
 
-    def event(self, parent: graphviz.Digraph, event: Event) -> str:
+    def event_node(self, event: Event, depth: int) -> str:
         """An event as a table: its name, (verbose) description, one row per callback."""
         rows = self.handlers(event)
         node = self.new_id()
@@ -172,7 +141,7 @@ class _DotBuilder:
             cells.append(f'<TR><TD COLSPAN="2" ALIGN="LEFT"><FONT COLOR="{MUTED}">no callbacks</FONT></TD></TR>')
         table = ('<<TABLE BORDER="1" CELLBORDER="0" CELLSPACING="0" CELLPADDING="3" BGCOLOR="white" '
                  f'COLOR="{CANCEL if event.role == "cancel" else "#4b5563"}">' + "".join(cells) + "</TABLE>>")
-        parent.node(node, label=table, tooltip=_attr(event.description))
+        self.current.node(node, label=table, tooltip=_attr(event.description))
         return node
 
     def handler_row(self, handler: Handler) -> str:
@@ -190,7 +159,7 @@ class _DotBuilder:
             name += f'<BR ALIGN="LEFT"/><FONT POINT-SIZE="8" COLOR="{MUTED}">{_lines(handler.doc)}</FONT>'
         return f'<TR>{chip}<TD ALIGN="LEFT" BALIGN="LEFT">{name}</TD></TR>'
 
-    def work(self, parent: graphviz.Digraph, work: Work) -> str:
+    def work_node(self, work: Work, depth: int) -> str:
         """Work between events: an ellipse-like box with its name and (verbose) code."""
         node = self.new_id()
         label = f"<<B>{_esc(work.name)}</B>"
@@ -198,7 +167,7 @@ class _DotBuilder:
             label += f'<BR/><FONT FACE="{MONO}" POINT-SIZE="8">{_lines(work.code, 70)}</FONT>'
         if work.condition:
             label += f'<BR/><FONT POINT-SIZE="8" COLOR="{MUTED}">{_esc(work.condition)}</FONT>'
-        parent.node(node, label=label + ">", shape="box", style="rounded,filled", fillcolor="#ecfdf5",
+        self.current.node(node, label=label + ">", shape="box", style="rounded,filled", fillcolor="#ecfdf5",
                     color="#10b981", margin="0.1,0.04", tooltip=_attr(work.description))
         return node
 
@@ -209,8 +178,10 @@ class _DotBuilder:
         with self.graph.subgraph(name=self.new_id("cluster_")) as sub:
             sub.attr(label="<<B>Custom events</B> (fired only by code calling them)>", style="dashed,rounded",
                      color="#9333ea")
+            self.stack.append(sub)
             for event in self.spec.custom_events:
-                self.event(sub, event)
+                self.event_node(event, 1)
+            self.stack.pop()
 
     def legend(self) -> None:
         """Callback colours in call order, and what the shapes and edges mean."""

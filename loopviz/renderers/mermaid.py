@@ -9,7 +9,8 @@ from __future__ import annotations
 import itertools
 import string
 
-from loopviz.model import Event, Handler, LoopSpec, Phase, Step, Work
+from loopviz.model import Event, Handler, LoopSpec, Phase, Work
+from loopviz.renderers.flow import EdgeKind, FlowWriter
 from loopviz.renderers.palette import callback_colours
 
 __all__ = ["render_mermaid"]
@@ -22,7 +23,7 @@ def _esc(text: str) -> str:
     return "".join(c if c in _SAFE else f"#{ord(c)};" for c in " ".join(text.split()))
 
 
-class _MermaidWriter:
+class _MermaidWriter(FlowWriter):
     """Writes one spec as flowchart lines."""
 
     def __init__(self, spec: LoopSpec, verbose: bool):
@@ -35,14 +36,13 @@ class _MermaidWriter:
     def new_id(self, prefix: str = "n") -> str:
         return f"{prefix}{next(self.ids)}"
 
+    def add(self, depth: int, line: str) -> None:
+        """One line, indented to show nesting."""
+        self.lines.append("  " * (depth + 1) + line)
+
     def write(self) -> str:
         """The whole flowchart."""
-        previous: str | None = None
-        for phase in self.spec.phases:
-            first, last = self.phase(phase, 1)
-            if previous and first:
-                self.lines.append(f"  {previous} --> {first}")
-            previous = last or previous
+        self.write_phases(self.spec.phases)
         self.lines += [
             "  classDef event fill:#ffffff,stroke:#4b5563,color:#111827",
             "  classDef cancel fill:#fde2e2,stroke:#c0392b,color:#7f1d1d,stroke-dasharray:4 3",
@@ -51,51 +51,48 @@ class _MermaidWriter:
         ]
         return "\n".join(self.lines)
 
-    def phase(self, phase: Phase, depth: int) -> tuple[str | None, str | None]:
-        """A subgraph with its steps chained, a back edge when it repeats, and its cancel path."""
-        pad = "  " * depth
+    # -- the FlowWriter hooks -------------------------------------------------------------------
+
+    def open_phase(self, phase: Phase, depth: int) -> None:
+        """A subgraph titled with the phase and how often it repeats."""
         title = phase.label + (f" - repeats {phase.repeat}" if phase.repeat else "")
-        self.lines.append(f'{pad}subgraph {self.new_id("p")}["{_esc(title)}"]')
-        self.lines.append(f"{pad}  direction TB")
-        first = last = None
-        by_name: dict[str, str] = {}
-        cancel_event: Event | None = None
-        for step in phase.steps:
-            if isinstance(step, Event) and step.role == "cancel":
-                cancel_event = step
-                continue
-            entry, exit_ = self.step(step, depth + 1)
-            if entry is None:
-                continue
-            if isinstance(step, Event):
-                by_name[step.name] = entry
-            if last is not None:
-                self.lines.append(f"{pad}  {last} --> {entry}")
-            first = first or entry
-            last = exit_
-        if phase.cancel:
-            self.cancel_path(phase, cancel_event, by_name.get(phase.cancel.resumes_at), depth + 1)
-        self.lines.append(f"{pad}end")
-        if phase.repeat and first and last and first != last:
-            self.lines.append(f'{pad}{last} -->|"{_esc("next")}"| {first}')
-        return first, last
+        self.add(depth, f'subgraph {self.new_id("p")}["{_esc(title)}"]')
+        self.add(depth + 1, "direction TB")
 
-    def step(self, step: Step, depth: int) -> tuple[str | None, str | None]:
-        """One step: a nested phase, an event or work."""
-        if isinstance(step, Phase):
-            return self.phase(step, depth)
-        node = self.event(step, depth) if isinstance(step, Event) else self.work(step, depth)
-        return node, node
+    def close_phase(self, phase: Phase, depth: int) -> None:
+        self.add(depth, "end")
 
-    def event(self, event: Event, depth: int) -> str:
-        """An event node: its name, then its callbacks (and in verbose mode their order and doc)."""
+    def edge(self, tail: str, head: str, kind: EdgeKind, label: str | None = None) -> None:
+        """Solid for the flow and loop backs (labelled), dotted for cancel paths."""
+        arrow = "-.->" if kind == "cancel" else "-->"
+        text = f'|"{_esc("next")}"| ' if kind == "loop" else ""
+        self.add(0, f"{tail} {arrow} {text}{head}")
+
+    def event_node(self, event: Event, depth: int) -> str:
+        """An event node: its name, then its callbacks (and in verbose mode their docs)."""
         shown = [h for h in event.handlers if h.runs or h.disabled]
         node = self.new_id()
         parts = [f"<b>{_esc(event.name)}</b>"] + [self.callback(h) for h in shown]
         if not shown:
             parts.append("<i>no callbacks</i>")
-        self.lines.append(f'{"  " * depth}{node}["{"<br/>".join(parts)}"]')
-        self.lines.append(f'{"  " * depth}class {node} {"cancel" if event.role == "cancel" else "event"}')
+        self.add(depth, f'{node}["{"<br/>".join(parts)}"]')
+        self.add(depth, f'class {node} {"cancel" if event.role == "cancel" else "event"}')
+        return node
+
+    def work_node(self, work: Work, depth: int) -> str:
+        """Work between events as a rounded node."""
+        node = self.new_id()
+        label = f"<b>{_esc(work.name)}</b>" + (f"<br/><small>{_esc(work.code)}</small>" if self.verbose else "")
+        self.add(depth, f'{node}("{label}")')
+        self.add(depth, f"class {node} work")
+        return node
+
+    def raise_node(self, phase: Phase, depth: int) -> str:
+        """The cancel exception as a stadium-shaped node."""
+        assert phase.cancel is not None
+        node = self.new_id()
+        self.add(depth, f'{node}(["{_esc(phase.cancel.exception)}"])')
+        self.add(depth, f"class {node} raise")
         return node
 
     def callback(self, handler: Handler) -> str:
@@ -108,30 +105,6 @@ class _MermaidWriter:
         if self.verbose:
             text += f"<br/><small>{_esc(handler.doc)}</small>"
         return text
-
-    def work(self, work: Work, depth: int) -> str:
-        """Work between events as a rounded node."""
-        node = self.new_id()
-        label = f"<b>{_esc(work.name)}</b>" + (f"<br/><small>{_esc(work.code)}</small>" if self.verbose else "")
-        self.lines.append(f'{"  " * depth}{node}("{label}")')
-        self.lines.append(f'{"  " * depth}class {node} work')
-        return node
-
-    def cancel_path(self, phase: Phase, event: Event | None, resume: str | None, depth: int) -> None:
-        """Exception node, dashed to the after_cancel event, dashed to where the loop resumes."""
-        cancel = phase.cancel
-        assert cancel is not None
-        pad = "  " * depth
-        handler = self.event(event, depth) if event is not None else None
-        if handler is None and resume is None:
-            return
-        raised = self.new_id()
-        self.lines.append(f'{pad}{raised}(["{_esc(cancel.exception)}"])')
-        self.lines.append(f"{pad}class {raised} raise")
-        if handler:
-            self.lines.append(f"{pad}{raised} -.-> {handler}")
-        if resume:
-            self.lines.append(f"{pad}{handler or raised} -.-> {resume}")
 
 
 def render_mermaid(spec: LoopSpec, verbose: bool = False) -> str:
