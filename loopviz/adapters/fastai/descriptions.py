@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from loopviz.model import Work
 
-__all__ = ["EVENT_DESCRIPTIONS", "WORK", "CANCEL_DESCRIPTIONS", "describe_event"]
+__all__ = ["EVENT_DESCRIPTIONS", "WORK", "WORK_BETWEEN", "CANCEL_DESCRIPTIONS", "describe_event"]
 
 EVENT_DESCRIPTIONS: dict[str, str] = {
     "after_create": (
@@ -116,6 +116,25 @@ WORK: dict[str, Work] = {
         "cleanup", "learn._end_cleanup()", "learn.dl, xb, yb, pred and loss are cleared.",
         condition="skipped when after_fit raises",
     ),
+}
+
+
+# The work fastai does between two consecutive events (same loop, same nesting level), as a trace sees it.
+WORK_BETWEEN: dict[tuple[str, str], str] = {
+    ("before_batch", "after_pred"): "forward",
+    ("after_pred", "after_loss"): "loss",
+    ("before_backward", "after_backward"): "backward",
+    ("before_backward", "after_cancel_backward"): "backward",
+    ("before_step", "after_step"): "step",
+    ("before_step", "after_cancel_step"): "step",
+    ("after_step", "after_batch"): "zero_grad",
+    ("after_batch", "before_batch"): "draw",
+    ("before_train", "before_batch"): "draw",
+    ("before_validate", "before_batch"): "draw",
+    ("after_batch", "after_train"): "draw",  # the data loader's last next(), which ends the loop
+    ("after_batch", "after_validate"): "draw",
+    ("before_train", "after_train"): "draw",
+    ("before_validate", "after_validate"): "draw",
 }
 
 

@@ -1,0 +1,305 @@
+"""Tracing real fastai fits: `with learn.trace() as t: learn.fit(...)`.
+
+While any learner is traced, loopviz wraps whatever is installed as `Learner._call_one` (one event
+firing), `Callback.__call__` (one callback call; also the `__call__` of callback classes that override
+it) and the entry points (fit, validate, get_preds, lr_find, fine_tune, fit_one_cycle, to name loops).
+The wrappers look the learner up in a registry and pass straight through for learners that are not
+traced. The last trace to finish puts every original back, whether the fit ended, was cancelled or raised.
+Nothing is attached to the learner or its callbacks, so `learn.export()` pickles no tracer.
+"""
+from __future__ import annotations
+
+import functools
+import warnings
+from time import perf_counter_ns
+from typing import Any, Callable
+
+from fastai.callback import core as fastai_core
+from fastai.callback.core import Callback
+from fastai.learner import Learner
+from fastcore.basics import patch
+
+from loopviz.adapters.fastai.descriptions import WORK_BETWEEN
+from loopviz.errors import LoopvizError
+from loopviz.trace.clock import make_clock
+from loopviz.trace.record import (
+    CANCELLED, ERROR, NO_HANDLER, RAN, SKIPPED_RUN, SKIPPED_TRAIN, SKIPPED_VALID, Recorder,
+)
+from loopviz.trace.trace import Trace
+
+__all__ = ["TraceSession", "trace", "active_recorders"]
+
+_CANCELS = tuple(getattr(fastai_core, name) for name in fastai_core._all_ if name.startswith("Cancel"))
+_INNER = frozenset(fastai_core._inner_loop)
+_PHASE_MODE = {
+    "before_train": 1, "after_cancel_train": 1, "after_train": 1,
+    "before_validate": 2, "after_cancel_validate": 2, "after_validate": 2,
+}
+_ENTRY_POINTS = ("fit", "validate", "get_preds", "lr_find", "fine_tune", "fit_one_cycle")
+
+_ACTIVE: dict[int, "_LearnerTrace"] = {}
+_PATCHES: list[tuple[type, str, Any, Any]] = []  # (owner, name, what was there (or _MISSING), our wrapper)
+_MISSING = object()
+
+
+def active_recorders() -> int:
+    """How many learners are being traced right now (0 when no loopviz wrapper is installed)."""
+    return len(_ACTIVE)
+
+
+class _LearnerTrace:
+    """Per-learner state while tracing: the recorder plus what the wrappers need to label and classify."""
+
+    def __init__(self, learn: Learner, recorder: Recorder):
+        self.learn = learn
+        self.rec = recorder
+        self.entries: list[list[Any]] = []  # [entry point name, loop started?], innermost last
+        self.alive: list[Callback] = []  # callbacks seen, kept alive so their ids are not reused
+        self.handler_cache: dict[tuple[int, str], bool] = {}
+        self.calling: list[int] = []  # ids of callbacks whose call is being timed, innermost last
+
+    def starts_loop(self, event: str) -> bool:
+        """True when this event opens a new loop: every before_fit, and a before_validate outside any fit."""
+        if event == "before_fit":
+            return True
+        if event != "before_validate":
+            return False
+        return self.rec.loop < 0 or bool(self.entries and not self.entries[-1][1])
+
+    def start_loop(self, event: str) -> None:
+        """Begin a loop named after the entry points that are open (e.g. 'fine_tune > fit_one_cycle > fit')."""
+        label = " > ".join(name for name, _ in self.entries) or ("fit" if event == "before_fit" else "validate")
+        if self.entries:
+            self.entries[-1][1] = True
+        self.rec.begin_loop(label)
+
+    def callback_id(self, cb: Callback) -> int:
+        cid = self.rec.callback_ids.get(id(cb))
+        if cid is None:
+            self.alive.append(cb)
+            cid = self.rec.callback_id(id(cb), lambda: _describe(cb))
+        return cid
+
+    def status_before(self, cb: Callback, cid: int, event: str) -> int:
+        """What fastai's `Callback.__call__` will do: run the handler, or skip it (and why)."""
+        key = (cid, event)
+        has = self.handler_cache.get(key)
+        if has is None:
+            has = self.handler_cache[key] = _has_handler(cb, event)
+        if not has:
+            return NO_HANDLER
+        if not cb.run:
+            return SKIPPED_RUN
+        if event in _INNER:
+            model = self.learn.__dict__.get("model")
+            training = getattr(model, "training", True)
+            if training and not cb.run_train:
+                return SKIPPED_TRAIN
+            if not training and not cb.run_valid:
+                return SKIPPED_VALID
+        return RAN
+
+
+def _call_owner(cls: type) -> type:
+    """The class in `cls`'s MRO that defines the `__call__` its instances use."""
+    return next(k for k in cls.__mro__ if "__call__" in k.__dict__)
+
+
+def _has_handler(cb: Callback, event: str) -> bool:
+    """True when the callback has its own handler for the event (or replaces __call__, receiving every event)."""
+    if _call_owner(type(cb)) is not Callback:
+        return True
+    return event in cb.__dict__ or any(event in klass.__dict__ for klass in type(cb).__mro__)
+
+
+def _describe(cb: Callback) -> dict[str, Any]:
+    cls = type(cb)
+    return {"cls": cls.__name__, "name": str(getattr(cb, "name", cls.__name__)), "order": getattr(cb, "order", 0),
+            "module": cls.__module__}
+
+
+# -- the wrappers ---------------------------------------------------------------------------------
+
+
+def _wrap_call_one(original: Callable[..., Any]) -> Callable[..., Any]:
+    @functools.wraps(original)
+    def _call_one(self: Learner, event_name: str) -> Any:
+        state = _ACTIVE.get(id(self))
+        if state is None:
+            return original(self, event_name)
+        if state.starts_loop(event_name):
+            state.start_loop(event_name)
+            if event_name == "before_fit":
+                _patch_overriding_classes(self)
+        d = self.__dict__
+        mode = _PHASE_MODE.get(event_name, 0)
+        if event_name in _INNER:
+            mode = 1 if getattr(d.get("model"), "training", True) else 2
+        rec = state.rec
+        index = rec.begin_firing(event_name, mode, d.get("epoch", -1), d.get("iter", -1))
+        status = 0
+        try:
+            return original(self, event_name)
+        except _CANCELS:
+            status = CANCELLED
+            raise
+        except BaseException:
+            status = ERROR
+            raise
+        finally:
+            rec.end_firing(index, status)
+
+    _call_one.__loopviz_wrapper__ = True  # type: ignore[attr-defined]
+    return _call_one
+
+
+def _wrap_callback_call(original: Callable[..., Any]) -> Callable[..., Any]:
+    @functools.wraps(original)
+    def __call__(self: Callback, event_name: str) -> Any:
+        learn = self.__dict__.get("learn")
+        state = _ACTIVE.get(id(learn)) if learn is not None else None
+        if state is None or (state.calling and state.calling[-1] == id(self)):
+            return original(self, event_name)  # not traced, or super().__call__ from an overriding class
+        cid = state.callback_id(self)
+        status = state.status_before(self, cid, event_name)
+        state.calling.append(id(self))
+        start = perf_counter_ns()
+        try:
+            return original(self, event_name)
+        except _CANCELS:
+            status = CANCELLED
+            raise
+        except BaseException:
+            status = ERROR
+            raise
+        finally:
+            state.rec.call(cid, start, perf_counter_ns(), status)
+            state.calling.pop()
+
+    __call__.__loopviz_wrapper__ = True  # type: ignore[attr-defined]
+    return __call__
+
+
+def _wrap_entry(name: str, original: Callable[..., Any]) -> Callable[..., Any]:
+    @functools.wraps(original)
+    def entry(self: Learner, *args: Any, **kwargs: Any) -> Any:
+        state = _ACTIVE.get(id(self))
+        if state is None:
+            return original(self, *args, **kwargs)
+        state.entries.append([name, False])
+        try:
+            return original(self, *args, **kwargs)
+        finally:
+            state.entries.pop()
+
+    entry.__loopviz_wrapper__ = True  # type: ignore[attr-defined]
+    return entry
+
+
+# -- installing and removing ----------------------------------------------------------------------
+
+
+def _install(owner: type, name: str, make: Callable[[Any], Any]) -> None:
+    current = owner.__dict__.get(name, _MISSING)
+    original = getattr(owner, name)
+    wrapper = make(original)
+    setattr(owner, name, wrapper)
+    _PATCHES.append((owner, name, current, wrapper))
+
+
+def _install_all() -> None:
+    _install(Learner, "_call_one", _wrap_call_one)
+    _install(Callback, "__call__", _wrap_callback_call)
+    for name in _ENTRY_POINTS:
+        if hasattr(Learner, name):
+            _install(Learner, name, lambda original, name=name: _wrap_entry(name, original))
+
+
+def _patch_overriding_classes(learn: Learner) -> None:
+    """Wrap `__call__` of callback classes that replace it (they bypass `Callback.__call__`)."""
+    patched = {owner for owner, name, _, _ in _PATCHES if name == "__call__"}
+    for cb in learn.cbs:
+        owner = _call_owner(type(cb))
+        if owner is not Callback and owner not in patched:
+            _install(owner, "__call__", _wrap_callback_call)
+            patched.add(owner)
+
+
+def _uninstall_all() -> None:
+    while _PATCHES:
+        owner, name, previous, wrapper = _PATCHES.pop()
+        if owner.__dict__.get(name) is not wrapper:
+            warnings.warn(
+                f"loopviz: {owner.__name__}.{name} was replaced by other code while tracing, so loopviz's "
+                "wrapper stays inside it (it passes every call straight through when nothing is traced).",
+                RuntimeWarning, stacklevel=3,
+            )
+            continue
+        if previous is _MISSING:
+            delattr(owner, name)
+        else:
+            setattr(owner, name, previous)
+
+
+class TraceSession:
+    """Context manager returned by `learn.trace()`: records everything the learner does inside it."""
+
+    def __init__(self, learn: Learner, clock: str = "auto", max_calls: int = 1_000_000, max_firings: int = 250_000):
+        if max_calls < 0 or max_firings < 0:
+            raise LoopvizError("max_calls and max_firings must be 0 or more (0 keeps aggregates only).")
+        self.learn = learn
+        self.clock = make_clock(clock, _model_device(learn))
+        self.recorder = Recorder(self.clock, max_calls=max_calls, max_firings=max_firings)
+        self.trace = Trace.recording(self.recorder)
+
+    def __enter__(self) -> Trace:
+        if id(self.learn) in _ACTIVE:
+            raise LoopvizError(
+                "this learner is already being traced: a trace cannot start inside another trace of the same "
+                "learner. Use the outer trace, or finish it first."
+            )
+        if not _ACTIVE:
+            _install_all()
+        state = _LearnerTrace(self.learn, self.recorder)
+        _ACTIVE[id(self.learn)] = state
+        try:
+            _patch_overriding_classes(self.learn)
+        except BaseException:
+            self._stop()
+            raise
+        return self.trace
+
+    def __exit__(self, exc_type: Any, exc: Any, tb: Any) -> None:
+        self._stop()
+
+    def _stop(self) -> None:
+        state = _ACTIVE.pop(id(self.learn), None)
+        if not _ACTIVE:
+            _uninstall_all()
+        if state is not None:
+            state.alive.clear()
+        self.trace.finish(framework=_fastai_version(), work_names=WORK_BETWEEN)
+
+
+def _model_device(learn: Learner) -> str:
+    try:
+        return str(next(learn.model.parameters()).device)
+    except (StopIteration, AttributeError):
+        return "cpu"
+
+
+def _fastai_version() -> str:
+    import fastai
+
+    return f"fastai {fastai.__version__}"
+
+
+@patch
+def trace(
+    self: Learner,
+    clock: str = "auto",  # 'auto' (cuda events when the model is on a GPU, else host), 'host', 'cuda' or 'sync'
+    max_calls: int = 1_000_000,  # Raw callback-call records kept (40 bytes each); past it, aggregates only
+    max_firings: int = 250_000,  # Raw event-firing records kept (88 bytes each); past it, aggregates only
+) -> TraceSession:
+    "Record every event firing, callback call and the work between events of what runs inside `with`"
+    return TraceSession(self, clock=clock, max_calls=max_calls, max_firings=max_firings)

@@ -1,0 +1,119 @@
+"""Clocks for event boundaries: host time, CUDA events resolved later, or a sync at each boundary.
+
+CUDA is asynchronous: a host timestamp says when work was *launched*, not when the GPU did it. The
+`CudaEventClock` records a `torch.cuda.Event` at each boundary (non-blocking) and turns them into
+times once, at `resolve()`, after a single synchronize. `SyncClock` synchronizes at every boundary:
+exact, but it stalls the pipeline. Both take their CUDA functions as arguments so that their logic is
+tested on machines without a GPU.
+"""
+from __future__ import annotations
+
+import time
+from typing import Any, Callable, Protocol
+
+__all__ = ["Clock", "HostClock", "SyncClock", "CudaEventClock", "make_clock", "CLOCKS"]
+
+CLOCKS = ("auto", "host", "cuda", "sync")
+
+
+class Clock(Protocol):
+    """Marks boundaries during a run. A deferred clock returns placeholders and gives the times at `drain()`."""
+
+    name: str
+    deferred: bool
+
+    def mark(self) -> int:
+        """Nanoseconds for 'now' (or, for a deferred clock, a placeholder until `drain`)."""
+        ...
+
+    def drain(self) -> list[int]:
+        """Nanoseconds (host scale) of the marks made since the last drain, in order."""
+        ...
+
+
+class HostClock:
+    """`time.perf_counter_ns`: what the host spent, which on a GPU is launch time, not GPU time."""
+
+    name = "host"
+    deferred = False
+
+    def __init__(self, now: Callable[[], int] = time.perf_counter_ns):
+        self.now = now
+
+    def mark(self) -> int:
+        return self.now()
+
+    def drain(self) -> list[int]:
+        return []
+
+
+class SyncClock(HostClock):
+    """Synchronize the device, then read the host clock: exact GPU-inclusive times, at the cost of a stall."""
+
+    name = "sync"
+
+    def __init__(self, synchronize: Callable[[], Any], now: Callable[[], int] = time.perf_counter_ns):
+        super().__init__(now)
+        self.synchronize = synchronize
+
+    def mark(self) -> int:
+        self.synchronize()
+        return self.now()
+
+
+class CudaEventClock:
+    """A CUDA event per boundary, recorded without blocking; turned into times at `drain()`.
+
+    `new_event()` must return an object with `record()`, `synchronize()` and `elapsed_time(other) -> ms`,
+    as `torch.cuda.Event(enable_timing=True)` does. Events are pooled: a drain waits for the last one
+    recorded (one wait per drain, not per boundary), reads every elapsed time, and reuses the pool.
+    """
+
+    name = "cuda"
+    deferred = True
+
+    def __init__(self, new_event: Callable[[], Any], now: Callable[[], int] = time.perf_counter_ns):
+        self.new_event = new_event
+        self.now = now
+        self.pool: list[Any] = []
+        self.used = 0
+        self.origin: Any = None
+        self.origin_ns = 0
+
+    def mark(self) -> int:
+        if self.origin is None:  # the first mark anchors GPU time to the host clock
+            self.origin = self.new_event()
+            self.origin.record()
+            self.origin_ns = self.now()
+        if self.used == len(self.pool):
+            self.pool.append(self.new_event())
+        self.pool[self.used].record()
+        self.used += 1
+        return -1
+
+    def drain(self) -> list[int]:
+        if self.used == 0:
+            return []
+        self.pool[self.used - 1].synchronize()
+        times = [self.origin_ns + round(self.origin.elapsed_time(e) * 1e6) for e in self.pool[: self.used]]
+        self.used = 0
+        return times
+
+
+def make_clock(kind: str, model_device: str = "cpu") -> Clock:
+    """The clock for `kind`: 'host', 'cuda', 'sync', or 'auto' (cuda when the model is on a CUDA device)."""
+    from loopviz.errors import LoopvizError
+
+    if kind not in CLOCKS:
+        raise LoopvizError(f"clock={kind!r} is not a clock loopviz has; choose one of: {', '.join(CLOCKS)}.")
+    if kind == "auto":
+        kind = "cuda" if model_device.startswith("cuda") else "host"
+    if kind == "host":
+        return HostClock()
+    import torch
+
+    if not torch.cuda.is_available():
+        raise LoopvizError(f"clock={kind!r} needs a CUDA device, and torch sees none; use clock='host'.")
+    if kind == "sync":
+        return SyncClock(torch.cuda.synchronize)
+    return CudaEventClock(lambda: torch.cuda.Event(enable_timing=True))

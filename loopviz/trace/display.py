@@ -1,0 +1,66 @@
+"""How a `Trace` shows itself: rich tables in a terminal, the same as text, and HTML in notebooks."""
+from __future__ import annotations
+
+import io
+from typing import Any
+
+import pandas as pd
+from rich.console import Console, Group
+from rich.table import Table
+from rich.text import Text
+
+__all__ = ["trace_tables", "trace_text", "trace_html"]
+
+
+def _table(df: pd.DataFrame, title: str, columns: dict[str, str], limit: int) -> Table:
+    """A rich table of the first `limit` rows of `df`, with the given column headers."""
+    table = Table(title=title, title_justify="left", show_edge=False, header_style="bold")
+    for key, header in columns.items():
+        table.add_column(header, justify="right" if df[key].dtype.kind in "if" else "left")
+    for _, row in df.head(limit).iterrows():
+        table.add_row(*[Text(_cell(row[key])) for key in columns])
+    if len(df) > limit:
+        table.caption = f"{len(df) - limit} more rows: see .summary() / .by_callback()"
+    return table
+
+
+def _cell(value: Any) -> str:
+    if isinstance(value, float):
+        return f"{value:,.3f}"
+    if isinstance(value, (int,)) and not isinstance(value, bool):
+        return f"{value:,}"
+    return str(value)
+
+
+def trace_tables(trace: Any, limit: int = 25) -> Group:
+    """A header line, the summary (slowest first), the costliest callbacks, and notes."""
+    summary = trace.summary().sort_values("total_ms", ascending=False)
+    by_cb = trace.by_callback()
+    loops = ", ".join(dict.fromkeys(trace.loops)) or "none"
+    head = Text.assemble(
+        ("Trace", "bold"), f" of {trace.framework or 'a loop'}: {trace.n_firings + trace.dropped_firings:,} event firings, ",
+        f"{trace.n_calls + trace.dropped_calls:,} callback calls, {trace.total_ns() / 1e6:,.1f} ms in {len(trace.loops)} loop(s) ({loops})",
+    )
+    parts: list[Any] = [head, _table(summary, "Events and work", {
+        "kind": "kind", "name": "name", "phase": "phase", "count": "count", "total_ms": "total ms",
+        "mean_ms": "mean ms", "p50_ms": "p50 ms", "p95_ms": "p95 ms", "pct": "% of run"}, limit)]
+    if len(by_cb):
+        parts.append(_table(by_cb, "Callbacks (costliest first)", {
+            "callback": "callback", "event": "event", "phase": "phase", "calls": "calls", "ran": "ran",
+            "skipped": "skipped", "total_ms": "total ms", "mean_us": "mean µs", "pct": "% of run"}, 10))
+    parts += [Text(note, style="dim") for note in trace.notes()]
+    return Group(*parts)
+
+
+def trace_text(trace: Any, width: int = 120) -> str:
+    """The tables as plain text."""
+    out = io.StringIO()
+    Console(file=out, width=width, color_system=None, legacy_windows=False).print(trace_tables(trace))
+    return out.getvalue().rstrip("\n")
+
+
+def trace_html(trace: Any) -> str:
+    """The tables as HTML, for notebooks."""
+    console = Console(record=True, width=130, file=io.StringIO(), color_system="truecolor")
+    console.print(trace_tables(trace))
+    return console.export_html(inline_styles=True, code_format="<pre style=\"font-size:12px\">{code}</pre>")

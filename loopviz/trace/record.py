@@ -1,0 +1,168 @@
+"""`Recorder`: the framework-free, low-overhead store that adapters write event firings and callback calls to.
+
+Raw records go into flat `array('q')` buffers (no Python object per span) up to a cap; past the cap,
+each record only updates a fixed-size aggregate (count, total, min, max, log2 histogram), and the
+number of dropped records is kept, so memory stays bounded however long the run.
+"""
+from __future__ import annotations
+
+from array import array
+from time import perf_counter_ns
+from typing import Any
+
+from loopviz.trace.clock import Clock, HostClock
+
+__all__ = ["Recorder", "FIRING_FIELDS", "CALL_FIELDS", "STATUS", "MODES"]
+
+FIRING_FIELDS = ("event", "mode", "epoch", "iter", "loop", "parent", "start", "end", "status", "dev_start", "dev_end")
+CALL_FIELDS = ("firing", "callback", "start", "dur", "status")
+NF, NC = len(FIRING_FIELDS), len(CALL_FIELDS)
+MODES = ("", "train", "valid")
+# Call and firing outcomes. A call 'ran' when its handler ran; the skipped ones were called by the loop
+# but did nothing (no handler, or switched off by run/run_train/run_valid).
+STATUS = ("ran", "no_handler", "skipped_run", "skipped_run_train", "skipped_run_valid", "cancelled", "error")
+RAN, NO_HANDLER, SKIPPED_RUN, SKIPPED_TRAIN, SKIPPED_VALID, CANCELLED, ERROR = range(len(STATUS))
+HIST_BUCKETS = 64
+
+
+class _Aggregate:
+    """Count, total, min, max and a log2 histogram of durations: constant memory, any number of records."""
+
+    __slots__ = ("count", "total", "min", "max", "hist")
+
+    def __init__(self) -> None:
+        self.count = 0
+        self.total = 0
+        self.min = 1 << 62
+        self.max = 0
+        self.hist = [0] * HIST_BUCKETS
+
+    def add(self, dur: int) -> None:
+        self.count += 1
+        self.total += dur
+        self.min = min(self.min, dur)
+        self.max = max(self.max, dur)
+        self.hist[min(max(dur, 0).bit_length(), HIST_BUCKETS - 1)] += 1
+
+    def to_json(self) -> dict[str, Any]:
+        return {"count": self.count, "total": self.total, "min": self.min, "max": self.max, "hist": self.hist}
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> "_Aggregate":
+        agg = cls()
+        agg.count, agg.total, agg.min, agg.max, agg.hist = data["count"], data["total"], data["min"], data["max"], list(data["hist"])
+        return agg
+
+
+class Recorder:
+    """Collects one run. Adapters call `begin_firing`/`end_firing` around each event and `call` per callback."""
+
+    def __init__(self, clock: Clock | None = None, max_calls: int = 1_000_000, max_firings: int = 250_000):
+        self.clock = clock or HostClock()
+        self.max_calls = max_calls
+        self.max_firings = max_firings
+        self.firings = array("q")
+        self.calls = array("q")
+        self.events: list[str] = []
+        self.event_ids: dict[str, int] = {}
+        self.callbacks: list[dict[str, Any]] = []
+        self.callback_ids: dict[int, int] = {}
+        self.loops: list[str] = []
+        self.loop = -1
+        self.stack: list[int] = []  # open firings (indices), innermost last; -1 for a dropped one
+        self.stack_events: list[tuple[int, int]] = []  # (event id, mode) of the open firings
+        self.dropped_firings = 0
+        self.dropped_calls = 0
+        self.overflow_firings: dict[tuple[int, int], _Aggregate] = {}
+        self.overflow_calls: dict[tuple[int, int, int, int], _Aggregate] = {}
+        self.deferred: list[int] = []  # positions in `firings` awaiting a deferred clock's times
+        self.dropped_starts: list[int] = []  # start times of open firings past the cap
+
+    # -- registries ---------------------------------------------------------------------------
+
+    def event_id(self, name: str) -> int:
+        """The small integer standing for an event name."""
+        eid = self.event_ids.get(name)
+        if eid is None:
+            eid = self.event_ids[name] = len(self.events)
+            self.events.append(name)
+        return eid
+
+    def callback_id(self, key: int, describe: Any) -> int:
+        """The small integer standing for a callback (keyed by identity); `describe()` gives its facts once."""
+        cid = self.callback_ids.get(key)
+        if cid is None:
+            cid = self.callback_ids[key] = len(self.callbacks)
+            self.callbacks.append(describe())
+        return cid
+
+    def begin_loop(self, label: str) -> None:
+        """Start a new loop (a fit, a validate, a get_preds...): later firings belong to it."""
+        self.loops.append(label)
+        self.loop = len(self.loops) - 1
+
+    # -- the hot path -------------------------------------------------------------------------
+
+    def begin_firing(self, event: str, mode: int, epoch: int, iteration: int) -> int:
+        """Open an event firing; returns its index (or -1 once past the cap)."""
+        eid = self.event_id(event)
+        self.stack_events.append((eid, mode))
+        if len(self.firings) >= self.max_firings * NF:
+            self.stack.append(-1)
+            self.dropped_starts.append(perf_counter_ns())
+            return -1
+        index = len(self.firings) // NF
+        parent = self.stack[-1] if self.stack else -1
+        self.stack.append(index)
+        dev = -1
+        if self.clock.name != "host":
+            dev = self.clock.mark()
+            if self.clock.deferred:
+                self.deferred.append(len(self.firings) + 9)
+        self.firings.extend((eid, mode, epoch, iteration, self.loop, parent, perf_counter_ns(), 0, 0, dev, -1))
+        return index
+
+    def end_firing(self, index: int, status: int) -> None:
+        """Close the innermost open firing with its outcome (0 ok, else a CANCELLED/ERROR status)."""
+        end = perf_counter_ns()
+        self.stack.pop()
+        eid, mode = self.stack_events.pop()
+        if index < 0:
+            self.dropped_firings += 1
+            agg = self.overflow_firings.get((eid, mode))
+            if agg is None:
+                agg = self.overflow_firings[(eid, mode)] = _Aggregate()
+            agg.add(end - self.dropped_starts.pop())
+            return
+        base = index * NF
+        firings = self.firings
+        firings[base + 7] = end
+        firings[base + 8] = status
+        if self.clock.name != "host":
+            firings[base + 10] = self.clock.mark()
+            if self.clock.deferred:
+                self.deferred.append(base + 10)
+                if len(self.deferred) >= 4096:
+                    self.drain()
+
+    def call(self, cb_id: int, start: int, end: int, status: int) -> None:
+        """Record one callback call inside the innermost open firing."""
+        firing = self.stack[-1] if self.stack else -1
+        if firing >= 0 and len(self.calls) < self.max_calls * NC:
+            self.calls.extend((firing, cb_id, start, end - start, status))
+            return
+        self.dropped_calls += 1
+        eid, mode = self.stack_events[-1] if self.stack_events else (-1, 0)
+        key = (eid, mode, cb_id, status)
+        agg = self.overflow_calls.get(key)
+        if agg is None:
+            agg = self.overflow_calls[key] = _Aggregate()
+        agg.add(end - start)
+
+    def drain(self) -> None:
+        """Write a deferred clock's times into the firings they belong to."""
+        times = self.clock.drain()
+        for position, value in zip(self.deferred, times):
+            self.firings[position] = value
+        self.deferred.clear()
+
