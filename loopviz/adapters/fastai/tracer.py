@@ -29,7 +29,9 @@ from loopviz.trace.trace import Trace
 
 __all__ = ["TraceSession", "trace", "active_recorders"]
 
-_CANCELS = tuple(getattr(fastai_core, name) for name in fastai_core._all_ if name.startswith("Cancel"))
+_CANCELS = tuple(
+    getattr(fastai_core, name) for name in dir(fastai_core) if name.startswith("Cancel") and name.endswith("Exception")
+)
 _INNER = frozenset(fastai_core._inner_loop)
 _PHASE_MODE = {
     "before_train": 1, "after_cancel_train": 1, "after_train": 1,

@@ -1,0 +1,100 @@
+"""The clock modes' logic, through the clock interface, with fake CUDA events (no GPU here)."""
+from __future__ import annotations
+
+import itertools
+
+from loopviz.trace.clock import CudaEventClock, HostClock, SyncClock
+from loopviz.trace.record import Recorder
+from loopviz.trace.trace import Trace
+
+
+class FakeGPU:
+    """A device whose timeline is set by the test: each event records the device's current time."""
+
+    def __init__(self):
+        self.now_ms = 0.0
+        self.syncs = 0
+        self.records = 0
+
+    def event(self):
+        gpu = self
+
+        class Event:
+            def record(self):
+                gpu.records += 1
+                self.t = gpu.now_ms
+
+            def synchronize(self):
+                gpu.syncs += 1
+
+            def elapsed_time(self, other):
+                return other.t - self.t
+
+        return Event()
+
+    def synchronize(self):
+        self.syncs += 1
+
+
+def fake_host(step: int = 1000):
+    counter = itertools.count(0, step)
+    return lambda: next(counter)
+
+
+def test_host_clock_reads_now():
+    clock = HostClock(fake_host(5))
+    assert [clock.mark(), clock.mark()] == [0, 5] and clock.drain() == [] and not clock.deferred
+
+
+def test_sync_clock_synchronizes_at_every_boundary():
+    gpu = FakeGPU()
+    clock = SyncClock(gpu.synchronize, fake_host())
+    marks = [clock.mark() for _ in range(3)]
+    assert marks == [0, 1000, 2000] and gpu.syncs == 3
+
+
+def test_cuda_clock_records_without_waiting_and_resolves_in_one_wait():
+    gpu = FakeGPU()
+    clock = CudaEventClock(gpu.event, fake_host())
+    for t in (0.0, 1.5, 4.0):
+        gpu.now_ms = t
+        assert clock.mark() == -1
+    assert gpu.syncs == 0  # recording never waits
+    assert clock.drain() == [0, 1_500_000, 4_000_000]
+    assert gpu.syncs == 1
+    gpu.now_ms = 10.0
+    clock.mark()
+    assert clock.drain() == [10_000_000] and gpu.syncs == 2
+    assert len(clock.pool) == 3  # events are reused after a drain
+
+
+def test_recorder_puts_gpu_times_on_firings_and_work_uses_them():
+    gpu = FakeGPU()
+    rec = Recorder(CudaEventClock(gpu.event, fake_host()))
+    trace = Trace.recording(rec)
+    rec.begin_loop("fit")
+    # host-side the events are instant; on the GPU, 'forward' between them takes 3 ms
+    gpu.now_ms = 0.0
+    a = rec.begin_firing("before_batch", 1, 0, 0)
+    rec.end_firing(a, 0)
+    gpu.now_ms = 3.0
+    b = rec.begin_firing("after_pred", 1, 0, 0)
+    gpu.now_ms = 3.5
+    rec.end_firing(b, 0)
+    trace.finish("test", {("before_batch", "after_pred"): "forward"})
+    work = trace.work_df()
+    assert list(work["work"]) == ["forward"]
+    assert work["dur"].iloc[0] == 3_000_000
+    firings = trace.firings_df()
+    assert list(firings["dev_end"] - firings["dev_start"]) == [0, 500_000]
+    assert gpu.syncs == 1 and "cuda" in trace.notes()[0]
+
+
+def test_cuda_clock_drains_in_batches_not_per_event():
+    gpu = FakeGPU()
+    rec = Recorder(CudaEventClock(gpu.event, fake_host()))
+    rec.begin_loop("fit")
+    for i in range(5000):
+        index = rec.begin_firing("after_batch", 1, 0, i)
+        rec.end_firing(index, 0)
+    assert gpu.syncs == 2  # 10,000 boundaries, one wait per 4,096
