@@ -69,14 +69,18 @@ class Recorder:
         self.callback_ids: dict[int, int] = {}
         self.loops: list[str] = []
         self.loop = -1
-        self.stack: list[int] = []  # open firings (indices), innermost last; -1 for a dropped one
-        self.stack_events: list[tuple[int, int]] = []  # (event id, mode) of the open firings
+        # open firings, innermost last: (index or -1 when dropped, event id, mode, start if dropped)
+        self.stack: list[tuple[int, int, int, int]] = []
+        self.current = -1  # the innermost open firing (-1: none, or dropped)
+        self.call_cap = max_calls * NC
+        self.firing_cap = max_firings * NF
+        self.device = self.clock.name != "host"  # event boundaries also marked on a device clock
+        self.no_handler_calls = 0  # calls to callbacks without a handler for the event: counted, not recorded
         self.dropped_firings = 0
         self.dropped_calls = 0
         self.overflow_firings: dict[tuple[int, int], _Aggregate] = {}
         self.overflow_calls: dict[tuple[int, int, int, int], _Aggregate] = {}
         self.deferred: list[int] = []  # positions in `firings` awaiting a deferred clock's times
-        self.dropped_starts: list[int] = []  # start times of open firings past the cap
 
     # -- registries ---------------------------------------------------------------------------
 
@@ -105,40 +109,44 @@ class Recorder:
 
     def begin_firing(self, event: str, mode: int, epoch: int, iteration: int) -> int:
         """Open an event firing; returns its index (or -1 once past the cap)."""
-        eid = self.event_id(event)
-        self.stack_events.append((eid, mode))
-        if len(self.firings) >= self.max_firings * NF:
-            self.stack.append(-1)
-            self.dropped_starts.append(perf_counter_ns())
+        eid = self.event_ids.get(event)
+        if eid is None:
+            eid = self.event_id(event)
+        firings = self.firings
+        if len(firings) >= self.firing_cap:
+            self.stack.append((-1, eid, mode, perf_counter_ns()))
+            self.current = -1
             return -1
-        index = len(self.firings) // NF
-        parent = self.stack[-1] if self.stack else -1
-        self.stack.append(index)
+        index = len(firings) // NF
+        parent = self.current
+        self.current = index
+        self.stack.append((index, eid, mode, 0))
         dev = -1
-        if self.clock.name != "host":
+        if self.device:
             dev = self.clock.mark()
             if self.clock.deferred:
-                self.deferred.append(len(self.firings) + 9)
-        self.firings.extend((eid, mode, epoch, iteration, self.loop, parent, perf_counter_ns(), 0, 0, dev, -1))
+                self.deferred.append(len(firings) + 9)
+        firings.extend((eid, mode, epoch, iteration, self.loop, parent, perf_counter_ns(), 0, 0, dev, -1))
         return index
 
     def end_firing(self, index: int, status: int) -> None:
         """Close the innermost open firing with its outcome (0 ok, else a CANCELLED/ERROR status)."""
         end = perf_counter_ns()
-        self.stack.pop()
-        eid, mode = self.stack_events.pop()
+        stack = self.stack
+        _, eid, mode, dropped_start = stack.pop()
+        self.current = stack[-1][0] if stack else -1
         if index < 0:
             self.dropped_firings += 1
             agg = self.overflow_firings.get((eid, mode))
             if agg is None:
                 agg = self.overflow_firings[(eid, mode)] = _Aggregate()
-            agg.add(end - self.dropped_starts.pop())
+            agg.add(end - dropped_start)
             return
         base = index * NF
         firings = self.firings
         firings[base + 7] = end
         firings[base + 8] = status
-        if self.clock.name != "host":
+        if self.device:
             firings[base + 10] = self.clock.mark()
             if self.clock.deferred:
                 self.deferred.append(base + 10)
@@ -147,12 +155,12 @@ class Recorder:
 
     def call(self, cb_id: int, start: int, end: int, status: int) -> None:
         """Record one callback call inside the innermost open firing."""
-        firing = self.stack[-1] if self.stack else -1
-        if firing >= 0 and len(self.calls) < self.max_calls * NC:
+        firing = self.current
+        if firing >= 0 and len(self.calls) < self.call_cap:
             self.calls.extend((firing, cb_id, start, end - start, status))
             return
         self.dropped_calls += 1
-        eid, mode = self.stack_events[-1] if self.stack_events else (-1, 0)
+        _, eid, mode, _ = self.stack[-1] if self.stack else (-1, -1, 0, 0)
         key = (eid, mode, cb_id, status)
         agg = self.overflow_calls.get(key)
         if agg is None:

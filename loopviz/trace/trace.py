@@ -41,6 +41,7 @@ class Trace:
         self.calls = array("q")
         self.dropped_firings = 0
         self.dropped_calls = 0
+        self.no_handler_calls = 0
         self.overflow_firings: dict[tuple[int, int], _Aggregate] = {}
         self.overflow_calls: dict[tuple[int, int, int, int], _Aggregate] = {}
         self.work_names: dict[tuple[str, str], str] = {}
@@ -68,6 +69,7 @@ class Trace:
         self.events, self.callbacks, self.loops = rec.events, rec.callbacks, rec.loops
         self.firings, self.calls = rec.firings, rec.calls
         self.dropped_firings, self.dropped_calls = rec.dropped_firings, rec.dropped_calls
+        self.no_handler_calls = rec.no_handler_calls
         self.overflow_firings, self.overflow_calls = rec.overflow_firings, rec.overflow_calls
         self.work_names = dict(work_names or {})
         self.meta["max_calls"], self.meta["max_firings"] = rec.max_calls, rec.max_firings
@@ -238,6 +240,9 @@ class Trace:
     def notes(self) -> list[str]:
         """What a reader of the reports should know: dropped records, the clock used."""
         out = []
+        if self.no_handler_calls:
+            out.append(f"{self.no_handler_calls:,} calls to callbacks with no handler for the event (the loop calls every "
+                       "callback at every event) are counted, not timed one by one: their cost is in 'dispatch'.")
         if self.dropped_firings or self.dropped_calls:
             out.append(f"{self.dropped_firings:,} firings and {self.dropped_calls:,} callback calls dropped past the "
                        f"raw-record cap (max_firings={self.meta.get('max_firings')}, max_calls={self.meta.get('max_calls')}); "
@@ -282,6 +287,7 @@ class Trace:
             "firing_fields": list(FIRING_FIELDS), "call_fields": list(CALL_FIELDS),
             "firings": self.firings.tolist(), "calls": self.calls.tolist(),
             "dropped_firings": self.dropped_firings, "dropped_calls": self.dropped_calls,
+            "no_handler_calls": self.no_handler_calls,
             "overflow_firings": [[list(k), a.to_json()] for k, a in self.overflow_firings.items()],
             "overflow_calls": [[list(k), a.to_json()] for k, a in self.overflow_calls.items()],
             "work_names": [[a, b, n] for (a, b), n in self.work_names.items()],
@@ -301,6 +307,7 @@ class Trace:
         t.events, t.callbacks, t.loops = data["events"], data["callbacks"], data["loops"]
         t.firings, t.calls = array("q", data["firings"]), array("q", data["calls"])
         t.dropped_firings, t.dropped_calls = data["dropped_firings"], data["dropped_calls"]
+        t.no_handler_calls = data["no_handler_calls"]
         t.overflow_firings = {tuple(k): _Aggregate.from_json(a) for k, a in data["overflow_firings"]}  # type: ignore[misc]
         t.overflow_calls = {tuple(k): _Aggregate.from_json(a) for k, a in data["overflow_calls"]}  # type: ignore[misc]
         t.work_names = {(a, b): n for a, b, n in data["work_names"]}

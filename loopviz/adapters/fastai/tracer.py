@@ -23,7 +23,7 @@ from loopviz.adapters.fastai.descriptions import WORK_BETWEEN
 from loopviz.errors import LoopvizError
 from loopviz.trace.clock import make_clock
 from loopviz.trace.record import (
-    CANCELLED, ERROR, NO_HANDLER, RAN, SKIPPED_RUN, SKIPPED_TRAIN, SKIPPED_VALID, Recorder,
+    CANCELLED, ERROR, RAN, SKIPPED_RUN, SKIPPED_TRAIN, SKIPPED_VALID, Recorder,
 )
 from loopviz.trace.trace import Trace
 
@@ -57,8 +57,8 @@ class _LearnerTrace:
         self.rec = recorder
         self.entries: list[list[Any]] = []  # [entry point name, loop started?], innermost last
         self.alive: list[Callback] = []  # callbacks seen, kept alive so their ids are not reused
-        self.handler_cache: dict[tuple[int, str], bool] = {}
-        self.calling: list[int] = []  # ids of callbacks whose call is being timed, innermost last
+        self.known: dict[tuple[int, str], tuple[int, bool]] = {}  # (id(cb), event) -> (callback id, has handler)
+        self.calling: Callback | None = None  # the callback whose call is being timed
 
     def starts_loop(self, event: str) -> bool:
         """True when this event opens a new loop: every before_fit, and a before_validate outside any fit."""
@@ -75,26 +75,21 @@ class _LearnerTrace:
             self.entries[-1][1] = True
         self.rec.begin_loop(label)
 
-    def callback_id(self, cb: Callback) -> int:
+    def learn_callback(self, cb: Callback, event: str) -> tuple[int, bool]:
+        """First call of a callback for an event: its id in the trace, and whether it has a handler there."""
         cid = self.rec.callback_ids.get(id(cb))
         if cid is None:
             self.alive.append(cb)
             cid = self.rec.callback_id(id(cb), lambda: _describe(cb))
-        return cid
+        known = self.known[(id(cb), event)] = (cid, _has_handler(cb, event))
+        return known
 
-    def status_before(self, cb: Callback, cid: int, event: str) -> int:
-        """What fastai's `Callback.__call__` will do: run the handler, or skip it (and why)."""
-        key = (cid, event)
-        has = self.handler_cache.get(key)
-        if has is None:
-            has = self.handler_cache[key] = _has_handler(cb, event)
-        if not has:
-            return NO_HANDLER
+    def skip_status(self, cb: Callback, event: str) -> int:
+        """For a callback with a handler: RAN, or why fastai's `Callback.__call__` will skip it."""
         if not cb.run:
             return SKIPPED_RUN
         if event in _INNER:
-            model = self.learn.__dict__.get("model")
-            training = getattr(model, "training", True)
+            training = getattr(self.learn.__dict__.get("model"), "training", True)
             if training and not cb.run_train:
                 return SKIPPED_TRAIN
             if not training and not cb.run_valid:
@@ -129,7 +124,7 @@ def _wrap_call_one(original: Callable[..., Any]) -> Callable[..., Any]:
         state = _ACTIVE.get(id(self))
         if state is None:
             return original(self, event_name)
-        if state.starts_loop(event_name):
+        if (event_name == "before_fit" or event_name == "before_validate") and state.starts_loop(event_name):
             state.start_loop(event_name)
             if event_name == "before_fit":
                 _patch_overriding_classes(self)
@@ -160,11 +155,19 @@ def _wrap_callback_call(original: Callable[..., Any]) -> Callable[..., Any]:
     def __call__(self: Callback, event_name: str) -> Any:
         learn = self.__dict__.get("learn")
         state = _ACTIVE.get(id(learn)) if learn is not None else None
-        if state is None or (state.calling and state.calling[-1] == id(self)):
+        if state is None or state.calling is self:
             return original(self, event_name)  # not traced, or super().__call__ from an overriding class
-        cid = state.callback_id(self)
-        status = state.status_before(self, cid, event_name)
-        state.calling.append(id(self))
+        known = state.known.get((id(self), event_name))
+        if known is None:
+            known = state.learn_callback(self, event_name)
+        cid, has_handler = known
+        if not has_handler:  # fastai calls it anyway, but it does nothing: counted, not timed one by one
+            state.rec.no_handler_calls += 1
+            return original(self, event_name)
+        status = RAN
+        if not self.run or event_name in _INNER:
+            status = state.skip_status(self, event_name)
+        outer, state.calling = state.calling, self
         start = perf_counter_ns()
         try:
             return original(self, event_name)
@@ -176,7 +179,7 @@ def _wrap_callback_call(original: Callable[..., Any]) -> Callable[..., Any]:
             raise
         finally:
             state.rec.call(cid, start, perf_counter_ns(), status)
-            state.calling.pop()
+            state.calling = outer
 
     __call__.__loopviz_wrapper__ = True  # type: ignore[attr-defined]
     return __call__
