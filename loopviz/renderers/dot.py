@@ -24,6 +24,7 @@ MONO = "Courier"
 PHASE_FILLS = ("#f7f9fc", "#eef3fa", "#e4ecf7", "#dbe5f3", "#d2def0", "#c9d7ec")
 CANCEL = "#c0392b"
 MUTED = "#6b7280"
+TIME = "#a21caf"
 
 
 def _esc(text: str) -> str:
@@ -70,7 +71,8 @@ class _DotBuilder(FlowWriter):
 
     def build(self) -> graphviz.Digraph:
         """The whole diagram: phases chained in order, then the legend."""
-        title = f"<<B>{_esc(self.spec.loop)} loop</B>  <FONT COLOR=\"{MUTED}\">{_esc(self.spec.framework)}</FONT>>"
+        measured = f'<BR/><FONT POINT-SIZE="10" COLOR="{TIME}">{_esc(self.spec.measured)}</FONT>' if self.spec.measured else ""
+        title = f"<<B>{_esc(self.spec.loop)} loop</B>  <FONT COLOR=\"{MUTED}\">{_esc(self.spec.framework)}</FONT>{measured}>"
         self.graph.attr(label=title, labelloc="t", fontsize="14")
         self.write_phases(self.spec.phases)
         if self.spec.custom_events:
@@ -132,7 +134,8 @@ class _DotBuilder(FlowWriter):
         rows = self.handlers(event)
         node = self.new_id()
         header_fill = "#fde2e2" if event.role == "cancel" else "#ffffff"
-        cells = [f'<TR><TD COLSPAN="2" BGCOLOR="{header_fill}" ALIGN="LEFT"><B>{_esc(event.name)}</B></TD></TR>']
+        measured = f'<BR ALIGN="LEFT"/><FONT POINT-SIZE="8" COLOR="{TIME}">{_esc(event.timing.short())}</FONT>' if event.timing else ""
+        cells = [f'<TR><TD COLSPAN="2" BGCOLOR="{header_fill}" ALIGN="LEFT"><B>{_esc(event.name)}</B>{measured}</TD></TR>']
         if self.verbose:
             cells.append(f'<TR><TD COLSPAN="2" ALIGN="LEFT"><FONT POINT-SIZE="8" COLOR="{MUTED}">'
                          f"{_lines(event.description)}</FONT></TD></TR>")
@@ -155,6 +158,8 @@ class _DotBuilder(FlowWriter):
             name = f'<FONT COLOR="#9ca3af"><S>{_esc(info.label)}</S> (run=False)</FONT>'
         elif handler.skipped:
             name = f'<FONT COLOR="#9ca3af">{_esc(info.label)}: skipped, {_esc(handler.skipped)}</FONT>'
+        if handler.timing:
+            name += f' <FONT POINT-SIZE="8" COLOR="{TIME}">{_esc(f"{handler.timing.total_ms:,.1f} ms ({handler.timing.pct:.1f}%)")}</FONT>'
         if self.verbose and (handler.runs or handler.disabled):
             name += f'<BR ALIGN="LEFT"/><FONT POINT-SIZE="8" COLOR="{MUTED}">{_lines(handler.doc)}</FONT>'
         return f'<TR>{chip}<TD ALIGN="LEFT" BALIGN="LEFT">{name}</TD></TR>'
@@ -167,6 +172,8 @@ class _DotBuilder(FlowWriter):
             label += f'<BR/><FONT FACE="{MONO}" POINT-SIZE="8">{_lines(work.code, 70)}</FONT>'
         if work.condition:
             label += f'<BR/><FONT POINT-SIZE="8" COLOR="{MUTED}">{_esc(work.condition)}</FONT>'
+        if work.timing:
+            label += f'<BR/><FONT POINT-SIZE="8" COLOR="{TIME}">{_esc(work.timing.short())}</FONT>'
         self.current.node(node, label=label + ">", shape="box", style="rounded,filled", fillcolor="#ecfdf5",
                     color="#10b981", margin="0.1,0.04", tooltip=_attr(work.description))
         return node

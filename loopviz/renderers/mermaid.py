@@ -72,7 +72,8 @@ class _MermaidWriter(FlowWriter):
         """An event node: its name, then its callbacks (and in verbose mode their docs)."""
         shown = [h for h in event.handlers if h.runs or h.disabled]
         node = self.new_id()
-        parts = [f"<b>{_esc(event.name)}</b>"] + [self.callback(h) for h in shown]
+        parts = [f"<b>{_esc(event.name)}</b>"] + ([f"<small>{_esc(event.timing.short())}</small>"] if event.timing else [])
+        parts += [self.callback(h) for h in shown]
         if not shown:
             parts.append("<i>no callbacks</i>")
         self.add(depth, f'{node}["{"<br/>".join(parts)}"]')
@@ -83,6 +84,8 @@ class _MermaidWriter(FlowWriter):
         """Work between events as a rounded node."""
         node = self.new_id()
         label = f"<b>{_esc(work.name)}</b>" + (f"<br/><small>{_esc(work.code)}</small>" if self.verbose else "")
+        if work.timing:
+            label += f"<br/><small>{_esc(work.timing.short())}</small>"
         self.add(depth, f'{node}("{label}")')
         self.add(depth, f"class {node} work")
         return node

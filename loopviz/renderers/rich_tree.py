@@ -47,6 +47,8 @@ class _TreeBuilder:
                 self.event(custom, event)
         for note in self.spec.notes:
             root.add(Text(f"Note: {note}", style="yellow"))
+        if self.spec.measured:
+            root.add(Text(f"Times: count × mean = total (% of the run); {self.spec.measured}", style="magenta"))
         return root
 
     def phase(self, parent: Tree, phase: Phase) -> None:
@@ -76,6 +78,8 @@ class _TreeBuilder:
     def event(self, parent: Tree, event: Event) -> None:
         """An event: inline coloured callbacks, or (verbose) its description and one child per handler."""
         label = Text(event.name, style="italic red" if event.role == "cancel" else "bold")
+        if event.timing:
+            label.append(f"  {event.timing.short()}", style="magenta")
         shown = [h for h in event.handlers if h.runs or h.disabled or self.verbose]
         if not self.verbose:
             label.append(": ", style="dim")
@@ -108,6 +112,8 @@ class _TreeBuilder:
         """Verbose: class, order, flags, source, then the docstring dimmed below."""
         text = self.callback_name(handler)
         text.append(f"  order {handler.callback.order:g}", style="dim")
+        if handler.timing:
+            text.append(f"  {handler.timing.short()}", style="magenta")
         if handler.skipped and not handler.disabled:
             text.append(f"  skipped here: {handler.skipped}", style="yellow")
             return text
@@ -122,6 +128,8 @@ class _TreeBuilder:
         label = Text.assemble((f"{self.sym['work']} {work.name}", "green"), ("  ", ""), (work.code, "dim"))
         if work.condition:
             label.append(f"  ({work.condition})", style="dim italic")
+        if work.timing:
+            label.append(f"  {work.timing.short()}", style="magenta")
         parent.add(label)
 
     def legend(self) -> Text:

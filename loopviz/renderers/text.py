@@ -110,10 +110,11 @@ class _TextWriter:
     def event(self, event: Event, indent: int) -> None:
         """One ` - event: [...]` line, plus description and handlers in verbose mode."""
         pad = " " * indent
+        measured = f"  [{event.timing.short()}]" if event.timing else ""
         if not self.verbose:
-            self.lines.append(f"{pad} - {event.name:15}: {callback_list(event)}")
+            self.lines.append(f"{pad} - {event.name:15}: {callback_list(event)}{measured}")
             return
-        self.lines.append(f"{pad} - {event.name}")
+        self.lines.append(f"{pad} - {event.name}{measured}")
         self.wrap(event.description, indent + 5)
         if not event.handlers:
             self.lines.append(f"{pad}     (no callbacks)")
@@ -136,6 +137,8 @@ class _TextWriter:
             parts.append("found on the learner through GetAttr")
         if handler.source:
             parts.append(handler.source.short())
+        if handler.timing:
+            parts.append(f"[{handler.timing.short()}]")
         if handler.doc_source in ("class", "inherited") and (handler.runs or handler.disabled):
             parts.append(f"(doc: {'class docstring' if handler.doc_source == 'class' else 'inherited'})")
         self.wrap("  ".join(parts), indent)
@@ -145,7 +148,8 @@ class _TextWriter:
     def work(self, work: Work, indent: int) -> None:
         """A piece of work between events (verbose mode only)."""
         condition = f"  ({work.condition})" if work.condition else ""
-        self.wrap(f"{work.code}{condition}", indent, first=f" ~ {work.name}: ", hang=5)
+        measured = f"  [{work.timing.short()}]" if work.timing else ""
+        self.wrap(f"{work.code}{condition}{measured}", indent, first=f" ~ {work.name}: ", hang=5)
 
     def header(self, spec: LoopSpec) -> None:
         """Verbose preamble: which loop, which framework, which callbacks in which order."""
@@ -173,4 +177,6 @@ def render_text(spec: LoopSpec, verbose: bool = False, width: int = DEFAULT_WIDT
     writer.custom(spec)
     for note in spec.notes:
         writer.wrap(f"Note: {note}", 0)
+    if spec.measured:
+        writer.wrap(f"Times [count × mean = total (% of the run)] {spec.measured}.", 0)
     return "\n".join(writer.lines)

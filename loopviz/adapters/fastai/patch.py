@@ -5,6 +5,7 @@ from fastai.learner import Learner
 from fastcore.basics import patch
 
 from loopviz.adapters.fastai.spec import build_spec
+from loopviz.annotate import annotate
 from loopviz.model import LoopSpec
 from loopviz.renderers.text import DEFAULT_WIDTH
 from loopviz.diagram import LoopDiagram
@@ -33,7 +34,10 @@ def show_training_loop(
     width: int = DEFAULT_WIDTH,  # Wrap verbose text at this many characters
     hide_empty: bool = False,  # Leave out events where no callback runs
     focus: str | None = None,  # Show only this callback (class name, or fastai name such as 'recorder')
+    trace=None,  # A `Trace` of this learner (`with learn.trace() as t`): annotate the loop with measured times
 ) -> LoopView | LoopDiagram:
     "Show each step in the training loop, with the callbacks that really run there"
     spec = build_spec(self, loop=loop, cbs=cbs)
+    if trace is not None:
+        spec = annotate(spec, trace)
     return show_loop(spec, verbose=verbose, fmt=fmt, width=width, hide_empty=hide_empty, focus=focus)

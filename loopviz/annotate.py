@@ -1,0 +1,51 @@
+"""Put a trace's measured times on a loop spec, so every view can show where the time went."""
+from __future__ import annotations
+
+from dataclasses import replace
+from typing import Any
+
+from loopviz.errors import LoopvizError
+from loopviz.model import Event, LoopSpec, Phase, Step, Timing, Work
+
+__all__ = ["annotate"]
+
+
+def _timing(count: int, total_ms: float, run_ms: float) -> Timing:
+    return Timing(int(count), float(total_ms), float(total_ms) / count if count else 0.0,
+                  100 * float(total_ms) / run_ms if run_ms else 0.0)
+
+
+def annotate(spec: LoopSpec, trace: Any) -> LoopSpec:
+    """A copy of `spec` whose events, handlers and work carry the trace's counts and times (all its loops)."""
+    if trace.framework and spec.framework and trace.framework.split()[0] != spec.framework.split()[0]:
+        raise LoopvizError(f"this trace is of {trace.framework}, the loop of {spec.framework}: they cannot be matched.")
+    run_ms = trace.total_ns() / 1e6
+    events = {(row.name, row.phase): _timing(row.count, row.total_ms, run_ms)
+              for row in trace.summary().itertuples() if row.kind == "event"}
+    work = {(row.name, row.phase): _timing(row.count, row.total_ms, run_ms)
+            for row in trace.summary().itertuples() if row.kind == "work"}
+    calls = {(row.callback, row.event, row.phase): _timing(row.ran, row.total_ms, run_ms)
+             for row in trace.by_callback().itertuples()}
+
+    def phase_of(mode: str | None) -> str:
+        return mode or ""
+
+    def event(ev: Event) -> Event:
+        phase = phase_of(ev.mode)
+        handlers = [replace(h, timing=calls.get((h.callback.cls, ev.name, phase))) for h in ev.handlers]
+        return replace(ev, handlers=handlers, timing=events.get((ev.name, phase)))
+
+    def walk(phase: Phase) -> Phase:
+        steps: list[Step] = []
+        for step in phase.steps:
+            if isinstance(step, Phase):
+                steps.append(walk(step))
+            elif isinstance(step, Event):
+                steps.append(event(step))
+            else:
+                steps.append(replace(step, timing=work.get((step.name, phase_of(phase.mode)))) if isinstance(step, Work) else step)
+        return replace(phase, steps=steps)
+
+    loops = ", ".join(dict.fromkeys(trace.loops)) or "no loop"
+    return replace(spec, phases=[walk(p) for p in spec.phases], custom_events=[event(e) for e in spec.custom_events],
+                   measured=f"measured: {trace.clock} clock, {run_ms:,.1f} ms over {len(trace.loops)} loop(s) ({loops})")
