@@ -13,6 +13,10 @@ from loopviz.renderers.dot import dot_graph
 from loopviz.renderers.mermaid import render_mermaid
 from loopviz.renderers.rich_tree import RichLoop, rich_tree
 from loopviz.renderers.text import render_text
+from loopviz.trace.clock import CudaEventClock, HostClock, SyncClock
+from loopviz.trace.record import Recorder
+from loopviz.trace.trace import Trace
+from loopviz.annotate import annotate
 from loopviz.view import LoopView, show_loop
 
 __version__ = "0.1.0"
@@ -21,6 +25,7 @@ __all__ = [
     "CallbackInfo", "CancelPath", "Event", "GraphvizNotFound", "Handler", "LoopDiagram", "LoopSpec",
     "LoopView", "LoopvizError", "Phase", "RichLoop", "SourceRef", "Work", "dot_graph", "focus",
     "hide_empty", "render_mermaid", "render_text", "rich_tree", "show_loop", "__version__",
+    "Trace", "Recorder", "HostClock", "SyncClock", "CudaEventClock", "annotate",
 ]
 
 try:

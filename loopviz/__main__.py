@@ -6,12 +6,14 @@ import sys
 from pathlib import Path
 from typing import Sequence
 
+from loopviz.annotate import annotate
 from loopviz.diagram import LoopDiagram
 from loopviz.errors import GraphvizNotFound, LoopvizError
 from loopviz.model import LoopSpec
 from loopviz.processors import focus, hide_empty
 from loopviz.renderers.mermaid import render_mermaid
 from loopviz.renderers.text import render_text
+from loopviz.trace.trace import Trace
 from loopviz.view import show_loop
 
 __all__ = ["main"]
@@ -36,6 +38,9 @@ def _parser() -> argparse.ArgumentParser:
                         "(.svg .png .pdf .dot), text or Mermaid as UTF-8")
     parser.add_argument("--hide-empty", action="store_true", help="leave out events where no callback runs")
     parser.add_argument("--focus", metavar="CALLBACK", help="show only this callback (class or fastai name)")
+    parser.add_argument("--trace", type=int, metavar="EPOCHS", default=0,
+                        help="fit the learner for EPOCHS epochs under a trace, print where the time went, and "
+                             "annotate the view with the measured times")
     return parser
 
 
@@ -66,10 +71,21 @@ def main(argv: Sequence[str] | None = None) -> int:
     learn = synth_learner()
     try:
         spec = learn.loop_spec(loop=args.loop, cbs=cbs)
+        if args.trace:
+            spec = annotate(spec, _traced_fit(learn, args.trace, cbs))
         return _emit(spec, args)
     except (LoopvizError, GraphvizNotFound) as e:
         print(f"loopviz: {e}", file=sys.stderr)
         return 2
+
+
+def _traced_fit(learn: object, epochs: int, cbs: list[type]) -> Trace:
+    """Fit for `epochs` epochs under a trace (no progress bar), print the trace, and return it."""
+    with learn.no_bar(), learn.no_logging(), learn.trace() as trace:  # type: ignore[attr-defined]
+        learn.fit(epochs, cbs=[cb() for cb in cbs])  # type: ignore[attr-defined]
+    print(trace)
+    print()
+    return trace
 
 
 def _emit(spec: LoopSpec, args: argparse.Namespace) -> int:

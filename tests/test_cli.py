@@ -57,3 +57,10 @@ def test_diagram_and_text_files(tmp_path, capsys):
 def test_focus_on_a_missing_callback_is_an_error(capsys):
     assert main(["--focus", "Nope"]) == 2
     assert "focus='Nope' matches no callback of this loop" in capsys.readouterr().err
+
+
+def test_trace_fits_and_annotates(capsys):
+    assert main(["--trace", "1", "--hide-empty"]) == 0
+    out = capsys.readouterr().out
+    assert out.startswith("Trace of fastai") and "Events and work" in out
+    assert "measured: host clock" in out and " ms (" in out

@@ -1,0 +1,1 @@
+"""Tracing: recording what a loop really did (`Recorder`), the result (`Trace`) and its clocks."""
