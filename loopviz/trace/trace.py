@@ -103,10 +103,10 @@ class Trace:
         m = self._firing_matrix()
         df = pd.DataFrame(m, columns=list(FIRING_FIELDS))
         df["event"] = pd.Categorical.from_codes(m[:, 0], categories=self.events) if len(m) else pd.Series([], dtype=str)
-        df["phase"] = [MODES[i] for i in m[:, 1]]
-        df["loop"] = [self.loops[i] if 0 <= i < len(self.loops) else "" for i in m[:, 4]]
+        df["phase"] = _names(MODES, m[:, 1])
+        df["loop"] = _names(self.loops, m[:, 4])
         df["dur"] = df["end"] - df["start"]
-        df["status"] = ["ok" if s == 0 else STATUS[s] for s in m[:, 8]]
+        df["status"] = _names(("ok", *STATUS[1:]), m[:, 8])
         df["loop_index"] = m[:, 4]
         return df
 
@@ -116,30 +116,37 @@ class Trace:
         m = self._call_matrix()
         firings = self._firing_matrix()
         df = pd.DataFrame(m, columns=list(CALL_FIELDS))
-        df["callback"] = [self.callbacks[i]["cls"] for i in m[:, 1]]
-        df["status"] = [STATUS[s] for s in m[:, 4]]
-        df["event"] = [self.events[firings[f, 0]] for f in m[:, 0]]
-        df["phase"] = [MODES[firings[f, 1]] for f in m[:, 0]]
+        df["callback"] = _names([c["cls"] for c in self.callbacks], m[:, 1])
+        df["status"] = _names(STATUS, m[:, 4])
+        df["event"] = _names(self.events, firings[m[:, 0], 0])
+        df["phase"] = _names(MODES, firings[m[:, 0], 1])
         return df
 
     def work_df(self) -> pd.DataFrame:
         """The work between consecutive firings of one loop and nesting level (draw, forward, loss...)."""
         self._check()
         m = self._firing_matrix()
-        rows = []
-        if len(m):
-            start = np.where(m[:, 9] >= 0, m[:, 9], m[:, 6])
-            end = np.where(m[:, 10] >= 0, m[:, 10], m[:, 7])
-            groups: dict[tuple[int, int], list[int]] = {}
-            for i in range(len(m)):
-                groups.setdefault((int(m[i, 4]), int(m[i, 5])), []).append(i)
-            for indices in groups.values():
-                for a, b in zip(indices, indices[1:]):
-                    prev, nxt = self.events[m[a, 0]], self.events[m[b, 0]]
-                    rows.append((self.work_names.get((prev, nxt), _WORK_FALLBACK), prev, nxt, MODES[m[b, 1]],
-                                 int(m[b, 2]), int(m[b, 3]), self.loops[m[b, 4]] if m[b, 4] >= 0 else "",
-                                 int(end[a]), int(start[b]) - int(end[a])))
-        return pd.DataFrame(rows, columns=["work", "after", "before", "phase", "epoch", "iter", "loop", "start", "dur"])
+        columns = ["work", "after", "before", "phase", "epoch", "iter", "loop", "start", "dur"]
+        if len(m) < 2:
+            return pd.DataFrame(columns=columns)
+        start = np.where(m[:, 9] >= 0, m[:, 9], m[:, 6])
+        end = np.where(m[:, 10] >= 0, m[:, 10], m[:, 7])
+        order = np.lexsort((np.arange(len(m)), m[:, 5], m[:, 4]))  # by loop, then parent, then firing order
+        a, b = order[:-1], order[1:]
+        keep = (m[a, 4] == m[b, 4]) & (m[a, 5] == m[b, 5])
+        a, b = a[keep], b[keep]
+        n = len(self.events)
+        names = np.full(n * n, _WORK_FALLBACK, dtype=object)
+        for (before, after), work in self.work_names.items():
+            if before in self.events and after in self.events:
+                names[self.events.index(before) * n + self.events.index(after)] = work
+        frame = pd.DataFrame({
+            "work": names[m[a, 0] * n + m[b, 0]], "after": _names(self.events, m[a, 0]),
+            "before": _names(self.events, m[b, 0]), "phase": _names(MODES, m[b, 1]), "epoch": m[b, 2], "iter": m[b, 3],
+            "loop": _names(self.loops, m[b, 4]), "start": end[a], "dur": start[b] - end[a],
+        }, columns=columns)
+        return frame.sort_values("start", kind="stable", ignore_index=True)
+
 
     # -- reports ------------------------------------------------------------------------------
 
@@ -225,8 +232,8 @@ class Trace:
                           "start_ms": (firings["start"] - origin) / 1e6, "dur_ms": firings["dur"] / 1e6,
                           "status": firings["status"]}),
             pd.DataFrame({"kind": "callback", "name": calls["event"], "callback": calls["callback"], "phase": calls["phase"],
-                          "epoch": [int(fm[f, 2]) for f in calls["firing"]], "iter": [int(fm[f, 3]) for f in calls["firing"]],
-                          "loop": [self.loops[fm[f, 4]] if fm[f, 4] >= 0 else "" for f in calls["firing"]],
+                          "epoch": fm[calls["firing"].to_numpy(), 2], "iter": fm[calls["firing"].to_numpy(), 3],
+                          "loop": _names(self.loops, fm[calls["firing"].to_numpy(), 4]),
                           "start_ms": (calls["start"] - origin) / 1e6, "dur_ms": calls["dur"] / 1e6, "status": calls["status"]}),
             pd.DataFrame({"kind": "work", "name": work["work"], "callback": "", "phase": work["phase"], "epoch": work["epoch"],
                           "iter": work["iter"], "loop": work["loop"], "start_ms": (work["start"] - origin) / 1e6,
@@ -355,6 +362,12 @@ class Trace:
         from loopviz.trace.plot import plot_trace
 
         return plot_trace(self, loop)
+
+
+def _names(names: Any, codes: np.ndarray) -> np.ndarray:
+    """Names for integer codes, vectorised; '' for a code of -1 (no loop, no firing)."""
+    table = np.array([*names, ""], dtype=object)
+    return table[np.where((codes >= 0) & (codes < len(names)), codes, len(names))]
 
 
 def _stats(durations: np.ndarray, extra: _Aggregate | None) -> tuple[int, float, float, float, float, float, bool]:

@@ -135,6 +135,8 @@ def _wrap_call_one(original: Callable[..., Any]) -> Callable[..., Any]:
         rec = state.rec
         index = rec.begin_firing(event_name, mode, d.get("epoch", -1), d.get("iter", -1))
         status = 0
+        # The outcome bookkeeping is written out here and in the callback wrapper, not shared through a
+        # helper or a context manager: this runs at every event and every callback call.
         try:
             return original(self, event_name)
         except _CANCELS:
