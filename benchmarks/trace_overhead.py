@@ -67,7 +67,9 @@ def main() -> None:
     learn = make_learner(args.batches)
     n_train = len(learn.dls.train)
     configs = {"untraced": {}, "traced": {"trace_kwargs": {}},
-               "traced, aggregates only": {"trace_kwargs": {"max_calls": 0, "max_firings": 0}}}
+               "traced, aggregates only": {"trace_kwargs": {"max_calls": 0, "max_firings": 0}},
+               "traced + state changes": {"trace_kwargs": {"changes": True}},
+               "traced + tensor changes": {"trace_kwargs": {"changes": True, "tensors": True}}}
     times: dict[str, list[float]] = {name: [] for name in configs}
     timed_fit(learn)  # warm-up
     for _ in range(args.repeats):

@@ -25,14 +25,20 @@ def annotate(spec: LoopSpec, trace: Any) -> LoopSpec:
     work = {(row.name, row.phase): _timing(row.count, row.total_ms, run_ms)
             for row in trace.summary().itertuples() if row.kind == "work"}
     calls = {(row.callback, row.event, row.phase): _timing(row.ran, row.total_ms, run_ms)
-             for row in trace.by_callback().itertuples()}
+             for row in trace.by_callback().itertuples() if row.ran}
+    changed: dict[tuple[str, str, str], tuple[str, ...]] = {}
+    if trace.tracked_changes:
+        for row in trace.changes().itertuples():
+            key = (row.callback, row.event, row.phase)
+            changed[key] = (*changed.get(key, ()), row.attribute)
 
     def phase_of(mode: str | None) -> str:
         return mode or ""
 
     def event(ev: Event) -> Event:
         phase = phase_of(ev.mode)
-        handlers = [replace(h, timing=calls.get((h.callback.cls, ev.name, phase))) for h in ev.handlers]
+        handlers = [replace(h, timing=calls.get((h.callback.cls, ev.name, phase)),
+                            changes=changed.get((h.callback.cls, ev.name, phase), ())) for h in ev.handlers]
         return replace(ev, handlers=handlers, timing=events.get((ev.name, phase)))
 
     def walk(phase: Phase) -> Phase:

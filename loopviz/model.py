@@ -81,6 +81,7 @@ class Handler:
     via: Literal["method", "instance", "call", "delegated"] = "method"
     skipped: str | None = None
     timing: Timing | None = None
+    changes: tuple[str, ...] = ()  # learner state this handler was seen to change (from a trace)
 
     @property
     def runs(self) -> bool:

@@ -25,6 +25,7 @@ PHASE_FILLS = ("#f7f9fc", "#eef3fa", "#e4ecf7", "#dbe5f3", "#d2def0", "#c9d7ec")
 CANCEL = "#c0392b"
 MUTED = "#6b7280"
 TIME = "#a21caf"
+CHANGE = "#b45309"
 
 
 def _esc(text: str) -> str:
@@ -160,6 +161,9 @@ class _DotBuilder(FlowWriter):
             name = f'<FONT COLOR="#9ca3af">{_esc(info.label)}: skipped, {_esc(handler.skipped)}</FONT>'
         if handler.timing:
             name += f' <FONT POINT-SIZE="8" COLOR="{TIME}">{_esc(f"{handler.timing.total_ms:,.1f} ms ({handler.timing.pct:.1f}%)")}</FONT>'
+        if handler.changes:
+            name += (f'<BR ALIGN="LEFT"/><FONT POINT-SIZE="8" COLOR="{CHANGE}">'
+                     f'{_lines("changes: " + ", ".join(handler.changes))}</FONT>')
         if self.verbose and (handler.runs or handler.disabled):
             name += f'<BR ALIGN="LEFT"/><FONT POINT-SIZE="8" COLOR="{MUTED}">{_lines(handler.doc)}</FONT>'
         return f'<TR>{chip}<TD ALIGN="LEFT" BALIGN="LEFT">{name}</TD></TR>'

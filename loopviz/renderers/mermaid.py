@@ -105,6 +105,8 @@ class _MermaidWriter(FlowWriter):
         text = f"<span style='color:{colour}'>#9632;</span> {_esc(info.label)} <small>{_esc(f'{info.order:g}')}</small>"
         if handler.disabled:
             text = f"<s>{_esc(info.label)}</s> (run=False)"
+        if handler.changes:
+            text += f"<br/><small>changes: {_esc(', '.join(handler.changes))}</small>"
         if self.verbose:
             text += f"<br/><small>{_esc(handler.doc)}</small>"
         return text

@@ -119,6 +119,8 @@ class _TreeBuilder:
             return text
         if handler.source:
             text.append(f"  {handler.source.short()}", style="dim")
+        if handler.changes:
+            text.append(f"\nchanges: {', '.join(handler.changes)}", style="yellow")
         text.append("\n")
         text.append(handler.doc, style="dim italic" if handler.doc_source == "none" else "dim")
         return text

@@ -142,6 +142,8 @@ class _TextWriter:
         if handler.doc_source in ("class", "inherited") and (handler.runs or handler.disabled):
             parts.append(f"(doc: {'class docstring' if handler.doc_source == 'class' else 'inherited'})")
         self.wrap("  ".join(parts), indent)
+        if handler.changes:
+            self.wrap(", ".join(handler.changes), indent + 4, first="changes: ", hang=9)
         if handler.runs or handler.disabled:
             self.wrap(handler.doc, indent + 4)
 

@@ -81,6 +81,13 @@ class Recorder:
         self.overflow_firings: dict[tuple[int, int], _Aggregate] = {}
         self.overflow_calls: dict[tuple[int, int, int, int], _Aggregate] = {}
         self.deferred: list[int] = []  # positions in `firings` awaiting a deferred clock's times
+        # state changes (opt-in): names, an aggregate per (event, mode, callback, attribute), a capped raw log
+        self.attrs: list[str] = []
+        self.attr_ids: dict[str, int] = {}
+        self.change_agg: dict[tuple[int, int, int, int], list[int]] = {}
+        self.change_log = array("q")
+        self.max_changes = max_calls
+        self.dropped_changes = 0
 
     # -- registries ---------------------------------------------------------------------------
 
@@ -166,6 +173,27 @@ class Recorder:
         if agg is None:
             agg = self.overflow_calls[key] = _Aggregate()
         agg.add(end - start)
+
+    def changed(self, cb_id: int, names: list[str]) -> None:
+        """Record that a callback's call (in the innermost open firing) changed these attributes."""
+        index, eid, mode, _ = self.stack[-1] if self.stack else (-1, -1, 0, 0)
+        epoch, iteration = (self.firings[index * NF + 2], self.firings[index * NF + 3]) if index >= 0 else (-1, -1)
+        for name in names:
+            aid = self.attr_ids.get(name)
+            if aid is None:
+                aid = self.attr_ids[name] = len(self.attrs)
+                self.attrs.append(name)
+            key = (eid, mode, cb_id, aid)
+            agg = self.change_agg.get(key)
+            if agg is None:
+                self.change_agg[key] = [1, epoch, iteration, epoch, iteration]
+            else:
+                agg[0] += 1
+                agg[3], agg[4] = epoch, iteration
+            if index >= 0 and len(self.change_log) < self.max_changes * 3:
+                self.change_log.extend((index, cb_id, aid))
+            else:
+                self.dropped_changes += 1
 
     def drain(self) -> None:
         """Write a deferred clock's times into the firings they belong to."""

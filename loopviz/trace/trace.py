@@ -45,6 +45,11 @@ class Trace:
         self.overflow_firings: dict[tuple[int, int], _Aggregate] = {}
         self.overflow_calls: dict[tuple[int, int, int, int], _Aggregate] = {}
         self.work_names: dict[tuple[str, str], str] = {}
+        self.attrs: list[str] = []
+        self.change_agg: dict[tuple[int, int, int, int], list[int]] = {}
+        self.change_log = array("q")
+        self.dropped_changes = 0
+        self.tracked_changes = False
         self.meta: dict[str, Any] = {}
         self._recorder: Recorder | None = None
 
@@ -71,6 +76,8 @@ class Trace:
         self.dropped_firings, self.dropped_calls = rec.dropped_firings, rec.dropped_calls
         self.no_handler_calls = rec.no_handler_calls
         self.overflow_firings, self.overflow_calls = rec.overflow_firings, rec.overflow_calls
+        self.attrs, self.change_agg, self.change_log = rec.attrs, rec.change_agg, rec.change_log
+        self.dropped_changes = rec.dropped_changes
         self.work_names = dict(work_names or {})
         self.meta["max_calls"], self.meta["max_firings"] = rec.max_calls, rec.max_firings
         self._recorder = None
@@ -244,9 +251,44 @@ class Trace:
             return pd.DataFrame(columns=["kind", "name", "callback", "phase", "epoch", "iter", "loop", "start_ms", "dur_ms", "status"])
         return pd.concat(frames, ignore_index=True).sort_values("start_ms", kind="stable", ignore_index=True)
 
+    def changes(self) -> pd.DataFrame:
+        """Which learner state each callback changed, per event and phase: how often, first and last (epoch, iter)."""
+        self._check()
+        if not self.tracked_changes:
+            raise LoopvizError("this trace did not record state changes; trace with learn.trace(changes=True).")
+        rows = [(self.callbacks[cid]["cls"], self.events[eid] if eid >= 0 else "", MODES[mode], self.attrs[aid], *agg)
+                for (eid, mode, cid, aid), agg in self.change_agg.items()]
+        df = pd.DataFrame(rows, columns=["callback", "event", "phase", "attribute", "count", "first_epoch", "first_iter",
+                                         "last_epoch", "last_iter"])
+        return df.sort_values(["event", "phase", "callback", "attribute"], ignore_index=True)
+
+    def who_changed(self, attribute: str) -> pd.DataFrame:
+        """Every recorded change of one attribute, in time order: when, at which event, by which callback.
+
+        `attribute` is a full name ('learn.opt.hypers.lr') or its last part ('lr').
+        """
+        self._check()
+        if not self.tracked_changes:
+            raise LoopvizError("this trace did not record state changes; trace with learn.trace(changes=True).")
+        matches = [i for i, name in enumerate(self.attrs) if name == attribute or name.split(".")[-1] == attribute
+                   or name == f"learn.{attribute}"]
+        if not matches:
+            known = ", ".join(sorted(self.attrs)) or "none"
+            raise LoopvizError(f"no callback changed {attribute!r} in this trace; changed attributes: {known}.")
+        log = np.frombuffer(self.change_log, dtype=np.int64).reshape(-1, 3) if self.change_log else np.zeros((0, 3), np.int64)
+        log = log[np.isin(log[:, 2], matches)]
+        firings = self._firing_matrix()
+        return pd.DataFrame({
+            "epoch": firings[log[:, 0], 2], "iter": firings[log[:, 0], 3], "phase": _names(MODES, firings[log[:, 0], 1]),
+            "event": _names(self.events, firings[log[:, 0], 0]), "callback": _names([c["cls"] for c in self.callbacks], log[:, 1]),
+            "attribute": _names(self.attrs, log[:, 2]), "loop": _names(self.loops, firings[log[:, 0], 4]),
+        })
+
     def notes(self) -> list[str]:
         """What a reader of the reports should know: dropped records, the clock used."""
         out = []
+        if self.dropped_changes:
+            out.append(f"{self.dropped_changes:,} state changes past the raw-record cap are in .changes() but not in .who_changed().")
         if self.no_handler_calls:
             out.append(f"{self.no_handler_calls:,} calls to callbacks with no handler for the event (the loop calls every "
                        "callback at every event) are counted, not timed one by one: their cost is in 'dispatch'.")
@@ -298,6 +340,9 @@ class Trace:
             "overflow_firings": [[list(k), a.to_json()] for k, a in self.overflow_firings.items()],
             "overflow_calls": [[list(k), a.to_json()] for k, a in self.overflow_calls.items()],
             "work_names": [[a, b, n] for (a, b), n in self.work_names.items()],
+            "tracked_changes": self.tracked_changes, "attrs": self.attrs,
+            "change_agg": [[list(k), v] for k, v in self.change_agg.items()],
+            "change_log": self.change_log.tolist(), "dropped_changes": self.dropped_changes,
         }
 
     @classmethod
@@ -318,6 +363,9 @@ class Trace:
         t.overflow_firings = {tuple(k): _Aggregate.from_json(a) for k, a in data["overflow_firings"]}  # type: ignore[misc]
         t.overflow_calls = {tuple(k): _Aggregate.from_json(a) for k, a in data["overflow_calls"]}  # type: ignore[misc]
         t.work_names = {(a, b): n for a, b, n in data["work_names"]}
+        t.tracked_changes, t.attrs = data["tracked_changes"], data["attrs"]
+        t.change_agg = {tuple(k): v for k, v in data["change_agg"]}  # type: ignore[misc]
+        t.change_log, t.dropped_changes = array("q", data["change_log"]), data["dropped_changes"]
         return t
 
     def save(self, path: str | Path) -> Path:

@@ -14,6 +14,7 @@ import warnings
 from time import perf_counter_ns
 from typing import Any, Callable
 
+import torch
 from fastai.callback import core as fastai_core
 from fastai.callback.core import Callback
 from fastai.learner import Learner
@@ -52,9 +53,11 @@ def active_recorders() -> int:
 class _LearnerTrace:
     """Per-learner state while tracing: the recorder plus what the wrappers need to label and classify."""
 
-    def __init__(self, learn: Learner, recorder: Recorder):
+    def __init__(self, learn: Learner, recorder: Recorder, changes: bool = False, tensors: bool = False):
         self.learn = learn
         self.rec = recorder
+        self.track = changes or tensors  # record which learner state each callback call changes
+        self.tensors = tensors  # also in-place tensor changes (version counters), at a higher cost
         self.entries: list[list[Any]] = []  # [entry point name, loop started?], innermost last
         self.alive: list[Callback] = []  # callbacks seen, kept alive so their ids are not reused
         self.known: dict[tuple[int, str], tuple[int, bool]] = {}  # (id(cb), event) -> (callback id, has handler)
@@ -95,6 +98,54 @@ class _LearnerTrace:
             if not training and not cb.run_valid:
                 return SKIPPED_VALID
         return RAN
+
+
+_MISSING_VALUE = object()
+
+
+def state_snapshot(state: _LearnerTrace) -> tuple[dict[str, Any], list[dict[str, Any]], dict[str, Any]]:
+    """What a callback call may change: the learner's attributes (by identity), the optimizer's
+    hyper-parameters (by value) and, with tensors=True, tensor version counters (cheap fingerprints)."""
+    attrs = dict(state.learn.__dict__)
+    opt = attrs.get("opt")
+    hypers = [dict(h) for h in opt.hypers] if opt is not None and hasattr(opt, "hypers") else []
+    versions = _tensor_versions(attrs) if state.tensors else {}
+    return attrs, hypers, versions
+
+
+def changed_state(state: _LearnerTrace, before: tuple[dict[str, Any], list[dict[str, Any]], dict[str, Any]]) -> list[str]:
+    """Names of what changed since `before`: learn.<attr> rebound, added or deleted; learn.opt.hypers.<name>;
+    with tensors=True, '<name> (in place)' for tensors modified in place."""
+    attrs_before, hypers_before, versions_before = before
+    attrs = state.learn.__dict__
+    names = [f"learn.{k}" for k, v in attrs.items() if attrs_before.get(k, _MISSING_VALUE) is not v]
+    names += [f"learn.{k}" for k in attrs_before if k not in attrs]
+    opt = attrs.get("opt")
+    if opt is not None and opt is attrs_before.get("opt") and hasattr(opt, "hypers"):
+        keys: list[str] = []
+        for old, new in zip(hypers_before, opt.hypers):
+            keys += [k for k, v in new.items() if k not in keys and old.get(k, _MISSING_VALUE) != v]
+        names += [f"learn.opt.hypers.{k}" for k in keys]
+    if state.tensors:
+        versions = _tensor_versions(attrs)
+        names += [f"{k} (in place)" for k, v in versions.items()
+                  if k in versions_before and versions_before[k] != v and f"learn.{k.split('.')[1]}" not in names]
+    return names
+
+
+def _tensor_versions(attrs: dict[str, Any]) -> dict[str, Any]:
+    """Version counters (bumped by every in-place op) of the learner's tensors and of the model's gradients."""
+    out: dict[str, Any] = {}
+    for key, value in attrs.items():
+        if isinstance(value, torch.Tensor):
+            out[f"learn.{key}"] = value._version
+        elif isinstance(value, tuple) and value and all(isinstance(v, torch.Tensor) for v in value):
+            out[f"learn.{key}"] = tuple(v._version for v in value)
+    model = attrs.get("model")
+    if model is not None:
+        out["learn.model.grads"] = tuple(-1 if p.grad is None else p.grad._version for p in model.parameters())
+        out["learn.model.parameters"] = tuple(p._version for p in model.parameters())
+    return out
 
 
 def _call_owner(cls: type) -> type:
@@ -170,6 +221,7 @@ def _wrap_callback_call(original: Callable[..., Any]) -> Callable[..., Any]:
         if not self.run or event_name in _INNER:
             status = state.skip_status(self, event_name)
         outer, state.calling = state.calling, self
+        before = state_snapshot(state) if state.track else None
         start = perf_counter_ns()
         try:
             return original(self, event_name)
@@ -180,7 +232,10 @@ def _wrap_callback_call(original: Callable[..., Any]) -> Callable[..., Any]:
             status = ERROR
             raise
         finally:
-            state.rec.call(cid, start, perf_counter_ns(), status)
+            end = perf_counter_ns()
+            if before is not None:
+                state.rec.changed(cid, changed_state(state, before))
+            state.rec.call(cid, start, end, status)
             state.calling = outer
 
     __call__.__loopviz_wrapper__ = True  # type: ignore[attr-defined]
@@ -251,13 +306,16 @@ def _uninstall_all() -> None:
 class TraceSession:
     """Context manager returned by `learn.trace()`: records everything the learner does inside it."""
 
-    def __init__(self, learn: Learner, clock: str = "auto", max_calls: int = 1_000_000, max_firings: int = 250_000):
+    def __init__(self, learn: Learner, clock: str = "auto", max_calls: int = 1_000_000, max_firings: int = 250_000,
+                 changes: bool = False, tensors: bool = False):
         if max_calls < 0 or max_firings < 0:
             raise LoopvizError("max_calls and max_firings must be 0 or more (0 keeps aggregates only).")
         self.learn = learn
+        self.changes, self.tensors = changes, tensors
         self.clock = make_clock(clock, _model_device(learn))
         self.recorder = Recorder(self.clock, max_calls=max_calls, max_firings=max_firings)
         self.trace = Trace.recording(self.recorder)
+        self.trace.tracked_changes = changes or tensors
 
     def __enter__(self) -> Trace:
         if id(self.learn) in _ACTIVE:
@@ -267,7 +325,7 @@ class TraceSession:
             )
         if not _ACTIVE:
             _install_all()
-        state = _LearnerTrace(self.learn, self.recorder)
+        state = _LearnerTrace(self.learn, self.recorder, changes=self.changes, tensors=self.tensors)
         _ACTIVE[id(self.learn)] = state
         try:
             _patch_overriding_classes(self.learn)
@@ -307,6 +365,8 @@ def trace(
     clock: str = "auto",  # 'auto' (cuda events when the model is on a GPU, else host), 'host', 'cuda' or 'sync'
     max_calls: int = 1_000_000,  # Raw callback-call records kept (40 bytes each); past it, aggregates only
     max_firings: int = 250_000,  # Raw event-firing records kept (88 bytes each); past it, aggregates only
+    changes: bool = False,  # Also record which learner attributes (and optimizer hyper-parameters) each callback call changes
+    tensors: bool = False,  # Also record tensors changed in place (loss_grad, gradients, parameters...): costlier
 ) -> TraceSession:
     "Record every event firing, callback call and the work between events of what runs inside `with`"
-    return TraceSession(self, clock=clock, max_calls=max_calls, max_firings=max_firings)
+    return TraceSession(self, clock=clock, max_calls=max_calls, max_firings=max_firings, changes=changes, tensors=tensors)
