@@ -82,6 +82,8 @@ class Handler:
     skipped: str | None = None
     timing: Timing | None = None
     changes: tuple[str, ...] = ()  # learner state this handler was seen to change (from a trace)
+    diff: Literal["added", "removed", "moved"] | None = None  # set by loopviz.diff: how this loop differs from another
+    was_order: float | None = None  # with diff='moved': the callback's order in the other loop
 
     @property
     def runs(self) -> bool:
@@ -190,6 +192,7 @@ class LoopSpec:
     custom_events: list[Event] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
     measured: str | None = None  # what the timings come from, when a trace annotated this spec
+    compared: str | None = None  # what this loop is compared with, when loopviz.diff made it
 
     def events(self) -> list[Event]:
         """Every event of the loop in firing order (custom events not included)."""

@@ -73,6 +73,8 @@ class _DotBuilder(FlowWriter):
     def build(self) -> graphviz.Digraph:
         """The whole diagram: phases chained in order, then the legend."""
         measured = f'<BR/><FONT POINT-SIZE="10" COLOR="{TIME}">{_esc(self.spec.measured)}</FONT>' if self.spec.measured else ""
+        if self.spec.compared:
+            measured += f'<BR/><FONT POINT-SIZE="10" COLOR="#a16207">{_esc(self.spec.compared)}</FONT>'
         title = f"<<B>{_esc(self.spec.loop)} loop</B>  <FONT COLOR=\"{MUTED}\">{_esc(self.spec.framework)}</FONT>{measured}>"
         self.graph.attr(label=title, labelloc="t", fontsize="14")
         self.write_phases(self.spec.phases)
@@ -128,7 +130,7 @@ class _DotBuilder(FlowWriter):
 
     def handlers(self, event: Event) -> list[Handler]:
         """The handler rows an event shows: running or switched off, and (verbose) skipped ones."""
-        return [h for h in event.handlers if h.runs or h.disabled or (self.verbose and h.skipped)]
+        return [h for h in event.handlers if h.runs or h.disabled or h.diff == "removed" or (self.verbose and h.skipped)]
 
     def event_node(self, event: Event, depth: int) -> str:
         """An event as a table: its name, (verbose) description, one row per callback."""
@@ -155,7 +157,9 @@ class _DotBuilder(FlowWriter):
         name = _esc(info.label) + f' <FONT COLOR="{MUTED}">{_esc(f"{info.order:g}")}</FONT>'
         if handler.via == "call":
             name += f' <FONT COLOR="{MUTED}">(__call__)</FONT>'
-        if handler.disabled:
+        if handler.diff == "removed":
+            name = f'<FONT COLOR="{CANCEL}"><S>{_esc(info.label)}</S> removed</FONT>'
+        elif handler.disabled:
             name = f'<FONT COLOR="#9ca3af"><S>{_esc(info.label)}</S> (run=False)</FONT>'
         elif handler.skipped:
             name = f'<FONT COLOR="#9ca3af">{_esc(info.label)}: skipped, {_esc(handler.skipped)}</FONT>'
@@ -166,7 +170,12 @@ class _DotBuilder(FlowWriter):
                      f'{_lines("changes: " + ", ".join(handler.changes))}</FONT>')
         if self.verbose and (handler.runs or handler.disabled):
             name += f'<BR ALIGN="LEFT"/><FONT POINT-SIZE="8" COLOR="{MUTED}">{_lines(handler.doc)}</FONT>'
-        return f'<TR>{chip}<TD ALIGN="LEFT" BALIGN="LEFT">{name}</TD></TR>'
+        if handler.diff == "added":
+            name = f'<B>+ </B>{name} <FONT COLOR="#15803d">added</FONT>'
+        elif handler.diff == "moved":
+            name += f' <FONT COLOR="#a16207">{_esc(f"moved, order was {handler.was_order:g}")}</FONT>'
+        fill = {"added": ' BGCOLOR="#dcfce7"', "removed": ' BGCOLOR="#fee2e2"', "moved": ' BGCOLOR="#fef9c3"'}.get(handler.diff or "", "")
+        return f'<TR>{chip}<TD ALIGN="LEFT" BALIGN="LEFT"{fill}>{name}</TD></TR>'
 
     def work_node(self, work: Work, depth: int) -> str:
         """Work between events: an ellipse-like box with its name and (verbose) code."""

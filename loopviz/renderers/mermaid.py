@@ -70,7 +70,7 @@ class _MermaidWriter(FlowWriter):
 
     def event_node(self, event: Event, depth: int) -> str:
         """An event node: its name, then its callbacks (and in verbose mode their docs)."""
-        shown = [h for h in event.handlers if h.runs or h.disabled]
+        shown = [h for h in event.handlers if h.runs or h.disabled or h.diff == "removed"]
         node = self.new_id()
         parts = [f"<b>{_esc(event.name)}</b>"] + ([f"<small>{_esc(event.timing.short())}</small>"] if event.timing else [])
         parts += [self.callback(h) for h in shown]
@@ -105,6 +105,12 @@ class _MermaidWriter(FlowWriter):
         text = f"<span style='color:{colour}'>#9632;</span> {_esc(info.label)} <small>{_esc(f'{info.order:g}')}</small>"
         if handler.disabled:
             text = f"<s>{_esc(info.label)}</s> (run=False)"
+        if handler.diff == "removed":
+            text = f"<s>{_esc(info.label)}</s> (removed)"
+        elif handler.diff == "added":
+            text = f"#43; {text} (added)"
+        elif handler.diff == "moved":
+            text += f" (moved, order was {_esc(f'{handler.was_order:g}')})"
         if handler.changes:
             text += f"<br/><small>changes: {_esc(', '.join(handler.changes))}</small>"
         if self.verbose:

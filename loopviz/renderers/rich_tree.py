@@ -49,6 +49,8 @@ class _TreeBuilder:
             root.add(Text(f"Note: {note}", style="yellow"))
         if self.spec.measured:
             root.add(Text(f"Times: count × mean = total (% of the run); {self.spec.measured}", style="magenta"))
+        if self.spec.compared:
+            root.add(Text(f"Diff: {self.spec.compared}", style="yellow"))
         return root
 
     def phase(self, parent: Tree, phase: Phase) -> None:
@@ -80,7 +82,7 @@ class _TreeBuilder:
         label = Text(event.name, style="italic red" if event.role == "cancel" else "bold")
         if event.timing:
             label.append(f"  {event.timing.short()}", style="magenta")
-        shown = [h for h in event.handlers if h.runs or h.disabled or self.verbose]
+        shown = [h for h in event.handlers if h.runs or h.disabled or h.diff == "removed" or self.verbose]
         if not self.verbose:
             label.append(": ", style="dim")
             if not shown:
@@ -101,6 +103,15 @@ class _TreeBuilder:
     def callback_name(self, handler: Handler) -> Text:
         """Chip, class name and, for a switched-off callback, its flag."""
         name = Text.assemble(self.chip(handler.callback.cls), " ", handler.callback.label)
+        if handler.diff == "added":
+            name.stylize("bold green")
+            name.append(" (added)", style="green")
+        elif handler.diff == "removed":
+            name.stylize("red strike")
+            name.append(" (removed)", style="red")
+        elif handler.diff == "moved":
+            name.stylize("yellow")
+            name.append(f" (order {handler.was_order:g} {self.sym['arrow']} {handler.callback.order:g})", style="yellow")
         if handler.via == "call":
             name.append("(__call__)", style="dim")
         if handler.disabled:

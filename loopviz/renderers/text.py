@@ -20,18 +20,24 @@ def _order(value: float) -> str:
     return f"{value:g}"
 
 
+_DIFF_MARKS = {"added": "+", "removed": "-", "moved": "~", None: ""}
+
+
 def _compact_label(handler: Handler) -> str:
-    """How one callback appears in a compact `[...]` list."""
+    """How one callback appears in a compact `[...]` list (+added, -removed, ~moved when diffed)."""
+    label = _DIFF_MARKS[handler.diff] + handler.callback.label
+    if handler.diff == "moved":
+        return f"{label}({_order(handler.was_order or 0)}->{_order(handler.callback.order)})"
     if handler.via == "call":
-        return f"{handler.callback.label}(__call__)"
+        return f"{label}(__call__)"
     if handler.disabled:
-        return f"{handler.callback.label}(run=False)"
-    return handler.callback.label
+        return f"{label}(run=False)"
+    return label
 
 
 def callback_list(event: Event) -> str:
     """The `[A, B]` list of callbacks that run (or are switched off) at this event, in call order."""
-    shown = [h for h in event.handlers if h.runs or h.disabled]
+    shown = [h for h in event.handlers if h.runs or h.disabled or h.diff == "removed"]
     return "[" + ", ".join(_compact_label(h) for h in shown) + "]"
 
 
@@ -124,7 +130,11 @@ class _TextWriter:
     def handler(self, handler: Handler, indent: int) -> None:
         """A callback's line (class, order, flags, source) and its docstring."""
         info = handler.callback
-        parts = [f"{info.label} (order {_order(info.order)})"]
+        parts = [f"{_DIFF_MARKS[handler.diff]}{info.label} (order {_order(info.order)})"]
+        if handler.diff == "moved":
+            parts.append(f"MOVED (order was {_order(handler.was_order or 0)})")
+        elif handler.diff:
+            parts.append(handler.diff.upper())
         if handler.skipped and not handler.disabled:
             parts.append(f"skipped here: {handler.skipped}")
         elif handler.disabled:
@@ -181,4 +191,6 @@ def render_text(spec: LoopSpec, verbose: bool = False, width: int = DEFAULT_WIDT
         writer.wrap(f"Note: {note}", 0)
     if spec.measured:
         writer.wrap(f"Times [count × mean = total (% of the run)] {spec.measured}.", 0)
+    if spec.compared:
+        writer.wrap(f"Diff (+ added, - removed, ~ moved): {spec.compared}.", 0)
     return "\n".join(writer.lines)

@@ -9,7 +9,7 @@ from rich.console import Console, Group
 from rich.table import Table
 from rich.text import Text
 
-__all__ = ["trace_tables", "trace_text", "trace_html"]
+__all__ = ["trace_tables", "trace_text", "trace_html", "diff_tables", "diff_text", "diff_html"]
 
 
 def _table(df: pd.DataFrame, title: str, columns: dict[str, str], limit: int) -> Table:
@@ -63,4 +63,27 @@ def trace_html(trace: Any) -> str:
     """The tables as HTML, for notebooks."""
     console = Console(record=True, width=130, file=io.StringIO(), color_system="truecolor")
     console.print(trace_tables(trace))
+    return console.export_html(inline_styles=True, code_format="<pre style=\"font-size:12px\">{code}</pre>")
+
+
+def diff_tables(d: Any, limit: int = 15) -> Group:
+    """Two tables, regressions first: events and work, then callbacks."""
+    cols = {"total_ms_before": "before ms", "total_ms_after": "after ms", "change_ms": "change ms", "ratio": "ratio"}
+    return Group(
+        _table(d.events, "Events and work: before / after", {"kind": "kind", "name": "name", "phase": "phase", **cols}, limit),
+        _table(d.callbacks, "Callbacks: before / after", {"callback": "callback", "event": "event", "phase": "phase", **cols}, limit),
+    )
+
+
+def diff_text(d: Any, width: int = 120) -> str:
+    """The diff tables as plain text."""
+    out = io.StringIO()
+    Console(file=out, width=width, color_system=None, legacy_windows=False).print(diff_tables(d))
+    return out.getvalue().rstrip("\n")
+
+
+def diff_html(d: Any) -> str:
+    """The diff tables as HTML, for notebooks."""
+    console = Console(record=True, width=130, file=io.StringIO(), color_system="truecolor")
+    console.print(diff_tables(d))
     return console.export_html(inline_styles=True, code_format="<pre style=\"font-size:12px\">{code}</pre>")

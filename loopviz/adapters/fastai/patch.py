@@ -5,7 +5,9 @@ from fastai.learner import Learner
 from fastcore.basics import patch
 
 from loopviz.adapters.fastai.spec import build_spec
+from loopviz.adapters.fastai.spec import _listify
 from loopviz.annotate import annotate
+from loopviz.diff import diff as diff_specs
 from loopviz.model import LoopSpec
 from loopviz.renderers.text import DEFAULT_WIDTH
 from loopviz.diagram import LoopDiagram
@@ -35,9 +37,12 @@ def show_training_loop(
     hide_empty: bool = False,  # Leave out events where no callback runs
     focus: str | None = None,  # Show only this callback (class name, or fastai name such as 'recorder')
     trace=None,  # A `Trace` of this learner (`with learn.trace() as t`): annotate the loop with measured times
+    diff=None,  # Callbacks to compare with: show the loop with them added (+), and what they change
 ) -> LoopView | LoopDiagram:
     "Show each step in the training loop, with the callbacks that really run there"
     spec = build_spec(self, loop=loop, cbs=cbs)
+    if diff is not None:
+        spec = diff_specs(spec, build_spec(self, loop=loop, cbs=[*_listify(cbs), *_listify(diff)]))
     if trace is not None:
         spec = annotate(spec, trace)
     return show_loop(spec, verbose=verbose, fmt=fmt, width=width, hide_empty=hide_empty, focus=focus)
