@@ -98,12 +98,18 @@ class Handler:
 
 @dataclass(frozen=True)
 class CancelPath:
-    """What happens when `exception` is raised inside a phase: the handler event, then where it resumes."""
+    """What happens when `exception` is raised inside a phase: the handler event (if the loop has one),
+    then the event where it resumes."""
 
     exception: str
-    handler_event: str
+    handler_event: str | None
     resumes_at: str
     description: str = ""
+
+    def route(self, arrow: str = "→") -> str:
+        """`CancelX → after_cancel_x → after_x`, or `CancelX → cleanup_x` when there is no handler event."""
+        stops = [self.exception, *([self.handler_event] if self.handler_event else []), self.resumes_at]
+        return f" {arrow} ".join(stops)
 
 
 @dataclass

@@ -60,8 +60,7 @@ class _TreeBuilder:
             label.append(f"  {self.sym['loop']} {phase.repeat}", style="cyan")
         if phase.cancel:
             c = phase.cancel
-            label.append(f"  {self.sym['cancel']} {c.exception} {self.sym['arrow']} {c.handler_event} "
-                         f"{self.sym['arrow']} {c.resumes_at}", style="red")
+            label.append(f"  {self.sym['cancel']} {c.route(self.sym['arrow'])}", style="red")
         if self.verbose and phase.note:
             label.append(f"\n{phase.note}", style="dim")
         branch = parent.add(label)

@@ -97,7 +97,8 @@ class _TextWriter:
             details.append(f"Runs {phase.repeat}.")
         if phase.cancel:
             c = phase.cancel
-            details.append(f"If {c.exception} is raised here, {c.description}: {c.handler_event} fires, then {c.resumes_at}.")
+            then = f"{c.handler_event} fires, then {c.resumes_at}" if c.handler_event else f"the loop resumes at {c.resumes_at}"
+            details.append(f"If {c.exception} is raised here, {c.description}: {then}.")
         if phase.note:
             details.append(phase.note)
         for detail in details:

@@ -1,0 +1,224 @@
+"""Describe and trace any callback-driven loop, not only fastai's.
+
+Describe: build a `LoopSpec` from phases, events, work and cancel paths, with each event's handlers
+read from your callback objects (a method named after the event) in the order your loop calls them:
+
+    spec = loop_spec("fit", "my trainer 1.0", cbs, [
+        phase("fit", "Fit", [event("before_fit", "Training starts", cbs), ...], cancel=cancel("CancelFit", "after_fit")),
+    ])
+
+Trace: `DispatchTracer(obj, "callback", callbacks=lambda: obj.cbs)` wraps the one method your loop
+dispatches every event through (on that object only) and, per event, the callbacks' handler
+methods (on those instances only), and gives back a `Trace`; everything is put back at the end.
+Every view and report of loopviz works on both.
+"""
+from __future__ import annotations
+
+import functools
+import inspect
+import types
+from time import perf_counter_ns
+from typing import Any, Callable, Iterable, Sequence
+
+from loopviz.errors import LoopvizError
+from loopviz.model import CallbackInfo, CancelPath, Event, Handler, LoopSpec, Mode, Phase, Role, SourceRef, Step, Work
+from loopviz.trace.clock import Clock
+from loopviz.trace.record import CANCELLED, ERROR, RAN, Recorder
+from loopviz.trace.trace import Trace
+
+__all__ = ["callback_info", "handler", "event", "work", "phase", "cancel", "loop_spec", "DispatchTracer"]
+
+_GENERIC = {inspect.cleandoc(d) for d in (object.__doc__, functools.partial.__doc__, types.MethodType.__doc__) if d}
+
+
+def _doc(obj: Any) -> str:
+    doc = obj.__dict__.get("__doc__") if isinstance(obj, type) else getattr(obj, "__doc__", None)
+    doc = inspect.cleandoc(doc) if doc else ""
+    return "" if doc in _GENERIC else doc
+
+
+def callback_info(cb: Any, order: Callable[[Any], float] = lambda cb: getattr(cb, "order", 0), base: type | None = None) -> CallbackInfo:
+    """The facts about one callback object; `base` is your framework's callback base class, whose doc is not the callback's."""
+    cls = type(cb)
+    doc = next((_doc(k) for k in cls.__mro__ if k is not base and k is not object and _doc(k)), "")
+    return CallbackInfo(name=getattr(cb, "name", cls.__name__), cls=cls.__name__, module=cls.__module__,
+                        order=order(cb), doc=doc if isinstance(doc, str) else "")
+
+
+def handler(cb: Any, event_name: str, info: CallbackInfo | None = None, base: type | None = None) -> Handler | None:
+    """The callback's handler for an event (a method or attribute named after it), or None."""
+    fn = getattr(cb, event_name, None)
+    if fn is None or not callable(fn):
+        return None
+    info = info or callback_info(cb, base=base)
+    target = inspect.unwrap(fn.__func__ if isinstance(fn, types.MethodType) else fn)
+    code = getattr(target, "__code__", None)
+    source = SourceRef(code.co_filename, code.co_firstlineno) if code else None
+    own = _doc(target)
+    if own:
+        return Handler(info, own, "handler", source)
+    inherited = inspect.getdoc(fn) if isinstance(fn, types.MethodType) else None
+    if inherited and inspect.cleandoc(inherited) not in _GENERIC and not (base and getattr(base, event_name, None)):
+        return Handler(info, inspect.cleandoc(inherited), "inherited", source)
+    if info.doc:
+        return Handler(info, info.doc, "class", source)
+    return Handler(info, "(no docstring)", "none", source)
+
+
+def event(name: str, description: str, cbs: Sequence[Any] = (), *, role: Role = "body", mode: Mode | None = None,
+          cancel: CancelPath | None = None, base: type | None = None) -> Event:
+    """An event and the handlers of `cbs` (given in the order the loop calls them)."""
+    found = [handler(cb, name, base=base) for cb in cbs]
+    return Event(name, description, [h for h in found if h is not None], role=role, cancel=cancel, mode=mode)
+
+
+def work(name: str, code: str = "", description: str = "", condition: str | None = None) -> Work:
+    """Work the loop does between two events."""
+    return Work(name, code, description, condition)
+
+
+def phase(name: str, label: str, steps: Iterable[Step], *, repeat: str | None = None, cancel: CancelPath | None = None,
+          mode: Mode | None = None, note: str | None = None) -> Phase:
+    """A phase with its steps in firing order."""
+    return Phase(name, label, list(steps), repeat=repeat, cancel=cancel, mode=mode, note=note)
+
+
+def cancel(exception: str, resumes_at: str, handler_event: str | None = None, description: str = "") -> CancelPath:
+    """A cancel path: the exception, the event that handles it (if any), and where the loop resumes."""
+    return CancelPath(exception, handler_event, resumes_at, description)
+
+
+def loop_spec(loop: str, framework: str, cbs: Sequence[Any], phases: list[Phase], *,
+              order: Callable[[Any], float] = lambda cb: getattr(cb, "order", 0), base: type | None = None,
+              notes: Sequence[str] = ()) -> LoopSpec:
+    """A whole loop: its phases and its callbacks (listed in call order)."""
+    return LoopSpec(loop=loop, framework=framework, phases=phases,
+                    callbacks=[callback_info(cb, order, base) for cb in cbs], notes=list(notes))
+
+
+class DispatchTracer:
+    """Trace a loop that dispatches every event through one method of one object.
+
+    Args:
+        obj: the object whose method dispatches events (a learner, a trainer...).
+        method: that method's name; its argument `event_arg` (position, after self) is the event name.
+        callbacks: returns the callback objects; for each event, their methods named after it are timed.
+        framework: a name for reports, e.g. "miniai".
+        loop_start: events that begin a new loop (each fit).
+        mode: `mode(obj, event) -> 0/1/2` (none/train/valid), to split train and valid in reports.
+        position: `position(obj) -> (epoch, iteration)`.
+        work_names: names for the work between two consecutive events, {(before, after): name}.
+    """
+
+    def __init__(self, obj: Any, method: str = "callback", *, callbacks: Callable[[], Iterable[Any]] = lambda: (),
+                 framework: str = "", loop_start: Sequence[str] = ("before_fit",),
+                 mode: Callable[[Any, str], int] = lambda obj, event: 0,
+                 position: Callable[[Any], tuple[int, int]] = lambda obj: (getattr(obj, "epoch", -1), getattr(obj, "iter", -1)),
+                 work_names: dict[tuple[str, str], str] | None = None, event_arg: int = 0, clock: Clock | None = None,
+                 max_calls: int = 1_000_000, max_firings: int = 250_000):
+        if not callable(getattr(obj, method, None)):
+            raise LoopvizError(f"{type(obj).__name__} has no method {method!r} to trace; pass the name of its dispatch method.")
+        self.obj, self.method, self.callbacks = obj, method, callbacks
+        self.framework, self.loop_start, self.mode, self.position = framework, set(loop_start), mode, position
+        self.work_names, self.event_arg = dict(work_names or {}), event_arg
+        self.rec = Recorder(clock, max_calls=max_calls, max_firings=max_firings)
+        self.trace = Trace.recording(self.rec)
+        self.wrapped: dict[tuple[int, str], tuple[Any, Any]] = {}  # (id(cb), event) -> (cb, what its __dict__ held)
+        self.previous: Any = None
+        self.active = False
+
+    def __enter__(self) -> Trace:
+        if getattr(self.obj.__dict__.get(self.method), "__loopviz_wrapper__", False):
+            raise LoopvizError(f"{type(self.obj).__name__}.{self.method} is already being traced; finish that trace first.")
+        self.previous = self.obj.__dict__.get(self.method, _MISSING)
+        original = getattr(self.obj, self.method)
+        self.obj.__dict__[self.method] = self._dispatch_wrapper(original)
+        self.active = True
+        return self.trace
+
+    def __exit__(self, *exc: Any) -> None:
+        self.active = False
+        if self.previous is _MISSING:
+            self.obj.__dict__.pop(self.method, None)
+        else:
+            self.obj.__dict__[self.method] = self.previous
+        for (_, name), (cb, before) in self.wrapped.items():
+            if before is _MISSING:
+                cb.__dict__.pop(name, None)
+            else:
+                cb.__dict__[name] = before
+        self.wrapped.clear()
+        self.trace.finish(framework=self.framework, work_names=self.work_names)
+
+    def _dispatch_wrapper(self, original: Callable[..., Any]) -> Callable[..., Any]:
+        rec = self.rec
+
+        @functools.wraps(original)
+        def dispatch(*args: Any, **kwargs: Any) -> Any:
+            name = args[self.event_arg] if len(args) > self.event_arg else kwargs.get("method_nm", kwargs.get("event"))
+            if not isinstance(name, str):
+                return original(*args, **kwargs)
+            if name in self.loop_start:
+                rec.begin_loop(name.removeprefix("before_") if name.startswith("before_") else name)
+            elif rec.loop < 0:
+                rec.begin_loop(self.framework or "loop")
+            self._wrap_handlers(name)
+            epoch, iteration = self.position(self.obj)
+            index = rec.begin_firing(name, self.mode(self.obj, name), _int(epoch), _int(iteration))
+            status = 0
+            try:
+                return original(*args, **kwargs)
+            except Exception as e:
+                status = CANCELLED if type(e).__name__.startswith("Cancel") else ERROR
+                raise
+            except BaseException:
+                status = ERROR
+                raise
+            finally:
+                rec.end_firing(index, status)
+
+        dispatch.__loopviz_wrapper__ = True  # type: ignore[attr-defined]
+        return dispatch
+
+    def _wrap_handlers(self, name: str) -> None:
+        """Time each callback's handler for this event, by an attribute on that callback instance."""
+        for cb in self.callbacks():
+            key = (id(cb), name)
+            if key in self.wrapped or not hasattr(cb, "__dict__"):
+                continue
+            fn = getattr(cb, name, None)
+            if fn is None or not callable(fn):
+                continue
+            self.wrapped[key] = (cb, cb.__dict__.get(name, _MISSING))
+            cid = self.rec.callback_id(id(cb), lambda cb=cb: {"cls": type(cb).__name__, "name": type(cb).__name__,
+                                                               "order": getattr(cb, "order", 0), "module": type(cb).__module__})
+            cb.__dict__[name] = self._timed(fn, cid)
+
+    def _timed(self, fn: Callable[..., Any], cid: int) -> Callable[..., Any]:
+        rec = self.rec
+
+        @functools.wraps(fn)
+        def timed(*args: Any, **kwargs: Any) -> Any:
+            if not self.active:
+                return fn(*args, **kwargs)
+            status = RAN
+            start = perf_counter_ns()
+            try:
+                return fn(*args, **kwargs)
+            except Exception as e:
+                status = CANCELLED if type(e).__name__.startswith("Cancel") else ERROR
+                raise
+            finally:
+                rec.call(cid, start, perf_counter_ns(), status)
+
+        return timed
+
+
+_MISSING = object()
+
+
+def _int(value: Any) -> int:
+    try:
+        return int(value)
+    except (TypeError, ValueError):
+        return -1
