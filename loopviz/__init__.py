@@ -19,6 +19,7 @@ from loopviz.trace.trace import Trace
 from loopviz.annotate import annotate
 from loopviz.diff import TraceDiff, diff, diff_traces
 from loopviz.loop import Loop
+from loopviz.trace.merge import MergedTrace, merge
 from loopviz.view import LoopView, show_loop
 
 __version__ = "0.1.0"
@@ -27,7 +28,7 @@ __all__ = [
     "CallbackInfo", "CancelPath", "Event", "GraphvizNotFound", "Handler", "LoopDiagram", "LoopSpec",
     "LoopView", "LoopvizError", "Phase", "RichLoop", "SourceRef", "Work", "dot_graph", "focus",
     "hide_empty", "render_mermaid", "render_text", "rich_tree", "show_loop", "__version__",
-    "Trace", "Recorder", "HostClock", "SyncClock", "CudaEventClock", "annotate", "diff", "diff_traces", "TraceDiff", "Loop",
+    "Trace", "Recorder", "HostClock", "SyncClock", "CudaEventClock", "annotate", "diff", "diff_traces", "TraceDiff", "Loop", "merge", "MergedTrace",
 ]
 
 try:

@@ -199,18 +199,28 @@ def trace(ctx: click.Context, target: str | None, epochs: int, clock: str, chang
 
 
 @cli.command()
-@click.argument("trace_file", type=click.Path(dir_okay=False))
+@click.argument("trace_files", nargs=-1, required=True, type=click.Path(dir_okay=False))
 @click.option("--format", "-f", "fmt", type=click.Choice(REPORT_FORMATS), default="table", show_default=True,
               help="table prints; csv, chrome (Perfetto JSON) and svg (plots) write with -o.")
 @click.option("--output", "-o", type=click.Path(dir_okay=False), help="Write the report here.")
 @click.pass_context
-def report(ctx: click.Context, trace_file: str, fmt: str, output: str | None) -> None:
-    """Report on a saved trace: its tables, a CSV of every span, a Chrome/Perfetto trace, or plots."""
+def report(ctx: click.Context, trace_files: tuple[str, ...], fmt: str, output: str | None) -> None:
+    """Report on a saved trace: its tables, a CSV of every span, a Chrome/Perfetto trace, or plots.
+    Several files (one per rank of a distributed fit, e.g. trace.rank*.json) are merged into one report."""
 
     def run() -> None:
-        from loopviz import Trace
+        from loopviz import Trace, merge
 
-        t = Trace.load(trace_file)
+        if len(trace_files) > 1:
+            merged = merge(trace_files)
+            if fmt == "table":
+                _write_or_echo(str(merged), output)
+            elif fmt == "chrome" and output:
+                click.echo(f"wrote {merged.to_chrome(output)}")
+            else:
+                raise click.UsageError("several trace files merge into a table, or --format chrome -o FILE.")
+            return
+        t = Trace.load(trace_files[0])
         if fmt == "table":
             text = str(t)
             if output:
@@ -248,6 +258,14 @@ def diff(ctx: click.Context, before: str, after: str) -> None:
         click.echo(str(diff_traces(Trace.load(before), Trace.load(after))))
 
     _guard(ctx.obj["debug"], run)
+
+
+def _write_or_echo(text: str, output: str | None) -> None:
+    if output:
+        Path(output).write_text(text + "\n", encoding="utf-8")
+        click.echo(f"wrote {output}")
+    else:
+        click.echo(text)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -11,7 +11,7 @@ HOST_TID = 1
 DEVICE_TID = 2
 
 
-def chrome_trace(trace: Any) -> dict[str, Any]:
+def chrome_trace(trace: Any, origin_unix_ns: int | None = None, pid: int | None = None, title: str | None = None) -> dict[str, Any]:
     """The trace as a Chrome/Perfetto JSON object: one thread for the host, one for device times if any.
 
     Event firings enclose the callback calls made inside them; the work between events sits between
@@ -20,8 +20,10 @@ def chrome_trace(trace: Any) -> dict[str, Any]:
     firings = trace._firing_matrix()
     calls = trace._call_matrix()
     origin = int(firings[:, 6].min()) if len(firings) else 0
-    pid = int(trace.meta.get("pid", 1))
-    title = f"loopviz: {trace.framework or 'loop'} ({', '.join(dict.fromkeys(trace.loops)) or 'no loop'})"
+    if origin_unix_ns is not None:  # several traces on one timeline: place this one by the wall clock
+        origin = origin - (int(trace.to_unix_ns(origin)) - origin_unix_ns)
+    pid = int(trace.meta.get("pid", 1)) if pid is None else pid
+    title = title or f"loopviz: {trace.framework or 'loop'} ({', '.join(dict.fromkeys(trace.loops)) or 'no loop'})"
     out: list[dict[str, Any]] = [
         {"ph": "M", "name": "process_name", "pid": pid, "tid": HOST_TID, "args": {"name": title}},
         {"ph": "M", "name": "thread_name", "pid": pid, "tid": HOST_TID, "args": {"name": "host: events, callbacks, work"}},
@@ -50,5 +52,5 @@ def chrome_trace(trace: Any) -> dict[str, Any]:
     if device:
         out.append({"ph": "M", "name": "thread_name", "pid": pid, "tid": DEVICE_TID, "args": {"name": f"device ({trace.clock}): work"}})
     return {"traceEvents": out, "displayTimeUnit": "ms",
-            "otherData": {"baseTimeNanoseconds": int(trace.meta.get("start_unix_ns", 0)), "clock": trace.clock,
+            "otherData": {"baseTimeNanoseconds": int(trace.to_unix_ns(origin)), "clock": trace.clock,
                           "framework": trace.framework, "notes": trace.notes()}}

@@ -4,12 +4,13 @@ from __future__ import annotations
 import io
 from typing import Any
 
+import numpy as np
 import pandas as pd
 from rich.console import Console, Group
 from rich.table import Table
 from rich.text import Text
 
-__all__ = ["trace_tables", "trace_text", "trace_html", "diff_tables", "diff_text", "diff_html"]
+__all__ = ["trace_tables", "trace_text", "trace_html", "diff_tables", "diff_text", "diff_html", "merged_text"]
 
 
 def _table(df: pd.DataFrame, title: str, columns: dict[str, str], limit: int) -> Table:
@@ -17,18 +18,21 @@ def _table(df: pd.DataFrame, title: str, columns: dict[str, str], limit: int) ->
     table = Table(title=title, title_justify="left", show_edge=False, header_style="bold")
     for key, header in columns.items():
         table.add_column(header, justify="right" if df[key].dtype.kind in "if" else "left")
-    for _, row in df.head(limit).iterrows():
-        table.add_row(*[Text(_cell(row[key])) for key in columns])
+    head = df.head(limit)
+    for i in range(len(head)):  # by column, so each cell keeps its column's type (iterrows would upcast ints)
+        table.add_row(*[Text(_cell(head[key].iloc[i])) for key in columns])
     if len(df) > limit:
         table.caption = f"{len(df) - limit} more rows: see .summary() / .by_callback()"
     return table
 
 
 def _cell(value: Any) -> str:
-    if isinstance(value, float):
-        return f"{value:,.3f}"
-    if isinstance(value, (int,)) and not isinstance(value, bool):
+    if isinstance(value, (bool, np.bool_)):
+        return str(value)
+    if isinstance(value, (int, np.integer)):
         return f"{value:,}"
+    if isinstance(value, (float, np.floating)):
+        return "" if np.isnan(value) else f"{value:,.3f}"
     return str(value)
 
 
@@ -87,3 +91,20 @@ def diff_html(d: Any) -> str:
     console = Console(record=True, width=130, file=io.StringIO(), color_system="truecolor")
     console.print(diff_tables(d))
     return console.export_html(inline_styles=True, code_format="<pre style=\"font-size:12px\">{code}</pre>")
+
+
+def merged_text(m: Any, width: int = 120) -> str:
+    """A merged distributed trace as text: across-rank summary, then stragglers in backward when known."""
+    parts: list[Any] = [Text.assemble(("Merged trace", "bold"), f" of {len(m.ranks)} ranks ({', '.join(map(str, m.ranks))})")]
+    parts.append(_table(m.summary(), "Events and work across ranks (total ms)", {
+        "kind": "kind", "name": "name", "phase": "phase", "count": "count", "min_ms": "min", "median_ms": "median",
+        "max_ms": "max", "slowest_rank": "slowest rank", "spread_ms": "spread"}, 20))
+    try:
+        parts.append(_table(m.stragglers(), "Waiting in backward for the slowest rank", {
+            "rank": "rank", "batches": "batches", "backward_ms": "backward ms", "wait_ms": "wait ms",
+            "max_wait_ms": "max wait ms"}, 64))
+    except Exception:  # a loop without backward events (validation only): no straggler table
+        pass
+    out = io.StringIO()
+    Console(file=out, width=width, color_system=None, legacy_windows=False).print(Group(*parts))
+    return out.getvalue().rstrip("\n")

@@ -61,7 +61,7 @@ class Trace:
         trace = cls()
         trace._recorder = recorder
         trace.clock = recorder.clock.name
-        trace.meta = {"start_unix_ns": time.time_ns(), "pid": os.getpid(), "host": socket.gethostname()}
+        trace.meta = {"pid": os.getpid(), "host": socket.gethostname(), **_process_identity(), **_clock_origin()}
         return trace
 
     def finish(self, framework: str = "", work_names: dict[tuple[str, str], str] | None = None) -> None:
@@ -284,6 +284,13 @@ class Trace:
             "attribute": _names(self.attrs, log[:, 2]), "loop": _names(self.loops, firings[log[:, 0], 4]),
         })
 
+    def to_unix_ns(self, host_ns: Any) -> Any:
+        """Host-clock times of this trace (ns, scalar or array) as wall-clock ns since the epoch."""
+        origin = self.meta.get("perf_origin_ns")
+        if origin is None:  # a trace without a recorded origin: anchor its first firing at its start time
+            origin = int(self._firing_matrix()[:, 6].min()) if self.n_firings else 0
+        return host_ns - origin + int(self.meta.get("start_unix_ns", 0))
+
     def notes(self) -> list[str]:
         """What a reader of the reports should know: dropped records, the clock used."""
         out = []
@@ -410,6 +417,25 @@ class Trace:
         from loopviz.trace.plot import plot_trace
 
         return plot_trace(self, loop)
+
+
+def _process_identity() -> dict[str, int]:
+    """Rank, local rank and world size of this process in a distributed run (torchrun/accelerate set them)."""
+    def env(name: str, default: int) -> int:
+        try:
+            return int(os.environ.get(name, default))
+        except ValueError:
+            return default
+
+    return {"rank": env("RANK", 0), "local_rank": env("LOCAL_RANK", 0), "world_size": env("WORLD_SIZE", 1)}
+
+
+def _clock_origin() -> dict[str, int]:
+    """The wall clock and the host's monotonic clock read together, so traces of several processes line up."""
+    before = time.perf_counter_ns()
+    wall = time.time_ns()
+    after = time.perf_counter_ns()
+    return {"start_unix_ns": wall, "perf_origin_ns": (before + after) // 2, "origin_error_ns": after - before}
 
 
 def _names(names: Any, codes: np.ndarray) -> np.ndarray:
