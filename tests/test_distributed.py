@@ -13,6 +13,7 @@ import torch
 
 from loopviz import LoopvizError, merge
 from loopviz.cli import main
+from tests.chrome_check import assert_nested
 
 SCRIPT = Path(__file__).parent / "distributed_fit.py"
 
@@ -73,13 +74,7 @@ def test_one_perfetto_file_with_a_track_per_rank(rank_traces, tmp_path):
     spans = [e for e in data["traceEvents"] if e["ph"] == "X"]
     assert {e["pid"] for e in spans} == {0, 1}
     for pid in (0, 1):  # each rank's track nests perfectly
-        open_ends: list[float] = []
-        for span in sorted((e for e in spans if e["pid"] == pid), key=lambda e: (e["ts"], -e["dur"])):
-            while open_ends and span["ts"] >= open_ends[-1] - 1e-6:
-                open_ends.pop()
-            if open_ends:
-                assert span["ts"] + span["dur"] <= open_ends[-1] + 1e-3
-            open_ends.append(span["ts"] + span["dur"])
+        assert_nested([e for e in spans if e["pid"] == pid])
     starts = [min(e["ts"] for e in spans if e["pid"] == pid) for pid in (0, 1)]
     assert min(starts) == pytest.approx(0, abs=1e-6) and max(starts) < 5_000_000  # one timeline, within 5 s
 

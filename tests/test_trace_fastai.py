@@ -15,6 +15,7 @@ from loopviz import LoopvizError
 from loopviz.adapters.fastai import tracer
 from loopviz.trace.trace import Trace
 from tests.callbacks import CancelBatchAt
+from tests.chrome_check import assert_nested
 from tests.recording import expected_handlers, expected_sequence
 
 
@@ -212,15 +213,9 @@ def test_save_load_and_chrome_export(learn, tmp_path):
     with pytest.raises(LoopvizError, match="not a loopviz trace"):
         Trace.load(tmp_path / "bad.json")
     chrome = json.loads(t.to_chrome(tmp_path / "fit.perfetto.json").read_text())
-    spans = sorted((e for e in chrome["traceEvents"] if e["ph"] == "X"), key=lambda e: (e["ts"], -e["dur"]))
+    spans = [e for e in chrome["traceEvents"] if e["ph"] == "X"]
     assert len(spans) == t.n_firings + t.n_calls + len(t.work_df())
-    open_ends: list[float] = []
-    for span in spans:  # complete events on one thread must nest perfectly
-        while open_ends and span["ts"] >= open_ends[-1] - 1e-6:
-            open_ends.pop()
-        if open_ends:
-            assert span["ts"] + span["dur"] <= open_ends[-1] + 1e-3, span
-        open_ends.append(span["ts"] + span["dur"])
+    assert_nested(spans)
 
 
 def test_reading_a_trace_while_it_records_is_refused(learn):

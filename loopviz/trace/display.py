@@ -10,7 +10,8 @@ from rich.console import Console, Group
 from rich.table import Table
 from rich.text import Text
 
-__all__ = ["trace_tables", "trace_text", "trace_html", "diff_tables", "diff_text", "diff_html", "merged_text"]
+__all__ = ["as_text", "as_html", "trace_tables", "trace_text", "trace_html", "diff_tables", "diff_text", "diff_html",
+           "merged_text"]
 
 
 def _table(df: pd.DataFrame, title: str, columns: dict[str, str], limit: int) -> Table:
@@ -56,18 +57,28 @@ def trace_tables(trace: Any, limit: int = 25) -> Group:
     return Group(*parts)
 
 
+def as_text(renderable: Any, width: int = 120) -> str:
+    """Any rich renderable as plain text (no colour)."""
+    out = io.StringIO()
+    Console(file=out, width=width, color_system=None, legacy_windows=False).print(renderable)
+    return out.getvalue().rstrip("\n")
+
+
+def as_html(renderable: Any) -> str:
+    """Any rich renderable as HTML, for notebooks."""
+    console = Console(record=True, width=130, file=io.StringIO(), color_system="truecolor")
+    console.print(renderable)
+    return console.export_html(inline_styles=True, code_format="<pre style=\"font-size:12px\">{code}</pre>")
+
+
 def trace_text(trace: Any, width: int = 120) -> str:
     """The tables as plain text."""
-    out = io.StringIO()
-    Console(file=out, width=width, color_system=None, legacy_windows=False).print(trace_tables(trace))
-    return out.getvalue().rstrip("\n")
+    return as_text(trace_tables(trace), width)
 
 
 def trace_html(trace: Any) -> str:
     """The tables as HTML, for notebooks."""
-    console = Console(record=True, width=130, file=io.StringIO(), color_system="truecolor")
-    console.print(trace_tables(trace))
-    return console.export_html(inline_styles=True, code_format="<pre style=\"font-size:12px\">{code}</pre>")
+    return as_html(trace_tables(trace))
 
 
 def diff_tables(d: Any, limit: int = 15) -> Group:
@@ -81,16 +92,12 @@ def diff_tables(d: Any, limit: int = 15) -> Group:
 
 def diff_text(d: Any, width: int = 120) -> str:
     """The diff tables as plain text."""
-    out = io.StringIO()
-    Console(file=out, width=width, color_system=None, legacy_windows=False).print(diff_tables(d))
-    return out.getvalue().rstrip("\n")
+    return as_text(diff_tables(d), width)
 
 
 def diff_html(d: Any) -> str:
     """The diff tables as HTML, for notebooks."""
-    console = Console(record=True, width=130, file=io.StringIO(), color_system="truecolor")
-    console.print(diff_tables(d))
-    return console.export_html(inline_styles=True, code_format="<pre style=\"font-size:12px\">{code}</pre>")
+    return as_html(diff_tables(d))
 
 
 def merged_text(m: Any, width: int = 120) -> str:
@@ -105,6 +112,4 @@ def merged_text(m: Any, width: int = 120) -> str:
             "max_wait_ms": "max wait ms"}, 64))
     except Exception:  # a loop without backward events (validation only): no straggler table
         pass
-    out = io.StringIO()
-    Console(file=out, width=width, color_system=None, legacy_windows=False).print(Group(*parts))
-    return out.getvalue().rstrip("\n")
+    return as_text(Group(*parts), width)
