@@ -15,10 +15,24 @@ def _timing(count: int, total_ms: float, run_ms: float) -> Timing:
                   100 * float(total_ms) / run_ms if run_ms else 0.0)
 
 
-def annotate(spec: LoopSpec, trace: Any) -> LoopSpec:
-    """A copy of `spec` whose events, handlers and work carry the trace's counts and times (all its loops)."""
+def matching_loops(spec: LoopSpec, trace: Any) -> list[str]:
+    """The trace's loops that ran the spec's loop: its label, or entry points it leads ('fit_one_cycle > fit')."""
+    return [label for label in dict.fromkeys(trace.loops) if label == spec.loop or label.startswith(f"{spec.loop} > ")]
+
+
+def annotate(spec: LoopSpec, trace: Any, loops: Any = "auto") -> LoopSpec:
+    """A copy of `spec` whose events, handlers and work carry the trace's counts and times.
+
+    `loops='auto'` uses the trace's loops that ran this spec's loop (all of them if none does);
+    `None` uses every loop; a list of labels or indices picks those.
+    """
     if trace.framework and spec.framework and trace.framework.split()[0] != spec.framework.split()[0]:
         raise LoopvizError(f"this trace is of {trace.framework}, the loop of {spec.framework}: they cannot be matched.")
+    if loops == "auto":
+        loops = matching_loops(spec, trace) or None
+    used = list(dict.fromkeys(trace.loops)) if loops is None else [trace.loops[k] if isinstance(k, int) else k for k in loops]
+    if loops is not None:
+        trace = trace.select(loops)
     run_ms = trace.total_ns() / 1e6
     events = {(row.name, row.phase): _timing(row.count, row.total_ms, run_ms)
               for row in trace.summary().itertuples() if row.kind == "event"}
@@ -52,6 +66,6 @@ def annotate(spec: LoopSpec, trace: Any) -> LoopSpec:
                 steps.append(replace(step, timing=work.get((step.name, phase_of(phase.mode)))) if isinstance(step, Work) else step)
         return replace(phase, steps=steps)
 
-    loops = ", ".join(dict.fromkeys(trace.loops)) or "no loop"
+    loops = ", ".join(dict.fromkeys(used)) or "no loop"
     return replace(spec, phases=[walk(p) for p in spec.phases], custom_events=[event(e) for e in spec.custom_events],
-                   measured=f"measured: {trace.clock} clock, {run_ms:,.1f} ms over {len(trace.loops)} loop(s) ({loops})")
+                   measured=f"measured: {trace.clock} clock, {run_ms:,.1f} ms over {len(used)} loop label(s) ({loops})")

@@ -7,7 +7,6 @@ import subprocess
 import sys
 import xml.etree.ElementTree as ET
 
-import pytest
 
 from loopviz.cli import main
 

@@ -7,7 +7,7 @@ import xml.etree.ElementTree as ET
 
 import pytest
 
-from loopviz import GraphvizNotFound, LoopDiagram, LoopvizError, Phase, Work, focus, hide_empty
+from loopviz import GraphvizNotFound, LoopDiagram, LoopvizError, Work, focus, hide_empty
 from tests.views import HOSTILE, realistic_spec, tricky_spec
 
 needs_dot = pytest.mark.skipif(shutil.which("dot") is None, reason="Graphviz's dot is not installed")

@@ -66,3 +66,23 @@ def test_a_trace_of_another_framework_is_refused(traced):
     t.framework = "miniai 0.1"
     with pytest.raises(LoopvizError, match="cannot be matched"):
         annotate(spec, t)
+
+
+def test_annotating_picks_the_loops_that_ran_the_spec(learn):
+    with learn.no_bar(), learn.no_logging():
+        with learn.trace() as t:
+            learn.fit(1)
+            learn.validate()
+            learn.get_preds()
+        fit_spec, preds_spec = learn.loop_spec(), learn.loop_spec(loop="get_preds")
+    n_valid = len(learn.dls.valid)
+    fit = annotate(fit_spec, t)
+    assert fit.event("before_fit").timing.count == 1  # not the validate's and get_preds' before_fit
+    assert fit.event("before_batch", mode="valid").timing.count == n_valid
+    preds = annotate(preds_spec, t)
+    assert preds.event("before_fit").timing.count == 1 and "(get_preds)" in preds.measured
+    every = annotate(fit_spec, t, loops=None)
+    assert every.event("before_fit").timing.count == 3
+    only = t.select(["validate"])
+    assert list(only.firings_df()["loop"].unique()) == ["validate"]
+    assert only.calls_df()["firing"].max() < only.n_firings

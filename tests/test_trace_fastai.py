@@ -6,7 +6,7 @@ import pickle
 from collections import Counter
 
 import pytest
-from fastai.callback.core import Callback, CancelBatchException
+from fastai.callback.core import Callback
 from fastai.learner import Learner, load_learner
 from fastai.test_utils import VerboseCallback, synth_learner
 

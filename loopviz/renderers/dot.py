@@ -205,7 +205,7 @@ class _DotBuilder(FlowWriter):
 
     def legend(self) -> None:
         """Callback colours in call order, and what the shapes and edges mean."""
-        rows = [f'<TR><TD COLSPAN="2" ALIGN="LEFT"><B>Callbacks, in call order</B></TD></TR>']
+        rows = ['<TR><TD COLSPAN="2" ALIGN="LEFT"><B>Callbacks, in call order</B></TD></TR>']
         for info in self.spec.callbacks:
             rows.append(f'<TR><TD BGCOLOR="{self.colours[info.cls]}" WIDTH="10"> </TD><TD ALIGN="LEFT">'
                         f'{_esc(info.label)} <FONT COLOR="{MUTED}">order {_esc(f"{info.order:g}")}</FONT></TD></TR>')

@@ -14,7 +14,7 @@ import socket
 import time
 from array import array
 from pathlib import Path
-from typing import Any
+from typing import Any, Iterable
 
 import numpy as np
 import pandas as pd
@@ -283,6 +283,34 @@ class Trace:
             "event": _names(self.events, firings[log[:, 0], 0]), "callback": _names([c["cls"] for c in self.callbacks], log[:, 1]),
             "attribute": _names(self.attrs, log[:, 2]), "loop": _names(self.loops, firings[log[:, 0], 4]),
         })
+
+    def select(self, loops: Iterable[str | int]) -> "Trace":
+        """A trace of only the given loops (labels such as 'fit' or indices into `loops`); aggregates kept past
+        the raw-record cap cannot be split by loop, so they are left out (and said so in the notes)."""
+        self._check()
+        wanted = {i for i, label in enumerate(self.loops) for key in loops if key == i or key == label}
+        m = self._firing_matrix()
+        keep = np.isin(m[:, 4], list(wanted)) if len(m) else np.zeros(0, bool)
+        new_index = np.cumsum(keep) - 1
+        firings = m[keep].copy()
+        firings[:, 5] = np.where(firings[:, 5] >= 0, np.where(keep[firings[:, 5]], new_index[firings[:, 5]], -1), -1)
+        calls = self._call_matrix()
+        calls = calls[keep[calls[:, 0]]].copy() if len(calls) else calls
+        if len(calls):
+            calls[:, 0] = new_index[calls[:, 0]]
+        t = Trace()
+        t.framework, t.clock, t.meta = self.framework, self.clock, {**self.meta, "selected_loops": sorted(wanted)}
+        t.events, t.callbacks, t.loops, t.work_names = self.events, self.callbacks, self.loops, self.work_names
+        t.firings, t.calls = array("q", firings.ravel().tolist()), array("q", calls.ravel().tolist())
+        t.no_handler_calls = self.no_handler_calls
+        t.tracked_changes, t.attrs = self.tracked_changes, self.attrs
+        log = np.frombuffer(self.change_log, dtype=np.int64).reshape(-1, 3) if self.change_log else np.zeros((0, 3), np.int64)
+        log = log[keep[log[:, 0]]].copy() if len(log) else log
+        if len(log):
+            log[:, 0] = new_index[log[:, 0]]
+        t.change_log = array("q", log.ravel().tolist())
+        t.change_agg = {k: v for k, v in self.change_agg.items()}  # per (event, callback) over all loops
+        return t
 
     def to_unix_ns(self, host_ns: Any) -> Any:
         """Host-clock times of this trace (ns, scalar or array) as wall-clock ns since the epoch."""
