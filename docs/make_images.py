@@ -1,6 +1,7 @@
 """Regenerate the README's picture: `python docs/make_images.py` (terminal output saved as SVG by rich)."""
 from __future__ import annotations
 
+import io
 from pathlib import Path
 
 import fastai.callback.all  # noqa: F401  (ProgressCallback joins the defaults, as in a notebook)
@@ -19,7 +20,7 @@ def main() -> None:
     """Render the compact loop of a realistic synthetic learner into docs/images/."""
     learn = synth_learner(cbs=[GradientClip(), MixedPrecision()])
     text = str(learn.loop_spec(cbs=[SaveModelCallback()]))
-    console = Console(record=True, width=112, file=open("/dev/null", "w"), color_system="truecolor")
+    console = Console(record=True, width=112, file=io.StringIO(), color_system="truecolor")
     console.print(Text(">>> learn.show_training_loop(cbs=[SaveModelCallback()])", style="bold"))
     console.print(Text(text))
     OUT.parent.mkdir(parents=True, exist_ok=True)
@@ -28,7 +29,7 @@ def main() -> None:
     traced = synth_learner(n_trn=20, cbs=[GradientClip()])
     with traced.no_bar(), traced.no_logging(), traced.trace() as t:
         traced.fit_one_cycle(2)
-    record = Console(record=True, width=120, file=open("/dev/null", "w"), color_system="truecolor")
+    record = Console(record=True, width=120, file=io.StringIO(), color_system="truecolor")
     record.print(Text(">>> with learn.trace() as t: learn.fit_one_cycle(2)\n>>> t", style="bold"))
     record.print(t)
     (IMAGES / "trace_summary.svg").write_text(record.export_svg(title="loopviz: a traced fit"), encoding="utf-8")

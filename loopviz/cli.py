@@ -161,8 +161,8 @@ def _emit(spec: Any, fmt: str, output: str | None, verbose: bool, hide_empty: bo
         return
     if fmt == "rich":
         if output:
-            console = Console(record=True, width=120, file=open(Path(output), "w", encoding="utf-8"), color_system=None)
-            console.print(RichLoop(spec, verbose=verbose))
+            with open(Path(output), "w", encoding="utf-8") as file:
+                Console(width=120, file=file, color_system=None).print(RichLoop(spec, verbose=verbose))
             click.echo(f"wrote {output}")
         else:
             Console().print(RichLoop(spec, verbose=verbose))

@@ -102,3 +102,10 @@ def test_help_and_the_module_entry_point():
         assert done.returncode == 0 and "Usage:" in done.stdout, args
     done = subprocess.run([sys.executable, "-m", "loopviz", "show"], capture_output=True, text=True, timeout=120)
     assert done.returncode == 0 and done.stdout.splitlines()[0] == "Start Create"
+
+
+def test_show_rich_to_a_file(tmp_path, capsys):
+    assert main(["show", "-f", "rich", "-o", str(tmp_path / "loop.txt")]) == 0
+    text = (tmp_path / "loop.txt").read_text()
+    assert "before_fit" in text and "Callbacks in call order" in text
+    capsys.readouterr()
