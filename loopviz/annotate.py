@@ -34,10 +34,9 @@ def annotate(spec: LoopSpec, trace: Any, loops: Any = "auto") -> LoopSpec:
     if loops is not None:
         trace = trace.select(loops)
     run_ms = trace.total_ns() / 1e6
-    events = {(row.name, row.phase): _timing(row.count, row.total_ms, run_ms)
-              for row in trace.summary().itertuples() if row.kind == "event"}
-    work = {(row.name, row.phase): _timing(row.count, row.total_ms, run_ms)
-            for row in trace.summary().itertuples() if row.kind == "work"}
+    summary = list(trace.summary().itertuples())
+    events = {(row.name, row.phase): _timing(row.count, row.total_ms, run_ms) for row in summary if row.kind == "event"}
+    work = {(row.name, row.phase): _timing(row.count, row.total_ms, run_ms) for row in summary if row.kind == "work"}
     calls = {(row.callback, row.event, row.phase): _timing(row.ran, row.total_ms, run_ms)
              for row in trace.by_callback().itertuples() if row.ran}
     changed: dict[tuple[str, str, str], tuple[str, ...]] = {}

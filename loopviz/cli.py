@@ -140,13 +140,9 @@ def _emit(spec: Any, fmt: str, output: str | None, verbose: bool, hide_empty: bo
     from rich.console import Console
 
     from loopviz import LoopDiagram, RichLoop, render_mermaid, render_text
-    from loopviz import focus as focus_on
-    from loopviz import hide_empty as hide
+    from loopviz.processors import narrow
 
-    if focus:
-        spec = focus_on(spec, focus)
-    if hide_empty:
-        spec = hide(spec)
+    spec = narrow(spec, hide_empty, focus)
     if fmt in ("svg", "png", "pdf", "dot"):
         diagram = LoopDiagram(spec, verbose=verbose)
         if not output:

@@ -42,7 +42,7 @@ def callback_info(cb: Any, order: Callable[[Any], float] = lambda cb: getattr(cb
     cls = type(cb)
     doc = next((_doc(k) for k in cls.__mro__ if k is not base and k is not object and _doc(k)), "")
     return CallbackInfo(name=getattr(cb, "name", cls.__name__), cls=cls.__name__, module=cls.__module__,
-                        order=order(cb), doc=doc if isinstance(doc, str) else "")
+                        order=order(cb), doc=doc)
 
 
 def handler(cb: Any, event_name: str, info: CallbackInfo | None = None, base: type | None = None) -> Handler | None:
@@ -159,7 +159,7 @@ class DispatchTracer:
             if not isinstance(name, str):
                 return original(*args, **kwargs)
             if name in self.loop_start:
-                rec.begin_loop(name.removeprefix("before_") if name.startswith("before_") else name)
+                rec.begin_loop(name.removeprefix("before_"))
             elif rec.loop < 0:
                 rec.begin_loop(self.framework or "loop")
             self._wrap_handlers(name)

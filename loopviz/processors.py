@@ -6,7 +6,7 @@ from dataclasses import replace
 from loopviz.errors import LoopvizError
 from loopviz.model import Event, LoopSpec, Phase, Step
 
-__all__ = ["hide_empty", "focus", "resolve_callback"]
+__all__ = ["hide_empty", "focus", "resolve_callback", "narrow"]
 
 
 def _shown(event: Event) -> bool:
@@ -66,3 +66,12 @@ def focus(spec: LoopSpec, name: str) -> LoopSpec:
         custom_events=[only(e) for e in spec.custom_events],
     )
     return hide_empty(narrowed)
+
+
+def narrow(spec: LoopSpec, hide_empty_events: bool = False, focus_on: str | None = None) -> LoopSpec:
+    """The spec as a view asked for it: focused on one callback, and/or without empty events."""
+    if focus_on is not None:
+        spec = focus(spec, focus_on)
+    if hide_empty_events:
+        spec = hide_empty(spec)
+    return spec

@@ -9,8 +9,7 @@ from rich.console import Console
 from loopviz.diagram import LoopDiagram
 from loopviz.errors import LoopvizError
 from loopviz.model import LoopSpec
-from loopviz.processors import focus as focus_on
-from loopviz.processors import hide_empty as hide_empty_events
+from loopviz.processors import narrow
 from loopviz.renderers.mermaid import render_mermaid
 from loopviz.renderers.rich_tree import RichLoop
 from loopviz.renderers.text import DEFAULT_WIDTH, render_text
@@ -74,10 +73,7 @@ def show_loop(
     """Any view of a spec: text, rich and mermaid are printed and returned; graphviz is returned to display or save."""
     if fmt not in FORMATS:
         raise LoopvizError(f"fmt={fmt!r} is not a view loopviz has; choose one of: {', '.join(FORMATS)}.")
-    if focus is not None:
-        spec = focus_on(spec, focus)
-    if hide_empty:
-        spec = hide_empty_events(spec)
+    spec = narrow(spec, hide_empty, focus)
     if fmt == "graphviz":
         return LoopDiagram(spec, verbose=verbose)
     return LoopView(spec, verbose=verbose, width=width, fmt=fmt).show()

@@ -11,7 +11,7 @@ from fastai.callback.core import Callback
 
 from loopviz.model import CallbackInfo, Handler, Mode, SourceRef
 
-__all__ = ["callback_info", "find_handler", "overrides_call", "handler_names"]
+__all__ = ["callback_info", "find_handler", "overrides_call", "handler_names", "skip_reason"]
 
 # Docstrings that say nothing about what a handler does: the base classes' and functools.partial's.
 _GENERIC_DOCS = {
@@ -114,13 +114,17 @@ def _lookup(cb: Callback, event: str, learn: Any) -> tuple[Any, str] | None:
     return None
 
 
-def _skip_reason(info: CallbackInfo, event: str, mode: Mode | None, inner_loop: Iterable[str]) -> str | None:
-    """Why fastai's `Callback.__call__` would not run this handler here, or None when it runs."""
-    if not info.run:
+def skip_reason(run: bool, run_train: bool, run_valid: bool, event: str, training: bool | None,
+                inner_loop: Iterable[str]) -> str | None:
+    """Why fastai's `Callback.__call__` would not run a handler (its `_run` predicate), or None when it runs.
+
+    `training` is None outside the train/valid batch loops, where run_train/run_valid do not apply.
+    """
+    if not run:
         return "run=False"
-    if event in inner_loop and mode == "train" and not info.run_train:
+    if event in inner_loop and training is True and not run_train:
         return "run_train=False"
-    if event in inner_loop and mode == "valid" and not info.run_valid:
+    if event in inner_loop and training is False and not run_valid:
         return "run_valid=False"
     return None
 
@@ -154,7 +158,8 @@ def find_handler(
     handler, via = found
     raw = handler.__func__ if isinstance(handler, types.MethodType) else handler
     doc, doc_source, src = _describe(info, raw, handler)
-    skipped = _skip_reason(info, event, mode, inner_loop)
+    training = None if mode is None else mode == "train"
+    skipped = skip_reason(info.run, info.run_train, info.run_valid, event, training, inner_loop)
     return Handler(info, doc, doc_source, src, via=via, skipped=skipped)  # type: ignore[arg-type]
 
 

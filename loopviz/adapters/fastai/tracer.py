@@ -21,6 +21,7 @@ from fastai.learner import Learner
 from fastcore.basics import patch
 
 from loopviz.adapters.fastai.descriptions import WORK_BETWEEN
+from loopviz.adapters.fastai.handlers import overrides_call, skip_reason
 from loopviz.errors import LoopvizError
 from loopviz.trace.clock import make_clock
 from loopviz.trace.record import (
@@ -38,6 +39,7 @@ _PHASE_MODE = {
     "before_train": 1, "after_cancel_train": 1, "after_train": 1,
     "before_validate": 2, "after_cancel_validate": 2, "after_validate": 2,
 }
+_SKIP_STATUS = {None: RAN, "run=False": SKIPPED_RUN, "run_train=False": SKIPPED_TRAIN, "run_valid=False": SKIPPED_VALID}
 _ENTRY_POINTS = ("fit", "validate", "get_preds", "lr_find", "fine_tune", "fit_one_cycle")
 
 _ACTIVE: dict[int, "_LearnerTrace"] = {}
@@ -89,15 +91,9 @@ class _LearnerTrace:
 
     def skip_status(self, cb: Callback, event: str) -> int:
         """For a callback with a handler: RAN, or why fastai's `Callback.__call__` will skip it."""
-        if not cb.run:
-            return SKIPPED_RUN
-        if event in _INNER:
-            training = getattr(self.learn.__dict__.get("model"), "training", True)
-            if training and not cb.run_train:
-                return SKIPPED_TRAIN
-            if not training and not cb.run_valid:
-                return SKIPPED_VALID
-        return RAN
+        training = bool(getattr(self.learn.__dict__.get("model"), "training", True))
+        reason = skip_reason(cb.run, cb.run_train, cb.run_valid, event, training, _INNER)
+        return _SKIP_STATUS[reason]
 
 
 _MISSING_VALUE = object()
@@ -155,7 +151,7 @@ def _call_owner(cls: type) -> type:
 
 def _has_handler(cb: Callback, event: str) -> bool:
     """True when the callback has its own handler for the event (or replaces __call__, receiving every event)."""
-    if _call_owner(type(cb)) is not Callback:
+    if overrides_call(cb):
         return True
     return event in cb.__dict__ or any(event in klass.__dict__ for klass in type(cb).__mro__)
 
