@@ -11,6 +11,7 @@ from rich.console import Console
 from rich.text import Text
 
 import loopviz  # noqa: F401
+from loopviz import render_text
 
 IMAGES = Path(__file__).parent / "images"
 OUT = IMAGES / "show_training_loop.svg"
@@ -19,7 +20,7 @@ OUT = IMAGES / "show_training_loop.svg"
 def main() -> None:
     """Render the compact loop of a realistic synthetic learner into docs/images/."""
     learn = synth_learner(cbs=[GradientClip(), MixedPrecision()])
-    text = str(learn.loop_spec(cbs=[SaveModelCallback()]))
+    text = render_text(learn.loop_spec(cbs=[SaveModelCallback()]))
     console = Console(record=True, width=112, file=io.StringIO(), color_system="truecolor")
     console.print(Text(">>> learn.show_training_loop(cbs=[SaveModelCallback()])", style="bold"))
     console.print(Text(text))

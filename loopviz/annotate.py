@@ -5,7 +5,7 @@ from dataclasses import replace
 from typing import Any
 
 from loopviz.errors import LoopvizError
-from loopviz.model import Event, LoopSpec, Phase, Step, Timing, Work
+from loopviz.model import Event, LoopSpec, Phase, Timing, Work
 
 __all__ = ["annotate"]
 
@@ -45,26 +45,21 @@ def annotate(spec: LoopSpec, trace: Any, loops: Any = "auto") -> LoopSpec:
             key = (row.callback, row.event, row.phase)
             changed[key] = (*changed.get(key, ()), row.attribute)
 
-    def phase_of(mode: str | None) -> str:
-        return mode or ""
+    def event(ev: Event, phase: Phase | None) -> Event:
+        mode = ev.mode or ""
+        handlers = [replace(h, timing=calls.get((h.callback.cls, ev.name, mode)),
+                            changes=changed.get((h.callback.cls, ev.name, mode), ())) for h in ev.handlers]
+        return replace(ev, handlers=handlers, timing=events.get((ev.name, mode)))
 
-    def event(ev: Event) -> Event:
-        phase = phase_of(ev.mode)
-        handlers = [replace(h, timing=calls.get((h.callback.cls, ev.name, phase)),
-                            changes=changed.get((h.callback.cls, ev.name, phase), ())) for h in ev.handlers]
-        return replace(ev, handlers=handlers, timing=events.get((ev.name, phase)))
-
-    def walk(phase: Phase) -> Phase:
-        steps: list[Step] = []
-        for step in phase.steps:
-            if isinstance(step, Phase):
-                steps.append(walk(step))
-            elif isinstance(step, Event):
-                steps.append(event(step))
-            else:
-                steps.append(replace(step, timing=work.get((step.name, phase_of(phase.mode)))) if isinstance(step, Work) else step)
-        return replace(phase, steps=steps)
+    def work_timing(step: Work, phase: Phase) -> Work:
+        return replace(step, timing=work.get((step.name, phase.mode or "")))
 
     loops = ", ".join(dict.fromkeys(used)) or "no loop"
-    return replace(spec, phases=[walk(p) for p in spec.phases], custom_events=[event(e) for e in spec.custom_events],
+    annotated = spec.map(event=event, work=work_timing)
+    return replace(annotated, notes=[*spec.notes, *_cap_notes(trace)],
                    measured=f"measured: {trace.clock} clock, {run_ms:,.1f} ms over {len(used)} loop label(s) ({loops})")
+
+
+def _cap_notes(trace: Any) -> list[str]:
+    """The trace's notes a reader of the annotated loop needs: records past the cap, what could not be split by loop."""
+    return [note for note in trace.notes() if "cap" in note or "split by loop" in note]

@@ -1,7 +1,9 @@
-"""The `loopviz` command: show a learner's loop, trace a fit, report on and diff saved traces.
+"""The `loopviz` command: show a loop, trace a fit, report on and diff saved traces.
 
 Exit codes: 0 success, 1 failure (bad target, unreadable trace, missing `dot`...), 2 usage error.
-Errors are one line on stderr; `--debug` shows the traceback instead.
+Errors are one line on stderr; `--debug` shows the traceback instead. Formats come from
+`loopviz.formats`, clocks from `loopviz.trace.clock.CLOCKS`, targets from `loopviz.adapters.ADAPTERS`;
+`--help`, `report` and `diff` import neither fastai nor torch.
 """
 from __future__ import annotations
 
@@ -14,10 +16,12 @@ from typing import Any, Callable
 
 import click
 
-__all__ = ["main", "cli"]
+from loopviz.adapters import ADAPTERS, Adapter, adapter_for, known_loops
+from loopviz.errors import FormatError
+from loopviz.formats import LOOP_FORMATS, REPORT_FORMATS, Format, choose, names, renderer
+from loopviz.trace.clock import AUTO, clock_names
 
-FORMATS = ("text", "rich", "svg", "png", "pdf", "dot", "mermaid")
-REPORT_FORMATS = ("table", "csv", "chrome", "svg")
+__all__ = ["main", "cli"]
 
 
 class Failure(click.ClickException):
@@ -37,6 +41,8 @@ def _guard(debug: bool, run: Callable[[], None]) -> None:
         run()
     except (click.ClickException, click.exceptions.Exit, click.Abort):
         raise
+    except FormatError as e:
+        raise click.UsageError(str(e)) from e
     except (LoopvizError, GraphvizNotFound) as e:
         if debug:
             traceback.print_exc()
@@ -47,18 +53,12 @@ def _guard(debug: bool, run: Callable[[], None]) -> None:
         raise Failure(f"{type(e).__name__}: {e}") from e
 
 
-def load_learner_target(target: str | None) -> Any:
-    """A Learner from TARGET: `module:attr` (a Learner or a zero-argument function returning one), a .py file
-    defining `learn`, or nothing (the built-in synthetic learner)."""
-    import fastai.callback.all  # noqa: F401  (as in a notebook: ProgressCallback joins the defaults)
-    from fastai.learner import Learner
-
-    import loopviz  # noqa: F401  (patches Learner)
-
+def load_target(target: str | None) -> tuple[Any, Adapter]:
+    """The object to show or trace, and its adapter, from TARGET: `module:attr` (an object, or a zero-argument
+    function returning one), a .py file defining `learn`, or nothing (the first adapter's built-in default)."""
     if not target:
-        from fastai.test_utils import synth_learner
-
-        return synth_learner()
+        adapter = ADAPTERS[0]
+        return adapter.load().default_target(), adapter
     if target.endswith(".py"):
         path = Path(target)
         if not path.exists():
@@ -78,29 +78,37 @@ def load_learner_target(target: str | None) -> Any:
         if not hasattr(module, attr):
             raise Failure(f"module {module_name!r} has no attribute {attr!r}.")
         obj = getattr(module, attr)
-        if callable(obj) and not isinstance(obj, Learner):
+        if callable(obj) and adapter_for(obj) is None and not isinstance(obj, type):
             obj = obj()
-    if not isinstance(obj, Learner):
-        raise Failure(f"{target} is a {type(obj).__name__}, not a fastai Learner.")
-    return obj
+    adapter = adapter_for(obj)
+    if adapter is None:
+        raise Failure(f"{target} is a {type(obj).__name__}, not {known_loops()}.")
+    return obj, adapter
 
 
-def _callbacks(specs: tuple[str, ...]) -> list[Any]:
-    """Callback instances from `module:Class` (or a fastai callback class name)."""
-    from fastai.callback.core import Callback
+def _callbacks(adapter: Adapter, names_given: tuple[str, ...]) -> list[Any]:
+    """Callback instances for `--cbs`, as the target's adapter reads their names."""
+    module = adapter.load()
+    return [module.callback(name) for name in names_given]
 
-    out = []
-    for spec in specs:
-        module_name, _, name = spec.rpartition(":")
-        module = importlib.import_module(module_name or "fastai.callback.all")
-        cls = getattr(module, name, None)
-        if not (isinstance(cls, type) and issubclass(cls, Callback)):
-            raise Failure(f"--cbs {spec}: not a fastai Callback class (use module:Class, or a fastai callback name).")
-        try:
-            out.append(cls())
-        except TypeError as e:
-            raise Failure(f"--cbs {spec}: cannot create {name}() without arguments ({e}).") from e
-    return out
+
+def _check_printable(fmt: Format, output: str | None, stem: str) -> None:
+    """A usage error, before any work is done, for bytes that would go to the terminal."""
+    if output is None and fmt.binary:
+        raise click.UsageError(f"--format {fmt.name} writes a file: give -o {stem}{fmt.extensions[0]}.")
+
+
+def _write(fmt: Format, out: str | bytes, output: str | None) -> None:
+    """Print a text output, or write any output to a file and say so."""
+    if output is None:
+        click.echo(out.rstrip("\n") if isinstance(out, str) else out)
+        return
+    path = Path(output)
+    if isinstance(out, bytes):
+        path.write_bytes(out)
+    else:
+        path.write_text(out if out.endswith("\n") else out + "\n", encoding="utf-8")
+    click.echo(f"wrote {path}")
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
@@ -112,11 +120,15 @@ def cli(ctx: click.Context, debug: bool) -> None:
     ctx.obj = {"debug": debug}
 
 
+def _endings(table: tuple[Format, ...]) -> str:
+    return " ".join(dict.fromkeys(ext for f in table for ext in f.extensions))
+
+
 @cli.command()
 @click.argument("target", required=False)
 @click.option("--verbose", "-v", is_flag=True, help="Add event descriptions, work between events and callback docs.")
-@click.option("--format", "-f", "fmt", type=click.Choice(FORMATS), default="text", show_default=True,
-              help="text/rich/mermaid print (or write with -o); svg/png/pdf/dot draw the diagram.")
+@click.option("--format", "-f", "fmt", type=click.Choice(names(LOOP_FORMATS)), default=None,
+              help=f"The view (default: from -o's ending, else text). -o endings: {_endings(LOOP_FORMATS)}.")
 @click.option("--output", "-o", type=click.Path(dir_okay=False), help="Write to this file instead of printing.")
 @click.option("--cbs", multiple=True, metavar="MODULE:CLASS", help="Preview a callback (repeatable), e.g. GradientClip.")
 @click.option("--loop", default="fit", show_default=True,
@@ -124,57 +136,34 @@ def cli(ctx: click.Context, debug: bool) -> None:
 @click.option("--hide-empty", is_flag=True, help="Leave out events where no callback runs.")
 @click.option("--focus", metavar="CALLBACK", help="Show only this callback (class or fastai name).")
 @click.pass_context
-def show(ctx: click.Context, target: str | None, verbose: bool, fmt: str, output: str | None, cbs: tuple[str, ...],
-         loop: str, hide_empty: bool, focus: str | None) -> None:
+def show(ctx: click.Context, target: str | None, verbose: bool, fmt: str | None, output: str | None,
+         cbs: tuple[str, ...], loop: str, hide_empty: bool, focus: str | None) -> None:
     """Show the loop of TARGET (module:attr, a .py file defining `learn`, or a built-in synthetic learner)."""
 
     def run() -> None:
-        learn = load_learner_target(target)
-        spec = learn.loop_spec(loop=loop, cbs=_callbacks(cbs))
-        _emit(spec, fmt, output, verbose, hide_empty, focus)
+        chosen = choose(LOOP_FORMATS, fmt, output)
+        _check_printable(chosen, output, "loop")
+        obj, adapter = load_target(target)
+        spec = adapter.load().loop_spec(obj, loop, _callbacks(adapter, cbs))
+        from loopviz.processors import narrow
+
+        spec = narrow(spec, hide_empty, focus)
+        if chosen.view == "rich" and output is None:
+            from rich.console import Console
+
+            from loopviz.renderers.rich_tree import RichLoop
+
+            Console().print(RichLoop(spec, verbose=verbose))
+            return
+        _write(chosen, renderer(chosen)(spec, verbose=verbose), output)
 
     _guard(ctx.obj["debug"], run)
-
-
-def _emit(spec: Any, fmt: str, output: str | None, verbose: bool, hide_empty: bool, focus: str | None) -> None:
-    from rich.console import Console
-
-    from loopviz import LoopDiagram, RichLoop, render_mermaid, render_text
-    from loopviz.processors import narrow
-
-    spec = narrow(spec, hide_empty, focus)
-    if fmt in ("svg", "png", "pdf", "dot"):
-        diagram = LoopDiagram(spec, verbose=verbose)
-        if not output:
-            if fmt != "dot":
-                raise click.UsageError(f"--format {fmt} writes a file: give -o loop.{fmt}.")
-            click.echo(diagram.source)
-            return
-        path = Path(output)
-        if path.suffix.lower().lstrip(".") != fmt:
-            path = path.with_suffix(f".{fmt}")
-        click.echo(f"wrote {diagram.save(path)}")
-        return
-    if fmt == "rich":
-        if output:
-            with open(Path(output), "w", encoding="utf-8") as file:
-                Console(width=120, file=file, color_system=None).print(RichLoop(spec, verbose=verbose))
-            click.echo(f"wrote {output}")
-        else:
-            Console().print(RichLoop(spec, verbose=verbose))
-        return
-    text = render_mermaid(spec, verbose) if fmt == "mermaid" else render_text(spec, verbose)
-    if output:
-        Path(output).write_text(text + "\n", encoding="utf-8")
-        click.echo(f"wrote {output}")
-    else:
-        click.echo(text)
 
 
 @cli.command()
 @click.argument("target", required=False)
 @click.option("--epochs", "-e", type=click.IntRange(min=1), default=1, show_default=True, help="Epochs to fit.")
-@click.option("--clock", type=click.Choice(("auto", "host", "cuda", "sync")), default="auto", show_default=True)
+@click.option("--clock", type=click.Choice(clock_names()), default=AUTO, show_default=True)
 @click.option("--changes", is_flag=True, help="Also record which learner state each callback changes.")
 @click.option("--output", "-o", type=click.Path(dir_okay=False), help="Write the trace here (.json or .json.gz).")
 @click.option("--cbs", multiple=True, metavar="MODULE:CLASS", help="Fit with this callback too (repeatable).")
@@ -184,9 +173,11 @@ def trace(ctx: click.Context, target: str | None, epochs: int, clock: str, chang
     """Fit TARGET under a trace (with fastai's progress bar), print where the time went, write the trace."""
 
     def run() -> None:
-        learn = load_learner_target(target)
-        with learn.trace(clock=clock, changes=changes) as t:
-            learn.fit(epochs, cbs=_callbacks(cbs))
+        obj, adapter = load_target(target)
+        module = adapter.load()
+        callbacks = _callbacks(adapter, cbs)
+        with module.trace(obj, clock=clock, changes=changes) as t:
+            module.fit(obj, epochs, callbacks)
         click.echo(str(t))
         if output:
             click.echo(f"wrote {t.save(output)}")
@@ -196,47 +187,29 @@ def trace(ctx: click.Context, target: str | None, epochs: int, clock: str, chang
 
 @cli.command()
 @click.argument("trace_files", nargs=-1, required=True, type=click.Path(dir_okay=False))
-@click.option("--format", "-f", "fmt", type=click.Choice(REPORT_FORMATS), default="table", show_default=True,
-              help="table prints; csv, chrome (Perfetto JSON) and svg (plots) write with -o.")
+@click.option("--format", "-f", "fmt", type=click.Choice(names(REPORT_FORMATS)), default=None,
+              help=f"The report (default: from -o's ending, else table). -o endings: {_endings(REPORT_FORMATS)}.")
 @click.option("--output", "-o", type=click.Path(dir_okay=False), help="Write the report here.")
 @click.pass_context
-def report(ctx: click.Context, trace_files: tuple[str, ...], fmt: str, output: str | None) -> None:
+def report(ctx: click.Context, trace_files: tuple[str, ...], fmt: str | None, output: str | None) -> None:
     """Report on a saved trace: its tables, a CSV of every span, a Chrome/Perfetto trace, or plots.
     Several files (one per rank of a distributed fit, e.g. trace.rank*.json) are merged into one report."""
 
     def run() -> None:
-        from loopviz import Trace, merge
+        from loopviz.trace.trace import Trace
 
+        chosen = choose(REPORT_FORMATS, fmt, output)
+        _check_printable(chosen, output, "report")
         if len(trace_files) > 1:
-            merged = merge(trace_files)
-            if fmt == "table":
-                _write_or_echo(str(merged), output)
-            elif fmt == "chrome" and output:
-                click.echo(f"wrote {merged.to_chrome(output)}")
-            else:
-                raise click.UsageError("several trace files merge into a table, or --format chrome -o FILE.")
-            return
-        t = Trace.load(trace_files[0])
-        if fmt == "table":
-            text = str(t)
-            if output:
-                Path(output).write_text(text + "\n", encoding="utf-8")
-                click.echo(f"wrote {output}")
-            else:
-                click.echo(text)
-            return
-        if not output:
-            raise click.UsageError(f"--format {fmt} writes a file: give -o FILE.")
-        if fmt == "csv":
-            t.to_df().to_csv(output, index=False)
-        elif fmt == "chrome":
-            t.to_chrome(output)
-        else:
-            import matplotlib
+            if not chosen.merged:
+                merged = ", ".join(f.name for f in REPORT_FORMATS if f.merged)
+                raise click.UsageError(f"several trace files merge into one of: {merged}; not {chosen.name}.")
+            from loopviz.trace.merge import merge
 
-            matplotlib.use("Agg")
-            t.plot().savefig(output, format="svg")
-        click.echo(f"wrote {output}")
+            subject: Any = merge(trace_files)
+        else:
+            subject = Trace.load(trace_files[0])
+        _write(chosen, renderer(chosen)(subject), output)
 
     _guard(ctx.obj["debug"], run)
 
@@ -249,19 +222,12 @@ def diff(ctx: click.Context, before: str, after: str) -> None:
     """Compare two saved traces: per event and per callback, time before and after, regressions first."""
 
     def run() -> None:
-        from loopviz import Trace, diff_traces
+        from loopviz.diff import diff_traces
+        from loopviz.trace.trace import Trace
 
         click.echo(str(diff_traces(Trace.load(before), Trace.load(after))))
 
     _guard(ctx.obj["debug"], run)
-
-
-def _write_or_echo(text: str, output: str | None) -> None:
-    if output:
-        Path(output).write_text(text + "\n", encoding="utf-8")
-        click.echo(f"wrote {output}")
-    else:
-        click.echo(text)
 
 
 def main(argv: list[str] | None = None) -> int:

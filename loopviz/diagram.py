@@ -4,23 +4,25 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any, Iterable
 
-import graphviz
-
 from loopviz.errors import GraphvizNotFound, LoopvizError
+from loopviz.formats import LOOP_FORMATS, Format, for_path
 from loopviz.model import LoopSpec
-from loopviz.renderers.dot import dot_graph
-from loopviz.renderers.text import render_text
+from loopviz.renderers.text import DEFAULT_WIDTH, render_text
 
-__all__ = ["LoopDiagram"]
+__all__ = ["LoopDiagram", "render_dot", "render_svg", "render_png", "render_pdf"]
 
-_BINARY_FORMATS = {"svg", "png", "pdf"}
-_SOURCE_FORMATS = {"dot", "gv"}
+
+def _diagram_formats() -> tuple[Format, ...]:
+    """The formats of the graphviz view, from the one table of formats."""
+    return tuple(f for f in LOOP_FORMATS if f.view == "graphviz")
 
 
 class LoopDiagram:
     """The loop drawn by graphviz: `.source` (DOT), `.pipe(fmt)`, `.save(path)`, inline SVG in notebooks."""
 
     def __init__(self, spec: LoopSpec, verbose: bool = False):
+        from loopviz.renderers.dot import dot_graph
+
         self.spec = spec
         self.verbose = verbose
         self.graph = dot_graph(spec, verbose=verbose)
@@ -31,9 +33,12 @@ class LoopDiagram:
         return self.graph.source
 
     def pipe(self, fmt: str = "svg") -> bytes:
-        """The diagram rendered by `dot` as `fmt` ('svg', 'png' or 'pdf')."""
-        if fmt not in _BINARY_FORMATS:
-            raise LoopvizError(f"format {fmt!r} is not one loopviz renders; use one of: {', '.join(sorted(_BINARY_FORMATS))}.")
+        """The diagram rendered by `dot` as `fmt` (one of the formats that need `dot`: 'svg', 'png' or 'pdf')."""
+        drawn = [f.name for f in _diagram_formats() if f.needs_dot]
+        if fmt not in drawn:
+            raise LoopvizError(f"format {fmt!r} is not one loopviz renders with dot; use one of: {', '.join(drawn)}.")
+        import graphviz
+
         try:
             return self.graph.pipe(format=fmt)
         except graphviz.ExecutableNotFound as e:
@@ -43,17 +48,24 @@ class LoopDiagram:
         """The diagram as SVG text."""
         return self.pipe("svg").decode("utf-8")
 
+    def render(self, fmt: str) -> str | bytes:
+        """The diagram in one of its formats: DOT source or SVG as text, PNG or PDF as bytes."""
+        if fmt == "dot":
+            return self.source
+        return self.svg() if fmt == "svg" else self.pipe(fmt)
+
     def save(self, path: str | Path) -> Path:
-        """Write the diagram to `path`; the extension picks the format: .svg, .png, .pdf, .dot or .gv."""
+        """Write the diagram to `path`; its ending picks the format (.svg, .png, .pdf, .dot or .gv)."""
         path = Path(path)
-        fmt = path.suffix.lower().lstrip(".")
-        if fmt in _SOURCE_FORMATS:
-            path.write_text(self.source, encoding="utf-8")
-        elif fmt in _BINARY_FORMATS:
-            path.write_bytes(self.pipe(fmt))
-        else:
-            known = ", ".join(f".{f}" for f in sorted(_BINARY_FORMATS | _SOURCE_FORMATS))
+        fmt = for_path(_diagram_formats(), path)
+        if fmt is None:
+            known = ", ".join(ext for f in _diagram_formats() for ext in f.extensions)
             raise LoopvizError(f"cannot tell the format of {str(path)!r} from its extension; use one of: {known}.")
+        out = self.render(fmt.name)
+        if isinstance(out, bytes):
+            path.write_bytes(out)
+        else:
+            path.write_text(out, encoding="utf-8")
         return path
 
     def _repr_mimebundle_(self, include: Iterable[str] | None = None, exclude: Iterable[str] | None = None, **_: Any) -> dict[str, str]:
@@ -72,3 +84,23 @@ class LoopDiagram:
 
     def __repr__(self) -> str:
         return f"<LoopDiagram: {self.spec.loop} loop, {len(self.spec.event_names())} events; .save('loop.svg') or .source for DOT>"
+
+
+def render_dot(spec: LoopSpec, verbose: bool = False, width: int = DEFAULT_WIDTH) -> str:
+    """The loop's diagram as Graphviz DOT source."""
+    return LoopDiagram(spec, verbose).source
+
+
+def render_svg(spec: LoopSpec, verbose: bool = False, width: int = DEFAULT_WIDTH) -> str:
+    """The loop's diagram as SVG text (needs `dot`)."""
+    return LoopDiagram(spec, verbose).svg()
+
+
+def render_png(spec: LoopSpec, verbose: bool = False, width: int = DEFAULT_WIDTH) -> bytes:
+    """The loop's diagram as PNG bytes (needs `dot`)."""
+    return LoopDiagram(spec, verbose).pipe("png")
+
+
+def render_pdf(spec: LoopSpec, verbose: bool = False, width: int = DEFAULT_WIDTH) -> bytes:
+    """The loop's diagram as PDF bytes (needs `dot`)."""
+    return LoopDiagram(spec, verbose).pipe("pdf")

@@ -3,12 +3,13 @@ between two traces (what got slower or faster)."""
 from __future__ import annotations
 
 from dataclasses import replace
-from typing import Any
-
-import pandas as pd
+from typing import TYPE_CHECKING, Any
 
 from loopviz.errors import LoopvizError
-from loopviz.model import Event, Handler, LoopSpec, Phase, Step
+from loopviz.model import Event, Handler, LoopSpec, Phase
+
+if TYPE_CHECKING:
+    import pandas as pd
 
 __all__ = ["diff", "diff_traces", "TraceDiff"]
 
@@ -51,23 +52,18 @@ def diff(a: LoopSpec, b: LoopSpec) -> LoopSpec:
     old = _index(a)
     seen: dict[tuple[str, str | None], int] = {}
 
-    def event(ev: Event) -> Event:
+    def event(ev: Event, phase: Phase | None) -> Event:
         n = seen.get((ev.name, ev.mode), 0)
         seen[(ev.name, ev.mode)] = n + 1
         return _merge(old.get((ev.name, ev.mode, n)), ev)
 
-    def walk(phase: Phase) -> Phase:
-        steps: list[Step] = [walk(s) if isinstance(s, Phase) else event(s) if isinstance(s, Event) else s for s in phase.steps]
-        return replace(phase, steps=steps)
-
-    phases = [walk(p) for p in b.phases]
+    merged = b.map(event=event)
     b_classes = {c.cls for c in b.callbacks}
     removed = [c for c in a.callbacks if c.cls not in b_classes]
     added = [c.cls for c in b.callbacks if c.cls not in {x.cls for x in a.callbacks}]
     summary = (f"compared with the loop before: added {', '.join(added) or 'none'}; "
                f"removed {', '.join(c.cls for c in removed) or 'none'}")
-    return replace(b, phases=phases, custom_events=[event(e) for e in b.custom_events],
-                   callbacks=[*b.callbacks, *removed], compared=summary)
+    return replace(merged, callbacks=[*b.callbacks, *removed], compared=summary)
 
 
 class TraceDiff:
@@ -90,7 +86,7 @@ class TraceDiff:
         return diff_html(self)
 
 
-def _side_by_side(before: pd.DataFrame, after: pd.DataFrame, keys: list[str]) -> pd.DataFrame:
+def _side_by_side(before: "pd.DataFrame", after: "pd.DataFrame", keys: list[str]) -> "pd.DataFrame":
     """Totals before and after per key, the change in ms and the ratio, biggest regression first."""
     count = "count" if "count" in before.columns else "calls"
     left = before[[*keys, count, "total_ms"]].groupby(keys, as_index=False).sum()

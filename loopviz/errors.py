@@ -1,7 +1,7 @@
 """The exceptions loopviz raises, in one place."""
 from __future__ import annotations
 
-__all__ = ["LoopvizError", "GraphvizNotFound"]
+__all__ = ["LoopvizError", "GraphvizNotFound", "FormatError"]
 
 
 class LoopvizError(ValueError):
@@ -17,3 +17,7 @@ class GraphvizNotFound(RuntimeError):
             "(Debian/Ubuntu: apt-get install graphviz; macOS: brew install graphviz; conda: conda install "
             "graphviz) or save the diagram as .dot, which needs no program."
         )
+
+
+class FormatError(LoopvizError):
+    """An output format loopviz does not have, or one that contradicts the file name it is written to."""

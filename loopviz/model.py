@@ -5,8 +5,8 @@ Nothing in this module knows about fastai.
 """
 from __future__ import annotations
 
-from dataclasses import dataclass, field
-from typing import Iterator, Literal, Union
+from dataclasses import dataclass, field, replace
+from typing import Callable, Iterator, Literal, Optional, Union
 
 __all__ = [
     "Timing", "SourceRef", "CallbackInfo", "Handler", "CancelPath", "Event", "Work", "Phase", "Step",
@@ -151,6 +151,8 @@ class Work:
 
 
 Step = Union[Event, Work, "Phase"]
+EventMap = Callable[[Event, Optional["Phase"]], Optional[Event]]
+WorkMap = Callable[[Work, "Phase"], Optional[Work]]
 
 
 @dataclass
@@ -185,6 +187,21 @@ class Phase:
     def phases(self) -> list[Phase]:
         """Every phase below this one, depth-first."""
         return [s for _, s in self.walk() if isinstance(s, Phase)]
+
+    def map(self, event: EventMap | None = None, work: WorkMap | None = None) -> Phase:
+        """A copy with every event below passed through `event(ev, its phase)` and every piece of work through
+        `work(w, its phase)`, in firing order; a function returning None drops the step. Phases are kept."""
+        steps: list[Step] = []
+        for step in self.steps:
+            if isinstance(step, Phase):
+                mapped: Step | None = step.map(event, work)
+            elif isinstance(step, Event):
+                mapped = event(step, self) if event else step
+            else:
+                mapped = work(step, self) if work else step
+            if mapped is not None:
+                steps.append(mapped)
+        return replace(self, steps=steps)
 
 
 @dataclass
@@ -221,13 +238,15 @@ class LoopSpec:
                 names.append(ev.name)
         return names
 
-    def __str__(self) -> str:
-        from loopviz.renderers.text import render_text
+    def map(self, event: EventMap | None = None, work: WorkMap | None = None) -> LoopSpec:
+        """A copy with every event (in firing order, then the custom events, whose phase is None) passed
+        through `event` and every piece of work through `work`; see `Phase.map`. The one tree walk that
+        processors, annotations and diffs share."""
+        custom = [event(e, None) if event else e for e in self.custom_events]
+        return replace(self, phases=[p.map(event, work) for p in self.phases],
+                       custom_events=[e for e in custom if e is not None])
 
-        return render_text(self)
-
-    def __rich__(self) -> object:
-        from loopviz.renderers.rich_tree import RichLoop
-
-        return RichLoop(self)
+    def __repr__(self) -> str:
+        return (f"<LoopSpec: {self.loop} loop of {self.framework}, {len(self.event_names())} events, "
+                f"{len(self.callbacks)} callbacks; loopviz.show_loop(spec) shows it>")
 

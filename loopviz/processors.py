@@ -4,7 +4,7 @@ from __future__ import annotations
 from dataclasses import replace
 
 from loopviz.errors import LoopvizError
-from loopviz.model import Event, LoopSpec, Phase, Step
+from loopviz.model import Event, LoopSpec, Phase
 
 __all__ = ["hide_empty", "focus", "resolve_callback", "narrow"]
 
@@ -14,27 +14,9 @@ def _shown(event: Event) -> bool:
     return any(h.runs or h.disabled for h in event.handlers)
 
 
-def _filter_phase(phase: Phase, keep_event) -> Phase:
-    """A copy of `phase` keeping only the events `keep_event` accepts (work and phases stay)."""
-    steps: list[Step] = []
-    for step in phase.steps:
-        if isinstance(step, Phase):
-            steps.append(_filter_phase(step, keep_event))
-        elif isinstance(step, Event):
-            if keep_event(step):
-                steps.append(step)
-        else:
-            steps.append(step)
-    return replace(phase, steps=steps)
-
-
 def hide_empty(spec: LoopSpec) -> LoopSpec:
     """The spec without events where no callback runs (nor is switched off)."""
-    return replace(
-        spec,
-        phases=[_filter_phase(p, _shown) for p in spec.phases],
-        custom_events=[e for e in spec.custom_events if _shown(e)],
-    )
+    return spec.map(event=lambda event, phase: event if _shown(event) else None)
 
 
 def resolve_callback(spec: LoopSpec, name: str) -> str:
@@ -50,22 +32,12 @@ def focus(spec: LoopSpec, name: str) -> LoopSpec:
     """Only one callback: its handlers, the events where it is called, and the work between them."""
     cls = resolve_callback(spec, name)
 
-    def only(event: Event) -> Event:
-        return replace(event, handlers=[h for h in event.handlers if h.callback.cls == cls])
+    def only(event: Event, phase: Phase | None) -> Event | None:
+        kept = replace(event, handlers=[h for h in event.handlers if h.callback.cls == cls])
+        return kept if _shown(kept) else None
 
-    def refocus(phase: Phase) -> Phase:
-        steps: list[Step] = [
-            refocus(s) if isinstance(s, Phase) else only(s) if isinstance(s, Event) else s for s in phase.steps
-        ]
-        return replace(phase, steps=steps)
-
-    narrowed = replace(
-        spec,
-        phases=[refocus(p) for p in spec.phases],
-        callbacks=[c for c in spec.callbacks if c.cls == cls],
-        custom_events=[only(e) for e in spec.custom_events],
-    )
-    return hide_empty(narrowed)
+    narrowed = spec.map(event=only)
+    return replace(narrowed, callbacks=[c for c in spec.callbacks if c.cls == cls])
 
 
 def narrow(spec: LoopSpec, hide_empty_events: bool = False, focus_on: str | None = None) -> LoopSpec:

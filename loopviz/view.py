@@ -1,22 +1,19 @@
-"""`LoopView`: what `show_training_loop` returns for text, rich and Mermaid output, and `show_loop`,
-the one place that turns a spec into any of loopviz's views."""
+"""`LoopView`: what `show_training_loop` returns for the printed views (text, rich, Mermaid), and `show_loop`,
+the one place that turns a spec into any of loopviz's views, chosen from `loopviz.formats.LOOP_FORMATS`."""
 from __future__ import annotations
 
-from typing import Union
+from typing import TYPE_CHECKING, Any, Union
 
-from rich.console import Console
-
-from loopviz.diagram import LoopDiagram
-from loopviz.errors import LoopvizError
+from loopviz.errors import FormatError, LoopvizError
+from loopviz.formats import LOOP_FORMATS, find, names, renderer
 from loopviz.model import LoopSpec
 from loopviz.processors import narrow
-from loopviz.renderers.mermaid import render_mermaid
-from loopviz.renderers.rich_tree import RichLoop
 from loopviz.renderers.text import DEFAULT_WIDTH, render_text
 
-__all__ = ["LoopView", "FORMATS", "show_loop"]
+if TYPE_CHECKING:
+    from loopviz.diagram import LoopDiagram
 
-FORMATS = ("text", "rich", "graphviz", "mermaid")
+__all__ = ["LoopView", "show_loop"]
 
 
 class LoopView:
@@ -26,11 +23,9 @@ class LoopView:
         self.spec = spec
         self.verbose = verbose
         self.width = width
-        self.fmt = fmt
-        if fmt == "mermaid":
-            self.text = render_mermaid(spec, verbose=verbose)
-        else:
-            self.text = render_text(spec, verbose=verbose, width=width)
+        self.fmt = find(LOOP_FORMATS, fmt).name
+        # the rich view's text is the plain text view: rich draws its tree itself when printed
+        self.text = render_text(spec, verbose, width) if self.fmt == "rich" else _render(self.fmt, spec, verbose, width)
         self.printed = False
 
     def __str__(self) -> str:
@@ -48,12 +43,16 @@ class LoopView:
     def __hash__(self) -> int:
         return hash((self.fmt, self.text))
 
-    def __rich__(self) -> RichLoop:
+    def __rich__(self) -> Any:
+        from loopviz.renderers.rich_tree import RichLoop
+
         return RichLoop(self.spec, verbose=self.verbose)
 
     def show(self) -> "LoopView":
         """Print the view (a rich tree through rich's console, else the text) and return self."""
         if self.fmt == "rich":
+            from rich.console import Console
+
             Console().print(self.__rich__())
         else:
             print(self.text)
@@ -66,14 +65,25 @@ class LoopView:
             self.show()
 
 
+def _render(fmt: str, spec: LoopSpec, verbose: bool, width: int) -> str:
+    """A printed view's text, from the format table's renderer."""
+    out = renderer(find(LOOP_FORMATS, fmt))(spec, verbose=verbose, width=width)
+    return out if isinstance(out, str) else out.decode("utf-8")
+
+
 def show_loop(
     spec: LoopSpec, verbose: bool = False, fmt: str = "text", width: int = DEFAULT_WIDTH,
     hide_empty: bool = False, focus: str | None = None,
-) -> Union[LoopView, LoopDiagram]:
-    """Any view of a spec: text, rich and mermaid are printed and returned; graphviz is returned to display or save."""
-    if fmt not in FORMATS:
-        raise LoopvizError(f"fmt={fmt!r} is not a view loopviz has; choose one of: {', '.join(FORMATS)}.")
+) -> Union[LoopView, "LoopDiagram"]:
+    """Any view of a spec: text, rich and mermaid are printed and returned; graphviz (or one of its file formats,
+    svg, png, pdf, dot) is returned as a diagram to display or save."""
+    try:
+        chosen = find(LOOP_FORMATS, fmt)
+    except FormatError:
+        raise LoopvizError(f"fmt={fmt!r} is not a view loopviz has; choose one of: {', '.join(names(LOOP_FORMATS))}.") from None
     spec = narrow(spec, hide_empty, focus)
-    if fmt == "graphviz":
+    if chosen.view == "graphviz":
+        from loopviz.diagram import LoopDiagram
+
         return LoopDiagram(spec, verbose=verbose)
-    return LoopView(spec, verbose=verbose, width=width, fmt=fmt).show()
+    return LoopView(spec, verbose=verbose, width=width, fmt=chosen.name).show()

@@ -78,7 +78,7 @@ def test_save_by_extension(learn, tmp_path):
     assert diagram.save(tmp_path / "loop.pdf").read_bytes()[:5] == b"%PDF-"
     ET.parse(diagram.save(tmp_path / "loop.svg"))
     assert diagram.save(tmp_path / "loop.dot").read_text() == diagram.source
-    with pytest.raises(LoopvizError, match=r"cannot tell the format of .*loop\.jpeg.* use one of: \.dot, \.gv, \.pdf, \.png, \.svg"):
+    with pytest.raises(LoopvizError, match=r"cannot tell the format of .*loop\.jpeg.* use one of: \.dot, \.gv, \.svg, \.png, \.pdf"):
         diagram.save(tmp_path / "loop.jpeg")
 
 
@@ -122,8 +122,9 @@ def test_focus_shows_one_callback(tmp_path):
 
 
 def test_bad_fmt_is_named(learn):
-    with pytest.raises(LoopvizError, match="fmt='svg' is not a view loopviz has; choose one of: text, rich, graphviz, mermaid"):
-        learn.show_training_loop(fmt="svg")
+    with pytest.raises(LoopvizError, match="fmt='jpeg' is not a view loopviz has; choose one of: text, rich, mermaid, dot, svg, png, pdf, graphviz"):
+        learn.show_training_loop(fmt="jpeg")
+    assert learn.show_training_loop(fmt="svg").source == learn.show_training_loop(fmt="graphviz").source
 
 
 @needs_dot

@@ -62,7 +62,7 @@ def test_show_training_loop_prints_the_text_it_returns(learn, capsys):
 
 
 def test_golden_compact_default(learn, golden):
-    golden("compact_default.txt", str(learn.loop_spec()))
+    golden("compact_default.txt", render_text(learn.loop_spec()))
 
 
 def test_golden_verbose_default(learn, golden):

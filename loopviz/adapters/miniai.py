@@ -12,13 +12,18 @@ unless the learner's class defines them as methods; then they are work between e
 """
 from __future__ import annotations
 
+import importlib
 from operator import attrgetter
 from typing import Any, Sequence
 
-from loopviz.generic import DispatchTracer, cancel, event, loop_spec, phase, work
+from loopviz.errors import LoopvizError
+from loopviz.generic import DispatchTracer, cancel, event, phase, work
+from loopviz.generic import loop_spec as generic_loop_spec
 from loopviz.model import LoopSpec, Mode, Phase, Step
 
-__all__ = ["miniai_spec", "trace_miniai", "STEPS"]
+__all__ = ["miniai_spec", "trace_miniai", "STEPS", "LOOPS", "loop_spec", "trace", "fit", "callback"]
+
+LOOPS = ("fit",)
 
 STEPS = ("predict", "get_loss", "backward", "step", "zero_grad")
 _DESCRIPTIONS = {
@@ -77,7 +82,7 @@ def miniai_spec(learn: Any, cbs: Sequence[Any] = (), base: type | None = None) -
         with_cbs("epoch", "Epoch (valid)", [batch("valid")], "valid"),
     ], repeat="for each epoch in learn.epochs")
     fit = with_cbs("fit", "Fit", [epochs], None)
-    return loop_spec("fit", "miniai-style learner", callbacks, [fit], base=base)
+    return generic_loop_spec("fit", "miniai-style learner", callbacks, [fit], base=base)
 
 
 def _mode(learn: Any, name: str) -> int:
@@ -94,3 +99,38 @@ def trace_miniai(learn: Any, **kwargs: Any) -> DispatchTracer:
              ("before_epoch", "before_batch"): "draw", ("cleanup_batch", "after_epoch"): "draw"}
     return DispatchTracer(learn, "callback", callbacks=lambda: learn.cbs, framework="miniai-style learner",
                           loop_start=("before_fit",), mode=_mode, work_names=names, **kwargs)
+
+
+# -- the adapter's entry points (see loopviz.adapters) -------------------------------------------
+
+
+def loop_spec(learn: Any, loop: str = "fit", cbs: Sequence[Any] = ()) -> LoopSpec:
+    """The loop a miniai-style learner runs (only `fit`), with `cbs` previewed."""
+    if loop not in LOOPS:
+        raise LoopvizError(f"loop={loop!r}: a miniai-style learner has only these loops: {', '.join(LOOPS)}.")
+    return miniai_spec(learn, cbs)
+
+
+def trace(learn: Any, clock: str = "auto", changes: bool = False, **options: Any) -> DispatchTracer:
+    """A context manager tracing the learner's dispatch (`clock` as for fastai; no state changes)."""
+    from loopviz.trace.clock import make_clock
+
+    if changes:
+        raise LoopvizError("state changes are recorded for fastai learners only; trace without changes.")
+    return trace_miniai(learn, clock=make_clock(clock), **options)
+
+
+def fit(learn: Any, epochs: int, cbs: Sequence[Any] = ()) -> None:
+    """`learn.fit(epochs, cbs=cbs)`."""
+    learn.fit(epochs, cbs=list(cbs))
+
+
+def callback(name: str) -> Any:
+    """A callback instance from `module:Class`."""
+    module_name, _, cls_name = name.rpartition(":")
+    if not module_name:
+        raise LoopvizError(f"--cbs {name}: give a miniai-style callback as module:Class.")
+    cls = getattr(importlib.import_module(module_name), cls_name, None)
+    if not isinstance(cls, type):
+        raise LoopvizError(f"--cbs {name}: {module_name} has no class {cls_name}.")
+    return cls()

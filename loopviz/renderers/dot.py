@@ -15,6 +15,9 @@ import graphviz
 from loopviz.model import Event, Handler, LoopSpec, Phase, Work
 from loopviz.renderers.flow import EdgeKind, FlowWriter
 from loopviz.renderers.palette import callback_colours
+from loopviz.renderers.shown import (
+    CUSTOM_EVENTS_TITLE, DIFF_MARKS, changes_note, diff_note, footer, handlers_shown, shows_doc, status_note, via_note,
+)
 
 __all__ = ["dot_graph", "DOC_WIDTH"]
 
@@ -72,10 +75,10 @@ class _DotBuilder(FlowWriter):
 
     def build(self) -> graphviz.Digraph:
         """The whole diagram: phases chained in order, then the legend."""
-        measured = f'<BR/><FONT POINT-SIZE="10" COLOR="{TIME}">{_esc(self.spec.measured)}</FONT>' if self.spec.measured else ""
-        if self.spec.compared:
-            measured += f'<BR/><FONT POINT-SIZE="10" COLOR="#a16207">{_esc(self.spec.compared)}</FONT>'
-        title = f"<<B>{_esc(self.spec.loop)} loop</B>  <FONT COLOR=\"{MUTED}\">{_esc(self.spec.framework)}</FONT>{measured}>"
+        colour = {"note": MUTED, "measured": TIME, "compared": "#a16207"}
+        below = "".join(f'<BR/><FONT POINT-SIZE="10" COLOR="{colour[line.kind]}">{_lines(line.text, 110)}</FONT>'
+                        for line in footer(self.spec))
+        title = f"<<B>{_esc(self.spec.loop)} loop</B>  <FONT COLOR=\"{MUTED}\">{_esc(self.spec.framework)}</FONT>{below}>"
         self.graph.attr(label=title, labelloc="t", fontsize="14")
         self.write_phases(self.spec.phases)
         if self.spec.custom_events:
@@ -128,13 +131,9 @@ class _DotBuilder(FlowWriter):
 
     # -- nodes ------------------------------------------------------------------------------
 
-    def handlers(self, event: Event) -> list[Handler]:
-        """The handler rows an event shows: running or switched off, and (verbose) skipped ones."""
-        return [h for h in event.handlers if h.runs or h.disabled or h.diff == "removed" or (self.verbose and h.skipped)]
-
     def event_node(self, event: Event, depth: int) -> str:
         """An event as a table: its name, (verbose) description, one row per callback."""
-        rows = self.handlers(event)
+        rows = handlers_shown(event, self.verbose)
         node = self.new_id()
         header_fill = "#fde2e2" if event.role == "cancel" else "#ffffff"
         measured = f'<BR ALIGN="LEFT"/><FONT POINT-SIZE="8" COLOR="{TIME}">{_esc(event.timing.short())}</FONT>' if event.timing else ""
@@ -155,25 +154,26 @@ class _DotBuilder(FlowWriter):
         info = handler.callback
         chip = f'<TD BGCOLOR="{self.colours.get(info.cls, "#999999")}" WIDTH="6" HEIGHT="12" FIXEDSIZE="TRUE" CELLPADDING="0"></TD>'
         name = _esc(info.label) + f' <FONT COLOR="{MUTED}">{_esc(f"{info.order:g}")}</FONT>'
-        if handler.via == "call":
-            name += f' <FONT COLOR="{MUTED}">(__call__)</FONT>'
+        via = via_note(handler, verbose=False)
+        if via:
+            name += f' <FONT COLOR="{MUTED}">({_esc(via)})</FONT>'
         if handler.diff == "removed":
-            name = f'<FONT COLOR="{CANCEL}"><S>{_esc(info.label)}</S> removed</FONT>'
+            name = f'<FONT COLOR="{CANCEL}"><S>{_esc(info.label)}</S> {_esc(diff_note(handler) or "")}</FONT>'
         elif handler.disabled:
-            name = f'<FONT COLOR="#9ca3af"><S>{_esc(info.label)}</S> (run=False)</FONT>'
+            name = f'<FONT COLOR="#9ca3af"><S>{_esc(info.label)}</S> ({_esc(status_note(handler) or "")})</FONT>'
         elif handler.skipped:
-            name = f'<FONT COLOR="#9ca3af">{_esc(info.label)}: skipped, {_esc(handler.skipped)}</FONT>'
+            name = f'<FONT COLOR="#9ca3af">{_esc(info.label)}: {_esc(status_note(handler) or "")}</FONT>'
         if handler.timing:
             name += f' <FONT POINT-SIZE="8" COLOR="{TIME}">{_esc(f"{handler.timing.total_ms:,.1f} ms ({handler.timing.pct:.1f}%)")}</FONT>'
-        if handler.changes:
-            name += (f'<BR ALIGN="LEFT"/><FONT POINT-SIZE="8" COLOR="{CHANGE}">'
-                     f'{_lines("changes: " + ", ".join(handler.changes))}</FONT>')
-        if self.verbose and (handler.runs or handler.disabled):
+        changes = changes_note(handler)
+        if changes:
+            name += f'<BR ALIGN="LEFT"/><FONT POINT-SIZE="8" COLOR="{CHANGE}">{_lines(changes)}</FONT>'
+        if self.verbose and shows_doc(handler):
             name += f'<BR ALIGN="LEFT"/><FONT POINT-SIZE="8" COLOR="{MUTED}">{_lines(handler.doc)}</FONT>'
         if handler.diff == "added":
-            name = f'<B>+ </B>{name} <FONT COLOR="#15803d">added</FONT>'
+            name = f'<B>{DIFF_MARKS["added"]} </B>{name} <FONT COLOR="#15803d">{_esc(diff_note(handler) or "")}</FONT>'
         elif handler.diff == "moved":
-            name += f' <FONT COLOR="#a16207">{_esc(f"moved, order was {handler.was_order:g}")}</FONT>'
+            name += f' <FONT COLOR="#a16207">{_esc(diff_note(handler) or "")}</FONT>'
         fill = {"added": ' BGCOLOR="#dcfce7"', "removed": ' BGCOLOR="#fee2e2"', "moved": ' BGCOLOR="#fef9c3"'}.get(handler.diff or "", "")
         return f'<TR>{chip}<TD ALIGN="LEFT" BALIGN="LEFT"{fill}>{name}</TD></TR>'
 
@@ -196,7 +196,7 @@ class _DotBuilder(FlowWriter):
     def custom_events(self) -> None:
         """Events the loop never fires itself, in a cluster of their own."""
         with self.graph.subgraph(name=self.new_id("cluster_")) as sub:
-            sub.attr(label="<<B>Custom events</B> (fired only by code calling them)>", style="dashed,rounded",
+            sub.attr(label=f"<<B>{_esc(CUSTOM_EVENTS_TITLE)}</B>>", style="dashed,rounded",
                      color="#9333ea")
             self.stack.append(sub)
             for event in self.spec.custom_events:

@@ -12,6 +12,9 @@ import string
 from loopviz.model import Event, Handler, LoopSpec, Phase, Work
 from loopviz.renderers.flow import EdgeKind, FlowWriter
 from loopviz.renderers.palette import callback_colours
+from loopviz.renderers.shown import (
+    CUSTOM_EVENTS_TITLE, DIFF_MARKS, changes_note, diff_note, footer, handlers_shown, shows_doc, status_note, via_note,
+)
 
 __all__ = ["render_mermaid"]
 
@@ -43,13 +46,34 @@ class _MermaidWriter(FlowWriter):
     def write(self) -> str:
         """The whole flowchart."""
         self.write_phases(self.spec.phases)
+        self.custom_events()
+        self.footer()
         self.lines += [
             "  classDef event fill:#ffffff,stroke:#4b5563,color:#111827",
             "  classDef cancel fill:#fde2e2,stroke:#c0392b,color:#7f1d1d,stroke-dasharray:4 3",
             "  classDef work fill:#ecfdf5,stroke:#10b981,color:#065f46",
             "  classDef raise fill:#ffffff,stroke:#c0392b,color:#c0392b,stroke-dasharray:4 3",
+            "  classDef footer fill:#fffbeb,stroke:#d97706,color:#78350f",
         ]
         return "\n".join(self.lines)
+
+    def custom_events(self) -> None:
+        """Events the loop never fires itself, in a subgraph of their own, unconnected."""
+        if not self.spec.custom_events:
+            return
+        self.add(0, f'subgraph {self.new_id("p")}["{_esc(CUSTOM_EVENTS_TITLE)}"]')
+        self.add(1, "direction TB")
+        for event in self.spec.custom_events:
+            self.event_node(event, 1)
+        self.add(0, "end")
+
+    def footer(self) -> None:
+        """Notes, what the times were measured on, and the diff, in one node under the loop."""
+        lines = footer(self.spec)
+        if lines:
+            node = self.new_id("footer")
+            self.add(0, f'{node}["{"<br/>".join(_esc(line.text) for line in lines)}"]')
+            self.add(0, f"class {node} footer")
 
     # -- the FlowWriter hooks -------------------------------------------------------------------
 
@@ -70,7 +94,7 @@ class _MermaidWriter(FlowWriter):
 
     def event_node(self, event: Event, depth: int) -> str:
         """An event node: its name, then its callbacks (and in verbose mode their docs)."""
-        shown = [h for h in event.handlers if h.runs or h.disabled or h.diff == "removed"]
+        shown = handlers_shown(event, self.verbose)
         node = self.new_id()
         parts = [f"<b>{_esc(event.name)}</b>"] + ([f"<small>{_esc(event.timing.short())}</small>"] if event.timing else [])
         parts += [self.callback(h) for h in shown]
@@ -103,21 +127,29 @@ class _MermaidWriter(FlowWriter):
         info = handler.callback
         colour = self.colours.get(info.cls, "#999999")
         text = f"<span style='color:{colour}'>#9632;</span> {_esc(info.label)} <small>{_esc(f'{info.order:g}')}</small>"
+        via = via_note(handler, verbose=False)
+        if via:
+            text += f" ({_esc(via)})"
+        status = status_note(handler)
         if handler.disabled:
-            text = f"<s>{_esc(info.label)}</s> (run=False)"
+            text = f"<s>{_esc(info.label)}</s> ({_esc(status or '')})"
+        elif status:
+            text += f" <i>{_esc(status)}</i>"
+        note = diff_note(handler)
         if handler.diff == "removed":
-            text = f"<s>{_esc(info.label)}</s> (removed)"
-        elif handler.diff == "added":
-            text = f"#43; {text} (added)"
-        elif handler.diff == "moved":
-            text += f" (moved, order was {_esc(f'{handler.was_order:g}')})"
-        if handler.changes:
-            text += f"<br/><small>changes: {_esc(', '.join(handler.changes))}</small>"
-        if self.verbose:
+            text = f"{_esc(DIFF_MARKS['removed'])} <s>{_esc(info.label)}</s> ({_esc(note or '')})"
+        elif handler.diff:
+            text = f"{_esc(DIFF_MARKS[handler.diff])} {text} ({_esc(note or '')})"
+        if handler.timing:
+            text += f" <small>{_esc(f'{handler.timing.total_ms:,.1f} ms ({handler.timing.pct:.1f}%)')}</small>"
+        changes = changes_note(handler)
+        if changes:
+            text += f"<br/><small>{_esc(changes)}</small>"
+        if self.verbose and shows_doc(handler):
             text += f"<br/><small>{_esc(handler.doc)}</small>"
         return text
 
 
-def render_mermaid(spec: LoopSpec, verbose: bool = False) -> str:
-    """The loop as Mermaid flowchart text."""
+def render_mermaid(spec: LoopSpec, verbose: bool = False, width: int = 100) -> str:
+    """The loop as Mermaid flowchart text (`width` is unused: Mermaid lays the chart out itself)."""
     return _MermaidWriter(spec, verbose).write()

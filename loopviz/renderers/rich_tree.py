@@ -6,6 +6,8 @@ console cannot encode them.
 """
 from __future__ import annotations
 
+import io
+
 from rich.console import Console, ConsoleOptions, Group, RenderResult
 from rich.jupyter import JupyterMixin
 from rich.text import Text
@@ -13,8 +15,11 @@ from rich.tree import Tree
 
 from loopviz.model import Event, Handler, LoopSpec, Phase, Step, Work
 from loopviz.renderers.palette import callback_colours
+from loopviz.renderers.shown import (
+    CUSTOM_EVENTS_TITLE, DIFF_MARKS, changes_note, diff_note, footer, handlers_shown, shows_doc, status_note, via_note,
+)
 
-__all__ = ["RichLoop", "rich_tree"]
+__all__ = ["RichLoop", "rich_tree", "render_rich_text"]
 
 _SYMBOLS = {
     True: {"chip": "#", "arrow": "->", "loop": "*", "work": "~", "cancel": "x", "dot": "-"},
@@ -42,15 +47,11 @@ class _TreeBuilder:
         for phase in self.spec.phases:
             self.phase(root, phase)
         if self.spec.custom_events:
-            custom = root.add(Text("Custom events (the loop never fires these itself)", style="bold magenta"))
+            custom = root.add(Text(CUSTOM_EVENTS_TITLE, style="bold magenta"))
             for event in self.spec.custom_events:
                 self.event(custom, event)
-        for note in self.spec.notes:
-            root.add(Text(f"Note: {note}", style="yellow"))
-        if self.spec.measured:
-            root.add(Text(f"Times: count × mean = total (% of the run); {self.spec.measured}", style="magenta"))
-        if self.spec.compared:
-            root.add(Text(f"Diff: {self.spec.compared}", style="yellow"))
+        for line in footer(self.spec):
+            root.add(Text(line.text, style="magenta" if line.kind == "measured" else "yellow"))
         return root
 
     def phase(self, parent: Tree, phase: Phase) -> None:
@@ -81,7 +82,7 @@ class _TreeBuilder:
         label = Text(event.name, style="italic red" if event.role == "cancel" else "bold")
         if event.timing:
             label.append(f"  {event.timing.short()}", style="magenta")
-        shown = [h for h in event.handlers if h.runs or h.disabled or h.diff == "removed" or self.verbose]
+        shown = handlers_shown(event, self.verbose)
         if not self.verbose:
             label.append(": ", style="dim")
             if not shown:
@@ -94,28 +95,31 @@ class _TreeBuilder:
             return
         label.append(f"\n{event.description}", style="dim")
         node = parent.add(label)
-        if not event.handlers:
+        if not shown:
             node.add(Text("(no callbacks)", style="dim"))
         for handler in shown:
             node.add(self.handler(handler))
 
     def callback_name(self, handler: Handler) -> Text:
         """Chip, class name and, for a switched-off callback, its flag."""
-        name = Text.assemble(self.chip(handler.callback.cls), " ", handler.callback.label)
+        mark = DIFF_MARKS[handler.diff]
+        name = Text.assemble(f"{mark} " if mark else "", self.chip(handler.callback.cls), " ", handler.callback.label)
+        note = diff_note(handler)
         if handler.diff == "added":
             name.stylize("bold green")
-            name.append(" (added)", style="green")
+            name.append(f" ({note})", style="green")
         elif handler.diff == "removed":
             name.stylize("red strike")
-            name.append(" (removed)", style="red")
+            name.append(f" ({note})", style="red")
         elif handler.diff == "moved":
             name.stylize("yellow")
             name.append(f" (order {handler.was_order:g} {self.sym['arrow']} {handler.callback.order:g})", style="yellow")
-        if handler.via == "call":
-            name.append("(__call__)", style="dim")
+        via = via_note(handler, verbose=False)
+        if via:
+            name.append(f"({via})", style="dim")
         if handler.disabled:
             name.stylize("dim strike")
-            name.append("(run=False)", style="dim")
+            name.append(f"({status_note(handler)})", style="dim")
         return name
 
     def handler(self, handler: Handler) -> Text:
@@ -124,13 +128,17 @@ class _TreeBuilder:
         text.append(f"  order {handler.callback.order:g}", style="dim")
         if handler.timing:
             text.append(f"  {handler.timing.short()}", style="magenta")
-        if handler.skipped and not handler.disabled:
-            text.append(f"  skipped here: {handler.skipped}", style="yellow")
+        if not shows_doc(handler):
+            text.append(f"  {status_note(handler)}", style="yellow")
             return text
+        via = via_note(handler, verbose=True)
+        if via and handler.via != "call":
+            text.append(f"  {via}", style="dim")
         if handler.source:
             text.append(f"  {handler.source.short()}", style="dim")
-        if handler.changes:
-            text.append(f"\nchanges: {', '.join(handler.changes)}", style="yellow")
+        changes = changes_note(handler)
+        if changes:
+            text.append(f"\n{changes}", style="yellow")
         text.append("\n")
         text.append(handler.doc, style="dim italic" if handler.doc_source == "none" else "dim")
         return text
@@ -177,3 +185,10 @@ class RichLoop(JupyterMixin):
 def rich_tree(spec: LoopSpec, verbose: bool = False, ascii_only: bool = False) -> Tree:
     """The bare `rich.tree.Tree` of a loop (without the legend), for embedding in your own layout."""
     return _TreeBuilder(spec, verbose, ascii_only).tree()
+
+
+def render_rich_text(spec: LoopSpec, verbose: bool = False, width: int = 120) -> str:
+    """The rich view as plain text (box-drawing guides, no colour), for files."""
+    out = io.StringIO()
+    Console(file=out, width=width, color_system=None, legacy_windows=False).print(RichLoop(spec, verbose=verbose))
+    return out.getvalue().rstrip("\n")

@@ -9,6 +9,9 @@ from __future__ import annotations
 import textwrap
 
 from loopviz.model import Event, Handler, LoopSpec, Phase, Step, Work
+from loopviz.renderers.shown import (
+    CUSTOM_EVENTS_TITLE, DIFF_MARKS, changes_note, footer, handlers_shown, shows_doc, status_note, via_note,
+)
 
 __all__ = ["render_text", "callback_list"]
 
@@ -20,16 +23,14 @@ def _order(value: float) -> str:
     return f"{value:g}"
 
 
-_DIFF_MARKS = {"added": "+", "removed": "-", "moved": "~", None: ""}
-
-
 def _compact_label(handler: Handler) -> str:
     """How one callback appears in a compact `[...]` list (+added, -removed, ~moved when diffed)."""
-    label = _DIFF_MARKS[handler.diff] + handler.callback.label
+    label = DIFF_MARKS[handler.diff] + handler.callback.label
     if handler.diff == "moved":
         return f"{label}({_order(handler.was_order or 0)}->{_order(handler.callback.order)})"
-    if handler.via == "call":
-        return f"{label}(__call__)"
+    via = via_note(handler, verbose=False)
+    if via:
+        return f"{label}({via})"
     if handler.disabled:
         return f"{label}(run=False)"
     return label
@@ -37,8 +38,7 @@ def _compact_label(handler: Handler) -> str:
 
 def callback_list(event: Event) -> str:
     """The `[A, B]` list of callbacks that run (or are switched off) at this event, in call order."""
-    shown = [h for h in event.handlers if h.runs or h.disabled or h.diff == "removed"]
-    return "[" + ", ".join(_compact_label(h) for h in shown) + "]"
+    return "[" + ", ".join(_compact_label(h) for h in handlers_shown(event, verbose=False)) + "]"
 
 
 def _split_exit(phase: Phase) -> tuple[list[Step], list[Step]]:
@@ -125,37 +125,34 @@ class _TextWriter:
         self.wrap(event.description, indent + 5)
         if not event.handlers:
             self.lines.append(f"{pad}     (no callbacks)")
-        for handler in event.handlers:
+        for handler in handlers_shown(event, verbose=True):
             self.handler(handler, indent + 7)
 
     def handler(self, handler: Handler, indent: int) -> None:
         """A callback's line (class, order, flags, source) and its docstring."""
         info = handler.callback
-        parts = [f"{_DIFF_MARKS[handler.diff]}{info.label} (order {_order(info.order)})"]
+        parts = [f"{DIFF_MARKS[handler.diff]}{info.label} (order {_order(info.order)})"]
         if handler.diff == "moved":
             parts.append(f"MOVED (order was {_order(handler.was_order or 0)})")
         elif handler.diff:
             parts.append(handler.diff.upper())
-        if handler.skipped and not handler.disabled:
-            parts.append(f"skipped here: {handler.skipped}")
-        elif handler.disabled:
-            parts.append("disabled: run=False")
-        if handler.via == "call":
-            parts.append("overrides __call__, so it receives every event")
-        elif handler.via == "instance":
-            parts.append("handler set on the instance, e.g. Callback(before_fit=f)")
-        elif handler.via == "delegated":
-            parts.append("found on the learner through GetAttr")
+        status = status_note(handler)
+        if status:
+            parts.append(f"disabled: {status}" if handler.disabled else status)
+        via = via_note(handler, verbose=True)
+        if via:
+            parts.append(via)
         if handler.source:
             parts.append(handler.source.short())
         if handler.timing:
             parts.append(f"[{handler.timing.short()}]")
-        if handler.doc_source in ("class", "inherited") and (handler.runs or handler.disabled):
+        if handler.doc_source in ("class", "inherited") and shows_doc(handler):
             parts.append(f"(doc: {'class docstring' if handler.doc_source == 'class' else 'inherited'})")
         self.wrap("  ".join(parts), indent)
-        if handler.changes:
-            self.wrap(", ".join(handler.changes), indent + 4, first="changes: ", hang=9)
-        if handler.runs or handler.disabled:
+        changes = changes_note(handler)
+        if changes:
+            self.wrap(changes.removeprefix("changes: "), indent + 4, first="changes: ", hang=9)
+        if shows_doc(handler):
             self.wrap(handler.doc, indent + 4)
 
     def work(self, work: Work, indent: int) -> None:
@@ -175,7 +172,7 @@ class _TextWriter:
         """Events the loop never fires on its own."""
         if not spec.custom_events:
             return
-        self.lines.append("Custom events (the loop never fires these itself)")
+        self.lines.append(CUSTOM_EVENTS_TITLE)
         for event in spec.custom_events:
             self.event(event, 0)
 
@@ -188,10 +185,6 @@ def render_text(spec: LoopSpec, verbose: bool = False, width: int = DEFAULT_WIDT
     for phase in spec.phases:
         writer.phase(phase, 0)
     writer.custom(spec)
-    for note in spec.notes:
-        writer.wrap(f"Note: {note}", 0)
-    if spec.measured:
-        writer.wrap(f"Times [count × mean = total (% of the run)] {spec.measured}.", 0)
-    if spec.compared:
-        writer.wrap(f"Diff (+ added, - removed, ~ moved): {spec.compared}.", 0)
+    for line in footer(spec):
+        writer.wrap(line.text, 0)
     return "\n".join(writer.lines)

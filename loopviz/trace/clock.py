@@ -9,11 +9,10 @@ tested on machines without a GPU.
 from __future__ import annotations
 
 import time
+from dataclasses import dataclass
 from typing import Any, Callable, Protocol
 
-__all__ = ["Clock", "HostClock", "SyncClock", "CudaEventClock", "make_clock", "CLOCKS"]
-
-CLOCKS = ("auto", "host", "cuda", "sync")
+__all__ = ["Clock", "HostClock", "SyncClock", "CudaEventClock", "ClockKind", "CLOCKS", "AUTO", "clock_names", "make_clock"]
 
 
 class Clock(Protocol):
@@ -100,20 +99,55 @@ class CudaEventClock:
         return times
 
 
+def _cuda_events(torch: Any) -> Clock:
+    return CudaEventClock(lambda: torch.cuda.Event(enable_timing=True))
+
+
+def _sync(torch: Any) -> Clock:
+    return SyncClock(torch.cuda.synchronize)
+
+
+def _host(torch: Any) -> Clock:
+    return HostClock()
+
+
+@dataclass(frozen=True)
+class ClockKind:
+    """One clock users can ask for by name: how to make it, and whether it needs a CUDA device."""
+
+    make: Callable[[Any], Clock]  # given the torch module (or None when the clock needs no device)
+    needs_cuda: bool
+    help: str
+
+
+# The clocks, by the name users give (`learn.trace(clock=...)`, `loopviz trace --clock`). To add a clock: write its
+# class in a new module and add a row here; 'auto' is not a clock but the choice made below.
+CLOCKS: dict[str, ClockKind] = {
+    "host": ClockKind(_host, False, "time.perf_counter_ns: host time, launch time on a GPU"),
+    "cuda": ClockKind(_cuda_events, True, "CUDA events, read once at the end: GPU time without stalls"),
+    "sync": ClockKind(_sync, True, "synchronize at every boundary: exact, but it stalls the GPU"),
+}
+AUTO = "auto"
+
+
+def clock_names() -> list[str]:
+    """Every name `make_clock` accepts: 'auto', then the clocks."""
+    return [AUTO, *CLOCKS]
+
+
 def make_clock(kind: str, model_device: str = "cpu") -> Clock:
-    """The clock for `kind`: 'host', 'cuda', 'sync', or 'auto' (cuda when the model is on a CUDA device)."""
+    """The clock for `kind`: a name in `CLOCKS`, or 'auto' (cuda when the model is on a CUDA device, else host)."""
     from loopviz.errors import LoopvizError
 
-    if kind not in CLOCKS:
-        raise LoopvizError(f"clock={kind!r} is not a clock loopviz has; choose one of: {', '.join(CLOCKS)}.")
-    if kind == "auto":
+    if kind != AUTO and kind not in CLOCKS:
+        raise LoopvizError(f"clock={kind!r} is not a clock loopviz has; choose one of: {', '.join(clock_names())}.")
+    if kind == AUTO:
         kind = "cuda" if model_device.startswith("cuda") else "host"
-    if kind == "host":
-        return HostClock()
+    chosen = CLOCKS[kind]
+    if not chosen.needs_cuda:
+        return chosen.make(None)
     import torch
 
     if not torch.cuda.is_available():
         raise LoopvizError(f"clock={kind!r} needs a CUDA device, and torch sees none; use clock='host'.")
-    if kind == "sync":
-        return SyncClock(torch.cuda.synchronize)
-    return CudaEventClock(lambda: torch.cuda.Event(enable_timing=True))
+    return chosen.make(torch)

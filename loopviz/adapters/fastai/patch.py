@@ -1,17 +1,21 @@
 """Where fastai users meet loopviz: `Learner.show_training_loop` and `Learner.loop_spec`, patched on import."""
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 from fastai.learner import Learner
 from fastcore.basics import patch
 
-from loopviz.adapters.fastai.spec import build_spec
-from loopviz.adapters.fastai.spec import _listify
+from loopviz.adapters.fastai import tracer as _tracer  # noqa: F401  (patches Learner.trace)
+from loopviz.adapters.fastai.spec import _listify, build_spec
 from loopviz.annotate import annotate
 from loopviz.diff import diff as diff_specs
 from loopviz.model import LoopSpec
 from loopviz.renderers.text import DEFAULT_WIDTH
-from loopviz.diagram import LoopDiagram
 from loopviz.view import LoopView, show_loop
+
+if TYPE_CHECKING:
+    from loopviz.diagram import LoopDiagram
 
 __all__ = ["loop_spec", "show_training_loop"]
 
@@ -32,13 +36,13 @@ def show_training_loop(
     verbose: bool = False,  # Add each event's description, the work between events, and every callback's order, source and doc
     cbs=None,  # Callbacks (instances or classes) to preview as if passed to `fit(cbs=...)`; the learner is not changed
     loop: str = "fit",  # Which loop: 'fit', 'fit_one_cycle', 'fine_tune', 'validate', 'get_preds' or 'lr_find'
-    fmt: str = "text",  # 'text' (printed), 'rich' (a tree, printed), 'mermaid' (printed) or 'graphviz' (a diagram to display or `.save()`)
+    fmt: str = "text",  # A view from loopviz.formats: 'text', 'rich', 'mermaid' (printed) or 'graphviz' (also 'svg', 'png', 'pdf', 'dot': a diagram to display or `.save()`)
     width: int = DEFAULT_WIDTH,  # Wrap verbose text at this many characters
     hide_empty: bool = False,  # Leave out events where no callback runs
     focus: str | None = None,  # Show only this callback (class name, or fastai name such as 'recorder')
     trace=None,  # A `Trace` of this learner (`with learn.trace() as t`): annotate the loop with measured times
     diff=None,  # Callbacks to compare with: show the loop with them added (+), and what they change
-) -> LoopView | LoopDiagram:
+) -> LoopView | "LoopDiagram":
     "Show each step in the training loop, with the callbacks that really run there"
     spec = build_spec(self, loop=loop, cbs=cbs)
     if diff is not None:

@@ -1,0 +1,46 @@
+"""The reports a trace (or several merged) can be written as: the functions behind `loopviz.formats.REPORT_FORMATS`."""
+from __future__ import annotations
+
+import io
+import json
+from typing import Any
+
+__all__ = ["table", "spans_csv", "chrome_json", "plot_svg"]
+
+
+def _is_merged(report: Any) -> bool:
+    from loopviz.trace.merge import MergedTrace
+
+    return isinstance(report, MergedTrace)
+
+
+def table(report: Any) -> str:
+    """The report's tables as plain text (a merged trace: its across-ranks tables)."""
+    return str(report)
+
+
+def spans_csv(trace: Any) -> str:
+    """Every span of one trace (events, callback calls, work), one CSV row each."""
+    return trace.to_df().to_csv(index=False)
+
+
+def chrome_json(report: Any) -> str:
+    """A Chrome/Perfetto trace as JSON text: one trace, or every rank of a merged one on one timeline."""
+    if _is_merged(report):
+        data = report.chrome()
+    else:
+        from loopviz.trace.chrome import chrome_trace
+
+        data = chrome_trace(report)
+    return json.dumps(data, separators=(",", ":"))
+
+
+def plot_svg(trace: Any) -> str:
+    """The trace's plot (time per batch, the slowest batch) as SVG text."""
+    import matplotlib.pyplot as plt
+
+    figure = trace.plot()
+    out = io.StringIO()
+    figure.savefig(out, format="svg")
+    plt.close(figure)
+    return out.getvalue()
