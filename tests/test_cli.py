@@ -1,4 +1,5 @@
-"""The `loopviz` command: show, trace, report, diff; exit codes and one-line errors."""
+"""The `loopviz` command, in-process with click's CliRunner: show, trace, report, diff; formats chosen from -o's
+ending through the one format table; exit codes and one-line errors. One real subprocess per command at the end."""
 from __future__ import annotations
 
 import json
@@ -7,105 +8,202 @@ import subprocess
 import sys
 import xml.etree.ElementTree as ET
 
+import pytest
+from click.testing import CliRunner
 
-from loopviz.cli import main
+from loopviz.cli import cli
+from loopviz.formats import LOOP_FORMATS, REPORT_FORMATS
+from loopviz.trace.clock import clock_names
 
 LEARNER_FILE = '''
 from fastai.test_utils import synth_learner
 from fastai.callback.all import GradientClip
 learn = synth_learner(cbs=[GradientClip()])
 '''
+needs_dot = pytest.mark.skipif(shutil.which("dot") is None, reason="needs Graphviz's dot")
 
 
-def run(args, capsys):
-    code = main(args)
-    out, err = capsys.readouterr()
-    return code, out, err
+def run(*args: str):
+    """Exit code, stdout and stderr of one in-process command."""
+    result = CliRunner().invoke(cli, list(args))
+    return result.exit_code, result.stdout, result.stderr
 
 
-def test_show_the_built_in_learner(capsys):
-    code, out, _ = run(["show", "--verbose", "--cbs", "GradientClip", "--cbs", "fastai.callback.all:SaveModelCallback"], capsys)
+@pytest.fixture(scope="module")
+def traces(tmp_path_factory):
+    """Two saved traces of the built-in learner: a.json (plain) and b.json.gz (with state changes)."""
+    folder = tmp_path_factory.mktemp("traces")
+    a, b = folder / "a.json", folder / "b.json.gz"
+    assert run("trace", "--epochs", "1", "-o", str(a))[0] == 0
+    assert run("trace", "--changes", "-o", str(b))[0] == 0
+    return a, b
+
+
+def test_show_the_built_in_learner():
+    code, out, _ = run("show", "--verbose", "--cbs", "GradientClip", "--cbs", "fastai.callback.all:SaveModelCallback")
     assert code == 0 and out.startswith("The fit loop of fastai")
     assert "GradientClip (order 11)" in out and "SaveModelCallback (order 61)" in out
 
 
-def test_show_formats_and_files(tmp_path, capsys):
-    assert run(["show", "-f", "mermaid", "-o", str(tmp_path / "loop.mmd")], capsys)[0] == 0
-    assert (tmp_path / "loop.mmd").read_text().startswith("flowchart TB")
-    code, out, _ = run(["show", "-f", "dot"], capsys)
+@pytest.mark.parametrize("name, check", [
+    ("loop.txt", lambda p: p.read_text().startswith("Start Create")),
+    ("loop.mmd", lambda p: p.read_text().startswith("flowchart TB")),
+    ("loop.dot", lambda p: p.read_text().startswith("digraph loop {")),
+    ("loop.gv", lambda p: p.read_text().startswith("digraph loop {")),
+    pytest.param("loop.svg", lambda p: ET.parse(p).getroot().tag.endswith("svg"), marks=needs_dot),
+    pytest.param("loop.png", lambda p: p.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n", marks=needs_dot),
+    pytest.param("loop.pdf", lambda p: p.read_bytes()[:5] == b"%PDF-", marks=needs_dot),
+])
+def test_show_infers_the_format_from_the_file_name(tmp_path, name, check):
+    code, out, err = run("show", "-o", str(tmp_path / name))
+    assert code == 0 and out.strip() == f"wrote {tmp_path / name}", err
+    assert check(tmp_path / name)
+
+
+def test_show_formats_printed_and_explicit(tmp_path):
+    code, out, _ = run("show", "-f", "dot")
     assert code == 0 and out.startswith("digraph loop {")
-    code, out, _ = run(["show", "-f", "rich", "--focus", "Recorder", "--hide-empty"], capsys)
+    code, out, _ = run("show", "-f", "graphviz")
+    assert code == 0 and out.startswith("digraph loop {")
+    code, out, _ = run("show", "-f", "rich", "--focus", "Recorder", "--hide-empty")
     assert code == 0 and "Recorder" in out and "TrainEvalCallback" not in out.split("Callbacks in call order")[0]
-    if shutil.which("dot"):
-        assert run(["show", "-f", "svg", "-o", str(tmp_path / "loop.svg")], capsys)[0] == 0
-        ET.parse(tmp_path / "loop.svg")
-    code, _, err = run(["show", "-f", "png"], capsys)
-    assert code == 2 and "give -o loop.png" in err
+    code, _, _ = run("show", "-f", "rich", "-o", str(tmp_path / "loop.txt"))  # .txt: text's and rich's ending
+    text = (tmp_path / "loop.txt").read_text()
+    assert code == 0 and "before_fit" in text and "Callbacks in call order" in text
+    code, _, _ = run("show", "-f", "mermaid", "-o", str(tmp_path / "chart.any"))  # explicit: any other ending is fine
+    assert code == 0 and (tmp_path / "chart.any").read_text().startswith("flowchart TB")
 
 
-def test_targets(tmp_path, capsys, monkeypatch):
+@pytest.mark.parametrize("args, message", [
+    (["-f", "text", "-o", "loop.svg"], "--format text contradicts the file name"),
+    (["-f", "mermaid", "-o", "loop.png"], "which asks for png"),
+    (["-f", "graphviz", "-o", "loop.mmd"], "which asks for mermaid"),
+    (["-o", "loop.jpeg"], "cannot tell the format of 'loop.jpeg' from its ending; use one of: .txt, .mmd, .mermaid"),
+    (["-f", "png"], "--format png writes a file: give -o loop.png"),
+    (["-f", "jpeg"], "Invalid value for '--format'"),
+])
+def test_show_usage_errors_exit_2(tmp_path, args, message):
+    code, _, err = run("show", *args)
+    assert code == 2 and message in err, err
+    assert not list(tmp_path.iterdir())
+
+
+def test_every_format_in_the_table_is_a_choice():
+    help_text = run("show", "--help")[1] + run("report", "--help")[1]
+    for fmt in (*LOOP_FORMATS, *REPORT_FORMATS):
+        assert fmt.name in help_text and all(ext in help_text for ext in fmt.extensions)
+    assert run("trace", "--help")[1].count("|".join(clock_names())) == 1
+
+
+def test_targets(tmp_path, monkeypatch):
     script = tmp_path / "train.py"
     script.write_text(LEARNER_FILE)
-    code, out, _ = run(["show", str(script)], capsys)
+    code, out, _ = run("show", str(script))
     assert code == 0 and "GradientClip" in out
     (tmp_path / "mylearners.py").write_text(LEARNER_FILE + "\ndef make():\n    return learn\nnot_a_learner = 3\n")
     monkeypatch.syspath_prepend(str(tmp_path))
-    assert run(["show", "mylearners:learn"], capsys)[0] == 0
-    assert run(["show", "mylearners:make"], capsys)[0] == 0
-    for target, message in [("mylearners:not_a_learner", "is a int, not a fastai Learner"),
+    assert run("show", "mylearners:learn")[0] == 0
+    assert run("show", "mylearners:make")[0] == 0
+    for target, message in [("mylearners:not_a_learner", "is a int, not a fastai Learner or a miniai-style learner"),
                             ("nosuchmodule:learn", "cannot import module 'nosuchmodule'"),
                             ("mylearners:nope", "has no attribute 'nope'"),
                             ("mylearners", "must be module:attr"),
                             (str(tmp_path / "missing.py"), "no such file")]:
-        code, _, err = run(["show", target], capsys)
+        code, _, err = run("show", target)
         assert code == 1 and message in err and "Traceback" not in err, (target, err)
 
 
-def test_trace_report_and_diff(tmp_path, capsys):
-    a, b = tmp_path / "a.json", tmp_path / "b.json.gz"
-    code, out, _ = run(["trace", "--epochs", "1", "-o", str(a)], capsys)
-    assert code == 0 and "Trace of fastai" in out and f"wrote {a}" in out
-    assert run(["trace", "--changes", "-o", str(b)], capsys)[0] == 0
-    code, out, _ = run(["report", str(a)], capsys)
+def test_a_miniai_style_learner_is_a_target_too(monkeypatch, tmp_path):
+    (tmp_path / "mini.py").write_text("from tests.test_generic_loops import miniai_learner\nlearn = miniai_learner()\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    code, out, err = run("show", "mini:learn")
+    assert code == 0 and "before_fit" in out and "cleanup_fit" in out, err
+    code, out, err = run("trace", "mini:learn", "-o", str(tmp_path / "mini.json"))
+    assert code == 0 and "Trace of miniai-style learner" in out, err
+    code, _, err = run("trace", "mini:learn", "--changes")
+    assert code == 1 and "state changes are recorded for fastai learners only" in err
+
+
+def test_trace_report_and_diff(traces, tmp_path):
+    a, b = traces
+    code, out, _ = run("report", str(a))
     assert code == 0 and "Events and work" in out
-    assert run(["report", str(a), "-f", "csv", "-o", str(tmp_path / "spans.csv")], capsys)[0] == 0
-    assert (tmp_path / "spans.csv").read_text().startswith("kind,name,callback")
-    assert run(["report", str(a), "-f", "chrome", "-o", str(tmp_path / "t.perfetto.json")], capsys)[0] == 0
-    assert "traceEvents" in json.loads((tmp_path / "t.perfetto.json").read_text())
-    assert run(["report", str(a), "-f", "svg", "-o", str(tmp_path / "plot.svg")], capsys)[0] == 0
-    ET.parse(tmp_path / "plot.svg")
-    code, out, _ = run(["diff", str(a), str(b)], capsys)
+    code, out, _ = run("diff", str(a), str(b))
     assert code == 0 and "Callbacks: before / after" in out
 
 
-def test_bad_input_is_one_line_with_the_right_exit_code(tmp_path, capsys):
+@pytest.mark.parametrize("name, check", [
+    ("spans.csv", lambda p: p.read_text().startswith("kind,name,callback")),
+    ("t.perfetto.json", lambda p: "traceEvents" in json.loads(p.read_text())),
+    ("t.json", lambda p: "traceEvents" in json.loads(p.read_text())),
+    ("plot.svg", lambda p: ET.parse(p).getroot().tag.endswith("svg")),
+    ("report.txt", lambda p: "Events and work" in p.read_text()),
+])
+def test_report_infers_the_format_from_the_file_name(traces, tmp_path, name, check):
+    code, out, err = run("report", str(traces[0]), "-o", str(tmp_path / name))
+    assert code == 0 and out.strip() == f"wrote {tmp_path / name}", err
+    assert check(tmp_path / name)
+
+
+def test_report_usage_errors_exit_2(traces):
+    a, b = traces
+    for args, message in [(["-f", "csv", "-o", "x.svg"], "--format csv contradicts"),
+                          (["-o", "x.xlsx"], "cannot tell the format of 'x.xlsx'"),
+                          (["-f", "csv", str(b)], "several trace files merge into one of: table, chrome; not csv")]:
+        code, _, err = run("report", str(a), *args)
+        assert code == 2 and message in err, (args, err)
+
+
+def test_bad_input_is_one_line_with_the_right_exit_code(tmp_path):
     (tmp_path / "bad.json").write_text("{not json")
-    code, _, err = run(["report", str(tmp_path / "bad.json")], capsys)
+    code, _, err = run("report", str(tmp_path / "bad.json"))
     assert code == 1 and "is not a loopviz trace" in err and "Traceback" not in err
-    code, _, err = run(["report", str(tmp_path / "missing.json")], capsys)
+    code, _, err = run("report", str(tmp_path / "missing.json"))
     assert code == 1 and "no trace file" in err
-    code, _, err = run(["show", "--loop", "train"], capsys)
+    code, _, err = run("show", "--loop", "train")
     assert code == 1 and "loop='train' is not a loop loopviz knows" in err
-    code, _, err = run(["show", "--cbs", "Nope"], capsys)
+    code, _, err = run("show", "--cbs", "Nope")
     assert code == 1 and "not a fastai Callback class" in err
-    code, _, err = run(["show", "--format", "jpeg"], capsys)
-    assert code == 2 and "Invalid value for '--format'" in err
-    code, _, err = run(["show", "--debug", "--loop", "train"], capsys)
+    code, _, err = run("trace", "--clock", "gpu")
+    assert code == 2 and "Invalid value for '--clock'" in err
+    code, _, err = run("show", "--debug", "--loop", "train")
     assert code == 2  # --debug belongs before the command
-    code, _, err = run(["--debug", "show", "--loop", "train"], capsys)
+    code, _, err = run("--debug", "show", "--loop", "train")
     assert code == 1 and "Traceback" in err
 
 
-def test_help_and_the_module_entry_point():
-    for args in ([], ["show"], ["trace"], ["report"], ["diff"]):
-        done = subprocess.run([sys.executable, "-m", "loopviz", *args, "--help"], capture_output=True, text=True, timeout=120)
-        assert done.returncode == 0 and "Usage:" in done.stdout, args
-    done = subprocess.run([sys.executable, "-m", "loopviz", "show"], capture_output=True, text=True, timeout=120)
-    assert done.returncode == 0 and done.stdout.splitlines()[0] == "Start Create"
+HEAVY = ("fastai", "torch", "pandas", "matplotlib", "graphviz")
 
 
-def test_show_rich_to_a_file(tmp_path, capsys):
-    assert main(["show", "-f", "rich", "-o", str(tmp_path / "loop.txt")]) == 0
-    text = (tmp_path / "loop.txt").read_text()
-    assert "before_fit" in text and "Callbacks in call order" in text
-    capsys.readouterr()
+def _imported_by(code: str) -> list[str]:
+    """The heavy packages a fresh interpreter has imported after running `code`."""
+    probe = f"import sys\n{code}\nprint('imported:', *(m for m in {HEAVY!r} if m in sys.modules))"
+    done = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    return done.stdout.splitlines()[-1].split()[1:]
+
+
+def test_a_fast_start_imports_no_framework(traces):
+    assert _imported_by("import loopviz") == []
+    assert _imported_by("from loopviz.cli import main\nmain(['--help'])") == []
+    for command in (["report", str(traces[0])], ["diff", str(traces[0]), str(traces[1])]):
+        assert not {"fastai", "torch"} & set(_imported_by(f"from loopviz.cli import main\nmain({command!r})")), command
+
+
+def test_importing_loopviz_first_still_patches_fastai():
+    code = ("import loopviz\nfrom fastai.learner import Learner\n"
+            "assert Learner.show_training_loop.__module__ == 'loopviz.adapters.fastai.patch'\n"
+            "assert Learner.trace.__module__ == 'loopviz.adapters.fastai.tracer'")
+    assert "fastai" in _imported_by(code)
+
+
+@pytest.mark.parametrize("args", [["--help"], ["show", "-f", "mermaid"], ["trace", "--epochs", "1"], ["report"], ["diff"]])
+def test_the_real_command_runs(args, traces):
+    """One subprocess per command: the installed entry point and `python -m loopviz` both work."""
+    if args == ["report"]:
+        args = ["report", str(traces[0])]
+    if args == ["diff"]:
+        args = ["diff", str(traces[0]), str(traces[1])]
+    done = subprocess.run([sys.executable, "-m", "loopviz", *args], capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip()

@@ -71,7 +71,7 @@ class _MermaidWriter(FlowWriter):
         """Notes, what the times were measured on, and the diff, in one node under the loop."""
         lines = footer(self.spec)
         if lines:
-            node = self.new_id("footer")
+            node = self.new_id("f")
             self.add(0, f'{node}["{"<br/>".join(_esc(line.text) for line in lines)}"]')
             self.add(0, f"class {node} footer")
 
