@@ -15,54 +15,34 @@ Every view and report of loopviz works on both.
 from __future__ import annotations
 
 import functools
-import inspect
-import types
 from time import perf_counter_ns
 from typing import Any, Callable, Iterable, Sequence
 
+from loopviz import introspect
 from loopviz.errors import LoopvizError
-from loopviz.model import CallbackInfo, CancelPath, Event, Handler, LoopSpec, Mode, Phase, Role, SourceRef, Step, Work
+from loopviz.model import CallbackInfo, CancelPath, Event, Handler, LoopSpec, Mode, Phase, Role, Step, Work
 from loopviz.trace.clock import Clock
 from loopviz.trace.record import CANCELLED, ERROR, RAN, Recorder
 from loopviz.trace.trace import Trace
 
 __all__ = ["callback_info", "handler", "event", "work", "phase", "cancel", "loop_spec", "DispatchTracer"]
 
-_GENERIC = {inspect.cleandoc(d) for d in (object.__doc__, functools.partial.__doc__, types.MethodType.__doc__) if d}
-
-
-def _doc(obj: Any) -> str:
-    doc = obj.__dict__.get("__doc__") if isinstance(obj, type) else getattr(obj, "__doc__", None)
-    doc = inspect.cleandoc(doc) if doc else ""
-    return "" if doc in _GENERIC else doc
+def _bases(base: type | None) -> tuple[type, ...]:
+    """The framework's callback base class as `loopviz.introspect` takes it."""
+    return () if base is None else (base,)
 
 
 def callback_info(cb: Any, order: Callable[[Any], float] = lambda cb: getattr(cb, "order", 0), base: type | None = None) -> CallbackInfo:
     """The facts about one callback object; `base` is your framework's callback base class, whose doc is not the callback's."""
-    cls = type(cb)
-    doc = next((_doc(k) for k in cls.__mro__ if k is not base and k is not object and _doc(k)), "")
-    return CallbackInfo(name=getattr(cb, "name", cls.__name__), cls=cls.__name__, module=cls.__module__,
-                        order=order(cb), doc=doc)
+    return introspect.callback_info(cb, base_classes=_bases(base), order=order)
 
 
 def handler(cb: Any, event_name: str, info: CallbackInfo | None = None, base: type | None = None) -> Handler | None:
     """The callback's handler for an event (a method or attribute named after it), or None."""
-    fn = getattr(cb, event_name, None)
-    if fn is None or not callable(fn):
+    found = introspect.lookup(cb, event_name)
+    if found is None or not callable(found.handler):
         return None
-    info = info or callback_info(cb, base=base)
-    target = inspect.unwrap(fn.__func__ if isinstance(fn, types.MethodType) else fn)
-    code = getattr(target, "__code__", None)
-    source = SourceRef(code.co_filename, code.co_firstlineno) if code else None
-    own = _doc(target)
-    if own:
-        return Handler(info, own, "handler", source)
-    inherited = inspect.getdoc(fn) if isinstance(fn, types.MethodType) else None
-    if inherited and inspect.cleandoc(inherited) not in _GENERIC and not (base and getattr(base, event_name, None)):
-        return Handler(info, inspect.cleandoc(inherited), "inherited", source)
-    if info.doc:
-        return Handler(info, info.doc, "class", source)
-    return Handler(info, "(no docstring)", "none", source)
+    return introspect.describe(found, event_name, info or callback_info(cb, base=base), _bases(base))
 
 
 def event(name: str, description: str, cbs: Sequence[Any] = (), *, role: Role = "body", mode: Mode | None = None,
@@ -186,9 +166,10 @@ class DispatchTracer:
             key = (id(cb), name)
             if key in self.wrapped or not hasattr(cb, "__dict__"):
                 continue
-            fn = getattr(cb, name, None)
-            if fn is None or not callable(fn):
+            found = introspect.lookup(cb, name)
+            if found is None or not callable(found.handler):
                 continue
+            fn = found.handler
             self.wrapped[key] = (cb, cb.__dict__.get(name, _MISSING))
             cid = self.rec.callback_id(id(cb), lambda cb=cb: {"cls": type(cb).__name__, "name": type(cb).__name__,
                                                                "order": getattr(cb, "order", 0), "module": type(cb).__module__})

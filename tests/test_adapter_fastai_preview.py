@@ -34,7 +34,7 @@ def test_preview_leaves_the_learner_as_it_was_when_rendering_raises(learn, monke
     def broken(*args, **kwargs):
         raise RuntimeError("renderer failed")
 
-    monkeypatch.setattr(loopviz.view, "render_text", broken)
+    monkeypatch.setattr(loopviz.renderers.text, "render_text", broken)  # the format table imports it by name
     with pytest.raises(RuntimeError, match="renderer failed"):
         learn.show_training_loop(cbs=[SaveModelCallback, GradientClip()])
     assert snapshot(learn) == before

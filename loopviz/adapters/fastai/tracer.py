@@ -21,8 +21,9 @@ from fastai.learner import Learner
 from fastcore.basics import patch
 
 from loopviz.adapters.fastai.descriptions import WORK_BETWEEN
-from loopviz.adapters.fastai.handlers import overrides_call, skip_reason
+from loopviz.adapters.fastai.handlers import callback_info, has_handler, skip_reason
 from loopviz.errors import LoopvizError
+from loopviz.introspect import call_owner
 from loopviz.trace.clock import make_clock
 from loopviz.trace.record import (
     CANCELLED, ERROR, RAN, SKIPPED_RUN, SKIPPED_TRAIN, SKIPPED_VALID, Recorder,
@@ -81,12 +82,13 @@ class _LearnerTrace:
         self.rec.begin_loop(label)
 
     def learn_callback(self, cb: Callback, event: str) -> tuple[int, bool]:
-        """First call of a callback for an event: its id in the trace, and whether it has a handler there."""
+        """First call of a callback for an event: its id in the trace, and whether it has a handler there
+        (its own, inherited, delegated to the learner or its model, or a replaced `__call__`)."""
         cid = self.rec.callback_ids.get(id(cb))
         if cid is None:
             self.alive.append(cb)
-            cid = self.rec.callback_id(id(cb), lambda: _describe(cb))
-        known = self.known[(id(cb), event)] = (cid, _has_handler(cb, event))
+            cid = self.rec.callback_id(id(cb), lambda: _trace_facts(cb))
+        known = self.known[(id(cb), event)] = (cid, has_handler(cb, event, self.learn))
         return known
 
     def skip_status(self, cb: Callback, event: str) -> int:
@@ -144,22 +146,10 @@ def _tensor_versions(attrs: dict[str, Any]) -> dict[str, Any]:
     return out
 
 
-def _call_owner(cls: type) -> type:
-    """The class in `cls`'s MRO that defines the `__call__` its instances use."""
-    return next(k for k in cls.__mro__ if "__call__" in k.__dict__)
-
-
-def _has_handler(cb: Callback, event: str) -> bool:
-    """True when the callback has its own handler for the event (or replaces __call__, receiving every event)."""
-    if overrides_call(cb):
-        return True
-    return event in cb.__dict__ or any(event in klass.__dict__ for klass in type(cb).__mro__)
-
-
-def _describe(cb: Callback) -> dict[str, Any]:
-    cls = type(cb)
-    return {"cls": cls.__name__, "name": str(getattr(cb, "name", cls.__name__)), "order": getattr(cb, "order", 0),
-            "module": cls.__module__}
+def _trace_facts(cb: Callback) -> dict[str, Any]:
+    """What the trace keeps about a callback, read as the loop spec reads it (`callback_info`)."""
+    info = callback_info(cb)
+    return {"cls": info.cls, "name": info.name, "order": info.order, "module": info.module}
 
 
 # -- the wrappers ---------------------------------------------------------------------------------
@@ -277,8 +267,8 @@ def _patch_overriding_classes(learn: Learner) -> None:
     """Wrap `__call__` of callback classes that replace it (they bypass `Callback.__call__`)."""
     patched = {owner for owner, name, _, _ in _PATCHES if name == "__call__"}
     for cb in learn.cbs:
-        owner = _call_owner(type(cb))
-        if owner is not Callback and owner not in patched:
+        owner = call_owner(type(cb))
+        if owner is not None and owner is not Callback and owner not in patched:
             _install(owner, "__call__", _wrap_callback_call)
             patched.add(owner)
 
