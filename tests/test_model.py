@@ -50,3 +50,29 @@ def test_text_renderer_needs_no_framework():
     assert "If StopBatch is raised here, the batch stops: batch_cancelled fires, then batch_end." in verbose
     assert "Logger (order 5)  my/loop.py:3" in verbose
     assert "Noisy (order 9)  disabled: run=False" in verbose
+
+
+def test_map_is_the_one_walk():
+    spec = tiny_spec()
+    seen = []
+
+    def event(ev, phase):
+        seen.append((ev.name, phase.name if phase else None))
+        return None if ev.name == "batch_cancelled" else ev
+
+    mapped = spec.map(event=event, work=lambda w, phase: Work(w.name.upper(), w.code, w.description))
+    assert seen == [("batch_start", "batch"), ("batch_cancelled", "batch"), ("batch_end", "batch")]
+    assert [e.name for e in mapped.events()] == ["batch_start", "batch_end"]
+    assert mapped.phases[0].steps[0].steps[0].name == "DRAW"
+    assert [e.name for e in spec.events()] == ["batch_start", "batch_cancelled", "batch_end"]  # the original stays
+
+
+def test_the_model_imports_no_renderer_and_no_framework():
+    import subprocess
+    import sys
+
+    probe = ("import sys, loopviz.model\n"
+             "print(sorted(m for m in sys.modules if m.startswith(('loopviz.renderers', 'fastai', 'torch', 'rich', 'graphviz'))))")
+    done = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, timeout=60)
+    assert done.stdout.strip() == "[]", done.stdout + done.stderr
+    assert repr(tiny_spec()) == "<LoopSpec: train loop of handmade 1.0, 3 events, 2 callbacks; loopviz.show_loop(spec) shows it>"

@@ -6,6 +6,7 @@ import pickle
 from collections import Counter
 
 import pytest
+import torch
 from fastai.callback.core import Callback
 from fastai.learner import Learner, load_learner
 from fastai.test_utils import VerboseCallback, synth_learner
@@ -224,13 +225,21 @@ def test_reading_a_trace_while_it_records_is_refused(learn):
             t.summary()
 
 
-def test_bad_arguments(learn):
-    with pytest.raises(LoopvizError, match="clock='gpu' is not a clock loopviz has"):
+def test_bad_arguments(learn, monkeypatch):
+    with pytest.raises(LoopvizError, match="clock='gpu' is not a clock loopviz has; choose one of: auto, host, cuda, sync"):
         learn.trace(clock="gpu")
-    with pytest.raises(LoopvizError, match="needs a CUDA device"):
-        learn.trace(clock="cuda")
     with pytest.raises(LoopvizError, match="max_calls and max_firings must be 0 or more"):
         learn.trace(max_calls=-1)
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)  # as on a machine without CUDA, even where it has one
+    for clock in ("cuda", "sync"):
+        with pytest.raises(LoopvizError, match=f"clock='{clock}' needs a CUDA device, and torch sees none"):
+            learn.trace(clock=clock)
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+def test_cuda_clocks_are_valid_where_there_is_cuda(learn):
+    for clock, name in (("cuda", "cuda"), ("sync", "sync")):
+        assert learn.trace(clock=clock).clock.name == name
 
 
 def test_text_and_html_reports(learn):
