@@ -18,6 +18,7 @@ import click
 
 from loopviz.adapters import ADAPTERS, Adapter, adapter_for, known_loops
 from loopviz.errors import FormatError
+from loopviz import formats
 from loopviz.formats import LOOP_FORMATS, REPORT_FORMATS, Format, choose, names, renderer
 from loopviz.trace.clock import AUTO, clock_names
 
@@ -141,7 +142,7 @@ def show(ctx: click.Context, target: str | None, verbose: bool, fmt: str | None,
     """Show the loop of TARGET (module:attr, a .py file defining `learn`, or a built-in synthetic learner)."""
 
     def run() -> None:
-        chosen = choose(LOOP_FORMATS, fmt, output)
+        chosen = choose(formats.LOOP_FORMATS, fmt, output)  # read now: a row added to the table counts
         _check_printable(chosen, output, "loop")
         obj, adapter = load_target(target)
         spec = adapter.load().loop_spec(obj, loop, _callbacks(adapter, cbs))
@@ -198,7 +199,7 @@ def report(ctx: click.Context, trace_files: tuple[str, ...], fmt: str | None, ou
     def run() -> None:
         from loopviz.trace.trace import Trace
 
-        chosen = choose(REPORT_FORMATS, fmt, output)
+        chosen = choose(formats.REPORT_FORMATS, fmt, output)
         _check_printable(chosen, output, "report")
         if len(trace_files) > 1:
             if not chosen.merged:

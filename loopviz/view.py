@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any, Union
 
 from loopviz.errors import FormatError, LoopvizError
-from loopviz.formats import LOOP_FORMATS, find, names, renderer
+from loopviz import formats
 from loopviz.model import LoopSpec
 from loopviz.processors import narrow
 from loopviz.renderers.text import DEFAULT_WIDTH, render_text
@@ -23,7 +23,7 @@ class LoopView:
         self.spec = spec
         self.verbose = verbose
         self.width = width
-        self.fmt = find(LOOP_FORMATS, fmt).name
+        self.fmt = formats.find(formats.LOOP_FORMATS, fmt).name
         # the rich view's text is the plain text view: rich draws its tree itself when printed
         self.text = render_text(spec, verbose, width) if self.fmt == "rich" else _render(self.fmt, spec, verbose, width)
         self.printed = False
@@ -67,7 +67,7 @@ class LoopView:
 
 def _render(fmt: str, spec: LoopSpec, verbose: bool, width: int) -> str:
     """A printed view's text, from the format table's renderer."""
-    out = renderer(find(LOOP_FORMATS, fmt))(spec, verbose=verbose, width=width)
+    out = formats.renderer(formats.find(formats.LOOP_FORMATS, fmt))(spec, verbose=verbose, width=width)
     return out if isinstance(out, str) else out.decode("utf-8")
 
 
@@ -78,9 +78,9 @@ def show_loop(
     """Any view of a spec: text, rich and mermaid are printed and returned; graphviz (or one of its file formats,
     svg, png, pdf, dot) is returned as a diagram to display or save."""
     try:
-        chosen = find(LOOP_FORMATS, fmt)
+        chosen = formats.find(formats.LOOP_FORMATS, fmt)
     except FormatError:
-        raise LoopvizError(f"fmt={fmt!r} is not a view loopviz has; choose one of: {', '.join(names(LOOP_FORMATS))}.") from None
+        raise LoopvizError(f"fmt={fmt!r} is not a view loopviz has; choose one of: {', '.join(formats.names(formats.LOOP_FORMATS))}.") from None
     spec = narrow(spec, hide_empty, focus)
     if chosen.view == "graphviz":
         from loopviz.diagram import LoopDiagram
