@@ -3,7 +3,10 @@ from __future__ import annotations
 
 from typing import Any
 
-from loopviz.trace.record import MODES, STATUS
+from loopviz.trace.layout import (
+    C_CALLBACK, C_DUR, C_FIRING, C_START, C_STATUS, F_DEV_START, F_END, F_EPOCH, F_EVENT, F_ITER, F_LOOP, F_MODE,
+    F_START, F_STATUS, MODES, STATUS,
+)
 
 __all__ = ["chrome_trace"]
 
@@ -19,7 +22,7 @@ def chrome_trace(trace: Any, origin_unix_ns: int | None = None, pid: int | None 
     """
     firings = trace._firing_matrix()
     calls = trace._call_matrix()
-    origin = int(firings[:, 6].min()) if len(firings) else 0
+    origin = int(firings[:, F_START].min()) if len(firings) else 0
     if origin_unix_ns is not None:  # several traces on one timeline: place this one by the wall clock
         origin = origin - (int(trace.to_unix_ns(origin)) - origin_unix_ns)
     pid = int(trace.meta.get("pid", 1)) if pid is None else pid
@@ -32,18 +35,18 @@ def chrome_trace(trace: Any, origin_unix_ns: int | None = None, pid: int | None 
     def us(ns: int) -> float:
         return (ns - origin) / 1000
 
-    for i, row in enumerate(firings):
-        event, mode, epoch, iteration, loop = (int(v) for v in row[:5])
-        args = {"phase": MODES[mode], "epoch": epoch, "iter": iteration, "loop": trace.loops[loop] if loop >= 0 else "",
-                "status": "ok" if row[8] == 0 else STATUS[int(row[8])], "firing": i}
-        out.append({"ph": "X", "name": trace.events[event], "cat": "event", "pid": pid, "tid": HOST_TID,
-                    "ts": us(int(row[6])), "dur": (int(row[7]) - int(row[6])) / 1000, "args": args})
-    for firing, cb, start, dur, status in calls:
-        info = trace.callbacks[int(cb)]
-        out.append({"ph": "X", "name": f"{info['cls']}.{trace.events[int(firings[firing, 0])]}", "cat": "callback",
-                    "pid": pid, "tid": HOST_TID, "ts": us(int(start)), "dur": int(dur) / 1000,
-                    "args": {"callback": info["cls"], "order": info["order"], "status": STATUS[int(status)], "firing": int(firing)}})
-    device = bool(len(firings)) and bool((firings[:, 9] >= 0).any())
+    for i, row in enumerate(firings.tolist()):
+        loop, status = row[F_LOOP], row[F_STATUS]
+        args = {"phase": MODES[row[F_MODE]], "epoch": row[F_EPOCH], "iter": row[F_ITER],
+                "loop": trace.loops[loop] if loop >= 0 else "", "status": "ok" if status == 0 else STATUS[status], "firing": i}
+        out.append({"ph": "X", "name": trace.events[row[F_EVENT]], "cat": "event", "pid": pid, "tid": HOST_TID,
+                    "ts": us(row[F_START]), "dur": (row[F_END] - row[F_START]) / 1000, "args": args})
+    for row in calls.tolist():
+        info, firing = trace.callbacks[row[C_CALLBACK]], row[C_FIRING]
+        out.append({"ph": "X", "name": f"{info['cls']}.{trace.events[int(firings[firing, F_EVENT])]}", "cat": "callback",
+                    "pid": pid, "tid": HOST_TID, "ts": us(row[C_START]), "dur": row[C_DUR] / 1000,
+                    "args": {"callback": info["cls"], "order": info["order"], "status": STATUS[row[C_STATUS]], "firing": firing}})
+    device = bool(len(firings)) and bool((firings[:, F_DEV_START] >= 0).any())
     work = trace.work_df()
     for row in work.itertuples():
         out.append({"ph": "X", "name": row.work, "cat": "work", "pid": pid, "tid": DEVICE_TID if device else HOST_TID,

@@ -10,7 +10,6 @@ back the straggler report.
 """
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Any, Iterable
 
@@ -18,6 +17,8 @@ import pandas as pd
 
 from loopviz.errors import LoopvizError
 from loopviz.trace.chrome import chrome_trace
+from loopviz.trace.files import write_json
+from loopviz.trace.layout import F_START
 from loopviz.trace.trace import Trace
 
 __all__ = ["merge", "MergedTrace"]
@@ -90,19 +91,21 @@ class MergedTrace:
                                      max_wait_ms=("wait_ns", lambda v: v.max() / 1e6)).reset_index()
         return out
 
-    def to_chrome(self, path: str | Path) -> Path:
-        """One Chrome/Perfetto trace: a process track per rank, on one wall-clock timeline."""
-        origin = min(int(t.to_unix_ns(int(t._firing_matrix()[:, 6].min()))) for t in self.traces if t.n_firings)
+    def chrome(self) -> dict[str, Any]:
+        """One Chrome/Perfetto trace as JSON-ready data: a process track per rank, on one wall-clock timeline."""
+        origin = min(int(t.to_unix_ns(int(t._firing_matrix()[:, F_START].min()))) for t in self.traces if t.n_firings)
         events: list[dict[str, Any]] = []
         for rank, t in zip(self.ranks, self.traces):
             title = f"rank {rank} of {t.meta.get('world_size', len(self.traces))} ({t.meta.get('host', '?')})"
             one = chrome_trace(t, origin_unix_ns=origin, pid=rank, title=title)
             events += one["traceEvents"]
             events.append({"ph": "M", "name": "process_sort_index", "pid": rank, "args": {"sort_index": rank}})
-        path = Path(path)
-        path.write_text(json.dumps({"traceEvents": events, "displayTimeUnit": "ms",
-                                    "otherData": {"baseTimeNanoseconds": origin, "ranks": self.ranks}}), encoding="utf-8")
-        return path
+        return {"traceEvents": events, "displayTimeUnit": "ms",
+                "otherData": {"baseTimeNanoseconds": origin, "ranks": self.ranks}}
+
+    def to_chrome(self, path: str | Path) -> Path:
+        """Write `chrome()` to a file (gzip-compressed when the name ends in .gz)."""
+        return write_json(self.chrome(), path)
 
     def __str__(self) -> str:
         from loopviz.trace.display import merged_text

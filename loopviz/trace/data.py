@@ -1,0 +1,173 @@
+"""`TraceData`: everything a trace holds, each field named once, next to how it is written to JSON.
+
+The recorder fills one `TraceData`, a `Trace` takes it over when recording ends, `Trace.select` derives
+a new one with `dataclasses.replace`, and `loopviz.trace.files` writes and reads it field by field with
+the codec in each field's metadata: a new field is one line here plus its codec.
+
+Records past the raw-record cap only update aggregates, whose keys start with the loop the record belongs
+to (the loop its firing began in, as for raw records), so a trace cut to some loops keeps exactly those
+loops' aggregates. Files written before version 2 had no loop in those keys: they read as `UNKNOWN_LOOP`.
+"""
+from __future__ import annotations
+
+from array import array
+from dataclasses import asdict, dataclass, field, fields, replace
+from typing import Any, Callable, NamedTuple
+
+from loopviz.trace.layout import NC, NCH, NF, UNKNOWN_LOOP
+
+__all__ = ["TraceData", "Aggregate", "Codec", "HIST_BUCKETS", "recount", "without_loop", "merged_changes"]
+
+HIST_BUCKETS = 64
+
+
+@dataclass(slots=True)
+class Aggregate:
+    """Count, total, min, max and a log2 histogram of durations: constant memory, any number of records."""
+
+    count: int = 0
+    total: int = 0
+    min: int = 1 << 62
+    max: int = 0
+    hist: list[int] = field(default_factory=lambda: [0] * HIST_BUCKETS)
+
+    def add(self, dur: int) -> None:
+        """Count one more duration (ns)."""
+        self.count += 1
+        self.total += dur
+        self.min = min(self.min, dur)
+        self.max = max(self.max, dur)
+        self.hist[min(max(dur, 0).bit_length(), HIST_BUCKETS - 1)] += 1
+
+    def plus(self, other: Aggregate) -> Aggregate:
+        """A new aggregate of both sets of durations."""
+        return Aggregate(self.count + other.count, self.total + other.total, min(self.min, other.min),
+                         max(self.max, other.max), [a + b for a, b in zip(self.hist, other.hist)])
+
+    def to_json(self) -> dict[str, Any]:
+        """The aggregate as JSON-ready data."""
+        return asdict(self)
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> Aggregate:
+        """An aggregate from `to_json()` data."""
+        return cls(**{f.name: data[f.name] for f in fields(cls)})
+
+
+# -- codecs: how each field is written to JSON and read back ------------------------------------
+
+
+class Codec(NamedTuple):
+    """How one field goes to JSON (`encode`), comes back (`decode`), and reads from a version-1 file (`from_v1`)."""
+
+    encode: Callable[[Any], Any]
+    decode: Callable[[Any], Any]
+    from_v1: Callable[[Any], Any] = lambda value: value
+
+
+def _same(value: Any) -> Any:
+    return value
+
+
+def _keyed(encode_value: Callable[[Any], Any], decode_value: Callable[[Any], Any]) -> Codec:
+    """A dict keyed by (loop, ...) int tuples, as [[key...], value] pairs; version 1 had no loop in the key."""
+    return Codec(
+        encode=lambda d: [[list(k), encode_value(v)] for k, v in d.items()],
+        decode=lambda rows: {tuple(k): decode_value(v) for k, v in rows},
+        from_v1=lambda rows: [[[UNKNOWN_LOOP, *k], v] for k, v in rows],
+    )
+
+
+PLAIN = Codec(_same, _same)
+INTS = Codec(lambda a: a.tolist(), lambda v: array("q", v))
+AGGREGATES = _keyed(Aggregate.to_json, Aggregate.from_json)
+CHANGE_AGGREGATES = _keyed(list, list)
+PAIR_NAMES = Codec(lambda d: [[a, b, n] for (a, b), n in d.items()], lambda rows: {(a, b): n for a, b, n in rows})
+
+
+def _field(doc: str, default: Any = None, *, factory: Callable[[], Any] | None = None, codec: Codec = PLAIN) -> Any:
+    """A dataclass field with its description and JSON codec in the metadata."""
+    metadata = {"doc": doc, "codec": codec}
+    if factory is not None:
+        return field(default_factory=factory, metadata=metadata)
+    return field(default=default, metadata=metadata)
+
+
+def _ints() -> array:
+    return array("q")
+
+
+@dataclass
+class TraceData:
+    """Everything one traced run holds: names, flat records, aggregates past the cap, state changes, metadata."""
+
+    framework: str = _field("the traced loop's framework and version, e.g. 'fastai 2.8.1'", "")
+    clock: str = _field("the clock event boundaries were timed with: host, cuda or sync", "host")
+    meta: dict[str, Any] = _field("process identity, clock origin, raw-record caps, selected loops", factory=dict)
+    events: list[str] = _field("event names; records refer to them by index", factory=list)
+    callbacks: list[dict[str, Any]] = _field("each callback's facts (cls, order, ...); records refer to them by index",
+                                             factory=list)
+    loops: list[str] = _field("each loop's label (a fit, a validate, ...); records refer to them by index",
+                              factory=list)
+    firings: array = _field("event firings, FIRING_FIELDS per row, flat", factory=_ints, codec=INTS)
+    calls: array = _field("callback calls, CALL_FIELDS per row, flat", factory=_ints, codec=INTS)
+    no_handler_calls: int = _field("calls to callbacks with no handler for the event: counted, not recorded", 0)
+    dropped_firings: int = _field("firings past the raw-record cap (in overflow_firings)", 0)
+    dropped_calls: int = _field("callback calls past the raw-record cap (in overflow_calls)", 0)
+    overflow_firings: dict[tuple[int, int, int], Aggregate] = _field(
+        "durations of firings past the cap, keyed (loop, event, mode)", factory=dict, codec=AGGREGATES)
+    overflow_calls: dict[tuple[int, int, int, int, int], Aggregate] = _field(
+        "durations of calls past the cap, keyed (loop, event, mode, callback, status)", factory=dict, codec=AGGREGATES)
+    work_names: dict[tuple[str, str], str] = _field("names of the work between two events, {(before, after): name}",
+                                                    factory=dict, codec=PAIR_NAMES)
+    tracked_changes: bool = _field("whether state changes were recorded", False)
+    attrs: list[str] = _field("names of changed attributes; change records refer to them by index", factory=list)
+    change_agg: dict[tuple[int, int, int, int, int], list[int]] = _field(
+        "every state change, keyed (loop, event, mode, callback, attr): "
+        "[count, first epoch, first iter, last epoch, last iter]", factory=dict, codec=CHANGE_AGGREGATES)
+    change_log: array = _field("state changes up to the cap, CHANGE_FIELDS per row, flat", factory=_ints, codec=INTS)
+    dropped_changes: int = _field("state changes in change_agg but not in change_log", 0)
+
+    @property
+    def n_firings(self) -> int:
+        """Event firings recorded raw (not counting dropped ones)."""
+        return len(self.firings) // NF
+
+    @property
+    def n_calls(self) -> int:
+        """Callback calls recorded raw (not counting dropped ones)."""
+        return len(self.calls) // NC
+
+
+def recount(data: TraceData) -> TraceData:
+    """The data with its dropped counts counted from what it holds: the aggregates past the cap, and the
+    changes aggregated but not logged."""
+    return replace(
+        data,
+        dropped_firings=sum(a.count for a in data.overflow_firings.values()),
+        dropped_calls=sum(a.count for a in data.overflow_calls.values()),
+        dropped_changes=sum(entry[0] for entry in data.change_agg.values()) - len(data.change_log) // NCH,
+    )
+
+
+def without_loop(aggregates: dict[tuple[int, ...], Aggregate]) -> dict[tuple[int, ...], Aggregate]:
+    """Aggregates added up over loops: keyed as they are less the loop, in the order their keys first appear."""
+    out: dict[tuple[int, ...], Aggregate] = {}
+    for (_, *rest), agg in aggregates.items():
+        key = tuple(rest)
+        out[key] = out[key].plus(agg) if key in out else agg
+    return out
+
+
+def merged_changes(change_agg: dict[tuple[int, ...], list[int]]) -> dict[tuple[int, ...], list[int]]:
+    """State-change aggregates added up over loops: the count summed, the first change from the earliest loop,
+    the last from the latest (loops are numbered in the order they started)."""
+    out: dict[tuple[int, ...], list[int]] = {}
+    for (loop, *rest), entry in sorted(change_agg.items(), key=lambda item: item[0][0]):
+        key = tuple(rest)
+        if key in out:
+            first = out[key]
+            out[key] = [first[0] + entry[0], first[1], first[2], entry[3], entry[4]]
+        else:
+            out[key] = list(entry)
+    return {key: out[key] for key in dict.fromkeys(tuple(k[1:]) for k in change_agg)}

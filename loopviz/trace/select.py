@@ -1,0 +1,62 @@
+"""A trace cut to some of its loops: their records, renumbered, and their aggregates past the cap."""
+from __future__ import annotations
+
+from array import array
+from dataclasses import replace
+from typing import Any, Iterable
+
+import numpy as np
+
+from loopviz.trace.data import TraceData, recount
+from loopviz.trace.layout import C_FIRING, CH_FIRING, F_LOOP, F_PARENT, UNKNOWN_LOOP
+from loopviz.trace.reports import call_matrix, change_matrix, firing_matrix
+
+__all__ = ["select_loops", "loop_indices"]
+
+
+def loop_indices(labels: list[str], loops: Iterable[str | int]) -> set[int]:
+    """Indices of the loops named by label (every loop with it) or by index."""
+    wanted = list(loops)
+    return {i for i, label in enumerate(labels) for key in wanted if key == i or key == label}
+
+
+def select_loops(data: TraceData, loops: Iterable[str | int]) -> TraceData:
+    """The data of only the given loops (labels or indices): their firings, calls and logged changes renumbered,
+    their aggregates past the cap, and aggregates of an unknown loop (version-1 files), which are kept whole."""
+    wanted = loop_indices(data.loops, loops)
+    m = firing_matrix(data)
+    keep = np.isin(m[:, F_LOOP], sorted(wanted))
+    new_index = np.cumsum(keep) - 1
+    firings = m[keep].copy()
+    parent = firings[:, F_PARENT]
+    firings[:, F_PARENT] = np.where(parent >= 0, np.where(keep[parent], new_index[parent], -1), -1)
+    kept_loops = wanted | {UNKNOWN_LOOP}
+    cut = replace(
+        data,
+        meta={**data.meta, "selected_loops": sorted(wanted)},
+        firings=_flat(firings),
+        calls=_flat(_renumbered(call_matrix(data), C_FIRING, keep, new_index)),
+        change_log=_flat(_renumbered(change_matrix(data), CH_FIRING, keep, new_index)),
+        overflow_firings=_of_loops(data.overflow_firings, kept_loops),
+        overflow_calls=_of_loops(data.overflow_calls, kept_loops),
+        change_agg=_of_loops(data.change_agg, kept_loops),
+    )
+    return recount(cut)
+
+
+def _renumbered(rows: np.ndarray, column: int, keep: np.ndarray, new_index: np.ndarray) -> np.ndarray:
+    """The rows whose firing is kept, pointing at the firing's new index."""
+    if not len(rows):
+        return rows
+    rows = rows[keep[rows[:, column]]].copy()
+    rows[:, column] = new_index[rows[:, column]]
+    return rows
+
+
+def _of_loops(aggregates: dict[tuple[int, ...], Any], loops: set[int]) -> dict[tuple[int, ...], Any]:
+    """The aggregates whose key's loop (its first element) is one of `loops`."""
+    return {key: value for key, value in aggregates.items() if key[0] in loops}
+
+
+def _flat(rows: np.ndarray) -> array:
+    return array("q", np.ascontiguousarray(rows, dtype=np.int64).tobytes())
