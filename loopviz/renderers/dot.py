@@ -16,7 +16,8 @@ from loopviz.model import Event, Handler, LoopSpec, Phase, Work
 from loopviz.renderers.flow import EdgeKind, FlowWriter
 from loopviz.renderers.palette import callback_colours
 from loopviz.renderers.shown import (
-    CUSTOM_EVENTS_TITLE, DIFF_MARKS, changes_note, diff_note, footer, handlers_shown, shows_doc, status_note, via_note,
+    CUSTOM_EVENTS_TITLE, DIFF_MARKS, changes_note, diff_note, footer, handlers_shown, shows_doc, status_note, time_note,
+    via_note,
 )
 
 __all__ = ["dot_graph", "DOC_WIDTH"]
@@ -163,8 +164,9 @@ class _DotBuilder(FlowWriter):
             name = f'<FONT COLOR="#9ca3af"><S>{_esc(info.label)}</S> ({_esc(status_note(handler) or "")})</FONT>'
         elif handler.skipped:
             name = f'<FONT COLOR="#9ca3af">{_esc(info.label)}: {_esc(status_note(handler) or "")}</FONT>'
-        if handler.timing:
-            name += f' <FONT POINT-SIZE="8" COLOR="{TIME}">{_esc(f"{handler.timing.total_ms:,.1f} ms ({handler.timing.pct:.1f}%)")}</FONT>'
+        spent = time_note(handler)
+        if spent:
+            name += f' <FONT POINT-SIZE="8" COLOR="{TIME}">{_esc(spent)}</FONT>'
         changes = changes_note(handler)
         if changes:
             name += f'<BR ALIGN="LEFT"/><FONT POINT-SIZE="8" COLOR="{CHANGE}">{_lines(changes)}</FONT>'

@@ -13,7 +13,8 @@ from loopviz.model import Event, Handler, LoopSpec, Phase, Work
 from loopviz.renderers.flow import EdgeKind, FlowWriter
 from loopviz.renderers.palette import callback_colours
 from loopviz.renderers.shown import (
-    CUSTOM_EVENTS_TITLE, DIFF_MARKS, changes_note, diff_note, footer, handlers_shown, shows_doc, status_note, via_note,
+    CUSTOM_EVENTS_TITLE, DIFF_MARKS, changes_note, diff_note, footer, handlers_shown, shows_doc, status_note, time_note,
+    via_note,
 )
 
 __all__ = ["render_mermaid"]
@@ -140,8 +141,9 @@ class _MermaidWriter(FlowWriter):
             text = f"{_esc(DIFF_MARKS['removed'])} <s>{_esc(info.label)}</s> ({_esc(note or '')})"
         elif handler.diff:
             text = f"{_esc(DIFF_MARKS[handler.diff])} {text} ({_esc(note or '')})"
-        if handler.timing:
-            text += f" <small>{_esc(f'{handler.timing.total_ms:,.1f} ms ({handler.timing.pct:.1f}%)')}</small>"
+        spent = time_note(handler)
+        if spent:
+            text += f" <small>{_esc(spent)}</small>"
         changes = changes_note(handler)
         if changes:
             text += f"<br/><small>{_esc(changes)}</small>"
