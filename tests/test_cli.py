@@ -207,3 +207,14 @@ def test_the_real_command_runs(args, traces):
     done = subprocess.run([sys.executable, "-m", "loopviz", *args], capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stderr
     assert done.stdout.strip()
+
+
+def test_a_failing_patch_never_breaks_importing_fastai():
+    code = ("import warnings, loopviz.adapters.fastai.hook as hook\n"
+            "def broken():\n    raise ImportError('simulated')\n"
+            "hook._apply_patch = broken\n"
+            "with warnings.catch_warnings(record=True) as seen:\n"
+            "    warnings.simplefilter('always')\n"
+            "    import fastai.learner\n"
+            "assert any('could not patch' in str(w.message) for w in seen), seen")
+    assert "fastai" in _imported_by(code)

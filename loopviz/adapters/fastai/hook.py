@@ -12,6 +12,7 @@ import importlib.abc
 import importlib.machinery
 import sys
 import threading
+import warnings
 from types import ModuleType
 from typing import Any, Sequence
 
@@ -38,7 +39,11 @@ class _PatchingLoader(importlib.abc.Loader):
 
     def exec_module(self, module: ModuleType) -> None:
         self.loader.exec_module(module)
-        _apply_patch()
+        try:
+            _apply_patch()
+        except Exception as e:  # never break the user's `import fastai...` because of loopviz
+            warnings.warn(f"loopviz could not patch fastai's Learner ({type(e).__name__}: {e}); "
+                          "`import loopviz` again after fastai to see the error.", RuntimeWarning, stacklevel=2)
 
     def __getattr__(self, name: str) -> Any:  # get_source, get_filename... for tracebacks and inspect
         return getattr(self.loader, name)
