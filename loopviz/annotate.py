@@ -6,6 +6,7 @@ from typing import Any
 
 from loopviz.errors import LoopvizError
 from loopviz.model import Event, LoopSpec, Phase, Timing, Work
+from loopviz.trace.notes import cap_notes
 
 __all__ = ["annotate"]
 
@@ -56,10 +57,5 @@ def annotate(spec: LoopSpec, trace: Any, loops: Any = "auto") -> LoopSpec:
 
     loops = ", ".join(dict.fromkeys(used)) or "no loop"
     annotated = spec.map(event=event, work=work_timing)
-    return replace(annotated, notes=[*spec.notes, *_cap_notes(trace)],
+    return replace(annotated, notes=[*spec.notes, *cap_notes(trace.data)],
                    measured=f"measured: {trace.clock} clock, {run_ms:,.1f} ms over {len(used)} loop label(s) ({loops})")
-
-
-def _cap_notes(trace: Any) -> list[str]:
-    """The trace's notes a reader of the annotated loop needs: records past the cap, what could not be split by loop."""
-    return [note for note in trace.notes() if "cap" in note or "split by loop" in note]

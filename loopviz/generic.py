@@ -22,6 +22,7 @@ from loopviz import introspect
 from loopviz.errors import LoopvizError
 from loopviz.model import CallbackInfo, CancelPath, Event, Handler, LoopSpec, Mode, Phase, Role, Step, Work
 from loopviz.trace.clock import Clock
+from loopviz.trace.data import callback_facts
 from loopviz.trace.record import CANCELLED, ERROR, RAN, Recorder
 from loopviz.trace.trace import Trace
 
@@ -171,8 +172,7 @@ class DispatchTracer:
                 continue
             fn = found.handler
             self.wrapped[key] = (cb, cb.__dict__.get(name, _MISSING))
-            cid = self.rec.callback_id(id(cb), lambda cb=cb: {"cls": type(cb).__name__, "name": type(cb).__name__,
-                                                               "order": getattr(cb, "order", 0), "module": type(cb).__module__})
+            cid = self.rec.callback_id(id(cb), lambda cb=cb: callback_facts(callback_info(cb)))
             cb.__dict__[name] = self._timed(fn, cid)
 
     def _timed(self, fn: Callable[..., Any], cid: int) -> Callable[..., Any]:

@@ -14,9 +14,11 @@ from array import array
 from dataclasses import asdict, dataclass, field, fields, replace
 from typing import Any, Callable, NamedTuple
 
+from loopviz.model import CallbackInfo
 from loopviz.trace.layout import NC, NCH, NF, UNKNOWN_LOOP
 
-__all__ = ["TraceData", "Aggregate", "Codec", "HIST_BUCKETS", "recount", "without_loop", "merged_changes"]
+__all__ = ["TraceData", "Aggregate", "Codec", "HIST_BUCKETS", "callback_facts", "recount", "without_loop",
+           "merged_changes"]
 
 HIST_BUCKETS = 64
 
@@ -95,6 +97,11 @@ def _field(doc: str, default: Any = None, *, factory: Callable[[], Any] | None =
 
 def _ints() -> array:
     return array("q")
+
+
+def callback_facts(info: CallbackInfo) -> dict[str, Any]:
+    """What a trace keeps about a callback (an entry of `TraceData.callbacks`), from the facts a loop spec has."""
+    return {"cls": info.cls, "name": info.name, "order": info.order, "module": info.module}
 
 
 @dataclass

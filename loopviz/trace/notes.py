@@ -4,27 +4,12 @@ from __future__ import annotations
 from loopviz.trace.data import TraceData
 from loopviz.trace.layout import UNKNOWN_LOOP
 
-__all__ = ["trace_notes"]
+__all__ = ["trace_notes", "cap_notes"]
 
 
 def trace_notes(data: TraceData) -> list[str]:
     """The notes, one sentence each; the clock's last."""
-    selected = data.meta.get("selected_loops")
-    out = []
-    if data.dropped_changes:
-        out.append(f"{data.dropped_changes:,} state changes past the raw-record cap are in .changes() but not in "
-                   ".who_changed().")
-    if data.no_handler_calls:
-        whole = "; counted over the whole trace, not only its selected loops" if selected is not None else ""
-        out.append(f"{data.no_handler_calls:,} calls to callbacks with no handler for the event (the loop calls "
-                   f"every callback at every event{whole}) are counted, not timed one by one: their cost is in 'dispatch'.")
-    if data.dropped_firings or data.dropped_calls:
-        out.append(f"{data.dropped_firings:,} firings and {data.dropped_calls:,} callback calls dropped past the "
-                   f"raw-record cap (max_firings={data.meta.get('max_firings')}, max_calls={data.meta.get('max_calls')}); "
-                   "their counts and totals are in the reports, percentiles from them are approximate, and work "
-                   "between events covers the recorded firings only.")
-    if selected is not None:
-        out += _unsplit_notes(data, selected)
+    out = _changes_notes(data) + _no_handler_notes(data) + _dropped_notes(data) + _unsplit_notes(data)
     if data.clock == "host":
         out.append("clock: host (perf_counter_ns). On a GPU this is launch time, not GPU time; trace with clock='cuda'.")
     else:
@@ -32,8 +17,41 @@ def trace_notes(data: TraceData) -> list[str]:
     return out
 
 
-def _unsplit_notes(data: TraceData, selected: list[int]) -> list[str]:
+def cap_notes(data: TraceData) -> list[str]:
+    """The notes about what went past the raw-record cap (and could not be split by loop): what a view of the
+    loop annotated with this trace must say too."""
+    return _changes_notes(data) + _dropped_notes(data) + _unsplit_notes(data)
+
+
+def _changes_notes(data: TraceData) -> list[str]:
+    if not data.dropped_changes:
+        return []
+    return [f"{data.dropped_changes:,} state changes past the raw-record cap are in .changes() but not in "
+            ".who_changed()."]
+
+
+def _no_handler_notes(data: TraceData) -> list[str]:
+    if not data.no_handler_calls:
+        return []
+    whole = "; counted over the whole trace, not only its selected loops" if "selected_loops" in data.meta else ""
+    return [f"{data.no_handler_calls:,} calls to callbacks with no handler for the event (the loop calls "
+            f"every callback at every event{whole}) are counted, not timed one by one: their cost is in 'dispatch'."]
+
+
+def _dropped_notes(data: TraceData) -> list[str]:
+    if not (data.dropped_firings or data.dropped_calls):
+        return []
+    return [f"{data.dropped_firings:,} firings and {data.dropped_calls:,} callback calls dropped past the "
+            f"raw-record cap (max_firings={data.meta.get('max_firings')}, max_calls={data.meta.get('max_calls')}); "
+            "their counts and totals are in the reports, percentiles from them are approximate, and work "
+            "between events covers the recorded firings only."]
+
+
+def _unsplit_notes(data: TraceData) -> list[str]:
     """For a trace cut to some loops: the aggregates it kept whole because their loop is unknown."""
+    selected = data.meta.get("selected_loops")
+    if selected is None:
+        return []
     firings = sum(a.count for key, a in data.overflow_firings.items() if key[0] == UNKNOWN_LOOP)
     calls = sum(a.count for key, a in data.overflow_calls.items() if key[0] == UNKNOWN_LOOP)
     changes = sum(entry[0] for key, entry in data.change_agg.items() if key[0] == UNKNOWN_LOOP)

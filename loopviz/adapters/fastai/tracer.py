@@ -25,6 +25,7 @@ from loopviz.adapters.fastai.handlers import callback_info, has_handler, skip_re
 from loopviz.errors import LoopvizError
 from loopviz.introspect import call_owner
 from loopviz.trace.clock import make_clock
+from loopviz.trace.data import callback_facts
 from loopviz.trace.record import (
     CANCELLED, ERROR, RAN, SKIPPED_RUN, SKIPPED_TRAIN, SKIPPED_VALID, Recorder,
 )
@@ -87,7 +88,7 @@ class _LearnerTrace:
         cid = self.rec.callback_ids.get(id(cb))
         if cid is None:
             self.alive.append(cb)
-            cid = self.rec.callback_id(id(cb), lambda: _trace_facts(cb))
+            cid = self.rec.callback_id(id(cb), lambda: callback_facts(callback_info(cb)))
         known = self.known[(id(cb), event)] = (cid, has_handler(cb, event, self.learn))
         return known
 
@@ -144,12 +145,6 @@ def _tensor_versions(attrs: dict[str, Any]) -> dict[str, Any]:
         out["learn.model.grads"] = tuple(-1 if p.grad is None else p.grad._version for p in model.parameters())
         out["learn.model.parameters"] = tuple(p._version for p in model.parameters())
     return out
-
-
-def _trace_facts(cb: Callback) -> dict[str, Any]:
-    """What the trace keeps about a callback, read as the loop spec reads it (`callback_info`)."""
-    info = callback_info(cb)
-    return {"cls": info.cls, "name": info.name, "order": info.order, "module": info.module}
 
 
 # -- the wrappers ---------------------------------------------------------------------------------
