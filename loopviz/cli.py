@@ -19,7 +19,7 @@ import click
 from loopviz.adapters import ADAPTERS, Adapter, adapter_for, known_loops
 from loopviz.errors import FormatError
 from loopviz import formats
-from loopviz.formats import LOOP_FORMATS, REPORT_FORMATS, Format, choose, names, renderer
+from loopviz.formats import LOOP_FORMATS, REPORT_FORMATS, Format, choose, known_endings, names, renderer
 from loopviz.trace.clock import AUTO, clock_names
 
 __all__ = ["main", "cli"]
@@ -121,15 +121,11 @@ def cli(ctx: click.Context, debug: bool) -> None:
     ctx.obj = {"debug": debug}
 
 
-def _endings(table: tuple[Format, ...]) -> str:
-    return " ".join(dict.fromkeys(ext for f in table for ext in f.extensions))
-
-
 @cli.command()
 @click.argument("target", required=False)
 @click.option("--verbose", "-v", is_flag=True, help="Add event descriptions, work between events and callback docs.")
 @click.option("--format", "-f", "fmt", type=click.Choice(names(LOOP_FORMATS)), default=None,
-              help=f"The view (default: from -o's ending, else text). -o endings: {_endings(LOOP_FORMATS)}.")
+              help=f"The view (default: from -o's ending, else text). -o endings: {known_endings(LOOP_FORMATS, ' ')}.")
 @click.option("--output", "-o", type=click.Path(dir_okay=False), help="Write to this file instead of printing.")
 @click.option("--cbs", multiple=True, metavar="MODULE:CLASS", help="Preview a callback (repeatable), e.g. GradientClip.")
 @click.option("--loop", default="fit", show_default=True,
@@ -189,7 +185,7 @@ def trace(ctx: click.Context, target: str | None, epochs: int, clock: str, chang
 @cli.command()
 @click.argument("trace_files", nargs=-1, required=True, type=click.Path(dir_okay=False))
 @click.option("--format", "-f", "fmt", type=click.Choice(names(REPORT_FORMATS)), default=None,
-              help=f"The report (default: from -o's ending, else table). -o endings: {_endings(REPORT_FORMATS)}.")
+              help=f"The report (default: from -o's ending, else table). -o endings: {known_endings(REPORT_FORMATS, ' ')}.")
 @click.option("--output", "-o", type=click.Path(dir_okay=False), help="Write the report here.")
 @click.pass_context
 def report(ctx: click.Context, trace_files: tuple[str, ...], fmt: str | None, output: str | None) -> None:

@@ -5,7 +5,7 @@ from pathlib import Path
 from typing import Any, Iterable
 
 from loopviz.errors import GraphvizNotFound, LoopvizError
-from loopviz.formats import LOOP_FORMATS, Format, for_path
+from loopviz.formats import LOOP_FORMATS, Format, for_path, known_endings
 from loopviz.model import LoopSpec
 from loopviz.renderers.text import DEFAULT_WIDTH, render_text
 
@@ -59,8 +59,8 @@ class LoopDiagram:
         path = Path(path)
         fmt = for_path(_diagram_formats(), path)
         if fmt is None:
-            known = ", ".join(ext for f in _diagram_formats() for ext in f.extensions)
-            raise LoopvizError(f"cannot tell the format of {str(path)!r} from its extension; use one of: {known}.")
+            raise LoopvizError(f"cannot tell the format of {str(path)!r} from its extension; use one of: "
+                               f"{known_endings(_diagram_formats())}.")
         out = self.render(fmt.name)
         if isinstance(out, bytes):
             path.write_bytes(out)

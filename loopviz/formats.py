@@ -16,7 +16,8 @@ from typing import Any, Callable
 
 from loopviz.errors import FormatError
 
-__all__ = ["Format", "LOOP_FORMATS", "REPORT_FORMATS", "loop_views", "names", "find", "for_path", "choose", "renderer"]
+__all__ = ["Format", "LOOP_FORMATS", "REPORT_FORMATS", "loop_views", "names", "find", "for_path", "known_endings", "choose",
+           "renderer"]
 
 
 @dataclass(frozen=True)
@@ -86,8 +87,9 @@ def for_path(table: tuple[Format, ...], path: str | Path) -> Format | None:
     return max(matches, key=lambda m: m[:2])[2] if matches else None
 
 
-def _known_endings(table: tuple[Format, ...]) -> str:
-    return ", ".join(dict.fromkeys(ext for fmt in table for ext in fmt.extensions))
+def known_endings(table: tuple[Format, ...], sep: str = ", ") -> str:
+    """Every file ending the table's formats write, in table order: '.txt, .mmd, .mermaid, ...'."""
+    return sep.join(dict.fromkeys(ext for fmt in table for ext in fmt.extensions))
 
 
 def choose(table: tuple[Format, ...], name: str | None, path: str | Path | None) -> Format:
@@ -99,7 +101,7 @@ def choose(table: tuple[Format, ...], name: str | None, path: str | Path | None)
             return table[0]
         if inferred is None:
             raise FormatError(f"cannot tell the format of {str(path)!r} from its ending; use one of: "
-                              f"{_known_endings(table)}, or give --format.")
+                              f"{known_endings(table)}, or give --format.")
         return inferred
     chosen = find(table, name)
     if path is None:

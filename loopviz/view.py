@@ -23,9 +23,10 @@ class LoopView:
         self.spec = spec
         self.verbose = verbose
         self.width = width
-        self.fmt = formats.find(formats.LOOP_FORMATS, fmt).name
+        chosen = formats.find(formats.LOOP_FORMATS, fmt)
+        self.fmt = chosen.name
         # the rich view's text is the plain text view: rich draws its tree itself when printed
-        self.text = render_text(spec, verbose, width) if self.fmt == "rich" else _render(self.fmt, spec, verbose, width)
+        self.text = render_text(spec, verbose, width) if self.fmt == "rich" else _render(chosen, spec, verbose, width)
         self.printed = False
 
     def __str__(self) -> str:
@@ -65,9 +66,9 @@ class LoopView:
             self.show()
 
 
-def _render(fmt: str, spec: LoopSpec, verbose: bool, width: int) -> str:
+def _render(fmt: formats.Format, spec: LoopSpec, verbose: bool, width: int) -> str:
     """A printed view's text, from the format table's renderer."""
-    out = formats.renderer(formats.find(formats.LOOP_FORMATS, fmt))(spec, verbose=verbose, width=width)
+    out = formats.renderer(fmt)(spec, verbose=verbose, width=width)
     return out if isinstance(out, str) else out.decode("utf-8")
 
 
