@@ -18,11 +18,13 @@ def chrome_trace(trace: Any, origin_unix_ns: int | None = None, pid: int | None 
     """The trace as a Chrome/Perfetto JSON object: one thread for the host, one for device times if any.
 
     Event firings enclose the callback calls made inside them; the work between events sits between
-    firings. Times are µs from the first firing; `otherData.baseTimeNanoseconds` anchors them.
+    firings, all inside their loop's span. Times are µs from the start of the first loop; `otherData.baseTimeNanoseconds` anchors them.
     """
+    from loopviz.trace.reports import origin_ns
+
     firings = trace._firing_matrix()
     calls = trace._call_matrix()
-    origin = int(firings[:, F_START].min()) if len(firings) else 0
+    origin = origin_ns(trace.data)
     if origin_unix_ns is not None:  # several traces on one timeline: place this one by the wall clock
         origin = origin - (int(trace.to_unix_ns(origin)) - origin_unix_ns)
     pid = int(trace.meta.get("pid", 1)) if pid is None else pid
@@ -35,6 +37,10 @@ def chrome_trace(trace: Any, origin_unix_ns: int | None = None, pid: int | None 
     def us(ns: int) -> float:
         return (ns - origin) / 1000
 
+    for row in trace.loops_df().itertuples():
+        out.append({"ph": "X", "name": f"loop {row.loop}: {row.label}", "cat": "loop", "pid": pid, "tid": HOST_TID,
+                    "ts": us(int(row.start)), "dur": (int(row.end) - int(row.start)) / 1000,
+                    "args": {"loop": row.loop, "label": row.label, "parent": row.parent, "inside_event": row.inside_event}})
     for i, row in enumerate(firings.tolist()):
         loop, status = row[F_LOOP], row[F_STATUS]
         args = {"phase": MODES[row[F_MODE]], "epoch": row[F_EPOCH], "iter": row[F_ITER],

@@ -15,10 +15,10 @@ from dataclasses import asdict, dataclass, field, fields, replace
 from typing import Any, Callable, NamedTuple
 
 from loopviz.model import CallbackInfo
-from loopviz.trace.layout import NC, NCH, NF, UNKNOWN_LOOP
+from loopviz.trace.layout import F_END, F_LOOP, F_START, NC, NCH, NF, UNKNOWN_LOOP
 
-__all__ = ["TraceData", "Aggregate", "Codec", "HIST_BUCKETS", "callback_facts", "recount", "without_loop",
-           "merged_changes"]
+__all__ = ["TraceData", "Aggregate", "Codec", "HIST_BUCKETS", "ADDED_IN_3", "callback_facts", "recount",
+           "without_loop", "merged_changes", "spans_from_firings"]
 
 HIST_BUCKETS = 64
 
@@ -116,15 +116,27 @@ class TraceData:
                                              factory=list)
     loops: list[str] = _field("each loop's label (a fit, a validate, ...); records refer to them by index",
                               factory=list)
+    loop_spans: list[list[int]] = _field(
+        "per loop: [start, end, parent loop, parent firing, first top-level firing's start, last top-level firing's "
+        "end] (ns; -1 when none; parent firing -2 when it was past the cap); kept whatever the cap",
+        factory=list)
     firings: array = _field("event firings, FIRING_FIELDS per row, flat", factory=_ints, codec=INTS)
     calls: array = _field("callback calls, CALL_FIELDS per row, flat", factory=_ints, codec=INTS)
     no_handler_calls: int = _field("calls to callbacks with no handler for the event: counted, not recorded", 0)
+    no_handler_by_loop: list[int] = _field("no_handler_calls of each loop (the rest were outside any loop)",
+                                           factory=list)
     dropped_firings: int = _field("firings past the raw-record cap (in overflow_firings)", 0)
     dropped_calls: int = _field("callback calls past the raw-record cap (in overflow_calls)", 0)
     overflow_firings: dict[tuple[int, int, int], Aggregate] = _field(
         "durations of firings past the cap, keyed (loop, event, mode)", factory=dict, codec=AGGREGATES)
     overflow_calls: dict[tuple[int, int, int, int, int], Aggregate] = _field(
         "durations of calls past the cap, keyed (loop, event, mode, callback, status)", factory=dict, codec=AGGREGATES)
+    overflow_nested: dict[tuple[int, int, int], Aggregate] = _field(
+        "durations of firings past the cap that ran inside another firing, keyed (loop, event, mode)",
+        factory=dict, codec=AGGREGATES)
+    overflow_work: dict[tuple[int, int, int, int, int], Aggregate] = _field(
+        "the work before each firing past the cap, since the previous firing at its level, keyed "
+        "(loop, event before, event after, mode, 1 inside another firing else 0)", factory=dict, codec=AGGREGATES)
     work_names: dict[tuple[str, str], str] = _field("names of the work between two events, {(before, after): name}",
                                                     factory=dict, codec=PAIR_NAMES)
     tracked_changes: bool = _field("whether state changes were recorded", False)
@@ -146,12 +158,32 @@ class TraceData:
         return len(self.calls) // NC
 
 
+# Fields that files before version 3 lack: they read as empty, and loop spans are rebuilt from the firings.
+ADDED_IN_3 = ("loop_spans", "no_handler_by_loop", "overflow_nested", "overflow_work")
+
+
+def spans_from_firings(data: TraceData) -> list[list[int]]:
+    """Loop spans for a trace that did not record them (files before version 3): each loop from its first raw
+    firing's start to its last one's end, every loop taken as outermost."""
+    spans = [[-1, -1, -1, -1, -1, -1] for _ in data.loops]
+    rows = data.firings
+    for base in range(0, len(rows), NF):
+        loop, start, end = rows[base + F_LOOP], rows[base + F_START], rows[base + F_END]
+        if 0 <= loop < len(spans):
+            span = spans[loop]
+            span[0] = start if span[0] < 0 else min(span[0], start)
+            span[1] = max(span[1], end)
+    for span in spans:
+        span[4], span[5] = span[0], span[1]
+    return spans
+
+
 def recount(data: TraceData) -> TraceData:
     """The data with its dropped counts counted from what it holds: the aggregates past the cap, and the
     changes aggregated but not logged."""
     return replace(
         data,
-        dropped_firings=sum(a.count for a in data.overflow_firings.values()),
+        dropped_firings=sum(a.count for a in [*data.overflow_firings.values(), *data.overflow_nested.values()]),
         dropped_calls=sum(a.count for a in data.overflow_calls.values()),
         dropped_changes=sum(entry[0] for entry in data.change_agg.values()) - len(data.change_log) // NCH,
     )

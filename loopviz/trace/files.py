@@ -8,13 +8,13 @@ from pathlib import Path
 from typing import Any
 
 from loopviz.errors import LoopvizError
-from loopviz.trace.data import TraceData
+from loopviz.trace.data import ADDED_IN_3, TraceData, spans_from_firings
 from loopviz.trace.layout import CALL_FIELDS, CHANGE_FIELDS, FIRING_FIELDS
 
 __all__ = ["FORMAT_VERSION", "READS", "to_json", "from_json", "write_json", "read_json"]
 
-FORMAT_VERSION = 2  # 2: aggregates past the cap keyed by loop too
-READS = (1, 2)
+FORMAT_VERSION = 3  # 2: aggregates past the cap keyed by loop too; 3: loop spans, work and nesting past the cap
+READS = (1, 2, 3)
 _LAYOUTS = {"firing_fields": FIRING_FIELDS, "call_fields": CALL_FIELDS, "change_fields": CHANGE_FIELDS}
 
 
@@ -36,14 +36,21 @@ def from_json(obj: Any) -> TraceData:
                            f"{', '.join(map(str, READS))}.")
     if any(obj.get(name, list(layout)) != list(layout) for name, layout in _LAYOUTS.items()):
         raise LoopvizError("this loopviz trace has different record fields than this loopviz version reads.")
-    missing = [f.name for f in fields(TraceData) if f.name not in obj]
+    optional = ADDED_IN_3 if version < 3 else ()
+    missing = [f.name for f in fields(TraceData) if f.name not in obj and f.name not in optional]
     if missing:
         raise LoopvizError(f"this loopviz trace lacks the fields {', '.join(missing)}: the file is incomplete.")
     values = {}
     for f in fields(TraceData):
+        if f.name not in obj:
+            continue
         codec, value = f.metadata["codec"], obj[f.name]
         values[f.name] = codec.decode(codec.from_v1(value) if version == 1 else value)
-    return TraceData(**values)
+    data = TraceData(**values)
+    if version < 3:
+        data.loop_spans = spans_from_firings(data)
+        data.meta["spans_from_firings"] = True
+    return data
 
 
 def write_json(obj: Any, path: str | Path) -> Path:

@@ -18,7 +18,7 @@ import pandas as pd
 from loopviz.errors import LoopvizError
 from loopviz.trace.chrome import chrome_trace
 from loopviz.trace.files import write_json
-from loopviz.trace.layout import F_START
+from loopviz.trace.reports import origin_ns
 from loopviz.trace.trace import Trace
 
 __all__ = ["merge", "MergedTrace"]
@@ -93,7 +93,7 @@ class MergedTrace:
 
     def chrome(self) -> dict[str, Any]:
         """One Chrome/Perfetto trace as JSON-ready data: a process track per rank, on one wall-clock timeline."""
-        origin = min(int(t.to_unix_ns(int(t._firing_matrix()[:, F_START].min()))) for t in self.traces if t.n_firings)
+        origin = min(int(t.to_unix_ns(origin_ns(t.data))) for t in self.traces if t.n_firings)
         events: list[dict[str, Any]] = []
         for rank, t in zip(self.ranks, self.traces):
             title = f"rank {rank} of {t.meta.get('world_size', len(self.traces))} ({t.meta.get('host', '?')})"

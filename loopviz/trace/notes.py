@@ -9,7 +9,7 @@ __all__ = ["trace_notes", "cap_notes"]
 
 def trace_notes(data: TraceData) -> list[str]:
     """The notes, one sentence each; the clock's last."""
-    out = _changes_notes(data) + _no_handler_notes(data) + _dropped_notes(data) + _unsplit_notes(data)
+    out = _changes_notes(data) + _no_handler_notes(data) + _dropped_notes(data) + _unsplit_notes(data) + _old_notes(data)
     if data.clock == "host":
         out.append("clock: host (perf_counter_ns). On a GPU this is launch time, not GPU time; trace with clock='cuda'.")
     else:
@@ -20,7 +20,7 @@ def trace_notes(data: TraceData) -> list[str]:
 def cap_notes(data: TraceData) -> list[str]:
     """The notes about what went past the raw-record cap (and could not be split by loop): what a view of the
     loop annotated with this trace must say too."""
-    return _changes_notes(data) + _dropped_notes(data) + _unsplit_notes(data)
+    return _changes_notes(data) + _dropped_notes(data) + _unsplit_notes(data) + _old_notes(data)
 
 
 def _changes_notes(data: TraceData) -> list[str]:
@@ -33,7 +33,8 @@ def _changes_notes(data: TraceData) -> list[str]:
 def _no_handler_notes(data: TraceData) -> list[str]:
     if not data.no_handler_calls:
         return []
-    whole = "; counted over the whole trace, not only its selected loops" if "selected_loops" in data.meta else ""
+    unsplit = "selected_loops" in data.meta and not data.no_handler_by_loop  # a file that predates per-loop counts
+    whole = "; counted over the whole trace, not only its selected loops" if unsplit else ""
     return [f"{data.no_handler_calls:,} calls to callbacks with no handler for the event (the loop calls "
             f"every callback at every event{whole}) are counted, not timed one by one: their cost is in 'dispatch'."]
 
@@ -41,10 +42,19 @@ def _no_handler_notes(data: TraceData) -> list[str]:
 def _dropped_notes(data: TraceData) -> list[str]:
     if not (data.dropped_firings or data.dropped_calls):
         return []
-    return [f"{data.dropped_firings:,} firings and {data.dropped_calls:,} callback calls dropped past the "
-            f"raw-record cap (max_firings={data.meta.get('max_firings')}, max_calls={data.meta.get('max_calls')}); "
-            "their counts and totals are in the reports, percentiles from them are approximate, and work "
-            "between events covers the recorded firings only."]
+    return [f"{data.dropped_firings:,} firings and {data.dropped_calls:,} callback calls past the raw-record cap "
+            f"(max_firings={data.meta.get('max_firings')}, max_calls={data.meta.get('max_calls')}) are kept as "
+            "aggregates: counts, totals, shares and means are exact, percentiles approximate, and the raw tables, "
+            "timelines and .who_changed() hold the recorded ones only."]
+
+
+def _old_notes(data: TraceData) -> list[str]:
+    """For a file from before loop spans were kept: what its run time can and cannot cover."""
+    if not data.meta.get("spans_from_firings"):
+        return []
+    cover = "the recorded firings only (firings past the cap are not in it)" if data.dropped_firings else "its firings"
+    return [f"This trace was written before loopviz kept each loop's span: its run time covers {cover}, without "
+            "the setup before each loop's first event and the cleanup after its last, so '% of run' is approximate."]
 
 
 def _unsplit_notes(data: TraceData) -> list[str]:

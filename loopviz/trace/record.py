@@ -2,7 +2,9 @@
 
 Raw records go into flat `array('q')` buffers (no Python object per span) up to a cap; past the cap,
 each record only updates a fixed-size aggregate (count, total, min, max, log2 histogram) kept per loop,
-so memory stays bounded however long the run. Everything recorded lands in one `TraceData`.
+so memory stays bounded however long the run. What the reports need whole is kept whatever the cap:
+each loop's span, the work between sibling firings past the cap, and calls without a handler per loop.
+Everything recorded lands in one `TraceData`.
 """
 from __future__ import annotations
 
@@ -34,18 +36,24 @@ class Recorder:
         # the hot path's own handles on the buffers and aggregates it fills (the same objects as in `data`)
         self.firings, self.calls = self.data.firings, self.data.calls
         self.overflow_firings, self.overflow_calls = self.data.overflow_firings, self.data.overflow_calls
+        self.overflow_nested, self.overflow_work = self.data.overflow_nested, self.data.overflow_work
         self.event_ids: dict[str, int] = {}
         self.callback_ids: dict[int, int] = {}
         self.attr_ids: dict[str, int] = {}
-        self.loop = -1
+        self.loop = -1  # the innermost open loop
+        self.loop_stack: list[int] = []  # open loops, innermost last
         # open firings, innermost last: (index or -1 when dropped, event id, mode, loop, start if dropped)
         self.stack: list[tuple[int, int, int, int, int]] = []
+        self.sibling: tuple[int, int] | None = None  # (event id, end) of the last firing closed at this level
+        self.last_end = 0  # end of the last firing closed, at any level
+        self.top_first = -1  # start of the first top-level firing of the open outermost loop
+        self.top_end = -1  # end of the last top-level firing closed
         self.current = -1  # the innermost open firing (-1: none, or dropped)
         self.call_cap = max_calls * NC
         self.firing_cap = max_firings * NF
         self.change_cap = max_calls * NCH
         self.device = self.clock.name != "host"  # event boundaries also marked on a device clock
-        self.no_handler_calls = 0  # calls to callbacks without a handler for the event: counted, not recorded
+        self.no_handler = [0]  # calls to callbacks without a handler for the event: outside any loop, then per loop
         self.deferred: list[int] = []  # positions in `firings` awaiting a deferred clock's times
 
     # -- registries ---------------------------------------------------------------------------
@@ -66,10 +74,32 @@ class Recorder:
             self.data.callbacks.append(describe())
         return cid
 
-    def begin_loop(self, label: str) -> None:
-        """Start a new loop (a fit, a validate, a get_preds...): later firings belong to it."""
-        self.data.loops.append(label)
-        self.loop = len(self.data.loops) - 1
+    def begin_loop(self, label: str, start: int | None = None) -> int:
+        """Start a loop (a fit, a validate, a get_preds...) inside the open one, if any; returns its index.
+        Firings belong to it until `end_loop`. `start` (ns): when its entry point was called (default: now)."""
+        data = self.data
+        index = len(data.loops)
+        parent_firing = (self.current if self.current >= 0 else -2) if self.stack else -1  # -2: a dropped firing
+        data.loops.append(label)
+        data.loop_spans.append([start if start is not None else perf_counter_ns(), -1, self.loop, parent_firing, -1, -1])
+        if self.loop < 0 and not self.stack:  # an outermost loop: the run's time is tiled from here
+            self.sibling, self.top_first, self.top_end = None, -1, -1
+        self.loop_stack.append(index)
+        self.loop = index
+        self.no_handler.append(0)
+        return index
+
+    def end_loop(self, end: int | None = None) -> None:
+        """End the innermost open loop; `end` (ns): when its entry point returned (default: its last firing's end)."""
+        if not self.loop_stack:
+            return
+        index = self.loop_stack.pop()
+        span = self.data.loop_spans[index]
+        span[1] = end if end is not None else max(self.last_end, span[0])
+        if span[2] < 0 and span[3] == -1:  # outermost: where its first and last top-level firings were
+            span[4], span[5] = self.top_first, self.top_end
+            self.sibling = None
+        self.loop = self.loop_stack[-1] if self.loop_stack else -1
 
     # -- the hot path -------------------------------------------------------------------------
 
@@ -80,21 +110,35 @@ class Recorder:
             eid = self.event_id(event)
         firings = self.firings
         loop = self.loop
+        stack = self.stack
+        sibling, self.sibling = self.sibling, None  # this firing's own children start a new level
         if len(firings) >= self.firing_cap:
-            self.stack.append((-1, eid, mode, loop, perf_counter_ns()))
+            start = perf_counter_ns()
+            if sibling is not None:  # the work since the previous firing at this level, kept as an aggregate
+                key = (loop, sibling[0], eid, mode, 1 if stack else 0)
+                agg = self.overflow_work.get(key)
+                if agg is None:
+                    agg = self.overflow_work[key] = Aggregate()
+                agg.add(start - sibling[1])
+            if not stack and self.top_first < 0:
+                self.top_first = start
+            stack.append((-1, eid, mode, loop, start))
             self.current = -1
             return -1
         index = len(firings) // NF
         parent = self.current
         self.current = index
-        self.stack.append((index, eid, mode, loop, 0))
+        stack.append((index, eid, mode, loop, 0))
         dev = -1
         if self.device:
             dev = self.clock.mark()
             if self.clock.deferred:
                 self.deferred.append(len(firings) + F_DEV_START)
         # one row in FIRING_FIELDS order
-        firings.extend((eid, mode, epoch, iteration, loop, parent, perf_counter_ns(), 0, 0, dev, -1))
+        start = perf_counter_ns()
+        if len(stack) == 1 and self.top_first < 0:
+            self.top_first = start
+        firings.extend((eid, mode, epoch, iteration, loop, parent, start, 0, 0, dev, -1))
         return index
 
     def end_firing(self, index: int, status: int) -> None:
@@ -102,12 +146,19 @@ class Recorder:
         end = perf_counter_ns()
         stack = self.stack
         _, eid, mode, loop, dropped_start = stack.pop()
-        self.current = stack[-1][0] if stack else -1
+        self.sibling = (eid, end)
+        self.last_end = end
+        if stack:
+            self.current = stack[-1][0]
+        else:
+            self.current = -1
+            self.top_end = end
         if index < 0:
+            aggregates = self.overflow_nested if stack else self.overflow_firings
             key = (loop, eid, mode)
-            agg = self.overflow_firings.get(key)
+            agg = aggregates.get(key)
             if agg is None:
-                agg = self.overflow_firings[key] = Aggregate()
+                agg = aggregates[key] = Aggregate()
             agg.add(end - dropped_start)
             return
         base = index * NF
@@ -162,10 +213,18 @@ class Recorder:
             self.firings[position] = value
         self.deferred.clear()
 
+    def no_handler_call(self) -> None:
+        """Count one call of a callback that has no handler for the event (fastai calls every callback)."""
+        self.no_handler[self.loop + 1] += 1
+
     def close(self) -> TraceData:
-        """The recorded data, complete: deferred clock times resolved, counts of what went past the caps filled in."""
+        """The recorded data, complete: open loops ended, deferred clock times resolved, counts of what went past
+        the caps filled in."""
+        while self.loop_stack:
+            self.end_loop()
         self.drain()
         data = self.data
-        data.no_handler_calls = self.no_handler_calls
+        data.no_handler_calls = sum(self.no_handler)
+        data.no_handler_by_loop = self.no_handler[1:]
         data.meta["max_calls"], data.meta["max_firings"] = self.max_calls, self.max_firings
         return recount(data)

@@ -19,9 +19,11 @@ from loopviz.trace.layout import (
 )
 
 __all__ = ["firing_matrix", "call_matrix", "change_matrix", "firings_df", "calls_df", "work_df", "total_ns", "summary",
-           "by_callback", "to_df", "changes", "who_changed", "to_unix_ns"]
+           "by_callback", "to_df", "changes", "who_changed", "to_unix_ns", "origin_ns", "root_loops", "outermost_spans", "loops_df"]
 
 WORK_FALLBACK = "between events"
+SETUP = "setup"  # an outermost loop's entry point before its first event (fastai's fit: callbacks, optimizer)
+CLEANUP = "cleanup"  # after its last event, until the entry point returns
 _SKIPPED = ("no_handler", "skipped_run", "skipped_run_train", "skipped_run_valid")
 
 
@@ -75,63 +77,128 @@ def calls_df(data: TraceData) -> pd.DataFrame:
     return df
 
 
+def root_loops(data: TraceData) -> np.ndarray:
+    """Per loop, the outermost loop it runs in (itself when outermost): the run is tiled loop by outermost loop."""
+    roots = np.arange(len(data.loops))
+    for index, span in enumerate(data.loop_spans[:len(roots)]):
+        parent = span[2]
+        while 0 <= parent < len(roots) and parent != roots[parent]:
+            parent = roots[parent]
+        if 0 <= parent < len(roots) and span[3] == -1:
+            roots[index] = parent
+    return roots
+
+
+def outermost_spans(data: TraceData) -> list[tuple[int, list[int]]]:
+    """(loop, span) of the loops not inside another loop or firing, that this trace holds."""
+    return [(i, span) for i, span in enumerate(data.loop_spans)
+            if span[0] >= 0 and span[1] >= span[0] and span[2] < 0 and span[3] == -1]
+
+
 def work_df(data: TraceData) -> pd.DataFrame:
-    """The work between consecutive firings of one loop and nesting level (draw, forward, loss...)."""
+    """The work between consecutive firings at one nesting level of one outermost loop (draw, forward, loss...),
+    plus each outermost loop's setup before its first event and cleanup after its last; `nested` marks the work
+    done inside another firing (already part of that firing's time)."""
     m = firing_matrix(data)
-    columns = ["work", "after", "before", "phase", "epoch", "iter", "loop", "start", "dur"]
-    if len(m) < 2:
+    columns = ["work", "after", "before", "phase", "epoch", "iter", "loop", "start", "dur", "nested"]
+    frames = [_edges_df(data, m)]
+    if len(m) >= 2:
+        frames.append(_pairs_df(data, m))
+    frames = [f for f in frames if len(f)]
+    if not frames:
         return pd.DataFrame(columns=columns)
+    return pd.concat(frames, ignore_index=True)[columns].sort_values("start", kind="stable", ignore_index=True)
+
+
+def _pairs_df(data: TraceData, m: np.ndarray) -> pd.DataFrame:
+    """The work between consecutive raw firings that share a parent firing and an outermost loop."""
     start = np.where(m[:, F_DEV_START] >= 0, m[:, F_DEV_START], m[:, F_START])
     end = np.where(m[:, F_DEV_END] >= 0, m[:, F_DEV_END], m[:, F_END])
-    order = np.lexsort((np.arange(len(m)), m[:, F_PARENT], m[:, F_LOOP]))  # by loop, then parent, then firing order
+    roots = root_loops(data)
+    loop = m[:, F_LOOP]
+    root = np.where((loop >= 0) & (loop < len(roots)), roots[np.clip(loop, 0, max(len(roots) - 1, 0))], -1) \
+        if len(roots) else np.full(len(m), -1)
+    order = np.lexsort((np.arange(len(m)), m[:, F_PARENT], root))  # by outermost loop, parent, firing order
     a, b = order[:-1], order[1:]
-    keep = (m[a, F_LOOP] == m[b, F_LOOP]) & (m[a, F_PARENT] == m[b, F_PARENT])
+    keep = (root[a] == root[b]) & (m[a, F_PARENT] == m[b, F_PARENT])
     a, b = a[keep], b[keep]
     n = len(data.events)
     names = np.full(n * n, WORK_FALLBACK, dtype=object)
     for (before, after), work in data.work_names.items():
         if before in data.events and after in data.events:
             names[data.events.index(before) * n + data.events.index(after)] = work
-    frame = pd.DataFrame({
+    return pd.DataFrame({
         "work": names[m[a, F_EVENT] * n + m[b, F_EVENT]], "after": _names(data.events, m[a, F_EVENT]),
         "before": _names(data.events, m[b, F_EVENT]), "phase": _names(MODES, m[b, F_MODE]), "epoch": m[b, F_EPOCH],
         "iter": m[b, F_ITER], "loop": _names(data.loops, m[b, F_LOOP]), "start": end[a], "dur": start[b] - end[a],
-    }, columns=columns)
-    return frame.sort_values("start", kind="stable", ignore_index=True)
+        "nested": m[b, F_PARENT] != -1,
+    })
+
+
+def _edges_df(data: TraceData, m: np.ndarray) -> pd.DataFrame:
+    """Each outermost loop's setup (its entry point's call to its first event) and cleanup (last event to return)."""
+    rows = []
+    for loop, (start, end, _, _, first, last) in outermost_spans(data):
+        if first < 0:  # not recorded (a loop that was nested before a select, an old file): from its raw firings
+            own = m[(m[:, F_LOOP] == loop) & (m[:, F_PARENT] == -1)]
+            if not len(own):
+                continue
+            first, last = int(own[:, F_START].min()), int(own[:, F_END].max())
+        rows.append((SETUP, "", "", "", -1, -1, data.loops[loop], start, max(first - start, 0), False))
+        if last < end:
+            rows.append((CLEANUP, "", "", "", -1, -1, data.loops[loop], last, end - last, False))
+    return pd.DataFrame(rows, columns=["work", "after", "before", "phase", "epoch", "iter", "loop", "start", "dur",
+                                       "nested"])
+
+
+def loops_df(data: TraceData) -> pd.DataFrame:
+    """One row per loop this trace holds: index, label, start/end (ns), duration (ms), the loop it ran in (-1: none)
+    and the event whose handler ran it ('' when it ran between events)."""
+    m = firing_matrix(data)
+    rows = []
+    for index, (start, end, parent, firing, _, _) in enumerate(data.loop_spans):
+        if start < 0:
+            continue
+        inside = ""
+        if 0 <= firing < len(m):
+            inside = data.events[m[firing, F_EVENT]]
+        elif firing == -2:
+            inside = "(an event past the record cap)"
+        rows.append((index, data.loops[index], start, end, (end - start) / 1e6, parent, inside))
+    return pd.DataFrame(rows, columns=["loop", "label", "start", "end", "dur_ms", "parent", "inside_event"])
 
 
 # -- where the time went ----------------------------------------------------------------------
 
 
 def total_ns(data: TraceData) -> int:
-    """Wall time covered by the traced loops: first firing's start to last firing's end, per loop, summed."""
-    m = firing_matrix(data)
+    """Wall time of the run: each outermost loop from its entry point's call to its return, summed. Exact past
+    the record caps (loop spans are kept whatever the cap)."""
+    spans = outermost_spans(data)
+    if spans:
+        return int(sum(span[1] - span[0] for _, span in spans))
+    m = firing_matrix(data)  # a trace without loops: its top-level firings' extent
     if not len(m):
         return sum(a.total for a in data.overflow_firings.values())
     top = m[m[:, F_PARENT] == -1]
-    frame = pd.DataFrame({"loop": top[:, F_LOOP], "start": top[:, F_START], "end": top[:, F_END]})
-    spans = frame.groupby("loop").agg(start=("start", "min"), end=("end", "max"))
-    return int((spans["end"] - spans["start"]).sum())
+    return int(top[:, F_END].max() - top[:, F_START].min()) if len(top) else 0
 
 
 def summary(data: TraceData) -> pd.DataFrame:
-    """Per event and phase, and per kind of work: count, total, mean, p50, p95, max (ms) and % of the run."""
+    """Where the time went: per event and phase, and per kind of work, count, total, mean, p50, p95, max (ms)
+    and % of the run.
+
+    Rows of kind 'event' (the loops' own events) and 'work' (between them, plus each loop's setup and cleanup)
+    tile the run: their shares add up to 100 %. The other kinds break down time already inside an event:
+    'nested event' and 'nested work' (a loop or event run by a callback's handler, e.g. FetchPredsCallback's
+    get_preds) and 'dispatch' (the loop's own cost of calling every callback).
+    """
     firings = firings_df(data)
-    overflow = without_loop(data.overflow_firings)
-    rows = []
-    for (event, phase), group in firings.groupby(["event", "phase"], observed=True, sort=False):
-        extra = overflow.get((data.events.index(str(event)), MODES.index(phase)))
-        rows.append(("event", str(event), phase, *_stats(group["dur"].to_numpy(), extra)))
-    for (eid, mode), agg in overflow.items():
-        if not ((firings["event"] == data.events[eid]) & (firings["phase"] == MODES[mode])).any():
-            rows.append(("event", data.events[eid], MODES[mode], *_stats(np.zeros(0, np.int64), agg)))
-    work = work_df(data)
-    for (name, phase), group in work.groupby(["work", "phase"], sort=False):
-        rows.append(("work", name, phase, *_stats(group["dur"].to_numpy(), None)))
-    dispatch = _dispatch_ns(data, firings)
-    if len(dispatch):
-        rows.append(("work", "dispatch (fastai's own)" if data.framework.startswith("fastai") else "dispatch", "",
-                     *_stats(dispatch, None)))
+    nested = (firings["parent"] != -1).to_numpy() if len(firings) else np.zeros(0, bool)
+    rows = _event_rows(data, firings[~nested], without_loop(data.overflow_firings), "event")
+    rows += _event_rows(data, firings[nested], without_loop(data.overflow_nested), "nested event")
+    rows += _work_rows(data, work_df(data))
+    rows += _dispatch_rows(data, firings[~nested])
     df = pd.DataFrame(rows, columns=["kind", "name", "phase", "count", "total_ms", "mean_ms", "p50_ms", "p95_ms", "max_ms",
                                      "approx"])
     total = total_ns(data) / 1e6
@@ -139,15 +206,60 @@ def summary(data: TraceData) -> pd.DataFrame:
     return df
 
 
-def _dispatch_ns(data: TraceData, firings: pd.DataFrame) -> np.ndarray:
-    """Per firing: time inside the event that no callback's call accounts for (the loop's own dispatch)."""
+def _event_rows(data: TraceData, firings: pd.DataFrame, overflow: dict[tuple[int, ...], Aggregate],
+                kind: str) -> list[tuple[Any, ...]]:
+    """Rows of one kind of event: the raw firings per (event, phase), with the aggregates past the cap."""
+    rows, seen = [], set()
+    for (event, phase), group in firings.groupby(["event", "phase"], observed=True, sort=False):
+        key = (data.events.index(str(event)), MODES.index(phase))
+        seen.add(key)
+        rows.append((kind, str(event), phase, *_stats(group["dur"].to_numpy(), overflow.get(key))))
+    for (eid, mode), agg in overflow.items():
+        if (eid, mode) not in seen:
+            rows.append((kind, data.events[eid], MODES[mode], *_stats(np.zeros(0, np.int64), agg)))
+    return rows
+
+
+def _work_rows(data: TraceData, work: pd.DataFrame) -> list[tuple[Any, ...]]:
+    """Rows of work per (name, phase): raw pairs and loop edges, with the work aggregated past the cap."""
+    n = len(data.events)
+    names = {(data.events.index(b), data.events.index(a)): w for (b, a), w in data.work_names.items()
+             if b in data.events and a in data.events}
+    overflow: dict[tuple[str, str, bool], Aggregate] = {}
+    for (_, before, after, mode, inside), agg in data.overflow_work.items():
+        key = (names.get((before, after), WORK_FALLBACK) if 0 <= before < n and 0 <= after < n else WORK_FALLBACK,
+               MODES[mode], bool(inside))
+        overflow[key] = overflow[key].plus(agg) if key in overflow else agg
+    rows, seen = [], set()
+    for (name, phase, inside), group in work.groupby(["work", "phase", "nested"], sort=False):
+        key = (name, phase, bool(inside))
+        seen.add(key)
+        rows.append(("nested work" if inside else "work", name, phase, *_stats(group["dur"].to_numpy(), overflow.get(key))))
+    for (name, phase, inside), agg in overflow.items():
+        if (name, phase, inside) not in seen:
+            rows.append(("nested work" if inside else "work", name, phase, *_stats(np.zeros(0, np.int64), agg)))
+    return rows
+
+
+def _dispatch_rows(data: TraceData, top: pd.DataFrame) -> list[tuple[Any, ...]]:
+    """One row: the time inside the loop's own events that no callback's call accounts for (the loop calling every
+    callback). Past the cap it is the events' total less the calls' total, so its percentiles are approximate."""
     calls = call_matrix(data)
-    if not len(firings):
-        return np.zeros(0, np.int64)
-    direct = np.zeros(len(firings), np.int64)
-    np.add.at(direct, calls[:, C_FIRING], calls[:, C_DUR])
-    # nested firings happen inside a callback's call, so they are already inside `direct`
-    return firings["dur"].to_numpy() - direct
+    if not len(top) and not data.overflow_firings:
+        return []
+    direct = pd.Series(calls[:, C_DUR]).groupby(calls[:, C_FIRING]).sum() if len(calls) else pd.Series(dtype=np.int64)
+    per_firing = top["dur"].to_numpy() - direct.reindex(top.index, fill_value=0).to_numpy()
+    name = "dispatch (fastai's own)" if data.framework.startswith("fastai") else "dispatch"
+    if not (data.overflow_firings or data.overflow_calls):
+        return [("dispatch", name, "", *_stats(per_firing, None))]
+    extra_total = sum(a.total for a in data.overflow_firings.values()) - sum(a.total for a in data.overflow_calls.values())
+    count = len(per_firing) + sum(a.count for a in data.overflow_firings.values())
+    total = int(per_firing.sum()) + extra_total
+    mean = total / count if count else 0.0
+    biggest = int(per_firing.max()) if len(per_firing) else 0
+    p50 = float(np.percentile(per_firing, 50)) if len(per_firing) else 0.0
+    p95 = float(np.percentile(per_firing, 95)) if len(per_firing) else 0.0
+    return [("dispatch", name, "", count, total / 1e6, mean / 1e6, p50 / 1e6, p95 / 1e6, biggest / 1e6, True)]
 
 
 def by_callback(data: TraceData) -> pd.DataFrame:
@@ -171,7 +283,8 @@ def by_callback(data: TraceData) -> pd.DataFrame:
                                      "total_ms", "mean_us", "p95_us"])
     df = df.groupby(["callback", "event", "phase"], as_index=False, sort=False).agg(
         calls=("calls", "sum"), ran=("ran", "sum"), skipped=("skipped", "sum"), cancelled=("cancelled", "sum"),
-        errors=("errors", "sum"), total_ms=("total_ms", "sum"), mean_us=("mean_us", "mean"), p95_us=("p95_us", "max"))
+        errors=("errors", "sum"), total_ms=("total_ms", "sum"), p95_us=("p95_us", "max"))
+    df.insert(list(df.columns).index("p95_us"), "mean_us", 1e3 * df["total_ms"] / df["calls"].where(df["calls"] > 0))
     total = total_ns(data) / 1e6
     df["pct"] = (100 * df["total_ms"] / total).round(2) if total else 0.0
     return df.sort_values("total_ms", ascending=False, ignore_index=True)
@@ -180,7 +293,7 @@ def by_callback(data: TraceData) -> pd.DataFrame:
 def to_df(data: TraceData) -> pd.DataFrame:
     """Every span (event firings, callback calls, work between events) in one DataFrame, times in ms from the start."""
     firings, calls, work = firings_df(data), calls_df(data), work_df(data)
-    origin = int(firings["start"].min()) if len(firings) else 0
+    origin = origin_ns(data)
     fm = firing_matrix(data)
     in_firing = calls["firing"].to_numpy()
     frames = [
@@ -242,6 +355,14 @@ def _need_changes(data: TraceData) -> None:
 
 
 # -- time -------------------------------------------------------------------------------------
+
+
+def origin_ns(data: TraceData) -> int:
+    """Where the trace's timeline starts (host ns): the first loop's entry point, or the first firing."""
+    starts = [span[0] for span in data.loop_spans if span[0] >= 0]
+    if data.n_firings:
+        starts.append(int(firing_matrix(data)[:, F_START].min()))
+    return min(starts) if starts else 0
 
 
 def to_unix_ns(data: TraceData, host_ns: Any) -> Any:

@@ -31,9 +31,15 @@ def select_loops(data: TraceData, loops: Iterable[str | int]) -> TraceData:
     parent = firings[:, F_PARENT]
     firings[:, F_PARENT] = np.where(parent >= 0, np.where(keep[parent], new_index[parent], -1), -1)
     kept_loops = wanted | {UNKNOWN_LOOP}
+    no_handler = [n if i in wanted else 0 for i, n in enumerate(data.no_handler_by_loop)]
     cut = replace(
         data,
         meta={**data.meta, "selected_loops": sorted(wanted)},
+        loop_spans=_spans(data.loop_spans, wanted),
+        no_handler_by_loop=no_handler,
+        no_handler_calls=sum(no_handler) if data.no_handler_by_loop else data.no_handler_calls,
+        overflow_nested=_of_loops(data.overflow_nested, kept_loops),
+        overflow_work=_of_loops(data.overflow_work, kept_loops),
         firings=_flat(firings),
         calls=_flat(_renumbered(call_matrix(data), C_FIRING, keep, new_index)),
         change_log=_flat(_renumbered(change_matrix(data), CH_FIRING, keep, new_index)),
@@ -42,6 +48,19 @@ def select_loops(data: TraceData, loops: Iterable[str | int]) -> TraceData:
         change_agg=_of_loops(data.change_agg, kept_loops),
     )
     return recount(cut)
+
+
+def _spans(spans: list[list[int]], wanted: set[int]) -> list[list[int]]:
+    """Loop spans of the kept loops (the others blanked): a kept loop whose parent loop is not kept becomes outermost."""
+    out = []
+    for index, span in enumerate(spans):
+        if index not in wanted:
+            out.append([-1] * len(span))
+        elif span[2] >= 0 and span[2] not in wanted:
+            out.append([span[0], span[1], -1, -1, -1, -1])
+        else:
+            out.append(list(span))
+    return out
 
 
 def _renumbered(rows: np.ndarray, column: int, keep: np.ndarray, new_index: np.ndarray) -> np.ndarray:

@@ -18,7 +18,7 @@ import torch
 from fastai.callback import core as fastai_core
 from fastai.callback.core import Callback
 from fastai.learner import Learner
-from fastcore.basics import patch
+from fastcore.basics import noop, patch
 
 from loopviz.adapters.fastai.descriptions import WORK_BETWEEN
 from loopviz.adapters.fastai.handlers import callback_info, has_handler, skip_reason
@@ -27,7 +27,7 @@ from loopviz.introspect import call_owner
 from loopviz.trace.clock import make_clock
 from loopviz.trace.data import callback_facts
 from loopviz.trace.record import (
-    CANCELLED, ERROR, RAN, SKIPPED_RUN, SKIPPED_TRAIN, SKIPPED_VALID, Recorder,
+    CANCELLED, ERROR, NO_HANDLER, RAN, SKIPPED_RUN, SKIPPED_TRAIN, SKIPPED_VALID, Recorder,
 )
 from loopviz.trace.trace import Trace
 
@@ -37,6 +37,7 @@ _CANCELS = tuple(
     getattr(fastai_core, name) for name in dir(fastai_core) if name.startswith("Cancel") and name.endswith("Exception")
 )
 _INNER = frozenset(fastai_core._inner_loop)
+_BATCH_EVENTS = _INNER | {"after_cancel_step"}  # the events of a batch, whose phase is learn.training
 _PHASE_MODE = {
     "before_train": 1, "after_cancel_train": 1, "after_train": 1,
     "before_validate": 2, "after_cancel_validate": 2, "after_validate": 2,
@@ -62,41 +63,70 @@ class _LearnerTrace:
         self.rec = recorder
         self.track = changes or tensors  # record which learner state each callback call changes
         self.tensors = tensors  # also in-place tensor changes (version counters), at a higher cost
-        self.entries: list[list[Any]] = []  # [entry point name, loop started?], innermost last
+        # entry points open, innermost last: [name, the loop it started (-1: none yet), when it was called]
+        self.entries: list[list[Any]] = []
+        self.bare: list[tuple[int, str]] = []  # loops begun without an entry point: (loop, the event that ends it)
         self.alive: list[Callback] = []  # callbacks seen, kept alive so their ids are not reused
-        self.known: dict[tuple[int, str], tuple[int, bool]] = {}  # (id(cb), event) -> (callback id, has handler)
+        self.handlers: dict[tuple[int, str], bool] = {}  # (id(cb), event) -> has a handler (for skipped calls only)
         self.calling: Callback | None = None  # the callback whose call is being timed
+        self.reached = 0  # what fastai's getcallable gave `calling`: 0 not called yet, 1 no handler, 2 a handler
 
     def starts_loop(self, event: str) -> bool:
-        """True when this event opens a new loop: every before_fit, and a before_validate outside any fit."""
+        """True when this event opens a new loop: every before_fit, and a before_validate outside any loop or
+        from an entry point (get_preds(inner=True)) that has not begun one."""
         if event == "before_fit":
             return True
         if event != "before_validate":
             return False
-        return self.rec.loop < 0 or bool(self.entries and not self.entries[-1][1])
+        return self.rec.loop < 0 or bool(self.entries and self.entries[-1][1] < 0)
 
     def start_loop(self, event: str) -> None:
-        """Begin a loop named after the entry points that are open (e.g. 'fine_tune > fit_one_cycle > fit')."""
-        label = " > ".join(name for name, _ in self.entries) or ("fit" if event == "before_fit" else "validate")
-        if self.entries:
-            self.entries[-1][1] = True
-        self.rec.begin_loop(label)
+        """Begin a loop named after the entry points that are open (e.g. 'fine_tune > fit_one_cycle > fit'),
+        spanning the innermost entry point's call; without one, it ends with its after_fit/after_validate."""
+        label = " > ".join(name for name, _, _ in self.entries) or ("fit" if event == "before_fit" else "validate")
+        if self.entries and self.entries[-1][1] < 0:
+            entry = self.entries[-1]
+            entry[1] = self.rec.begin_loop(label, start=entry[2])
+        else:
+            self.bare.append((self.rec.begin_loop(label), "after_fit" if event == "before_fit" else "after_validate"))
 
-    def learn_callback(self, cb: Callback, event: str) -> tuple[int, bool]:
-        """First call of a callback for an event: its id in the trace, and whether it has a handler there
-        (its own, inherited, delegated to the learner or its model, or a replaced `__call__`)."""
+    def end_bare_loop(self, event: str) -> None:
+        """End the innermost loop begun without an entry point when its closing event has run."""
+        loop, closing = self.bare[-1]
+        if event == closing and self.rec.loop == loop:
+            self.bare.pop()
+            self.rec.end_loop()
+
+    def end_entry(self, entry: list[Any], end: int) -> None:
+        """End the loop an entry point began (and any still open inside it) when the entry point returns or raises."""
+        loop = entry[1]
+        rec = self.rec
+        while loop >= 0 and loop in rec.loop_stack:
+            rec.end_loop(end)
+        self.bare = [(index, closing) for index, closing in self.bare if index in rec.loop_stack]
+
+    def callback_id(self, cb: Callback) -> int:
+        """The callback's id in the trace, registering it (and keeping it alive) on its first call."""
         cid = self.rec.callback_ids.get(id(cb))
         if cid is None:
             self.alive.append(cb)
             cid = self.rec.callback_id(id(cb), lambda: callback_facts(callback_info(cb)))
-        known = self.known[(id(cb), event)] = (cid, has_handler(cb, event, self.learn))
-        return known
+        return cid
 
-    def skip_status(self, cb: Callback, event: str) -> int:
-        """For a callback with a handler: RAN, or why fastai's `Callback.__call__` will skip it."""
-        training = bool(getattr(self.learn.__dict__.get("model"), "training", True))
-        reason = skip_reason(cb.run, cb.run_train, cb.run_valid, event, training, _INNER)
-        return _SKIP_STATUS[reason]
+    def has_handler(self, cb: Callback, event: str) -> bool:
+        """Whether fastai's call of `cb` for `event` would reach a handler, looked up once per callback and event."""
+        key = (id(cb), event)
+        found = self.handlers.get(key)
+        if found is None:
+            found = self.handlers[key] = has_handler(cb, event, self.learn)
+        return found
+
+
+def skipped_status(cb: Callback, event: str) -> int | None:
+    """Why fastai's `Callback.__call__` did not reach `cb`'s handler, read from its flags as it was at this call
+    (and `training` as the callback sees it, like fastai); None when its flags would have let it run."""
+    reason = skip_reason(cb.run, cb.run_train, cb.run_valid, event, bool(getattr(cb, "training", True)), _INNER)
+    return None if reason is None else _SKIP_STATUS[reason]
 
 
 _MISSING_VALUE = object()
@@ -162,8 +192,8 @@ def _wrap_call_one(original: Callable[..., Any]) -> Callable[..., Any]:
                 _patch_overriding_classes(self)
         d = self.__dict__
         mode = _PHASE_MODE.get(event_name, 0)
-        if event_name in _INNER:
-            mode = 1 if getattr(d.get("model"), "training", True) else 2
+        if event_name in _BATCH_EVENTS:
+            mode = 1 if self.training else 2  # fastai's own phase: Callback.__call__ reads learn.training
         rec = state.rec
         index = rec.begin_firing(event_name, mode, d.get("epoch", -1), d.get("iter", -1))
         status = 0
@@ -179,30 +209,28 @@ def _wrap_call_one(original: Callable[..., Any]) -> Callable[..., Any]:
             raise
         finally:
             rec.end_firing(index, status)
+            if state.bare:
+                state.end_bare_loop(event_name)
 
     _call_one.__loopviz_wrapper__ = True  # type: ignore[attr-defined]
     return _call_one
 
 
-def _wrap_callback_call(original: Callable[..., Any]) -> Callable[..., Any]:
+def _wrap_callback_call(original: Callable[..., Any], replaces_call: bool = False) -> Callable[..., Any]:
+    """A `__call__` that times the call and records what fastai did with it: whether its getcallable reached a
+    handler, found none, or was never asked (the run flags said no). `replaces_call`: the wrapped `__call__`
+    is a callback class's own, which fastai calls whatever its flags say, so every call of it ran."""
+
     @functools.wraps(original)
     def __call__(self: Callback, event_name: str) -> Any:
         learn = self.__dict__.get("learn")
         state = _ACTIVE.get(id(learn)) if learn is not None else None
         if state is None or state.calling is self:
             return original(self, event_name)  # not traced, or super().__call__ from an overriding class
-        known = state.known.get((id(self), event_name))
-        if known is None:
-            known = state.learn_callback(self, event_name)
-        cid, has_handler = known
-        if not has_handler:  # fastai calls it anyway, but it does nothing: counted, not timed one by one
-            state.rec.no_handler_calls += 1
-            return original(self, event_name)
+        outer_calling, outer_reached = state.calling, state.reached
+        state.calling, state.reached = self, 0
+        before = state_snapshot(state) if state.track and state.has_handler(self, event_name) else None
         status = RAN
-        if not self.run or event_name in _INNER:
-            status = state.skip_status(self, event_name)
-        outer, state.calling = state.calling, self
-        before = state_snapshot(state) if state.track else None
         start = perf_counter_ns()
         try:
             return original(self, event_name)
@@ -214,13 +242,40 @@ def _wrap_callback_call(original: Callable[..., Any]) -> Callable[..., Any]:
             raise
         finally:
             end = perf_counter_ns()
-            if before is not None:
-                state.rec.changed(cid, changed_state(state, before))
-            state.rec.call(cid, start, end, status)
-            state.calling = outer
+            reached = state.reached
+            state.calling, state.reached = outer_calling, outer_reached
+            if not replaces_call and reached != 2:
+                if reached == 1 or not state.has_handler(self, event_name):
+                    status = NO_HANDLER
+                else:  # fastai never asked for the handler: its run flags said no (or a foreign __call__ ran it)
+                    status = skipped_status(self, event_name) or status
+            if status == NO_HANDLER:  # fastai calls every callback at every event: counted, not recorded one by one
+                state.rec.no_handler_call()
+            else:
+                cid = state.callback_id(self)
+                if before is not None:
+                    state.rec.changed(cid, changed_state(state, before))
+                state.rec.call(cid, start, end, status)
 
     __call__.__loopviz_wrapper__ = True  # type: ignore[attr-defined]
     return __call__
+
+
+def _wrap_getcallable(original: Callable[..., Any]) -> Callable[..., Any]:
+    """fastai's `getcallable`, which `Callback.__call__` asks for the handler only when its run flags allow:
+    the point where fastai decides, so the tracer notes what it gave the callback being timed."""
+
+    @functools.wraps(original)
+    def getcallable(o: Any, attr: str) -> Any:
+        found = original(o, attr)
+        learn = getattr(o, "__dict__", {}).get("learn")
+        state = _ACTIVE.get(id(learn)) if learn is not None else None
+        if state is not None and state.calling is o:
+            state.reached = 1 if found is noop else 2
+        return found
+
+    getcallable.__loopviz_wrapper__ = True  # type: ignore[attr-defined]
+    return getcallable
 
 
 def _wrap_entry(name: str, original: Callable[..., Any]) -> Callable[..., Any]:
@@ -229,10 +284,12 @@ def _wrap_entry(name: str, original: Callable[..., Any]) -> Callable[..., Any]:
         state = _ACTIVE.get(id(self))
         if state is None:
             return original(self, *args, **kwargs)
-        state.entries.append([name, False])
+        opened = [name, -1, perf_counter_ns()]
+        state.entries.append(opened)
         try:
             return original(self, *args, **kwargs)
         finally:
+            state.end_entry(opened, perf_counter_ns())
             state.entries.pop()
 
     entry.__loopviz_wrapper__ = True  # type: ignore[attr-defined]
@@ -253,6 +310,7 @@ def _install(owner: type, name: str, make: Callable[[Any], Any]) -> None:
 def _install_all() -> None:
     _install(Learner, "_call_one", _wrap_call_one)
     _install(Callback, "__call__", _wrap_callback_call)
+    _install(fastai_core, "getcallable", _wrap_getcallable)
     for name in _ENTRY_POINTS:
         if hasattr(Learner, name):
             _install(Learner, name, lambda original, name=name: _wrap_entry(name, original))
@@ -264,7 +322,7 @@ def _patch_overriding_classes(learn: Learner) -> None:
     for cb in learn.cbs:
         owner = call_owner(type(cb))
         if owner is not None and owner is not Callback and owner not in patched:
-            _install(owner, "__call__", _wrap_callback_call)
+            _install(owner, "__call__", lambda original: _wrap_callback_call(original, replaces_call=True))
             patched.add(owner)
 
 
