@@ -86,3 +86,45 @@ def test_annotating_picks_the_loops_that_ran_the_spec(learn):
     only = t.select(["validate"])
     assert list(only.firings_df()["loop"].unique()) == ["validate"]
     assert only.calls_df()["firing"].max() < only.n_firings
+
+
+def test_a_trace_of_fit_one_cycle_is_drawn_as_fit_one_cycle(learn):
+    with learn.no_bar(), learn.no_logging():
+        with learn.trace() as t:
+            learn.fit_one_cycle(1)
+    view = learn.show_training_loop(trace=t)
+    assert view.spec.loop == "fit_one_cycle"
+    scheduler = next(h for h in view.spec.event("before_batch", mode="train").handlers
+                     if h.callback.cls == "ParamScheduler")
+    assert scheduler.timing.count == len(learn.dls.train)
+    assert learn.show_training_loop(trace=t, loop="fit").spec.loop == "fit"  # unless told otherwise
+
+
+def test_callbacks_the_trace_saw_but_the_spec_lacks_are_shown(learn):
+    with learn.no_bar(), learn.no_logging():
+        with learn.trace() as t:
+            learn.fit(1, cbs=[GradientClip()])  # the learner does not keep it after the fit
+    annotated = annotate(learn.loop_spec(), t)
+    clip = [h for h in annotated.event("before_step", mode="train").handlers if h.callback.cls == "GradientClip"]
+    assert len(clip) == 1 and clip[0].timing.count == len(learn.dls.train)
+    order = [h.callback.order for h in annotated.event("before_step", mode="train").handlers]
+    assert order == sorted(order)
+    assert any("GradientClip" in note and "fit(cbs=...)" in note for note in annotated.notes)
+    assert "GradientClip" in render_text(annotated)
+
+
+def test_a_loop_nested_in_a_handler_is_told_not_mixed_in(learn):
+    from fastai.callback.core import FetchPredsCallback
+
+    with learn.no_bar(), learn.no_logging():
+        with learn.trace() as t:
+            learn.fit(1, cbs=[FetchPredsCallback()])
+            learn.validate()
+    loops = t.loops_df()
+    assert list(loops["inside_event"]) == ["", "after_validate", ""]
+    annotated = annotate(learn.loop_spec(), t)
+    # the fit's own validation batches, not the nested get_preds' ones added in
+    assert annotated.event("before_batch", mode="valid").timing.count == len(learn.dls.valid)
+    note = next(n for n in annotated.notes if "nested loop ran inside after_validate" in n)
+    assert "1×" in note and "trace.select([1])" in note
+    assert any("The trace also ran validate" in n for n in annotated.notes)

@@ -6,6 +6,7 @@ import pickle
 from collections import Counter
 
 import pytest
+from time import perf_counter_ns
 import torch
 from fastai.callback.core import Callback
 from fastai.learner import Learner, load_learner
@@ -171,12 +172,15 @@ def test_wraps_and_restores_dispatch_another_library_installed(learn, monkeypatc
     monkeypatch.setattr(Learner, "_call_one", fastai_call_one)
 
 
-def test_callbacks_overriding_call_are_timed_once_per_event(learn, capsys):
+@pytest.mark.parametrize("run", [True, False])
+def test_callbacks_overriding_call_are_timed_once_per_event(learn, capsys, run):
+    verbose_cb = VerboseCallback()
+    verbose_cb.run = run  # fastai calls an overriding __call__ whatever its flags say
     with learn.trace() as t:
-        quiet_fit(learn, cbs=VerboseCallback())
+        quiet_fit(learn, cbs=verbose_cb)
     calls = t.calls_df()
     verbose = calls[calls["callback"] == "VerboseCallback"]
-    assert len(verbose) == t.n_firings and set(verbose["status"]) == {"ran"}
+    assert len(verbose) == t.n_firings == len(capsys.readouterr().out.split()) and set(verbose["status"]) == {"ran"}
     assert "__call__" in VerboseCallback.__dict__ and not getattr(VerboseCallback.__dict__["__call__"], "__loopviz_wrapper__", False)
     capsys.readouterr()
 
@@ -201,7 +205,42 @@ def test_past_the_cap_records_are_aggregated_and_counted(learn):
     assert events["count"].sum() == 20 + t.dropped_firings
     by_cb = t.by_callback()
     assert by_cb["calls"].sum() == 10 + t.dropped_calls
-    assert "dropped past the raw-record cap" in str(t)
+    assert "past the raw-record cap" in str(t)
+
+
+def test_past_the_cap_totals_shares_and_means_stay_exact(tmp_path):
+    """A fit of 40 batches capped at 20 records: the run, the shares and the means match the fit's counts and its
+    own wall time, as the caps cut only the raw tables."""
+    learn = synth_learner(n_trn=40, path=tmp_path)
+    with learn.trace(max_calls=20, max_firings=20) as t:
+        start = perf_counter_ns()
+        quiet_fit(learn)
+        wall = perf_counter_ns() - start
+    assert t.dropped_firings > 300
+    assert t.total_ns() == pytest.approx(wall, rel=0.05)
+    summary = t.summary()
+    assert summary["pct"].max() <= 100
+    assert summary[summary["kind"].isin(["event", "work"])]["pct"].sum() == pytest.approx(100, abs=0.5)
+    work = summary[summary["kind"] == "work"].set_index(["name", "phase"])
+    assert work.loc[("forward", "train"), "count"] == 40 and work.loc[("draw", "train"), "count"] == 41
+    by_cb = t.by_callback()
+    assert (by_cb["mean_us"] * by_cb["calls"] / 1e3).to_numpy() == pytest.approx(by_cb["total_ms"].to_numpy())
+    assert by_cb["pct"].max() <= 100
+
+
+def test_a_loop_run_by_a_handler_ends_where_its_entry_point_returns(learn):
+    from fastai.callback.core import FetchPredsCallback
+
+    with learn.trace() as t:
+        quiet_fit(learn, cbs=FetchPredsCallback())
+    firings = t.firings_df()
+    assert t.loops == ["fit", "fit > get_preds"]
+    nested = firings[firings["loop"] == "fit > get_preds"]
+    assert (nested["parent"] >= 0).all()  # inside the fit's after_validate
+    after = firings[firings["start"] > nested["end"].max()]
+    assert list(after["event"]) == ["after_validate", "after_epoch", "after_fit"][-len(after):]
+    assert set(after["loop"]) == {"fit"}  # the fit's later firings are the fit's again
+    assert t.loops_df()["inside_event"].tolist() == ["", "after_validate"]
 
 
 def test_save_load_and_chrome_export(learn, tmp_path):
@@ -215,7 +254,7 @@ def test_save_load_and_chrome_export(learn, tmp_path):
         Trace.load(tmp_path / "bad.json")
     chrome = json.loads(t.to_chrome(tmp_path / "fit.perfetto.json").read_text())
     spans = [e for e in chrome["traceEvents"] if e["ph"] == "X"]
-    assert len(spans) == t.n_firings + t.n_calls + len(t.work_df())
+    assert len(spans) == len(t.loops) + t.n_firings + t.n_calls + len(t.work_df())  # a span per loop too
     assert_nested(spans)
 
 
