@@ -41,12 +41,17 @@ def trace_tables(trace: Any, limit: int = 25) -> Group:
     """A header line, the summary (slowest first), the costliest callbacks, and notes."""
     summary = trace.summary().sort_values("total_ms", ascending=False)
     by_cb = trace.by_callback()
-    loops = ", ".join(dict.fromkeys(trace.loops)) or "none"
+    table = trace.loops_df()
+    outer = table[table["parent"] < 0]
+    loops = ", ".join(dict.fromkeys(outer["label"])) or "none"
+    nested = f", {len(table) - len(outer)} nested" if len(table) > len(outer) else ""
     head = Text.assemble(
         ("Trace", "bold"), f" of {trace.framework or 'a loop'}: {trace.n_firings + trace.dropped_firings:,} event firings, ",
-        f"{trace.n_calls + trace.dropped_calls:,} callback calls, {trace.total_ns() / 1e6:,.1f} ms in {len(trace.loops)} loop(s) ({loops})",
+        f"{trace.n_calls + trace.dropped_calls:,} callback calls, {trace.total_ns() / 1e6:,.1f} ms in {len(outer)} "
+        f"loop(s){nested} ({loops})",
     )
-    parts: list[Any] = [head, _table(summary, "Events and work", {
+    title = "Events and work (event and work rows add up to the run; nested and dispatch rows are inside events)"
+    parts: list[Any] = [head, _table(summary, title, {
         "kind": "kind", "name": "name", "phase": "phase", "count": "count", "total_ms": "total ms",
         "mean_ms": "mean ms", "p50_ms": "p50 ms", "p95_ms": "p95 ms", "pct": "% of run"}, limit)]
     if len(by_cb):

@@ -1,50 +1,278 @@
-"""Matplotlib views of a trace: where each batch's time goes, and one batch as a timeline."""
+"""Matplotlib views of one loop of a trace: where each batch's time goes, and its slowest batch as a timeline.
+
+The figure is made by pyplot and closed at once, so pyplot does not hold it: a notebook shows it once, as
+the cell's value (through the inline backend's formatter for figures), and scripts save it with `savefig`.
+"""
 from __future__ import annotations
 
-from typing import Any
+import zlib
+from numbers import Integral
+from typing import TYPE_CHECKING, Any, NamedTuple
+
+import numpy as np
+import pandas as pd
 
 from loopviz.errors import LoopvizError
+from loopviz.renderers.palette import PALETTE
 
-__all__ = ["plot_trace"]
+if TYPE_CHECKING:
+    from matplotlib.axes import Axes
+    from matplotlib.figure import Figure
+
+__all__ = ["plot_trace", "resolve_loop", "series_colours"]
+
+OTHER = "other"
+GREY = "#7f7f7f"  # PALETTE's grey, kept for 'other'
+NEAR = 60  # colours closer than this (RGB distance, 0-255) are hard to tell apart in a stack
+ROWS = {"work": 2, "event": 1, "callback": 0}  # the timeline's row (y) per kind of span
+FONT = 7
 
 
-def plot_trace(trace: Any, loop: int = 0) -> Any:
-    """Two panels for one loop: stacked time per training batch (work, events), and the slowest batch's timeline."""
-    import matplotlib.pyplot as plt
+class Batches(NamedTuple):
+    """One loop's batches: per batch (epoch, iter, ms per series), and every span inside a batch."""
 
-    if not trace.loops:
+    what: str  # 'training batch', or 'validation batch' / 'batch' for a loop that trained on none
+    table: pd.DataFrame  # one row per batch in order: epoch, iter, then one ms column per series
+    spans: pd.DataFrame  # kind, name, callback, batch, start (ns), dur (ns): every span inside a batch
+
+
+# -- which loop -----------------------------------------------------------------------------------
+
+
+def resolve_loop(trace: Any, loop: Any) -> int:
+    """The index of the loop `loop` names: an index, a label naming one loop, or None for the default."""
+    labels: list[str] = list(trace.loops)
+    if not labels:
         raise LoopvizError("this trace recorded no loop, so there is nothing to plot.")
-    if not 0 <= loop < len(trace.loops):
-        raise LoopvizError(f"loop={loop} is out of range; this trace has loops 0..{len(trace.loops) - 1}: {trace.loops}.")
-    spans = trace.to_df()
-    label = trace.loops[loop]
-    firings = trace.firings_df()
-    spans = spans[spans["loop"] == label]
-    batch = spans[(spans["phase"] == "train") & (spans["iter"] >= 0) & (spans["kind"] != "callback")]
-    fig, (top, bottom) = plt.subplots(2, 1, figsize=(11, 7), constrained_layout=True)
-    if len(batch):
-        per = batch.pivot_table(index=["epoch", "iter"], columns="name", values="dur_ms", aggfunc="sum", fill_value=0)
-        per = per[per.sum().sort_values(ascending=False).index]
-        per.reset_index(drop=True).plot.area(ax=top, linewidth=0, legend=True)
-        top.set_xlabel("training batch (in order)")
-        top.set_ylabel("ms")
-        top.set_title(f"Where each training batch's time goes ({label})")
-        top.legend(fontsize=7, ncol=4, loc="upper right")
-        worst = per.sum(axis=1).reset_index(drop=True).idxmax()
-        epoch, iteration = per.index[worst]
-        one = spans[(spans["epoch"] == epoch) & (spans["iter"] == iteration) & (spans["phase"] == "train")]
-        one = one.sort_values("start_ms")
-        rows = {"work": 0, "event": 1, "callback": 2}
-        for _, span in one.iterrows():
-            y = rows[span["kind"]]
-            bottom.barh(y, span["dur_ms"], left=span["start_ms"], height=0.8, edgecolor="white")
-            name = span["callback"] or span["name"]
-            if span["dur_ms"] > 0.05 * max(one["dur_ms"].max(), 1e-9):
-                bottom.text(span["start_ms"], y, name, fontsize=6, va="center")
-        bottom.set_yticks(list(rows.values()), list(rows.keys()))
-        bottom.set_xlabel("ms since the start of the trace")
-        bottom.set_title(f"The slowest training batch: epoch {epoch}, iteration {iteration}")
-    else:
-        top.text(0.5, 0.5, "no training batches in this loop", ha="center")
-    del firings
+    if loop is None:
+        return _default_loop(trace)
+    if isinstance(loop, str):
+        return _loop_by_label(labels, loop)
+    if isinstance(loop, Integral) and not isinstance(loop, bool):
+        if not 0 <= loop < len(labels):
+            raise LoopvizError(f"loop={loop} is out of range; this trace has loops {_listing(labels)}.")
+        return int(loop)
+    raise LoopvizError(f"loop={loop!r} is neither a loop index nor a label; pass an int or a label, "
+                       f"one of {_listing(labels)}.")
+
+
+def _loop_by_label(labels: list[str], label: str) -> int:
+    """The one loop with this label; an error naming the indices when several (fine_tune's two fits) have it."""
+    matches = [i for i, name in enumerate(labels) if name == label]
+    if not matches:
+        raise LoopvizError(f"loop={label!r} is not a loop of this trace; its loops are {_listing(labels)}.")
+    if len(matches) > 1:
+        raise LoopvizError(f"loop={label!r} names loops {_joined([str(i) for i in matches], 'and')} of this trace; "
+                           f"pass {_joined([f'loop={i}' for i in matches], 'or')}.")
+    return matches[0]
+
+
+def _default_loop(trace: Any) -> int:
+    """The loop with the most training batches (the first of equals), else loop 0."""
+    f = trace.firings_df()
+    batches = f[(f["event"].astype(str) == "before_batch") & (f["phase"] == "train")]
+    counts = batches["loop_index"].value_counts()
+    return int(counts.index[counts.to_numpy() == counts.max()].min()) if len(counts) else 0
+
+
+def _listing(labels: list[str]) -> str:
+    return ", ".join(f"{i}: {label!r}" for i, label in enumerate(labels))
+
+
+def _joined(items: list[str], word: str) -> str:
+    return items[0] if len(items) == 1 else f"{', '.join(items[:-1])} {word} {items[-1]}"
+
+
+# -- the batches of one loop ----------------------------------------------------------------------
+
+
+def loop_batches(trace: Any, index: int) -> Batches:
+    """The training batches of loop `index` (all its batches if it trained on none)."""
+    one = trace.select([index])
+    f = one.firings_df()
+    f = f[f["parent"] == -1]  # a nested firing's time is already inside its parent's
+    names = f["event"].astype(str).to_numpy()
+    f = f.assign(name=names, batch=_batch_of(names),  # eff_*: on the clock work_df's times are on
+                 eff_start=np.where(f["dev_start"] >= 0, f["dev_start"], f["start"]),
+                 eff_end=np.where(f["dev_end"] >= 0, f["dev_end"], f["end"]))
+    inside = f[f["batch"] >= 0]
+    opens = inside[inside["name"] == "before_batch"]
+    if not len(opens):
+        raise LoopvizError(f"loop {index} ({trace.loops[index]!r}) has no batches to plot (no before_batch firing); "
+                           f"choose another loop: {_listing(trace.loops)}.")
+    training = (opens["phase"] == "train").to_numpy()
+    kept = opens["batch"].to_numpy()[training] if training.any() else opens["batch"].to_numpy()
+    what = "training batch" if training.any() else "validation batch" if (opens["phase"] == "valid").all() else "batch"
+    renumber = pd.Series(np.arange(len(kept)), index=kept)
+    inside = inside[inside["batch"].isin(kept)]
+    spans = pd.concat([_event_spans(inside), _work_spans(one, inside), _call_spans(one, inside)], ignore_index=True)
+    spans["batch"] = renumber[spans["batch"]].to_numpy()
+    firsts = inside.groupby("batch").first()
+    table = spans[spans["kind"] != "callback"].pivot_table(index="batch", columns="name", values="dur",
+                                                           aggfunc="sum", fill_value=0) / 1e6
+    table = table.reindex(np.arange(len(kept)), fill_value=0.0)
+    table.insert(0, "iter", firsts["iter"].to_numpy())
+    table.insert(0, "epoch", firsts["epoch"].to_numpy())
+    return Batches(what, table, spans)
+
+
+def _batch_of(events: np.ndarray) -> np.ndarray:
+    """Per firing (in order): the number of the batch it is in (before_batch through after_batch), else -1."""
+    opens = np.cumsum(events == "before_batch")
+    closes = events == "after_batch"
+    closed_before = np.cumsum(closes) - closes
+    return np.where(opens > closed_before, opens - 1, -1)
+
+
+def _event_spans(firings: pd.DataFrame) -> pd.DataFrame:
+    """The batches' event firings as spans."""
+    return pd.DataFrame({"kind": "event", "name": firings["name"], "callback": "", "batch": firings["batch"],
+                         "start": firings["start"], "dur": firings["dur"]})
+
+
+def _work_spans(one: Any, firings: pd.DataFrame) -> pd.DataFrame:
+    """The work that leads up to a batch's firings (its draw, forward, ...): the work ending inside the batch."""
+    work = one.work_df()
+    work = work[~work["nested"].astype(bool)]  # nested work is already inside a firing's time
+    bounds = firings.groupby("batch").agg(start=("eff_start", "min"), end=("eff_end", "max"))
+    end = (work["start"] + work["dur"]).to_numpy(np.int64)
+    at = np.searchsorted(bounds["start"].to_numpy(), end, side="right") - 1
+    ok = (at >= 0) & (end <= bounds["end"].to_numpy()[np.maximum(at, 0)])
+    work = work[ok]
+    return pd.DataFrame({"kind": "work", "name": work["work"].astype(str), "callback": "",
+                         "batch": bounds.index.to_numpy()[at[ok]], "start": work["start"], "dur": work["dur"]})
+
+
+def _call_spans(one: Any, firings: pd.DataFrame) -> pd.DataFrame:
+    """The callback calls inside the batches' firings, named by their event (whose colour they take)."""
+    calls = one.calls_df()
+    calls = calls[calls["firing"].isin(firings.index)]
+    return pd.DataFrame({"kind": "callback", "name": calls["event"].astype(str), "callback": calls["callback"],
+                         "batch": firings.loc[calls["firing"], "batch"].to_numpy(), "start": calls["start"],
+                         "dur": calls["dur"]})
+
+
+# -- colours --------------------------------------------------------------------------------------
+
+
+def series_colours(names: list[str]) -> dict[str, str]:
+    """A colour of PALETTE per name: chosen from the name's crc32, moved on to a free colour on a clash.
+
+    Clashes are settled in sorted name order, so a name's colour depends on the names present, never on
+    the order they are drawn in; up to len(PALETTE) names never share a colour. Moving on skips colours
+    close to one already taken while a distinct one is free; 'other' (the folded rest) is always grey.
+    """
+    colours: dict[str, str] = {OTHER: GREY} if OTHER in names else {}
+    for name in sorted(set(names) - {OTHER}):
+        start = zlib.crc32(name.encode("utf-8")) % len(PALETTE)
+        taken = list(colours.values())
+        free = [c for step in range(len(PALETTE)) if (c := PALETTE[(start + step) % len(PALETTE)]) not in taken]
+        apart = [c for c in free if all(_distance(c, t) >= NEAR for t in taken)]
+        colours[name] = (apart or free or [PALETTE[start]])[0]
+    return colours
+
+
+def _rgb(colour: str) -> tuple[int, int, int]:
+    return int(colour[1:3], 16), int(colour[3:5], 16), int(colour[5:7], 16)
+
+
+def _distance(a: str, b: str) -> float:
+    return float(np.linalg.norm(np.subtract(_rgb(a), _rgb(b))))
+
+
+def _folded(table: pd.DataFrame) -> pd.DataFrame:
+    """The per-series columns, largest total first, with the smallest folded into 'other' past len(PALETTE)."""
+    series = table.drop(columns=["epoch", "iter"])
+    series = series[series.sum().sort_values(ascending=False, kind="stable").index]
+    if series.shape[1] <= len(PALETTE):
+        return series
+    keep = list(series.columns[: len(PALETTE) - 1])
+    return series[keep].assign(**{OTHER: series.drop(columns=keep).sum(axis=1)})
+
+
+def _text_colour(colour: str) -> str:
+    """Black or white, whichever reads better on `colour`."""
+    r, g, b = _rgb(colour)
+    return "black" if 0.299 * r + 0.587 * g + 0.114 * b > 140 else "white"
+
+
+# -- the figure -----------------------------------------------------------------------------------
+
+
+def plot_trace(trace: Any, loop: Any = None) -> Figure:
+    """Two panels for one loop: time per batch stacked by work and event, and the slowest batch's timeline."""
+    import matplotlib.pyplot as plt
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+
+    index = resolve_loop(trace, loop)
+    batches = loop_batches(trace, index)
+    series = _folded(batches.table)
+    colours = series_colours(list(series.columns))
+    # Made by pyplot so that a notebook's inline backend is loaded (it registers the formatter that shows a
+    # returned Figure), then closed so the notebook shows it once, as the cell's value, not again at cell end.
+    fig = plt.figure(figsize=(12, 7.5), layout="constrained")
+    plt.close(fig)
+    FigureCanvasAgg(fig)  # closing left it a canvas that cannot draw; this one draws and saves without pyplot
+    top, bottom = fig.subplots(2, 1, height_ratios=(3, 2))
+    worst = int(series.sum(axis=1).to_numpy().argmax())
+    _stacked(top, series, colours, worst, batches.what)
+    top.set_title(f"Loop {index} {trace.loops[index]!r}: time per {batches.what} ({len(series)} of them)",
+                  loc="left", fontsize=10)
+    spans = batches.spans[batches.spans["batch"] == worst]
+    _timeline(bottom, spans.assign(name=spans["name"].where(spans["name"].isin(list(colours)), OTHER)), colours)
+    epoch, iteration = batches.table.loc[worst, ["epoch", "iter"]]
+    bottom.set_title(f"The slowest {batches.what}, #{worst} (epoch {epoch}, iter {iteration}): "
+                     f"{series.iloc[worst].sum():.2f} ms", loc="left", fontsize=10)
+    _legend(fig, list(series.columns), colours)
     return fig
+
+
+def _stacked(ax: Axes, series: pd.DataFrame, colours: dict[str, str], worst: int, what: str) -> None:
+    """Each batch a block one unit wide at its number, stacked by series, largest total at the bottom."""
+    from matplotlib.ticker import MaxNLocator
+
+    edges = np.arange(len(series) + 1) - 0.5
+    values = series.to_numpy().T
+    ax.stackplot(edges, np.concatenate([values, values[:, -1:]], axis=1), step="post", linewidth=0,
+                 colors=[colours[c] for c in series.columns], labels=list(series.columns))
+    ax.axvline(worst, color="black", linewidth=0.8, linestyle=":")
+    ax.annotate("timeline below", (worst, 1), xycoords=("data", "axes fraction"), xytext=(3, -3),
+                textcoords="offset points", ha="left", va="top", fontsize=FONT,
+                bbox={"boxstyle": "round,pad=0.15", "facecolor": "white", "edgecolor": "none", "alpha": 0.8})
+    ax.set_xlim(edges[0], edges[-1])
+    ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+    ax.set_xlabel(f"{what} (in order, from 0)", fontsize=8)
+    ax.set_ylabel(f"ms per {what}", fontsize=8)
+    ax.tick_params(labelsize=8)
+    ax.margins(y=0.02)
+
+
+def _timeline(ax: Axes, spans: pd.DataFrame, colours: dict[str, str]) -> None:
+    """One batch's spans on three rows (work, events, callbacks), in ms from the batch's start."""
+    start = (spans["start"] - spans["start"].min()) / 1e6
+    dur = spans["dur"] / 1e6
+    extent = float((start + dur).max()) or 1.0
+    # the axes take about 3/4 of the figure's width; a label is drawn where it fits inside its span
+    ms_per_char = extent / (ax.figure.get_figwidth() * 0.75) * FONT * 0.6 / 72
+    for (kind, name), group in spans[spans["dur"] > 0].groupby(["kind", "name"], sort=True):
+        y = ROWS[kind]
+        ax.barh(y, dur[group.index], left=start[group.index], height=0.8, color=colours[name], label=name,
+                edgecolor="white", linewidth=0.3)
+        for i, text in (group["callback"] if kind == "callback" else group["name"]).items():
+            if dur[i] > (len(text) + 1) * ms_per_char:
+                ax.text(start[i] + dur[i] / 2, y, text, ha="center", va="center", fontsize=FONT,
+                        color=_text_colour(colours[name]), clip_on=True)
+    ax.set_yticks(list(ROWS.values()), ["work", "events", "callbacks\n(event's colour)"], fontsize=8)
+    ax.set_ylim(-0.6, len(ROWS) - 0.4)
+    ax.set_xlim(0, extent)
+    ax.set_xlabel("ms from the start of the batch", fontsize=8)
+    ax.tick_params(axis="x", labelsize=8)
+
+
+def _legend(fig: Figure, names: list[str], colours: dict[str, str]) -> None:
+    """One legend for both panels, right of the axes, listing the stack from its top down."""
+    from matplotlib.patches import Patch
+
+    handles = [Patch(facecolor=colours[name], label=name) for name in reversed(names)]
+    fig.legend(handles=handles, loc="outside right upper", fontsize=FONT + 1, title="work and events",
+               title_fontsize=FONT + 1, frameon=False)

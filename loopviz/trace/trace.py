@@ -119,12 +119,19 @@ class Trace:
 
     # -- reports ------------------------------------------------------------------------------
 
+    def loops_df(self) -> pd.DataFrame:
+        """One row per loop: index, label, start/end (ns), duration (ms), the loop and event it ran inside."""
+        self._check()
+        return _reports().loops_df(self.data)
+
     def total_ns(self) -> int:
-        """Wall time covered by the traced loops: first firing's start to last firing's end, per loop, summed."""
+        """Wall time of the run: each outermost loop from its entry point's call to its return, summed (exact past
+        the record caps)."""
         return _reports().total_ns(self.data)
 
     def summary(self) -> pd.DataFrame:
-        """Per event and phase, and per kind of work: count, total, mean, p50, p95, max (ms) and % of the run."""
+        """Per event and phase, and per kind of work: count, total, mean, p50, p95, max (ms) and % of the run; rows of
+        kind 'event' and 'work' tile the run, 'nested event', 'nested work' and 'dispatch' break down events."""
         self._check()
         return _reports().summary(self.data)
 
@@ -208,8 +215,10 @@ class Trace:
 
         return files.write_json(chrome_trace(self), path)
 
-    def plot(self, loop: int = 0) -> Any:
-        """Matplotlib figure: time per batch (work and callbacks) over the batches of one loop, and one batch's timeline."""
+    def plot(self, loop: int | str | None = None) -> Any:
+        """A matplotlib Figure of one loop: time per training batch stacked by work and event, and its slowest
+        batch as a timeline. `loop` is an index into `loops`, a label that names one loop, or None for the
+        loop with the most training batches. The figure is not registered with pyplot: a notebook shows it once."""
         self._check()
         from loopviz.trace.plot import plot_trace
 
