@@ -101,6 +101,11 @@ class Recorder:
             self.sibling = None
         self.loop = self.loop_stack[-1] if self.loop_stack else -1
 
+    def extend_loop(self, index: int, end: int) -> None:
+        """Let an ended loop run on to `end` (its caller's own work after it, until the caller returned)."""
+        span = self.data.loop_spans[index]
+        span[1] = max(span[1], end)
+
     # -- the hot path -------------------------------------------------------------------------
 
     def begin_firing(self, event: str, mode: int, epoch: int, iteration: int) -> int:

@@ -70,6 +70,8 @@ class _LearnerTrace:
         self.handlers: dict[tuple[int, str], bool] = {}  # (id(cb), event) -> has a handler (for skipped calls only)
         self.calling: Callback | None = None  # the callback whose call is being timed
         self.reached = 0  # what fastai's getcallable gave `calling`: 0 not called yet, 1 no handler, 2 a handler
+        self.cursor = -1  # where the last outermost loop of the user's call ended (-1: none yet)
+        self.last_outer = -1  # that loop
 
     def starts_loop(self, event: str) -> bool:
         """True when this event opens a new loop: every before_fit, and a before_validate outside any loop or
@@ -86,9 +88,14 @@ class _LearnerTrace:
         label = " > ".join(name for name, _, _ in self.entries) or ("fit" if event == "before_fit" else "validate")
         if self.entries and self.entries[-1][1] < 0:
             entry = self.entries[-1]
-            entry[1] = self.rec.begin_loop(label, start=entry[2])
+            entry[1] = self.rec.begin_loop(label, start=entry[2] if self.rec.loop_stack else self.resume_at())
         else:
             self.bare.append((self.rec.begin_loop(label), "after_fit" if event == "before_fit" else "after_validate"))
+
+    def resume_at(self) -> int:
+        """Where a new outermost loop's time starts: when the user's call began (fit_one_cycle, fine_tune...), or
+        where the previous loop of that call ended, so the call's own work between fits is in the run."""
+        return self.cursor if self.cursor >= 0 else self.entries[0][2]
 
     def end_bare_loop(self, event: str) -> None:
         """End the innermost loop begun without an entry point when its closing event has run."""
@@ -98,12 +105,20 @@ class _LearnerTrace:
             self.rec.end_loop()
 
     def end_entry(self, entry: list[Any], end: int) -> None:
-        """End the loop an entry point began (and any still open inside it) when the entry point returns or raises."""
+        """End the loop an entry point began (and any still open inside it) when the entry point returns or raises;
+        when the user's own call returns, its last outermost loop runs to that moment."""
         loop = entry[1]
         rec = self.rec
+        outermost = loop >= 0 and rec.data.loop_spans[loop][2] < 0 and rec.data.loop_spans[loop][3] == -1
         while loop >= 0 and loop in rec.loop_stack:
             rec.end_loop(end)
+        if outermost:
+            self.cursor, self.last_outer = end, loop
         self.bare = [(index, closing) for index, closing in self.bare if index in rec.loop_stack]
+        if entry is self.entries[0]:
+            if self.last_outer >= 0 and not rec.loop_stack:
+                rec.extend_loop(self.last_outer, end)
+            self.cursor, self.last_outer = -1, -1
 
     def callback_id(self, cb: Callback) -> int:
         """The callback's id in the trace, registering it (and keeping it alive) on its first call."""
@@ -122,10 +137,10 @@ class _LearnerTrace:
         return found
 
 
-def skipped_status(cb: Callback, event: str) -> int | None:
-    """Why fastai's `Callback.__call__` did not reach `cb`'s handler, read from its flags as it was at this call
-    (and `training` as the callback sees it, like fastai); None when its flags would have let it run."""
-    reason = skip_reason(cb.run, cb.run_train, cb.run_valid, event, bool(getattr(cb, "training", True)), _INNER)
+def skipped_status(cb: Callback, event: str, run: bool) -> int | None:
+    """Why fastai's `Callback.__call__` did not reach `cb`'s handler: `run` as it was when called (fastai resets it
+    at after_fit), the other flags and `training` as the callback sees them; None when they would let it run."""
+    reason = skip_reason(run, cb.run_train, cb.run_valid, event, bool(getattr(cb, "training", True)), _INNER)
     return None if reason is None else _SKIP_STATUS[reason]
 
 
@@ -231,6 +246,7 @@ def _wrap_callback_call(original: Callable[..., Any], replaces_call: bool = Fals
         state.calling, state.reached = self, 0
         before = state_snapshot(state) if state.track and state.has_handler(self, event_name) else None
         status = RAN
+        run = self.run
         start = perf_counter_ns()
         try:
             return original(self, event_name)
@@ -248,7 +264,7 @@ def _wrap_callback_call(original: Callable[..., Any], replaces_call: bool = Fals
                 if reached == 1 or not state.has_handler(self, event_name):
                     status = NO_HANDLER
                 else:  # fastai never asked for the handler: its run flags said no (or a foreign __call__ ran it)
-                    status = skipped_status(self, event_name) or status
+                    status = skipped_status(self, event_name, run) or status
             if status == NO_HANDLER:  # fastai calls every callback at every event: counted, not recorded one by one
                 state.rec.no_handler_call()
             else:
