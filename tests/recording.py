@@ -76,7 +76,7 @@ def expected_sequence(spec, n_epoch: int, n_train: int, n_valid: int) -> list[st
     def expand(phase: Phase) -> list[str]:
         if phase.name == "create":
             return []
-        times = {"epoch": n_epoch, "batch": n_train if phase.mode == "train" else n_valid}.get(phase.name, 1)
+        times = {"epoch": n_epoch, "batch": n_train if "dls.train" in (phase.repeat or "") else n_valid}.get(phase.name, 1)
         if phase.repeat is None:
             times = 1
         once: list[str] = []

@@ -17,7 +17,10 @@ EVENT_DESCRIPTIONS: dict[str, str] = {
     ),
     "before_fit": (
         "Start of fit: the optimizer exists and lr/wd are set, nothing is trained yet. "
-        "validate() and get_preds() fire it too, on entering `with learn:`."
+        "validate() and get_preds() fire it too, on entering `with learn:`. From here a callback can switch "
+        "itself off (run=False) until after_fit; loopviz marks the fastai callbacks known to do so in "
+        "before_fit (trackers and ShowGraphCallback under lr_find and get_preds), not what other code "
+        "decides at run time."
     ),
     "before_epoch": "Start of an epoch; learn.epoch holds its index.",
     "before_train": (

@@ -7,8 +7,10 @@ from fastai.learner import Learner
 from fastcore.basics import patch
 
 from loopviz.adapters.fastai import tracer as _tracer  # noqa: F401  (patches Learner.trace)
+from loopviz.adapters.fastai.creation import record_creations
 from loopviz.adapters.fastai.spec import _listify, build_spec
-from loopviz.annotate import annotate
+from loopviz.adapters.fastai.spec import LOOPS
+from loopviz.annotate import annotate, spec_loop_of
 from loopviz.diff import diff as diff_specs
 from loopviz.model import LoopSpec
 from loopviz.renderers.text import DEFAULT_WIDTH
@@ -19,15 +21,27 @@ if TYPE_CHECKING:
 
 __all__ = ["loop_spec", "show_training_loop"]
 
+record_creations()  # from now on, loopviz knows which callbacks each new Learner received after_create
+
 
 @patch
 def loop_spec(
     self: Learner,
     loop: str = "fit",  # Which loop: 'fit', 'fit_one_cycle', 'fine_tune', 'validate', 'get_preds' or 'lr_find'
     cbs=None,  # Callbacks (instances or classes) to preview as if passed to `fit(cbs=...)`; the learner is not changed
+    start_epoch: int = 0,  # As in `fit(n_epoch, start_epoch=...)` (fit loops only): preview the SkipToEpoch fastai adds
 ) -> LoopSpec:
     "The loop this learner would run, as loopviz's data model: phases, events, callbacks and their docs"
-    return build_spec(self, loop=loop, cbs=cbs)
+    return build_spec(self, loop=loop, cbs=cbs, start_epoch=start_epoch)
+
+
+def traced_loop(trace) -> str:
+    """The loop a trace recorded first ('fine_tune' for 'fine_tune > fit_one_cycle > fit'); 'fit' when it names none."""
+    for label in trace.loops_df().query("parent < 0")["label"]:
+        found = spec_loop_of(label, LOOPS)
+        if found is not None:
+            return found
+    return "fit"
 
 
 @patch
@@ -35,18 +49,22 @@ def show_training_loop(
     self: Learner,
     verbose: bool = False,  # Add each event's description, the work between events, and every callback's order, source and doc
     cbs=None,  # Callbacks (instances or classes) to preview as if passed to `fit(cbs=...)`; the learner is not changed
-    loop: str = "fit",  # Which loop: 'fit', 'fit_one_cycle', 'fine_tune', 'validate', 'get_preds' or 'lr_find'
+    loop: str | None = None,  # Which loop: 'fit', 'fit_one_cycle', 'fine_tune', 'validate', 'get_preds' or 'lr_find'; default 'fit', or the loop `trace` recorded
     fmt: str = "text",  # A view from loopviz.formats: 'text', 'rich', 'mermaid' (printed) or 'graphviz' (also 'svg', 'png', 'pdf', 'dot': a diagram to display or `.save()`)
     width: int = DEFAULT_WIDTH,  # Wrap verbose text at this many characters
     hide_empty: bool = False,  # Leave out events where no callback runs
     focus: str | None = None,  # Show only this callback (class name, or fastai name such as 'recorder')
     trace=None,  # A `Trace` of this learner (`with learn.trace() as t`): annotate the loop with measured times
     diff=None,  # Callbacks to compare with: show the loop with them added (+), and what they change
+    start_epoch: int = 0,  # As in `fit(n_epoch, start_epoch=...)` (fit loops only): preview the SkipToEpoch fastai adds
 ) -> LoopView | "LoopDiagram":
     "Show each step in the training loop, with the callbacks that really run there"
-    spec = build_spec(self, loop=loop, cbs=cbs)
+    if loop is None:
+        loop = traced_loop(trace) if trace is not None else "fit"
+    spec = build_spec(self, loop=loop, cbs=cbs, start_epoch=start_epoch)
     if diff is not None:
-        spec = diff_specs(spec, build_spec(self, loop=loop, cbs=[*_listify(cbs), *_listify(diff)]))
+        with_diff = build_spec(self, loop=loop, cbs=[*_listify(cbs), *_listify(diff)], start_epoch=start_epoch)
+        spec = diff_specs(spec, with_diff)
     if trace is not None:
         spec = annotate(spec, trace)
     return show_loop(spec, verbose=verbose, fmt=fmt, width=width, hide_empty=hide_empty, focus=focus)
