@@ -74,6 +74,7 @@ def annotate(spec: LoopSpec, trace: Any, loops: Any = "auto") -> LoopSpec:
     whole = trace.select(_with_descendants(trace, loops, through_events=True))
     trace = trace.select(_with_descendants(trace, loops, through_events=False))
     used = list(dict.fromkeys(_outermost(trace)["label"]))
+    n_loops = len(_outermost(trace))
     run_ms = trace.total_ns() / 1e6
     summary = list(trace.summary().itertuples())
     events = {(row.name, row.phase): _timing(row.count, row.total_ms, run_ms) for row in summary if row.kind == "event"}
@@ -109,7 +110,8 @@ def annotate(spec: LoopSpec, trace: Any, loops: Any = "auto") -> LoopSpec:
     notes = [*spec.notes, *_unseen_notes(unseen), *_nested_notes(whole, run_ms), *_other_loops_notes(every, loops),
              *cap_notes(trace.data)]
     return replace(annotated, callbacks=[*spec.callbacks, *unseen], notes=notes,
-                   measured=f"measured: {trace.clock} clock, {run_ms:,.1f} ms over {len(used)} loop(s) ({labels})")
+                   measured=f"measured: {trace.clock} clock, {run_ms:,.1f} ms over {n_loops} loop(s) ({labels})"
+                   + (", added up at each step" if n_loops > 1 else ""))
 
 
 def _unseen_callbacks(spec: LoopSpec, trace: Any, calls: dict[tuple[str, str, str], Timing]) -> list[CallbackInfo]:
