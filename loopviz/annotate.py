@@ -21,7 +21,7 @@ def _timing(count: int, total_ms: float, run_ms: float) -> Timing:
 def _outermost(trace: Any) -> Any:
     """The trace's loops that no other loop or event ran (a fit, a validate... called by the user)."""
     loops = trace.loops_df()
-    return loops[loops["parent"] < 0]
+    return loops[loops["outermost"]]
 
 
 def spec_loop_of(label: str, known: Any) -> str | None:
@@ -32,15 +32,18 @@ def spec_loop_of(label: str, known: Any) -> str | None:
 
 def matching_loops(spec: LoopSpec, trace: Any) -> list[int]:
     """Indices of the trace's outermost loops that ran the spec's loop: its label, or entry points it leads."""
-    outer = _outermost(trace)
+    return _matching(spec, _outermost(trace))
+
+
+def _matching(spec: LoopSpec, outer: Any) -> list[int]:
     return [int(i) for i, label in zip(outer["loop"], outer["label"])
             if label == spec.loop or label.startswith(f"{spec.loop} > ")]
 
 
-def _with_descendants(trace: Any, loops: list[int], through_events: bool) -> list[int]:
-    """The loops and the loops that ran inside them; `through_events=False` leaves out those a callback's handler ran
-    (their time is inside that handler's call, and their calls would blur the outer loop's)."""
-    table = trace.loops_df()
+def _with_descendants(table: Any, loops: list[int], through_events: bool) -> list[int]:
+    """The loops and the loops that ran inside them (`table`: the trace's `loops_df()`); `through_events=False`
+    leaves out those a callback's handler ran (their time is inside that handler's call, and their calls would
+    blur the outer loop's)."""
     parent = dict(zip(table["loop"], table["parent"]))
     in_event = set(table["loop"][table["inside_event"] != ""])
     keep = set(loops)
@@ -62,19 +65,20 @@ def annotate(spec: LoopSpec, trace: Any, loops: Any = "auto") -> LoopSpec:
     """
     if trace.framework and spec.framework and trace.framework.split()[0] != spec.framework.split()[0]:
         raise LoopvizError(f"this trace is of {trace.framework}, the loop of {spec.framework}: they cannot be matched.")
+    table = trace.loops_df()
+    every = table[table["outermost"]]
     if loops == "auto":
-        loops = matching_loops(spec, trace) or None
+        loops = _matching(spec, every) or None
     if loops is None:
-        loops = [int(i) for i in _outermost(trace)["loop"]]
+        loops = [int(i) for i in every["loop"]]
     else:
         from loopviz.trace.select import loop_indices
 
         loops = sorted(loop_indices(trace.loops, loops))
-    every = _outermost(trace)
-    whole = trace.select(_with_descendants(trace, loops, through_events=True))
-    trace = trace.select(_with_descendants(trace, loops, through_events=False))
-    used = list(dict.fromkeys(_outermost(trace)["label"]))
-    n_loops = len(_outermost(trace))
+    whole = trace.select(_with_descendants(table, loops, through_events=True))
+    trace = trace.select(_with_descendants(table, loops, through_events=False))
+    outer = _outermost(trace)
+    used, n_loops = list(dict.fromkeys(outer["label"])), len(outer)
     run_ms = trace.total_ns() / 1e6
     summary = list(trace.summary().itertuples())
     events = {(row.name, row.phase): _timing(row.count, row.total_ms, run_ms) for row in summary if row.kind == "event"}

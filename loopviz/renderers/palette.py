@@ -1,11 +1,13 @@
 """One colour per callback class, the same in every view of a loop."""
 from __future__ import annotations
 
+import math
 import zlib
+from typing import Iterable
 
 from loopviz.model import LoopSpec
 
-__all__ = ["PALETTE", "callback_colours"]
+__all__ = ["PALETTE", "callback_colours", "pick_colours", "rgb"]
 
 # Sixteen colours that stay apart from each other on white and dark backgrounds.
 PALETTE: tuple[str, ...] = (
@@ -20,15 +22,25 @@ def callback_colours(spec: LoopSpec) -> dict[str, str]:
     The first choice depends on the name only, so a class keeps its colour across learners unless
     two classes of one loop want the same colour; then the later one (in call order) moves on.
     """
-    colours: dict[str, str] = {}
-    for info in spec.callbacks:
-        if info.cls in colours:
+    return pick_colours(info.cls for info in spec.callbacks)
+
+
+def pick_colours(names: Iterable[str], taken: dict[str, str] | None = None, near: float = 0.0) -> dict[str, str]:
+    """A PALETTE colour per name, in the order given: the colour its crc32 picks, or the next one free of those
+    taken so far (and, while one is left, at least `near` apart from them in RGB); `taken` are fixed beforehand.
+    Up to len(PALETTE) names never share a colour; past that a name gets its first choice."""
+    colours = dict(taken or {})
+    for name in dict.fromkeys(names):
+        if name in colours:
             continue
-        start = zlib.crc32(info.cls.encode("utf-8")) % len(PALETTE)
-        taken = set(colours.values())
-        for step in range(len(PALETTE)):
-            colour = PALETTE[(start + step) % len(PALETTE)]
-            if colour not in taken or len(taken) >= len(PALETTE):
-                break
-        colours[info.cls] = colour
+        start = zlib.crc32(name.encode("utf-8")) % len(PALETTE)
+        used = list(colours.values())
+        free = [c for step in range(len(PALETTE)) if (c := PALETTE[(start + step) % len(PALETTE)]) not in used]
+        apart = [c for c in free if all(math.dist(rgb(c), rgb(u)) >= near for u in used)]
+        colours[name] = (apart or free or [PALETTE[start]])[0]
     return colours
+
+
+def rgb(colour: str) -> tuple[int, int, int]:
+    """The red, green and blue (0-255) of a '#rrggbb' colour."""
+    return int(colour[1:3], 16), int(colour[3:5], 16), int(colour[5:7], 16)

@@ -18,7 +18,7 @@ from loopviz.model import CallbackInfo
 from loopviz.trace.layout import F_END, F_LOOP, F_START, NC, NCH, NF, UNKNOWN_LOOP
 
 __all__ = ["TraceData", "Aggregate", "Codec", "HIST_BUCKETS", "ADDED_IN_3", "callback_facts", "recount",
-           "without_loop", "merged_changes", "spans_from_firings"]
+           "without_loop", "merged_changes", "spans_from_firings", "is_outermost"]
 
 HIST_BUCKETS = 64
 
@@ -160,6 +160,11 @@ class TraceData:
 
 # Fields that files before version 3 lack: they read as empty, and loop spans are rebuilt from the firings.
 ADDED_IN_3 = ("loop_spans", "no_handler_by_loop", "overflow_nested", "overflow_work")
+
+
+def is_outermost(span: list[int]) -> bool:
+    """True for a loop (a `loop_spans` entry) that no other loop or firing ran: the run is made of these."""
+    return span[2] < 0 and span[3] == -1
 
 
 def spans_from_firings(data: TraceData) -> list[list[int]]:

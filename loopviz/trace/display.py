@@ -42,7 +42,7 @@ def trace_tables(trace: Any, limit: int = 25) -> Group:
     summary = trace.summary().sort_values("total_ms", ascending=False)
     by_cb = trace.by_callback()
     table = trace.loops_df()
-    outer = table[table["parent"] < 0]
+    outer = table[table["outermost"]]
     loops = ", ".join(dict.fromkeys(outer["label"])) or "none"
     nested = f", {len(table) - len(outer)} nested" if len(table) > len(outer) else ""
     head = Text.assemble(

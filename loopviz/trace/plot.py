@@ -5,7 +5,6 @@ the cell's value (through the inline backend's formatter for figures), and scrip
 """
 from __future__ import annotations
 
-import zlib
 from numbers import Integral
 from typing import TYPE_CHECKING, Any, NamedTuple
 
@@ -13,7 +12,7 @@ import numpy as np
 import pandas as pd
 
 from loopviz.errors import LoopvizError
-from loopviz.renderers.palette import PALETTE
+from loopviz.renderers.palette import PALETTE, pick_colours, rgb
 
 if TYPE_CHECKING:
     from matplotlib.axes import Axes
@@ -156,28 +155,11 @@ def _call_spans(one: Any, firings: pd.DataFrame) -> pd.DataFrame:
 
 
 def series_colours(names: list[str]) -> dict[str, str]:
-    """A colour of PALETTE per name: chosen from the name's crc32, moved on to a free colour on a clash.
-
-    Clashes are settled in sorted name order, so a name's colour depends on the names present, never on
-    the order they are drawn in; up to len(PALETTE) names never share a colour. Moving on skips colours
-    close to one already taken while a distinct one is free; 'other' (the folded rest) is always grey.
-    """
-    colours: dict[str, str] = {OTHER: GREY} if OTHER in names else {}
-    for name in sorted(set(names) - {OTHER}):
-        start = zlib.crc32(name.encode("utf-8")) % len(PALETTE)
-        taken = list(colours.values())
-        free = [c for step in range(len(PALETTE)) if (c := PALETTE[(start + step) % len(PALETTE)]) not in taken]
-        apart = [c for c in free if all(_distance(c, t) >= NEAR for t in taken)]
-        colours[name] = (apart or free or [PALETTE[start]])[0]
-    return colours
-
-
-def _rgb(colour: str) -> tuple[int, int, int]:
-    return int(colour[1:3], 16), int(colour[3:5], 16), int(colour[5:7], 16)
-
-
-def _distance(a: str, b: str) -> float:
-    return float(np.linalg.norm(np.subtract(_rgb(a), _rgb(b))))
+    """A colour of PALETTE per name, from `pick_colours` with clashes settled in sorted name order, so a name's colour
+    depends on the names present, never on the order they are drawn in; moving on skips colours close to one
+    already taken while a distinct one is free; 'other' (the folded rest) is always grey."""
+    taken = {OTHER: GREY} if OTHER in names else {}
+    return pick_colours(sorted(set(names) - {OTHER}), taken=taken, near=NEAR)
 
 
 def _folded(table: pd.DataFrame) -> pd.DataFrame:
@@ -192,7 +174,7 @@ def _folded(table: pd.DataFrame) -> pd.DataFrame:
 
 def _text_colour(colour: str) -> str:
     """Black or white, whichever reads better on `colour`."""
-    r, g, b = _rgb(colour)
+    r, g, b = rgb(colour)
     return "black" if 0.299 * r + 0.587 * g + 0.114 * b > 140 else "white"
 
 

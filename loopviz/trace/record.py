@@ -12,7 +12,7 @@ from time import perf_counter_ns
 from typing import Any
 
 from loopviz.trace.clock import Clock, HostClock
-from loopviz.trace.data import Aggregate, TraceData, recount
+from loopviz.trace.data import Aggregate, TraceData, is_outermost, recount
 from loopviz.trace.layout import (
     CALL_FIELDS, CANCELLED, ERROR, F_DEV_END, F_DEV_START, F_END, F_EPOCH, F_ITER, F_STATUS, FIRING_FIELDS, MODES,
     NC, NCH, NF, NO_HANDLER, RAN, SKIPPED_RUN, SKIPPED_TRAIN, SKIPPED_VALID, STATUS,
@@ -22,6 +22,14 @@ __all__ = ["Recorder", "FIRING_FIELDS", "CALL_FIELDS", "STATUS", "MODES", "RAN",
            "SKIPPED_TRAIN", "SKIPPED_VALID", "CANCELLED", "ERROR"]
 
 _DRAIN_EVERY = 4096  # deferred clock marks resolved per batch
+
+
+def _add(aggregates: dict[tuple[int, ...], Aggregate], key: tuple[int, ...], dur: int) -> None:
+    """Count one duration past the cap into the aggregate at `key`, creating it on first use."""
+    agg = aggregates.get(key)
+    if agg is None:
+        agg = aggregates[key] = Aggregate()
+    agg.add(dur)
 
 
 class Recorder:
@@ -96,7 +104,7 @@ class Recorder:
         index = self.loop_stack.pop()
         span = self.data.loop_spans[index]
         span[1] = end if end is not None else max(self.last_end, span[0])
-        if span[2] < 0 and span[3] == -1:  # outermost: where its first and last top-level firings were
+        if is_outermost(span):  # where its first and last top-level firings were
             span[4], span[5] = self.top_first, self.top_end
             self.sibling = None
         self.loop = self.loop_stack[-1] if self.loop_stack else -1
@@ -120,11 +128,7 @@ class Recorder:
         if len(firings) >= self.firing_cap:
             start = perf_counter_ns()
             if sibling is not None:  # the work since the previous firing at this level, kept as an aggregate
-                key = (loop, sibling[0], eid, mode, 1 if stack else 0)
-                agg = self.overflow_work.get(key)
-                if agg is None:
-                    agg = self.overflow_work[key] = Aggregate()
-                agg.add(start - sibling[1])
+                _add(self.overflow_work, (loop, sibling[0], eid, mode, 1 if stack else 0), start - sibling[1])
             if not stack and self.top_first < 0:
                 self.top_first = start
             stack.append((-1, eid, mode, loop, start))
@@ -159,12 +163,7 @@ class Recorder:
             self.current = -1
             self.top_end = end
         if index < 0:
-            aggregates = self.overflow_nested if stack else self.overflow_firings
-            key = (loop, eid, mode)
-            agg = aggregates.get(key)
-            if agg is None:
-                agg = aggregates[key] = Aggregate()
-            agg.add(end - dropped_start)
+            _add(self.overflow_nested if stack else self.overflow_firings, (loop, eid, mode), end - dropped_start)
             return
         base = index * NF
         firings = self.firings
@@ -184,11 +183,7 @@ class Recorder:
             self.calls.extend((firing, cb_id, start, end - start, status))  # one row in CALL_FIELDS order
             return
         _, eid, mode, loop, _ = self.stack[-1] if self.stack else (-1, -1, 0, self.loop, 0)
-        key = (loop, eid, mode, cb_id, status)
-        agg = self.overflow_calls.get(key)
-        if agg is None:
-            agg = self.overflow_calls[key] = Aggregate()
-        agg.add(end - start)
+        _add(self.overflow_calls, (loop, eid, mode, cb_id, status), end - start)
 
     def changed(self, cb_id: int, names: list[str]) -> None:
         """Record that a callback's call (in the innermost open firing) changed these attributes."""

@@ -5,13 +5,13 @@ are split by loop in the data and added up over loops here, so reports count eve
 """
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Callable
 
 import numpy as np
 import pandas as pd
 
 from loopviz.errors import LoopvizError
-from loopviz.trace.data import Aggregate, TraceData, merged_changes, without_loop
+from loopviz.trace.data import Aggregate, TraceData, is_outermost, merged_changes, without_loop
 from loopviz.trace.layout import (
     C_CALLBACK, C_DUR, C_FIRING, C_STATUS, CALL_FIELDS, CH_ATTR, CH_CALLBACK, CH_FIRING, F_DEV_END, F_DEV_START,
     F_END, F_EPOCH, F_EVENT, F_ITER, F_LOOP, F_MODE, F_PARENT, F_START, F_STATUS, FIRING_FIELDS, MODES, NC, NCH, NF,
@@ -24,6 +24,7 @@ __all__ = ["firing_matrix", "call_matrix", "change_matrix", "firings_df", "calls
 WORK_FALLBACK = "between events"
 SETUP = "setup"  # an outermost loop's entry point before its first event (fastai's fit: callbacks, optimizer)
 CLEANUP = "cleanup"  # after its last event, until the entry point returns
+_NO_DURATIONS = np.zeros(0, np.int64)
 _SKIPPED = ("no_handler", "skipped_run", "skipped_run_train", "skipped_run_valid")
 
 
@@ -92,7 +93,7 @@ def root_loops(data: TraceData) -> np.ndarray:
 def outermost_spans(data: TraceData) -> list[tuple[int, list[int]]]:
     """(loop, span) of the loops not inside another loop or firing, that this trace holds."""
     return [(i, span) for i, span in enumerate(data.loop_spans)
-            if span[0] >= 0 and span[1] >= span[0] and span[2] < 0 and span[3] == -1]
+            if span[0] >= 0 and span[1] >= span[0] and is_outermost(span)]
 
 
 def work_df(data: TraceData) -> pd.DataFrame:
@@ -124,9 +125,8 @@ def _pairs_df(data: TraceData, m: np.ndarray) -> pd.DataFrame:
     a, b = a[keep], b[keep]
     n = len(data.events)
     names = np.full(n * n, WORK_FALLBACK, dtype=object)
-    for (before, after), work in data.work_names.items():
-        if before in data.events and after in data.events:
-            names[data.events.index(before) * n + data.events.index(after)] = work
+    for (before, after), work in _work_names_by_id(data).items():
+        names[before * n + after] = work
     return pd.DataFrame({
         "work": names[m[a, F_EVENT] * n + m[b, F_EVENT]], "after": _names(data.events, m[a, F_EVENT]),
         "before": _names(data.events, m[b, F_EVENT]), "phase": _names(MODES, m[b, F_MODE]), "epoch": m[b, F_EPOCH],
@@ -152,11 +152,12 @@ def _edges_df(data: TraceData, m: np.ndarray) -> pd.DataFrame:
 
 
 def loops_df(data: TraceData) -> pd.DataFrame:
-    """One row per loop this trace holds: index, label, start/end (ns), duration (ms), the loop it ran in (-1: none)
-    and the event whose handler ran it ('' when it ran between events)."""
+    """One row per loop this trace holds: index, label, start/end (ns), duration (ms), the loop it ran in (-1: none),
+    the event whose handler ran it ('' when it ran between events), and whether it is outermost (part of the run)."""
     m = firing_matrix(data)
     rows = []
-    for index, (start, end, parent, firing, _, _) in enumerate(data.loop_spans):
+    for index, span in enumerate(data.loop_spans):
+        start, end, parent, firing, _, _ = span
         if start < 0:
             continue
         inside = ""
@@ -164,8 +165,8 @@ def loops_df(data: TraceData) -> pd.DataFrame:
             inside = data.events[m[firing, F_EVENT]]
         elif firing == -2:
             inside = "(an event past the record cap)"
-        rows.append((index, data.loops[index], start, end, (end - start) / 1e6, parent, inside))
-    return pd.DataFrame(rows, columns=["loop", "label", "start", "end", "dur_ms", "parent", "inside_event"])
+        rows.append((index, data.loops[index], start, end, (end - start) / 1e6, parent, inside, is_outermost(span)))
+    return pd.DataFrame(rows, columns=["loop", "label", "start", "end", "dur_ms", "parent", "inside_event", "outermost"])
 
 
 # -- where the time went ----------------------------------------------------------------------
@@ -209,36 +210,35 @@ def summary(data: TraceData) -> pd.DataFrame:
 def _event_rows(data: TraceData, firings: pd.DataFrame, overflow: dict[tuple[int, ...], Aggregate],
                 kind: str) -> list[tuple[Any, ...]]:
     """Rows of one kind of event: the raw firings per (event, phase), with the aggregates past the cap."""
-    rows, seen = [], set()
-    for (event, phase), group in firings.groupby(["event", "phase"], observed=True, sort=False):
-        key = (data.events.index(str(event)), MODES.index(phase))
-        seen.add(key)
-        rows.append((kind, str(event), phase, *_stats(group["dur"].to_numpy(), overflow.get(key))))
-    for (eid, mode), agg in overflow.items():
-        if (eid, mode) not in seen:
-            rows.append((kind, data.events[eid], MODES[mode], *_stats(np.zeros(0, np.int64), agg)))
-    return rows
+    raw = {(data.events.index(str(event)), MODES.index(phase)): group["dur"].to_numpy()
+           for (event, phase), group in firings.groupby(["event", "phase"], observed=True, sort=False)}
+    return _stat_rows(raw, overflow, lambda key: (kind, data.events[key[0]], MODES[key[1]]))
 
 
 def _work_rows(data: TraceData, work: pd.DataFrame) -> list[tuple[Any, ...]]:
     """Rows of work per (name, phase): raw pairs and loop edges, with the work aggregated past the cap."""
-    n = len(data.events)
-    names = {(data.events.index(b), data.events.index(a)): w for (b, a), w in data.work_names.items()
-             if b in data.events and a in data.events}
+    names = _work_names_by_id(data)
     overflow: dict[tuple[str, str, bool], Aggregate] = {}
     for (_, before, after, mode, inside), agg in data.overflow_work.items():
-        key = (names.get((before, after), WORK_FALLBACK) if 0 <= before < n and 0 <= after < n else WORK_FALLBACK,
-               MODES[mode], bool(inside))
+        key = (names.get((before, after), WORK_FALLBACK), MODES[mode], bool(inside))
         overflow[key] = overflow[key].plus(agg) if key in overflow else agg
-    rows, seen = [], set()
-    for (name, phase, inside), group in work.groupby(["work", "phase", "nested"], sort=False):
-        key = (name, phase, bool(inside))
-        seen.add(key)
-        rows.append(("nested work" if inside else "work", name, phase, *_stats(group["dur"].to_numpy(), overflow.get(key))))
-    for (name, phase, inside), agg in overflow.items():
-        if (name, phase, inside) not in seen:
-            rows.append(("nested work" if inside else "work", name, phase, *_stats(np.zeros(0, np.int64), agg)))
-    return rows
+    raw = {(name, phase, bool(inside)): group["dur"].to_numpy()
+           for (name, phase, inside), group in work.groupby(["work", "phase", "nested"], sort=False)}
+    return _stat_rows(raw, overflow, lambda key: ("nested work" if key[2] else "work", key[0], key[1]))
+
+
+def _stat_rows(raw: dict[Any, np.ndarray], overflow: dict[Any, Aggregate],
+               label: Callable[[Any], tuple[str, str, str]]) -> list[tuple[Any, ...]]:
+    """One row per key: its (kind, name, phase) label and the stats of its raw durations with its aggregate past
+    the cap; keys with raw records first, in their order, then those only past the cap."""
+    keys = [*raw, *(key for key in overflow if key not in raw)]
+    return [(*label(key), *_stats(raw.get(key, _NO_DURATIONS), overflow.get(key))) for key in keys]
+
+
+def _work_names_by_id(data: TraceData) -> dict[tuple[int, int], str]:
+    """`work_names` keyed by the ids of the two events (those this trace has)."""
+    return {(data.events.index(before), data.events.index(after)): work
+            for (before, after), work in data.work_names.items() if before in data.events and after in data.events}
 
 
 def _dispatch_rows(data: TraceData, top: pd.DataFrame) -> list[tuple[Any, ...]]:

@@ -8,8 +8,7 @@ from fastcore.basics import patch
 
 from loopviz.adapters.fastai import tracer as _tracer  # noqa: F401  (patches Learner.trace)
 from loopviz.adapters.fastai.creation import record_creations
-from loopviz.adapters.fastai.spec import _listify, build_spec
-from loopviz.adapters.fastai.spec import LOOPS
+from loopviz.adapters.fastai.spec import LOOPS, _listify, build_spec
 from loopviz.annotate import annotate, spec_loop_of
 from loopviz.diff import diff as diff_specs
 from loopviz.model import LoopSpec
@@ -37,7 +36,7 @@ def loop_spec(
 
 def traced_loop(trace) -> str:
     """The loop a trace recorded first ('fine_tune' for 'fine_tune > fit_one_cycle > fit'); 'fit' when it names none."""
-    for label in trace.loops_df().query("parent < 0")["label"]:
+    for label in trace.loops_df().query("outermost")["label"]:
         found = spec_loop_of(label, LOOPS)
         if found is not None:
             return found

@@ -76,17 +76,21 @@ class _Builder:
             return None
         return mode == "train" if self.fixed_training is None else self.fixed_training
 
+    def runs_as(self, mode: Mode | None) -> Mode | None:
+        """The phase fastai runs `mode`'s batches in, as `learn.training` says (None outside the batch loops)."""
+        training = self.trains(mode)
+        return None if training is None else ("train" if training else "valid")
+
     def handlers(self, name: str, mode: Mode | None, placed: bool = False) -> list[Handler]:
         """Every callback's handler for `name`, in fastai's call order; `placed` when the loop fires it itself."""
-        training = self.trains(mode)
-        filter_mode: Mode | None = None if training is None else ("train" if training else "valid")
+        filter_mode = self.runs_as(mode)
         found = []
         for cb, info in zip(self.cbs, self.infos):
             handler = find_handler(cb, info, name, filter_mode, self.inner_loop, self.learn)
             if handler is None:
                 continue
             if handler.skipped in ("run_train=False", "run_valid=False") and filter_mode != mode:
-                why = f"learn.training is {training}: no TrainEvalCallback"
+                why = f"learn.training is {filter_mode == 'train'}: no TrainEvalCallback"
                 handler = replace(handler, skipped=f"{handler.skipped} ({why})")
             if name == "after_create" and self.created_later(cb):
                 handler = replace(handler, skipped="added after Learner.__init__")
@@ -136,7 +140,8 @@ class _Builder:
         body: list[Step | None] = [
             WORK["forward"], self.event("after_pred", mode), WORK["loss"], self.event("after_loss", mode),
         ]
-        if self.trains(mode):
+        run_mode = self.runs_as(mode)
+        if run_mode == "train":
             only_training = "Only when training and the batch has targets."
             body += [
                 self.phase("backward", "Backward", [WORK["backward"]], mode=mode, note=only_training, minor=True),
@@ -148,7 +153,6 @@ class _Builder:
                                 for kind in ("before", "after_cancel", "after"))
         phase = self.phase("batch", "Batch Loop", body, mode=mode, repeat=f"for each batch of {source}")
         phase.steps.insert(0, WORK["draw"])
-        run_mode: Mode = "train" if self.trains(mode) else "valid"
         if run_mode != mode:  # the phase fastai itself runs these batches in (learn.training), as a trace records it
             phase.mode = run_mode
             for event in phase.events():

@@ -25,7 +25,7 @@ from loopviz.adapters.fastai.handlers import callback_info, has_handler, skip_re
 from loopviz.errors import LoopvizError
 from loopviz.introspect import call_owner
 from loopviz.trace.clock import make_clock
-from loopviz.trace.data import callback_facts
+from loopviz.trace.data import callback_facts, is_outermost
 from loopviz.trace.record import (
     CANCELLED, ERROR, NO_HANDLER, RAN, SKIPPED_RUN, SKIPPED_TRAIN, SKIPPED_VALID, Recorder,
 )
@@ -109,7 +109,7 @@ class _LearnerTrace:
         when the user's own call returns, its last outermost loop runs to that moment."""
         loop = entry[1]
         rec = self.rec
-        outermost = loop >= 0 and rec.data.loop_spans[loop][2] < 0 and rec.data.loop_spans[loop][3] == -1
+        outermost = loop >= 0 and is_outermost(rec.data.loop_spans[loop])
         while loop >= 0 and loop in rec.loop_stack:
             rec.end_loop(end)
         if outermost:
