@@ -19,6 +19,7 @@ from time import perf_counter_ns
 from typing import Any, Callable, Iterable, Sequence
 
 from loopviz import introspect
+from loopviz.checks import check_int
 from loopviz.errors import LoopvizError
 from loopviz.model import CallbackInfo, CancelPath, Event, Handler, LoopSpec, Mode, Phase, Role, Step, Work
 from loopviz.trace.clock import Clock
@@ -102,8 +103,9 @@ class DispatchTracer:
         self.obj, self.method, self.callbacks = obj, method, callbacks
         self.framework, self.loop_start, self.mode, self.position = framework, set(loop_start), mode, position
         self.work_names, self.event_arg = dict(work_names or {}), event_arg
-        self.rec = Recorder(clock, max_calls=max_calls, max_firings=max_firings)
-        self.trace = Trace.recording(self.rec)
+        self.rec = Recorder(clock, max_calls=check_int("max_calls", max_calls),
+                            max_firings=check_int("max_firings", max_firings))
+        self.trace = Trace.recording(self.rec, stop=self._stop)
         self.wrapped: dict[tuple[int, str], tuple[Any, Any]] = {}  # (id(cb), event) -> (cb, what its __dict__ held)
         self.previous: Any = None
         self.active = False
@@ -118,6 +120,11 @@ class DispatchTracer:
         return self.trace
 
     def __exit__(self, *exc: Any) -> None:
+        self._stop()
+
+    def _stop(self) -> None:
+        if not self.active:
+            return
         self.active = False
         if self.previous is _MISSING:
             self.obj.__dict__.pop(self.method, None)

@@ -23,6 +23,7 @@ import contextlib
 from dataclasses import dataclass, field
 from typing import Any, Iterator
 
+from loopviz.checks import check_int
 from loopviz.errors import LoopvizError
 from loopviz.model import Event, LoopSpec, Phase, Step, Work
 from loopviz.trace.record import ERROR, Recorder
@@ -106,15 +107,22 @@ class Loop:
     @contextlib.contextmanager
     def trace(self, max_calls: int = 1_000_000, max_firings: int = 250_000) -> Iterator[Trace]:
         """Record the events fired inside the block; gives a `Trace` (read it after the block)."""
+        check_int("max_calls", max_calls)
+        check_int("max_firings", max_firings)
         if self.rec is not None:
             raise LoopvizError(f"the loop {self.name!r} is already being traced; finish that trace first.")
-        self.rec = Recorder(max_calls=max_calls, max_firings=max_firings)
-        trace = Trace.recording(self.rec)
+        rec = self.rec = Recorder(max_calls=max_calls, max_firings=max_firings)
+
+        def stop() -> None:
+            if self.rec is rec:
+                self.rec = None
+            trace.finish(framework=self.framework, work_names=self.work_names)
+
+        trace = Trace.recording(rec, stop=stop)
         try:
             yield trace
         finally:
-            self.rec = None
-            trace.finish(framework=self.framework, work_names=self.work_names)
+            stop()
 
     def spec(self) -> LoopSpec:
         """The loop as loopviz's model, from the phases, events and work seen so far."""

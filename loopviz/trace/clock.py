@@ -137,10 +137,10 @@ def clock_names() -> list[str]:
 
 def make_clock(kind: str, model_device: str = "cpu") -> Clock:
     """The clock for `kind`: a name in `CLOCKS`, or 'auto' (cuda when the model is on a CUDA device, else host)."""
+    from loopviz.checks import check_choice
     from loopviz.errors import LoopvizError
 
-    if kind != AUTO and kind not in CLOCKS:
-        raise LoopvizError(f"clock={kind!r} is not a clock loopviz has; choose one of: {', '.join(clock_names())}.")
+    check_choice("clock", kind, clock_names())
     if kind == AUTO:
         kind = "cuda" if model_device.startswith("cuda") else "host"
     chosen = CLOCKS[kind]

@@ -6,13 +6,20 @@ it) and the entry points (fit, validate, get_preds, lr_find, fine_tune, fit_one_
 The wrappers look the learner up in a registry and pass straight through for learners that are not
 traced. The last trace to finish puts every original back, whether the fit ended, was cancelled or raised.
 Nothing is attached to the learner or its callbacks, so `learn.export()` pickles no tracer.
+
+Installing and removing the wrappers happens under one lock, so traces started and finished in several
+threads at once leave fastai exactly as it was. A trace holds its learner (and the callbacks it has seen)
+weakly: a trace that is never exited ends when its learner is collected, or with `t.stop()`.
 """
 from __future__ import annotations
 
+import contextlib
 import functools
+import threading
 import warnings
+import weakref
 from time import perf_counter_ns
-from typing import Any, Callable
+from typing import Any, Callable, Iterator
 
 import torch
 from fastai.callback import core as fastai_core
@@ -22,6 +29,7 @@ from fastcore.basics import noop, patch
 
 from loopviz.adapters.fastai.descriptions import WORK_BETWEEN
 from loopviz.adapters.fastai.handlers import callback_info, has_handler, skip_reason
+from loopviz.checks import check_bool, check_int, check_type
 from loopviz.errors import LoopvizError
 from loopviz.introspect import call_owner
 from loopviz.trace.clock import make_clock
@@ -48,6 +56,11 @@ _ENTRY_POINTS = ("fit", "validate", "get_preds", "lr_find", "fine_tune", "fit_on
 _ACTIVE: dict[int, "_LearnerTrace"] = {}
 _PATCHES: list[tuple[type, str, Any, Any]] = []  # (owner, name, what was there (or _MISSING), our wrapper)
 _MISSING = object()
+# Guards _ACTIVE's membership and _PATCHES. Re-entrant, and a trace ended by the garbage collector while
+# this thread is inside a guarded block waits in _DEFERRED until the block ends.
+_LOCK = threading.RLock()
+_GUARDED = threading.local()
+_DEFERRED: list[Callable[[], None]] = []
 
 
 def active_recorders() -> int:
@@ -59,14 +72,14 @@ class _LearnerTrace:
     """Per-learner state while tracing: the recorder plus what the wrappers need to label and classify."""
 
     def __init__(self, learn: Learner, recorder: Recorder, changes: bool = False, tensors: bool = False):
-        self.learn = learn
+        self.learn_ref = weakref.ref(learn)
         self.rec = recorder
         self.track = changes or tensors  # record which learner state each callback call changes
         self.tensors = tensors  # also in-place tensor changes (version counters), at a higher cost
         # entry points open, innermost last: [name, the loop it started (-1: none yet), when it was called]
         self.entries: list[list[Any]] = []
         self.bare: list[tuple[int, str]] = []  # loops begun without an entry point: (loop, the event that ends it)
-        self.alive: list[Callback] = []  # callbacks seen, kept alive so their ids are not reused
+        self.seen: dict[int, Any] = {}  # id(cb) -> weak reference: a collected callback's id leaves the trace's tables
         self.handlers: dict[tuple[int, str], bool] = {}  # (id(cb), event) -> has a handler (for skipped calls only)
         self.calling: Callback | None = None  # the callback whose call is being timed
         self.reached = 0  # what fastai's getcallable gave `calling`: 0 not called yet, 1 no handler, 2 a handler
@@ -120,11 +133,16 @@ class _LearnerTrace:
                 rec.extend_loop(self.last_outer, end)
             self.cursor, self.last_outer = -1, -1
 
+    @property
+    def learn(self) -> Learner | None:
+        """The traced learner, or None once it has been collected."""
+        return self.learn_ref()
+
     def callback_id(self, cb: Callback) -> int:
-        """The callback's id in the trace, registering it (and keeping it alive) on its first call."""
+        """The callback's id in the trace, registering it on its first call."""
         cid = self.rec.callback_ids.get(id(cb))
         if cid is None:
-            self.alive.append(cb)
+            self.watch(cb)
             cid = self.rec.callback_id(id(cb), lambda: callback_facts(callback_info(cb)))
         return cid
 
@@ -133,8 +151,26 @@ class _LearnerTrace:
         key = (id(cb), event)
         found = self.handlers.get(key)
         if found is None:
+            self.watch(cb)
             found = self.handlers[key] = has_handler(cb, event, self.learn)
         return found
+
+    def watch(self, cb: Callback) -> None:
+        """Forget what is keyed by the callback's id when it is collected, so a new object reusing the id is new."""
+        key = id(cb)
+        if key in self.seen:
+            return
+        try:
+            self.seen[key] = weakref.ref(cb, lambda _, key=key: self.forget(key))
+        except TypeError:  # a callback class with __slots__ and no __weakref__: keep it, its id stays its own
+            self.seen[key] = cb
+
+    def forget(self, key: int) -> None:
+        """Drop a collected callback's entries keyed by its id (its records keep their trace ids)."""
+        self.seen.pop(key, None)
+        self.rec.callback_ids.pop(key, None)
+        for found in [k for k in list(self.handlers) if k[0] == key]:
+            self.handlers.pop(found, None)
 
 
 def skipped_status(cb: Callback, event: str, run: bool) -> int | None:
@@ -315,6 +351,20 @@ def _wrap_entry(name: str, original: Callable[..., Any]) -> Callable[..., Any]:
 # -- installing and removing ----------------------------------------------------------------------
 
 
+@contextlib.contextmanager
+def _guarded() -> Iterator[None]:
+    """Hold the patching lock; traces the garbage collector ends meanwhile in this thread wait until it is let go."""
+    with _LOCK:
+        outer = getattr(_GUARDED, "depth", 0)
+        _GUARDED.depth = outer + 1
+        try:
+            yield
+        finally:
+            _GUARDED.depth = outer
+            while not outer and _DEFERRED:
+                _DEFERRED.pop()()
+
+
 def _install(owner: type, name: str, make: Callable[[Any], Any]) -> None:
     current = owner.__dict__.get(name, _MISSING)
     original = getattr(owner, name)
@@ -334,12 +384,15 @@ def _install_all() -> None:
 
 def _patch_overriding_classes(learn: Learner) -> None:
     """Wrap `__call__` of callback classes that replace it (they bypass `Callback.__call__`)."""
-    patched = {owner for owner, name, _, _ in _PATCHES if name == "__call__"}
-    for cb in learn.cbs:
-        owner = call_owner(type(cb))
-        if owner is not None and owner is not Callback and owner not in patched:
-            _install(owner, "__call__", lambda original: _wrap_callback_call(original, replaces_call=True))
-            patched.add(owner)
+    with _guarded():
+        if not _PATCHES:
+            return  # every trace ended (in another thread) while this fit was starting
+        patched = {owner for owner, name, _, _ in _PATCHES if name == "__call__"}
+        for cb in learn.cbs:
+            owner = call_owner(type(cb))
+            if owner is not None and owner is not Callback and owner not in patched:
+                _install(owner, "__call__", lambda original: _wrap_callback_call(original, replaces_call=True))
+                patched.add(owner)
 
 
 def _uninstall_all() -> None:
@@ -358,32 +411,62 @@ def _uninstall_all() -> None:
             setattr(owner, name, previous)
 
 
-class TraceSession:
-    """Context manager returned by `learn.trace()`: records everything the learner does inside it."""
-
-    def __init__(self, learn: Learner, clock: str = "auto", max_calls: int = 1_000_000, max_firings: int = 250_000,
-                 changes: bool = False, tensors: bool = False):
-        if max_calls < 0 or max_firings < 0:
-            raise LoopvizError("max_calls and max_firings must be 0 or more (0 keeps aggregates only).")
-        self.learn = learn
-        self.changes, self.tensors = changes, tensors
-        self.clock = make_clock(clock, _model_device(learn))
-        self.recorder = Recorder(self.clock, max_calls=max_calls, max_firings=max_firings)
-        self.trace = Trace.recording(self.recorder)
-        self.trace.tracked_changes = changes or tensors
-
-    def __enter__(self) -> Trace:
-        if id(self.learn) in _ACTIVE:
+def _start(key: int, state: _LearnerTrace) -> None:
+    """Register a learner's trace, installing the wrappers if it is the first."""
+    with _guarded():
+        if key in _ACTIVE:
             raise LoopvizError(
                 "this learner is already being traced: a trace cannot start inside another trace of the same "
                 "learner. Use the outer trace, or finish it first."
             )
         if not _ACTIVE:
             _install_all()
-        state = _LearnerTrace(self.learn, self.recorder, changes=self.changes, tensors=self.tensors)
-        _ACTIVE[id(self.learn)] = state
+        _ACTIVE[key] = state
+
+
+def _end(key: int, state: _LearnerTrace, trace: Trace) -> None:
+    """End a learner's trace: unregister it, remove the wrappers if it was the last, and finish the trace."""
+    if getattr(_GUARDED, "depth", 0):  # the garbage collector ended it inside a guarded block of this thread
+        _DEFERRED.append(lambda: _end(key, state, trace))
+        return
+    with _guarded():
+        if _ACTIVE.get(key) is state:
+            del _ACTIVE[key]
+            if not _ACTIVE:
+                _uninstall_all()
+    trace.finish(framework=_fastai_version(), work_names=WORK_BETWEEN)
+
+
+class TraceSession:
+    """Context manager returned by `learn.trace()`: records everything the learner does inside it.
+
+    It holds the learner weakly; the trace ends when the block exits, when `t.stop()` is called, or when
+    the learner is collected, whichever comes first."""
+
+    def __init__(self, learn: Learner, clock: str = "auto", max_calls: int = 1_000_000, max_firings: int = 250_000,
+                 changes: bool = False, tensors: bool = False):
+        check_type("learn", learn, Learner, "a fastai Learner")
+        self.max_calls = check_int("max_calls", max_calls)
+        self.max_firings = check_int("max_firings", max_firings)
+        self.changes, self.tensors = check_bool("changes", changes), check_bool("tensors", tensors)
+        self.learn_ref = weakref.ref(learn)
+        self.clock = make_clock(clock, _model_device(learn))
+        self.recorder = Recorder(self.clock, max_calls=self.max_calls, max_firings=self.max_firings)
+        self.trace = Trace.recording(self.recorder, stop=self._stop)
+        self.trace.tracked_changes = self.changes or self.tensors
+        self._ending: weakref.finalize | None = None
+
+    def __enter__(self) -> Trace:
+        learn = self.learn_ref()
+        if self._ending is not None or learn is None:
+            raise LoopvizError("this trace session has been used; start a new one with `learn.trace()`.")
+        state = _LearnerTrace(learn, self.recorder, changes=self.changes, tensors=self.tensors)
+        _start(id(learn), state)
+        # Ends the trace once: on exit, on t.stop(), or when the learner is collected (the finalizer holds
+        # the state and the trace, which hold the learner only weakly).
+        self._ending = weakref.finalize(learn, _end, id(learn), state, self.trace)
         try:
-            _patch_overriding_classes(self.learn)
+            _patch_overriding_classes(learn)
         except BaseException:
             self._stop()
             raise
@@ -393,12 +476,8 @@ class TraceSession:
         self._stop()
 
     def _stop(self) -> None:
-        state = _ACTIVE.pop(id(self.learn), None)
-        if not _ACTIVE:
-            _uninstall_all()
-        if state is not None:
-            state.alive.clear()
-        self.trace.finish(framework=_fastai_version(), work_names=WORK_BETWEEN)
+        if self._ending is not None:
+            self._ending()
 
 
 def _model_device(learn: Learner) -> str:
