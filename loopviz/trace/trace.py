@@ -11,13 +11,14 @@ importing this module stays cheap.
 """
 from __future__ import annotations
 
+import html
 import os
 import socket
 import time
 from dataclasses import fields, replace
 from pathlib import Path
 from types import ModuleType
-from typing import TYPE_CHECKING, Any, Iterable
+from typing import TYPE_CHECKING, Any, Callable, Iterable
 
 from loopviz.errors import LoopvizError
 from loopviz.trace import files
@@ -31,6 +32,8 @@ if TYPE_CHECKING:
     import pandas as pd
 
 __all__ = ["Trace", "FORMAT_VERSION"]
+
+_RECORDING = "<Trace: still recording; its reports are ready when the `with` block ends or after t.stop()>"
 
 
 def _reports() -> ModuleType:
@@ -49,6 +52,7 @@ class Trace:
     def __init__(self, data: TraceData | None = None) -> None:
         self.data = data if data is not None else TraceData()
         self._recorder: Recorder | None = None
+        self._stop: Callable[[], None] | None = None
 
     if TYPE_CHECKING:  # the TraceData fields, added as properties below, for type checkers
         def __getattr__(self, name: str) -> Any: ...
@@ -56,10 +60,12 @@ class Trace:
     # -- life cycle ---------------------------------------------------------------------------
 
     @classmethod
-    def recording(cls, recorder: Recorder) -> Trace:
-        """A trace that `recorder` fills; usable once `finish()` is called."""
+    def recording(cls, recorder: Recorder, stop: Callable[[], None] | None = None) -> Trace:
+        """A trace that `recorder` fills; usable once `finish()` is called. `stop` ends the recording (what leaving
+        the `with` block does), for `stop()`."""
         trace = cls(recorder.data)
         trace._recorder = recorder
+        trace._stop = stop
         trace.meta.update(pid=os.getpid(), host=socket.gethostname(), **_process_identity(), **_clock_origin())
         return trace
 
@@ -70,10 +76,25 @@ class Trace:
             return
         self.data = replace(rec.close(), framework=framework, work_names=dict(work_names or {}))
         self._recorder = None
+        self._stop = None
+
+    @property
+    def recording_now(self) -> bool:
+        """True while the trace is still recording (inside its `with` block, before `stop()`)."""
+        return self._recorder is not None
+
+    def stop(self) -> Trace:
+        """End the recording now, as leaving the `with` block does, and return the trace; nothing happens to a trace
+        that has ended. For a trace entered without `with` (or a block that never ends), this puts fastai back."""
+        if self._stop is not None:
+            self._stop()
+        self.finish()
+        return self
 
     def _check(self) -> None:
         if self._recorder is not None:
-            raise LoopvizError("this trace is still recording; read it after the `with learn.trace()` block ends.")
+            raise LoopvizError("this trace is still recording; read it after the `with learn.trace()` block ends, "
+                               "or end it now with `t.stop()`.")
 
     def select(self, loops: Iterable[str | int]) -> Trace:
         """A trace of only the given loops (labels such as 'fit' or indices into `loops`), with those loops'
@@ -169,21 +190,25 @@ class Trace:
     # -- display ------------------------------------------------------------------------------
 
     def __rich__(self) -> Any:
+        if self.recording_now:
+            return _RECORDING
         from loopviz.trace.display import trace_tables
 
         return trace_tables(self)
 
     def __str__(self) -> str:
+        if self.recording_now:
+            return _RECORDING
         from loopviz.trace.display import trace_text
 
         return trace_text(self)
 
     def __repr__(self) -> str:
-        if self._recorder is not None:
-            return "<Trace: still recording>"
-        return str(self)
+        return _RECORDING if self.recording_now else str(self)
 
     def _repr_html_(self) -> str:
+        if self.recording_now:
+            return f"<p><code>{html.escape(_RECORDING)}</code></p>"
         from loopviz.trace.display import trace_html
 
         return trace_html(self)
