@@ -4,6 +4,7 @@ from __future__ import annotations
 from dataclasses import replace
 from typing import Any
 
+from loopviz.checks import check_trace, check_type
 from loopviz.errors import LoopvizError
 from loopviz.model import CallbackInfo, Event, Handler, LoopSpec, Phase, Timing, Work
 from loopviz.trace.notes import cap_notes
@@ -63,6 +64,8 @@ def annotate(spec: LoopSpec, trace: Any, loops: Any = "auto") -> LoopSpec:
     are not mixed in: the notes describe them. Callbacks the trace saw run that the spec lacks are added where
     they ran.
     """
+    check_type("spec", spec, LoopSpec, "a LoopSpec (learn.loop_spec())")
+    check_trace("trace", trace)
     if trace.framework and spec.framework and trace.framework.split()[0] != spec.framework.split()[0]:
         raise LoopvizError(f"this trace is of {trace.framework}, the loop of {spec.framework}: they cannot be matched.")
     table = trace.loops_df()

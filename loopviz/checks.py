@@ -5,19 +5,22 @@ Every function here returns the value it checked (so a call can sit where the va
 """
 from __future__ import annotations
 
+import os
 from numbers import Integral
+from pathlib import Path
 from typing import Any, Iterable
 
 from loopviz.errors import LoopvizError
 
-__all__ = ["check_int", "check_bool", "check_str", "check_choice", "check_optional_str", "check_type", "got"]
+__all__ = ["check_int", "check_bool", "check_str", "check_choice", "check_optional_str", "check_type", "check_trace",
+           "check_output_path", "got"]
 
 
 def got(value: Any) -> str:
     """A short description of a value for an error message: its type, and its repr when that is short."""
     text = repr(value)
     shown = text if len(text) <= 40 else text[:37] + "..."
-    return f"{type(value).__name__} {shown}" if not isinstance(value, (str, bool)) and value is not None else shown
+    return "None" if value is None else f"{type(value).__name__} {shown}"
 
 
 def check_int(name: str, value: Any, minimum: int | None = 0) -> int:
@@ -52,7 +55,8 @@ def check_choice(name: str, value: Any, choices: Iterable[str]) -> str:
     """`value` as one of the strings in `choices`."""
     options = list(choices)
     if not isinstance(value, str) or value not in options:
-        raise LoopvizError(f"{name} must be one of {', '.join(map(repr, options))}, not {got(value)}.")
+        shown = repr(value) if isinstance(value, str) else got(value)
+        raise LoopvizError(f"{name} must be one of {', '.join(map(repr, options))}, not {shown}.")
     return value
 
 
@@ -61,3 +65,26 @@ def check_type(name: str, value: Any, kind: type | tuple[type, ...], wanted: str
     if not isinstance(value, kind):
         raise LoopvizError(f"{name} must be {wanted}, not {got(value)}.")
     return value
+
+
+def check_trace(argument: str, value: Any, optional: bool = False) -> Any:
+    """`value` when it is a finished-or-recording `Trace` (or None, when `optional`)."""
+    from loopviz.trace.trace import Trace
+
+    if value is None and optional:
+        return None
+    wanted = "a Trace (`with learn.trace() as t: ...`, or Trace.load(path))" + (" or None" if optional else "")
+    return check_type(argument, value, Trace, wanted)
+
+
+def check_output_path(argument: str, value: Any) -> Path:
+    """`value` as a path a file can be written to: a str or path whose folder exists and that is not a folder."""
+    if isinstance(value, bool) or not isinstance(value, (str, os.PathLike)) or not os.fspath(value):
+        raise LoopvizError(f"{argument} must be a file path (str or pathlib.Path), not {got(value)}.")
+    path = Path(value)
+    folder = path.parent
+    if not folder.is_dir():
+        raise LoopvizError(f"cannot write {str(path)!r}: the folder {str(folder)!r} does not exist; create it first.")
+    if path.is_dir():
+        raise LoopvizError(f"cannot write {str(path)!r}: it is a folder; give a file name inside it.")
+    return path

@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import replace
 from typing import TYPE_CHECKING, Any
 
+from loopviz.checks import check_trace, check_type
 from loopviz.errors import LoopvizError
 from loopviz.model import Event, Handler, LoopSpec, Phase
 
@@ -47,6 +48,8 @@ def _merge(old: Event | None, new: Event) -> Event:
 
 def diff(a: LoopSpec, b: LoopSpec) -> LoopSpec:
     """Loop `b` with every callback marked as added, removed (put back from `a`) or moved, compared with `a`."""
+    for argument, spec in (("a", a), ("b", b)):
+        check_type(argument, spec, LoopSpec, "a LoopSpec (learn.loop_spec())")
     if a.loop != b.loop:
         raise LoopvizError(f"cannot diff a {a.loop!r} loop with a {b.loop!r} loop; compare two loops of one kind.")
     old = _index(a)
@@ -70,6 +73,8 @@ class TraceDiff:
     """Two traces side by side: per event/work and per callback, time before, after and their ratio."""
 
     def __init__(self, before: Any, after: Any):
+        check_trace("before", before)
+        check_trace("after", after)
         self.events = _side_by_side(before.summary(), after.summary(), ["kind", "name", "phase"])
         self.callbacks = _side_by_side(before.by_callback(), after.by_callback(), ["callback", "event", "phase"])
 

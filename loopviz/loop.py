@@ -23,7 +23,7 @@ import contextlib
 from dataclasses import dataclass, field
 from typing import Any, Iterator
 
-from loopviz.checks import check_int
+from loopviz.checks import check_int, check_str
 from loopviz.errors import LoopvizError
 from loopviz.model import Event, LoopSpec, Phase, Step, Work
 from loopviz.trace.record import ERROR, Recorder
@@ -59,8 +59,8 @@ class Loop:
     """A hand-written loop, instrumented: phases, events and work, recorded and drawn like fastai's."""
 
     def __init__(self, name: str = "loop", framework: str = "plain PyTorch"):
-        self.name = name
-        self.framework = framework
+        self.name = check_str("name", name)
+        self.framework = check_str("framework", framework)
         self.root = _Node(name)
         self.stack: list[_Node] = [self.root]
         self.rec: Recorder | None = None
@@ -73,23 +73,23 @@ class Loop:
 
     def event(self, name: str) -> None:
         """An instant event (e.g. 'after_pred')."""
-        self.stack[-1].note("event", name)
+        self.stack[-1].note("event", check_str("name", name))
         self._fire(name, 0)
 
     @contextlib.contextmanager
     def work(self, name: str) -> Iterator[None]:
         """Names the work done inside the block (the time from the previous event to the next one)."""
-        self.stack[-1].note("work", name)
+        self.stack[-1].note("work", check_str("name", name))
         self.pending_work.append(name)
         yield
 
     def phase(self, name: str) -> "_PhaseContext":
         """A phase: fires before_<name> on entry and after_<name> on exit; a context manager or a decorator."""
-        return _PhaseContext(self, name)
+        return _PhaseContext(self, check_str("name", name))
 
     def at(self, epoch: int = -1, iteration: int = -1) -> None:
         """Tell the trace which epoch and iteration the next events belong to (optional)."""
-        self.position = (epoch, iteration)
+        self.position = (check_int("epoch", epoch, -1), check_int("iteration", iteration, -1))
 
     def _fire(self, name: str, status: int) -> None:
         if self.pending_work and self.last_event is not None:

@@ -4,8 +4,9 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any, Union
 
-from loopviz.errors import FormatError, LoopvizError
 from loopviz import formats
+from loopviz.checks import check_bool, check_int, check_optional_str, check_type
+from loopviz.errors import FormatError, LoopvizError
 from loopviz.model import LoopSpec
 from loopviz.processors import narrow
 from loopviz.renderers.text import DEFAULT_WIDTH, render_text
@@ -13,7 +14,9 @@ from loopviz.renderers.text import DEFAULT_WIDTH, render_text
 if TYPE_CHECKING:
     from loopviz.diagram import LoopDiagram
 
-__all__ = ["LoopView", "show_loop"]
+__all__ = ["LoopView", "show_loop", "check_view_options", "MIN_WIDTH"]
+
+MIN_WIDTH = 20  # narrower than this, verbose text cannot wrap a callback's name and order
 
 
 class LoopView:
@@ -72,16 +75,27 @@ def _render(fmt: formats.Format, spec: LoopSpec, verbose: bool, width: int) -> s
     return out if isinstance(out, str) else out.decode("utf-8")
 
 
+def check_view_options(verbose: Any = False, fmt: Any = "text", width: Any = DEFAULT_WIDTH, hide_empty: Any = False,
+                       focus: Any = None) -> formats.Format:
+    """The view `fmt` names, once every option of a view is checked (a clear error naming the first wrong one)."""
+    check_bool("verbose", verbose)
+    check_int("width", width, MIN_WIDTH)
+    check_bool("hide_empty", hide_empty)
+    check_optional_str("focus", focus)
+    try:
+        return formats.find(formats.LOOP_FORMATS, fmt)
+    except FormatError:
+        raise LoopvizError(f"fmt={fmt!r} is not a view loopviz has; choose one of: {', '.join(formats.names(formats.LOOP_FORMATS))}.") from None
+
+
 def show_loop(
     spec: LoopSpec, verbose: bool = False, fmt: str = "text", width: int = DEFAULT_WIDTH,
     hide_empty: bool = False, focus: str | None = None,
 ) -> Union[LoopView, "LoopDiagram"]:
     """Any view of a spec: text, rich and mermaid are printed and returned; graphviz (or one of its file formats,
     svg, png, pdf, dot) is returned as a diagram to display or save."""
-    try:
-        chosen = formats.find(formats.LOOP_FORMATS, fmt)
-    except FormatError:
-        raise LoopvizError(f"fmt={fmt!r} is not a view loopviz has; choose one of: {', '.join(formats.names(formats.LOOP_FORMATS))}.") from None
+    check_type("spec", spec, LoopSpec, "a LoopSpec (learn.loop_spec(), or Loop.spec())")
+    chosen = check_view_options(verbose=verbose, fmt=fmt, width=width, hide_empty=hide_empty, focus=focus)
     spec = narrow(spec, hide_empty, focus)
     if chosen.view == "graphviz":
         from loopviz.diagram import LoopDiagram

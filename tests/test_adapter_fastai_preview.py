@@ -53,7 +53,7 @@ def test_bad_cbs_get_a_clear_error(learn, cbs, message):
 
 
 def test_unknown_loop_names_the_known_ones(learn):
-    with pytest.raises(LoopvizError, match="loop='train' is not a loop loopviz knows; choose one of: fit, fit_one_cycle, fine_tune, validate, get_preds, lr_find"):
+    with pytest.raises(LoopvizError, match="loop must be one of 'fit', 'fit_one_cycle', 'fine_tune', 'validate', 'get_preds', 'lr_find', not 'train'"):
         learn.loop_spec(loop="train")
 
 

@@ -161,7 +161,7 @@ def test_bad_input_is_one_line_with_the_right_exit_code(tmp_path):
     code, _, err = run("report", str(tmp_path / "missing.json"))
     assert code == 1 and "no trace file" in err
     code, _, err = run("show", "--loop", "train")
-    assert code == 1 and "loop='train' is not a loop loopviz knows" in err
+    assert code == 1 and "loop must be one of 'fit', 'fit_one_cycle'" in err and "not 'train'" in err
     code, _, err = run("show", "--cbs", "Nope")
     assert code == 1 and "not a fastai Callback class" in err
     code, _, err = run("trace", "--clock", "gpu")

@@ -10,6 +10,7 @@ from typing import Any, Callable
 import numpy as np
 import pandas as pd
 
+from loopviz.checks import got
 from loopviz.errors import LoopvizError
 from loopviz.trace.data import Aggregate, TraceData, is_outermost, merged_changes, without_loop
 from loopviz.trace.layout import (
@@ -367,6 +368,8 @@ def origin_ns(data: TraceData) -> int:
 
 def to_unix_ns(data: TraceData, host_ns: Any) -> Any:
     """Host-clock times of this trace (ns, scalar or array) as wall-clock ns since the epoch."""
+    if isinstance(host_ns, bool) or np.asarray(host_ns).dtype.kind not in "iuf":
+        raise LoopvizError(f"host_ns must be host-clock nanoseconds (a number or an array of numbers), not {got(host_ns)}.")
     origin = data.meta.get("perf_origin_ns")
     if origin is None:  # a trace without a recorded origin: anchor its first firing at its start time
         origin = int(firing_matrix(data)[:, F_START].min()) if data.n_firings else 0

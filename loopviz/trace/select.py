@@ -3,10 +3,13 @@ from __future__ import annotations
 
 from array import array
 from dataclasses import replace
+from numbers import Integral
 from typing import Any, Iterable
 
 import numpy as np
 
+from loopviz.checks import got
+from loopviz.errors import LoopvizError
 from loopviz.trace.data import TraceData, recount
 from loopviz.trace.layout import C_FIRING, CH_FIRING, F_LOOP, F_PARENT, UNKNOWN_LOOP
 from loopviz.trace.reports import call_matrix, change_matrix, firing_matrix
@@ -14,10 +17,24 @@ from loopviz.trace.reports import call_matrix, change_matrix, firing_matrix
 __all__ = ["select_loops", "loop_indices"]
 
 
-def loop_indices(labels: list[str], loops: Iterable[str | int]) -> set[int]:
-    """Indices of the loops named by label (every loop with it) or by index."""
-    wanted = list(loops)
-    return {i for i, label in enumerate(labels) for key in wanted if key == i or key == label}
+def loop_indices(labels: list[str], loops: str | int | Iterable[str | int]) -> set[int]:
+    """Indices of the loops named by label (every loop with it) or by index: one label or index, or several; a clear
+    error for anything else, and for a label or index the trace does not have."""
+    wanted = [loops] if isinstance(loops, (str, Integral)) else loops
+    try:
+        wanted = list(wanted)
+    except TypeError:
+        raise LoopvizError(f"loops must be a loop's label or index, or a list of them, not {got(loops)}.") from None
+    found: set[int] = set()
+    for key in wanted:
+        if isinstance(key, bool) or not isinstance(key, (str, Integral)):
+            raise LoopvizError(f"loops must hold loop labels (str) or indices (int), not {got(key)}.")
+        matches = {i for i, label in enumerate(labels) if key == i or key == label}
+        if not matches:
+            known = ", ".join(f"{i} {label!r}" for i, label in enumerate(labels)) or "none"
+            raise LoopvizError(f"this trace has no loop {key!r}; its loops are: {known}.")
+        found |= matches
+    return found
 
 
 def select_loops(data: TraceData, loops: Iterable[str | int]) -> TraceData:

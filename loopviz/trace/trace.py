@@ -20,6 +20,7 @@ from pathlib import Path
 from types import ModuleType
 from typing import TYPE_CHECKING, Any, Callable, Iterable
 
+from loopviz.checks import check_output_path, check_str
 from loopviz.errors import LoopvizError
 from loopviz.trace import files
 from loopviz.trace.data import TraceData
@@ -96,10 +97,10 @@ class Trace:
             raise LoopvizError("this trace is still recording; read it after the `with learn.trace()` block ends, "
                                "or end it now with `t.stop()`.")
 
-    def select(self, loops: Iterable[str | int]) -> Trace:
-        """A trace of only the given loops (labels such as 'fit' or indices into `loops`), with those loops'
-        aggregates past the raw-record cap; aggregates whose loop is unknown (version-1 files) are kept whole,
-        and the notes say so."""
+    def select(self, loops: str | int | Iterable[str | int]) -> Trace:
+        """A trace of only the given loops (a label such as 'fit' or an index into `loops`, or a list of them), with
+        those loops' aggregates past the raw-record cap; aggregates whose loop is unknown (version-1 files) are kept
+        whole, and the notes say so."""
         self._check()
         from loopviz.trace.select import select_loops
 
@@ -177,6 +178,7 @@ class Trace:
         `attribute` is a full name ('learn.opt.hypers.lr') or its last part ('lr').
         """
         self._check()
+        check_str("attribute", attribute)
         return _reports().who_changed(self.data, attribute)
 
     def to_unix_ns(self, host_ns: Any) -> Any:
@@ -227,7 +229,7 @@ class Trace:
 
     def save(self, path: str | Path) -> Path:
         """Write the trace as JSON (gzip-compressed when the name ends in .gz)."""
-        return files.write_json(self.to_json(), path)
+        return _write(lambda: self.to_json(), path)
 
     @classmethod
     def load(cls, path: str | Path) -> Trace:
@@ -238,7 +240,8 @@ class Trace:
         """Write a Chrome/Perfetto trace (JSON, `.gz` compressed): events, callback calls and work, nested."""
         from loopviz.trace.chrome import chrome_trace
 
-        return files.write_json(chrome_trace(self), path)
+        self._check()
+        return _write(lambda: chrome_trace(self), path)
 
     def plot(self, loop: int | str | None = None) -> Any:
         """A matplotlib Figure of one loop: time per training batch stacked by work and event, and its slowest
@@ -248,6 +251,15 @@ class Trace:
         from loopviz.trace.plot import plot_trace
 
         return plot_trace(self, loop)
+
+
+def _write(make: Callable[[], Any], path: Any) -> Path:
+    """Write JSON data made by `make` to `path`, checked before anything is made; a clear error if writing fails."""
+    path = check_output_path("path", path)
+    try:
+        return files.write_json(make(), path)
+    except OSError as e:
+        raise LoopvizError(f"cannot write {str(path)!r}: {e.strerror or e}.") from e
 
 
 def _data_attribute(name: str, doc: str) -> property:

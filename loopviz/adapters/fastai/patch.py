@@ -8,12 +8,13 @@ from fastcore.basics import patch
 
 from loopviz.adapters.fastai import tracer as _tracer  # noqa: F401  (patches Learner.trace)
 from loopviz.adapters.fastai.creation import record_creations
-from loopviz.adapters.fastai.spec import LOOPS, _listify, build_spec
+from loopviz.adapters.fastai.spec import LOOPS, as_callbacks, build_spec
 from loopviz.annotate import annotate, spec_loop_of
+from loopviz.checks import check_trace
 from loopviz.diff import diff as diff_specs
 from loopviz.model import LoopSpec
 from loopviz.renderers.text import DEFAULT_WIDTH
-from loopviz.view import LoopView, show_loop
+from loopviz.view import LoopView, check_view_options, show_loop
 
 if TYPE_CHECKING:
     from loopviz.diagram import LoopDiagram
@@ -58,11 +59,14 @@ def show_training_loop(
     start_epoch: int = 0,  # As in `fit(n_epoch, start_epoch=...)` (fit loops only): preview the SkipToEpoch fastai adds
 ) -> LoopView | "LoopDiagram":
     "Show each step in the training loop, with the callbacks that really run there"
+    check_view_options(verbose=verbose, fmt=fmt, width=width, hide_empty=hide_empty, focus=focus)
+    check_trace("trace", trace, optional=True)
     if loop is None:
         loop = traced_loop(trace) if trace is not None else "fit"
     spec = build_spec(self, loop=loop, cbs=cbs, start_epoch=start_epoch)
     if diff is not None:
-        with_diff = build_spec(self, loop=loop, cbs=[*_listify(cbs), *_listify(diff)], start_epoch=start_epoch)
+        with_diff = build_spec(self, loop=loop, cbs=[*as_callbacks(cbs), *as_callbacks(diff, "diff")],
+                               start_epoch=start_epoch)
         spec = diff_specs(spec, with_diff)
     if trace is not None:
         spec = annotate(spec, trace)

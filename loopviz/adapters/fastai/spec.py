@@ -22,10 +22,11 @@ from loopviz.adapters.fastai.creation import built_with
 from loopviz.adapters.fastai.descriptions import CANCEL_DESCRIPTIONS, WORK, describe_event
 from loopviz.adapters.fastai.handlers import callback_info, find_handler, handler_names
 from loopviz.adapters.fastai.runtime import nested_loop_notes, switch_off_reason
+from loopviz.checks import check_choice, got
 from loopviz.errors import LoopvizError
 from loopviz.model import CancelPath, Event, Handler, LoopSpec, Mode, Phase, Role, Step
 
-__all__ = ["LOOPS", "build_spec", "preview_callbacks"]
+__all__ = ["LOOPS", "build_spec", "preview_callbacks", "as_callbacks"]
 
 
 def _fastai_events() -> list[str]:
@@ -290,7 +291,7 @@ def preview_callbacks(learn: Any, added: Sequence[Callback]) -> list[Callback]:
 
 def _added_callbacks(loop: _Loop, cbs: Any, start_epoch: int = 0) -> list[Callback]:
     """The callbacks a loop adds for its duration, in the order fastai adds them (see `_Loop`)."""
-    added = [*loop.before_user(), *[_as_callback(cb) for cb in _listify(cbs)], *loop.after_user()]
+    added = [*loop.before_user(), *as_callbacks(cbs), *loop.after_user()]
     if start_epoch != 0:  # Learner.fit: cbs = L(cbs) + SkipToEpoch(start_epoch)
         from fastai.learner import SkipToEpoch
 
@@ -312,7 +313,7 @@ def _switched_off(learn: Any, cbs: Sequence[Callback]) -> dict[int, str]:
 
 
 def _listify(cbs: Any) -> list[Any]:
-    """`cbs` as a list: None -> [], one callback -> [it]."""
+    """`cbs` as a list: None -> [], one callback -> [it] (checked by `as_callbacks`)."""
     if cbs is None:
         return []
     if isinstance(cbs, (list, tuple, L)):
@@ -320,19 +321,25 @@ def _listify(cbs: Any) -> list[Any]:
     return [cbs]
 
 
-def _as_callback(cb: Any) -> Callback:
+def as_callbacks(cbs: Any, argument: str = "cbs") -> list[Callback]:
+    """Callback instances from `cbs` (None, one callback, or a list of instances or classes); a clear error naming
+    `argument` for anything else."""
+    return [_as_callback(cb, argument) for cb in _listify(cbs)]
+
+
+def _as_callback(cb: Any, argument: str) -> Callback:
     """A callback instance from an instance or a class; a clear error for anything else."""
     if isinstance(cb, type) and issubclass(cb, Callback):
         try:
             return cb()
         except Exception as e:
             raise LoopvizError(
-                f"cbs: cannot create {cb.__name__}() without arguments ({type(e).__name__}: {e}). "
-                f"Pass an instance instead, e.g. cbs=[{cb.__name__}(...)]."
+                f"{argument}: cannot create {cb.__name__}() without arguments ({type(e).__name__}: {e}). "
+                f"Pass an instance instead, e.g. {argument}=[{cb.__name__}(...)]."
             ) from e
     if not isinstance(cb, Callback):
         raise LoopvizError(
-            f"cbs must hold fastai Callback instances or classes; got {type(cb).__name__} {cb!r}."
+            f"{argument} must hold fastai Callback instances or classes; got {got(cb)}."
         )
     return cb
 
@@ -377,8 +384,7 @@ def _training_note(learn: Any, builder: _Builder, has_train: bool) -> str | None
 def build_spec(learn: Any, loop: str = "fit", cbs: Any = None, start_epoch: int = 0) -> LoopSpec:
     """The loop `learn` would run for `loop` (a key of `LOOPS`, e.g. 'fit' or 'get_preds'), with `cbs` previewed
     and, for the fit loops, `start_epoch` as in `learn.fit(n_epoch, start_epoch=...)`."""
-    if loop not in LOOPS:
-        raise LoopvizError(f"loop={loop!r} is not a loop loopviz knows; choose one of: {', '.join(LOOPS)}.")
+    check_choice("loop", loop, LOOPS)
     _check_start_epoch(loop, start_epoch)
     added = _added_callbacks(LOOPS[loop], cbs, start_epoch)
     builder = _Builder(learn, preview_callbacks(learn, added), added)
