@@ -1,13 +1,16 @@
 """The `loopviz` command: show a loop, trace a fit, report on and diff saved traces.
 
-Exit codes: 0 success, 1 failure (bad target, unreadable trace, missing `dot`...), 2 usage error.
-Errors are one line on stderr; `--debug` shows the traceback instead. Formats come from
+Exit codes: 0 success, 1 failure (bad target, unreadable trace, missing `dot`, a target that exits...),
+2 usage error, 130 interrupted (Ctrl-C). Errors are one line on stderr; `--debug` (before or after the
+command's name) shows the traceback instead. TARGET modules are imported with the current directory on
+`sys.path`, as `python -m` does. Formats come from
 `loopviz.formats`, clocks from `loopviz.trace.clock.CLOCKS`, targets from `loopviz.adapters.ADAPTERS`;
 `--help`, `report` and `diff` import neither fastai nor torch.
 """
 from __future__ import annotations
 
 import importlib
+import os
 import runpy
 import sys
 import traceback
@@ -42,6 +45,11 @@ def _guard(debug: bool, run: Callable[[], None]) -> None:
         run()
     except (click.ClickException, click.exceptions.Exit, click.Abort):
         raise
+    except SystemExit as e:  # the target's own code called sys.exit() while loading or fitting
+        if debug:
+            traceback.print_exc()
+        raise Failure(f"the target exited (sys.exit({e.code!r})) before loopviz could finish; nothing was "
+                      "shown or written.") from e
     except FormatError as e:
         raise click.UsageError(str(e)) from e
     except (LoopvizError, GraphvizNotFound) as e:
@@ -62,8 +70,9 @@ def load_target(target: str | None) -> tuple[Any, Adapter]:
         return adapter.load().default_target(), adapter
     if target.endswith(".py"):
         path = Path(target)
-        if not path.exists():
+        if not path.is_file():
             raise Failure(f"no such file: {target}")
+        _importable(str(path.resolve().parent))  # as `python file.py` does: the file's folder comes first
         namespace = runpy.run_path(str(path))
         if "learn" not in namespace:
             raise Failure(f"{target} defines no variable named `learn`; define one (learn = Learner(...)).")
@@ -72,6 +81,7 @@ def load_target(target: str | None) -> tuple[Any, Adapter]:
         module_name, _, attr = target.partition(":")
         if not attr:
             raise Failure(f"TARGET {target!r} must be module:attr (e.g. mypkg.train:learn) or a .py file.")
+        _importable(os.getcwd())  # as `python -m` does: the current directory comes first
         try:
             module = importlib.import_module(module_name)
         except ImportError as e:
@@ -85,6 +95,24 @@ def load_target(target: str | None) -> tuple[Any, Adapter]:
     if adapter is None:
         raise Failure(f"{target} is a {type(obj).__name__}, not {known_loops()}.")
     return obj, adapter
+
+
+def _importable(folder: str) -> None:
+    """Put `folder` first on `sys.path` (once), so a TARGET's modules import as they would when run directly."""
+    if folder not in sys.path:
+        sys.path.insert(0, folder)
+
+
+def _output_path(output: str | None) -> None:
+    """A clear failure, before any work is done, for an output file that cannot be written."""
+    if output is not None:
+        from loopviz.checks import check_output_path
+        from loopviz.errors import LoopvizError
+
+        try:
+            check_output_path("--output", output)
+        except LoopvizError as e:
+            raise Failure(str(e)) from e
 
 
 def _callbacks(adapter: Adapter, names_given: tuple[str, ...]) -> list[Any]:
@@ -105,11 +133,24 @@ def _write(fmt: Format, out: str | bytes, output: str | None) -> None:
         click.echo(out.rstrip("\n") if isinstance(out, str) else out)
         return
     path = Path(output)
-    if isinstance(out, bytes):
-        path.write_bytes(out)
-    else:
-        path.write_text(out if out.endswith("\n") else out + "\n", encoding="utf-8")
+    try:
+        if isinstance(out, bytes):
+            path.write_bytes(out)
+        else:
+            path.write_text(out if out.endswith("\n") else out + "\n", encoding="utf-8")
+    except OSError as e:
+        raise Failure(f"cannot write {output!r}: {e.strerror or e}.") from e
     click.echo(f"wrote {path}")
+
+
+def _debug_option(command: Callable[..., Any]) -> Callable[..., Any]:
+    """`--debug` on a command as on the group, so it works before or after the command's name."""
+    def turn_on(ctx: click.Context, _: Any, value: bool) -> None:
+        if value:
+            ctx.ensure_object(dict)["debug"] = True
+
+    return click.option("--debug", is_flag=True, expose_value=False, is_eager=True, callback=turn_on,
+                        help="Show tracebacks instead of one-line errors.")(command)
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
@@ -118,7 +159,7 @@ def _write(fmt: Format, out: str | bytes, output: str | None) -> None:
 @click.pass_context
 def cli(ctx: click.Context, debug: bool) -> None:
     """See what a training loop does: its events, the callbacks run at each, and where the time goes."""
-    ctx.obj = {"debug": debug}
+    ctx.ensure_object(dict)["debug"] = debug
 
 
 @cli.command()
@@ -132,6 +173,7 @@ def cli(ctx: click.Context, debug: bool) -> None:
               help="fit, fit_one_cycle, fine_tune, validate, get_preds or lr_find.")
 @click.option("--hide-empty", is_flag=True, help="Leave out events where no callback runs.")
 @click.option("--focus", metavar="CALLBACK", help="Show only this callback (class or fastai name).")
+@_debug_option
 @click.pass_context
 def show(ctx: click.Context, target: str | None, verbose: bool, fmt: str | None, output: str | None,
          cbs: tuple[str, ...], loop: str, hide_empty: bool, focus: str | None) -> None:
@@ -140,6 +182,7 @@ def show(ctx: click.Context, target: str | None, verbose: bool, fmt: str | None,
     def run() -> None:
         chosen = choose(formats.LOOP_FORMATS, fmt, output)  # read now: a row added to the table counts
         _check_printable(chosen, output, "loop")
+        _output_path(output)
         obj, adapter = load_target(target)
         spec = adapter.load().loop_spec(obj, loop, _callbacks(adapter, cbs))
         from loopviz.processors import narrow
@@ -164,12 +207,14 @@ def show(ctx: click.Context, target: str | None, verbose: bool, fmt: str | None,
 @click.option("--changes", is_flag=True, help="Also record which learner state each callback changes.")
 @click.option("--output", "-o", type=click.Path(dir_okay=False), help="Write the trace here (.json or .json.gz).")
 @click.option("--cbs", multiple=True, metavar="MODULE:CLASS", help="Fit with this callback too (repeatable).")
+@_debug_option
 @click.pass_context
 def trace(ctx: click.Context, target: str | None, epochs: int, clock: str, changes: bool, output: str | None,
           cbs: tuple[str, ...]) -> None:
     """Fit TARGET under a trace (with fastai's progress bar), print where the time went, write the trace."""
 
     def run() -> None:
+        _output_path(output)  # before the fit, not after it
         obj, adapter = load_target(target)
         module = adapter.load()
         callbacks = _callbacks(adapter, cbs)
@@ -187,6 +232,7 @@ def trace(ctx: click.Context, target: str | None, epochs: int, clock: str, chang
 @click.option("--format", "-f", "fmt", type=click.Choice(names(REPORT_FORMATS)), default=None,
               help=f"The report (default: from -o's ending, else table). -o endings: {known_endings(REPORT_FORMATS, ' ')}.")
 @click.option("--output", "-o", type=click.Path(dir_okay=False), help="Write the report here.")
+@_debug_option
 @click.pass_context
 def report(ctx: click.Context, trace_files: tuple[str, ...], fmt: str | None, output: str | None) -> None:
     """Report on a saved trace: its tables, a CSV of every span, a Chrome/Perfetto trace, or plots.
@@ -197,6 +243,7 @@ def report(ctx: click.Context, trace_files: tuple[str, ...], fmt: str | None, ou
 
         chosen = choose(formats.REPORT_FORMATS, fmt, output)
         _check_printable(chosen, output, "report")
+        _output_path(output)
         if len(trace_files) > 1:
             if not chosen.merged:
                 merged = ", ".join(f.name for f in REPORT_FORMATS if f.merged)
@@ -214,6 +261,7 @@ def report(ctx: click.Context, trace_files: tuple[str, ...], fmt: str | None, ou
 @cli.command()
 @click.argument("before", type=click.Path(dir_okay=False))
 @click.argument("after", type=click.Path(dir_okay=False))
+@_debug_option
 @click.pass_context
 def diff(ctx: click.Context, before: str, after: str) -> None:
     """Compare two saved traces: per event and per callback, time before and after, regressions first."""
@@ -236,9 +284,9 @@ def main(argv: list[str] | None = None) -> int:
     except click.ClickException as e:
         e.show()
         return e.exit_code
-    except click.Abort:
-        click.echo("loopviz: aborted", err=True)
-        return 1
+    except click.Abort:  # click's form of Ctrl-C; a traced fit has already put fastai back on its way out
+        click.echo("loopviz: interrupted", err=True)
+        return 130
     return 0
 
 

@@ -7,6 +7,7 @@ import shutil
 import subprocess
 import sys
 import xml.etree.ElementTree as ET
+from pathlib import Path
 
 import pytest
 from click.testing import CliRunner
@@ -166,10 +167,49 @@ def test_bad_input_is_one_line_with_the_right_exit_code(tmp_path):
     assert code == 1 and "not a fastai Callback class" in err
     code, _, err = run("trace", "--clock", "gpu")
     assert code == 2 and "Invalid value for '--clock'" in err
-    code, _, err = run("show", "--debug", "--loop", "train")
-    assert code == 2  # --debug belongs before the command
-    code, _, err = run("--debug", "show", "--loop", "train")
-    assert code == 1 and "Traceback" in err
+    for args in (["show", "--debug", "--loop", "train"], ["--debug", "show", "--loop", "train"]):
+        code, _, err = run(*args)
+        assert code == 1 and "Traceback" in err, args  # --debug before or after the command's name
+
+
+def test_a_module_in_the_current_directory_is_a_target(tmp_path):
+    """As `python -m` would: the installed command imports TARGET's module from the current directory."""
+    (tmp_path / "here_learner.py").write_text(LEARNER_FILE)
+    command = shutil.which("loopviz", path=str(Path(sys.executable).parent))
+    assert command is not None
+    done = subprocess.run([command, "show", "here_learner:learn"], cwd=tmp_path, capture_output=True, text=True,
+                          timeout=300)
+    assert done.returncode == 0 and "GradientClip" in done.stdout, done.stderr
+
+
+def test_an_output_path_is_checked_before_the_fit(tmp_path):
+    for command, name in ((["trace"], "t.json"), (["show"], "loop.txt")):
+        code, out, err = run(*command, "-o", str(tmp_path / "missing" / name))
+        assert code == 1 and "does not exist; create it first" in err and "Trace of" not in out, (command, err)
+        assert not (tmp_path / "missing").exists()
+
+
+def test_a_target_that_exits_says_so(tmp_path):
+    script = tmp_path / "exits.py"
+    script.write_text("import sys\nsys.exit(3)\n")
+    code, _, err = run("show", str(script))
+    assert code == 1 and "the target exited (sys.exit(3))" in err and "Traceback" not in err
+
+
+def test_ctrl_c_in_a_traced_fit_exits_130_and_leaves_fastai_as_it_was(tmp_path, capsys):
+    from fastai.learner import Learner
+
+    from loopviz.cli import main
+
+    pristine = Learner._call_one
+    script = tmp_path / "interrupted.py"
+    script.write_text(LEARNER_FILE + "from fastai.callback.core import Callback\n"
+                      "class Interrupt(Callback):\n"
+                      "    def after_batch(self): raise KeyboardInterrupt\n"
+                      "learn.add_cb(Interrupt())\n")
+    assert main(["trace", str(script)]) == 130
+    assert "loopviz: interrupted" in capsys.readouterr().err
+    assert Learner._call_one is pristine
 
 
 HEAVY = ("fastai", "torch", "pandas", "matplotlib", "graphviz")
