@@ -12,7 +12,7 @@ from typing import Any, Iterable
 
 from loopviz.errors import LoopvizError
 
-__all__ = ["check_int", "check_bool", "check_str", "check_choice", "check_optional_str", "check_type", "check_trace",
+__all__ = ["check_int", "check_bool", "check_str", "check_choice", "check_optional_str", "check_type", "check_spec", "check_trace",
            "check_output_path", "got"]
 
 
@@ -65,6 +65,13 @@ def check_type(name: str, value: Any, kind: type | tuple[type, ...], wanted: str
     if not isinstance(value, kind):
         raise LoopvizError(f"{name} must be {wanted}, not {got(value)}.")
     return value
+
+
+def check_spec(argument: str, value: Any) -> Any:
+    """`value` when it is a `LoopSpec`."""
+    from loopviz.model import LoopSpec
+
+    return check_type(argument, value, LoopSpec, "a LoopSpec (learn.loop_spec(), or Loop.spec())")
 
 
 def check_trace(argument: str, value: Any, optional: bool = False) -> Any:

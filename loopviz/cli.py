@@ -23,6 +23,7 @@ from loopviz.adapters import ADAPTERS, Adapter, adapter_for, known_loops
 from loopviz.errors import FormatError
 from loopviz import formats
 from loopviz.formats import LOOP_FORMATS, REPORT_FORMATS, Format, choose, known_endings, names, renderer
+from loopviz.renderers.sanitise import one_line, visible
 from loopviz.trace.clock import AUTO, clock_names
 
 __all__ = ["main", "cli"]
@@ -34,7 +35,8 @@ class Failure(click.ClickException):
     exit_code = 1
 
     def show(self, file: Any = None) -> None:
-        click.echo(f"loopviz: {self.format_message()}", err=True)
+        # a message can quote a user's exception or names: shown on one line, control characters escaped
+        click.echo(f"loopviz: {one_line(self.format_message())}", err=True)
 
 
 def _guard(debug: bool, run: Callable[[], None]) -> None:
@@ -129,15 +131,15 @@ def _check_printable(fmt: Format, output: str | None, stem: str) -> None:
 
 def _write(fmt: Format, out: str | bytes, output: str | None) -> None:
     """Print a text output, or write any output to a file and say so."""
-    if output is None:
-        click.echo(out.rstrip("\n") if isinstance(out, str) else out)
+    if output is None:  # names in the output (a CSV's) reach the terminal: control characters escaped
+        click.echo(visible(out.rstrip("\n")) if isinstance(out, str) else out)
         return
     path = Path(output)
     try:
         if isinstance(out, bytes):
             path.write_bytes(out)
         else:
-            path.write_text(out if out.endswith("\n") else out + "\n", encoding="utf-8")
+            path.write_text(out if out.endswith("\n") else out + "\n", encoding="utf-8", errors="backslashreplace")
     except OSError as e:
         raise Failure(f"cannot write {output!r}: {e.strerror or e}.") from e
     click.echo(f"wrote {path}")

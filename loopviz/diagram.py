@@ -1,15 +1,21 @@
 """`LoopDiagram`: a loop's graphviz diagram that saves by file extension and shows inline in Jupyter."""
 from __future__ import annotations
 
+import subprocess
 from pathlib import Path
 from typing import Any, Iterable
 
+from loopviz.checks import check_output_path, check_spec
 from loopviz.errors import GraphvizNotFound, LoopvizError
 from loopviz.formats import LOOP_FORMATS, Format, for_path, known_endings
 from loopviz.model import LoopSpec
+from loopviz.renderers.sanitise import cut, one_line
 from loopviz.renderers.text import DEFAULT_WIDTH, render_text
 
 __all__ = ["LoopDiagram", "render_dot", "render_svg", "render_png", "render_pdf"]
+
+DOT_TIMEOUT = 120  # seconds; dot draws a loop in well under one, so this only stops a hang
+_WHAT_TO_DO = "save the diagram as .dot to keep its source, and please report this as a loopviz bug."
 
 
 def _diagram_formats() -> tuple[Format, ...]:
@@ -21,6 +27,7 @@ class LoopDiagram:
     """The loop drawn by graphviz: `.source` (DOT), `.pipe(fmt)`, `.save(path)`, inline SVG in notebooks."""
 
     def __init__(self, spec: LoopSpec, verbose: bool = False):
+        check_spec("spec", spec)
         from loopviz.renderers.dot import dot_graph
 
         self.spec = spec
@@ -37,16 +44,11 @@ class LoopDiagram:
         drawn = [f.name for f in _diagram_formats() if f.needs_dot]
         if fmt not in drawn:
             raise LoopvizError(f"format {fmt!r} is not one loopviz renders with dot; use one of: {', '.join(drawn)}.")
-        import graphviz
-
-        try:
-            return self.graph.pipe(format=fmt)
-        except graphviz.ExecutableNotFound as e:
-            raise GraphvizNotFound(fmt.upper()) from e
+        return _run_dot(self.source, fmt)
 
     def svg(self) -> str:
         """The diagram as SVG text."""
-        return self.pipe("svg").decode("utf-8")
+        return self.pipe("svg").decode("utf-8", errors="replace")
 
     def render(self, fmt: str) -> str | bytes:
         """The diagram in one of its formats: DOT source or SVG as text, PNG or PDF as bytes."""
@@ -56,7 +58,7 @@ class LoopDiagram:
 
     def save(self, path: str | Path) -> Path:
         """Write the diagram to `path`; its ending picks the format (.svg, .png, .pdf, .dot or .gv)."""
-        path = Path(path)
+        path = check_output_path("path", path)
         fmt = for_path(_diagram_formats(), path)
         if fmt is None:
             raise LoopvizError(f"cannot tell the format of {str(path)!r} from its extension; use one of: "
@@ -69,12 +71,12 @@ class LoopDiagram:
         return path
 
     def _repr_mimebundle_(self, include: Iterable[str] | None = None, exclude: Iterable[str] | None = None, **_: Any) -> dict[str, str]:
-        """Jupyter display: SVG plus a text version; text alone (with a hint) when `dot` is missing."""
+        """Jupyter display: SVG and a text version; the text alone, with a note, when `dot` is missing or fails."""
         text = render_text(self.spec, verbose=self.verbose)
         bundle = {"text/plain": text}
         try:
             bundle["image/svg+xml"] = self.svg()
-        except GraphvizNotFound as e:
+        except (GraphvizNotFound, LoopvizError) as e:
             bundle["text/plain"] = f"{text}\n\n(no diagram: {e})"
         if include is not None:
             bundle = {k: v for k, v in bundle.items() if k in set(include)}
@@ -84,6 +86,31 @@ class LoopDiagram:
 
     def __repr__(self) -> str:
         return f"<LoopDiagram: {self.spec.loop} loop, {len(self.spec.event_names())} events; .save('loop.svg') or .source for DOT>"
+
+
+def _run_dot(source: str, fmt: str) -> bytes:
+    """DOT `source` drawn by Graphviz's `dot` as `fmt`; a failure or hang of `dot` as a one-line LoopvizError."""
+    try:
+        done = subprocess.run(["dot", f"-T{fmt}"], input=source.encode("utf-8"), capture_output=True,
+                              timeout=DOT_TIMEOUT, check=False)
+    except FileNotFoundError as e:
+        raise GraphvizNotFound(fmt.upper()) from e
+    except subprocess.TimeoutExpired as e:
+        raise LoopvizError(f"Graphviz's dot did not finish drawing {fmt.upper()} within {DOT_TIMEOUT} s; "
+                           f"{_WHAT_TO_DO}") from e
+    except OSError as e:
+        raise LoopvizError(f"Graphviz's dot could not be run ({cut(one_line(str(e)), 200)}); {_WHAT_TO_DO}") from e
+    if done.returncode != 0:
+        raise LoopvizError(f"Graphviz's dot could not draw this diagram as {fmt.upper()} "
+                           f"({_first_error(done.stderr, done.returncode)}); {_WHAT_TO_DO}")
+    return done.stdout
+
+
+def _first_error(stderr: bytes, returncode: int) -> str:
+    """The line of dot's stderr that says what went wrong (its first `Error` line), visible and short."""
+    lines = [line.strip() for line in stderr.decode("utf-8", errors="replace").splitlines() if line.strip()]
+    errors = [line for line in lines if line.lower().startswith("error")] or lines
+    return cut(one_line(errors[0]), 200) if errors else f"exit status {returncode}"
 
 
 def render_dot(spec: LoopSpec, verbose: bool = False, width: int = DEFAULT_WIDTH) -> str:

@@ -64,6 +64,13 @@ def calls(learn, t):
         "Loop.phase": ("name", lambda v: loopviz.Loop().phase(v)),
         "Loop.at": ("epoch", lambda v: loopviz.Loop().at(v)),
         "Loop.trace": ("max_calls", lambda v: loopviz.Loop().trace(max_calls=v).__enter__()),
+        "render_text": ("spec", lambda v: loopviz.render_text(v)),
+        "render_mermaid": ("spec", lambda v: loopviz.render_mermaid(v)),
+        "rich_tree": ("spec", lambda v: loopviz.rich_tree(v)),
+        "dot_graph": ("spec", lambda v: loopviz.dot_graph(v)),
+        "LoopDiagram": ("spec", lambda v: loopviz.LoopDiagram(v)),
+        "LoopDiagram.save": ("path", lambda v: learn.show_training_loop(fmt="graphviz").save(v)),
+        "Trace.save": ("path", lambda v: t.save(v)),
     }
 
 
@@ -81,7 +88,8 @@ ACCEPTS = {
     "framework": ("x",),
     "epoch": (123, -1),
     "host_ns": (123, 1.5, -1),
-    "attribute": ("x",),  # any name: an error saying this trace recorded no changes
+    "attribute": ("x",),
+    "path": ("x",),  # a file name: an error about its ending, or a file written  # any name: an error saying this trace recorded no changes
     **{flag: (True,) for flag in ("verbose", "hide_empty", "changes", "tensors")},
 }
 

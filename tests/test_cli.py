@@ -258,3 +258,19 @@ def test_a_failing_patch_never_breaks_importing_fastai():
             "    import fastai.learner\n"
             "assert any('could not patch' in str(w.message) for w in seen), seen")
     assert "fastai" in _imported_by(code)
+
+
+def test_hostile_names_and_messages_reach_the_terminal_escaped(tmp_path):
+    script = tmp_path / "hostile.py"
+    script.write_text(LEARNER_FILE + "from fastai.callback.core import Callback\n"
+                      "Cb = type('Title\\x1b]0;pwned\\x07Cb', (Callback,), {'after_batch': lambda self: None,\n"
+                      "          '__doc__': 'clears \\x1b[2J the screen'})\n"
+                      "learn.add_cb(Cb())\n")
+    code, out, err = run("show", "--verbose", str(script))
+    assert code == 0, err
+    assert "\x1b" not in out and "\x07" not in out and "Title\\x1b]0;pwned\\x07Cb" in out
+    raiser = tmp_path / "raiser.py"
+    raiser.write_text("raise RuntimeError('line one\\n\\x1b[2Jline two')\n")
+    code, _, err = run("show", str(raiser))
+    assert code == 1 and err.count("\n") == 1 and "\x1b" not in err
+    assert "RuntimeError: line one\\n\\x1b[2Jline two" in err

@@ -2,16 +2,20 @@
 
 Phases are subgraphs, events and work are nodes in firing order, loops get a back edge and cancel
 paths dashed edges. Every label character outside a small safe set is written as a Mermaid entity
-code (`#60;` for `<`), so no docstring or name can break the syntax.
+code (`#60;` for `<`), so no docstring or name can break the syntax; control characters are shown escaped
+and names and texts past a limit are cut (`loopviz.renderers.sanitise`), which keeps the chart within
+Mermaid's limit on the size of a diagram.
 """
 from __future__ import annotations
 
 import itertools
 import string
 
+from loopviz.checks import check_spec
 from loopviz.model import Event, Handler, LoopSpec, Phase, Work
 from loopviz.renderers.flow import EdgeKind, FlowWriter
 from loopviz.renderers.palette import callback_colours
+from loopviz.renderers.sanitise import NAME_LIMIT, TEXT_LIMIT, cut, one_line, visible
 from loopviz.renderers.shown import (
     CUSTOM_EVENTS_TITLE, DIFF_MARKS, changes_note, diff_note, footer, handlers_shown, shows_doc, status_note, time_note,
     via_note,
@@ -22,9 +26,14 @@ __all__ = ["render_mermaid"]
 _SAFE = set(string.ascii_letters + string.digits + " _.,:()=+-/'")
 
 
-def _esc(text: str) -> str:
-    """Label text with every character outside the safe set as a Mermaid entity code."""
-    return "".join(c if c in _SAFE else f"#{ord(c)};" for c in " ".join(text.split()))
+def _esc(text: str, limit: int = TEXT_LIMIT) -> str:
+    """Label text on one visible line, cut past `limit`, each character outside the safe set as a Mermaid entity."""
+    return "".join(c if c in _SAFE else f"#{ord(c)};" for c in cut(" ".join(visible(text).split()), limit))
+
+
+def _name(text: str) -> str:
+    """A name (callback, event, work, phase) in a label: as `_esc`, newlines and tabs escaped too, cut shorter."""
+    return _esc(one_line(text), NAME_LIMIT)
 
 
 class _MermaidWriter(FlowWriter):
@@ -80,8 +89,8 @@ class _MermaidWriter(FlowWriter):
 
     def open_phase(self, phase: Phase, depth: int) -> None:
         """A subgraph titled with the phase and how often it repeats."""
-        title = phase.label + (f" - repeats {phase.repeat}" if phase.repeat else "")
-        self.add(depth, f'subgraph {self.new_id("p")}["{_esc(title)}"]')
+        title = _name(phase.label) + (" " + _esc(f"- repeats {phase.repeat}") if phase.repeat else "")
+        self.add(depth, f'subgraph {self.new_id("p")}["{title}"]')
         self.add(depth + 1, "direction TB")
 
     def close_phase(self, phase: Phase, depth: int) -> None:
@@ -97,7 +106,7 @@ class _MermaidWriter(FlowWriter):
         """An event node: its name, then its callbacks (and in verbose mode their docs)."""
         shown = handlers_shown(event, self.verbose)
         node = self.new_id()
-        parts = [f"<b>{_esc(event.name)}</b>"] + ([f"<small>{_esc(event.timing.short())}</small>"] if event.timing else [])
+        parts = [f"<b>{_name(event.name)}</b>"] + ([f"<small>{_esc(event.timing.short())}</small>"] if event.timing else [])
         parts += [self.callback(h) for h in shown]
         if not shown:
             parts.append("<i>no callbacks</i>")
@@ -108,7 +117,7 @@ class _MermaidWriter(FlowWriter):
     def work_node(self, work: Work, depth: int) -> str:
         """Work between events as a rounded node."""
         node = self.new_id()
-        label = f"<b>{_esc(work.name)}</b>" + (f"<br/><small>{_esc(work.code)}</small>" if self.verbose else "")
+        label = f"<b>{_name(work.name)}</b>" + (f"<br/><small>{_esc(work.code)}</small>" if self.verbose else "")
         if work.timing:
             label += f"<br/><small>{_esc(work.timing.short())}</small>"
         self.add(depth, f'{node}("{label}")')
@@ -119,7 +128,7 @@ class _MermaidWriter(FlowWriter):
         """The cancel exception as a stadium-shaped node."""
         assert phase.cancel is not None
         node = self.new_id()
-        self.add(depth, f'{node}(["{_esc(phase.cancel.exception)}"])')
+        self.add(depth, f'{node}(["{_name(phase.cancel.exception)}"])')
         self.add(depth, f"class {node} raise")
         return node
 
@@ -127,18 +136,18 @@ class _MermaidWriter(FlowWriter):
         """One callback line inside an event label."""
         info = handler.callback
         colour = self.colours.get(info.cls, "#999999")
-        text = f"<span style='color:{colour}'>#9632;</span> {_esc(info.label)} <small>{_esc(f'{info.order:g}')}</small>"
+        text = f"<span style='color:{colour}'>#9632;</span> {_name(info.label)} <small>{_esc(f'{info.order:g}')}</small>"
         via = via_note(handler, verbose=False)
         if via:
             text += f" ({_esc(via)})"
         status = status_note(handler)
         if handler.disabled:
-            text = f"<s>{_esc(info.label)}</s> ({_esc(status or '')})"
+            text = f"<s>{_name(info.label)}</s> ({_esc(status or '')})"
         elif status:
             text += f" <i>{_esc(status)}</i>"
         note = diff_note(handler)
         if handler.diff == "removed":
-            text = f"{_esc(DIFF_MARKS['removed'])} <s>{_esc(info.label)}</s> ({_esc(note or '')})"
+            text = f"{_esc(DIFF_MARKS['removed'])} <s>{_name(info.label)}</s> ({_esc(note or '')})"
         elif handler.diff:
             text = f"{_esc(DIFF_MARKS[handler.diff])} {text} ({_esc(note or '')})"
         spent = time_note(handler)
@@ -154,4 +163,5 @@ class _MermaidWriter(FlowWriter):
 
 def render_mermaid(spec: LoopSpec, verbose: bool = False, width: int = 100) -> str:
     """The loop as Mermaid flowchart text (`width` is unused: Mermaid lays the chart out itself)."""
+    check_spec("spec", spec)
     return _MermaidWriter(spec, verbose).write()

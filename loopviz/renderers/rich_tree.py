@@ -1,8 +1,9 @@
 """The loop as a `rich` tree: phases as branches, events as nodes, callbacks coloured by class.
 
 Every label is a `rich.text.Text`, never console markup, so a docstring such as
-"scale [mixup] by 0.5" prints intact. Box-drawing guides and symbols fall back to ASCII when the
-console cannot encode them.
+"scale [mixup] by 0.5" prints intact, and every string is made visible first (`loopviz.renderers.sanitise`),
+so a control character or escape sequence in a name or docstring is shown escaped, never obeyed.
+Box-drawing guides and symbols fall back to ASCII when the console cannot encode them.
 """
 from __future__ import annotations
 
@@ -13,8 +14,10 @@ from rich.jupyter import JupyterMixin
 from rich.text import Text
 from rich.tree import Tree
 
+from loopviz.checks import check_spec
 from loopviz.model import Event, Handler, LoopSpec, Phase, Step, Work
 from loopviz.renderers.palette import callback_colours
+from loopviz.renderers.sanitise import visible_spec
 from loopviz.renderers.shown import (
     CUSTOM_EVENTS_TITLE, DIFF_MARKS, changes_note, diff_note, footer, handlers_shown, shows_doc, status_note, via_note,
 )
@@ -31,7 +34,7 @@ class _TreeBuilder:
     """Builds the tree for one spec, one console (ASCII or not), verbose or not."""
 
     def __init__(self, spec: LoopSpec, verbose: bool, ascii_only: bool):
-        self.spec = spec
+        self.spec = visible_spec(spec)
         self.verbose = verbose
         self.sym = _SYMBOLS[ascii_only]
         self.colours = callback_colours(spec)
@@ -174,6 +177,7 @@ class RichLoop(JupyterMixin):
     """A `LoopSpec` as a rich renderable: the tree, then a legend. Print it with a rich Console."""
 
     def __init__(self, spec: LoopSpec, verbose: bool = False):
+        check_spec("spec", spec)
         self.spec = spec
         self.verbose = verbose
 
@@ -184,6 +188,7 @@ class RichLoop(JupyterMixin):
 
 def rich_tree(spec: LoopSpec, verbose: bool = False, ascii_only: bool = False) -> Tree:
     """The bare `rich.tree.Tree` of a loop (without the legend), for embedding in your own layout."""
+    check_spec("spec", spec)
     return _TreeBuilder(spec, verbose, ascii_only).tree()
 
 

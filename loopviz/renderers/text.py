@@ -2,13 +2,15 @@
 
 Compact mode keeps fastai's lines (`Start X` / `End X` blocks, ` - event: [callbacks]`); verbose mode
 adds each event's description, the work between events, and every handler with its order, source
-and docstring.
+and docstring. Control characters in any of them are shown escaped (`loopviz.renderers.sanitise`).
 """
 from __future__ import annotations
 
 import textwrap
 
+from loopviz.checks import check_spec
 from loopviz.model import Event, Handler, LoopSpec, Phase, Step, Work
+from loopviz.renderers.sanitise import one_line, visible_spec
 from loopviz.renderers.shown import (
     CUSTOM_EVENTS_TITLE, DIFF_MARKS, changes_note, footer, handlers_shown, shows_doc, status_note, via_note,
 )
@@ -38,7 +40,7 @@ def _compact_label(handler: Handler) -> str:
 
 def callback_list(event: Event) -> str:
     """The `[A, B]` list of callbacks that run (or are switched off) at this event, in call order."""
-    return "[" + ", ".join(_compact_label(h) for h in handlers_shown(event, verbose=False)) + "]"
+    return one_line("[" + ", ".join(_compact_label(h) for h in handlers_shown(event, verbose=False)) + "]")
 
 
 def _split_exit(phase: Phase) -> tuple[list[Step], list[Step]]:
@@ -179,6 +181,8 @@ class _TextWriter:
 
 def render_text(spec: LoopSpec, verbose: bool = False, width: int = DEFAULT_WIDTH) -> str:
     """The loop as text: fastai's compact shape, or with every doc and the work between events."""
+    check_spec("spec", spec)
+    spec = visible_spec(spec)  # control characters in names or docs shown escaped, never sent to the terminal
     writer = _TextWriter(verbose, width)
     if verbose:
         writer.header(spec)

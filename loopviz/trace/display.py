@@ -1,4 +1,7 @@
-"""How a `Trace` shows itself: rich tables in a terminal, the same as text, and HTML in notebooks."""
+"""How a `Trace` shows itself: rich tables in a terminal, the same as text, and HTML in notebooks.
+
+Names from the traced code (callbacks, events, loops) are shown with control characters escaped
+(`loopviz.renderers.sanitise`), so none reaches a terminal or the HTML raw."""
 from __future__ import annotations
 
 import io
@@ -9,6 +12,8 @@ import pandas as pd
 from rich.console import Console, Group
 from rich.table import Table
 from rich.text import Text
+
+from loopviz.renderers.sanitise import one_line, visible
 
 __all__ = ["as_text", "as_html", "trace_tables", "trace_text", "trace_html", "diff_tables", "diff_text", "diff_html",
            "merged_text"]
@@ -34,7 +39,7 @@ def _cell(value: Any) -> str:
         return f"{value:,}"
     if isinstance(value, (float, np.floating)):
         return "" if np.isnan(value) else f"{value:,.3f}"
-    return str(value)
+    return one_line(str(value))
 
 
 def trace_tables(trace: Any, limit: int = 25) -> Group:
@@ -43,10 +48,11 @@ def trace_tables(trace: Any, limit: int = 25) -> Group:
     by_cb = trace.by_callback()
     table = trace.loops_df()
     outer = table[table["outermost"]]
-    loops = ", ".join(dict.fromkeys(outer["label"])) or "none"
+    loops = one_line(", ".join(dict.fromkeys(outer["label"]))) or "none"
     nested = f", {len(table) - len(outer)} nested" if len(table) > len(outer) else ""
     head = Text.assemble(
-        ("Trace", "bold"), f" of {trace.framework or 'a loop'}: {trace.n_firings + trace.dropped_firings:,} event firings, ",
+        ("Trace", "bold"),
+        f" of {one_line(trace.framework) or 'a loop'}: {trace.n_firings + trace.dropped_firings:,} event firings, ",
         f"{trace.n_calls + trace.dropped_calls:,} callback calls, {trace.total_ns() / 1e6:,.1f} ms in {len(outer)} "
         f"loop(s){nested} ({loops})",
     )
@@ -58,7 +64,7 @@ def trace_tables(trace: Any, limit: int = 25) -> Group:
         parts.append(_table(by_cb, "Callbacks (costliest first)", {
             "callback": "callback", "event": "event", "phase": "phase", "calls": "calls", "ran": "ran",
             "skipped": "skipped", "total_ms": "total ms", "mean_us": "mean µs", "pct": "% of run"}, 10))
-    parts += [Text(note, style="dim") for note in trace.notes()]
+    parts += [Text(visible(note), style="dim") for note in trace.notes()]
     return Group(*parts)
 
 

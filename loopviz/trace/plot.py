@@ -13,6 +13,7 @@ import pandas as pd
 
 from loopviz.errors import LoopvizError
 from loopviz.renderers.palette import PALETTE, pick_colours, rgb
+from loopviz.renderers.sanitise import one_line
 
 if TYPE_CHECKING:
     from matplotlib.axes import Axes
@@ -172,6 +173,11 @@ def _folded(table: pd.DataFrame) -> pd.DataFrame:
     return series[keep].assign(**{OTHER: series.drop(columns=keep).sum(axis=1)})
 
 
+def _shown(text: str) -> str:
+    """A name as matplotlib should draw it: control characters escaped, `$` literal rather than mathtext."""
+    return one_line(text).replace("$", r"\$")
+
+
 def _text_colour(colour: str) -> str:
     """Black or white, whichever reads better on `colour`."""
     r, g, b = rgb(colour)
@@ -198,7 +204,7 @@ def plot_trace(trace: Any, loop: Any = None) -> Figure:
     top, bottom = fig.subplots(2, 1, height_ratios=(3, 2))
     worst = int(series.sum(axis=1).to_numpy().argmax())
     _stacked(top, series, colours, worst, batches.what)
-    top.set_title(f"Loop {index} {trace.loops[index]!r}: time per {batches.what} ({len(series)} of them)",
+    top.set_title(f"Loop {index} {_shown(repr(trace.loops[index]))}: time per {batches.what} ({len(series)} of them)",
                   loc="left", fontsize=10)
     spans = batches.spans[batches.spans["batch"] == worst]
     _timeline(bottom, spans.assign(name=spans["name"].where(spans["name"].isin(list(colours)), OTHER)), colours)
@@ -240,7 +246,8 @@ def _timeline(ax: Axes, spans: pd.DataFrame, colours: dict[str, str]) -> None:
         y = ROWS[kind]
         ax.barh(y, dur[group.index], left=start[group.index], height=0.8, color=colours[name], label=name,
                 edgecolor="white", linewidth=0.3)
-        for i, text in (group["callback"] if kind == "callback" else group["name"]).items():
+        for i, raw in (group["callback"] if kind == "callback" else group["name"]).items():
+            text = _shown(raw)
             if dur[i] > (len(text) + 1) * ms_per_char:
                 ax.text(start[i] + dur[i] / 2, y, text, ha="center", va="center", fontsize=FONT,
                         color=_text_colour(colours[name]), clip_on=True)
@@ -255,6 +262,6 @@ def _legend(fig: Figure, names: list[str], colours: dict[str, str]) -> None:
     """One legend for both panels, right of the axes, listing the stack from its top down."""
     from matplotlib.patches import Patch
 
-    handles = [Patch(facecolor=colours[name], label=name) for name in reversed(names)]
+    handles = [Patch(facecolor=colours[name], label=_shown(name)) for name in reversed(names)]
     fig.legend(handles=handles, loc="outside right upper", fontsize=FONT + 1, title="work and events",
                title_fontsize=FONT + 1, frameon=False)
