@@ -241,3 +241,39 @@ def test_importing_the_trace_modules_imports_neither_numpy_nor_pandas():
             "print(sorted(m for m in ('numpy', 'pandas') if m in sys.modules))")
     out = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "[]", out.stdout
+
+
+def test_a_selected_nested_loop_still_says_which_event_ran_it():
+    """select renumbers firings; a kept nested loop's parent firing is renumbered with them."""
+    learn = synth_learner()
+    if hasattr(learn, "progress"):
+        learn.remove_cb(learn.progress)
+    with learn.trace() as t:
+        learn.fit(1)
+        learn.fit(1, cbs=FetchPredsCallback())  # a get_preds inside this fit's after_validate
+    loops = t.loops_df().set_index("loop")
+    nested = int(loops.index[loops["parent"] == 1][0])
+    assert loops.loc[nested, "inside_event"] == "after_validate"
+    cut = t.select([1, nested]).loops_df().set_index("loop")  # loop 0's firings go: later firings move down
+    assert cut.loc[nested, "inside_event"] == "after_validate"
+    assert cut.loc[nested, "parent"] == 1
+
+
+def test_reports_on_a_trace_with_many_event_names_stay_small(tmp_path):
+    """The work between events is named by a lookup per pair, not a table of every pair of event names."""
+    import tracemalloc
+
+    learn = synth_learner()
+    with learn.trace() as t:
+        learn.fit(1)
+    data = t.to_json()
+    data["events"] = [*data["events"], *(f"custom_{i}" for i in range(10_000))]
+    many = Trace.from_json(data)
+    tracemalloc.start()
+    try:
+        many.work_df()
+        many.summary()
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert peak < 50 * 2**20, f"{peak / 2**20:.0f} MiB"

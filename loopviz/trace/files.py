@@ -1,21 +1,45 @@
-"""Trace files: `TraceData` to and from JSON, field by field with each field's codec, gzip for `.gz` names."""
+"""Trace files: `TraceData` to and from JSON, field by field with each field's codec, gzip for `.gz` names.
+
+Reading is safe on any file: only regular files are opened, at most `max_bytes` are read from disk and at
+most `max_json_bytes` of JSON come out of gzip (measured before any is kept, so a gzip bomb costs time, not
+memory), and the data is checked field by field (`loopviz.trace.validate`) before a report can trip on it.
+Both limits default to 512 MiB, about ten times the largest trace the recorder's default caps produce.
+"""
 from __future__ import annotations
 
 import gzip
 import json
+import os
+import stat
+import sys
+import zlib
 from dataclasses import fields
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
+from loopviz.checks import check_int, check_type
 from loopviz.errors import LoopvizError
+from loopviz.trace import validate
 from loopviz.trace.data import ADDED_IN_3, TraceData, spans_from_firings
 from loopviz.trace.layout import CALL_FIELDS, CHANGE_FIELDS, FIRING_FIELDS
 
-__all__ = ["FORMAT_VERSION", "READS", "to_json", "from_json", "write_json", "read_json"]
+__all__ = ["FORMAT_VERSION", "READS", "MAX_BYTES", "MAX_JSON_BYTES", "MAX_BYTES_ENV", "MAX_JSON_BYTES_ENV",
+           "to_json", "from_json", "write_json", "read_json", "read_trace"]
 
 FORMAT_VERSION = 3  # 2: aggregates past the cap keyed by loop too; 3: loop spans, work and nesting past the cap
 READS = (1, 2, 3)
 _LAYOUTS = {"firing_fields": FIRING_FIELDS, "call_fields": CALL_FIELDS, "change_fields": CHANGE_FIELDS}
+
+# Limits on reading a trace file; the environment variables override these defaults, keyword arguments both.
+MAX_BYTES = 512 * 2**20  # bytes read from disk
+MAX_JSON_BYTES = 512 * 2**20  # bytes of JSON text, after gzip
+MAX_BYTES_ENV = "LOOPVIZ_MAX_TRACE_BYTES"
+MAX_JSON_BYTES_ENV = "LOOPVIZ_MAX_TRACE_JSON_BYTES"
+_TYPICAL = "a trace of 1,000,000 callback calls is about 50 MB of JSON"
+_GZIP_MAGIC = b"\x1f\x8b"
+_IN_CHUNK = 1 << 16  # compressed bytes fed to zlib at a time
+_OUT_CHUNK = 1 << 20  # the most bytes zlib may produce at a time
+_SAFE_RECURSION = 10_000  # json's C parser recurses per nesting level; deeper than this can overflow the C stack
 
 
 def to_json(data: TraceData) -> dict[str, Any]:
@@ -26,52 +50,208 @@ def to_json(data: TraceData) -> dict[str, Any]:
     return out
 
 
-def from_json(obj: Any) -> TraceData:
-    """Trace data from `to_json()` output of this or an earlier version; a clear error for anything else."""
+def from_json(obj: Any, source: str | None = None) -> TraceData:
+    """Trace data from `to_json()` output of this or an earlier version, every field checked; a clear error
+    (naming `source`, the file it came from, if given) for anything else."""
+    where = repr(source) if source is not None else "trace data"
     if not isinstance(obj, dict) or obj.get("format") != "loopviz-trace":
-        raise LoopvizError("not a loopviz trace: the file has no 'format': 'loopviz-trace' field.")
+        raise LoopvizError(f"{where} is not a loopviz trace: it has no 'format': 'loopviz-trace' field.")
     version = obj.get("version")
-    if version not in READS:
-        raise LoopvizError(f"loopviz trace version {version!r} is not supported; this loopviz reads versions "
+    if type(version) is not int or version not in READS:
+        raise LoopvizError(f"{where}: loopviz trace version {version!r} is not supported; this loopviz reads versions "
                            f"{', '.join(map(str, READS))}.")
     if any(obj.get(name, list(layout)) != list(layout) for name, layout in _LAYOUTS.items()):
-        raise LoopvizError("this loopviz trace has different record fields than this loopviz version reads.")
+        raise LoopvizError(f"{where}: this loopviz trace has different record fields than this loopviz version reads.")
     optional = ADDED_IN_3 if version < 3 else ()
     missing = [f.name for f in fields(TraceData) if f.name not in obj and f.name not in optional]
     if missing:
-        raise LoopvizError(f"this loopviz trace lacks the fields {', '.join(missing)}: the file is incomplete.")
+        raise LoopvizError(f"{where}: this loopviz trace lacks the fields {', '.join(missing)}: the file is incomplete "
+                           "(cut short, or not written by Trace.save); record the trace again.")
+    try:
+        return _decode(obj, version)
+    except validate.Invalid as e:
+        raise LoopvizError(e.message(where, from_file=source is not None)) from None
+
+
+def _decode(obj: dict[str, Any], version: int) -> TraceData:
+    """The checked fields decoded by their codecs, then checked against each other."""
+    validate.check_json(obj, version)
     values = {}
     for f in fields(TraceData):
         if f.name not in obj:
             continue
         codec, value = f.metadata["codec"], obj[f.name]
-        values[f.name] = codec.decode(codec.from_v1(value) if version == 1 else value)
+        value = codec.from_v1(value) if version == 1 else value
+        try:
+            values[f.name] = codec.decode(value)
+        except (TypeError, OverflowError, ValueError):  # check_json vetted all but the record arrays' contents
+            raise validate.bad_records(f.name, value) from None
     data = TraceData(**values)
+    validate.check_data(data, spans=version >= 3)
     if version < 3:
         data.loop_spans = spans_from_firings(data)
-        data.meta["spans_from_firings"] = True
+        data.meta = {**data.meta, "spans_from_firings": True}
     return data
 
 
 def write_json(obj: Any, path: str | Path) -> Path:
-    """Write JSON data compactly (gzip-compressed when the name ends in .gz)."""
+    """Write JSON data compactly (gzip-compressed when the name ends in .gz), all or nothing: the file appears
+    complete or not at all, even when writing is interrupted (Ctrl-C, a full disk)."""
     path = Path(path)
-    text = json.dumps(obj, separators=(",", ":"))
+    data = json.dumps(obj, separators=(",", ":")).encode("utf-8")
     if path.suffix == ".gz":
-        path.write_bytes(gzip.compress(text.encode("utf-8")))
-    else:
-        path.write_text(text, encoding="utf-8")
+        data = gzip.compress(data)
+    partial = path.with_name(f".{path.name}.{os.getpid()}.partial")
+    try:
+        partial.write_bytes(data)
+        os.replace(partial, path)
+    finally:
+        partial.unlink(missing_ok=True)
     return path
 
 
-def read_json(path: str | Path) -> Any:
-    """JSON data from a file written by `write_json` (gzip or not)."""
-    path = Path(path)
-    if not path.exists():
-        raise LoopvizError(f"no trace file at {str(path)!r}.")
-    raw = path.read_bytes()
+def read_trace(path: str | os.PathLike[str], *, max_bytes: int | None = None,
+               max_json_bytes: int | None = None) -> TraceData:
+    """The checked trace data in a file written by `Trace.save` (gzip or not), within the reading limits."""
+    return from_json(read_json(path, max_bytes=max_bytes, max_json_bytes=max_json_bytes), source=_name(path))
+
+
+def read_json(path: str | os.PathLike[str], *, max_bytes: int | None = None, max_json_bytes: int | None = None) -> Any:
+    """JSON data from a regular file (gzip or not), at most `max_bytes` read and `max_json_bytes` of JSON text;
+    None means the environment variable's value, else the module default (`MAX_BYTES`, `MAX_JSON_BYTES`)."""
+    name = repr(_name(path))
+    disk = _limit("max_bytes", max_bytes, MAX_BYTES_ENV, MAX_BYTES)
+    text = _limit("max_json_bytes", max_json_bytes, MAX_JSON_BYTES_ENV, MAX_JSON_BYTES)
+    raw = _read_regular(os.fspath(path), name, disk)
+    if raw[:2] == _GZIP_MAGIC:
+        _inflate(raw, name, text, keep=False)  # measured first: a gzip bomb is refused before any of it is kept
+        raw = _inflate(raw, name, text, keep=True)
+    elif len(raw) > text:
+        raise _too_big(name, f"is {len(raw):,} bytes of JSON, more than", text, "max_json_bytes", MAX_JSON_BYTES_ENV)
+    return _parse(raw, name)
+
+
+def _name(path: Any) -> str:
+    """The path as text for messages; a clear error for anything that is not a path."""
+    name = os.fspath(check_type("path", path, (str, os.PathLike), "a file name (a str or pathlib.Path)"))
+    return name if isinstance(name, str) else os.fsdecode(name)
+
+
+def _limit(keyword: str, given: int | None, env: str, default: int) -> int:
+    """A reading limit in bytes: the keyword argument, else the environment variable, else the default."""
+    if given is not None:
+        return check_int(keyword, given, 0)
+    value = os.environ.get(env, "").strip()
+    if not value:
+        return default
     try:
-        text = gzip.decompress(raw).decode("utf-8") if raw[:2] == b"\x1f\x8b" else raw.decode("utf-8")
+        limit = int(value)
+    except ValueError:
+        limit = -1
+    if limit < 0:
+        raise LoopvizError(f"the environment variable {env}={value!r} is not a number of bytes; set it to an "
+                           f"integer such as {2 * default}, or unset it for the default ({default}).")
+    return limit
+
+
+def _too_big(name: str, what: str, limit: int, keyword: str, env: str) -> LoopvizError:
+    """The error for a file past a reading limit (`what` it is, ending before the limit), saying how to raise it."""
+    bigger = max(2 * limit, 2**20)
+    return LoopvizError(
+        f"{name} {what} the {limit:,} bytes loopviz reads ({_TYPICAL}). If you trust the file, raise the limit: set "
+        f"the environment variable {env}={bigger}, or call Trace.load(path, {keyword}={bigger}).")
+
+
+def _read_regular(path: str, name: str, limit: int) -> bytes:
+    """The bytes of a regular file, at most `limit` of them; FIFOs, devices and directories are never opened."""
+    _require_regular(_os_call(os.stat, path, name).st_mode, name)  # before opening: opening a FIFO blocks
+    fd = _os_call(os.open, path, name, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0) | getattr(os, "O_BINARY", 0))
+    with open(fd, "rb") as file:
+        info = os.fstat(fd)
+        _require_regular(info.st_mode, name)  # the file opened, not one put there since the check
+        if info.st_size > limit:
+            raise _too_big(name, f"is {info.st_size:,} bytes, more than", limit, "max_bytes", MAX_BYTES_ENV)
+        want = min(info.st_size, limit) + 1  # a buffer the size of the file, not of the limit
+        raw = _os_call(file.read, want, name)
+        if len(raw) == want and want <= limit:  # it grew since: read on, up to the limit
+            raw += _os_call(file.read, limit + 1 - want, name)
+    if len(raw) > limit:
+        raise _too_big(name, "is larger than", limit, "max_bytes", MAX_BYTES_ENV)
+    return raw
+
+
+def _os_call(call: Callable[..., Any], first: Any, name: str, *rest: Any) -> Any:
+    """`call(first, *rest)`, its OS errors as a clear LoopvizError about the file `name`."""
+    try:
+        return call(first, *rest)
+    except FileNotFoundError:
+        raise LoopvizError(f"no trace file at {name}: check the path.") from None
+    except PermissionError:
+        raise LoopvizError(f"cannot read {name}: permission denied; check the file's permissions.") from None
+    except OSError as e:
+        raise LoopvizError(f"cannot read {name}: {e.strerror or e}.") from None
+    except ValueError:  # a NUL character in the name
+        raise LoopvizError(f"{name} is not a valid file name.") from None
+
+
+def _require_regular(mode: int, name: str) -> None:
+    if stat.S_ISREG(mode):
+        return
+    kind = ("a directory" if stat.S_ISDIR(mode) else "a FIFO (named pipe)" if stat.S_ISFIFO(mode)
+            else "a device" if stat.S_ISCHR(mode) or stat.S_ISBLK(mode) else "a socket" if stat.S_ISSOCK(mode)
+            else "not a regular file")
+    raise LoopvizError(f"{name} is {kind}, not a trace file: give the path of a file written by Trace.save.")
+
+
+def _inflate(raw: bytes, name: str, limit: int, keep: bool) -> bytes:
+    """Every gzip member in `raw` decompressed in bounded steps (the output, or b'' unless `keep`); refused as
+    soon as it passes `limit` bytes, and when cut short or damaged."""
+    out: list[bytes] = []
+    size, start, view = 0, 0, memoryview(raw)
+    while start < len(raw):
+        if raw[start:start + 2] != _GZIP_MAGIC:
+            if raw.count(0, start) == len(raw) - start:  # zero padding after the last member, as gzip allows
+                break
+            raise LoopvizError(f"{name} is not a loopviz trace: it has data after the end of its gzip stream.")
+        engine, pos, pending = zlib.decompressobj(wbits=31), start, b""
+        while not engine.eof:
+            if not pending and pos < len(raw):
+                pending, pos = view[pos:pos + _IN_CHUNK], pos + _IN_CHUNK
+            try:
+                piece = engine.decompress(pending, _OUT_CHUNK)
+            except zlib.error as e:
+                raise LoopvizError(f"{name} is a damaged gzip file ({e}); save the trace again.") from None
+            if not piece and not pending and pos >= len(raw):
+                raise LoopvizError(f"{name} is cut short: its gzip stream ends early (an interrupted copy or "
+                                   "download?); copy or save the trace again.")
+            pending = engine.unconsumed_tail
+            size += len(piece)
+            if size > limit:
+                raise _too_big(name, "decompresses to more JSON than", limit, "max_json_bytes", MAX_JSON_BYTES_ENV)
+            if keep:
+                out.append(piece)
+        start = min(pos, len(raw)) - len(engine.unused_data)
+    return b"".join(out)
+
+
+def _parse(raw: bytes, name: str) -> Any:
+    """JSON from UTF-8 bytes; a clear error for anything else, and for nesting too deep to read safely."""
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError as e:
+        raise LoopvizError(f"{name} is not a loopviz trace (not UTF-8 text: byte {e.start} is invalid).") from None
+    del raw
+    limit = sys.getrecursionlimit()
+    if limit > _SAFE_RECURSION:  # json's C parser holds the GIL throughout, so no other thread sees the lower limit
+        sys.setrecursionlimit(_SAFE_RECURSION)
+    try:
         return json.loads(text)
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
-        raise LoopvizError(f"{str(path)!r} is not a loopviz trace (not JSON: {e}).") from e
+    except RecursionError:
+        raise LoopvizError(f"{name} is not a loopviz trace: its JSON nests too deep to read.") from None
+    except json.JSONDecodeError as e:
+        raise LoopvizError(f"{name} is not a loopviz trace (not JSON: {e}).") from None
+    except ValueError:  # an integer longer than Python converts
+        raise LoopvizError(f"{name} is not a loopviz trace: it holds an integer of more than "
+                           f"{sys.get_int_max_str_digits():,} digits.") from None
+    finally:
+        sys.setrecursionlimit(limit)

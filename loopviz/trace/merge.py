@@ -10,11 +10,13 @@ back the straggler report.
 """
 from __future__ import annotations
 
+import os
 from pathlib import Path
 from typing import Any, Iterable
 
 import pandas as pd
 
+from loopviz.checks import check_type, got
 from loopviz.errors import LoopvizError
 from loopviz.trace.chrome import chrome_trace
 from loopviz.trace.files import write_json
@@ -117,7 +119,7 @@ class MergedTrace:
 
 def merge(sources: Iterable[str | Path | Trace]) -> MergedTrace:
     """Merge the traces of a distributed run (paths or `Trace`s, one per rank) into one view."""
-    traces = [s if isinstance(s, Trace) else Trace.load(s) for s in sources]
+    traces = [_trace(i, source) for i, source in enumerate(_listed(sources))]
     if not traces:
         raise LoopvizError("merge needs at least one trace (one per rank).")
     ranks = [int(t.meta.get("rank", 0)) for t in traces]
@@ -131,3 +133,21 @@ def merge(sources: Iterable[str | Path | Trace]) -> MergedTrace:
         raise LoopvizError(f"these traces come from different loops ({sorted(frameworks)}).")
     return MergedTrace(traces)
 
+
+def _listed(sources: Any) -> list[Any]:
+    """The sources as a list; a clear error for one path (a string is iterable too) or anything not iterable."""
+    wanted = "a list of traces (paths or Traces, one per rank), e.g. merge(['trace.rank0.json', 'trace.rank1.json'])"
+    if isinstance(sources, (str, bytes, os.PathLike, Trace)):
+        one = "one Trace" if isinstance(sources, Trace) else f"one path, {got(sources)}"
+        raise LoopvizError(f"sources must be {wanted}, not {one}.")
+    try:
+        return list(sources)
+    except TypeError:
+        raise LoopvizError(f"sources must be {wanted}, not {got(sources)}.") from None
+
+
+def _trace(index: int, source: Any) -> Trace:
+    """A trace given to merge, loaded if it is a path."""
+    if isinstance(source, Trace):
+        return source
+    return Trace.load(check_type(f"sources[{index}]", source, (str, os.PathLike), "a path or a Trace"))

@@ -124,12 +124,10 @@ def _pairs_df(data: TraceData, m: np.ndarray) -> pd.DataFrame:
     a, b = order[:-1], order[1:]
     keep = (root[a] == root[b]) & (m[a, F_PARENT] == m[b, F_PARENT])
     a, b = a[keep], b[keep]
-    n = len(data.events)
-    names = np.full(n * n, WORK_FALLBACK, dtype=object)
-    for (before, after), work in _work_names_by_id(data).items():
-        names[before * n + after] = work
+    named = _work_names_by_id(data)  # looked up per pair: a table of every pair grows with events squared
+    work = [named.get(pair, WORK_FALLBACK) for pair in zip(m[a, F_EVENT].tolist(), m[b, F_EVENT].tolist())]
     return pd.DataFrame({
-        "work": names[m[a, F_EVENT] * n + m[b, F_EVENT]], "after": _names(data.events, m[a, F_EVENT]),
+        "work": np.array(work, dtype=object), "after": _names(data.events, m[a, F_EVENT]),
         "before": _names(data.events, m[b, F_EVENT]), "phase": _names(MODES, m[b, F_MODE]), "epoch": m[b, F_EPOCH],
         "iter": m[b, F_ITER], "loop": _names(data.loops, m[b, F_LOOP]), "start": end[a], "dur": start[b] - end[a],
         "nested": m[b, F_PARENT] != -1,
@@ -238,8 +236,9 @@ def _stat_rows(raw: dict[Any, np.ndarray], overflow: dict[Any, Aggregate],
 
 def _work_names_by_id(data: TraceData) -> dict[tuple[int, int], str]:
     """`work_names` keyed by the ids of the two events (those this trace has)."""
-    return {(data.events.index(before), data.events.index(after)): work
-            for (before, after), work in data.work_names.items() if before in data.events and after in data.events}
+    ids = {event: i for i, event in enumerate(data.events)}
+    return {(ids[before], ids[after]): work for (before, after), work in data.work_names.items()
+            if before in ids and after in ids}
 
 
 def _dispatch_rows(data: TraceData, top: pd.DataFrame) -> list[tuple[Any, ...]]:

@@ -52,7 +52,7 @@ def select_loops(data: TraceData, loops: Iterable[str | int]) -> TraceData:
     cut = replace(
         data,
         meta={**data.meta, "selected_loops": sorted(wanted)},
-        loop_spans=_spans(data.loop_spans, wanted),
+        loop_spans=_spans(data.loop_spans, wanted, new_index),
         no_handler_by_loop=no_handler,
         no_handler_calls=sum(no_handler) if data.no_handler_by_loop else data.no_handler_calls,
         overflow_nested=_of_loops(data.overflow_nested, kept_loops),
@@ -67,8 +67,9 @@ def select_loops(data: TraceData, loops: Iterable[str | int]) -> TraceData:
     return recount(cut)
 
 
-def _spans(spans: list[list[int]], wanted: set[int]) -> list[list[int]]:
-    """Loop spans of the kept loops (the others blanked): a kept loop whose parent loop is not kept becomes outermost."""
+def _spans(spans: list[list[int]], wanted: set[int], new_index: np.ndarray) -> list[list[int]]:
+    """Loop spans of the kept loops (the others blanked): a kept loop whose parent loop is not kept becomes outermost;
+    one whose parent is kept points at its parent firing's new index (that firing is in the parent loop, so kept)."""
     out = []
     for index, span in enumerate(spans):
         if index not in wanted:
@@ -76,7 +77,10 @@ def _spans(spans: list[list[int]], wanted: set[int]) -> list[list[int]]:
         elif span[2] >= 0 and span[2] not in wanted:
             out.append([span[0], span[1], -1, -1, -1, -1])
         else:
-            out.append(list(span))
+            parent_firing = span[3]
+            if 0 <= parent_firing < len(new_index):
+                parent_firing = int(new_index[parent_firing])
+            out.append([*span[:3], parent_firing, *span[4:]])
     return out
 
 

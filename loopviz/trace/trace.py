@@ -224,7 +224,8 @@ class Trace:
 
     @classmethod
     def from_json(cls, data: dict[str, Any]) -> Trace:
-        """A trace from `to_json()` data (this version's or version 1's); a clear error for anything else."""
+        """A trace from `to_json()` data (this version's or an earlier one's), every field checked; a clear error
+        for anything else."""
         return cls(files.from_json(data))
 
     def save(self, path: str | Path) -> Path:
@@ -232,9 +233,11 @@ class Trace:
         return _write(lambda: self.to_json(), path)
 
     @classmethod
-    def load(cls, path: str | Path) -> Trace:
-        """Read a trace written by `save`."""
-        return cls.from_json(files.read_json(path))
+    def load(cls, path: str | Path, *, max_bytes: int | None = None, max_json_bytes: int | None = None) -> Trace:
+        """Read a trace written by `save`, checked field by field. At most `max_bytes` are read from disk and
+        `max_json_bytes` of JSON text (after gzip); None: the LOOPVIZ_MAX_TRACE_BYTES / LOOPVIZ_MAX_TRACE_JSON_BYTES
+        environment variables, else 512 MiB each. A clear error, naming the file and field, for anything else."""
+        return cls(files.read_trace(path, max_bytes=max_bytes, max_json_bytes=max_json_bytes))
 
     def to_chrome(self, path: str | Path) -> Path:
         """Write a Chrome/Perfetto trace (JSON, `.gz` compressed): events, callback calls and work, nested."""

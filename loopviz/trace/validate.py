@@ -1,0 +1,318 @@
+"""Trace data checked before anything reads it: every field's type and shape, every index in range.
+
+A trace file can come from anywhere, and the reports index lists and arrays with the numbers in it.
+`check_json` checks each field's JSON value before its codec decodes it; `check_data` checks the decoded
+records and aggregates against the names they point at. Both raise `Invalid`, which `loopviz.trace.files`
+turns into a LoopvizError naming the file and the field. Record arrays are checked a column at a time with
+min/max over strided slices, so a trace of a million callback calls is checked in a fraction of a second.
+"""
+from __future__ import annotations
+
+from array import array
+from typing import Any, Callable
+
+from loopviz.trace.data import HIST_BUCKETS, TraceData
+from loopviz.trace.layout import (
+    C_CALLBACK, C_DUR, C_FIRING, C_START, C_STATUS, CALL_FIELDS, CH_ATTR, CH_CALLBACK, CH_FIRING, CHANGE_FIELDS,
+    F_DEV_END, F_DEV_START, F_END, F_EVENT, F_LOOP, F_MODE, F_PARENT, F_START, F_STATUS, FIRING_FIELDS, MODES, NC,
+    NCH, NF, STATUS,
+)
+
+__all__ = ["Invalid", "JSON_CHECKS", "check_json", "check_data", "bad_records"]
+
+INT64_MIN, INT64_MAX = -(2**63), 2**63 - 1
+RECORDS = {"firings": FIRING_FIELDS, "calls": CALL_FIELDS, "change_log": CHANGE_FIELDS}
+# meta entries the reports read, and the least each may be
+META_INTS = {"pid": 0, "rank": 0, "local_rank": 0, "world_size": 1, "start_unix_ns": 0, "perf_origin_ns": 0,
+             "origin_error_ns": 0, "max_calls": 0, "max_firings": 0}
+
+
+class Invalid(Exception):
+    """One thing wrong with trace data: the field, where in it, and what."""
+
+    def __init__(self, field: str, detail: str, at: str = "") -> None:
+        super().__init__(field, detail, at)
+        self.field, self.detail, self.at = field, detail, at
+
+    def message(self, where: str, from_file: bool) -> str:
+        """The error message: where the data came from, the field, what is wrong and what to do."""
+        at = f" {self.at}" if self.at else ""
+        advice = ("The file is damaged or was not written by loopviz's Trace.save: record the trace again." if from_file
+                  else "The data is damaged or did not come from Trace.to_json().")
+        return f"{where}: field {self.field!r}{at}: {self.detail}. {advice}"
+
+
+# -- values -------------------------------------------------------------------------------------
+
+
+def _show(value: Any) -> str:
+    """A JSON value, short, for a message."""
+    if isinstance(value, dict):
+        return "an object"
+    if isinstance(value, list):
+        return f"a list of {len(value)}"
+    if value is None or isinstance(value, bool):
+        return {None: "null", True: "true", False: "false"}[value]
+    if isinstance(value, int):
+        digits = round(value.bit_length() * 0.30103)  # log10(2)
+        return str(value) if abs(value) < 10**24 else f"an integer of about {digits} digits"
+    text = repr(value)
+    return text if len(text) <= 40 else text[:37] + "..."
+
+
+def _int(value: Any, field: str, at: str = "", low: int = INT64_MIN) -> None:
+    if type(value) is not int or not INT64_MIN <= value <= INT64_MAX:
+        raise Invalid(field, f"is {_show(value)}, not a 64-bit integer", at)
+    if value < low:
+        raise Invalid(field, f"is {value}, {'negative' if low == 0 else f'less than {low}'}", at)
+
+
+def _text(value: Any, field: str, at: str = "") -> None:
+    # Any str: a name with control characters or a lone surrogate is what a callback class was called, and every
+    # view escapes it where it is shown (loopviz.renderers.sanitise).
+    if type(value) is not str:
+        raise Invalid(field, f"is {_show(value)}, not a string", at)
+
+
+def _list(value: Any, field: str, at: str = "", length: int | None = None, what: str = "a list") -> list[Any]:
+    if type(value) is not list or (length is not None and len(value) != length):
+        raise Invalid(field, f"is {_show(value)}, not {what}", at)
+    return value
+
+
+def _entries(value: Any, field: str) -> list[tuple[str, Any]]:
+    """(where, entry) for each entry of a list field."""
+    return [(f"entry {i}", entry) for i, entry in enumerate(_list(value, field))]
+
+
+# -- fields, as JSON ----------------------------------------------------------------------------
+
+Check = Callable[[Any, str, int], None]  # (value, field, file version)
+
+
+def _string(value: Any, field: str, version: int) -> None:
+    _text(value, field)
+
+
+def _flag(value: Any, field: str, version: int) -> None:
+    if type(value) is not bool:
+        raise Invalid(field, f"is {_show(value)}, not true or false")
+
+
+def _count(value: Any, field: str, version: int) -> None:
+    _int(value, field, low=0)
+
+
+def _counts(value: Any, field: str, version: int) -> None:
+    for at, entry in _entries(value, field):
+        _int(entry, field, at, low=0)
+
+
+def _records(value: Any, field: str, version: int) -> None:
+    _list(value, field, what="a list of integers")  # its integers are checked as it is decoded (bad_records)
+
+
+def _names(unique: bool) -> Check:
+    def check(value: Any, field: str, version: int) -> None:
+        for at, entry in _entries(value, field):
+            _text(entry, field, at)
+        if unique and len(set(value)) != len(value):
+            twice = next(name for i, name in enumerate(value) if name in value[:i])
+            raise Invalid(field, f"names {twice!r} twice; each name must be listed once")
+    return check
+
+
+def _callbacks(value: Any, field: str, version: int) -> None:
+    for at, entry in _entries(value, field):
+        if type(entry) is not dict:
+            raise Invalid(field, f"is {_show(entry)}, not an object with cls, name, module and order", at)
+        for key in ("cls", "name", "module", "order"):
+            if key not in entry:
+                raise Invalid(field, f"has no {key!r}", at)
+        for key in ("cls", "name", "module"):
+            _text(entry[key], field, f"{at} {key!r}")
+        if entry["order"] is not None and type(entry["order"]) not in (int, float):  # getattr(cb, 'order', 0)
+            raise Invalid(field, f"is {_show(entry['order'])}, not a number", f"{at} 'order'")
+
+
+def _spans(value: Any, field: str, version: int) -> None:
+    lows = (-1, -1, -1, -2, -1, -1)  # start, end, parent loop, parent firing (-2: past the cap), first, last
+    for at, entry in _entries(value, field):
+        for number, low in zip(_list(entry, field, at, 6, "a list of 6 integers"), lows):
+            _int(number, field, at, low)
+
+
+def _meta(value: Any, field: str, version: int) -> None:
+    if type(value) is not dict:
+        raise Invalid(field, f"is {_show(value)}, not an object")
+    for key, low in META_INTS.items():
+        if key in value:
+            _int(value[key], field, f"entry {key!r}", low)
+    if "host" in value:
+        _text(value["host"], field, "entry 'host'")
+    if "selected_loops" in value:
+        for number in _list(value["selected_loops"], field, "entry 'selected_loops'"):
+            _int(number, field, "entry 'selected_loops'", 0)
+
+
+def _work_names(value: Any, field: str, version: int) -> None:
+    for at, entry in _entries(value, field):
+        for name in _list(entry, field, at, 3, "a list of 3 names [before, after, work]"):
+            _text(name, field, at)
+
+
+def _aggregate(entry: Any, field: str, at: str) -> None:
+    if type(entry) is not dict:
+        raise Invalid(field, f"is {_show(entry)}, not an object with count, total, min, max and hist", at)
+    for key, low in (("count", 1), ("total", 0), ("min", INT64_MIN), ("max", INT64_MIN)):
+        if key not in entry:
+            raise Invalid(field, f"has no {key!r}", at)
+        _int(entry[key], field, f"{at} {key!r}", low)
+    if "hist" not in entry:
+        raise Invalid(field, "has no 'hist'", at)
+    for number in _list(entry["hist"], field, f"{at} 'hist'", HIST_BUCKETS, f"a list of {HIST_BUCKETS} counts"):
+        _int(number, field, f"{at} 'hist'", 0)
+
+
+def _change(entry: Any, field: str, at: str) -> None:
+    values = _list(entry, field, at, 5, "a list of 5 integers [count, first epoch, first iter, last epoch, last iter]")
+    for number, low in zip(values, (1, INT64_MIN, INT64_MIN, INT64_MIN, INT64_MIN)):
+        _int(number, field, at, low)
+
+
+def _keyed(arity: int, check_value: Callable[[Any, str, str], None]) -> Check:
+    """A dict written as [[key...], value] rows; keys of `arity` integers (one fewer in version 1: no loop)."""
+    def check(value: Any, field: str, version: int) -> None:
+        size = arity - 1 if version == 1 else arity
+        for i, row in enumerate(_list(value, field)):
+            at = f"row {i}"
+            key, entry = _list(row, field, at, 2, "a [key, value] pair")
+            for number in _list(key, field, f"{at} key", size, f"a list of {size} integers"):
+                _int(number, field, f"{at} key")
+            check_value(entry, field, at)
+    return check
+
+
+JSON_CHECKS: dict[str, Check] = {
+    "framework": _string, "clock": _string, "meta": _meta, "events": _names(unique=True), "callbacks": _callbacks,
+    "loops": _names(unique=False), "loop_spans": _spans, "firings": _records, "calls": _records,
+    "no_handler_calls": _count, "no_handler_by_loop": _counts, "dropped_firings": _count, "dropped_calls": _count,
+    "overflow_firings": _keyed(3, _aggregate), "overflow_calls": _keyed(5, _aggregate),
+    "overflow_nested": _keyed(3, _aggregate), "overflow_work": _keyed(5, _aggregate), "work_names": _work_names,
+    "tracked_changes": _flag, "attrs": _names(unique=False), "change_agg": _keyed(5, _change),
+    "change_log": _records, "dropped_changes": _count,
+}
+
+
+def check_json(obj: dict[str, Any], version: int) -> None:
+    """Every field present in `obj` has the JSON type and shape its codec reads (raises Invalid)."""
+    for name, check in JSON_CHECKS.items():
+        if name in obj:
+            check(obj[name], name, version)
+
+
+def bad_records(field: str, value: list[Any]) -> Invalid:
+    """What is wrong with a record array that did not convert to 64-bit integers: its first bad value."""
+    layout = RECORDS[field]
+    for i, number in enumerate(value):
+        if type(number) is not int or not INT64_MIN <= number <= INT64_MAX:
+            return Invalid(field, f"{layout[i % len(layout)]} is {_show(number)}, not a 64-bit integer",
+                           f"record {i // len(layout)}")
+    return Invalid(field, "cannot be read as 64-bit integers")
+
+
+# -- fields against each other ------------------------------------------------------------------
+
+Bound = tuple[str, int, "int | None", str]  # what, least allowed, first not allowed (None: no limit), why
+
+
+def _index(what: str, n: int, noun: str, none: bool = False) -> Bound:
+    """An index into something the trace has `n` of; -1 also allowed when `none`."""
+    why = f"-1 for none, or below {n}: the trace has {n} {noun}" if none else f"the trace has {n} {noun}"
+    return what, -1 if none else 0, n, why
+
+
+def _code(what: str, names: tuple[str, ...]) -> Bound:
+    """A code from a fixed table (MODES, STATUS)."""
+    codes = ", ".join(f"{i} ({name or 'none'})" for i, name in enumerate(names))
+    return what, 0, len(names), f"it must be one of {codes}"
+
+
+def _at_least(what: str, low: int) -> Bound:
+    return what, low, None, "it must be 0 or more" if low == 0 else f"it must be {low} for none, or 0 or more"
+
+
+def _fail(field: str, bound: Bound, value: int, at: str) -> Invalid:
+    return Invalid(field, f"{bound[0]} {value} is out of range ({bound[3]})", at)
+
+
+def _in(bound: Bound, value: int) -> bool:
+    return value >= bound[1] and (bound[2] is None or value < bound[2])
+
+
+def _columns(field: str, rows: array, width: int, bounds: dict[int, Bound]) -> None:
+    """Each column of a flat record array within its bound: min and max first, the offending record if not."""
+    for offset, bound in bounds.items():
+        column = rows[offset::width]
+        if not column or (min(column) >= bound[1] and (bound[2] is None or max(column) < bound[2])):
+            continue
+        record = next(i for i, value in enumerate(column) if not _in(bound, value))
+        raise _fail(field, bound, column[record], f"record {record}")
+
+
+def _keys(field: str, aggregates: dict[tuple[int, ...], Any], bounds: list[Bound]) -> None:
+    """Each key's integers within their bounds."""
+    for key in aggregates:
+        for value, bound in zip(key, bounds):
+            if not _in(bound, value):
+                raise _fail(field, bound, value, f"key {list(key)}")
+
+
+def check_data(data: TraceData, spans: bool = True) -> None:
+    """Every record a whole row, every index pointing at something the trace has, times and durations not
+    negative (raises Invalid). `spans`: check loop_spans too (files before version 3 have none to check)."""
+    for field, layout in RECORDS.items():
+        size = len(getattr(data, field))
+        if size % len(layout):
+            raise Invalid(field, f"holds {size:,} integers, not a whole number of {len(layout)}-integer records "
+                                 f"({', '.join(layout)})")
+    events, callbacks, loops, attrs = len(data.events), len(data.callbacks), len(data.loops), len(data.attrs)
+    loop, event = _index("loop index", loops, "loops", none=True), _index("event index", events, "events")
+    mode, status = _code("mode", MODES), _code("status", STATUS)
+    callback = _index("callback index", callbacks, "callbacks")
+    firing = _index("firing index", data.n_firings, "firings")
+    _columns("firings", data.firings, NF, {
+        F_EVENT: event, F_MODE: mode, F_LOOP: loop, F_STATUS: status,
+        F_PARENT: _index("parent firing index", data.n_firings, "firings", none=True),
+        F_START: _at_least("start time", 0), F_END: _at_least("end time", 0),
+        F_DEV_START: _at_least("device start time", -1), F_DEV_END: _at_least("device end time", -1)})
+    _columns("calls", data.calls, NC, {C_FIRING: firing, C_CALLBACK: callback, C_STATUS: status,
+                                       C_START: _at_least("start time", 0), C_DUR: _at_least("duration", 0)})
+    _columns("change_log", data.change_log, NCH, {CH_FIRING: firing, CH_CALLBACK: callback,
+                                                  CH_ATTR: _index("attribute index", attrs, "attributes")})
+    maybe_event = _index("event index", events, "events", none=True)  # calls and changes outside any firing
+    _keys("overflow_firings", data.overflow_firings, [loop, event, mode])
+    _keys("overflow_nested", data.overflow_nested, [loop, event, mode])
+    _keys("overflow_calls", data.overflow_calls, [loop, maybe_event, mode, callback, status])
+    _keys("overflow_work", data.overflow_work, [loop, event, event, mode, ("nested flag", 0, 2, "it must be 0 or 1")])
+    _keys("change_agg", data.change_agg,
+          [loop, maybe_event, mode, callback, _index("attribute index", attrs, "attributes")])
+    _check_loops(data, spans)
+
+
+def _check_loops(data: TraceData, spans: bool) -> None:
+    """Per-loop lists one entry per loop, and the loops they name among the trace's."""
+    loops = len(data.loops)
+    if spans and len(data.loop_spans) != loops:
+        raise Invalid("loop_spans", f"has {len(data.loop_spans)} entries for {loops} loops; it must have one per loop")
+    parent = _index("parent loop index", loops, "loops", none=True)
+    for i, span in enumerate(data.loop_spans if spans else []):
+        if not _in(parent, span[2]):
+            raise _fail("loop_spans", parent, span[2], f"entry {i}")
+    if len(data.no_handler_by_loop) not in (0, loops):
+        raise Invalid("no_handler_by_loop", f"has {len(data.no_handler_by_loop)} entries for {loops} loops; it must "
+                                            "have one per loop (or none)")
+    selected = _index("loop index", loops, "loops")
+    for value in data.meta.get("selected_loops", []):
+        if not _in(selected, value):
+            raise _fail("meta", selected, value, "entry 'selected_loops'")
