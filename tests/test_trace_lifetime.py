@@ -207,3 +207,16 @@ def test_a_learner_collected_while_this_thread_patches_is_ended_after_it():
     assert tracer.active_recorders() == 1
     t_kept.stop()
     assert dispatch_now() == pristine
+
+
+def test_a_callback_moved_to_another_learner_is_counted_where_it_runs():
+    """A callback seen without a handler in one traced learner, then moved to another, counts in the other's trace."""
+    a, b = quiet_learner(), quiet_learner()
+    moved = Callback()
+    a.add_cb(moved)
+    with a.trace() as ta, b.trace() as tb:
+        a("after_cancel_step")  # `moved` is seen to have no handler here
+        a.remove_cb(moved)
+        b.add_cb(moved)
+        b("after_cancel_step")
+    assert ta.no_handler_calls == len(a.cbs) + 1 and tb.no_handler_calls == len(b.cbs)

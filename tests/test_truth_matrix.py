@@ -47,6 +47,7 @@ from fastai.callback.fp16 import MixedPrecision
 from fastai.callback.hook import ActivationStats
 from fastai.callback.preds import MCDropoutCallback
 from fastai.learner import Learner
+from fastcore.basics import noop
 from fastai.test_utils import RegModel, VerboseCallback, synth_learner
 
 from tests.spy import Spy, phase_key, spy
@@ -212,6 +213,19 @@ class Canceller(Callback):
         raise self.exc()
 
 
+class ChangesHandlers(Callback):
+    "Gains an after_batch handler at its second epoch, and turns its after_pred handler into fastcore's noop then"
+    order = 30
+
+    def before_epoch(self):
+        if self.epoch == 1:
+            self.after_batch = lambda: None  # an event seen without a handler now has one
+            self.after_pred = noop  # and one seen with a handler has none (getcallable gives noop)
+
+    def after_pred(self):
+        pass
+
+
 def log_start(self):
     "A handler passed as a keyword argument (fastai's funcs_kwargs)"
 
@@ -297,6 +311,7 @@ CASES = [
     case("SkipToEpoch-fit_start_epoch-synth", loop_kwargs={"n_epoch": 2, "start_epoch": 1},
          spec_kwargs={"start_epoch": 1}),
     case("WeightedDL-fit_one_cycle-synth", learner="synth_weighted", loop="fit_one_cycle"),
+    case("handlers_change_mid_fit-fit-synth", cbs=_one(ChangesHandlers), loop_kwargs={"n_epoch": 2}, spec=False),
     case("funcs_kwargs_handler-fit-collab", learner="collab", cbs=lambda: [Callback(before_fit=log_start)]),
     skipped("CutMix-fit-synth", "CutMix needs 4-D image batches (bs, c, h, w); synth gives (bs, 1): "
             "ValueError 'not enough values to unpack (expected 4, got 2)' in CutMix.before_batch"),

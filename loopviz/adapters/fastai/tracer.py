@@ -61,6 +61,10 @@ _MISSING = object()
 _LOCK = threading.RLock()
 _GUARDED = threading.local()
 _DEFERRED: list[Callable[[], None]] = []
+_TIMING: dict[int, "_LearnerTrace"] = {}  # id(callback) -> its trace, while its call is timed (for getcallable)
+# (id(callback), event) -> its trace, for callbacks seen to have no handler for the event: their calls are counted
+# through this one lookup (fastai calls every callback at every event, so most calls are these)
+_QUIET: dict[tuple[int, str], "_LearnerTrace"] = {}
 
 
 def active_recorders() -> int:
@@ -73,6 +77,7 @@ class _LearnerTrace:
 
     def __init__(self, learn: Learner, recorder: Recorder, changes: bool = False, tensors: bool = False):
         self.learn_ref = weakref.ref(learn)
+        self.learn_id = id(learn)  # the key in _ACTIVE (this state leaves it before the learner is freed)
         self.rec = recorder
         self.track = changes or tensors  # record which learner state each callback call changes
         self.tensors = tensors  # also in-place tensor changes (version counters), at a higher cost
@@ -83,6 +88,8 @@ class _LearnerTrace:
         self.handlers: dict[tuple[int, str], bool] = {}  # (id(cb), event) -> has a handler (for skipped calls only)
         self.calling: Callback | None = None  # the callback whose call is being timed
         self.reached = 0  # what fastai's getcallable gave `calling`: 0 not called yet, 1 no handler, 2 a handler
+        self.surprised: Callback | None = None  # a callback seen to have no handler for an event that now has one
+        self.surprise_start = 0  # when fastai's getcallable gave it that handler
         self.cursor = -1  # where the last outermost loop of the user's call ended (-1: none yet)
         self.last_outer = -1  # that loop
 
@@ -155,6 +162,12 @@ class _LearnerTrace:
             found = self.handlers[key] = has_handler(cb, event, self.learn)
         return found
 
+    def no_handler_seen(self, cb: Callback, event: str) -> None:
+        """Note that fastai's getcallable gave `cb` no handler for `event`: its later calls are counted, not timed."""
+        self.watch(cb)
+        self.handlers[(id(cb), event)] = False
+        _QUIET[(id(cb), event)] = self
+
     def watch(self, cb: Callback) -> None:
         """Forget what is keyed by the callback's id when it is collected, so a new object reusing the id is new."""
         key = id(cb)
@@ -171,6 +184,13 @@ class _LearnerTrace:
         self.rec.callback_ids.pop(key, None)
         for found in [k for k in list(self.handlers) if k[0] == key]:
             self.handlers.pop(found, None)
+            if _QUIET.get(found) is self:
+                _QUIET.pop(found, None)
+
+    def forget_all(self) -> None:
+        """Drop this trace's entries from the tables every trace shares (when it ends)."""
+        for found in [k for k, state in list(_QUIET.items()) if state is self]:
+            _QUIET.pop(found, None)
 
 
 def skipped_status(cb: Callback, event: str, run: bool) -> int | None:
@@ -274,12 +294,27 @@ def _wrap_callback_call(original: Callable[..., Any], replaces_call: bool = Fals
 
     @functools.wraps(original)
     def __call__(self: Callback, event_name: str) -> Any:
+        quiet = _QUIET.get((id(self), event_name)) if not replaces_call else None
+        if quiet is not None and quiet.calling is not self and id(self.__dict__.get("learn")) == quiet.learn_id:
+            # Seen before to have no handler for this event (fastai's getcallable gave noop): counted, not timed.
+            # Should getcallable now give it a handler, its wrapper notes when, and the call is recorded after all.
+            try:
+                return original(self, event_name)
+            finally:
+                if quiet.surprised is self:
+                    quiet.surprised = None
+                    quiet.rec.call(quiet.callback_id(self), quiet.surprise_start, perf_counter_ns(), RAN)
+                else:
+                    rec = quiet.rec
+                    rec.no_handler[rec.loop + 1] += 1
         learn = self.__dict__.get("learn")
         state = _ACTIVE.get(id(learn)) if learn is not None else None
         if state is None or state.calling is self:
             return original(self, event_name)  # not traced, or super().__call__ from an overriding class
+        key = id(self)
         outer_calling, outer_reached = state.calling, state.reached
         state.calling, state.reached = self, 0
+        _TIMING[key] = state
         before = state_snapshot(state) if state.track and state.has_handler(self, event_name) else None
         status = RAN
         run = self.run
@@ -296,13 +331,18 @@ def _wrap_callback_call(original: Callable[..., Any], replaces_call: bool = Fals
             end = perf_counter_ns()
             reached = state.reached
             state.calling, state.reached = outer_calling, outer_reached
+            del _TIMING[key]
             if not replaces_call and reached != 2:
-                if reached == 1 or not state.has_handler(self, event_name):
+                if reached == 1:
+                    status = NO_HANDLER
+                    state.no_handler_seen(self, event_name)
+                elif not state.has_handler(self, event_name):
                     status = NO_HANDLER
                 else:  # fastai never asked for the handler: its run flags said no (or a foreign __call__ ran it)
                     status = skipped_status(self, event_name, run) or status
             if status == NO_HANDLER:  # fastai calls every callback at every event: counted, not recorded one by one
-                state.rec.no_handler_call()
+                rec = state.rec
+                rec.no_handler[rec.loop + 1] += 1
             else:
                 cid = state.callback_id(self)
                 if before is not None:
@@ -320,14 +360,28 @@ def _wrap_getcallable(original: Callable[..., Any]) -> Callable[..., Any]:
     @functools.wraps(original)
     def getcallable(o: Any, attr: str) -> Any:
         found = original(o, attr)
-        learn = getattr(o, "__dict__", {}).get("learn")
-        state = _ACTIVE.get(id(learn)) if learn is not None else None
+        if not _TIMING:  # no call is being timed: nothing to note unless a handler appeared where none was
+            if found is not noop and _QUIET:
+                _handler_appeared(o, attr)
+            return found
+        state = _TIMING.get(id(o))
         if state is not None and state.calling is o:
             state.reached = 1 if found is noop else 2
+        elif found is not noop and _QUIET:
+            _handler_appeared(o, attr)
         return found
 
     getcallable.__loopviz_wrapper__ = True  # type: ignore[attr-defined]
     return getcallable
+
+
+def _handler_appeared(o: Any, attr: str) -> None:
+    """fastai found a handler on a traced callback that was seen to have none for this event (one set on it since):
+    its cached answer is dropped, and its call, being counted only, is recorded after all."""
+    state = _QUIET.pop((id(o), attr), None)
+    if state is not None:
+        state.handlers[(id(o), attr)] = True
+        state.surprised, state.surprise_start = o, perf_counter_ns()
 
 
 def _wrap_entry(name: str, original: Callable[..., Any]) -> Callable[..., Any]:
@@ -434,6 +488,7 @@ def _end(key: int, state: _LearnerTrace, trace: Trace) -> None:
             del _ACTIVE[key]
             if not _ACTIVE:
                 _uninstall_all()
+    state.forget_all()
     trace.finish(framework=_fastai_version(), work_names=WORK_BETWEEN)
 
 
