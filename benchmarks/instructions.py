@@ -6,7 +6,8 @@ event N times through `learn(event)` (fastai's own `Learner.__call__` -> `_call_
 it off and dumps the counters; then the same with 2N. The difference between the two removes every fixed cost
 (the switching itself, entering the trace); traced minus untraced is what the tracer adds per firing, its
 callback calls included. The learner has five callbacks; the cases differ in how many have a handler for the
-event. A whole fit (`--fit-batches`) is counted the same way, traced and untraced.
+event. A whole fit (`--fit-batches`) is counted the same way, traced and untraced. The garbage collector is off while
+firings are counted (it runs at allocation thresholds, so at different points for N and 2N) and on for fits.
 
     .venv/bin/python benchmarks/instructions.py [--n 500] [--fit-batches 100] [--changes]
 
@@ -15,6 +16,7 @@ Needs valgrind (Debian: apt-get install valgrind). Counts are reproducible to we
 from __future__ import annotations
 
 import argparse
+import gc
 import glob
 import os
 import re
@@ -35,11 +37,19 @@ def _control(*args: str) -> None:
     subprocess.run(["callgrind_control", *args, str(os.getpid())], check=True, capture_output=True)
 
 
-def _counted(label: str, run) -> None:
-    """Run `run()` with instrumentation on, then dump the counters under `label`."""
+def _counted(label: str, run, collect: bool = False) -> None:
+    """Run `run()` with instrumentation on, then dump the counters under `label`. Python's cyclic garbage collector
+    runs when allocations cross a threshold, at points that differ between N and 2N firings, so it is off while
+    counting firings (`collect=False`) and on for whole fits."""
+    gc.collect()
+    if not collect:
+        gc.disable()
     _control("-i", "on")
-    run()
-    _control("-i", "off")
+    try:
+        run()
+    finally:
+        _control("-i", "off")
+        gc.enable()
     _control(f"--dump={label}")
 
 
@@ -100,7 +110,7 @@ def measure(args: argparse.Namespace) -> None:
                 for n in (args.n, 2 * args.n):
                     _counted(f"case{i}-{'traced' if traced else 'plain'}-{n}", dispatch(event, n, traced))
         for traced in (False, True):
-            _counted(f"fit-{'traced' if traced else 'plain'}", fit(traced))
+            _counted(f"fit-{'traced' if traced else 'plain'}", fit(traced), collect=True)
 
 
 def _totals(folder: str) -> dict[str, int]:
@@ -119,13 +129,13 @@ def report(totals: dict[str, int], n: int, fit_batches: int, changes: bool) -> N
     """Print instructions per firing for each case and the whole-fit ratio."""
     what = " with changes=True" if changes else ""
     print(f"Instructions per event firing{what} (callgrind; 5 callbacks; each from N={n} and 2N firings):")
-    print(f"  {'case':26s} {'untraced':>10s} {'traced':>10s} {'added':>10s} {'ratio':>7s}")
+    print(f"  {'case':46s} {'untraced':>10s} {'traced':>10s} {'added':>10s} {'ratio':>7s}")
     for i, (label, event, handlers) in enumerate(CASES):
         per = {}
         for kind in ("plain", "traced"):
             per[kind] = (totals[f"case{i}-{kind}-{2 * n}"] - totals[f"case{i}-{kind}-{n}"]) / n
         added = per["traced"] - per["plain"]
-        print(f"  {label + ' (' + event + ')':26s} {per['plain']:10,.0f} {per['traced']:10,.0f} {added:10,.0f} "
+        print(f"  {label + ' (' + event + ')':46s} {per['plain']:10,.0f} {per['traced']:10,.0f} {added:10,.0f} "
               f"{per['traced'] / per['plain']:7.3f}")
     plain, traced = totals["fit-plain"], totals["fit-traced"]
     print(f"Whole fit{what} ({fit_batches} training batches of 4, one torch thread): untraced {plain:,}, "
