@@ -295,7 +295,7 @@ def _wrap_callback_call(original: Callable[..., Any], replaces_call: bool = Fals
     @functools.wraps(original)
     def __call__(self: Callback, event_name: str) -> Any:
         quiet = _QUIET.get((id(self), event_name)) if not replaces_call else None
-        if quiet is not None and quiet.calling is not self and id(self.__dict__.get("learn")) == quiet.learn_id:
+        if quiet is not None and quiet.calling is not self and id(self.learn) == quiet.learn_id:
             # Seen before to have no handler for this event (fastai's getcallable gave noop): counted, not timed.
             # Should getcallable now give it a handler, its wrapper notes when, and the call is recorded after all.
             try:
