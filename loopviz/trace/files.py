@@ -24,7 +24,7 @@ from loopviz.trace.data import ADDED_IN_3, TraceData, spans_from_firings
 from loopviz.trace.layout import CALL_FIELDS, CHANGE_FIELDS, FIRING_FIELDS
 
 __all__ = ["FORMAT_VERSION", "READS", "MAX_BYTES", "MAX_JSON_BYTES", "MAX_BYTES_ENV", "MAX_JSON_BYTES_ENV",
-           "to_json", "from_json", "write_json", "read_json", "read_trace"]
+           "to_json", "from_json", "write_json", "write_text", "read_json", "read_trace"]
 
 FORMAT_VERSION = 3  # 2: aggregates past the cap keyed by loop too; 3: loop spans, work and nesting past the cap
 READS = (1, 2, 3)
@@ -95,12 +95,18 @@ def _decode(obj: dict[str, Any], version: int) -> TraceData:
 
 
 def write_json(obj: Any, path: str | Path) -> Path:
-    """Write JSON data compactly (gzip-compressed when the name ends in .gz), all or nothing: the file appears
-    complete or not at all, even when writing is interrupted (Ctrl-C, a full disk)."""
+    """Write JSON data compactly (gzip-compressed when the name ends in .gz), all or nothing (`write_text`)."""
+    return write_text(json.dumps(obj, separators=(",", ":")), path)
+
+
+def write_text(text: str, path: str | Path) -> Path:
+    """Write text (gzip-compressed when the name ends in .gz; level 6, which is several times faster than 9 for
+    a few per cent more bytes), all or nothing: the file appears complete or not at all, even when writing is
+    interrupted (Ctrl-C, a full disk)."""
     path = Path(path)
-    data = json.dumps(obj, separators=(",", ":")).encode("utf-8")
+    data = text.encode("utf-8")
     if path.suffix == ".gz":
-        data = gzip.compress(data)
+        data = gzip.compress(data, compresslevel=6)
     partial = path.with_name(f".{path.name}.{os.getpid()}.partial")
     try:
         partial.write_bytes(data)

@@ -27,12 +27,10 @@ def spans_csv(trace: Any) -> str:
 def chrome_json(report: Any) -> str:
     """A Chrome/Perfetto trace as JSON text: one trace, or every rank of a merged one on one timeline."""
     if _is_merged(report):
-        data = report.chrome()
-    else:
-        from loopviz.trace.chrome import chrome_trace
+        return json.dumps(report.chrome(), separators=(",", ":"))
+    from loopviz.trace.chrome import chrome_text
 
-        data = chrome_trace(report)
-    return json.dumps(data, separators=(",", ":"))
+    return chrome_text(report)
 
 
 def plot_svg(trace: Any) -> str:

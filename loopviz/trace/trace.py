@@ -241,10 +241,10 @@ class Trace:
 
     def to_chrome(self, path: str | Path) -> Path:
         """Write a Chrome/Perfetto trace (JSON, `.gz` compressed): events, callback calls and work, nested."""
-        from loopviz.trace.chrome import chrome_trace
+        from loopviz.trace.chrome import chrome_text
 
         self._check()
-        return _write(lambda: chrome_trace(self), path)
+        return _write(lambda: chrome_text(self), path)
 
     def plot(self, loop: int | str | None = None) -> Any:
         """A matplotlib Figure of one loop: time per training batch stacked by work and event, and its slowest
@@ -257,10 +257,12 @@ class Trace:
 
 
 def _write(make: Callable[[], Any], path: Any) -> Path:
-    """Write JSON data made by `make` to `path`, checked before anything is made; a clear error if writing fails."""
+    """Write what `make` makes (JSON data, or JSON text) to `path`, checked before anything is made; a clear error if
+    writing fails."""
     path = check_output_path("path", path)
     try:
-        return files.write_json(make(), path)
+        made = make()
+        return files.write_text(made, path) if isinstance(made, str) else files.write_json(made, path)
     except OSError as e:
         raise LoopvizError(f"cannot write {str(path)!r}: {e.strerror or e}.") from e
 
