@@ -89,3 +89,19 @@ def test_views_list_the_changes_under_each_callback(learn):
     assert set(handler.changes) == {"learn.doubled", "learn.pred"}
     text = render_text(spec, verbose=True)
     assert "changes: learn.opt.hypers.lr, learn.opt.hypers.mom" in text
+
+
+class DropsFlag(Callback):
+    "Deletes the flag DoublePred leaves"
+    order = 45
+
+    def after_pred(self):
+        if hasattr(self.learn, "doubled") and "doubled" in self.learn.__dict__:
+            del self.learn.doubled
+
+
+def test_a_deleted_attribute_is_a_change_too(learn):
+    learn.add_cbs([DoublePred(), DropsFlag()])
+    t = fit_traced(learn)
+    assert changes_of(t, "DropsFlag", "after_pred", "train") == {"learn.doubled"}
+    assert changes_of(t, "DoublePred", "after_pred", "train") == {"learn.pred", "learn.doubled"}

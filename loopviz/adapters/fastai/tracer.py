@@ -15,6 +15,8 @@ from __future__ import annotations
 
 import contextlib
 import functools
+from itertools import compress
+from operator import is_not
 import threading
 import warnings
 import weakref
@@ -203,23 +205,31 @@ def skipped_status(cb: Callback, event: str, run: bool) -> int | None:
 _MISSING_VALUE = object()
 
 
-def state_snapshot(state: _LearnerTrace) -> tuple[dict[str, Any], list[dict[str, Any]], dict[str, Any]]:
-    """What a callback call may change: the learner's attributes (by identity), the optimizer's
-    hyper-parameters (by value) and, with tensors=True, tensor version counters (cheap fingerprints)."""
-    attrs = dict(state.learn.__dict__)
+Snapshot = tuple[tuple[str, ...], tuple[Any, ...], list[dict[str, Any]], dict[str, Any]]
+
+
+def state_snapshot(state: _LearnerTrace) -> Snapshot:
+    """What a callback call may change: the learner's attributes (names and values, compared by identity), the
+    optimizer's hyper-parameters (by value) and, with tensors=True, tensor version counters (cheap fingerprints)."""
+    attrs = state.learn.__dict__
     opt = attrs.get("opt")
     hypers = [dict(h) for h in opt.hypers] if opt is not None and hasattr(opt, "hypers") else []
     versions = _tensor_versions(attrs) if state.tensors else {}
-    return attrs, hypers, versions
+    return tuple(attrs), tuple(attrs.values()), hypers, versions
 
 
-def changed_state(state: _LearnerTrace, before: tuple[dict[str, Any], list[dict[str, Any]], dict[str, Any]]) -> list[str]:
+def changed_state(state: _LearnerTrace, before: Snapshot) -> list[str]:
     """Names of what changed since `before`: learn.<attr> rebound, added or deleted; learn.opt.hypers.<name>;
     with tensors=True, '<name> (in place)' for tensors modified in place."""
-    attrs_before, hypers_before, versions_before = before
+    keys_before, values_before, hypers_before, versions_before = before
     attrs = state.learn.__dict__
-    names = [f"learn.{k}" for k, v in attrs.items() if attrs_before.get(k, _MISSING_VALUE) is not v]
-    names += [f"learn.{k}" for k in attrs_before if k not in attrs]
+    if tuple(attrs) == keys_before:  # the same attributes: compare values in C, pairwise by identity
+        names = [f"learn.{k}" for k in compress(keys_before, map(is_not, values_before, attrs.values()))]
+        attrs_before: dict[str, Any] = {"opt": values_before[keys_before.index("opt")]} if "opt" in attrs else {}
+    else:
+        attrs_before = dict(zip(keys_before, values_before))
+        names = [f"learn.{k}" for k, v in attrs.items() if attrs_before.get(k, _MISSING_VALUE) is not v]
+        names += [f"learn.{k}" for k in attrs_before if k not in attrs]
     opt = attrs.get("opt")
     if opt is not None and opt is attrs_before.get("opt") and hasattr(opt, "hypers"):
         keys: list[str] = []
