@@ -234,7 +234,8 @@ def changed_state(state: _LearnerTrace, before: Snapshot) -> list[str]:
     if opt is not None and opt is attrs_before.get("opt") and hasattr(opt, "hypers"):
         keys: list[str] = []
         for old, new in zip(hypers_before, opt.hypers):
-            keys += [k for k, v in new.items() if k not in keys and old.get(k, _MISSING_VALUE) != v]
+            if old != new:  # most calls change no hyper-parameter: one comparison of the dicts, in C
+                keys += [k for k, v in new.items() if k not in keys and old.get(k, _MISSING_VALUE) != v]
         names += [f"learn.opt.hypers.{k}" for k in keys]
     if state.tensors:
         versions = _tensor_versions(attrs)
