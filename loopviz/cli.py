@@ -106,15 +106,11 @@ def _importable(folder: str) -> None:
 
 
 def _output_path(output: str | None) -> None:
-    """A clear failure, before any work is done, for an output file that cannot be written."""
+    """A clear failure (through `_guard`), before any work is done, for an output file that cannot be written."""
     if output is not None:
         from loopviz.checks import check_output_path
-        from loopviz.errors import LoopvizError
 
-        try:
-            check_output_path("--output", output)
-        except LoopvizError as e:
-            raise Failure(str(e)) from e
+        check_output_path("--output", output)
 
 
 def _callbacks(adapter: Adapter, names_given: tuple[str, ...]) -> list[Any]:

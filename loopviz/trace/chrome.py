@@ -63,22 +63,23 @@ def _spans(trace: Any, head: _Header, shown: Callable[[Any], Any] = lambda v: v
     """(category, name, thread, start µs, duration µs, argument values in ARGS[category] order) for every span.
     Names and the other values of kind 's' come through `shown` (the text form passes them as JSON text), each
     distinct value once."""
-    seen: dict[Any, Any] = {}
+    seen: dict[tuple[type, Any], Any] = {}
+
+    def one(v: Any) -> Any:
+        key = (type(v), v)  # by type too: 1 and 1.0 are equal keys but not the same JSON
+        if key not in seen:
+            seen[key] = shown(v)
+        return seen[key]
 
     def table(values: Any) -> list[Any]:
-        out = []
-        for v in values:
-            if v not in seen:
-                seen[v] = shown(v)
-            out.append(seen[v])
-        return out
+        return [one(v) for v in values]
 
     origin = head.origin
     events, loops, modes, status = table(trace.events), table(trace.loops), table(MODES), table(("ok", *STATUS[1:]))
-    empty = table([""])[0]
+    empty = one("")
     for row in trace.loops_df().itertuples():
-        yield ("loop", table([f"loop {row.loop}: {row.label}"])[0], HOST_TID, (int(row.start) - origin) / 1000, (int(row.end) - int(row.start)) / 1000,
-               (int(row.loop), table([row.label])[0], int(row.parent), table([row.inside_event])[0]))
+        yield ("loop", one(f"loop {row.loop}: {row.label}"), HOST_TID, (int(row.start) - origin) / 1000,
+               (int(row.end) - int(row.start)) / 1000, (int(row.loop), one(row.label), int(row.parent), one(row.inside_event)))
     firing_events = head.firings[:, F_EVENT].tolist()
     for i, row in enumerate(head.firings.tolist()):
         loop = row[F_LOOP]

@@ -69,9 +69,7 @@ class Recorder:
         self.firing_cap = max_firings * NF
         self.change_cap = max_calls * NCH
         self.device = self.clock.name != "host"  # event boundaries also marked on a device clock
-        # calls to callbacks without a handler for the event, outside any loop, then per loop: an adapter counts one
-        # with `no_handler[loop + 1] += 1` (inline: fastai calls every callback at every event)
-        self.no_handler = [0]
+        self.no_handler = [0]  # calls to callbacks without a handler for the event: outside any loop, then per loop
         self.deferred: list[int] = []  # positions in `firings` awaiting a deferred clock's times
 
     # -- registries ---------------------------------------------------------------------------
@@ -221,6 +219,11 @@ class Recorder:
         for position, value in zip(self.deferred, times):
             self.firings[position] = value
         self.deferred.clear()
+
+    def no_handler_call(self) -> None:
+        """Count one call of a callback that has no handler for the event (fastai calls every callback; the fastai
+        tracer inlines this on its fast path)."""
+        self.no_handler[self.loop + 1] += 1
 
     def close(self) -> TraceData:
         """The recorded data, complete: open loops ended, deferred clock times resolved, counts of what went past

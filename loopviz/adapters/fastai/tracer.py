@@ -315,7 +315,7 @@ def _wrap_callback_call(original: Callable[..., Any], replaces_call: bool = Fals
                 if quiet.surprised is self:
                     quiet.surprised = None
                     quiet.rec.call(quiet.callback_id(self), quiet.surprise_start, perf_counter_ns(), RAN)
-                else:
+                else:  # Recorder.no_handler_call, inline: this is most of fastai's callback calls
                     rec = quiet.rec
                     rec.no_handler[rec.loop + 1] += 1
         learn = self.__dict__.get("learn")
@@ -352,8 +352,7 @@ def _wrap_callback_call(original: Callable[..., Any], replaces_call: bool = Fals
                 else:  # fastai never asked for the handler: its run flags said no (or a foreign __call__ ran it)
                     status = skipped_status(self, event_name, run) or status
             if status == NO_HANDLER:  # fastai calls every callback at every event: counted, not recorded one by one
-                rec = state.rec
-                rec.no_handler[rec.loop + 1] += 1
+                state.rec.no_handler_call()
             else:
                 cid = state.callback_id(self)
                 if before is not None:
@@ -371,11 +370,7 @@ def _wrap_getcallable(original: Callable[..., Any]) -> Callable[..., Any]:
     @functools.wraps(original)
     def getcallable(o: Any, attr: str) -> Any:
         found = original(o, attr)
-        if not _TIMING:  # no call is being timed: nothing to note unless a handler appeared where none was
-            if found is not noop and _QUIET:
-                _handler_appeared(o, attr)
-            return found
-        state = _TIMING.get(id(o))
+        state = _TIMING.get(id(o)) if _TIMING else None  # mostly empty: no call is being timed
         if state is not None and state.calling is o:
             state.reached = 1 if found is noop else 2
         elif found is not noop and _QUIET:
