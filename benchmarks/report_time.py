@@ -64,7 +64,8 @@ def main() -> None:
     args = parser.parse_args()
     started = time.perf_counter()
     t = big_trace()
-    print(f"trace of {t.n_firings:,} firings and {t.n_calls:,} calls, recorded in {time.perf_counter() - started:.1f} s")
+    print(f"trace of {t.n_firings:,} firings and {t.n_calls:,} calls, recorded in {time.perf_counter() - started:.1f} s; "
+          f"raw records {(t.data.firings.nbytes + t.data.calls.nbytes) / 1e6:.1f} MB")
     with tempfile.TemporaryDirectory() as folder:
         json_path, gz_path, chrome_path = (Path(folder) / name for name in ("t.json", "t.json.gz", "t.perfetto.json"))
         reports = {

@@ -49,12 +49,12 @@ def main() -> None:
             learn.fit(1)
         seconds = time.perf_counter() - start
         fastai_calls = t.n_calls + t.no_handler_calls + t.dropped_calls
-        raw_bytes = t.firings.buffer_info()[1] * t.firings.itemsize + t.calls.buffer_info()[1] * t.calls.itemsize
+        raw_bytes = t.data.firings.nbytes + t.data.calls.nbytes
         records = t.n_firings + t.n_calls
         print(f"{label}: {len(learn.dls.train):,} batches in {seconds:.1f} s; fastai made {fastai_calls:,} callback calls "
               f"({t.n_calls + t.dropped_calls:,} to a handler) in {t.n_firings + t.dropped_firings:,} event firings")
         print(f"  raw records: {t.n_firings:,} firings + {t.n_calls:,} calls = {raw_bytes / 1e6:.1f} MB, "
-              f"{raw_bytes / max(records, 1):.0f} bytes per record (88 per firing, 40 per call); "
+              f"{raw_bytes / max(records, 1):.0f} bytes per record (32 per firing, 24 per call); "
               f"dropped past the cap: {t.dropped_firings:,} firings, {t.dropped_calls:,} calls")
         print(f"  peak RSS: {before:.0f} MB before, {peak_rss_mb():.0f} MB after (+{peak_rss_mb() - before:.0f} MB)")
         del t

@@ -1,5 +1,5 @@
 """The recorder keeps no Python object per record: what a traced fastai dispatch retains per event firing is its
-raw rows in the flat buffers (88 bytes a firing, 40 a handler call), and nothing for calls without a handler."""
+packed rows (32 bytes a firing, 24 a handler call), and nothing for calls without a handler."""
 from __future__ import annotations
 
 import gc
@@ -9,11 +9,10 @@ import pytest
 from fastai.callback.core import Callback
 from fastai.test_utils import synth_learner
 
-from loopviz.trace.layout import NC, NF
+from loopviz.trace.records import CALL_ROW, FIRING_ROW
 
-ROW = 8  # bytes per field: the buffers are array('q')
-# Array growth over-allocates about 1/16 of the size, so a few per cent per row; a Python object kept per record
-# (an int is 28 bytes, a tuple 56 or more) would exceed this slack.
+# bytearray growth over-allocates about 1/8 of the size, so several per cent per row; a Python object kept per
+# record (an int is 28 bytes, a tuple 56 or more) would exceed this slack.
 SLACK = 1.15
 
 
@@ -47,5 +46,5 @@ def retained_per_firing(event: str, firings: int = 4000) -> float:
 @pytest.mark.parametrize("event, handler_calls", [("after_cancel_step", 0), ("after_step", 1)])
 def test_a_firing_keeps_only_its_rows(event, handler_calls):
     kept = retained_per_firing(event)
-    rows = NF * ROW + handler_calls * NC * ROW
+    rows = FIRING_ROW.size + handler_calls * CALL_ROW.size
     assert rows * 0.9 <= kept <= rows * SLACK, f"{kept:.1f} bytes kept per firing; its rows are {rows}"

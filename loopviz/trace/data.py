@@ -15,7 +15,8 @@ from dataclasses import asdict, dataclass, field, fields, replace
 from typing import Any, Callable, NamedTuple
 
 from loopviz.model import CallbackInfo
-from loopviz.trace.layout import F_END, F_LOOP, F_START, NC, NCH, NF, UNKNOWN_LOOP
+from loopviz.trace.layout import F_END, F_LOOP, F_START, NCH, UNKNOWN_LOOP
+from loopviz.trace.records import CallRecords, FiringRecords
 
 __all__ = ["TraceData", "Aggregate", "Codec", "HIST_BUCKETS", "ADDED_IN_3", "callback_facts", "recount",
            "without_loop", "merged_changes", "spans_from_firings", "is_outermost"]
@@ -60,11 +61,13 @@ class Aggregate:
 
 
 class Codec(NamedTuple):
-    """How one field goes to JSON (`encode`), comes back (`decode`), and reads from a version-1 file (`from_v1`)."""
+    """How one field goes to JSON (`encode`), comes back (`decode`), reads from a version-1 file (`from_v1`), and
+    becomes the field's value once the decoded data has been checked (`build`: raw records are packed)."""
 
     encode: Callable[[Any], Any]
     decode: Callable[[Any], Any]
     from_v1: Callable[[Any], Any] = lambda value: value
+    build: Callable[[Any], Any] = lambda value: value
 
 
 def _same(value: Any) -> Any:
@@ -82,6 +85,8 @@ def _keyed(encode_value: Callable[[Any], Any], decode_value: Callable[[Any], Any
 
 PLAIN = Codec(_same, _same)
 INTS = Codec(lambda a: a.tolist(), lambda v: array("q", v))
+FIRINGS = Codec(FiringRecords.tolist, FiringRecords.flat_matrix, build=FiringRecords.from_matrix)
+CALLS = Codec(CallRecords.tolist, CallRecords.flat_matrix, build=CallRecords.from_matrix)
 AGGREGATES = _keyed(Aggregate.to_json, Aggregate.from_json)
 CHANGE_AGGREGATES = _keyed(list, list)
 PAIR_NAMES = Codec(lambda d: [[a, b, n] for (a, b), n in d.items()], lambda rows: {(a, b): n for a, b, n in rows})
@@ -120,8 +125,10 @@ class TraceData:
         "per loop: [start, end, parent loop, parent firing, first top-level firing's start, last top-level firing's "
         "end] (ns; -1 when none; parent firing -2 when it was past the cap); kept whatever the cap",
         factory=list)
-    firings: array = _field("event firings, FIRING_FIELDS per row, flat", factory=_ints, codec=INTS)
-    calls: array = _field("callback calls, CALL_FIELDS per row, flat", factory=_ints, codec=INTS)
+    firings: FiringRecords = _field("event firings, packed; FIRING_FIELDS per row in files and as a matrix",
+                                    factory=FiringRecords, codec=FIRINGS)
+    calls: CallRecords = _field("callback calls, packed; CALL_FIELDS per row in files and as a matrix",
+                                factory=CallRecords, codec=CALLS)
     no_handler_calls: int = _field("calls to callbacks with no handler for the event: counted, not recorded", 0)
     no_handler_by_loop: list[int] = _field("no_handler_calls of each loop (the rest were outside any loop)",
                                            factory=list)
@@ -150,12 +157,12 @@ class TraceData:
     @property
     def n_firings(self) -> int:
         """Event firings recorded raw (not counting dropped ones)."""
-        return len(self.firings) // NF
+        return len(self.firings)
 
     @property
     def n_calls(self) -> int:
         """Callback calls recorded raw (not counting dropped ones)."""
-        return len(self.calls) // NC
+        return len(self.calls)
 
 
 # Fields that files before version 3 lack: they read as empty, and loop spans are rebuilt from the firings.
@@ -171,9 +178,8 @@ def spans_from_firings(data: TraceData) -> list[list[int]]:
     """Loop spans for a trace that did not record them (files before version 3): each loop from its first raw
     firing's start to its last one's end, every loop taken as outermost."""
     spans = [[-1, -1, -1, -1, -1, -1] for _ in data.loops]
-    rows = data.firings
-    for base in range(0, len(rows), NF):
-        loop, start, end = rows[base + F_LOOP], rows[base + F_START], rows[base + F_END]
+    for row in data.firings.matrix().tolist():
+        loop, start, end = row[F_LOOP], row[F_START], row[F_END]
         if 0 <= loop < len(spans):
             span = spans[loop]
             span[0] = start if span[0] < 0 else min(span[0], start)

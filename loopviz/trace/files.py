@@ -22,6 +22,7 @@ from loopviz.errors import LoopvizError
 from loopviz.trace import validate
 from loopviz.trace.data import ADDED_IN_3, TraceData, spans_from_firings
 from loopviz.trace.layout import CALL_FIELDS, CHANGE_FIELDS, FIRING_FIELDS
+from loopviz.trace.records import Unfit
 
 __all__ = ["FORMAT_VERSION", "READS", "MAX_BYTES", "MAX_JSON_BYTES", "MAX_BYTES_ENV", "MAX_JSON_BYTES_ENV",
            "to_json", "from_json", "write_json", "write_text", "read_json", "read_trace"]
@@ -84,10 +85,17 @@ def _decode(obj: dict[str, Any], version: int) -> TraceData:
         value = codec.from_v1(value) if version == 1 else value
         try:
             values[f.name] = codec.decode(value)
+        except Unfit as e:
+            raise validate.Invalid(f.name, e.detail, e.at) from None
         except (TypeError, OverflowError, ValueError):  # check_json vetted all but the record arrays' contents
             raise validate.bad_records(f.name, value) from None
     data = TraceData(**values)
-    validate.check_data(data, spans=version >= 3)
+    validate.check_data(data, spans=version >= 3)  # raw records still int64 matrices: checked before packing
+    for f in fields(TraceData):
+        try:
+            setattr(data, f.name, f.metadata["codec"].build(getattr(data, f.name)))
+        except Unfit as e:
+            raise validate.Invalid(f.name, e.detail, e.at) from None
     if version < 3:
         data.loop_spans = spans_from_firings(data)
         data.meta = {**data.meta, "spans_from_firings": True}

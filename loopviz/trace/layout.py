@@ -1,6 +1,7 @@
 """The flat record layouts of a trace and the codes stored in them.
 
-Firings, callback calls and logged state changes are rows of int64 in flat `array('q')` buffers. Each
+Firings, callback calls and logged state changes are rows of integers: int64 matrices in these fields' order
+for reports and files (in memory, firings and calls are packed tighter: `loopviz.trace.records`). Each
 layout is named here once; every index into a row (`F_END`, `C_DUR`, ...) is computed from those names,
 so a reordered or extended layout cannot leave a stale index behind.
 """

@@ -1,6 +1,7 @@
 """`Recorder`: the framework-free, low-overhead store that adapters write event firings and callback calls to.
 
-Raw records go into flat `array('q')` buffers (no Python object per span) up to a cap; past the cap,
+Raw records are packed into bytes (`loopviz.trace.records`: 32 per firing, 24 per call, no Python object per
+span) up to a cap; past the cap,
 each record only updates a fixed-size aggregate (count, total, min, max, log2 histogram) kept per loop,
 so memory stays bounded however long the run. What the reports need whole is kept whatever the cap:
 each loop's span, the work between sibling firings past the cap, and calls without a handler per loop.
@@ -15,20 +16,19 @@ from typing import Any
 from loopviz.trace.clock import Clock, HostClock
 from loopviz.trace.data import Aggregate, TraceData, is_outermost, recount
 from loopviz.trace.layout import (
-    CALL_FIELDS, CANCELLED, ERROR, F_DEV_END, F_DEV_START, F_END, F_EPOCH, F_ITER, F_STATUS, FIRING_FIELDS, MODES,
-    NC, NCH, NF, NO_HANDLER, RAN, SKIPPED_RUN, SKIPPED_TRAIN, SKIPPED_VALID, STATUS,
+    CALL_FIELDS, CANCELLED, ERROR, FIRING_FIELDS, MODES, NCH, NO_HANDLER, RAN, SKIPPED_RUN, SKIPPED_TRAIN,
+    SKIPPED_VALID, STATUS,
 )
+from loopviz.trace.records import CALL_ROW, FIRING_END, FIRING_END_AT, FIRING_ROW, LONG, MAX_EVENT, MAX_INDEX
 
 __all__ = ["Recorder", "FIRING_FIELDS", "CALL_FIELDS", "STATUS", "MODES", "RAN", "NO_HANDLER", "SKIPPED_RUN",
            "SKIPPED_TRAIN", "SKIPPED_VALID", "CANCELLED", "ERROR"]
 
 _DRAIN_EVERY = 4096  # deferred clock marks resolved per batch
-# Rows are packed by struct and appended as bytes: `array.extend` of a tuple parses every int through the
-# argument parser (about 700 instructions each), packing converts them in C (about 100).
-_FIRING_ROW = struct.Struct(f"{NF}q")
-_CALL_ROW = struct.Struct(f"{NC}q")
-_END_STATUS = struct.Struct("2q")  # a firing's end and status, written where they sit in its row
-assert F_STATUS == F_END + 1, "_END_STATUS writes end and status as neighbours"
+# Rows are packed by struct (`loopviz.trace.records`) and appended as bytes: `array.extend` of a tuple parses
+# every int through the argument parser (about 700 instructions each), packing converts them in C (about 100).
+_FIRING_SIZE, _CALL_SIZE = FIRING_ROW.size, CALL_ROW.size
+_pack_firing, _pack_call, _pack_end = FIRING_ROW.pack, CALL_ROW.pack, FIRING_END.pack_into
 
 
 def _add(aggregates: dict[tuple[int, ...], Aggregate], key: tuple[int, ...], dur: int) -> None:
@@ -49,8 +49,11 @@ class Recorder:
         self.max_firings = max_firings
         self.data = TraceData(clock=self.clock.name)
         # the hot path's own handles on the buffers and aggregates it fills (the same objects as in `data`)
-        self.firings, self.calls = self.data.firings, self.data.calls
-        self.add_firing, self.add_call = self.firings.frombytes, self.calls.frombytes
+        # the packed rows (bytearrays), their exact long durations, and the firings' device times
+        self.firings, self.calls = self.data.firings.packed, self.data.calls.packed
+        self.long_firings, self.long_calls = self.data.firings.long, self.data.calls.long
+        self.device_times = self.data.firings.device
+        self.add_firing, self.add_call = self.firings.extend, self.calls.extend
         self.overflow_firings, self.overflow_calls = self.data.overflow_firings, self.data.overflow_calls
         self.overflow_nested, self.overflow_work = self.data.overflow_nested, self.data.overflow_work
         self.event_ids: dict[str, int] = {}
@@ -58,19 +61,19 @@ class Recorder:
         self.attr_ids: dict[str, int] = {}
         self.loop = -1  # the innermost open loop
         self.loop_stack: list[int] = []  # open loops, innermost last
-        # open firings, innermost last: (index or -1 when dropped, event id, mode, loop, start if dropped)
+        # open firings, innermost last: (index or -1 when dropped, event id, mode, loop, start)
         self.stack: list[tuple[int, int, int, int, int]] = []
         self.sibling: tuple[int, int] | None = None  # (event id, end) of the last firing closed at this level
         self.last_end = 0  # end of the last firing closed, at any level
         self.top_first = -1  # start of the first top-level firing of the open outermost loop
         self.top_end = -1  # end of the last top-level firing closed
         self.current = -1  # the innermost open firing (-1: none, or dropped)
-        self.call_cap = max_calls * NC
-        self.firing_cap = max_firings * NF
+        self.call_cap = min(max_calls, MAX_INDEX) * _CALL_SIZE  # in bytes of packed rows
+        self.firing_cap = min(max_firings, MAX_INDEX) * _FIRING_SIZE
         self.change_cap = max_calls * NCH
         self.device = self.clock.name != "host"  # event boundaries also marked on a device clock
         self.no_handler = [0]  # calls to callbacks without a handler for the event: outside any loop, then per loop
-        self.deferred: list[int] = []  # positions in `firings` awaiting a deferred clock's times
+        self.deferred: list[int] = []  # positions in `device_times` awaiting a deferred clock's times
 
     # -- registries ---------------------------------------------------------------------------
 
@@ -133,7 +136,7 @@ class Recorder:
         loop = self.loop
         stack = self.stack
         sibling, self.sibling = self.sibling, None  # this firing's own children start a new level
-        if len(firings) >= self.firing_cap:
+        if len(firings) >= self.firing_cap or eid > MAX_EVENT:  # past the cap (or an event a row cannot name)
             start = perf_counter_ns()
             if sibling is not None:  # the work since the previous firing at this level, kept as an aggregate
                 _add(self.overflow_work, (loop, sibling[0], eid, mode, 1 if stack else 0), start - sibling[1])
@@ -142,27 +145,28 @@ class Recorder:
             stack.append((-1, eid, mode, loop, start))
             self.current = -1
             return -1
-        index = len(firings) // NF
+        index = len(firings) // _FIRING_SIZE
         parent = self.current
         self.current = index
-        stack.append((index, eid, mode, loop, 0))
-        dev = -1
         if self.device:
-            dev = self.clock.mark()
             if self.clock.deferred:
-                self.deferred.append(len(firings) + F_DEV_START)
-        # one row in FIRING_FIELDS order
+                self.deferred.append(len(self.device_times))
+            self.device_times.extend((self.clock.mark(), -1))
         start = perf_counter_ns()
+        stack.append((index, eid, mode, loop, start))
         if len(stack) == 1 and self.top_first < 0:
             self.top_first = start
-        self.add_firing(_FIRING_ROW.pack(eid, mode, epoch, iteration, loop, parent, start, 0, 0, dev, -1))
+        try:
+            self.add_firing(_pack_firing(start, epoch, iteration, loop, parent, eid, mode, 0, 0))
+        except (struct.error, TypeError):  # an epoch or iteration that is not a 32-bit integer: recorded as -1
+            self.add_firing(_pack_firing(start, -1, -1, loop, parent, eid, mode, 0, 0))
         return index
 
     def end_firing(self, index: int, status: int) -> None:
         """Close the innermost open firing with its outcome (0 ok, else a CANCELLED/ERROR status)."""
         end = perf_counter_ns()
         stack = self.stack
-        _, eid, mode, loop, dropped_start = stack.pop()
+        _, eid, mode, loop, start = stack.pop()
         self.sibling = (eid, end)
         self.last_end = end
         if stack:
@@ -171,15 +175,17 @@ class Recorder:
             self.current = -1
             self.top_end = end
         if index < 0:
-            _add(self.overflow_nested if stack else self.overflow_firings, (loop, eid, mode), end - dropped_start)
+            _add(self.overflow_nested if stack else self.overflow_firings, (loop, eid, mode), end - start)
             return
-        base = index * NF
-        firings = self.firings
-        _END_STATUS.pack_into(firings, (base + F_END) * firings.itemsize, end, status)
+        dur = end - start
+        if dur >= LONG:
+            self.long_firings[index] = dur
+            dur = LONG
+        _pack_end(self.firings, index * _FIRING_SIZE + FIRING_END_AT, status, dur)
         if self.device:
-            firings[base + F_DEV_END] = self.clock.mark()
+            self.device_times[2 * index + 1] = self.clock.mark()
             if self.clock.deferred:
-                self.deferred.append(base + F_DEV_END)
+                self.deferred.append(2 * index + 1)
                 if len(self.deferred) >= _DRAIN_EVERY:
                     self.drain()
 
@@ -187,7 +193,11 @@ class Recorder:
         """Record one callback call inside the innermost open firing."""
         firing = self.current
         if firing >= 0 and len(self.calls) < self.call_cap:
-            self.add_call(_CALL_ROW.pack(firing, cb_id, start, end - start, status))  # a row in CALL_FIELDS order
+            dur = end - start
+            if dur >= LONG:
+                self.long_calls[len(self.calls) // _CALL_SIZE] = dur
+                dur = LONG
+            self.add_call(_pack_call(start, firing, cb_id, dur, status))
             return
         _, eid, mode, loop, _ = self.stack[-1] if self.stack else (-1, -1, 0, self.loop, 0)
         _add(self.overflow_calls, (loop, eid, mode, cb_id, status), end - start)
@@ -195,8 +205,7 @@ class Recorder:
     def changed(self, cb_id: int, names: list[str]) -> None:
         """Record that a callback's call (in the innermost open firing) changed these attributes."""
         index, eid, mode, loop, _ = self.stack[-1] if self.stack else (-1, -1, 0, self.loop, 0)
-        base = index * NF
-        epoch, iteration = (self.firings[base + F_EPOCH], self.firings[base + F_ITER]) if index >= 0 else (-1, -1)
+        epoch, iteration = self.data.firings.epoch_iter(index) if index >= 0 else (-1, -1)
         data = self.data
         for name in names:
             aid = self.attr_ids.get(name)
@@ -217,7 +226,7 @@ class Recorder:
         """Write a deferred clock's times into the firings they belong to."""
         times = self.clock.drain()
         for position, value in zip(self.deferred, times):
-            self.firings[position] = value
+            self.device_times[position] = value
         self.deferred.clear()
 
     def no_handler_call(self) -> None:

@@ -15,7 +15,7 @@ from loopviz.errors import LoopvizError
 from loopviz.trace.data import Aggregate, TraceData, is_outermost, merged_changes, without_loop
 from loopviz.trace.layout import (
     C_CALLBACK, C_DUR, C_FIRING, C_STATUS, CALL_FIELDS, CH_ATTR, CH_CALLBACK, CH_FIRING, F_DEV_END, F_DEV_START,
-    F_END, F_EPOCH, F_EVENT, F_ITER, F_LOOP, F_MODE, F_PARENT, F_START, F_STATUS, FIRING_FIELDS, MODES, NC, NCH, NF,
+    F_END, F_EPOCH, F_EVENT, F_ITER, F_LOOP, F_MODE, F_PARENT, F_START, F_STATUS, FIRING_FIELDS, MODES, NCH,
     STATUS,
 )
 
@@ -37,13 +37,13 @@ def _matrix(buffer: Any, width: int) -> np.ndarray:
 
 
 def firing_matrix(data: TraceData) -> np.ndarray:
-    """The firings as an (n, NF) int64 matrix (a view, not a copy)."""
-    return _matrix(data.firings, NF)
+    """The firings as an (n, NF) int64 matrix in FIRING_FIELDS order."""
+    return data.firings.matrix()
 
 
 def call_matrix(data: TraceData) -> np.ndarray:
-    """The callback calls as an (n, NC) int64 matrix (a view, not a copy)."""
-    return _matrix(data.calls, NC)
+    """The callback calls as an (n, NC) int64 matrix in CALL_FIELDS order."""
+    return data.calls.matrix()
 
 
 def change_matrix(data: TraceData) -> np.ndarray:

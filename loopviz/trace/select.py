@@ -12,6 +12,7 @@ from loopviz.checks import got
 from loopviz.errors import LoopvizError
 from loopviz.trace.data import TraceData, recount
 from loopviz.trace.layout import C_FIRING, CH_FIRING, F_LOOP, F_PARENT, UNKNOWN_LOOP
+from loopviz.trace.records import CallRecords, FiringRecords
 from loopviz.trace.reports import call_matrix, change_matrix, firing_matrix
 
 __all__ = ["select_loops", "loop_indices"]
@@ -57,8 +58,8 @@ def select_loops(data: TraceData, loops: Iterable[str | int]) -> TraceData:
         no_handler_calls=sum(no_handler) if data.no_handler_by_loop else data.no_handler_calls,
         overflow_nested=_of_loops(data.overflow_nested, kept_loops),
         overflow_work=_of_loops(data.overflow_work, kept_loops),
-        firings=_flat(firings),
-        calls=_flat(_renumbered(call_matrix(data), C_FIRING, keep, new_index)),
+        firings=FiringRecords.from_matrix(firings),
+        calls=CallRecords.from_matrix(_renumbered(call_matrix(data), C_FIRING, keep, new_index)),
         change_log=_flat(_renumbered(change_matrix(data), CH_FIRING, keep, new_index)),
         overflow_firings=_of_loops(data.overflow_firings, kept_loops),
         overflow_calls=_of_loops(data.overflow_calls, kept_loops),

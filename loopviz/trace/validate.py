@@ -3,20 +3,23 @@
 A trace file can come from anywhere, and the reports index lists and arrays with the numbers in it.
 `check_json` checks each field's JSON value before its codec decodes it; `check_data` checks the decoded
 records and aggregates against the names they point at. Both raise `Invalid`, which `loopviz.trace.files`
-turns into a LoopvizError naming the file and the field. Record arrays are checked a column at a time with
-min/max over strided slices, so a trace of a million callback calls is checked in a fraction of a second.
+turns into a LoopvizError naming the file and the field. Record matrices are checked a column at a time with
+numpy's min/max, so a trace of a million callback calls is checked in a fraction of a second.
 """
 from __future__ import annotations
 
 from array import array
-from typing import Any, Callable
+from typing import TYPE_CHECKING, Any, Callable
 
 from loopviz.trace.data import HIST_BUCKETS, TraceData
 from loopviz.trace.layout import (
     C_CALLBACK, C_DUR, C_FIRING, C_START, C_STATUS, CALL_FIELDS, CH_ATTR, CH_CALLBACK, CH_FIRING, CHANGE_FIELDS,
-    F_DEV_END, F_DEV_START, F_END, F_EVENT, F_LOOP, F_MODE, F_PARENT, F_START, F_STATUS, FIRING_FIELDS, MODES, NC,
-    NCH, NF, STATUS,
+    F_DEV_END, F_DEV_START, F_END, F_EVENT, F_LOOP, F_MODE, F_PARENT, F_START, F_STATUS, FIRING_FIELDS, MODES,
+    NCH, STATUS,
 )
+
+if TYPE_CHECKING:
+    import numpy as np
 
 __all__ = ["Invalid", "JSON_CHECKS", "check_json", "check_data", "bad_records"]
 
@@ -250,14 +253,25 @@ def _in(bound: Bound, value: int) -> bool:
     return value >= bound[1] and (bound[2] is None or value < bound[2])
 
 
-def _columns(field: str, rows: array, width: int, bounds: dict[int, Bound]) -> None:
-    """Each column of a flat record array within its bound: min and max first, the offending record if not."""
+def _columns(field: str, rows: np.ndarray, bounds: dict[int, Bound]) -> None:
+    """Each column of an (n, fields) record matrix within its bound: min and max first, the offending record if not."""
     for offset, bound in bounds.items():
-        column = rows[offset::width]
-        if not column or (min(column) >= bound[1] and (bound[2] is None or max(column) < bound[2])):
+        column = rows[:, offset]
+        if not len(column) or (column.min() >= bound[1] and (bound[2] is None or column.max() < bound[2])):
             continue
-        record = next(i for i, value in enumerate(column) if not _in(bound, value))
-        raise _fail(field, bound, column[record], f"record {record}")
+        record = next(i for i, value in enumerate(column.tolist()) if not _in(bound, value))
+        raise _fail(field, bound, int(column[record]), f"record {record}")
+
+
+def _rows(records: Any) -> np.ndarray:
+    """Raw records as their int64 matrix: a file's, before they are packed, or packed ones'."""
+    return records if not hasattr(records, "matrix") else records.matrix()
+
+
+def _change_matrix(log: array) -> np.ndarray:
+    import numpy as np
+
+    return np.frombuffer(log, np.int64).reshape(-1, NCH) if log else np.zeros((0, NCH), np.int64)
 
 
 def _keys(field: str, aggregates: dict[tuple[int, ...], Any], bounds: list[Bound]) -> None:
@@ -271,24 +285,23 @@ def _keys(field: str, aggregates: dict[tuple[int, ...], Any], bounds: list[Bound
 def check_data(data: TraceData, spans: bool = True) -> None:
     """Every record a whole row, every index pointing at something the trace has, times and durations not
     negative (raises Invalid). `spans`: check loop_spans too (files before version 3 have none to check)."""
-    for field, layout in RECORDS.items():
-        size = len(getattr(data, field))
-        if size % len(layout):
-            raise Invalid(field, f"holds {size:,} integers, not a whole number of {len(layout)}-integer records "
-                                 f"({', '.join(layout)})")
+    size = len(data.change_log)
+    if size % NCH:
+        raise Invalid("change_log", f"holds {size:,} integers, not a whole number of {NCH}-integer records "
+                                    f"({', '.join(CHANGE_FIELDS)})")
     events, callbacks, loops, attrs = len(data.events), len(data.callbacks), len(data.loops), len(data.attrs)
     loop, event = _index("loop index", loops, "loops", none=True), _index("event index", events, "events")
     mode, status = _code("mode", MODES), _code("status", STATUS)
     callback = _index("callback index", callbacks, "callbacks")
     firing = _index("firing index", data.n_firings, "firings")
-    _columns("firings", data.firings, NF, {
+    _columns("firings", _rows(data.firings), {
         F_EVENT: event, F_MODE: mode, F_LOOP: loop, F_STATUS: status,
         F_PARENT: _index("parent firing index", data.n_firings, "firings", none=True),
         F_START: _at_least("start time", 0), F_END: _at_least("end time", 0),
         F_DEV_START: _at_least("device start time", -1), F_DEV_END: _at_least("device end time", -1)})
-    _columns("calls", data.calls, NC, {C_FIRING: firing, C_CALLBACK: callback, C_STATUS: status,
+    _columns("calls", _rows(data.calls), {C_FIRING: firing, C_CALLBACK: callback, C_STATUS: status,
                                        C_START: _at_least("start time", 0), C_DUR: _at_least("duration", 0)})
-    _columns("change_log", data.change_log, NCH, {CH_FIRING: firing, CH_CALLBACK: callback,
+    _columns("change_log", _change_matrix(data.change_log), {CH_FIRING: firing, CH_CALLBACK: callback,
                                                   CH_ATTR: _index("attribute index", attrs, "attributes")})
     maybe_event = _index("event index", events, "events", none=True)  # calls and changes outside any firing
     _keys("overflow_firings", data.overflow_firings, [loop, event, mode])

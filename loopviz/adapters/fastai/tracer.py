@@ -356,7 +356,9 @@ def _wrap_callback_call(original: Callable[..., Any], replaces_call: bool = Fals
             else:
                 cid = state.callback_id(self)
                 if before is not None:
-                    state.rec.changed(cid, changed_state(state, before))
+                    names = changed_state(state, before)
+                    if names:
+                        state.rec.changed(cid, names)
                 state.rec.call(cid, start, end, status)
 
     __call__.__loopviz_wrapper__ = True  # type: ignore[attr-defined]
@@ -558,8 +560,8 @@ def _fastai_version() -> str:
 def trace(
     self: Learner,
     clock: str = "auto",  # 'auto' (cuda events when the model is on a GPU, else host), 'host', 'cuda' or 'sync'
-    max_calls: int = 1_000_000,  # Raw callback-call records kept (40 bytes each); past it, aggregates only
-    max_firings: int = 250_000,  # Raw event-firing records kept (88 bytes each); past it, aggregates only
+    max_calls: int = 1_000_000,  # Raw callback-call records kept (24 bytes each); past it, aggregates only
+    max_firings: int = 250_000,  # Raw event-firing records kept (32 bytes each); past it, aggregates only
     changes: bool = False,  # Also record which learner attributes (and optimizer hyper-parameters) each callback call changes
     tensors: bool = False,  # Also record tensors changed in place (loss_grad, gradients, parameters...): costlier
 ) -> TraceSession:

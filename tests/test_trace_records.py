@@ -1,0 +1,132 @@
+"""Packed raw records: 32 bytes a firing and 24 a call on a real fit, exact however long a record lasted, and the
+same integers after a save and load, a select, or a round trip through the matrix."""
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+from fastai.test_utils import synth_learner
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+import loopviz.trace.record as record_module
+from loopviz.errors import LoopvizError
+from loopviz.trace.layout import (
+    C_DUR, F_DEV_END, F_DEV_START, F_END, F_EPOCH, F_EVENT, F_ITER, F_START, NC, NF,
+)
+from loopviz.trace.record import RAN, Recorder
+from loopviz.trace.records import MAX_EVENT, CallRecords, FiringRecords
+from loopviz.trace.trace import Trace
+
+
+def test_a_real_fit_keeps_32_bytes_a_firing_and_24_a_call():
+    learn = synth_learner(n_trn=64)
+    with learn.trace() as t:
+        learn.fit(1)
+    assert t.n_firings > 20 and t.n_calls > 20
+    assert len(t.data.firings.packed) == 32 * t.n_firings
+    assert len(t.data.calls.packed) == 24 * t.n_calls
+    assert not t.data.firings.long and not t.data.calls.long and not len(t.data.firings.device)
+
+
+class FakeNs:
+    """A perf_counter_ns standing in for the recorder's: each call returns the next of the given times."""
+
+    def __init__(self, times: list[int]):
+        self.times = iter(times)
+
+    def __call__(self) -> int:
+        return next(self.times)
+
+
+def long_trace(monkeypatch: pytest.MonkeyPatch) -> Trace:
+    """A trace whose second firing lasts 5 s and whose only call 6 s: past what 32 bits of nanoseconds hold."""
+    monkeypatch.setattr(record_module, "perf_counter_ns", FakeNs([100, 1_000, 2_000, 5_000_002_000]))
+    rec = Recorder()
+    trace = Trace.recording(rec)
+    cid = rec.callback_id(1, lambda: {"cls": "Slow", "name": "slow", "order": 0, "module": "tests"})
+    rec.begin_loop("fit", start=0)
+    rec.end_firing(rec.begin_firing("before_fit", 0, -1, -1), 0)
+    index = rec.begin_firing("after_epoch", 0, 3, 7)
+    rec.call(cid, 2_000, 6_000_002_000, RAN)
+    rec.end_firing(index, 0)
+    rec.end_loop(end=5_000_003_000)
+    trace.finish(framework="tests")
+    return trace
+
+
+def test_durations_past_32_bits_are_kept_exactly(monkeypatch, tmp_path):
+    t = long_trace(monkeypatch)
+    assert t.data.firings.long == {1: 5_000_000_000} and t.data.calls.long == {0: 6_000_000_000}
+    firings, calls = t._firing_matrix(), t._call_matrix()
+    assert firings[1, F_END] - firings[1, F_START] == 5_000_000_000
+    assert (firings[1, F_EPOCH], firings[1, F_ITER]) == (3, 7)
+    assert calls[0, C_DUR] == 6_000_000_000
+    assert t.by_callback()["total_ms"].iloc[0] == pytest.approx(6_000)
+    loaded = Trace.load(t.save(tmp_path / "long.json"))
+    assert loaded.data.firings == t.data.firings and loaded.data.calls.long == {0: 6_000_000_000}
+    assert t.select("fit").data.calls.long == {0: 6_000_000_000}
+
+
+def firing_rows(draw_rows: int) -> st.SearchStrategy:
+    """Firing matrices with any value a packed row holds: durations of any length, device times or none."""
+    i32 = st.integers(-(2**31), 2**31 - 1)
+    row = st.tuples(st.integers(0, MAX_EVENT), st.integers(0, 255), i32, i32, i32, i32, st.integers(0, 2**62),
+                    st.integers(-(2**40), 2**40), st.integers(0, 255), st.integers(-1, 2**62), st.integers(-1, 2**62))
+    return st.lists(row, max_size=draw_rows)
+
+
+@settings(max_examples=60, deadline=None)
+@given(rows=firing_rows(12), device=st.booleans())
+def test_any_firing_matrix_packs_and_unpacks_to_itself(rows, device):
+    m = np.array([[*r[:7], r[6] + r[7], *r[8:]] for r in rows], np.int64).reshape(-1, NF)
+    if not device:
+        m[:, [F_DEV_START, F_DEV_END]] = -1
+    packed = FiringRecords.from_matrix(m)
+    assert np.array_equal(packed.matrix(), m)
+    assert len(packed.packed) == 32 * len(m)
+    assert len(packed.device) == (2 * len(m) if device and (m[:, [F_DEV_START, F_DEV_END]] != -1).any() else 0)
+
+
+@settings(max_examples=60, deadline=None)
+@given(rows=st.lists(st.tuples(st.integers(0, 2**31 - 1), st.integers(0, 2**31 - 1), st.integers(0, 2**62),
+                               st.integers(-(2**40), 2**40), st.integers(0, 255)), max_size=12))
+def test_any_call_matrix_packs_and_unpacks_to_itself(rows):
+    m = np.array(rows, np.int64).reshape(-1, NC)
+    packed = CallRecords.from_matrix(m)
+    assert np.array_equal(packed.matrix(), m) and len(packed.packed) == 24 * len(m)
+
+
+def test_a_file_value_a_row_cannot_hold_is_refused_by_name(tmp_path, monkeypatch):
+    obj = long_trace(monkeypatch).to_json()
+    obj["firings"][NF + F_EPOCH] = 2**40
+    path = tmp_path / "bad.json"
+    path.write_text(json.dumps(obj))
+    with pytest.raises(LoopvizError) as caught:
+        Trace.load(path)
+    message = str(caught.value)
+    assert "field 'firings' record 1: epoch is 1099511627776, outside what a trace record holds" in message
+    assert repr(str(path)) in message and "record the trace again" in message
+
+
+def test_an_epoch_that_is_not_a_32_bit_integer_is_recorded_as_minus_one():
+    rec = Recorder()
+    for epoch, iteration in ((1.5, 2), ("x", None), (2**40, 3)):
+        rec.end_firing(rec.begin_firing("after_batch", 1, epoch, iteration), 0)
+    m = rec.close().firings.matrix()
+    assert m[:, F_EPOCH].tolist() == [-1, -1, -1] and m[:, F_ITER].tolist() == [-1, -1, -1]
+
+
+def test_events_past_what_a_row_can_name_are_aggregated_not_lost():
+    rec = Recorder()
+    rec.begin_loop("custom")
+    names = [f"event_{i}" for i in range(MAX_EVENT + 10)]
+    for name in names:
+        rec.end_firing(rec.begin_firing(name, 0, -1, -1), 0)
+    data = rec.close()
+    assert len(data.firings) == MAX_EVENT + 1
+    assert data.dropped_firings == len(names) - (MAX_EVENT + 1)
+    assert {data.events[key[1]] for key in data.overflow_firings} == set(names[MAX_EVENT + 1:])
+    assert int(data.firings.matrix()[:, F_EVENT].max()) == MAX_EVENT
+
