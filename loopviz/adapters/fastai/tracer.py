@@ -15,8 +15,6 @@ from __future__ import annotations
 
 import contextlib
 import functools
-from itertools import compress
-from operator import is_not
 import threading
 import warnings
 import weakref
@@ -28,6 +26,7 @@ from fastai.callback import core as fastai_core
 from fastai.callback.core import Callback
 from fastai.learner import Learner
 from fastcore.basics import noop, patch
+from fastcore.foundation import L
 
 from loopviz.adapters.fastai.descriptions import WORK_BETWEEN
 from loopviz.adapters.fastai.handlers import callback_info, has_handler, skip_reason
@@ -82,6 +81,8 @@ class _LearnerTrace:
         self.learn_id = id(learn)  # the key in _ACTIVE (this state leaves it before the learner is freed)
         self.rec = recorder
         self.track = changes or tensors  # record which learner state each callback call changes
+        # while a tracked call runs: learner attributes written so far -> their value before the call (else None)
+        self.written: dict[str, Any] | None = None
         self.tensors = tensors  # also in-place tensor changes (version counters), at a higher cost
         # entry points open, innermost last: [name, the loop it started (-1: none yet), when it was called]
         self.entries: list[list[Any]] = []
@@ -205,39 +206,41 @@ def skipped_status(cb: Callback, event: str, run: bool) -> int | None:
 _MISSING_VALUE = object()
 
 
-Snapshot = tuple[tuple[str, ...], tuple[Any, ...], list[dict[str, Any]], dict[str, Any]]
+# What a tracked call changed: the learner attributes it rebound, added or deleted are seen as they are written (the
+# wrapped Learner.__setattr__/__delattr__ note each one's value before the call's first write); the optimizer's
+# hyper-parameters, which are plain dicts written in place, and tensor version counters are compared before and after.
+Snapshot = tuple[Any, list[dict[str, Any]], dict[str, Any]]
 
 
-def state_snapshot(state: _LearnerTrace) -> Snapshot:
-    """What a callback call may change: the learner's attributes (names and values, compared by identity), the
-    optimizer's hyper-parameters (by value) and, with tensors=True, tensor version counters (cheap fingerprints)."""
-    attrs = state.learn.__dict__
+def state_snapshot(attrs: dict[str, Any], tensors: bool) -> Snapshot:
+    """What a tracked call's outcome is compared with, from the learner's `__dict__`: the optimizer, its
+    hyper-parameters (copied) and, with `tensors`, the tensor version counters (cheap fingerprints of in-place changes)."""
     opt = attrs.get("opt")
-    hypers = [dict(h) for h in opt.hypers] if opt is not None and hasattr(opt, "hypers") else []
-    versions = _tensor_versions(attrs) if state.tensors else {}
-    return tuple(attrs), tuple(attrs.values()), hypers, versions
+    return opt, list(map(dict, _hyper_dicts(opt))), _tensor_versions(attrs) if tensors else {}
 
 
-def changed_state(state: _LearnerTrace, before: Snapshot) -> list[str]:
-    """Names of what changed since `before`: learn.<attr> rebound, added or deleted; learn.opt.hypers.<name>;
-    with tensors=True, '<name> (in place)' for tensors modified in place."""
-    keys_before, values_before, hypers_before, versions_before = before
-    attrs = state.learn.__dict__
-    if tuple(attrs) == keys_before:  # the same attributes: compare values in C, pairwise by identity
-        names = [f"learn.{k}" for k in compress(keys_before, map(is_not, values_before, attrs.values()))]
-        attrs_before: dict[str, Any] = {"opt": values_before[keys_before.index("opt")]} if "opt" in attrs else {}
-    else:
-        attrs_before = dict(zip(keys_before, values_before))
-        names = [f"learn.{k}" for k, v in attrs.items() if attrs_before.get(k, _MISSING_VALUE) is not v]
-        names += [f"learn.{k}" for k in attrs_before if k not in attrs]
+def _hyper_dicts(opt: Any) -> list[dict[str, Any]]:
+    """The optimizer's hyper-parameter dicts (one per parameter group), as the list that holds them (fastai keeps
+    them in an `L`, whose own iteration is Python code)."""
+    hypers = getattr(opt, "hypers", None) if opt is not None else None
+    return hypers.items if isinstance(hypers, L) else list(hypers or ())
+
+
+def changed_state(attrs: dict[str, Any], written: dict[str, Any], before: Snapshot, tensors: bool) -> list[str]:
+    """Names of what changed, from the learner's `__dict__`: learn.<attr> rebound, added or deleted (by identity:
+    written back as it was is no change); learn.opt.hypers.<name> (by value); with `tensors`, '<name> (in place)'
+    for tensors modified in place."""
+    names = [f"learn.{k}" for k, old in written.items() if attrs.get(k, _MISSING_VALUE) is not old] if written else []
+    opt_before, hypers_before, versions_before = before
     opt = attrs.get("opt")
-    if opt is not None and opt is attrs_before.get("opt") and hasattr(opt, "hypers"):
-        keys: list[str] = []
-        for old, new in zip(hypers_before, opt.hypers):
-            if old != new:  # most calls change no hyper-parameter: one comparison of the dicts, in C
+    if opt is not None and opt is opt_before and hypers_before:
+        hypers = _hyper_dicts(opt)
+        if hypers != hypers_before:  # most calls change no hyper-parameter: one comparison of the lists, in C
+            keys: list[str] = []
+            for old, new in zip(hypers_before, hypers):
                 keys += [k for k, v in new.items() if k not in keys and old.get(k, _MISSING_VALUE) != v]
-        names += [f"learn.opt.hypers.{k}" for k in keys]
-    if state.tensors:
+            names += [f"learn.opt.hypers.{k}" for k in keys]
+    if tensors:
         versions = _tensor_versions(attrs)
         names += [f"{k} (in place)" for k, v in versions.items()
                   if k in versions_before and versions_before[k] != v and f"learn.{k.split('.')[1]}" not in names]
@@ -326,7 +329,10 @@ def _wrap_callback_call(original: Callable[..., Any], replaces_call: bool = Fals
         outer_calling, outer_reached = state.calling, state.reached
         state.calling, state.reached = self, 0
         _TIMING[key] = state
-        before = state_snapshot(state) if state.track and state.has_handler(self, event_name) else None
+        if state.track:  # the learner attributes this call writes are noted by the Learner.__setattr__ wrapper
+            outer_written, state.written = state.written, {}
+            attrs = learn.__dict__
+            before = state_snapshot(attrs, state.tensors)
         status = RAN
         run = self.run
         start = perf_counter_ns()
@@ -343,6 +349,11 @@ def _wrap_callback_call(original: Callable[..., Any], replaces_call: bool = Fals
             reached = state.reached
             state.calling, state.reached = outer_calling, outer_reached
             del _TIMING[key]
+            if state.track:
+                written, state.written = state.written, outer_written
+                if outer_written is not None:  # what a nested call wrote, its caller wrote too
+                    for name, value in written.items():
+                        outer_written.setdefault(name, value)
             if not replaces_call and reached != 2:
                 if reached == 1:
                     status = NO_HANDLER
@@ -355,8 +366,8 @@ def _wrap_callback_call(original: Callable[..., Any], replaces_call: bool = Fals
                 state.rec.no_handler_call()
             else:
                 cid = state.callback_id(self)
-                if before is not None:
-                    names = changed_state(state, before)
+                if state.track:
+                    names = changed_state(attrs, written, before, state.tensors)
                     if names:
                         state.rec.changed(cid, names)
                 state.rec.call(cid, start, end, status)
@@ -381,6 +392,39 @@ def _wrap_getcallable(original: Callable[..., Any]) -> Callable[..., Any]:
 
     getcallable.__loopviz_wrapper__ = True  # type: ignore[attr-defined]
     return getcallable
+
+
+def _wrap_setattr(original: Callable[..., Any]) -> Callable[..., Any]:
+    """Learner's `__setattr__` (and, with `_wrap_delattr`, `__delattr__`) while a trace records changes: a write
+    during a tracked callback call notes the attribute's value before the call's first write to it."""
+
+    @functools.wraps(original)
+    def __setattr__(self: Learner, name: str, value: Any) -> None:
+        state = _ACTIVE.get(id(self))
+        written = state.written if state is not None else None
+        if written is None or name in written:
+            return original(self, name, value)
+        old = self.__dict__.get(name, _MISSING_VALUE)
+        original(self, name, value)
+        written[name] = old
+
+    __setattr__.__loopviz_wrapper__ = True  # type: ignore[attr-defined]
+    return __setattr__
+
+
+def _wrap_delattr(original: Callable[..., Any]) -> Callable[..., Any]:
+    @functools.wraps(original)
+    def __delattr__(self: Learner, name: str) -> None:
+        state = _ACTIVE.get(id(self))
+        written = state.written if state is not None else None
+        if written is None or name in written:
+            return original(self, name)
+        old = self.__dict__.get(name, _MISSING_VALUE)
+        original(self, name)
+        written[name] = old
+
+    __delattr__.__loopviz_wrapper__ = True  # type: ignore[attr-defined]
+    return __delattr__
 
 
 def _handler_appeared(o: Any, attr: str) -> None:
@@ -483,6 +527,9 @@ def _start(key: int, state: _LearnerTrace) -> None:
             )
         if not _ACTIVE:
             _install_all()
+        if state.track and not any(owner is Learner and name == "__setattr__" for owner, name, _, _ in _PATCHES):
+            _install(Learner, "__setattr__", _wrap_setattr)
+            _install(Learner, "__delattr__", _wrap_delattr)
         _ACTIVE[key] = state
 
 
