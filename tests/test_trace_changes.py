@@ -4,6 +4,7 @@ from __future__ import annotations
 import pytest
 from fastai.callback.all import GradientClip
 from fastai.callback.core import Callback
+from fastai.test_utils import synth_learner
 
 from loopviz import LoopvizError, render_text
 from loopviz.annotate import annotate
@@ -105,3 +106,37 @@ def test_a_deleted_attribute_is_a_change_too(learn):
     t = fit_traced(learn)
     assert changes_of(t, "DropsFlag", "after_pred", "train") == {"learn.doubled"}
     assert changes_of(t, "DoublePred", "after_pred", "train") == {"learn.pred", "learn.doubled"}
+
+
+class TriesAndRestores(Callback):
+    "Swaps the predictions out and puts the same tensor back: no change in the end"
+    order = 42
+
+    def after_pred(self):
+        pred = self.learn.pred
+        self.learn.pred = pred.detach() * 0
+        self.learn.pred = pred
+
+
+class PredsInside(Callback):
+    "Runs get_preds inside its handler, which rebinds learn.dl, learn.pred and more"
+    order = 5
+
+    def after_train(self):
+        self.learn.get_preds(dl=self.learn.dls.valid)
+
+
+def test_a_value_written_back_is_no_change_and_nested_writes_count_for_the_caller(learn):
+    learn.add_cbs([TriesAndRestores(), PredsInside()])
+    t = fit_traced(learn)
+    assert changes_of(t, "TriesAndRestores", "after_pred", "train") == set()
+    assert {"learn.dl", "learn.pred"} <= changes_of(t, "PredsInside", "after_train", "train")
+
+
+def test_writes_of_untraced_learners_pass_through(learn):
+    other = synth_learner()
+    with learn.trace(changes=True):
+        other.flag = 1
+        del other.flag
+        other.flag = 2
+    assert other.flag == 2 and "flag" in other.__dict__

@@ -226,6 +226,17 @@ class ChangesHandlers(Callback):
         pass
 
 
+class PredsInHandler(Callback):
+    "Runs get_preds inside its after_train handler without removing itself: the nested loop fires events at it again"
+    order = 5
+
+    def after_train(self):
+        self.learn.get_preds(dl=self.learn.dls.valid)
+
+    def before_validate(self):
+        pass
+
+
 def log_start(self):
     "A handler passed as a keyword argument (fastai's funcs_kwargs)"
 
@@ -312,6 +323,7 @@ CASES = [
          spec_kwargs={"start_epoch": 1}),
     case("WeightedDL-fit_one_cycle-synth", learner="synth_weighted", loop="fit_one_cycle"),
     case("handlers_change_mid_fit-fit-synth", cbs=_one(ChangesHandlers), loop_kwargs={"n_epoch": 2}, spec=False),
+    case("get_preds_in_handler-fit-synth", cbs=_one(PredsInHandler), spec=False),
     case("funcs_kwargs_handler-fit-collab", learner="collab", cbs=lambda: [Callback(before_fit=log_start)]),
     skipped("CutMix-fit-synth", "CutMix needs 4-D image batches (bs, c, h, w); synth gives (bs, 1): "
             "ValueError 'not enough values to unpack (expected 4, got 2)' in CutMix.before_batch"),

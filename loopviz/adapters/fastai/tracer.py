@@ -90,6 +90,7 @@ class _LearnerTrace:
         self.seen: dict[int, Any] = {}  # id(cb) -> weak reference: a collected callback's id leaves the trace's tables
         self.handlers: dict[tuple[int, str], bool] = {}  # (id(cb), event) -> has a handler (for skipped calls only)
         self.calling: Callback | None = None  # the callback whose call is being timed
+        self.calling_event = ""  # the event it was called for
         self.reached = 0  # what fastai's getcallable gave `calling`: 0 not called yet, 1 no handler, 2 a handler
         self.surprised: Callback | None = None  # a callback seen to have no handler for an event that now has one
         self.surprise_start = 0  # when fastai's getcallable gave it that handler
@@ -323,11 +324,13 @@ def _wrap_callback_call(original: Callable[..., Any], replaces_call: bool = Fals
                     rec.no_handler[rec.loop + 1] += 1
         learn = self.__dict__.get("learn")
         state = _ACTIVE.get(id(learn)) if learn is not None else None
-        if state is None or state.calling is self:
+        if state is None or (state.calling is self and state.calling_event == event_name):
             return original(self, event_name)  # not traced, or super().__call__ from an overriding class
+        # A call inside another call of the same callback for another event (its handler ran a loop, such as
+        # get_preds, that fires events at it again) is a call of its own.
         key = id(self)
-        outer_calling, outer_reached = state.calling, state.reached
-        state.calling, state.reached = self, 0
+        outer_calling, outer_reached, outer_event = state.calling, state.reached, state.calling_event
+        state.calling, state.reached, state.calling_event = self, 0, event_name
         _TIMING[key] = state
         if state.track:  # the learner attributes this call writes are noted by the Learner.__setattr__ wrapper
             outer_written, state.written = state.written, {}
@@ -347,8 +350,8 @@ def _wrap_callback_call(original: Callable[..., Any], replaces_call: bool = Fals
         finally:
             end = perf_counter_ns()
             reached = state.reached
-            state.calling, state.reached = outer_calling, outer_reached
-            del _TIMING[key]
+            state.calling, state.reached, state.calling_event = outer_calling, outer_reached, outer_event
+            _TIMING.pop(key, None)  # getcallable is asked once, as a call starts: an outer call of it needs it no more
             if state.track:
                 written, state.written = state.written, outer_written
                 if outer_written is not None:  # what a nested call wrote, its caller wrote too
