@@ -25,6 +25,7 @@ import torch
 from fastai.callback import core as fastai_core
 from fastai.callback.core import Callback
 from fastai.learner import Learner
+from fastcore.basics import getcallable as fastcore_getcallable
 from fastcore.basics import noop, patch
 from fastcore.foundation import L
 
@@ -383,9 +384,13 @@ def _wrap_getcallable(original: Callable[..., Any]) -> Callable[..., Any]:
     """fastai's `getcallable`, which `Callback.__call__` asks for the handler only when its run flags allow:
     the point where fastai decides, so the tracer notes what it gave the callback being timed."""
 
+    # fastcore's own getcallable is `getattr(o, attr, noop)`: done here, it costs no frame of its own (this runs at
+    # every callback call fastai makes); anything else installed there is called
+    own = original is fastcore_getcallable
+
     @functools.wraps(original)
     def getcallable(o: Any, attr: str) -> Any:
-        found = original(o, attr)
+        found = getattr(o, attr, noop) if own else original(o, attr)
         state = _TIMING.get(id(o)) if _TIMING else None  # mostly empty: no call is being timed
         if state is not None and state.calling is o:
             state.reached = 1 if found is noop else 2
