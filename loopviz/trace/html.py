@@ -1,0 +1,385 @@
+"""The interactive HTML report of a trace: one self-contained file (inline CSS, JS and SVG, no network).
+
+It holds the observed loop as a diagram heat-coloured by measured time (each event and each piece of work
+between events, with its count, total, mean and p95 on hover), sortable tables of events, work and callbacks,
+a stacked chart of time per batch for each loop with batches, and the slowest batch's timeline. It reads only
+the trace's reports; every string that reaches it is escaped here, at the sink.
+"""
+from __future__ import annotations
+
+import html
+import json
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from loopviz.errors import LoopvizError
+from loopviz.renderers.palette import PALETTE
+from loopviz.renderers.sanitise import cut, one_line
+
+__all__ = ["html_report", "HEAT", "MAX_BARS"]
+
+# white to dark red, for a share of the run from 0 to the largest share in the picture (ColorBrewer YlOrRd)
+HEAT = ("#ffffcc", "#ffeda0", "#fed976", "#feb24c", "#fd8d3c", "#fc4e2a", "#e31a1c", "#bd0026", "#800026")
+MAX_BARS = 400  # bars per batch chart: more batches than this are shown as means of consecutive batches
+CHART_WIDTH, CHART_HEIGHT, TIMELINE_ROW = 960, 240, 26
+OTHER = "other"
+
+
+def html_report(trace: Any, loop: Any = None) -> str:
+    """The whole report as one HTML document; `loop` picks the loop of the diagram and the slowest batch
+    (an index or a label; None: the loop with the most training batches)."""
+    from loopviz.trace.plot import resolve_loop
+
+    index = resolve_loop(trace, loop)
+    main = trace.select([index])
+    sections = [
+        _header(trace),
+        _section("The loop, heat-coloured by time", _diagram(main, trace.loops[index]),
+                 "Each box is an event of loop " + _text(f"{index} {trace.loops[index]!r}") + " (its callbacks' time), "
+                 "each arrow the work between two events; the darker, the larger its share of the run. "
+                 "Hover for count, total, mean and p95."),
+        _section("Where the time went", _table(_summary_rows(trace), "summary"),
+                 "Every event and kind of work, over all loops. Click a column to sort."),
+        _section("Callbacks", _table(_callback_rows(trace), "callbacks"), "Per callback, event and phase."),
+    ]
+    if trace.tracked_changes:
+        sections.append(_section("State changes", _table(_change_rows(trace), "changes"),
+                                 "Which learner state each callback changed."))
+    sections += _batch_sections(trace, index)
+    notes = "".join(f"<li>{_text(n)}</li>" for n in trace.notes())
+    if notes:
+        sections.append(_section("Notes", f"<ul>{notes}</ul>", ""))
+    title = _text(f"loopviz: {trace.framework or 'trace'} ({', '.join(dict.fromkeys(trace.loops)) or 'no loop'})")
+    return (f'<!DOCTYPE html><html lang="en"><head><meta charset="utf-8"><title>{title}</title>'
+            f"<style>{_CSS}</style></head><body><main>{''.join(sections)}</main>"
+            f'<aside id="details" hidden></aside><script>{_JS}</script></body></html>')
+
+
+# -- text -----------------------------------------------------------------------------------------
+
+
+def _text(value: Any, limit: int = 400) -> str:
+    """Any value as HTML text: control characters escaped, cut to `limit` characters, markup escaped."""
+    return html.escape(cut(one_line(str(value)), limit), quote=True)
+
+
+def _ms(ms: float) -> str:
+    """A duration for people: µs below a millisecond, ms below ten seconds, else s."""
+    if ms < 1:
+        return f"{ms * 1000:.0f} µs"
+    return f"{ms:.2f} ms" if ms < 10_000 else f"{ms / 1000:.2f} s"
+
+
+def _heat(share: float, top: float) -> str:
+    """The HEAT colour of a share, scaled to the largest share shown."""
+    if top <= 0:
+        return HEAT[0]
+    return HEAT[min(int(share / top * (len(HEAT) - 1) + 0.5), len(HEAT) - 1)]
+
+
+def _section(title: str, body: str, caption: str) -> str:
+    return f'<section><h2>{html.escape(title)}</h2><p class="caption">{caption}</p>{body}</section>'
+
+
+def _header(trace: Any) -> str:
+    loops = trace.loops_df()
+    run_ms = float(loops.loc[loops["outermost"], "dur_ms"].sum()) if len(loops) else 0.0
+    facts = [("framework", trace.framework or "unknown"), ("clock", trace.clock), ("run", _ms(run_ms)),
+             ("event firings", f"{trace.n_firings + trace.dropped_firings:,}"),
+             ("callback calls with a handler", f"{trace.n_calls + trace.dropped_calls:,}"),
+             ("loops", ", ".join(f"{i}: {label}" for i, label in enumerate(trace.loops)) or "none")]
+    rows = "".join(f"<tr><th>{html.escape(k)}</th><td>{_text(v, 2000)}</td></tr>" for k, v in facts)
+    return f'<header><h1>Where the time went</h1><table class="facts">{rows}</table></header>'
+
+
+# -- the diagram ----------------------------------------------------------------------------------
+
+
+def _diagram(main: Any, label: str) -> str:
+    """The observed loop as SVG: events in the order they first fired, the work between them as edges."""
+    from loopviz.diagram import _run_dot
+    from loopviz.trace.reports import total_ns
+
+    firings = main.firings_df()
+    top = firings[firings["parent"] == -1]
+    if not len(top):
+        return '<p class="empty">This loop recorded no event firing.</p>'
+    run_ns = max(total_ns(main.data), 1)
+    events = _event_stats(top, main.calls_df(), run_ns)
+    work = _work_stats(main.work_df(), run_ns)
+    top_share = max([e["share"] for e in events.values()] + [w["share"] for w in work.values()] + [0.0])
+    ids = {key: f"e{i}" for i, key in enumerate(events)}
+    details: dict[str, dict[str, Any]] = {}
+    lines = ['digraph loop {', 'graph [rankdir=TB, nodesep=0.3, ranksep=0.28, bgcolor="transparent", '
+             'fontname="Helvetica"];',
+             'node [shape=box, style="rounded,filled", fontname="Helvetica", fontsize=11, penwidth=0.8, '
+             'color="#555555", height=0.3];', 'edge [fontname="Helvetica", fontsize=9, color="#888888"];']
+    for key, stats in events.items():
+        node = ids[key]
+        name = f"{key[0]} ({key[1]})" if key[1] else key[0]
+        details[node] = {"title": name, **_facts(stats)}
+        fill = _heat(stats["share"], top_share)
+        font = "white" if HEAT.index(fill) >= 6 else "black"
+        lines.append(f'{node} [id="{node}", label={_dot_text(name)}, fillcolor="{fill}", fontcolor="{font}", '
+                     f'tooltip={_dot_text(name)}];')
+    order = list(events)
+    for i, ((after, before, phase), stats) in enumerate(work.items()):
+        a, b = (after, _phase_of(events, after, phase)), (before, phase)
+        if a not in ids or b not in ids:
+            continue
+        edge = f"w{i}"
+        details[edge] = {"title": f"{stats['name']} ({phase or 'outside phases'}): {after} → {before}",
+                         **_facts(stats)}
+        colour = _heat(stats["share"], top_share) if stats["share"] >= 0.01 * top_share else "#b0b0b0"
+        colour = "#d9a441" if colour in HEAT[:2] else colour  # the palest heat is invisible on white
+        back = order.index(b) <= order.index(a)
+        label = f"{stats['name']} {_ms(stats['total_ms'])}" if stats["share"] >= 0.005 else ""
+        lines.append(f'{ids[a]} -> {ids[b]} [id="{edge}", label={_dot_text(label)}, color="{colour}", '
+                     f'penwidth={1 + 5 * stats["share"] / max(top_share, 1e-9):.2f}, '
+                     f'{"constraint=false, style=dashed, " if back else ""}tooltip={_dot_text(details[edge]["title"])}];')
+    lines.append("}")
+    svg = _run_dot("\n".join(lines), "svg").decode("utf-8", errors="replace")
+    svg = svg[svg.index("<svg"):]  # without the XML prolog and doctype: it sits inside HTML
+    legend = "".join(f'<span style="background:{c}"></span>' for c in HEAT)
+    data = json.dumps(details, ensure_ascii=True).replace("</", "<\\/")
+    return (f'<div class="diagram">{svg}</div><div class="legend">share of the run: 0 {legend} '
+            f"{top_share * 100:.1f} %</div><script type=\"application/json\" id=\"diagram-details\">{data}</script>")
+
+
+def _phase_of(events: dict[tuple[str, str], Any], event: str, phase: str) -> str:
+    """The phase under which an event that ends a piece of work was drawn (work before a batch event has the
+    batch's phase; the event before it may be phase-less, like before_epoch)."""
+    return phase if (event, phase) in events else next((p for e, p in events if e == event), phase)
+
+
+def _dot_text(text: str) -> str:
+    """A DOT string literal: control characters escaped, quotes and backslashes literal."""
+    return '"' + cut(one_line(text)).replace("\\", "\\\\").replace('"', '\\"') + '"'
+
+
+def _event_stats(top: pd.DataFrame, calls: pd.DataFrame, run_ns: int) -> dict[tuple[str, str], dict[str, Any]]:
+    """Per (event, phase), in the order they first fired: count, total, mean, p95, share and the callbacks' times."""
+    out: dict[tuple[str, str], dict[str, Any]] = {}
+    names = top["event"].astype(str)
+    for (event, phase), group in top.assign(name=names).groupby(["name", "phase"], sort=False):
+        dur = group["dur"].to_numpy() / 1e6
+        mine = calls[(calls["event"].astype(str) == event) & (calls["phase"] == phase)]
+        by_cb = mine.groupby("callback", sort=False)["dur"].agg(["count", "sum"]).sort_values("sum", ascending=False)
+        out[(event, phase)] = {
+            "count": len(dur), "total_ms": float(dur.sum()), "mean_ms": float(dur.mean()),
+            "p95_ms": float(np.percentile(dur, 95)), "share": float(dur.sum() * 1e6 / run_ns),
+            "callbacks": [f"{cb}: {_ms(row['sum'] / 1e6)} in {int(row['count'])} calls" for cb, row in by_cb.iterrows()],
+        }
+    return out
+
+
+def _work_stats(work: pd.DataFrame, run_ns: int) -> dict[tuple[str, str, str], dict[str, Any]]:
+    """Per (event before, event after, phase) at the top level: the work's name, count, total, mean, p95, share."""
+    out: dict[tuple[str, str, str], dict[str, Any]] = {}
+    top = work[~work["nested"] & (work["after"] != "") & (work["before"] != "")]
+    for key, group in top.groupby(["after", "before", "phase"], sort=False):
+        dur = group["dur"].to_numpy() / 1e6
+        out[key] = {"name": str(group["work"].iloc[0]), "count": len(dur), "total_ms": float(dur.sum()),
+                    "mean_ms": float(dur.mean()), "p95_ms": float(np.percentile(dur, 95)),
+                    "share": float(dur.sum() * 1e6 / run_ns), "callbacks": []}
+    return out
+
+
+def _facts(stats: dict[str, Any]) -> dict[str, Any]:
+    """What the hover panel shows."""
+    rows = [["count", f"{stats['count']:,}"], ["total", _ms(stats["total_ms"])], ["mean", _ms(stats["mean_ms"])],
+            ["p95", _ms(stats["p95_ms"])], ["share of the run", f"{stats['share'] * 100:.1f} %"]]
+    return {"rows": [[k, one_line(v)] for k, v in rows], "callbacks": [one_line(c) for c in stats["callbacks"]]}
+
+
+# -- tables ---------------------------------------------------------------------------------------
+
+
+def _summary_rows(trace: Any) -> pd.DataFrame:
+    df = trace.summary()
+    return df.assign(share=df["pct"]).drop(columns=["pct"])
+
+
+def _callback_rows(trace: Any) -> pd.DataFrame:
+    return trace.by_callback()
+
+
+def _change_rows(trace: Any) -> pd.DataFrame:
+    return trace.changes()
+
+
+def _table(df: pd.DataFrame, name: str) -> str:
+    """A sortable table: numbers right-aligned, each cell's sort key in data-v."""
+    if not len(df):
+        return '<p class="empty">Nothing recorded.</p>'
+    head = "".join(f'<th data-col="{i}">{_text(c)}</th>' for i, c in enumerate(df.columns))
+    numeric = [pd.api.types.is_numeric_dtype(df[c]) and not pd.api.types.is_bool_dtype(df[c]) for c in df.columns]
+    rows = []
+    for values in df.itertuples(index=False):
+        cells = []
+        for value, is_number in zip(values, numeric):
+            if is_number:
+                number = float(value) if pd.notna(value) else float("nan")
+                shown = "" if np.isnan(number) else (f"{number:,.0f}" if float(number).is_integer() and abs(number) >= 1000
+                                                     else f"{number:,.3f}".rstrip("0").rstrip("."))
+                cells.append(f'<td class="n" data-v="{"" if np.isnan(number) else repr(number)}">{shown}</td>')
+            else:
+                cells.append(f"<td>{_text(value)}</td>")
+        rows.append(f"<tr>{''.join(cells)}</tr>")
+    return f'<table class="sortable" id="{name}"><thead><tr>{head}</tr></thead><tbody>{"".join(rows)}</tbody></table>'
+
+
+# -- batches --------------------------------------------------------------------------------------
+
+
+def _batch_sections(trace: Any, main: int) -> list[str]:
+    """A stacked chart of time per batch for each loop with batches, and the main loop's slowest batch."""
+    from loopviz.trace.plot import _folded, loop_batches, series_colours
+
+    out = []
+    for index, label in enumerate(trace.loops):
+        try:
+            batches = loop_batches(trace, index)
+        except LoopvizError:
+            continue  # a loop without batches (an lr_find that stopped at once, a bare validate of nothing)
+        series = _folded(batches.table)
+        colours = series_colours(list(series.columns))
+        caption = (f"Loop {index} {_text(repr(label))}: each bar is one {batches.what}, stacked by work and event "
+                   "(largest total at the bottom); hover a bar for its figures.")
+        if len(series) > MAX_BARS:
+            caption += f" {len(series):,} of them are shown as {MAX_BARS} bars, each the mean of consecutive ones."
+        body = _stacked_svg(series, batches.table, colours) + _legend(list(series.columns), colours)
+        out.append(_section(f"Time per {batches.what}: loop {index}", body, caption))
+        if index == main:
+            worst = int(series.sum(axis=1).to_numpy().argmax())
+            spans = batches.spans[batches.spans["batch"] == worst]
+            epoch, iteration = batches.table.loc[worst, ["epoch", "iter"]]
+            out.append(_section(f"The slowest {batches.what} of loop {index}", _timeline_svg(spans, colours),
+                                f"#{worst} (epoch {epoch}, iter {iteration}): {_ms(float(series.iloc[worst].sum()))}. "
+                                "Rows: the work between events, the events, and the callbacks called in them."))
+    return out
+
+
+def _binned(series: pd.DataFrame) -> tuple[np.ndarray, list[tuple[int, int]]]:
+    """At most MAX_BARS bars: each the mean of a run of consecutive batches, with the run's first and last."""
+    values = series.to_numpy()
+    edges = np.linspace(0, len(values), min(len(values), MAX_BARS) + 1).astype(int)
+    bars = np.array([values[a:b].mean(axis=0) for a, b in zip(edges[:-1], edges[1:])])
+    return bars, [(int(a), int(b) - 1) for a, b in zip(edges[:-1], edges[1:])]
+
+
+def _stacked_svg(series: pd.DataFrame, table: pd.DataFrame, colours: dict[str, str]) -> str:
+    bars, runs = _binned(series)
+    top = float(bars.sum(axis=1).max()) or 1.0
+    width = CHART_WIDTH / len(bars)
+    parts = []
+    for i, (bar, (first, last)) in enumerate(zip(bars, runs)):
+        x, y = i * width, CHART_HEIGHT
+        for name, value in zip(series.columns, bar):
+            h = value / top * (CHART_HEIGHT - 10)
+            y -= h
+            parts.append(f'<rect x="{x:.2f}" y="{y:.2f}" width="{max(width - 0.3, 0.5):.2f}" height="{h:.2f}" '
+                         f'fill="{colours[name]}"/>')
+        which = f"#{first}" if first == last else f"#{first}–#{last} (mean)"
+        epoch, iteration = table["epoch"].iloc[first], table["iter"].iloc[first]
+        figures = "; ".join(f"{one_line(str(n))} {_ms(v)}" for n, v in zip(series.columns, bar) if v > 0)
+        tip = html.escape(f"{which}, epoch {epoch} iter {iteration}: {_ms(float(bar.sum()))} ({figures})")
+        parts.append(f'<rect class="hit" x="{x:.2f}" y="0" width="{width:.2f}" height="{CHART_HEIGHT}">'
+                     f"<title>{tip}</title></rect>")
+    axis = f'<text x="2" y="10" class="axis">{_ms(top)}</text>'
+    return (f'<svg class="chart" viewBox="0 0 {CHART_WIDTH} {CHART_HEIGHT}" width="100%" '
+            f'preserveAspectRatio="none" role="img">{"".join(parts)}{axis}</svg>')
+
+
+def _timeline_svg(spans: pd.DataFrame, colours: dict[str, str]) -> str:
+    rows = {"work": 0, "event": 1, "callback": 2}
+    start = spans["start"] - spans["start"].min()
+    extent = float((start + spans["dur"]).max()) or 1.0
+    parts = []
+    for (kind, name, callback), begin, dur in zip(spans[["kind", "name", "callback"]].itertuples(index=False),
+                                                  start, spans["dur"]):
+        x, w = begin / extent * CHART_WIDTH, max(dur / extent * CHART_WIDTH, 0.5)
+        y = rows[kind] * TIMELINE_ROW
+        colour = colours.get(name, PALETTE[7])
+        label = f"{callback}.{name}" if kind == "callback" else name
+        tip = html.escape(f"{one_line(str(label))} ({kind}): {_ms(dur / 1e6)} at {_ms(begin / 1e6)}")
+        parts.append(f'<rect x="{x:.2f}" y="{y + 2}" width="{w:.2f}" height="{TIMELINE_ROW - 4}" fill="{colour}" '
+                     f'stroke="white" stroke-width="0.3"><title>{tip}</title></rect>')
+        if w > 7 * len(str(label)):
+            parts.append(f'<text x="{x + w / 2:.2f}" y="{y + TIMELINE_ROW / 2 + 4}" text-anchor="middle" '
+                         f'class="inbar">{_text(label, 60)}</text>')
+    height = TIMELINE_ROW * len(rows)
+    names = "".join(f'<text x="-6" y="{r * TIMELINE_ROW + TIMELINE_ROW / 2 + 4}" text-anchor="end" class="axis">'
+                    f"{kind}</text>" for kind, r in rows.items())
+    return (f'<svg class="timeline" viewBox="-70 0 {CHART_WIDTH + 70} {height}" width="100%" role="img">'
+            f'{names}{"".join(parts)}</svg>')
+
+
+def _legend(names: list[str], colours: dict[str, str]) -> str:
+    items = "".join(f'<span><i style="background:{colours[n]}"></i>{_text(n, 80)}</span>' for n in names)
+    return f'<div class="series">{items}</div>'
+
+
+_CSS = """
+:root{color-scheme:light dark;--fg:#1d1d1f;--bg:#fff;--muted:#666;--line:#ddd;--head:#f4f4f6}
+@media (prefers-color-scheme:dark){:root{--fg:#e8e8ea;--bg:#161618;--muted:#9a9aa0;--line:#333;--head:#222226}}
+body{margin:0;font:14px/1.45 system-ui,-apple-system,Segoe UI,Helvetica,Arial,sans-serif;color:var(--fg);background:var(--bg)}
+main{max-width:1060px;margin:0 auto;padding:16px 24px 48px}
+h1{font-size:22px;margin:8px 0 12px}h2{font-size:17px;margin:28px 0 4px}
+.caption{color:var(--muted);margin:0 0 10px}
+table{border-collapse:collapse;font-size:12.5px;font-variant-numeric:tabular-nums}
+th,td{padding:3px 8px;border-bottom:1px solid var(--line);text-align:left;white-space:nowrap}
+td.n{text-align:right}thead th{background:var(--head);position:sticky;top:0;cursor:pointer;user-select:none}
+thead th[aria-sort=ascending]::after{content:" ▲"}thead th[aria-sort=descending]::after{content:" ▼"}
+table.facts th{background:none;cursor:default;color:var(--muted);font-weight:normal}
+.diagram{overflow:auto;border:1px solid var(--line);border-radius:6px;padding:8px;background:#fff}
+.diagram svg{max-width:100%;height:auto}
+.legend span{display:inline-block;width:18px;height:10px}.legend{color:var(--muted);font-size:12px;margin:6px 0}
+.chart,.timeline{border:1px solid var(--line);border-radius:6px;background:#fff}
+.chart .hit{fill:transparent}.chart .hit:hover{fill:rgba(0,0,0,.12)}
+.axis{font-size:11px;fill:#666}.inbar{font-size:10px;fill:#fff;pointer-events:none}
+.series{display:flex;flex-wrap:wrap;gap:4px 14px;font-size:12px;margin:6px 0}
+.series i{display:inline-block;width:11px;height:11px;margin-right:4px;vertical-align:-1px}
+#details{position:fixed;right:16px;top:16px;max-width:360px;background:var(--bg);color:var(--fg);
+border:1px solid var(--line);border-radius:8px;padding:10px 12px;box-shadow:0 4px 16px rgba(0,0,0,.18);font-size:12.5px}
+#details h3{margin:0 0 6px;font-size:13.5px}#details ul{margin:6px 0 0;padding-left:18px}
+.empty{color:var(--muted)}
+"""
+
+_JS = """
+(function(){
+  function key(td){var v=td.getAttribute('data-v');return v===null?td.textContent.toLowerCase():(v===''?-Infinity:parseFloat(v));}
+  document.querySelectorAll('table.sortable thead th').forEach(function(th){
+    th.addEventListener('click',function(){
+      var table=th.closest('table'),body=table.tBodies[0],col=+th.getAttribute('data-col');
+      var down=th.getAttribute('aria-sort')!=='descending';
+      table.querySelectorAll('thead th').forEach(function(h){h.removeAttribute('aria-sort');});
+      th.setAttribute('aria-sort',down?'descending':'ascending');
+      var rows=Array.prototype.slice.call(body.rows);
+      rows.sort(function(a,b){var x=key(a.cells[col]),y=key(b.cells[col]);return (x<y?-1:x>y?1:0)*(down?-1:1);});
+      rows.forEach(function(r){body.appendChild(r);});
+    });
+  });
+  var data=document.getElementById('diagram-details'),panel=document.getElementById('details');
+  if(!data||!panel)return;
+  var details=JSON.parse(data.textContent);
+  function show(id){
+    var d=details[id];if(!d)return;
+    panel.textContent='';
+    var h=document.createElement('h3');h.textContent=d.title;panel.appendChild(h);
+    var t=document.createElement('table');
+    d.rows.forEach(function(r){var tr=t.insertRow(),a=tr.insertCell(),b=tr.insertCell();a.textContent=r[0];b.textContent=r[1];});
+    panel.appendChild(t);
+    if(d.callbacks.length){var ul=document.createElement('ul');
+      d.callbacks.forEach(function(c){var li=document.createElement('li');li.textContent=c;ul.appendChild(li);});
+      panel.appendChild(ul);}
+    panel.hidden=false;
+  }
+  document.querySelectorAll('.diagram g.node, .diagram g.edge').forEach(function(g){
+    g.addEventListener('mouseenter',function(){show(g.id);});
+    g.addEventListener('mouseleave',function(){panel.hidden=true;});
+  });
+})();
+"""

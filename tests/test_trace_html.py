@@ -1,0 +1,163 @@
+"""The HTML report: one self-contained file, checked as HTML and in a real headless Chromium with no network."""
+from __future__ import annotations
+
+import json
+import re
+import shutil
+import subprocess
+from html.parser import HTMLParser
+from pathlib import Path
+
+import pytest
+from fastai.callback.core import Callback
+from fastai.test_utils import synth_learner
+
+from loopviz.errors import LoopvizError
+import loopviz.trace.html as html_module
+
+CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
+NAMESPACES = {"http://www.w3.org/2000/svg", "http://www.w3.org/1999/xlink"}
+
+Hostile = type('Evil</script><b onmouseover="x">\x1b[31m', (Callback,), {
+    "__doc__": "A callback whose name would break out of HTML if it were not escaped",
+    "after_batch": lambda self: None,
+})
+
+
+@pytest.fixture(scope="module")
+def report(tmp_path_factory) -> Path:
+    learn = synth_learner(n_trn=48, cbs=[Hostile()])
+    with learn.no_bar(), learn.no_logging(), learn.trace(changes=True) as t:
+        learn.fit_one_cycle(2)
+    return t.to_html(tmp_path_factory.mktemp("html") / "fit.html")
+
+
+class Parts(HTMLParser):
+    """What the report is made of: tags, ids, attributes that load something, and script bodies."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.tags: list[str] = []
+        self.ids: set[str] = set()
+        self.links: list[str] = []
+        self.scripts: list[str] = []
+        self._in_script = False
+
+    def handle_starttag(self, tag, attrs):
+        self.tags.append(tag)
+        attrs = dict(attrs)
+        if "id" in attrs:
+            self.ids.add(attrs["id"])
+        self.links += [v for k, v in attrs.items() if k in ("src", "href", "xlink:href") and v]
+        self._in_script = tag == "script"
+
+    def handle_endtag(self, tag):
+        self._in_script = False
+
+    def handle_data(self, data):
+        if self._in_script:
+            self.scripts.append(data)
+
+
+def test_the_report_is_one_self_contained_file(report):
+    text = report.read_text(encoding="utf-8")
+    parts = Parts()
+    parts.feed(text)
+    assert {"summary", "callbacks", "changes", "diagram-details"} <= parts.ids
+    assert parts.tags.count("svg") >= 3  # the diagram, time per batch, the slowest batch
+    assert not parts.links, parts.links  # nothing fetched: no script, stylesheet or image from anywhere
+    urls = set(re.findall(r"https?://[^\s\"'<>)]+", text))
+    assert urls <= NAMESPACES, urls - NAMESPACES
+    assert len(text) < 2_000_000
+
+
+def test_every_name_is_escaped_at_the_sink(report):
+    text = report.read_text(encoding="utf-8")
+    assert "</script><b" not in text and "\x1b" not in text
+    assert "Evil&lt;/script&gt;&lt;b onmouseover=&quot;x&quot;&gt;\\x1b[31m" in text  # shown, escaped
+    details = json.loads(re.search(r'id="diagram-details">(.*?)</script>', text, re.S).group(1))
+    batch = next(d for d in details.values() if d["title"] == "after_batch (train)")
+    assert any(c.startswith('Evil</script><b onmouseover="x">\\x1b[31m: ') for c in batch["callbacks"])
+    assert dict(batch["rows"])["count"] == "96"
+
+
+def test_the_diagram_is_heat_coloured_by_share(report):
+    text = report.read_text(encoding="utf-8")
+    details = json.loads(re.search(r'id="diagram-details">(.*?)</script>', text, re.S).group(1))
+    shares = {d["title"]: float(dict(d["rows"])["share of the run"].rstrip(" %")) for d in details.values()}
+    hottest = max(shares, key=shares.get)
+    node = re.search(r'<g id="(\w+)" class="(?:node|edge)">\s*<title>[^<]*</title>(.*?)</g>\s*(?=<!--|</g>)', text, re.S)
+    assert node  # graphviz wrote its nodes and edges with our ids
+    darkest = "#800026"
+    hottest_id = next(k for k, d in details.items() if d["title"] == hottest)
+    drawn = re.search(rf'<g id="{hottest_id}" class="(?:node|edge)">(.*?)</g>\n', text, re.S).group(1)
+    assert darkest in drawn
+
+
+def test_a_report_needs_a_finished_trace_and_a_writable_path(tmp_path):
+    learn = synth_learner(n_trn=8)
+    with learn.no_bar(), learn.no_logging(), learn.trace() as t:
+        with pytest.raises(LoopvizError, match="still recording"):
+            t.to_html(tmp_path / "early.html")
+        learn.fit(1)
+    with pytest.raises(LoopvizError, match="folder"):
+        t.to_html(tmp_path / "missing" / "x.html")
+    with pytest.raises(LoopvizError, match="is not a loop of this trace"):
+        t.to_html(tmp_path / "x.html", loop="nope")
+
+
+def test_many_batches_are_binned(tmp_path, monkeypatch):
+    monkeypatch.setattr(html_module, "MAX_BARS", 10)
+    learn = synth_learner(n_trn=25, n_val=1)
+    with learn.no_bar(), learn.no_logging(), learn.trace() as t:
+        learn.fit(1)
+    text = t.to_html(tmp_path / "long.html").read_text(encoding="utf-8")
+    assert "25 of them are shown as 10 bars, each the mean of consecutive ones" in text
+    chart = re.search(r'<svg class="chart".*?</svg>', text, re.S).group(0)
+    assert chart.count('class="hit"') == 10
+    assert "#0–#1 (mean)" in chart and "#22–#24 (mean)" in chart
+
+
+# -- in a real browser ----------------------------------------------------------------------------
+
+# Appended to a copy of the report: sorts a table by clicking, hovers a diagram node, and writes what it saw.
+PROBE = """<script>
+window.addEventListener('load', function () {
+  var out = {};
+  var th = document.querySelector('#summary thead th[data-col="4"]');  // total_ms
+  th.click();
+  var col = Array.prototype.map.call(document.querySelectorAll('#summary tbody tr'),
+                                     function (r) { return parseFloat(r.cells[4].getAttribute('data-v')); });
+  out.sorted = col.every(function (v, i) { return i === 0 || col[i - 1] >= v; });
+  out.rows = col.length;
+  var node = document.querySelector('.diagram g.node');
+  node.dispatchEvent(new MouseEvent('mouseenter'));
+  var panel = document.getElementById('details');
+  out.panel = panel.hidden ? '' : panel.textContent;
+  out.nodes = document.querySelectorAll('.diagram g.node').length;
+  var pre = document.createElement('pre'); pre.id = 'probe'; pre.textContent = JSON.stringify(out);
+  document.body.appendChild(pre);
+});
+</script>"""
+
+
+def chromium(url: str) -> tuple[str, str]:
+    """The DOM after load, and Chromium's log, with every network name unresolvable."""
+    done = subprocess.run(
+        [CHROMIUM, "--headless=new", "--no-sandbox", "--disable-gpu", "--enable-logging=stderr", "--v=0",
+         '--host-resolver-rules=MAP * ~NOTFOUND', "--virtual-time-budget=5000", "--dump-dom", url],
+        capture_output=True, text=True, timeout=120)
+    return done.stdout, done.stderr
+
+
+@pytest.mark.skipif(CHROMIUM is None, reason="needs Debian's chromium (./setup.sh --dev installs it)")
+def test_the_report_works_in_chromium_offline(report, tmp_path):
+    probed = tmp_path / "probed.html"
+    probed.write_text(report.read_text(encoding="utf-8").replace("</body>", PROBE + "</body>"), encoding="utf-8")
+    dom, log = chromium(probed.as_uri())
+    console = [line for line in log.splitlines() if "CONSOLE" in line or "ERR_" in line]
+    assert not console, console
+    seen = json.loads(re.search(r'<pre id="probe">(.*?)</pre>', dom, re.S).group(1))
+    assert seen["sorted"] and seen["rows"] > 20
+    assert seen["nodes"] >= 15
+    assert "count" in seen["panel"] and "p95" in seen["panel"]
