@@ -246,6 +246,15 @@ class Trace:
         self._check()
         return _write(lambda: chrome_text(self), path)
 
+    def to_html(self, path: str | Path, loop: int | str | None = None) -> Path:
+        """Write an interactive HTML report: one self-contained file (no network) with the loop heat-coloured by
+        time, sortable tables, time per batch and the slowest batch. `loop` picks the loop of the diagram (an
+        index or a label; None: the one with the most training batches)."""
+        from loopviz.trace.html import html_report
+
+        self._check()
+        return _write(lambda: html_report(self, loop), path)
+
     def plot(self, loop: int | str | None = None) -> Any:
         """A matplotlib Figure of one loop: time per training batch stacked by work and event, and its slowest
         batch as a timeline. `loop` is an index into `loops`, a label that names one loop, or None for the
