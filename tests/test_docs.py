@@ -31,17 +31,3 @@ def test_cli_page_names_every_option():
         for param in command.params:
             if isinstance(param, click.Option):
                 assert param.opts[-1] in page or param.opts[0] in page, (name, param.opts)
-
-
-def test_every_readme_python_block_runs_as_written(tmp_path, monkeypatch, capsys):
-    """The README's Python blocks, in order as a reader runs them, in an empty folder (they save files)."""
-    import re
-
-    blocks = re.findall(r"```python\n(.*?)```", (ROOT / "README.md").read_text(), re.S)
-    assert len(blocks) >= 3
-    monkeypatch.chdir(tmp_path)
-    namespace: dict = {}
-    for i, block in enumerate(blocks):
-        exec(compile(block, f"README.md python block {i}", "exec"), namespace)
-    assert (tmp_path / "loop.svg").exists() and (tmp_path / "fit.trace.json.gz").exists()
-    assert len(namespace["before"].who_changed("lr")) > 0
