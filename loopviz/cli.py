@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import importlib
 import os
+import re
 import runpy
 import sys
 import traceback
@@ -119,26 +120,129 @@ def _callbacks(adapter: Adapter, names_given: tuple[str, ...]) -> list[Any]:
     return [module.callback(name) for name in names_given]
 
 
+STDOUT = "-"  # `-o -`: write to standard output, as no -o does
+DATA_VIEWS = frozenset({"csv", "chrome", "plot"})  # report views that are data for programs, not text for people
+
+
+def _stdout_is_terminal() -> bool:
+    """Whether standard output is a terminal (not a pipe or a file): progress bars and escaped data only then."""
+    try:
+        return sys.stdout.isatty()
+    except (AttributeError, ValueError):  # replaced by something without isatty, or closed
+        return False
+
+
+def _file(output: str | None) -> str | None:
+    """The file `-o` names: None for standard output (no -o, or `-o -`)."""
+    return None if output == STDOUT else output
+
+
 def _check_printable(fmt: Format, output: str | None, stem: str) -> None:
     """A usage error, before any work is done, for bytes that would go to the terminal."""
-    if output is None and fmt.binary:
-        raise click.UsageError(f"--format {fmt.name} writes a file: give -o {stem}{fmt.extensions[0]}.")
+    if _file(output) is None and fmt.binary and (output is None or _stdout_is_terminal()):
+        raise click.UsageError(f"--format {fmt.name} writes a file: give -o {stem}{fmt.extensions[0]} "
+                               "(or -o - with standard output redirected).")
+
+
+def _as_file(out: str | bytes) -> bytes:
+    """The bytes `_write` puts in a file for `out`."""
+    if isinstance(out, bytes):
+        return out
+    return (out if out.endswith("\n") else out + "\n").encode("utf-8", errors="backslashreplace")
 
 
 def _write(fmt: Format, out: str | bytes, output: str | None) -> None:
-    """Print a text output, or write any output to a file and say so."""
-    if output is None:  # names in the output (a CSV's) reach the terminal: control characters escaped
-        click.echo(visible(out.rstrip("\n")) if isinstance(out, str) else out)
+    """Print a text output, or write any output to a file and say so.
+
+    Standard output (no -o, or `-o -`): text views are printed with control characters escaped, always. Data (a
+    CSV, a Chrome JSON, an SVG, bytes) piped or redirected is exactly the bytes `-o FILE` writes; on a terminal it
+    is shown escaped like text (names from the traced code can hold escape sequences a terminal would obey)."""
+    if _file(output) is None:
+        if isinstance(out, bytes) or (fmt.view in DATA_VIEWS and not _stdout_is_terminal()):
+            stream = click.get_binary_stream("stdout")
+            stream.write(_as_file(out))
+            stream.flush()
+        else:  # names in the output (a CSV's) reach the terminal: control characters escaped
+            click.echo(visible(out.rstrip("\n")))
         return
-    path = Path(output)
+    path = Path(output)  # type: ignore[arg-type]
     try:
-        if isinstance(out, bytes):
-            path.write_bytes(out)
-        else:
-            path.write_text(out if out.endswith("\n") else out + "\n", encoding="utf-8", errors="backslashreplace")
+        path.write_bytes(_as_file(out))
     except OSError as e:
         raise Failure(f"cannot write {output!r}: {e.strerror or e}.") from e
     click.echo(f"wrote {path}")
+
+
+def _top_options(default: int) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
+    """`--top N` and `--all`: how many rows each table shows."""
+    def add(command: Callable[..., Any]) -> Callable[..., Any]:
+        command = click.option("--all", "all_rows", is_flag=True, help="Show every row of every table (overrides --top).")(command)
+        return click.option("--top", type=click.IntRange(min=1), default=default, show_default=True, metavar="N",
+                            help="Rows per table; a cut table says how many rows it left out.")(command)
+    return add
+
+
+MORE = "--top N shows more, --all shows every row"
+_CAPTION = re.compile(r"^([\d,]+) more rows: see \.")  # the caption loopviz.trace.display puts under a cut table
+_CALLBACK_COLUMNS = {"callback": "callback", "event": "event", "phase": "phase", "calls": "calls", "ran": "ran",
+                     "skipped": "skipped", "total_ms": "total ms", "mean_us": "mean µs", "pct": "% of run"}
+_CHANGE_COLUMNS = {"callback": "callback", "event": "event", "phase": "phase", "attribute": "attribute", "count": "times",
+                   "first": "first (epoch, iter)", "last": "last (epoch, iter)"}
+
+
+def report_text(subject: Any, top: int | None) -> str:
+    """The report's tables as plain text, `top` rows each (None: all), a cut table naming --top / --all; a trace
+    with state changes (`trace --changes`) gets a table of them, most frequent first."""
+    from rich.console import Group
+    from rich.table import Table
+    from rich.text import Text
+
+    from loopviz.trace import display
+    from loopviz.trace.merge import MergedTrace
+
+    limit = sys.maxsize if top is None else top
+    if isinstance(subject, MergedTrace):
+        parts: list[Any] = [Text.assemble(("Merged trace", "bold"), f" of {len(subject.ranks)} ranks "
+                                                  f"({', '.join(map(str, subject.ranks))})")]
+        parts.append(display._table(subject.summary(), "Events and work across ranks (total ms)", {
+            "kind": "kind", "name": "name", "phase": "phase", "count": "count", "min_ms": "min", "median_ms": "median",
+            "max_ms": "max", "slowest_rank": "slowest rank", "spread_ms": "spread"}, limit))
+        try:
+            parts.append(display._table(subject.stragglers(), "Waiting in backward for the slowest rank", {
+                "rank": "rank", "batches": "batches", "backward_ms": "backward ms", "wait_ms": "wait ms",
+                "max_wait_ms": "max wait ms"}, limit))
+        except Exception:  # a loop without backward events (validation only): no straggler table
+            pass
+    else:
+        parts = list(display.trace_tables(subject, limit=limit).renderables)
+        for i, part in enumerate(parts):  # trace_tables shows 10 callbacks whatever its limit: that table at --top's
+            if isinstance(part, Table) and str(part.title).startswith("Callbacks"):
+                parts[i] = display._table(subject.by_callback(), str(part.title), _CALLBACK_COLUMNS, limit)
+        if subject.tracked_changes:
+            changes = subject.changes().sort_values("count", ascending=False, kind="stable", ignore_index=True)
+            for when in ("first", "last"):  # -1: before the first epoch (or batch) began
+                changes[when] = [f"{e}, {i}" for e, i in zip(changes[f"{when}_epoch"], changes[f"{when}_iter"])]
+            last_table = max(i for i, part in enumerate(parts) if isinstance(part, Table))
+            parts.insert(last_table + 1, display._table(
+                changes, "State changes (learner attributes each callback set; most frequent first)", _CHANGE_COLUMNS,
+                limit) if len(changes) else Text("State changes: no callback changed the learner's state."))
+    for part in parts:  # the caption names the command line's options, not Python's methods
+        if isinstance(part, Table) and isinstance(part.caption, str) and (m := _CAPTION.match(part.caption)):
+            part.caption = f"{m[1]} more rows: {MORE}"
+    return display.as_text(Group(*parts))
+
+
+def _min_change(ctx: click.Context, param: click.Parameter, value: tuple[str, ...]) -> tuple[str, ...]:
+    """`--min-change` values checked now (a usage error), the default when none is given."""
+    from loopviz.diff import DEFAULT_MIN_CHANGE, parse_min_change
+
+    for one in value:
+        try:
+            parse_min_change(one)
+        except Exception as e:
+            raise click.BadParameter(f"{one!r} is not a change; give a percentage (5%) or a time (0.5ms, 200us, 1s, "
+                                     "or a number of ms).", ctx, param) from e
+    return value or (DEFAULT_MIN_CHANGE,)
 
 
 def _debug_option(command: Callable[..., Any]) -> Callable[..., Any]:
@@ -165,28 +269,39 @@ def cli(ctx: click.Context, debug: bool) -> None:
 @click.option("--verbose", "-v", is_flag=True, help="Add event descriptions, work between events and callback docs.")
 @click.option("--format", "-f", "fmt", type=click.Choice(names(LOOP_FORMATS)), default=None,
               help=f"The view (default: from -o's ending, else text). -o endings: {known_endings(LOOP_FORMATS, ' ')}.")
-@click.option("--output", "-o", type=click.Path(dir_okay=False), help="Write to this file instead of printing.")
+@click.option("--output", "-o", type=click.Path(dir_okay=False, allow_dash=True),
+              help="Write to this file instead of printing (-o -: standard output).")
 @click.option("--cbs", multiple=True, metavar="MODULE:CLASS", help="Preview a callback (repeatable), e.g. GradientClip.")
 @click.option("--loop", default="fit", show_default=True,
               help="fit, fit_one_cycle, fine_tune, validate, get_preds or lr_find.")
+@click.option("--start-epoch", type=click.IntRange(min=0), default=0, show_default=True, metavar="N",
+              help="As fit(n_epoch, start_epoch=N) (fit loops, fastai): preview the SkipToEpoch fastai adds.")
 @click.option("--hide-empty", is_flag=True, help="Leave out events where no callback runs.")
 @click.option("--focus", metavar="CALLBACK", help="Show only this callback (class or fastai name).")
 @_debug_option
 @click.pass_context
 def show(ctx: click.Context, target: str | None, verbose: bool, fmt: str | None, output: str | None,
-         cbs: tuple[str, ...], loop: str, hide_empty: bool, focus: str | None) -> None:
+         cbs: tuple[str, ...], loop: str, start_epoch: int, hide_empty: bool, focus: str | None) -> None:
     """Show the loop of TARGET (module:attr, a .py file defining `learn`, or a built-in synthetic learner)."""
 
     def run() -> None:
-        chosen = choose(formats.LOOP_FORMATS, fmt, output)  # read now: a row added to the table counts
+        chosen = choose(formats.LOOP_FORMATS, fmt, _file(output))  # read now: a row added to the table counts
         _check_printable(chosen, output, "loop")
-        _output_path(output)
+        _output_path(_file(output))
         obj, adapter = load_target(target)
-        spec = adapter.load().loop_spec(obj, loop, _callbacks(adapter, cbs))
+        if start_epoch and adapter.name != "fastai":
+            raise Failure(f"--start-epoch is an option of fastai's fit; a {adapter.describes.removeprefix('a ')} has "
+                          "no such option: leave it out.")
+        if start_epoch:  # fastai's own option of fit: its spec builder previews it (and checks the loop takes it)
+            from loopviz.adapters.fastai.spec import build_spec
+
+            spec = build_spec(obj, loop=loop, cbs=_callbacks(adapter, cbs), start_epoch=start_epoch)
+        else:
+            spec = adapter.load().loop_spec(obj, loop, _callbacks(adapter, cbs))
         from loopviz.processors import narrow
 
         spec = narrow(spec, hide_empty, focus)
-        if chosen.view == "rich" and output is None:
+        if chosen.view == "rich" and _file(output) is None:
             from rich.console import Console
 
             from loopviz.renderers.rich_tree import RichLoop
@@ -205,20 +320,28 @@ def show(ctx: click.Context, target: str | None, verbose: bool, fmt: str | None,
 @click.option("--changes", is_flag=True, help="Also record which learner state each callback changes.")
 @click.option("--output", "-o", type=click.Path(dir_okay=False), help="Write the trace here (.json or .json.gz).")
 @click.option("--cbs", multiple=True, metavar="MODULE:CLASS", help="Fit with this callback too (repeatable).")
+@_top_options(25)
 @_debug_option
 @click.pass_context
 def trace(ctx: click.Context, target: str | None, epochs: int, clock: str, changes: bool, output: str | None,
-          cbs: tuple[str, ...]) -> None:
-    """Fit TARGET under a trace (with fastai's progress bar), print where the time went, write the trace."""
+          cbs: tuple[str, ...], top: int, all_rows: bool) -> None:
+    """Fit TARGET under a trace, print where the time went (and, with --changes, which state each callback
+    changed), write the trace. fastai's progress bar is shown only when standard output is a terminal: piped or
+    redirected, the fit runs without ProgressCallback, so the output has no carriage returns (and the trace no
+    ProgressCallback)."""
 
     def run() -> None:
+        from contextlib import nullcontext
+
         _output_path(output)  # before the fit, not after it
         obj, adapter = load_target(target)
         module = adapter.load()
         callbacks = _callbacks(adapter, cbs)
-        with module.trace(obj, clock=clock, changes=changes) as t:
-            module.fit(obj, epochs, callbacks)
-        click.echo(str(t))
+        quiet = adapter.name == "fastai" and not _stdout_is_terminal()
+        with obj.no_bar() if quiet else nullcontext():  # outside the trace: the trace is of the fit that ran
+            with module.trace(obj, clock=clock, changes=changes) as t:
+                module.fit(obj, epochs, callbacks)
+        click.echo(report_text(t, None if all_rows else top))
         if output:
             click.echo(f"wrote {t.save(output)}")
 
@@ -229,19 +352,24 @@ def trace(ctx: click.Context, target: str | None, epochs: int, clock: str, chang
 @click.argument("trace_files", nargs=-1, required=True, type=click.Path(dir_okay=False))
 @click.option("--format", "-f", "fmt", type=click.Choice(names(REPORT_FORMATS)), default=None,
               help=f"The report (default: from -o's ending, else table). -o endings: {known_endings(REPORT_FORMATS, ' ')}.")
-@click.option("--output", "-o", type=click.Path(dir_okay=False), help="Write the report here.")
+@click.option("--output", "-o", type=click.Path(dir_okay=False, allow_dash=True),
+              help="Write the report here (-o -, or no -o: standard output).")
+@_top_options(25)
 @_debug_option
 @click.pass_context
-def report(ctx: click.Context, trace_files: tuple[str, ...], fmt: str | None, output: str | None) -> None:
-    """Report on a saved trace: its tables, a CSV of every span, a Chrome/Perfetto trace, or plots.
-    Several files (one per rank of a distributed fit, e.g. trace.rank*.json) are merged into one report."""
+def report(ctx: click.Context, trace_files: tuple[str, ...], fmt: str | None, output: str | None, top: int,
+           all_rows: bool) -> None:
+    """Report on a saved trace: its tables (with its state changes, if recorded), a CSV of every span, a
+    Chrome/Perfetto trace, or plots. Several files (one per rank of a distributed fit, e.g. trace.rank*.json)
+    are merged into one report. CSV, Chrome JSON and SVG piped or redirected from standard output are the exact
+    bytes -o FILE writes; on a terminal, control characters in them are shown escaped."""
 
     def run() -> None:
         from loopviz.trace.trace import Trace
 
-        chosen = choose(formats.REPORT_FORMATS, fmt, output)
+        chosen = choose(formats.REPORT_FORMATS, fmt, _file(output))
         _check_printable(chosen, output, "report")
-        _output_path(output)
+        _output_path(_file(output))
         if len(trace_files) > 1:
             if not chosen.merged:
                 merged = ", ".join(f.name for f in REPORT_FORMATS if f.merged)
@@ -251,7 +379,8 @@ def report(ctx: click.Context, trace_files: tuple[str, ...], fmt: str | None, ou
             subject: Any = merge(trace_files)
         else:
             subject = Trace.load(trace_files[0])
-        _write(chosen, renderer(chosen)(subject), output)
+        text = report_text(subject, None if all_rows else top) if chosen.view == "table" else renderer(chosen)(subject)
+        _write(chosen, text, output)
 
     _guard(ctx.obj["debug"], run)
 
@@ -259,16 +388,31 @@ def report(ctx: click.Context, trace_files: tuple[str, ...], fmt: str | None, ou
 @cli.command()
 @click.argument("before", type=click.Path(dir_okay=False))
 @click.argument("after", type=click.Path(dir_okay=False))
+@click.option("--min-change", multiple=True, metavar="CHANGE", callback=_min_change,
+              help="Noise threshold: a smaller change is listed but not as a regression or improvement. '5%' (of "
+                   "the time before), '0.5ms', '200us', '1s' or a number of ms; given twice ('5%' and '0.5ms'), a "
+                   "change must pass both; 0: every change counts.  [default: 5%]")
+@_top_options(15)
 @_debug_option
 @click.pass_context
-def diff(ctx: click.Context, before: str, after: str) -> None:
-    """Compare two saved traces: per event and per callback, time before and after, regressions first."""
+def diff(ctx: click.Context, before: str, after: str, min_change: tuple[str, ...], top: int, all_rows: bool) -> None:
+    """Compare two saved traces: per event and per callback, time before and after, regressions first, with
+    totals (the run, events and work, callbacks) and a verdict for each change past --min-change."""
 
     def run() -> None:
-        from loopviz.diff import diff_traces
+        from loopviz.diff import TraceDiff
+        from loopviz.errors import LoopvizError
         from loopviz.trace.trace import Trace
 
-        click.echo(str(diff_traces(Trace.load(before), Trace.load(after))))
+        loaded = []
+        for role, path in (("BEFORE", before), ("AFTER", after)):
+            try:
+                loaded.append(Trace.load(path))
+            except LoopvizError as e:
+                raise Failure(f"{role if path in str(e) else f'{role} ({path})'}: {e}") from e
+        labels = (f"BEFORE ({before})", f"AFTER ({after})")
+        d = TraceDiff(*loaded, min_change=list(min_change) or None, labels=labels)
+        click.echo(d.text(None if all_rows else top, more=MORE))
 
     _guard(ctx.obj["debug"], run)
 

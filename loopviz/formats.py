@@ -50,6 +50,8 @@ REPORT_FORMATS: tuple[Format, ...] = (
     Format("chrome", "chrome", (".perfetto.json", ".json"), "loopviz.trace.outputs:chrome_json", merged=True,
            help="a Chrome/Perfetto trace for ui.perfetto.dev"),
     Format("svg", "plot", (".svg",), "loopviz.trace.outputs:plot_svg", help="time per batch and the slowest batch, plotted"),
+    Format("html", "html", (".html", ".htm"), "loopviz.trace.outputs:html_page", needs_dot=True,
+           help="an interactive report in one self-contained page"),
 )
 
 

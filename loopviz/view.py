@@ -52,21 +52,54 @@ class LoopView:
 
         return RichLoop(self.spec, verbose=self.verbose)
 
+    _shown_in: int | None = None  # the IPython cell (execution count) that showed the view, if any
+
     def show(self) -> "LoopView":
-        """Print the view (a rich tree through rich's console, else the text) and return self."""
-        if self.fmt == "rich":
+        """Print the view (a rich tree through rich's console, else the text) and return self; in a notebook, show
+        it as one output (text and HTML)."""
+        self._emit()
+        self.printed = True
+        return self
+
+    def _repr_mimebundle_(self, include: Any = None, exclude: Any = None, **kwargs: Any) -> dict[str, str]:
+        """The view as text and HTML (a monospace <pre>, the rich tree's colours for fmt='rich'), in one bundle."""
+        from loopviz.trace.display import as_html, pre_html
+
+        page = as_html(self.__rich__()) if self.fmt == "rich" else pre_html(self.text)
+        return {"text/plain": self.text, "text/html": page}
+
+    def _ipython_display_(self) -> None:
+        """In IPython: show the view once per cell. `show_training_loop()` as a cell's last line has shown it
+        already, so the cell's value adds nothing; a view kept in a variable shows again in a later cell."""
+        shell = _ipython()
+        if shell is None or self._shown_in != shell.execution_count:
+            self._emit()
+
+    def _emit(self) -> None:
+        """Put the view out once: in a notebook as one display (a bundle), elsewhere printed."""
+        shell = _ipython()
+        self._shown_in = shell.execution_count if shell is not None else None
+        if shell is not None and getattr(shell, "kernel", None) is not None:  # a notebook's kernel, not a terminal
+            from IPython.display import display
+
+            display(self._repr_mimebundle_(), raw=True)
+        elif self.fmt == "rich":
             from rich.console import Console
 
             Console().print(self.__rich__())
         else:
             print(self.text)
-        self.printed = True
-        return self
 
-    def _ipython_display_(self) -> None:
-        """In notebooks: show the view, unless `show_training_loop` already did."""
-        if not self.printed:
-            self.show()
+
+def _ipython() -> Any:
+    """The running IPython shell, or None (plain Python; IPython is then not imported)."""
+    import sys
+
+    if "IPython" not in sys.modules:
+        return None
+    from IPython import get_ipython
+
+    return get_ipython()
 
 
 def _render(fmt: formats.Format, spec: LoopSpec, verbose: bool, width: int) -> str:

@@ -139,6 +139,7 @@ def test_trace_report_and_diff(traces, tmp_path):
     ("t.json", lambda p: "traceEvents" in json.loads(p.read_text())),
     ("plot.svg", lambda p: ET.parse(p).getroot().tag.endswith("svg")),
     ("report.txt", lambda p: "Events and work" in p.read_text()),
+    ("fit.html", lambda p: p.read_text().startswith("<!DOCTYPE html>") and 'id="diagram-details"' in p.read_text()),
 ])
 def test_report_infers_the_format_from_the_file_name(traces, tmp_path, name, check):
     code, out, err = run("report", str(traces[0]), "-o", str(tmp_path / name))
@@ -274,3 +275,129 @@ def test_hostile_names_and_messages_reach_the_terminal_escaped(tmp_path):
     code, _, err = run("show", str(raiser))
     assert code == 1 and err.count("\n") == 1 and "\x1b" not in err
     assert "RuntimeError: line one\\n\\x1b[2Jline two" in err
+
+
+# -- report --top/--all, state changes, data on standard output, diff thresholds, no progress bar when piped ------
+
+HOSTILE_CB = ("from fastai.callback.core import Callback\n"
+              "Cb = type('Evil\\x1b[2JCb', (Callback,), {'after_batch': lambda self: None})\n"
+              "learn.add_cb(Cb())\n")
+MORE_LINE = "more rows: --top N shows more, --all shows every row"
+
+
+def _table_rows(out: str, title: str) -> list[str]:
+    """The body rows (those with a │) of the table called `title`, up to its caption or the next title."""
+    lines = out.split(title, 1)[1].splitlines()[3:]
+    return lines[: next((i for i, line in enumerate(lines) if "│" not in line), len(lines))]
+
+
+def test_report_top_and_all_name_the_command_line_options(traces):
+    a, _ = traces
+    code, out, err = run("report", str(a), "--top", "3")
+    assert code == 0, err
+    assert ".summary()" not in out and ".by_callback()" not in out and out.count(MORE_LINE) == 2
+    assert len(_table_rows(out, "Events and work (")) == 3 and len(_table_rows(out, "Callbacks (costliest")) == 3
+    code, out, _ = run("report", str(a), "--all")
+    assert code == 0 and "more rows" not in out
+    assert len(_table_rows(out, "Callbacks (costliest")) > 10  # past the 10 the Python view shows
+    code, out, _ = run("report", str(a))  # the default: 25 rows each
+    assert code == 0 and len(_table_rows(out, "Events and work (")) == 25
+    code, _, err = run("report", str(a), "--top", "0")
+    assert code == 2 and "Invalid value for '--top'" in err
+
+
+def test_report_and_trace_show_state_changes(traces):
+    a, b = traces
+    code, out, err = run("report", str(b), "--top", "2")
+    assert code == 0, err
+    rows = _table_rows(out, "State changes (")
+    assert len(rows) == 2 and all("learn." in row for row in rows) and out.count(MORE_LINE) == 3
+    assert "first (epoch, iter)" in out
+    code, out, _ = run("report", str(b), "--all")
+    assert code == 0 and "learn.train_iter" in out and "TrainEvalCallback" in out and "more rows" not in out
+    assert "State changes" not in run("report", str(a))[1]  # none recorded: no table
+    code, out, err = run("trace", "--changes", "--top", "1")
+    assert code == 0 and len(_table_rows(out, "State changes (")) == 1, err
+    assert out.index("State changes") > out.index("Callbacks (costliest")
+
+
+def test_piped_trace_has_no_progress_bar_and_a_terminal_has_one(monkeypatch):
+    code, out, err = run("trace")  # CliRunner's stdout is not a terminal
+    assert code == 0 and "\r" not in out and "ProgressCallback" not in out and "Recorder" in out, err
+    monkeypatch.setattr("loopviz.cli._stdout_is_terminal", lambda: True)
+    code, out, _ = run("trace")
+    assert code == 0 and "ProgressCallback" in out
+    assert "only when standard output is a terminal" in " ".join(run("trace", "--help")[1].split())
+
+
+def test_data_on_standard_output_is_the_bytes_of_the_file(tmp_path, monkeypatch):
+    script = tmp_path / "hostile.py"
+    script.write_text(LEARNER_FILE + HOSTILE_CB)
+    trace_file = tmp_path / "h.json"
+    assert run("trace", str(script), "-o", str(trace_file))[0] == 0
+    for fmt, name in (("csv", "s.csv"), ("chrome", "s.perfetto.json")):
+        assert run("report", str(trace_file), "-o", str(tmp_path / name))[0] == 0
+        written = (tmp_path / name).read_bytes()
+        for args in (["-f", fmt, "-o", "-"], ["-f", fmt]):
+            result = CliRunner().invoke(cli, ["report", str(trace_file), *args])
+            assert result.exit_code == 0 and result.stdout_bytes == written, (fmt, args)
+    assert b"Evil\x1b[2JCb" in (tmp_path / "s.csv").read_bytes()  # the data is the true name
+    monkeypatch.setattr("loopviz.cli._stdout_is_terminal", lambda: True)  # a terminal: shown escaped
+    code, out, _ = run("report", str(trace_file), "-f", "csv", "-o", "-")
+    assert code == 0 and "\x1b" not in out and "Evil\\x1b[2JCb" in out
+    code, out, _ = run("report", str(trace_file))  # the table: always escaped
+    assert code == 0 and "\x1b" not in out
+
+
+def test_binary_output_to_standard_output_only_when_redirected(monkeypatch):
+    result = CliRunner().invoke(cli, ["show", "-f", "pdf", "-o", "-"])
+    if shutil.which("dot"):
+        assert result.exit_code == 0 and result.stdout_bytes[:5] == b"%PDF-"
+    monkeypatch.setattr("loopviz.cli._stdout_is_terminal", lambda: True)
+    code, _, err = run("show", "-f", "png", "-o", "-")
+    assert code == 2 and "writes a file: give -o loop.png" in err
+
+
+def test_report_merges_ranks_with_top(traces, tmp_path):
+    data = json.loads(traces[0].read_text())
+    for rank in (0, 1):  # one fit's trace as two ranks' (no process group needed)
+        data["meta"].update(rank=rank, world_size=2)
+        (tmp_path / f"t.rank{rank}.json").write_text(json.dumps(data))
+    code, out, err = run("report", str(tmp_path / "t.rank0.json"), str(tmp_path / "t.rank1.json"), "--top", "4")
+    assert code == 0 and "Merged trace of 2 ranks" in out and MORE_LINE in out, err
+    assert len(_table_rows(out, "Events and work across ranks")) == 4
+
+
+def test_diff_totals_threshold_and_bad_files(traces, tmp_path):
+    a, b = traces
+    code, out, err = run("diff", str(a), str(a))
+    assert code == 0 and "0 regression(s), 0 improvement(s)" in out, err
+    assert "changes under 5% are noise" in out and " total " in out and "events and work" in out
+    code, out, _ = run("diff", str(a), str(b), "--min-change", "0", "--top", "2")
+    assert code == 0 and "regression" in out and "no noise threshold" in out and MORE_LINE in out
+    assert len(_table_rows(out, "Callbacks: before / after")) == 2  # the rows, then a rule and the totals row
+    total = out.split("Callbacks: before / after", 1)[1].splitlines()[6]
+    assert total.split("│")[0].strip() == "total" and total.split("│")[1].strip() == "callbacks"
+    code, out, _ = run("diff", str(a), str(b), "--min-change", "1000%", "--min-change", "10s")
+    assert code == 0 and "0 regression(s), 0 improvement(s)" in out and "under 1000% and 10000 ms" in out
+    (tmp_path / "bad.json").write_text("{}")
+    code, _, err = run("diff", str(a), str(tmp_path / "bad.json"))
+    assert code == 1 and err.startswith("loopviz: AFTER") and "bad.json" in err and "Traceback" not in err
+    code, _, err = run("diff", str(tmp_path / "nope.json"), str(a))
+    assert code == 1 and err.startswith("loopviz: BEFORE") and "nope.json" in err
+    code, _, err = run("diff", str(a), str(b), "--min-change", "fast")
+    assert code == 2 and "'fast' is not a change; give a percentage (5%)" in err
+
+
+def test_show_start_epoch(monkeypatch, tmp_path):
+    code, out, err = run("show", "--start-epoch", "2")
+    assert code == 0 and "SkipToEpoch" in out and "fit(start_epoch=2)" in out, err
+    assert "SkipToEpoch" not in run("show")[1]
+    code, _, err = run("show", "--start-epoch", "1", "--loop", "validate")
+    assert code == 1 and "loop='validate' has no such option" in err and "Traceback" not in err
+    code, _, err = run("show", "--start-epoch", "-1")
+    assert code == 2 and "Invalid value for '--start-epoch'" in err
+    (tmp_path / "mini2.py").write_text("from tests.test_generic_loops import miniai_learner\nlearn = miniai_learner()\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    code, _, err = run("show", "mini2:learn", "--start-epoch", "1")
+    assert code == 1 and "--start-epoch is an option of fastai's fit" in err

@@ -84,3 +84,59 @@ def test_trace_diff_puts_the_regression_first(learn):
     assert after_batch["ratio"] > 1
     assert d.events.iloc[0]["change_ms"] >= d.events.iloc[-1]["change_ms"]
     assert "Callbacks: before / after" in str(d) and "<pre" in d._repr_html_()
+
+
+def test_trace_diff_threshold_totals_and_verdicts(learn):
+    with learn.no_bar(), learn.no_logging():
+        with learn.trace() as before:
+            learn.fit(1)
+        with learn.trace() as after:
+            learn.fit(1, cbs=Sleepy())
+    d = diff_traces(before, after)  # the default: under 5% is noise
+    assert d.threshold == "5%" and (d.min_change_ms, d.min_change_fraction) == (0.0, 0.05)
+    sleepy = d.callbacks[d.callbacks["callback"] == "Sleepy"].iloc[0]
+    assert sleepy["verdict"] == "regression"
+    small = d.events[(d.events["change_ms"].abs() < 0.05 * d.events["total_ms_before"]) & (d.events["change_ms"] != 0)]
+    assert (small["verdict"] == "").all()
+    every = diff_traces(before, after, min_change=0)  # no threshold: every change has a verdict
+    changed = every.events[every.events["change_ms"] != 0]
+    assert set(changed["verdict"]) <= {"regression", "improvement"} and len(changed)
+    none = diff_traces(before, after, min_change=["1000%", "10s"])
+    assert set(none.events["verdict"]) == {""} and none.threshold == "1000% and 10000 ms"
+    assert diff_traces(before, before).events["verdict"].eq("").all()  # a trace against itself: nothing changed
+    totals = d.totals.set_index("total")
+    assert list(totals.index) == ["run", "events and work", "callbacks"]
+    assert totals.loc["run", "total_ms_before"] == pytest.approx(before.total_ns() / 1e6)
+    assert totals.loc["callbacks", "total_ms_after"] == pytest.approx(after.by_callback()["total_ms"].sum())
+    assert totals.loc["callbacks", "verdict"] == "regression"  # Sleepy: 2 ms a batch
+    text = d.text(limit=2, more="see below")
+    assert "2 more rows" not in text and "more rows: see below" in text and "changes under 5% are noise" in text
+    assert "total" in text and "events and work" in text and "Callbacks: before / after" in str(d)
+    assert "verdict" in d._repr_html_()
+
+
+@pytest.mark.parametrize("value, parsed", [
+    (None, (0.0, 0.0)), (0, (0.0, 0.0)), (2, (2.0, 0.0)), ("5%", (0.0, 0.05)), ("0.5ms", (0.5, 0.0)),
+    ("200us", (0.2, 0.0)), ("1s", (1000.0, 0.0)), (" 3 ", (3.0, 0.0)), (["5%", "1ms"], (1.0, 0.05)),
+])
+def test_min_change_parses(value, parsed):
+    from loopviz.diff import parse_min_change
+
+    assert parse_min_change(value) == pytest.approx(parsed)
+
+
+@pytest.mark.parametrize("value", ["fast", "-1ms", "5%%", True, object(), "inf", "nan"])
+def test_a_bad_min_change_is_a_clear_error(value):
+    from loopviz.diff import parse_min_change
+
+    with pytest.raises(LoopvizError, match="min_change must be a number of ms, or a string such as '5%'"):
+        parse_min_change(value)
+
+
+def test_a_trace_that_cannot_be_compared_is_named(learn):
+    with learn.no_bar(), learn.no_logging():
+        with learn.trace() as done:
+            learn.fit(1)
+        with learn.trace() as recording:
+            with pytest.raises(LoopvizError, match=r"^after: cannot compare this trace"):
+                diff_traces(done, recording)

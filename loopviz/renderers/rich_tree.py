@@ -195,5 +195,7 @@ def rich_tree(spec: LoopSpec, verbose: bool = False, ascii_only: bool = False) -
 def render_rich_text(spec: LoopSpec, verbose: bool = False, width: int = 120) -> str:
     """The rich view as plain text (box-drawing guides, no colour), for files."""
     out = io.StringIO()
-    Console(file=out, width=width, color_system=None, legacy_windows=False).print(RichLoop(spec, verbose=verbose))
+    # force_jupyter=False: in a notebook kernel rich would also send what it prints to the notebook
+    Console(file=out, width=width, color_system=None, legacy_windows=False, force_jupyter=False).print(
+        RichLoop(spec, verbose=verbose))
     return out.getvalue().rstrip("\n")

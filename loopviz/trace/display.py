@@ -1,9 +1,15 @@
 """How a `Trace` shows itself: rich tables in a terminal, the same as text, and HTML in notebooks.
 
 Names from the traced code (callbacks, events, loops) are shown with control characters escaped
-(`loopviz.renderers.sanitise`), so none reaches a terminal or the HTML raw."""
+(`loopviz.renderers.sanitise`), so none reaches a terminal or the HTML raw.
+
+Every console here writes to a string and is told it is not in Jupyter (`force_jupyter=False`): inside a
+notebook rich would otherwise also send what it prints to the notebook as a display, whatever its `file`, so
+`_repr_html_` and `__repr__` each added a copy of the tables to the cell. `bundle` gives text and HTML in one
+mime bundle, what `_repr_mimebundle_` returns, so IPython shows an object once per cell."""
 from __future__ import annotations
 
+import html
 import io
 from typing import Any
 
@@ -15,8 +21,8 @@ from rich.text import Text
 
 from loopviz.renderers.sanitise import one_line, visible
 
-__all__ = ["as_text", "as_html", "trace_tables", "trace_text", "trace_html", "diff_tables", "diff_text", "diff_html",
-           "merged_text"]
+__all__ = ["as_text", "as_html", "pre_html", "bundle", "PRE_STYLE", "trace_tables", "trace_text", "trace_html",
+           "diff_tables", "diff_text", "diff_html", "merged_text"]
 
 
 def _table(df: pd.DataFrame, title: str, columns: dict[str, str], limit: int) -> Table:
@@ -47,7 +53,7 @@ def trace_tables(trace: Any, limit: int = 25) -> Group:
     summary = trace.summary().sort_values("total_ms", ascending=False)
     by_cb = trace.by_callback()
     table = trace.loops_df()
-    outer = table[table["outermost"]]
+    outer = table[table["outermost"].astype(bool)]  # astype: an empty column is of dtype object, not a mask
     loops = one_line(", ".join(dict.fromkeys(outer["label"]))) or "none"
     nested = f", {len(table) - len(outer)} nested" if len(table) > len(outer) else ""
     head = Text.assemble(
@@ -68,18 +74,34 @@ def trace_tables(trace: Any, limit: int = 25) -> Group:
     return Group(*parts)
 
 
+# A monospace font named outright: a bare <pre> takes the page's font in nbconvert's HTML (proportional there, so
+# the columns did not line up); these fonts have the box-drawing characters and 'µ' at the same width.
+PRE_STYLE = ("white-space:pre;overflow-x:auto;line-height:normal;font-size:12px;"
+             "font-family:Menlo,'DejaVu Sans Mono',Consolas,'Liberation Mono','Courier New',monospace")
+
+
 def as_text(renderable: Any, width: int = 120) -> str:
     """Any rich renderable as plain text (no colour)."""
     out = io.StringIO()
-    Console(file=out, width=width, color_system=None, legacy_windows=False).print(renderable)
+    Console(file=out, width=width, color_system=None, legacy_windows=False, force_jupyter=False).print(renderable)
     return out.getvalue().rstrip("\n")
 
 
 def as_html(renderable: Any) -> str:
-    """Any rich renderable as HTML, for notebooks."""
-    console = Console(record=True, width=130, file=io.StringIO(), color_system="truecolor")
+    """Any rich renderable as HTML, for notebooks: a <pre> in a monospace font, so columns line up."""
+    console = Console(record=True, width=130, file=io.StringIO(), color_system="truecolor", force_jupyter=False)
     console.print(renderable)
-    return console.export_html(inline_styles=True, code_format="<pre style=\"font-size:12px\">{code}</pre>")
+    return console.export_html(inline_styles=True, code_format=f'<pre style="{PRE_STYLE}">{{code}}</pre>')
+
+
+def pre_html(text: str) -> str:
+    """Plain text as HTML, escaped, in the same <pre> as `as_html`."""
+    return f'<pre style="{PRE_STYLE}">{html.escape(text, quote=False)}</pre>'
+
+
+def bundle(renderable: Any, width: int = 120) -> dict[str, str]:
+    """A rich renderable as one mime bundle, text and HTML: what a notebook shows once for an object."""
+    return {"text/plain": as_text(renderable, width), "text/html": as_html(renderable)}
 
 
 def trace_text(trace: Any, width: int = 120) -> str:

@@ -5,7 +5,7 @@ import io
 import json
 from typing import Any
 
-__all__ = ["table", "spans_csv", "chrome_json", "plot_svg"]
+__all__ = ["table", "spans_csv", "chrome_json", "plot_svg", "html_page"]
 
 
 def _is_merged(report: Any) -> bool:
@@ -42,3 +42,10 @@ def plot_svg(trace: Any) -> str:
     figure.savefig(out, format="svg")
     plt.close(figure)
     return out.getvalue()
+
+
+def html_page(trace: Any) -> str:
+    """The interactive HTML report of one trace: one self-contained page."""
+    from loopviz.trace.html import html_report
+
+    return html_report(trace)

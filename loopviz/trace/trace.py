@@ -215,6 +215,15 @@ class Trace:
 
         return trace_html(self)
 
+    def _repr_mimebundle_(self, include: Any = None, exclude: Any = None, **kwargs: Any) -> dict[str, str]:
+        """What a notebook shows for a cell ending in the trace: its tables as text and HTML in one bundle, made
+        once (IPython then calls neither `_repr_html_` nor `__repr__`, nor rich's pretty-printer if installed)."""
+        if self.recording_now:
+            return {"text/plain": _RECORDING, "text/html": self._repr_html_()}
+        from loopviz.trace.display import bundle, trace_tables
+
+        return bundle(trace_tables(self))
+
     # -- files --------------------------------------------------------------------------------
 
     def to_json(self) -> dict[str, Any]:

@@ -1,0 +1,93 @@
+"""In a real notebook kernel every loopviz object shows once: one output per cell, text and HTML in one bundle (a
+plot: one image), however the cell ends — the trace, a report, a loop view, a plot, a trace diff."""
+from __future__ import annotations
+
+from typing import Any
+
+import nbformat
+import pytest
+from nbclient import NotebookClient
+
+from loopviz.trace.display import PRE_STYLE
+
+SETUP = """\
+from fastai.callback.all import *
+from fastai.test_utils import synth_learner
+import loopviz
+learn = synth_learner(n_trn=3, n_val=2)
+with learn.no_bar(), learn.no_logging():
+    with learn.trace() as t:
+        learn.fit(1)"""
+
+# name -> cell source; cells run in this order in one kernel
+CELLS = {
+    "setup": SETUP,
+    "trace": "t",
+    "summary": "t.summary()",
+    "print": "print(t)",
+    "view": "learn.show_training_loop()",
+    "view_rich": "learn.show_training_loop(fmt='rich')",
+    "view_mermaid": "learn.show_training_loop(fmt='mermaid')",
+    "view_traced": "learn.show_training_loop(trace=t, verbose=True)",
+    "view_kept": "v = learn.show_training_loop(fmt='rich')",
+    "view_again": "v",
+    "view_and_value": "w = learn.show_training_loop(); w",
+    "plot": "t.plot()",
+    "plot_kept": "fig = t.plot()\nfig.savefig('plot.png')",
+    "plot_again": "fig",
+    "diff": "loopviz.diff_traces(t, t)",
+    "recording": "r = learn.trace().__enter__()\nr",
+    "stopped": "r.stop()",
+    "rich_pretty": "import rich.pretty\nrich.pretty.install()",
+    "trace_rich_pretty": "t",
+    "view_rich_pretty": "learn.show_training_loop()",
+}
+BUNDLE = {"text/plain", "text/html"}
+
+
+@pytest.fixture(scope="module")
+def outputs(tmp_path_factory: pytest.TempPathFactory) -> dict[str, list[Any]]:
+    """Each cell's outputs, by name, from one run of the notebook in one kernel."""
+    folder = tmp_path_factory.mktemp("notebook")
+    nb = nbformat.v4.new_notebook(cells=[nbformat.v4.new_code_cell(source) for source in CELLS.values()])
+    NotebookClient(nb, timeout=120, kernel_name="python3", resources={"metadata": {"path": str(folder)}}).execute()
+    assert (folder / "plot.png").stat().st_size > 0  # `fig = t.plot()` saves
+    return {name: cell.outputs for name, cell in zip(CELLS, nb.cells)}
+
+
+def shown(outs: list[Any]) -> list[set[str]]:
+    """The mime types of each output that displays something (stream text counts as 'stream')."""
+    return [{"stream"} if o.output_type == "stream" else set(o.get("data", {})) for o in outs]
+
+
+@pytest.mark.parametrize("name", ["trace", "summary", "view", "view_rich", "view_mermaid", "view_traced", "view_kept",
+                                  "view_again", "view_and_value", "diff", "recording", "stopped", "trace_rich_pretty",
+                                  "view_rich_pretty"])
+def test_a_cell_ending_in_a_loopviz_object_shows_one_bundle_of_text_and_html(outputs, name):
+    assert shown(outputs[name]) == [BUNDLE], name
+
+
+def test_the_trace_is_its_tables_once_in_a_monospace_pre(outputs):
+    (out,) = outputs["trace"]
+    assert out.output_type == "execute_result"
+    page, text = out.data["text/html"], out.data["text/plain"]
+    assert page.startswith(f'<pre style="{PRE_STYLE}">') and "monospace" in PRE_STYLE
+    for part in ("Trace", "Events and work", "Callbacks (costliest first)"):
+        assert page.count(part) == text.count(part) == 1, part
+    assert shown(outputs["recording"]) == [BUNDLE] and "still recording" in outputs["recording"][0].data["text/plain"]
+
+
+def test_printing_a_trace_is_only_its_text(outputs):
+    (out,) = outputs["print"]
+    assert out.output_type == "stream" and out.text.startswith("Trace of fastai")
+
+
+def test_a_plot_shows_one_image_and_an_assigned_one_none(outputs):
+    images = [o for o in outputs["plot"] if "image/png" in o.get("data", {})]
+    assert len(outputs["plot"]) == len(images) == 1
+    assert outputs["plot_kept"] == []
+    assert [set(o.data) >= {"image/png"} for o in outputs["plot_again"]] == [True]
+
+
+def test_nothing_else_printed_anything(outputs):
+    assert outputs["setup"] == [] and outputs["rich_pretty"] == []
