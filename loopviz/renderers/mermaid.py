@@ -1,10 +1,16 @@
-"""The loop as a Mermaid `flowchart`, to paste into a GitHub README or a docs page.
+r"""The loop as a Mermaid `flowchart`, to paste into a GitHub README or a docs page.
 
 Phases are subgraphs, events and work are nodes in firing order, loops get a back edge and cancel
 paths dashed edges. Every label character outside a small safe set is written as a Mermaid entity
 code (`#60;` for `<`), so no docstring or name can break the syntax; control characters are shown escaped
 and names and texts past a limit are cut (`loopviz.renderers.sanitise`), which keeps the chart within
 Mermaid's limit on the size of a diagram.
+
+Two traps of mermaid.js 11 shape the labels. Before parsing, Mermaid takes any line matching
+`style.*:\S*#.*;` (or `classDef.*:\S*#.*;`) for a style statement and drops that line's last `;`, which
+turns the last entity code of a label into raw text (`#9632`); so no label line may hold a raw `:` (the
+colon is an entity code too, and no label uses a `style` attribute). And a `classDef` with `color` styles
+every `span` of its nodes `!important`, so a callback's colour chip is a `<font color=...>`, not a span.
 """
 from __future__ import annotations
 
@@ -23,7 +29,7 @@ from loopviz.renderers.shown import (
 
 __all__ = ["render_mermaid"]
 
-_SAFE = set(string.ascii_letters + string.digits + " _.,:()=+-/'")
+_SAFE = set(string.ascii_letters + string.digits + " _.,()=+-/'")  # no ':', see the module's doc
 
 
 def _esc(text: str, limit: int = TEXT_LIMIT) -> str:
@@ -136,7 +142,7 @@ class _MermaidWriter(FlowWriter):
         """One callback line inside an event label."""
         info = handler.callback
         colour = self.colours.get(info.cls, "#999999")
-        text = f"<span style='color:{colour}'>#9632;</span> {_name(info.label)} <small>{_esc(f'{info.order:g}')}</small>"
+        text = f"<font color='{colour}'>#9632;</font> {_name(info.label)} <small>{_esc(f'{info.order:g}')}</small>"
         via = via_note(handler, verbose=False)
         if via:
             text += f" ({_esc(via)})"
