@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import importlib
 import os
-import re
 import runpy
 import sys
 import traceback
@@ -183,53 +182,17 @@ def _top_options(default: int) -> Callable[[Callable[..., Any]], Callable[..., A
 
 
 MORE = "--top N shows more, --all shows every row"
-_CAPTION = re.compile(r"^([\d,]+) more rows: see \.")  # the caption loopviz.trace.display puts under a cut table
-_CALLBACK_COLUMNS = {"callback": "callback", "event": "event", "phase": "phase", "calls": "calls", "ran": "ran",
-                     "skipped": "skipped", "total_ms": "total ms", "mean_us": "mean µs", "pct": "% of run"}
-_CHANGE_COLUMNS = {"callback": "callback", "event": "event", "phase": "phase", "attribute": "attribute", "count": "times",
-                   "first": "first (epoch, iter)", "last": "last (epoch, iter)"}
 
 
 def report_text(subject: Any, top: int | None) -> str:
     """The report's tables as plain text, `top` rows each (None: all), a cut table naming --top / --all; a trace
     with state changes (`trace --changes`) gets a table of them, most frequent first."""
-    from rich.console import Group
-    from rich.table import Table
-    from rich.text import Text
-
     from loopviz.trace import display
     from loopviz.trace.merge import MergedTrace
 
-    limit = sys.maxsize if top is None else top
     if isinstance(subject, MergedTrace):
-        parts: list[Any] = [Text.assemble(("Merged trace", "bold"), f" of {len(subject.ranks)} ranks "
-                                                  f"({', '.join(map(str, subject.ranks))})")]
-        parts.append(display._table(subject.summary(), "Events and work across ranks (total ms)", {
-            "kind": "kind", "name": "name", "phase": "phase", "count": "count", "min_ms": "min", "median_ms": "median",
-            "max_ms": "max", "slowest_rank": "slowest rank", "spread_ms": "spread"}, limit))
-        try:
-            parts.append(display._table(subject.stragglers(), "Waiting in backward for the slowest rank", {
-                "rank": "rank", "batches": "batches", "backward_ms": "backward ms", "wait_ms": "wait ms",
-                "max_wait_ms": "max wait ms"}, limit))
-        except Exception:  # a loop without backward events (validation only): no straggler table
-            pass
-    else:
-        parts = list(display.trace_tables(subject, limit=limit).renderables)
-        for i, part in enumerate(parts):  # trace_tables shows 10 callbacks whatever its limit: that table at --top's
-            if isinstance(part, Table) and str(part.title).startswith("Callbacks"):
-                parts[i] = display._table(subject.by_callback(), str(part.title), _CALLBACK_COLUMNS, limit)
-        if subject.tracked_changes:
-            changes = subject.changes().sort_values("count", ascending=False, kind="stable", ignore_index=True)
-            for when in ("first", "last"):  # -1: before the first epoch (or batch) began
-                changes[when] = [f"{e}, {i}" for e, i in zip(changes[f"{when}_epoch"], changes[f"{when}_iter"])]
-            last_table = max(i for i, part in enumerate(parts) if isinstance(part, Table))
-            parts.insert(last_table + 1, display._table(
-                changes, "State changes (learner attributes each callback set; most frequent first)", _CHANGE_COLUMNS,
-                limit) if len(changes) else Text("State changes: no callback changed the learner's state."))
-    for part in parts:  # the caption names the command line's options, not Python's methods
-        if isinstance(part, Table) and isinstance(part.caption, str) and (m := _CAPTION.match(part.caption)):
-            part.caption = f"{m[1]} more rows: {MORE}"
-    return display.as_text(Group(*parts))
+        return display.as_text(display.merged_tables(subject, top, MORE))
+    return display.as_text(display.trace_tables(subject, top, callbacks=top, more=MORE, changes=True))
 
 
 def _min_change(ctx: click.Context, param: click.Parameter, value: tuple[str, ...]) -> tuple[str, ...]:

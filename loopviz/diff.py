@@ -173,13 +173,11 @@ class TraceDiff:
                 (self.callbacks, "Callbacks: before / after", {"callback": "callback", "event": "event", "phase": "phase"},
                  "callbacks")):
             shown = len(df) if limit is None else limit
-            table = display._table(df, title, {**keys, **cols}, shown)
-            if len(df) > shown:
-                table.caption = f"{len(df) - shown} more rows: {more}"
+            table = display.rows_table(df, title, {**keys, **cols}, shown, more)
             row = self.totals[self.totals["total"] == total].iloc[0]
             table.add_section()
             table.add_row(*[Text("total" if i == 0 else total if i == 1 else "") for i in range(len(keys))],
-                          *[Text(display._cell(row[key]), style="bold") for key in cols])
+                          *[Text(display.cell(row[key]), style="bold") for key in cols])
             parts.append(table)
         return Group(*parts)
 

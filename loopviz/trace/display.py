@@ -21,24 +21,31 @@ from rich.text import Text
 
 from loopviz.renderers.sanitise import one_line, visible
 
-__all__ = ["as_text", "as_html", "pre_html", "bundle", "PRE_STYLE", "trace_tables", "trace_text", "trace_html",
-           "diff_tables", "diff_text", "diff_html", "merged_text"]
+__all__ = ["as_text", "as_html", "pre_html", "bundle", "PRE_STYLE", "PYTHON_MORE", "CALLBACK_COLUMNS", "CHANGE_COLUMNS",
+           "rows_table", "cell", "trace_tables", "trace_text", "trace_html", "diff_tables", "diff_text", "diff_html",
+           "merged_tables", "merged_text"]
 
 
-def _table(df: pd.DataFrame, title: str, columns: dict[str, str], limit: int) -> Table:
-    """A rich table of the first `limit` rows of `df`, with the given column headers."""
+PYTHON_MORE = "see .summary() / .by_callback()"  # where the rows a cut table leaves out are, from Python
+
+
+def rows_table(df: pd.DataFrame, title: str, columns: dict[str, str], limit: int | None, more: str = PYTHON_MORE) -> Table:
+    """A rich table of the first `limit` rows of `df` (None: all), with the given column headers; a cut table's
+    caption says how many rows it left out and, after a colon, `more` (where to see them)."""
+    limit = len(df) if limit is None else limit
     table = Table(title=title, title_justify="left", show_edge=False, header_style="bold")
     for key, header in columns.items():
         table.add_column(header, justify="right" if df[key].dtype.kind in "if" else "left")
     head = df.head(limit)
     for i in range(len(head)):  # by column, so each cell keeps its column's type (iterrows would upcast ints)
-        table.add_row(*[Text(_cell(head[key].iloc[i])) for key in columns])
+        table.add_row(*[Text(cell(head[key].iloc[i])) for key in columns])
     if len(df) > limit:
-        table.caption = f"{len(df) - limit} more rows: see .summary() / .by_callback()"
+        table.caption = f"{len(df) - limit} more rows: {more}"
     return table
 
 
-def _cell(value: Any) -> str:
+def cell(value: Any) -> str:
+    """One value as a table shows it: ints with thousands separators, floats to 3 places, names on one line."""
     if isinstance(value, (bool, np.bool_)):
         return str(value)
     if isinstance(value, (int, np.integer)):
@@ -48,8 +55,17 @@ def _cell(value: Any) -> str:
     return one_line(str(value))
 
 
-def trace_tables(trace: Any, limit: int = 25) -> Group:
-    """A header line, the summary (slowest first), the costliest callbacks, and notes."""
+CALLBACK_COLUMNS = {"callback": "callback", "event": "event", "phase": "phase", "calls": "calls", "ran": "ran",
+                    "skipped": "skipped", "total_ms": "total ms", "mean_us": "mean µs", "pct": "% of run"}
+CHANGE_COLUMNS = {"callback": "callback", "event": "event", "phase": "phase", "attribute": "attribute",
+                  "count": "times", "first": "first (epoch, iter)", "last": "last (epoch, iter)"}
+
+
+def trace_tables(trace: Any, limit: int | None = 25, callbacks: int | None = 10, more: str = PYTHON_MORE,
+                 changes: bool = False) -> Group:
+    """A header line, the summary (slowest first), the costliest callbacks, with `changes` the state changes
+    (most frequent first) when the trace recorded them, and notes. `limit`/`callbacks`: rows shown (None: all);
+    `more`: where a cut table's other rows are."""
     summary = trace.summary().sort_values("total_ms", ascending=False)
     by_cb = trace.by_callback()
     table = trace.loops_df()
@@ -63,15 +79,26 @@ def trace_tables(trace: Any, limit: int = 25) -> Group:
         f"loop(s){nested} ({loops})",
     )
     title = "Events and work (event and work rows add up to the run; nested and dispatch rows are inside events)"
-    parts: list[Any] = [head, _table(summary, title, {
+    parts: list[Any] = [head, rows_table(summary, title, {
         "kind": "kind", "name": "name", "phase": "phase", "count": "count", "total_ms": "total ms",
-        "mean_ms": "mean ms", "p50_ms": "p50 ms", "p95_ms": "p95 ms", "pct": "% of run"}, limit)]
+        "mean_ms": "mean ms", "p50_ms": "p50 ms", "p95_ms": "p95 ms", "pct": "% of run"}, limit, more)]
     if len(by_cb):
-        parts.append(_table(by_cb, "Callbacks (costliest first)", {
-            "callback": "callback", "event": "event", "phase": "phase", "calls": "calls", "ran": "ran",
-            "skipped": "skipped", "total_ms": "total ms", "mean_us": "mean µs", "pct": "% of run"}, 10))
+        parts.append(rows_table(by_cb, "Callbacks (costliest first)", CALLBACK_COLUMNS, callbacks, more))
+    if changes and trace.tracked_changes:
+        parts.append(_changes_table(trace.changes(), limit, more))
     parts += [Text(visible(note), style="dim") for note in trace.notes()]
     return Group(*parts)
+
+
+def _changes_table(changes: pd.DataFrame, limit: int | None, more: str) -> Any:
+    """The state changes, most frequent first, with when each first and last happened."""
+    if not len(changes):
+        return Text("State changes: no callback changed the learner's state.")
+    changes = changes.sort_values("count", ascending=False, kind="stable", ignore_index=True)
+    for when in ("first", "last"):  # -1: before the first epoch (or batch) began
+        changes[when] = [f"{e}, {i}" for e, i in zip(changes[f"{when}_epoch"], changes[f"{when}_iter"])]
+    return rows_table(changes, "State changes (learner attributes each callback set; most frequent first)",
+                      CHANGE_COLUMNS, limit, more)
 
 
 # A monospace font named outright: a bare <pre> takes the page's font in nbconvert's HTML (proportional there, so
@@ -118,8 +145,8 @@ def diff_tables(d: Any, limit: int = 15) -> Group:
     """Two tables, regressions first: events and work, then callbacks."""
     cols = {"total_ms_before": "before ms", "total_ms_after": "after ms", "change_ms": "change ms", "ratio": "ratio"}
     return Group(
-        _table(d.events, "Events and work: before / after", {"kind": "kind", "name": "name", "phase": "phase", **cols}, limit),
-        _table(d.callbacks, "Callbacks: before / after", {"callback": "callback", "event": "event", "phase": "phase", **cols}, limit),
+        rows_table(d.events, "Events and work: before / after", {"kind": "kind", "name": "name", "phase": "phase", **cols}, limit),
+        rows_table(d.callbacks, "Callbacks: before / after", {"callback": "callback", "event": "event", "phase": "phase", **cols}, limit),
     )
 
 
@@ -133,16 +160,21 @@ def diff_html(d: Any) -> str:
     return as_html(diff_tables(d))
 
 
-def merged_text(m: Any, width: int = 120) -> str:
-    """A merged distributed trace as text: across-rank summary, then stragglers in backward when known."""
+def merged_tables(m: Any, limit: int | None = 20, more: str = PYTHON_MORE) -> Group:
+    """A merged distributed trace: across-rank summary, then stragglers in backward when known."""
     parts: list[Any] = [Text.assemble(("Merged trace", "bold"), f" of {len(m.ranks)} ranks ({', '.join(map(str, m.ranks))})")]
-    parts.append(_table(m.summary(), "Events and work across ranks (total ms)", {
+    parts.append(rows_table(m.summary(), "Events and work across ranks (total ms)", {
         "kind": "kind", "name": "name", "phase": "phase", "count": "count", "min_ms": "min", "median_ms": "median",
-        "max_ms": "max", "slowest_rank": "slowest rank", "spread_ms": "spread"}, 20))
+        "max_ms": "max", "slowest_rank": "slowest rank", "spread_ms": "spread"}, limit, more))
     try:
-        parts.append(_table(m.stragglers(), "Waiting in backward for the slowest rank", {
+        parts.append(rows_table(m.stragglers(), "Waiting in backward for the slowest rank", {
             "rank": "rank", "batches": "batches", "backward_ms": "backward ms", "wait_ms": "wait ms",
-            "max_wait_ms": "max wait ms"}, 64))
+            "max_wait_ms": "max wait ms"}, None if limit is None else max(limit, 64), more))
     except Exception:  # a loop without backward events (validation only): no straggler table
         pass
-    return as_text(Group(*parts), width)
+    return Group(*parts)
+
+
+def merged_text(m: Any, width: int = 120) -> str:
+    """A merged distributed trace as text (`merged_tables`)."""
+    return as_text(merged_tables(m), width)
