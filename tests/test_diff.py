@@ -70,13 +70,18 @@ def test_a_diffed_mermaid_chart_still_parses(learn, tmp_path):
     assert "OK " in official_parse(tmp_path, {"diff": render_mermaid(d, verbose=True)})
 
 
-def test_trace_diff_puts_the_regression_first(learn):
+def traced_with_and_without_sleepy(learn):
+    """Two traces of one fit each: without, then with a callback that sleeps at every training batch."""
     with learn.no_bar(), learn.no_logging():
         with learn.trace() as before:
             learn.fit(1)
         with learn.trace() as after:
             learn.fit(1, cbs=Sleepy())
-    d = diff_traces(before, after)
+    return before, after
+
+
+def test_trace_diff_puts_the_regression_first(learn):
+    d = diff_traces(*traced_with_and_without_sleepy(learn))
     top = d.callbacks.iloc[0]
     assert (top["callback"], top["event"], top["phase"]) == ("Sleepy", "after_batch", "train")
     assert top["total_ms_before"] == 0 and top["total_ms_after"] >= 2 * len(learn.dls.train)
@@ -87,11 +92,7 @@ def test_trace_diff_puts_the_regression_first(learn):
 
 
 def test_trace_diff_threshold_totals_and_verdicts(learn):
-    with learn.no_bar(), learn.no_logging():
-        with learn.trace() as before:
-            learn.fit(1)
-        with learn.trace() as after:
-            learn.fit(1, cbs=Sleepy())
+    before, after = traced_with_and_without_sleepy(learn)
     d = diff_traces(before, after)  # the default: under 5% is noise
     assert d.threshold == "5%" and (d.min_change_ms, d.min_change_fraction) == (0.0, 0.05)
     sleepy = d.callbacks[d.callbacks["callback"] == "Sleepy"].iloc[0]
