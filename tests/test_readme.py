@@ -42,7 +42,7 @@ def test_python_blocks_run_as_written(tmp_path, monkeypatch):
 
     code = blocks("python")
     assert len(code) >= 3
-    outputs = ("loop.svg", "loop.png", "loop.pdf", "loop.dot", "fit.trace.json.gz", "fit.perfetto.json")
+    outputs = ("loop.svg", "loop.png", "loop.pdf", "loop.dot", "fit.trace.json.gz", "fit.perfetto.json", "fit.html")
     already = {name for name in outputs if (ROOT / name).exists()}
     monkeypatch.chdir(tmp_path)
     namespace: dict = {"__name__": "__readme__"}
