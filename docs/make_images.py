@@ -1,4 +1,5 @@
-"""Regenerate the README's picture: `python docs/make_images.py` (terminal output saved as SVG by rich)."""
+"""Regenerate the README's pictures: `python docs/make_images.py` (terminal output saved as SVG by rich, and the
+loop's graphviz diagram, plain and annotated with a trace's times)."""
 from __future__ import annotations
 
 import io
@@ -38,6 +39,9 @@ def main() -> None:
     diagram = learn.show_training_loop(fmt="graphviz", cbs=[SaveModelCallback()], hide_empty=True)
     print(f"wrote {diagram.save(IMAGES / 'loop_diagram.svg')}")
     print(f"wrote {diagram.save(IMAGES / 'loop_diagram.png')}")
+    timed = traced.show_training_loop(fmt="graphviz", trace=t, hide_empty=True)  # filled by share of the run
+    print(f"wrote {timed.save(IMAGES / 'loop_diagram_traced.svg')}")
+    print(f"wrote {timed.save(IMAGES / 'loop_diagram_traced.png')}")
 
 
 if __name__ == "__main__":

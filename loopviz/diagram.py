@@ -26,13 +26,15 @@ def _diagram_formats() -> tuple[Format, ...]:
 class LoopDiagram:
     """The loop drawn by graphviz: `.source` (DOT), `.pipe(fmt)`, `.save(path)`, inline SVG in notebooks."""
 
-    def __init__(self, spec: LoopSpec, verbose: bool = False):
+    def __init__(self, spec: LoopSpec, verbose: bool = False, theme: str = "light"):
+        """`theme`: 'light' (the default), or 'dark' for dark notebooks and pages (transparent background)."""
         check_spec("spec", spec)
         from loopviz.renderers.dot import dot_graph
 
         self.spec = spec
         self.verbose = verbose
-        self.graph = dot_graph(spec, verbose=verbose)
+        self.theme = theme
+        self.graph = dot_graph(spec, verbose=verbose, theme=theme)
 
     @property
     def source(self) -> str:
@@ -113,21 +115,21 @@ def _first_error(stderr: bytes, returncode: int) -> str:
     return cut(one_line(errors[0]), 200) if errors else f"exit status {returncode}"
 
 
-def render_dot(spec: LoopSpec, verbose: bool = False, width: int = DEFAULT_WIDTH) -> str:
+def render_dot(spec: LoopSpec, verbose: bool = False, width: int = DEFAULT_WIDTH, theme: str = "light") -> str:
     """The loop's diagram as Graphviz DOT source."""
-    return LoopDiagram(spec, verbose).source
+    return LoopDiagram(spec, verbose, theme).source
 
 
-def render_svg(spec: LoopSpec, verbose: bool = False, width: int = DEFAULT_WIDTH) -> str:
+def render_svg(spec: LoopSpec, verbose: bool = False, width: int = DEFAULT_WIDTH, theme: str = "light") -> str:
     """The loop's diagram as SVG text (needs `dot`)."""
-    return LoopDiagram(spec, verbose).svg()
+    return LoopDiagram(spec, verbose, theme).svg()
 
 
-def render_png(spec: LoopSpec, verbose: bool = False, width: int = DEFAULT_WIDTH) -> bytes:
+def render_png(spec: LoopSpec, verbose: bool = False, width: int = DEFAULT_WIDTH, theme: str = "light") -> bytes:
     """The loop's diagram as PNG bytes (needs `dot`)."""
-    return LoopDiagram(spec, verbose).pipe("png")
+    return LoopDiagram(spec, verbose, theme).pipe("png")
 
 
-def render_pdf(spec: LoopSpec, verbose: bool = False, width: int = DEFAULT_WIDTH) -> bytes:
+def render_pdf(spec: LoopSpec, verbose: bool = False, width: int = DEFAULT_WIDTH, theme: str = "light") -> bytes:
     """The loop's diagram as PDF bytes (needs `dot`)."""
-    return LoopDiagram(spec, verbose).pipe("pdf")
+    return LoopDiagram(spec, verbose, theme).pipe("pdf")

@@ -7,7 +7,9 @@ import xml.etree.ElementTree as ET
 
 import pytest
 
-from loopviz import GraphvizNotFound, LoopDiagram, LoopvizError, Work, focus, hide_empty
+from loopviz import GraphvizNotFound, LoopDiagram, LoopvizError, Work, annotate, focus, hide_empty
+from loopviz.model import Event
+from loopviz.renderers.palette import HEAT
 from tests.views import HOSTILE, realistic_spec, tricky_spec
 
 needs_dot = pytest.mark.skipif(shutil.which("dot") is None, reason="Graphviz's dot is not installed")
@@ -50,7 +52,11 @@ def test_svg_is_xml_with_one_node_per_step_and_every_edge(tmp_path, verbose):
     clusters = [p for top in spec.phases for p in [top, *top.phases()]]
     assert len(groups(root, "cluster")) == len(clusters)
     texts = " ".join(t.text or "" for t in root.iter(f"{SVG}text"))
-    assert "CancelStepException" in texts and "next: for each batch of dls.valid" in texts
+    assert "CancelStepException" in texts
+    titles = [a.get("{http://www.w3.org/1999/xlink}title") or "" for a in root.iter(f"{SVG}a")]
+    assert "next: for each batch of dls.valid" in titles  # the loop back's tooltip; its cluster's title says it too
+    assert "for each batch of dls.valid" in texts
+    assert ("no callbacks" in texts) == verbose  # a compact diagram leaves an event without callbacks bare
 
 
 @needs_dot
@@ -101,6 +107,50 @@ def test_without_dot_source_works_and_exports_say_what_to_install(learn, tmp_pat
     bundle = diagram._repr_mimebundle_()
     assert set(bundle) == {"text/plain"}
     assert "no diagram: Rendering SVG needs Graphviz's `dot`" in bundle["text/plain"]
+
+
+def test_an_annotated_diagram_fills_steps_by_their_share_and_names_the_hot_spots(learn):
+    with learn.no_bar(), learn.no_logging():
+        with learn.trace() as t:
+            learn.fit(1)
+    spec = annotate(learn.loop_spec(), t)
+    source = LoopDiagram(spec).source
+    timed = [s for top in spec.phases for _, s in top.walk() if isinstance(s, (Event, Work)) and s.timing]
+    hottest = max(timed, key=lambda s: s.timing.pct)
+    assert f"{hottest.name}  {hottest.timing.pct:.0f} %</B>" in source and "#1 cost" in source
+    assert source.count(HEAT[-1]) >= 2  # the hottest steps' fill, and the legend's scale
+    assert "Share of the run" in source and f"#1 {hottest.name}" in source
+    plain = LoopDiagram(learn.loop_spec()).source
+    assert "Share of the run" not in plain and not any(colour in plain for colour in HEAT)
+
+
+def test_verbose_shows_a_class_doc_once_in_the_legend(tmp_path):
+    source = LoopDiagram(tricky_spec(tmp_path), verbose=True).source
+    assert source.count("Scale [mixup] by 0.5") == 1  # not again under each handler that has no doc of its own
+    assert "Multiline doc" in source  # a handler's own doc stays under it
+
+
+def test_a_loop_without_callbacks_draws_no_legend():
+    from loopviz import Loop
+    from tests.test_generic_loops import plain_fit
+
+    loop = Loop("train")
+    with loop.trace() as t:
+        plain_fit(loop, epochs=1)
+    assert "legend" not in LoopDiagram(loop.spec()).source and "no callbacks" not in LoopDiagram(loop.spec()).source
+    measured = LoopDiagram(annotate(loop.spec(), t)).source
+    assert "legend" in measured and "Callbacks, in call order" not in measured  # the legend holds the time scale
+
+
+@needs_dot
+def test_the_dark_theme_is_transparent_with_light_text(learn):
+    dark = LoopDiagram(learn.loop_spec(), theme="dark")
+    assert "bgcolor=transparent" in dark.source and 'fontcolor="#e5e7eb"' in dark.source
+    root = svg_tree(dark)
+    assert len(groups(root, "node")) == expected_counts(learn.loop_spec())[0]
+    assert "bgcolor" not in LoopDiagram(learn.loop_spec()).source  # light: Graphviz's white, as before
+    with pytest.raises(LoopvizError, match="theme='pink' is not a theme of the diagram; choose one of: light, dark"):
+        LoopDiagram(learn.loop_spec(), theme="pink")
 
 
 def test_hide_empty_drops_events_without_callbacks(learn):

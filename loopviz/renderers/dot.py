@@ -1,5 +1,7 @@
 """The loop as a graphviz diagram: nested phase clusters, events in firing order, loop-back edges,
-dashed cancel paths, the work between events, and callbacks as coloured rows of each event.
+dashed cancel paths, the work between events, and callbacks as coloured rows of each event. A loop annotated with
+a trace's times has its events and work filled by their share of the run (HEAT, scaled to the largest share, with a
+scale in the legend) and its costliest steps named large. `theme='dark'` puts it on a transparent background.
 
 Every string that reaches DOT goes through `_esc` (control characters shown escaped, HTML-escaped, non-ASCII
 as character references) inside HTML-like labels, so no docstring or name can inject markup or make `dot`
@@ -13,23 +15,26 @@ import html
 import itertools
 import re
 import textwrap
+from dataclasses import dataclass
 
 import graphviz
 
 from loopviz.checks import check_spec
+from loopviz.errors import LoopvizError
 from loopviz.model import Event, Handler, LoopSpec, Phase, Work
 from loopviz.renderers.flow import EdgeKind, FlowWriter
-from loopviz.renderers.palette import callback_colours
+from loopviz.renderers.palette import HEAT, HEAT_DARK, callback_colours, heat_index
 from loopviz.renderers.sanitise import NAME_LIMIT, TEXT_LIMIT, cut, one_line, visible
 from loopviz.renderers.shown import (
     CUSTOM_EVENTS_TITLE, DIFF_MARKS, changes_note, diff_note, footer, handlers_shown, shows_doc, status_note, time_note,
     via_note,
 )
 
-__all__ = ["dot_graph", "DOC_WIDTH"]
+__all__ = ["dot_graph", "DOC_WIDTH", "THEMES"]
 
 DOC_WIDTH = 60
 DOC_LINES = 15  # wrapped lines of one text a label shows
+LEGEND_DOC_LINES = 4  # wrapped lines of a callback's class doc in the (verbose) legend
 HTML_LIMIT = 15000  # characters of one HTML-like label, below Graphviz's 16384 with room for the table's markup
 TIP_LIMIT = 1500  # characters of a tooltip; escaped, each takes at most 10, within Graphviz's 16384
 WORD_JOINER = "&#8288;"  # U+2060: invisible; after a backslash it stops Graphviz's escapes, which HTML labels obey too
@@ -40,7 +45,36 @@ PHASE_FILLS = ("#f7f9fc", "#eef3fa", "#e4ecf7", "#dbe5f3", "#d2def0", "#c9d7ec")
 CANCEL = "#c0392b"
 MUTED = "#6b7280"
 TIME = "#a21caf"
+NO_DOC = "(no docstring)"  # introspect's doc of a handler that has none
 CHANGE = "#b45309"
+
+
+@dataclass(frozen=True)
+class Theme:
+    """The colours of what is drawn straight on the background: title, notes, phase clusters, edges, cancel boxes.
+    Events, work and the legend are light cards with dark text in every theme, so callback chips and the heat
+    scale look the same everywhere."""
+
+    background: str | None  # None: Graphviz's default (white)
+    text: str | None  # None: Graphviz's default (black)
+    muted: str
+    time: str
+    compared: str
+    phase_fills: tuple[str, ...]
+    phase_border: str
+    edge: str
+    loop: str
+    cancel: str
+
+
+THEMES = {
+    "light": Theme(None, None, MUTED, TIME, "#a16207", PHASE_FILLS, "#9ca3af", "#374151", "#2563eb", CANCEL),
+    # transparent, for dark notebooks and terminals: light text and edges, dark phase clusters
+    "dark": Theme("transparent", "#e5e7eb", "#9ca3af", "#e879f9", "#facc15",
+                  ("#111827", "#172033", "#1e293b", "#243044", "#2b3a52", "#334155"), "#6b7280", "#9ca3af",
+                  "#60a5fa", "#f87171"),
+}
+HOT_SPOTS = 3  # the costliest events and work, labelled large in an annotated diagram
 
 
 def _esc(text: str) -> str:
@@ -72,11 +106,11 @@ def _tip(text: str, names: list[str]) -> str:
     return f"{text} | {whole}" if whole else text
 
 
-def _lines(text: str, width: int = DOC_WIDTH) -> str:
-    """Wrapped, escaped text with left-aligned line breaks, at most DOC_LINES lines (the last an ellipsis)."""
+def _lines(text: str, width: int = DOC_WIDTH, most: int = DOC_LINES) -> str:
+    """Wrapped, escaped text with left-aligned line breaks, at most `most` lines (the last an ellipsis)."""
     wrapped = [w for line in cut(visible(text), TEXT_LIMIT).splitlines() for w in (textwrap.wrap(line, width) or [""])]
-    if len(wrapped) > DOC_LINES:
-        wrapped = wrapped[: DOC_LINES - 1] + ["…"]
+    if len(wrapped) > most:
+        wrapped = wrapped[: most - 1] + ["…"]
     return '<BR ALIGN="LEFT"/>'.join(_esc(line) for line in wrapped) + '<BR ALIGN="LEFT"/>'
 
 
@@ -97,22 +131,48 @@ def _table(rows: list[str], attrs: str) -> str:
     return f"<<TABLE {attrs}>" + _bounded(rows, more) + "</TABLE>>"
 
 
+def _where(step: Event | Work) -> str:
+    """`forward (train)`: a step's name and the mode it ran in, for the list of hot spots."""
+    mode = step.mode if isinstance(step, Event) else None
+    return f"{step.name} ({mode})" if mode else step.name
+
+
+def _own_doc(handler: Handler) -> bool:
+    """True when a handler's doc says something of its own: the class doc is shown once, in the legend."""
+    return handler.doc_source != "class" and not (handler.doc_source == "none" and handler.doc == NO_DOC)
+
+
 class _DotBuilder(FlowWriter):
     """Draws one spec into one `graphviz.Digraph`."""
 
-    def __init__(self, spec: LoopSpec, verbose: bool):
+    def __init__(self, spec: LoopSpec, verbose: bool, theme: str = "light"):
         self.spec = spec
         self.verbose = verbose
+        if theme not in THEMES:
+            raise LoopvizError(f"theme={theme!r} is not a theme of the diagram; choose one of: {', '.join(THEMES)}.")
+        self.theme = t = THEMES[theme]
         self.colours = callback_colours(spec)
         self.ids = itertools.count()
         self.graph = graphviz.Digraph(
             "loop",
             graph_attr={"rankdir": "TB", "compound": "true", "newrank": "true", "fontname": FONT,
-                        "nodesep": "0.25", "ranksep": "0.3", "labeljust": "l"},
-            node_attr={"fontname": FONT, "fontsize": "10", "shape": "plaintext", "margin": "0"},
-            edge_attr={"fontname": FONT, "fontsize": "9", "arrowsize": "0.7", "color": "#374151"},
+                        "nodesep": "0.25", "ranksep": "0.2", "labeljust": "l"},
+            # width/height 0: a node as small as its label (Graphviz's default minimum is 0.75 x 0.5 in)
+            node_attr={"fontname": FONT, "fontsize": "10", "shape": "plaintext", "margin": "0", "width": "0",
+                       "height": "0"},
+            edge_attr={"fontname": FONT, "fontsize": "9", "arrowsize": "0.7", "color": t.edge},
         )
+        if t.background:
+            self.graph.attr(bgcolor=t.background)
+        if t.text:
+            self.graph.attr(fontcolor=t.text)
         self.stack: list[graphviz.Digraph] = [self.graph]
+        timed = [s for top in spec.phases for _, s in [(0, top), *top.walk()]
+                 if isinstance(s, (Event, Work)) and s.timing is not None]
+        self.top = max((s.timing.pct for s in timed if s.timing), default=0.0)
+        costly = sorted((s for s in timed if s.timing and s.timing.pct > 0), key=lambda s: -s.timing.pct)  # type: ignore[union-attr]
+        self.hot = {id(s): rank for rank, s in enumerate(costly[:HOT_SPOTS], 1)}
+        self.hot_names = [f"{_where(s)}  {s.timing.pct:.1f} %" for s in costly[:HOT_SPOTS] if s.timing]
 
     def new_id(self, prefix: str = "n") -> str:
         return f"{prefix}{next(self.ids)}"
@@ -124,16 +184,17 @@ class _DotBuilder(FlowWriter):
 
     def build(self) -> graphviz.Digraph:
         """The whole diagram: phases chained in order, then the legend."""
-        colour = {"note": MUTED, "measured": TIME, "compared": "#a16207"}
-        head = f"<B>{_name(self.spec.loop)} loop</B>  <FONT COLOR=\"{MUTED}\">{_name(self.spec.framework)}</FONT>"
+        t = self.theme
+        colour = {"note": t.muted, "measured": t.time, "compared": t.compared}
+        head = f"<B>{_name(self.spec.loop)} loop</B>  <FONT COLOR=\"{t.muted}\">{_name(self.spec.framework)}</FONT>"
         below = [f'<BR/><FONT POINT-SIZE="10" COLOR="{colour[line.kind]}">{_lines(line.text, 110)}</FONT>'
                  for line in footer(self.spec)]
-        title = "<" + _bounded([head, *below], f'<BR/><FONT COLOR="{MUTED}">{{n}} more notes</FONT>') + ">"
+        title = "<" + _bounded([head, *below], f'<BR/><FONT COLOR="{t.muted}">{{n}} more notes</FONT>') + ">"
         self.graph.attr(label=title, labelloc="t", fontsize="14")
+        self.legend()  # first: dot puts it left of the first phase, in the room the cancel paths leave below it
         self.write_phases(self.spec.phases)
         if self.spec.custom_events:
             self.custom_events()
-        self.legend()
         return self.graph
 
     # -- the FlowWriter hooks -------------------------------------------------------------------
@@ -141,8 +202,9 @@ class _DotBuilder(FlowWriter):
     def open_phase(self, phase: Phase, depth: int) -> None:
         """A cluster, filled darker the deeper it is nested."""
         cluster = graphviz.Digraph(name=self.new_id("cluster_"))
-        cluster.attr(label=self.phase_label(phase), style="rounded,filled", color="#9ca3af",
-                     fillcolor=PHASE_FILLS[min(depth, len(PHASE_FILLS) - 1)], fontsize="11", margin="10")
+        fills = self.theme.phase_fills
+        cluster.attr(label=self.phase_label(phase), style="rounded,filled", color=self.theme.phase_border,
+                     fillcolor=fills[min(depth, len(fills) - 1)], fontsize="11", margin="8")
         self.stack.append(cluster)
 
     def close_phase(self, phase: Phase, depth: int) -> None:
@@ -150,14 +212,17 @@ class _DotBuilder(FlowWriter):
         self.current.subgraph(cluster)
 
     def edge(self, tail: str, head: str, kind: EdgeKind, label: str | None = None) -> None:
-        """Plain for the flow, bold blue for a loop back, dashed red for a cancel path."""
+        """Plain for the flow, bold blue for a loop back, dashed red for a cancel path.
+
+        A loop back leaves and enters on the east side, where no label is, and its `next: ...` is a tooltip: an edge
+        label would be a node of its own that dot routes through the loop's steps (the cluster title says it too)."""
         attrs = {
             "flow": {},
-            "loop": {"constraint": "false", "style": "bold", "color": "#2563eb", "fontcolor": "#2563eb"},
-            "cancel": {"style": "dashed", "color": CANCEL, "fontcolor": CANCEL},
+            "loop": {"constraint": "false", "style": "bold", "color": self.theme.loop, "tailport": "e", "headport": "e"},
+            "cancel": {"style": "dashed", "color": self.theme.cancel, "fontcolor": self.theme.cancel},
         }[kind]
         if label:
-            attrs = {**attrs, "label": _attr(label)}
+            attrs = {**attrs, ("tooltip" if kind == "loop" else "label"): _attr(label)}
         self.current.edge(tail, head, **attrs)
 
     def raise_node(self, phase: Phase, depth: int) -> str:
@@ -165,8 +230,9 @@ class _DotBuilder(FlowWriter):
         cancel = phase.cancel
         assert cancel is not None
         node = self.new_id()
-        self.current.node(node, label=f"<<FONT COLOR=\"{CANCEL}\">{_name(cancel.exception)}</FONT>>",
-                          shape="box", style="dashed,rounded", color=CANCEL, margin="0.08,0.04", fontsize="9",
+        red = self.theme.cancel
+        self.current.node(node, label=f"<<FONT COLOR=\"{red}\">{_name(cancel.exception)}</FONT>>",
+                          shape="box", style="dashed,rounded", color=red, margin="0.08,0.04", fontsize="9",
                           tooltip=_attr(_tip(f"raised anywhere in {phase.label}: {cancel.description}",
                                              [cancel.exception])))
         return node
@@ -175,10 +241,29 @@ class _DotBuilder(FlowWriter):
         """Cluster title: name, how often it runs, and (verbose) its note."""
         parts = [f"<B>{_name(phase.label)}</B>"]
         if phase.repeat:
-            parts.append(f'  <FONT COLOR="#2563eb">&#10227; {_name(phase.repeat)}</FONT>')
+            parts.append(f'  <FONT COLOR="{self.theme.loop}">&#10227; {_name(phase.repeat)}</FONT>')
         if self.verbose and phase.note:
-            parts.append(f'<BR ALIGN="LEFT"/><FONT POINT-SIZE="9" COLOR="{MUTED}">{_lines(phase.note, 80)}</FONT>')
+            parts.append(f'<BR ALIGN="LEFT"/><FONT POINT-SIZE="9" COLOR="{self.theme.muted}">{_lines(phase.note, 80)}</FONT>')
         return "<" + "".join(parts) + ">"
+
+    # -- heat ------------------------------------------------------------------------------
+
+    def heat(self, step: Event | Work) -> tuple[str, str, str] | None:
+        """(fill, text colour, time colour) of a measured step by its share of the run; None when unmeasured."""
+        if step.timing is None:
+            return None
+        index = heat_index(step.timing.pct, self.top)
+        text = "#ffffff" if index >= HEAT_DARK else "#111827"
+        return HEAT[index], text, TIME if index <= 2 else text
+
+    def title(self, step: Event | Work, colour: str | None) -> str:
+        """A step's name in bold; a hot spot's name and share of the run larger, with its rank."""
+        name = f"<B>{_name(step.name)}</B>"
+        rank = self.hot.get(id(step))
+        if rank is not None and step.timing is not None:
+            name = (f'<FONT POINT-SIZE="15"><B>{_name(step.name)}  {step.timing.pct:.0f} %</B></FONT>'
+                    f'<FONT POINT-SIZE="9">  #{rank} cost</FONT>')
+        return f'<FONT COLOR="{colour}">{name}</FONT>' if colour else name
 
     # -- nodes ------------------------------------------------------------------------------
 
@@ -186,15 +271,18 @@ class _DotBuilder(FlowWriter):
         """An event as a table: its name, (verbose) description, one row per callback."""
         rows = handlers_shown(event, self.verbose)
         node = self.new_id()
-        header_fill = "#fde2e2" if event.role == "cancel" else "#ffffff"
-        measured = f'<BR ALIGN="LEFT"/><FONT POINT-SIZE="8" COLOR="{TIME}">{_esc(event.timing.short())}</FONT>' if event.timing else ""
-        cells = [f'<TR><TD COLSPAN="2" BGCOLOR="{header_fill}" ALIGN="LEFT"><B>{_name(event.name)}</B>{measured}</TD></TR>']
+        heat = self.heat(event)
+        header_fill = heat[0] if heat else "#fde2e2" if event.role == "cancel" else "#ffffff"
+        measured = (f'<BR ALIGN="LEFT"/><FONT POINT-SIZE="8" COLOR="{heat[2]}">{_esc(event.timing.short())}</FONT>'
+                    if heat and event.timing else "")
+        title = self.title(event, heat[1] if heat else None)
+        cells = [f'<TR><TD BGCOLOR="{header_fill}" CELLPADDING="0"></TD><TD BGCOLOR="{header_fill}" ALIGN="LEFT">{title}{measured}</TD></TR>']
         if self.verbose:
-            cells.append(f'<TR><TD COLSPAN="2" ALIGN="LEFT"><FONT POINT-SIZE="8" COLOR="{MUTED}">'
+            cells.append(f'<TR><TD CELLPADDING="0"></TD><TD ALIGN="LEFT"><FONT POINT-SIZE="8" COLOR="{MUTED}">'
                          f"{_lines(event.description)}</FONT></TD></TR>")
         cells += [self.handler_row(h) for h in rows]
-        if not rows:
-            cells.append(f'<TR><TD COLSPAN="2" ALIGN="LEFT"><FONT COLOR="{MUTED}">no callbacks</FONT></TD></TR>')
+        if not rows and self.verbose:  # compact: an event without callbacks is its name alone
+            cells.append(f'<TR><TD CELLPADDING="0"></TD><TD ALIGN="LEFT"><FONT COLOR="{MUTED}">no callbacks</FONT></TD></TR>')
         table = _table(cells, 'BORDER="1" CELLBORDER="0" CELLSPACING="0" CELLPADDING="3" BGCOLOR="white" '
                               f'COLOR="{CANCEL if event.role == "cancel" else "#4b5563"}"')
         names = [event.name, *(h.callback.label for h in rows)]
@@ -221,7 +309,7 @@ class _DotBuilder(FlowWriter):
         changes = changes_note(handler)
         if changes:
             name += f'<BR ALIGN="LEFT"/><FONT POINT-SIZE="8" COLOR="{CHANGE}">{_lines(changes)}</FONT>'
-        if self.verbose and shows_doc(handler):
+        if self.verbose and shows_doc(handler) and _own_doc(handler):
             name += f'<BR ALIGN="LEFT"/><FONT POINT-SIZE="8" COLOR="{MUTED}">{_lines(handler.doc)}</FONT>'
         if handler.diff == "added":
             name = f'<B>{DIFF_MARKS["added"]} </B>{name} <FONT COLOR="#15803d">{_esc(diff_note(handler) or "")}</FONT>'
@@ -233,14 +321,16 @@ class _DotBuilder(FlowWriter):
     def work_node(self, work: Work, depth: int) -> str:
         """Work between events: an ellipse-like box with its name and (verbose) code."""
         node = self.new_id()
-        label = f"<<B>{_name(work.name)}</B>"
+        heat = self.heat(work)
+        text = heat[1] if heat else None
+        label = "<" + self.title(work, text)
         if self.verbose:
-            label += f'<BR/><FONT FACE="{MONO}" POINT-SIZE="8">{_lines(work.code, 70)}</FONT>'
+            label += f'<BR/><FONT FACE="{MONO}" POINT-SIZE="8" COLOR="{text or "#000000"}">{_lines(work.code, 70)}</FONT>'
         if work.condition:
-            label += f'<BR/><FONT POINT-SIZE="8" COLOR="{MUTED}">{_name(work.condition)}</FONT>'
-        if work.timing:
-            label += f'<BR/><FONT POINT-SIZE="8" COLOR="{TIME}">{_esc(work.timing.short())}</FONT>'
-        self.current.node(node, label=label + ">", shape="box", style="rounded,filled", fillcolor="#ecfdf5",
+            label += f'<BR/><FONT POINT-SIZE="8" COLOR="{text or MUTED}">{_name(work.condition)}</FONT>'
+        if heat and work.timing:
+            label += f'<BR/><FONT POINT-SIZE="8" COLOR="{heat[2]}">{_esc(work.timing.short())}</FONT>'
+        self.current.node(node, label=label + ">", shape="box", style="rounded,filled", fillcolor=heat[0] if heat else "#ecfdf5",
                     color="#10b981", margin="0.1,0.04", tooltip=_attr(_tip(work.description, [work.name])))
         return node
 
@@ -256,23 +346,48 @@ class _DotBuilder(FlowWriter):
                 self.event_node(event, 1)
             self.stack.pop()
 
+    def heat_rows(self) -> list[str]:
+        """The legend's colour scale of measured time and its list of the costliest steps."""
+        swatches = "".join(f'<TD BGCOLOR="{c}" WIDTH="14" HEIGHT="12" FIXEDSIZE="TRUE"></TD>' for c in HEAT)
+        scale = (f'<TABLE BORDER="0" CELLBORDER="0" CELLSPACING="0" CELLPADDING="0"><TR><TD>0 %  </TD>{swatches}'
+                 f"<TD>  {self.top:.1f} %</TD></TR></TABLE>")
+        hot = "<BR ALIGN=\"LEFT\"/>".join(f"<B>#{rank} {_name(name)}</B>" for rank, name in enumerate(self.hot_names, 1))
+        return ['<TR><TD CELLPADDING="0"></TD><TD ALIGN="LEFT" BALIGN="LEFT"><B>Share of the run</B> <FONT POINT-SIZE="8" COLOR="'
+                f'{MUTED}">(fill of events and work)<BR ALIGN="LEFT"/>white or pink: not seen running</FONT></TD></TR>',
+                f'<TR><TD CELLPADDING="0"></TD><TD ALIGN="LEFT">{scale}</TD></TR>',
+                f'<TR><TD CELLPADDING="0"></TD><TD ALIGN="LEFT" BALIGN="LEFT">{hot}<BR ALIGN="LEFT"/></TD></TR>']
+
     def legend(self) -> None:
-        """Callback colours in call order, and what the shapes and edges mean."""
-        rows = ['<TR><TD COLSPAN="2" ALIGN="LEFT"><B>Callbacks, in call order</B></TD></TR>']
-        for info in self.spec.callbacks:
-            rows.append(f'<TR><TD BGCOLOR="{self.colours[info.cls]}" WIDTH="10"> </TD><TD ALIGN="LEFT">'
-                        f'{_name(info.label)} <FONT COLOR="{MUTED}">order {_esc(f"{info.order:g}")}</FONT></TD></TR>')
-        rows.append(f'<TR><TD COLSPAN="2" ALIGN="LEFT"><FONT POINT-SIZE="8" COLOR="{MUTED}">'
-                    "white box: event and the callbacks run there<BR ALIGN=\"LEFT\"/>"
-                    "green box: work between events<BR ALIGN=\"LEFT\"/>"
+        """Callback colours in call order, what the shapes and edges mean, and the scale of measured time.
+
+        Wide rows sit in the second column (the first is the chips'): Graphviz would share out the width of a row
+        spanning both columns between them, and a chip would float in a wide first column."""
+        if not self.spec.callbacks and not self.hot:
+            return  # nothing to explain: a loop without callbacks (plain PyTorch) gets no legend
+        rows = ['<TR><TD CELLPADDING="0"></TD><TD ALIGN="LEFT"><B>Callbacks, in call order</B></TD></TR>'] if self.spec.callbacks else []
+        names = [f'{_name(info.label)} <FONT COLOR="{MUTED}">order {_esc(f"{info.order:g}")}</FONT>'
+                 for info in self.spec.callbacks]
+        room = HTML_LIMIT // 2 - sum(map(len, names))  # verbose: class docs, once each, while they leave room
+        for info, name in zip(self.spec.callbacks, names):
+            doc = (f'<BR ALIGN="LEFT"/><FONT POINT-SIZE="8" COLOR="{MUTED}">{_lines(info.doc, 45, LEGEND_DOC_LINES)}'
+                   "</FONT>" if self.verbose and info.doc else "")
+            doc, room = (doc, room - len(doc)) if len(doc) <= room else ("", room)
+            rows.append(f'<TR><TD BGCOLOR="{self.colours[info.cls]}" WIDTH="10"> </TD><TD ALIGN="LEFT" BALIGN="LEFT">'
+                        f"{name}{doc}</TD></TR>")
+        rows.append(f'<TR><TD CELLPADDING="0"></TD><TD ALIGN="LEFT"><FONT POINT-SIZE="8" COLOR="{MUTED}">'
+                    "box: an event, with the callbacks run there<BR ALIGN=\"LEFT\"/>"
+                    "rounded green box: work between events<BR ALIGN=\"LEFT\"/>"
                     "blue edge: the loop repeats<BR ALIGN=\"LEFT\"/>"
                     "red dashed: cancel exception, after_cancel event, resume<BR ALIGN=\"LEFT\"/></FONT></TD></TR>")
+        if self.hot:
+            rows.extend(self.heat_rows())
         table = _table(rows, 'BORDER="1" CELLBORDER="0" CELLSPACING="0" CELLPADDING="3" BGCOLOR="white"')
         whole = _whole([info.label for info in self.spec.callbacks])
         self.graph.node("legend", label=table, **({"tooltip": _attr(whole)} if whole else {}))
 
 
-def dot_graph(spec: LoopSpec, verbose: bool = False) -> graphviz.Digraph:
-    """The loop as a `graphviz.Digraph` (not yet rendered: `.source` is the DOT text)."""
+def dot_graph(spec: LoopSpec, verbose: bool = False, theme: str = "light") -> graphviz.Digraph:
+    """The loop as a `graphviz.Digraph` (not yet rendered: `.source` is the DOT text); `theme='dark'` draws it on a
+    transparent background with light text and edges, for dark notebooks."""
     check_spec("spec", spec)
-    return _DotBuilder(spec, verbose).build()
+    return _DotBuilder(spec, verbose, theme).build()

@@ -7,13 +7,24 @@ from typing import Iterable
 
 from loopviz.model import LoopSpec
 
-__all__ = ["PALETTE", "callback_colours", "pick_colours", "rgb"]
+__all__ = ["PALETTE", "HEAT", "HEAT_DARK", "heat_index", "callback_colours", "pick_colours", "rgb"]
 
 # Sixteen colours that stay apart from each other on white and dark backgrounds.
 PALETTE: tuple[str, ...] = (
     "#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd", "#8c564b", "#e377c2", "#7f7f7f",
     "#bcbd22", "#17becf", "#393b79", "#637939", "#8c6d31", "#843c39", "#7b4173", "#3182bd",
 )
+
+# White to dark red, for a share of the run from 0 to the largest share in the picture (ColorBrewer YlOrRd).
+HEAT: tuple[str, ...] = ("#ffffcc", "#ffeda0", "#fed976", "#feb24c", "#fd8d3c", "#fc4e2a", "#e31a1c", "#bd0026", "#800026")
+HEAT_DARK = 6  # HEAT[HEAT_DARK:] are dark enough to need white text
+
+
+def heat_index(share: float, top: float) -> int:
+    """The HEAT index of a share, scaled to the largest share shown (0 when nothing took any time)."""
+    if top <= 0:
+        return 0
+    return max(0, min(int(share / top * (len(HEAT) - 1) + 0.5), len(HEAT) - 1))
 
 
 def callback_colours(spec: LoopSpec) -> dict[str, str]:
