@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any, Union
 
 from loopviz import formats
-from loopviz.checks import check_bool, check_int, check_optional_str, check_type
+from loopviz.checks import check_bool, check_choice, check_int, check_optional_str, check_type
 from loopviz.errors import FormatError, LoopvizError
 from loopviz.model import LoopSpec
 from loopviz.processors import narrow
@@ -102,6 +102,9 @@ def _ipython() -> Any:
     return get_ipython()
 
 
+THEMES = ("light", "dark")  # the diagram's themes (loopviz.renderers.dot.THEMES; not imported: it needs graphviz)
+
+
 def _render(fmt: formats.Format, spec: LoopSpec, verbose: bool, width: int) -> str:
     """A printed view's text, from the format table's renderer."""
     out = formats.renderer(fmt)(spec, verbose=verbose, width=width)
@@ -123,15 +126,16 @@ def check_view_options(verbose: Any = False, fmt: Any = "text", width: Any = DEF
 
 def show_loop(
     spec: LoopSpec, verbose: bool = False, fmt: str = "text", width: int = DEFAULT_WIDTH,
-    hide_empty: bool = False, focus: str | None = None,
+    hide_empty: bool = False, focus: str | None = None, theme: str = "light",
 ) -> Union[LoopView, "LoopDiagram"]:
     """Any view of a spec: text, rich and mermaid are printed and returned; graphviz (or one of its file formats,
-    svg, png, pdf, dot) is returned as a diagram to display or save."""
+    svg, png, pdf, dot) is returned as a diagram to display or save, drawn for a light or a dark page (`theme`)."""
     check_type("spec", spec, LoopSpec, "a LoopSpec (learn.loop_spec(), or Loop.spec())")
     chosen = check_view_options(verbose=verbose, fmt=fmt, width=width, hide_empty=hide_empty, focus=focus)
+    check_choice("theme", theme, THEMES)
     spec = narrow(spec, hide_empty, focus)
     if chosen.view == "graphviz":
         from loopviz.diagram import LoopDiagram
 
-        return LoopDiagram(spec, verbose=verbose)
+        return LoopDiagram(spec, verbose=verbose, theme=theme)
     return LoopView(spec, verbose=verbose, width=width, fmt=chosen.name).show()

@@ -190,3 +190,10 @@ def test_fifteen_callbacks_stay_one_table_per_event(tmp_path):
     assert (len(groups(root, "node")), len(groups(root, "edge"))) == (nodes, edges)
     width = float(root.get("width").rstrip("pt"))
     assert width < 2000, f"the diagram grew sideways to {width}pt"
+
+
+def test_show_training_loop_passes_the_theme_to_the_diagram(learn):
+    dark = learn.show_training_loop(fmt="graphviz", theme="dark")
+    assert dark.theme == "dark" and "bgcolor=transparent" in dark.source
+    with pytest.raises(LoopvizError, match=r"theme must be one of 'light', 'dark', not 'blue'"):
+        learn.show_training_loop(fmt="graphviz", theme="blue")

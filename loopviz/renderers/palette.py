@@ -12,7 +12,7 @@ __all__ = ["PALETTE", "HEAT", "HEAT_DARK", "heat_index", "callback_colours", "pi
 # Sixteen colours that stay apart from each other on white and dark backgrounds.
 PALETTE: tuple[str, ...] = (
     "#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd", "#8c564b", "#e377c2", "#7f7f7f",
-    "#bcbd22", "#17becf", "#393b79", "#637939", "#8c6d31", "#843c39", "#7b4173", "#3182bd",
+    "#bcbd22", "#17becf", "#7b83eb", "#637939", "#8c6d31", "#843c39", "#7b4173", "#3182bd",
 )
 
 # White to dark red, for a share of the run from 0 to the largest share in the picture (ColorBrewer YlOrRd).

@@ -15,13 +15,11 @@ import numpy as np
 import pandas as pd
 
 from loopviz.errors import LoopvizError
-from loopviz.renderers.palette import PALETTE
+from loopviz.renderers.palette import HEAT, HEAT_DARK, PALETTE, heat_index
 from loopviz.renderers.sanitise import cut, one_line
 
-__all__ = ["html_report", "HEAT", "MAX_BARS"]
+__all__ = ["html_report", "MAX_BARS"]
 
-# white to dark red, for a share of the run from 0 to the largest share in the picture (ColorBrewer YlOrRd)
-HEAT = ("#ffffcc", "#ffeda0", "#fed976", "#feb24c", "#fd8d3c", "#fc4e2a", "#e31a1c", "#bd0026", "#800026")
 MAX_BARS = 400  # bars per batch chart: more batches than this are shown as means of consecutive batches
 CHART_WIDTH, CHART_HEIGHT, TIMELINE_ROW = 960, 240, 26
 OTHER = "other"
@@ -73,10 +71,8 @@ def _ms(ms: float) -> str:
 
 
 def _heat(share: float, top: float) -> str:
-    """The HEAT colour of a share, scaled to the largest share shown."""
-    if top <= 0:
-        return HEAT[0]
-    return HEAT[min(int(share / top * (len(HEAT) - 1) + 0.5), len(HEAT) - 1)]
+    """The HEAT colour of a share, scaled to the largest share shown (the diagram's scale too)."""
+    return HEAT[heat_index(share, top)]
 
 
 def _section(title: str, body: str, caption: str) -> str:
@@ -121,7 +117,7 @@ def _diagram(main: Any, label: str) -> str:
         name = f"{key[0]} ({key[1]})" if key[1] else key[0]
         details[node] = {"title": name, **_facts(stats)}
         fill = _heat(stats["share"], top_share)
-        font = "white" if HEAT.index(fill) >= 6 else "black"
+        font = "white" if HEAT.index(fill) >= HEAT_DARK else "black"
         lines.append(f'{node} [id="{node}", label={_dot_text(name)}, fillcolor="{fill}", fontcolor="{font}", '
                      f'tooltip={_dot_text(name)}];')
     order = list(events)

@@ -10,11 +10,11 @@ from loopviz.adapters.fastai import tracer as _tracer  # noqa: F401  (patches Le
 from loopviz.adapters.fastai.creation import record_creations
 from loopviz.adapters.fastai.spec import LOOPS, as_callbacks, build_spec
 from loopviz.annotate import annotate, spec_loop_of
-from loopviz.checks import check_trace
+from loopviz.checks import check_choice, check_trace
 from loopviz.diff import diff as diff_specs
 from loopviz.model import LoopSpec
 from loopviz.renderers.text import DEFAULT_WIDTH
-from loopviz.view import LoopView, check_view_options, show_loop
+from loopviz.view import THEMES, LoopView, check_view_options, show_loop
 
 if TYPE_CHECKING:
     from loopviz.diagram import LoopDiagram
@@ -57,9 +57,11 @@ def show_training_loop(
     trace=None,  # A `Trace` of this learner (`with learn.trace() as t`): annotate the loop with measured times
     diff=None,  # Callbacks to compare with: show the loop with them added (+), and what they change
     start_epoch: int = 0,  # As in `fit(n_epoch, start_epoch=...)` (fit loops only): preview the SkipToEpoch fastai adds
+    theme: str = "light",  # The diagram's colours: 'light', or 'dark' for dark notebooks and pages (transparent background)
 ) -> LoopView | "LoopDiagram":
     "Show each step in the training loop, with the callbacks that really run there"
     check_view_options(verbose=verbose, fmt=fmt, width=width, hide_empty=hide_empty, focus=focus)
+    check_choice("theme", theme, THEMES)
     check_trace("trace", trace, optional=True)
     if loop is None:
         loop = traced_loop(trace) if trace is not None else "fit"
@@ -70,4 +72,4 @@ def show_training_loop(
         spec = diff_specs(spec, with_diff)
     if trace is not None:
         spec = annotate(spec, trace)
-    return show_loop(spec, verbose=verbose, fmt=fmt, width=width, hide_empty=hide_empty, focus=focus)
+    return show_loop(spec, verbose=verbose, fmt=fmt, width=width, hide_empty=hide_empty, focus=focus, theme=theme)
