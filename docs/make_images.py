@@ -1,8 +1,12 @@
-"""Regenerate the README's pictures: `python docs/make_images.py` (terminal output saved as SVG by rich, and the
-loop's graphviz diagram, plain and annotated with a trace's times)."""
+"""Regenerate the README's pictures: `python docs/make_images.py` (terminal output saved as SVG by rich, the
+loop's graphviz diagram, plain and annotated with a trace's times, and the HTML report as headless Chromium
+draws it)."""
 from __future__ import annotations
 
 import io
+import shutil
+import subprocess
+import tempfile
 from pathlib import Path
 
 import fastai.callback.all  # noqa: F401  (ProgressCallback joins the defaults, as in a notebook)
@@ -42,6 +46,21 @@ def main() -> None:
     timed = traced.show_training_loop(fmt="graphviz", trace=t, hide_empty=True)  # filled by share of the run
     print(f"wrote {timed.save(IMAGES / 'loop_diagram_traced.svg')}")
     print(f"wrote {timed.save(IMAGES / 'loop_diagram_traced.png')}")
+    screenshot(t, IMAGES / "html_report.png")
+
+
+def screenshot(trace, out: Path) -> None:
+    """The top of the trace's HTML report (the header and the heat-coloured loop), drawn by headless Chromium."""
+    chromium = shutil.which("chromium") or shutil.which("chromium-browser")
+    if chromium is None:
+        print(f"skipped {out}: needs Debian's chromium")
+        return
+    with tempfile.TemporaryDirectory() as folder:
+        page = trace.to_html(Path(folder) / "fit.html")
+        subprocess.run([chromium, "--headless=new", "--no-sandbox", "--disable-gpu", "--hide-scrollbars",
+                        "--host-resolver-rules=MAP * ~NOTFOUND", f"--screenshot={out}", "--window-size=1100,1400",
+                        page.as_uri()], check=True, capture_output=True, timeout=120)
+    print(f"wrote {out}")
 
 
 if __name__ == "__main__":
