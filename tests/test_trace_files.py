@@ -546,15 +546,15 @@ def test_the_cli_says_what_is_wrong_with_a_file_in_one_line(real, tmp_path):
     del broken["events"]
     bad = save(broken, tmp_path / "bad.json")
     bomb = zeros_gz(tmp_path / "bomb.json.gz", 8 * MiB)
-    cases = [(["report", str(bad)], bad, "lacks the fields events"),
-             (["diff", str(good), str(bad)], bad, "lacks the fields events"),
-             (["diff", str(bad), str(good)], bad, "lacks the fields events"),
-             (["report", str(good), str(bad)], bad, "lacks the fields events"),
-             (["report", "/dev/zero"], "/dev/zero", "is a device")]
-    for args, named, says in cases:
+    cases = [(["report", str(bad)], "", bad, "lacks the fields events"),
+             (["diff", str(good), str(bad)], "AFTER: ", bad, "lacks the fields events"),
+             (["diff", str(bad), str(good)], "BEFORE: ", bad, "lacks the fields events"),
+             (["report", str(good), str(bad)], "", bad, "lacks the fields events"),
+             (["report", "/dev/zero"], "", "/dev/zero", "is a device")]
+    for args, which, named, says in cases:
         code, out, err = run(*args)
         assert code == 1 and out == "", (args, code, out)
-        assert err.startswith(f"loopviz: {str(named)!r}") and says in err and err.count("\n") == 1, (args, err)
+        assert err.startswith(f"loopviz: {which}{str(named)!r}") and says in err and err.count("\n") == 1, (args, err)
     code, _, err = run("report", str(bomb), env={"LOOPVIZ_MAX_TRACE_JSON_BYTES": str(MiB)})
     assert code == 1 and "decompresses to more JSON than the 1,048,576 bytes" in err and "Traceback" not in err
     assert run("report", str(good))[0] == 0
