@@ -232,7 +232,7 @@ def _table(df: pd.DataFrame, name: str) -> str:
 
 def _batch_sections(trace: Any, main: int) -> list[str]:
     """A stacked chart of time per batch for each loop with batches, and the main loop's slowest batch."""
-    from loopviz.trace.plot import _folded, loop_batches, series_colours
+    from loopviz.trace.plot import folded_series, loop_batches, series_colours
 
     out = []
     for index, label in enumerate(trace.loops):
@@ -240,7 +240,7 @@ def _batch_sections(trace: Any, main: int) -> list[str]:
             batches = loop_batches(trace, index)
         except LoopvizError:
             continue  # a loop without batches (an lr_find that stopped at once, a bare validate of nothing)
-        series = _folded(batches.table)
+        series = folded_series(batches.table)
         colours = series_colours(list(series.columns))
         caption = (f"Loop {index} {_text(repr(label))}: each bar is one {batches.what}, stacked by work and event "
                    "(largest total at the bottom); hover a bar for its figures.")

@@ -19,7 +19,7 @@ if TYPE_CHECKING:
     from matplotlib.axes import Axes
     from matplotlib.figure import Figure
 
-__all__ = ["plot_trace", "resolve_loop", "series_colours"]
+__all__ = ["plot_trace", "resolve_loop", "series_colours", "loop_batches", "folded_series", "Batches"]
 
 OTHER = "other"
 GREY = "#7f7f7f"  # PALETTE's grey, kept for 'other'
@@ -163,7 +163,7 @@ def series_colours(names: list[str]) -> dict[str, str]:
     return pick_colours(sorted(set(names) - {OTHER}), taken=taken, near=NEAR)
 
 
-def _folded(table: pd.DataFrame) -> pd.DataFrame:
+def folded_series(table: pd.DataFrame) -> pd.DataFrame:
     """The per-series columns, largest total first, with the smallest folded into 'other' past len(PALETTE)."""
     series = table.drop(columns=["epoch", "iter"])
     series = series[series.sum().sort_values(ascending=False, kind="stable").index]
@@ -194,7 +194,7 @@ def plot_trace(trace: Any, loop: Any = None) -> Figure:
 
     index = resolve_loop(trace, loop)
     batches = loop_batches(trace, index)
-    series = _folded(batches.table)
+    series = folded_series(batches.table)
     colours = series_colours(list(series.columns))
     # Made by pyplot so that a notebook's inline backend is loaded (it registers the formatter that shows a
     # returned Figure), then closed so the notebook shows it once, as the cell's value, not again at cell end.
