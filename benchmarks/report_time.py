@@ -67,11 +67,13 @@ def main() -> None:
     print(f"trace of {t.n_firings:,} firings and {t.n_calls:,} calls, recorded in {time.perf_counter() - started:.1f} s; "
           f"raw records {(t.data.firings.nbytes + t.data.calls.nbytes) / 1e6:.1f} MB")
     with tempfile.TemporaryDirectory() as folder:
-        json_path, gz_path, chrome_path = (Path(folder) / name for name in ("t.json", "t.json.gz", "t.perfetto.json"))
+        json_path, gz_path, chrome_path, html_path = (Path(folder) / name for name in
+                                                      ("t.json", "t.json.gz", "t.perfetto.json", "t.html"))
         reports = {
             "summary()": t.summary, "by_callback()": t.by_callback, "to_df()": t.to_df,
             "str(t) (the tables)": lambda: str(t),
             "to_chrome(path)": lambda: t.to_chrome(chrome_path),
+            "to_html(path)": lambda: t.to_html(html_path),
             "save(.json)": lambda: t.save(json_path), "load(.json)": lambda: Trace.load(json_path),
             "save(.json.gz)": lambda: t.save(gz_path), "load(.json.gz)": lambda: Trace.load(gz_path),
         }

@@ -159,14 +159,16 @@ def _event_stats(top: pd.DataFrame, calls: pd.DataFrame, run_ns: int) -> dict[tu
     """Per (event, phase), in the order they first fired: count, total, mean, p95, share and the callbacks' times."""
     out: dict[tuple[str, str], dict[str, Any]] = {}
     names = top["event"].astype(str)
+    per_callback: dict[tuple[str, str], list[tuple[str, int, float]]] = {}  # (event, phase) -> callbacks, costliest first
+    totals = calls.assign(name=calls["event"].astype(str)).groupby(["name", "phase", "callback"], sort=False)["dur"]
+    for (event, phase, cb), row in totals.agg(["count", "sum"]).sort_values("sum", ascending=False).iterrows():
+        per_callback.setdefault((event, phase), []).append((cb, int(row["count"]), float(row["sum"])))
     for (event, phase), group in top.assign(name=names).groupby(["name", "phase"], sort=False):
         dur = group["dur"].to_numpy() / 1e6
-        mine = calls[(calls["event"].astype(str) == event) & (calls["phase"] == phase)]
-        by_cb = mine.groupby("callback", sort=False)["dur"].agg(["count", "sum"]).sort_values("sum", ascending=False)
         out[(event, phase)] = {
             "count": len(dur), "total_ms": float(dur.sum()), "mean_ms": float(dur.mean()),
             "p95_ms": float(np.percentile(dur, 95)), "share": float(dur.sum() * 1e6 / run_ns),
-            "callbacks": [f"{cb}: {_ms(row['sum'] / 1e6)} in {int(row['count'])} calls" for cb, row in by_cb.iterrows()],
+            "callbacks": [f"{cb}: {_ms(total / 1e6)} in {count} calls" for cb, count, total in per_callback.get((event, phase), [])],
         }
     return out
 
