@@ -9,7 +9,11 @@ callback calls included. The learner has five callbacks; the cases differ in how
 event. A whole fit (`--fit-batches`) is counted the same way, traced and untraced. The garbage collector is off while
 firings are counted (it runs at allocation thresholds, so at different points for N and 2N) and on for fits.
 
-    .venv/bin/python benchmarks/instructions.py [--n 500] [--fit-batches 100] [--changes]
+    .venv/bin/python benchmarks/instructions.py [--n 500] [--fit-batches 100] [--changes] [--ranges [--profiler]]
+
+`--ranges` traces with ranges=True (a torch.profiler range per event, handler call and piece of work, opened only
+while a profiler records); `--profiler` runs every case, traced and untraced, inside a CPU torch.profiler, so
+the ranges are really opened and the figure is what they add to a profiled fit.
 
 Needs valgrind (Debian: apt-get install valgrind). Counts are reproducible to well under 1 % between runs.
 """
@@ -81,24 +85,34 @@ def measure(args: argparse.Namespace) -> None:
     # TrainEvalCallback, Recorder, CastToTensor, StepA, StepB: a typical learner's count
     assert len(learn.cbs) == 5, [type(cb).__name__ for cb in learn.cbs]
 
+    def profiled():
+        """A CPU torch.profiler when --profiler was given, else nothing."""
+        from contextlib import nullcontext
+
+        from torch.profiler import ProfilerActivity, profile
+
+        return profile(activities=[ProfilerActivity.CPU]) if args.profiler else nullcontext()
+
     def dispatch(event: str, n: int, traced: bool):
         def run():
             if traced:
-                with learn.trace(changes=args.changes):
+                with profiled(), learn.trace(changes=args.changes, ranges=args.ranges):
                     for _ in range(n):
                         learn(event)
             else:
-                for _ in range(n):
-                    learn(event)
+                with profiled():
+                    for _ in range(n):
+                        learn(event)
         return run
 
     def fit(traced: bool):
         def run():
             if traced:
-                with learn.trace(changes=args.changes):
+                with profiled(), learn.trace(changes=args.changes, ranges=args.ranges):
                     learn.fit(1)
             else:
-                learn.fit(1)
+                with profiled():
+                    learn.fit(1)
         return run
 
     with learn.no_logging():
@@ -125,9 +139,9 @@ def _totals(folder: str) -> dict[str, int]:
     return found
 
 
-def report(totals: dict[str, int], n: int, fit_batches: int, changes: bool) -> None:
+def report(totals: dict[str, int], n: int, fit_batches: int, options: list[str]) -> None:
     """Print instructions per firing for each case and the whole-fit ratio."""
-    what = " with changes=True" if changes else ""
+    what = f" ({', '.join(options)})" if options else ""
     print(f"Instructions per event firing{what} (callgrind; 5 callbacks; each from N={n} and 2N firings):")
     print(f"  {'case':46s} {'untraced':>10s} {'traced':>10s} {'added':>10s} {'ratio':>7s}")
     for i, (label, event, handlers) in enumerate(CASES):
@@ -148,21 +162,24 @@ def main() -> None:
     parser.add_argument("--n", type=int, default=500, help="firings per case (and 2N)")
     parser.add_argument("--fit-batches", type=int, default=100, help="training batches of the whole fit")
     parser.add_argument("--changes", action="store_true", help="trace with changes=True")
+    parser.add_argument("--ranges", action="store_true", help="trace with ranges=True")
+    parser.add_argument("--profiler", action="store_true", help="run every case inside a CPU torch.profiler")
     parser.add_argument("--inside", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.inside:
         measure(args)
         return
+    options = [f"--{name}" for name in ("changes", "ranges", "profiler") if getattr(args, name)]
     with tempfile.TemporaryDirectory() as folder:
         command = ["valgrind", "--tool=callgrind", "--instr-atstart=no",
                    f"--callgrind-out-file={folder}/callgrind.out.%p", sys.executable, __file__,
                    "--n", str(args.n), "--fit-batches", str(args.fit_batches), "--inside", "1",
-                   *(["--changes"] if args.changes else [])]
+                   *options]
         # string hashing is randomised per process, which moves dict and set costs by a few per cent: fixed here
         done = subprocess.run(command, capture_output=True, text=True, env={**os.environ, "PYTHONHASHSEED": "0"})
         if done.returncode != 0:
             sys.exit(f"callgrind run failed:\n{done.stderr[-3000:]}")
-        report(_totals(folder), args.n, args.fit_batches, args.changes)
+        report(_totals(folder), args.n, args.fit_batches, options)
 
 
 if __name__ == "__main__":

@@ -37,7 +37,7 @@ from loopviz.introspect import call_owner
 from loopviz.trace.clock import make_clock
 from loopviz.trace.data import callback_facts, is_outermost
 from loopviz.trace.record import (
-    CANCELLED, ERROR, NO_HANDLER, RAN, SKIPPED_RUN, SKIPPED_TRAIN, SKIPPED_VALID, Recorder,
+    CANCELLED, ERROR, MODES, NO_HANDLER, RAN, SKIPPED_RUN, SKIPPED_TRAIN, SKIPPED_VALID, Recorder,
 )
 from loopviz.trace.trace import Trace
 
@@ -77,7 +77,8 @@ def active_recorders() -> int:
 class _LearnerTrace:
     """Per-learner state while tracing: the recorder plus what the wrappers need to label and classify."""
 
-    def __init__(self, learn: Learner, recorder: Recorder, changes: bool = False, tensors: bool = False):
+    def __init__(self, learn: Learner, recorder: Recorder, changes: bool = False, tensors: bool = False,
+                 ranges: bool = False):
         self.learn_ref = weakref.ref(learn)
         self.learn_id = id(learn)  # the key in _ACTIVE (this state leaves it before the learner is freed)
         self.rec = recorder
@@ -95,6 +96,8 @@ class _LearnerTrace:
         self.reached = 0  # what fastai's getcallable gave `calling`: 0 not called yet, 1 no handler, 2 a handler
         self.surprised: Callback | None = None  # a callback seen to have no handler for an event that now has one
         self.surprise_start = 0  # when fastai's getcallable gave it that handler
+        self.ranges = ranges  # also open torch.profiler ranges (record_function) while a profiler is active
+        self.work_range: Any = None  # the open range of the work since the last firing ended, if any
         self.cursor = -1  # where the last outermost loop of the user's call ended (-1: none yet)
         self.last_outer = -1  # that loop
 
@@ -264,6 +267,29 @@ def _tensor_versions(attrs: dict[str, Any]) -> dict[str, Any]:
     return out
 
 
+# -- torch.profiler ranges (ranges=True) -----------------------------------------------------------
+
+RANGE_PREFIX = "fastai"  # every range's name starts with this, then the event, 'Callback.event' or the work
+_enter_range = torch.ops.profiler._record_function_enter_new  # what torch.profiler.record_function does, less its frames
+_exit_range = torch.ops.profiler._record_function_exit._RecordFunction
+
+
+def _open_range(name: str) -> Any:
+    """A record_function range, open; None when no profiler is recording (a range costs microseconds even then)."""
+    return _enter_range(f"{RANGE_PREFIX} {name}", None) if torch.autograd._profiler_enabled() else None
+
+
+def _close_range(handle: Any) -> None:
+    if handle is not None:
+        _exit_range(handle)
+
+
+def _close_work_range(state: _LearnerTrace) -> None:
+    """Close the range of the work since the last firing: ranges nest, so it ends before any other range does."""
+    handle, state.work_range = state.work_range, None
+    _close_range(handle)
+
+
 # -- the wrappers ---------------------------------------------------------------------------------
 
 
@@ -284,6 +310,9 @@ def _wrap_call_one(original: Callable[..., Any]) -> Callable[..., Any]:
         rec = state.rec
         index = rec.begin_firing(event_name, mode, d.get("epoch", -1), d.get("iter", -1))
         status = 0
+        if state.ranges:
+            _close_work_range(state)
+            event_range = _open_range(f"{event_name} ({MODES[mode]})" if mode else event_name)
         # The outcome bookkeeping is written out here and in the callback wrapper, not shared through a
         # helper or a context manager: this runs at every event and every callback call.
         try:
@@ -296,6 +325,10 @@ def _wrap_call_one(original: Callable[..., Any]) -> Callable[..., Any]:
             raise
         finally:
             rec.end_firing(index, status)
+            if state.ranges:
+                _close_work_range(state)
+                _close_range(event_range)
+                state.work_range = _open_range(f"work after {event_name}")
             if state.bare:
                 state.end_bare_loop(event_name)
 
@@ -339,6 +372,7 @@ def _wrap_callback_call(original: Callable[..., Any], replaces_call: bool = Fals
             before = state_snapshot(attrs, state.tensors)
         status = RAN
         run = self.run
+        call_range = _open_range(f"{type(self).__name__}.{event_name}") if state.ranges else None
         start = perf_counter_ns()
         try:
             return original(self, event_name)
@@ -350,6 +384,9 @@ def _wrap_callback_call(original: Callable[..., Any], replaces_call: bool = Fals
             raise
         finally:
             end = perf_counter_ns()
+            if state.ranges:
+                _close_work_range(state)  # opened by a loop this handler ran
+                _close_range(call_range)
             reached = state.reached
             state.calling, state.reached, state.calling_event = outer_calling, outer_reached, outer_event
             _TIMING.pop(key, None)  # getcallable is asked once, as a call starts: an outer call of it needs it no more
@@ -546,6 +583,7 @@ def _end(key: int, state: _LearnerTrace, trace: Trace) -> None:
     if getattr(_GUARDED, "depth", 0):  # the garbage collector ended it inside a guarded block of this thread
         _DEFERRED.append(lambda: _end(key, state, trace))
         return
+    _close_work_range(state)
     with _guarded():
         if _ACTIVE.get(key) is state:
             del _ACTIVE[key]
@@ -562,11 +600,12 @@ class TraceSession:
     the learner is collected, whichever comes first."""
 
     def __init__(self, learn: Learner, clock: str = "auto", max_calls: int = 1_000_000, max_firings: int = 250_000,
-                 changes: bool = False, tensors: bool = False):
+                 changes: bool = False, tensors: bool = False, ranges: bool = False):
         check_type("learn", learn, Learner, "a fastai Learner")
         self.max_calls = check_int("max_calls", max_calls)
         self.max_firings = check_int("max_firings", max_firings)
         self.changes, self.tensors = check_bool("changes", changes), check_bool("tensors", tensors)
+        self.ranges = check_bool("ranges", ranges)
         self.learn_ref = weakref.ref(learn)
         self.clock = make_clock(clock, _model_device(learn))
         self.recorder = Recorder(self.clock, max_calls=self.max_calls, max_firings=self.max_firings)
@@ -578,7 +617,7 @@ class TraceSession:
         learn = self.learn_ref()
         if self._ending is not None or learn is None:
             raise LoopvizError("this trace session has been used; start a new one with `learn.trace()`.")
-        state = _LearnerTrace(learn, self.recorder, changes=self.changes, tensors=self.tensors)
+        state = _LearnerTrace(learn, self.recorder, changes=self.changes, tensors=self.tensors, ranges=self.ranges)
         _start(id(learn), state)
         # Ends the trace once: on exit, on t.stop(), or when the learner is collected (the finalizer holds
         # the state and the trace, which hold the learner only weakly).
@@ -619,6 +658,8 @@ def trace(
     max_firings: int = 250_000,  # Raw event-firing records kept (32 bytes each); past it, aggregates only
     changes: bool = False,  # Also record which learner attributes (and optimizer hyper-parameters) each callback call changes
     tensors: bool = False,  # Also record tensors changed in place (loss_grad, gradients, parameters...): costlier
+    ranges: bool = False,  # Also open a torch.profiler range (record_function) per event, handler call and piece of work, while a profiler (or emit_nvtx) is recording
 ) -> TraceSession:
     "Record every event firing, callback call and the work between events of what runs inside `with`"
-    return TraceSession(self, clock=clock, max_calls=max_calls, max_firings=max_firings, changes=changes, tensors=tensors)
+    return TraceSession(self, clock=clock, max_calls=max_calls, max_firings=max_firings, changes=changes,
+                        tensors=tensors, ranges=ranges)
