@@ -274,20 +274,15 @@ _enter_range = torch.ops.profiler._record_function_enter_new  # what torch.profi
 _exit_range = torch.ops.profiler._record_function_exit._RecordFunction
 
 
-def _open_range(name: str) -> Any:
-    """A record_function range, open; None when no profiler is recording (a range costs microseconds even then)."""
-    return _enter_range(f"{RANGE_PREFIX} {name}", None) if torch.autograd._profiler_enabled() else None
-
-
-def _close_range(handle: Any) -> None:
-    if handle is not None:
-        _exit_range(handle)
+_recording = torch.autograd._profiler_enabled  # a range is opened only while a profiler (or emit_nvtx) records:
+# entering one costs microseconds even when nothing records it, the check about 100 ns
 
 
 def _close_work_range(state: _LearnerTrace) -> None:
     """Close the range of the work since the last firing: ranges nest, so it ends before any other range does."""
     handle, state.work_range = state.work_range, None
-    _close_range(handle)
+    if handle is not None:
+        _exit_range(handle)
 
 
 # -- the wrappers ---------------------------------------------------------------------------------
@@ -310,9 +305,11 @@ def _wrap_call_one(original: Callable[..., Any]) -> Callable[..., Any]:
         rec = state.rec
         index = rec.begin_firing(event_name, mode, d.get("epoch", -1), d.get("iter", -1))
         status = 0
-        if state.ranges:
-            _close_work_range(state)
-            event_range = _open_range(f"{event_name} ({MODES[mode]})" if mode else event_name)
+        if state.ranges:  # names are made only while a profiler records (this runs at every event)
+            if state.work_range is not None:
+                _close_work_range(state)
+            event_range = (_enter_range(f"{RANGE_PREFIX} {event_name} ({MODES[mode]})" if mode else
+                                        f"{RANGE_PREFIX} {event_name}", None) if _recording() else None)
         # The outcome bookkeeping is written out here and in the callback wrapper, not shared through a
         # helper or a context manager: this runs at every event and every callback call.
         try:
@@ -326,9 +323,12 @@ def _wrap_call_one(original: Callable[..., Any]) -> Callable[..., Any]:
         finally:
             rec.end_firing(index, status)
             if state.ranges:
-                _close_work_range(state)
-                _close_range(event_range)
-                state.work_range = _open_range(f"work after {event_name}")
+                if state.work_range is not None:
+                    _close_work_range(state)
+                if event_range is not None:
+                    _exit_range(event_range)
+                if _recording():
+                    state.work_range = _enter_range(f"{RANGE_PREFIX} work after {event_name}", None)
             if state.bare:
                 state.end_bare_loop(event_name)
 
@@ -372,7 +372,8 @@ def _wrap_callback_call(original: Callable[..., Any], replaces_call: bool = Fals
             before = state_snapshot(attrs, state.tensors)
         status = RAN
         run = self.run
-        call_range = _open_range(f"{type(self).__name__}.{event_name}") if state.ranges else None
+        call_range = (_enter_range(f"{RANGE_PREFIX} {type(self).__name__}.{event_name}", None)
+                      if state.ranges and _recording() else None)
         start = perf_counter_ns()
         try:
             return original(self, event_name)
@@ -385,8 +386,10 @@ def _wrap_callback_call(original: Callable[..., Any], replaces_call: bool = Fals
         finally:
             end = perf_counter_ns()
             if state.ranges:
-                _close_work_range(state)  # opened by a loop this handler ran
-                _close_range(call_range)
+                if state.work_range is not None:  # opened by a loop this handler ran
+                    _close_work_range(state)
+                if call_range is not None:
+                    _exit_range(call_range)
             reached = state.reached
             state.calling, state.reached, state.calling_event = outer_calling, outer_reached, outer_event
             _TIMING.pop(key, None)  # getcallable is asked once, as a call starts: an outer call of it needs it no more
