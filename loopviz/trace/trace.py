@@ -255,6 +255,15 @@ class Trace:
         self._check()
         return _write(lambda: chrome_text(self), path)
 
+    def to_perfetto_with(self, profiler: Any, path: str | Path) -> Path:
+        """Write one Chrome/Perfetto trace of this trace and a torch.profiler trace of the same fit (the `profile`
+        object, or the JSON it exported): loopviz's loop, events, callbacks and work above the profiler's operators
+        and kernels, on one clock (exact when traced with `ranges=True`)."""
+        from loopviz.trace.profiler import merged_with_profiler
+
+        self._check()
+        return _write(lambda: merged_with_profiler(self, profiler), path)
+
     def to_html(self, path: str | Path, loop: int | str | None = None) -> Path:
         """Write an interactive HTML report: one self-contained file (no network) with the loop heat-coloured by
         time, sortable tables, time per batch and the slowest batch. `loop` picks the loop of the diagram (an
