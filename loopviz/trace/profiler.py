@@ -19,7 +19,7 @@ from loopviz.errors import LoopvizError
 
 __all__ = ["merged_with_profiler", "profiler_events"]
 
-RANGE_PREFIX = "fastai "  # loopviz.adapters.fastai.tracer.RANGE_PREFIX, as the profiler records it
+RANGE_PREFIX = "fastai"  # the name of every range the fastai tracer opens starts with this and a space
 
 
 def profiler_events(profiler: Any) -> dict[str, Any]:
@@ -44,8 +44,8 @@ def profiler_events(profiler: Any) -> dict[str, Any]:
 def _firing_ranges(events: list[dict[str, Any]]) -> list[dict[str, Any]]:
     """The profiler's ranges of event firings (not of handler calls or work), in time order."""
     return sorted((e for e in events if e.get("ph") == "X" and e.get("cat") == "user_annotation"
-                   and str(e.get("name", "")).startswith(RANGE_PREFIX) and "." not in e["name"]
-                   and not e["name"].startswith(f"{RANGE_PREFIX}work after ")), key=lambda e: e["ts"])
+                   and str(e.get("name", "")).startswith(f"{RANGE_PREFIX} ") and "." not in e["name"]
+                   and not e["name"].startswith(f"{RANGE_PREFIX} work after ")), key=lambda e: e["ts"])
 
 
 def merged_with_profiler(trace: Any, profiler: Any) -> dict[str, Any]:
@@ -62,7 +62,7 @@ def merged_with_profiler(trace: Any, profiler: Any) -> dict[str, Any]:
     placed = "unix time"
     fired = sorted((e for e in ours["traceEvents"] if e.get("cat") == "event"), key=lambda e: e["ts"])
     ranges = _firing_ranges(theirs)
-    names = [f"{RANGE_PREFIX}{e['name']}" + (f" ({e['args']['phase']})" if e["args"]["phase"] else "") for e in fired]
+    names = [f"{RANGE_PREFIX} {e['name']}" + (f" ({e['args']['phase']})" if e["args"]["phase"] else "") for e in fired]
     paired = _pairs(names, fired, ranges)
     if paired:
         offset = _offset(paired)

@@ -36,6 +36,7 @@ from loopviz.errors import LoopvizError
 from loopviz.introspect import call_owner
 from loopviz.trace.clock import make_clock
 from loopviz.trace.data import callback_facts, is_outermost
+from loopviz.trace.profiler import RANGE_PREFIX  # each range's name: this, then the event, 'Callback.event' or the work
 from loopviz.trace.record import (
     CANCELLED, ERROR, MODES, NO_HANDLER, RAN, SKIPPED_RUN, SKIPPED_TRAIN, SKIPPED_VALID, Recorder,
 )
@@ -269,7 +270,6 @@ def _tensor_versions(attrs: dict[str, Any]) -> dict[str, Any]:
 
 # -- torch.profiler ranges (ranges=True) -----------------------------------------------------------
 
-RANGE_PREFIX = "fastai"  # every range's name starts with this, then the event, 'Callback.event' or the work
 _enter_range = torch.ops.profiler._record_function_enter_new  # what torch.profiler.record_function does, less its frames
 _exit_range = torch.ops.profiler._record_function_exit._RecordFunction
 
