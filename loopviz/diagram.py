@@ -12,7 +12,7 @@ from loopviz.model import LoopSpec
 from loopviz.renderers.sanitise import cut, one_line
 from loopviz.renderers.text import DEFAULT_WIDTH, render_text
 
-__all__ = ["LoopDiagram", "render_dot", "render_svg", "render_png", "render_pdf"]
+__all__ = ["LoopDiagram", "render_dot", "render_svg", "render_png", "render_pdf", "run_dot"]
 
 DOT_TIMEOUT = 120  # seconds; dot draws a loop in well under one, so this only stops a hang
 _WHAT_TO_DO = "save the diagram as .dot to keep its source, and please report this as a loopviz bug."
@@ -46,7 +46,7 @@ class LoopDiagram:
         drawn = [f.name for f in _diagram_formats() if f.needs_dot]
         if fmt not in drawn:
             raise LoopvizError(f"format {fmt!r} is not one loopviz renders with dot; use one of: {', '.join(drawn)}.")
-        return _run_dot(self.source, fmt)
+        return run_dot(self.source, fmt)
 
     def svg(self) -> str:
         """The diagram as SVG text."""
@@ -90,7 +90,7 @@ class LoopDiagram:
         return f"<LoopDiagram: {self.spec.loop} loop, {len(self.spec.event_names())} events; .save('loop.svg') or .source for DOT>"
 
 
-def _run_dot(source: str, fmt: str) -> bytes:
+def run_dot(source: str, fmt: str) -> bytes:
     """DOT `source` drawn by Graphviz's `dot` as `fmt`; a failure or hang of `dot` as a one-line LoopvizError."""
     try:
         done = subprocess.run(["dot", f"-T{fmt}"], input=source.encode("utf-8"), capture_output=True,

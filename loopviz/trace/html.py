@@ -38,12 +38,12 @@ def html_report(trace: Any, loop: Any = None) -> str:
                  "Each box is an event of loop " + _text(f"{index} {trace.loops[index]!r}") + " (its callbacks' time), "
                  "each arrow the work between two events; the darker, the larger its share of the run. "
                  "Hover for count, total, mean and p95."),
-        _section("Where the time went", _table(_summary_rows(trace), "summary"),
+        _section("Where the time went", _table(trace.summary().rename(columns={"pct": "share"}), "summary"),
                  "Every event and kind of work, over all loops. Click a column to sort."),
-        _section("Callbacks", _table(_callback_rows(trace), "callbacks"), "Per callback, event and phase."),
+        _section("Callbacks", _table(trace.by_callback(), "callbacks"), "Per callback, event and phase."),
     ]
     if trace.tracked_changes:
-        sections.append(_section("State changes", _table(_change_rows(trace), "changes"),
+        sections.append(_section("State changes", _table(trace.changes(), "changes"),
                                  "Which learner state each callback changed."))
     sections += _batch_sections(trace, index)
     notes = "".join(f"<li>{_text(n)}</li>" for n in trace.notes())
@@ -95,7 +95,7 @@ def _header(trace: Any) -> str:
 
 def _diagram(main: Any, label: str) -> str:
     """The observed loop as SVG: events in the order they first fired, the work between them as edges."""
-    from loopviz.diagram import _run_dot
+    from loopviz.diagram import run_dot
     from loopviz.trace.reports import total_ns
 
     firings = main.firings_df()
@@ -136,7 +136,7 @@ def _diagram(main: Any, label: str) -> str:
                      f'penwidth={1 + 5 * stats["share"] / max(top_share, 1e-9):.2f}, '
                      f'{"constraint=false, style=dashed, " if back else ""}tooltip={_dot_text(details[edge]["title"])}];')
     lines.append("}")
-    svg = _run_dot("\n".join(lines), "svg").decode("utf-8", errors="replace")
+    svg = run_dot("\n".join(lines), "svg").decode("utf-8", errors="replace")
     svg = svg[svg.index("<svg"):]  # without the XML prolog and doctype: it sits inside HTML
     legend = "".join(f'<span style="background:{c}"></span>' for c in HEAT)
     data = json.dumps(details, ensure_ascii=True).replace("</", "<\\/")
@@ -193,19 +193,6 @@ def _facts(stats: dict[str, Any]) -> dict[str, Any]:
 
 
 # -- tables ---------------------------------------------------------------------------------------
-
-
-def _summary_rows(trace: Any) -> pd.DataFrame:
-    df = trace.summary()
-    return df.assign(share=df["pct"]).drop(columns=["pct"])
-
-
-def _callback_rows(trace: Any) -> pd.DataFrame:
-    return trace.by_callback()
-
-
-def _change_rows(trace: Any) -> pd.DataFrame:
-    return trace.changes()
 
 
 def _table(df: pd.DataFrame, name: str) -> str:

@@ -14,7 +14,7 @@ import struct
 from array import array
 from typing import TYPE_CHECKING, Any
 
-from loopviz.trace.layout import C_DUR, CALL_FIELDS, F_DEV_END, F_DEV_START, F_END, F_START, FIRING_FIELDS, NC, NF
+from loopviz.trace.layout import C_DUR, CALL_FIELDS, F_DEV_END, F_DEV_START, F_END, F_START, FIRING_FIELDS
 
 if TYPE_CHECKING:
     import numpy as np
@@ -51,10 +51,6 @@ MAX_EVENT = 2**16 - 1  # the largest event index a row holds (the recorder aggre
 MAX_INDEX = 2**31 - 1  # the largest loop, firing or callback index, epoch or iteration a row holds
 
 _NUMPY_TYPES = {"q": "<i8", "i": "<i4", "I": "<u4", "H": "<u2", "B": "u1"}
-_MATRIX_COLUMNS = {  # a stored field -> its column in the int64 matrix ("dur" becomes the end time)
-    "firing": dict(zip(FIRING_FIELDS, range(NF))),
-    "call": dict(zip(CALL_FIELDS, range(NC))),
-}
 
 
 class Unfit(ValueError):
@@ -79,8 +75,7 @@ class _Records:
 
     packing: tuple[tuple[str, str], ...]
     row: struct.Struct
-    width: int  # columns of the matrix
-    kind: str
+    fields: tuple[str, ...]  # the matrix's columns (a stored field is in the column of its name; "dur" is not one)
 
     def __init__(self, packed: bytearray | None = None, long: dict[int, int] | None = None):
         self.packed = packed if packed is not None else bytearray()
@@ -107,11 +102,11 @@ class _Records:
         import numpy as np
 
         ints = array("q", values)
-        fields = FIRING_FIELDS if cls.kind == "firing" else CALL_FIELDS
-        if len(ints) % cls.width:
-            raise Unfit(f"holds {len(ints):,} integers, not a whole number of {cls.width}-integer records "
-                        f"({', '.join(fields)})")
-        return np.frombuffer(ints, np.int64).reshape(-1, cls.width)
+        width = len(cls.fields)
+        if len(ints) % width:
+            raise Unfit(f"holds {len(ints):,} integers, not a whole number of {width}-integer records "
+                        f"({', '.join(cls.fields)})")
+        return np.frombuffer(ints, np.int64).reshape(-1, width)
 
     def tolist(self) -> list[int]:
         """The rows as flat integers in matrix order (what a trace file holds)."""
@@ -123,11 +118,10 @@ class _Records:
         import numpy as np
 
         stored = np.frombuffer(self.packed, dtype=_dtype(self.packing, self.row.size))
-        m = np.empty((len(stored), self.width), np.int64)
-        columns = _MATRIX_COLUMNS[self.kind]
+        m = np.empty((len(stored), len(self.fields)), np.int64)
         for field, _ in self.packing:
             if field and field != "dur":
-                m[:, columns[field]] = stored[field]
+                m[:, self.fields.index(field)] = stored[field]
         dur = stored["dur"].astype(np.int64)
         if self.long:
             dur[np.fromiter(self.long.keys(), np.int64, len(self.long))] = np.fromiter(self.long.values(), np.int64,
@@ -140,11 +134,10 @@ class _Records:
         import numpy as np
 
         stored = np.zeros(len(m), dtype=_dtype(cls.packing, cls.row.size))
-        columns = _MATRIX_COLUMNS[cls.kind]
         for field, code in cls.packing:
             if not field or field == "dur":
                 continue
-            column = m[:, columns[field]]
+            column = m[:, cls.fields.index(field)]
             info = np.iinfo(_NUMPY_TYPES[code])
             bad = np.flatnonzero((column < info.min) | (column > info.max))
             if len(bad):
@@ -160,7 +153,7 @@ class _Records:
 class FiringRecords(_Records):
     """Event firings: 32 bytes each, FIRING_FIELDS as a matrix; `device` holds device times, when there are any."""
 
-    packing, row, width, kind = FIRING_PACKING, FIRING_ROW, NF, "firing"
+    packing, row, fields = FIRING_PACKING, FIRING_ROW, FIRING_FIELDS
 
     def __init__(self, packed: bytearray | None = None, long: dict[int, int] | None = None,
                  device: array | None = None):
@@ -200,7 +193,7 @@ class FiringRecords(_Records):
 class CallRecords(_Records):
     """Callback calls: 24 bytes each, CALL_FIELDS as a matrix."""
 
-    packing, row, width, kind = CALL_PACKING, CALL_ROW, NC, "call"
+    packing, row, fields = CALL_PACKING, CALL_ROW, CALL_FIELDS
 
     def matrix(self) -> np.ndarray:
         """The calls as an (n, NC) int64 matrix in CALL_FIELDS order (a new array)."""

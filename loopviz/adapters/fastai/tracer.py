@@ -442,37 +442,22 @@ def _wrap_getcallable(original: Callable[..., Any]) -> Callable[..., Any]:
     return getcallable
 
 
-def _wrap_setattr(original: Callable[..., Any]) -> Callable[..., Any]:
-    """Learner's `__setattr__` (and, with `_wrap_delattr`, `__delattr__`) while a trace records changes: a write
+def _wrap_attribute_write(original: Callable[..., Any]) -> Callable[..., Any]:
+    """Learner's `__setattr__` or `__delattr__` while a trace records changes: a write (`value` given) or delete
     during a tracked callback call notes the attribute's value before the call's first write to it."""
 
     @functools.wraps(original)
-    def __setattr__(self: Learner, name: str, value: Any) -> None:
+    def write(self: Learner, name: str, *value: Any) -> None:
         state = _ACTIVE.get(id(self))
         written = state.written if state is not None else None
         if written is None or name in written:
-            return original(self, name, value)
+            return original(self, name, *value)
         old = self.__dict__.get(name, _MISSING_VALUE)
-        original(self, name, value)
+        original(self, name, *value)
         written[name] = old
 
-    __setattr__.__loopviz_wrapper__ = True  # type: ignore[attr-defined]
-    return __setattr__
-
-
-def _wrap_delattr(original: Callable[..., Any]) -> Callable[..., Any]:
-    @functools.wraps(original)
-    def __delattr__(self: Learner, name: str) -> None:
-        state = _ACTIVE.get(id(self))
-        written = state.written if state is not None else None
-        if written is None or name in written:
-            return original(self, name)
-        old = self.__dict__.get(name, _MISSING_VALUE)
-        original(self, name)
-        written[name] = old
-
-    __delattr__.__loopviz_wrapper__ = True  # type: ignore[attr-defined]
-    return __delattr__
+    write.__loopviz_wrapper__ = True  # type: ignore[attr-defined]
+    return write
 
 
 def _handler_appeared(o: Any, attr: str) -> None:
@@ -576,8 +561,8 @@ def _start(key: int, state: _LearnerTrace) -> None:
         if not _ACTIVE:
             _install_all()
         if state.track and not any(owner is Learner and name == "__setattr__" for owner, name, _, _ in _PATCHES):
-            _install(Learner, "__setattr__", _wrap_setattr)
-            _install(Learner, "__delattr__", _wrap_delattr)
+            _install(Learner, "__setattr__", _wrap_attribute_write)
+            _install(Learner, "__delattr__", _wrap_attribute_write)
         _ACTIVE[key] = state
 
 
