@@ -22,7 +22,7 @@ from rich.text import Text
 from loopviz.renderers.sanitise import one_line, visible
 
 __all__ = ["as_text", "as_html", "pre_html", "bundle", "PRE_STYLE", "PYTHON_MORE", "CALLBACK_COLUMNS", "CHANGE_COLUMNS",
-           "rows_table", "cell", "trace_tables", "trace_text", "trace_html", "diff_tables", "diff_text", "diff_html",
+           "rows_table", "cell", "trace_tables", "trace_text", "trace_html",
            "merged_tables", "merged_text"]
 
 
@@ -139,25 +139,6 @@ def trace_text(trace: Any, width: int = 120) -> str:
 def trace_html(trace: Any) -> str:
     """The tables as HTML, for notebooks."""
     return as_html(trace_tables(trace))
-
-
-def diff_tables(d: Any, limit: int = 15) -> Group:
-    """Two tables, regressions first: events and work, then callbacks."""
-    cols = {"total_ms_before": "before ms", "total_ms_after": "after ms", "change_ms": "change ms", "ratio": "ratio"}
-    return Group(
-        rows_table(d.events, "Events and work: before / after", {"kind": "kind", "name": "name", "phase": "phase", **cols}, limit),
-        rows_table(d.callbacks, "Callbacks: before / after", {"callback": "callback", "event": "event", "phase": "phase", **cols}, limit),
-    )
-
-
-def diff_text(d: Any, width: int = 120) -> str:
-    """The diff tables as plain text."""
-    return as_text(diff_tables(d), width)
-
-
-def diff_html(d: Any) -> str:
-    """The diff tables as HTML, for notebooks."""
-    return as_html(diff_tables(d))
 
 
 def merged_tables(m: Any, limit: int | None = 20, more: str = PYTHON_MORE) -> Group:
