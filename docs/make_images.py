@@ -1,6 +1,6 @@
 """Regenerate the README's pictures: `python docs/make_images.py` (terminal output saved as SVG by rich, the
 loop's graphviz diagram, plain and annotated with a trace's times, and the HTML report as headless Chromium
-draws it)."""
+draws it, and one batch of a merged loopviz + torch.profiler trace)."""
 from __future__ import annotations
 
 import io
@@ -47,6 +47,7 @@ def main() -> None:
     print(f"wrote {timed.save(IMAGES / 'loop_diagram_traced.svg')}")
     print(f"wrote {timed.save(IMAGES / 'loop_diagram_traced.png')}")
     screenshot(t, IMAGES / "html_report.png")
+    merged_timeline(IMAGES / "merged_timeline.png")
 
 
 def screenshot(trace, out: Path) -> None:
@@ -60,6 +61,30 @@ def screenshot(trace, out: Path) -> None:
         subprocess.run([chromium, "--headless=new", "--no-sandbox", "--disable-gpu", "--hide-scrollbars",
                         "--host-resolver-rules=MAP * ~NOTFOUND", f"--screenshot={out}", "--window-size=1100,1400",
                         page.as_uri()], check=True, capture_output=True, timeout=120)
+    print(f"wrote {out}")
+
+
+def merged_timeline(out: Path) -> None:
+    """One training batch of a CPU fit traced with `ranges=True` inside torch.profiler, merged
+    (`t.to_perfetto_with(prof, ...)`) and drawn track by track as Perfetto lays it out (docs/timeline_image.py:
+    no Perfetto UI runs offline here to screenshot)."""
+    from torch.profiler import ProfilerActivity, profile
+
+    from loopviz.trace.profiler import merged_with_profiler
+    from timeline_image import merged_timeline_png  # beside this file
+
+    learn = synth_learner(n_trn=8, cbs=[GradientClip()])
+    with learn.no_bar(), learn.no_logging():
+        with profile(activities=[ProfilerActivity.CPU]) as prof, learn.trace(ranges=True) as t:
+            learn.fit(1)
+    merged = merged_with_profiler(t, prof)
+    fired = [e for e in merged["traceEvents"] if e.get("cat") == "event" and e["args"]["phase"] == "train"
+             and e["args"]["iter"] == 2 and e["name"] in ("before_batch", "after_batch")]
+    start, end = fired[0]["ts"], fired[-1]["ts"] + fired[-1]["dur"]
+    margin = (end - start) * 0.02
+    merged_timeline_png(merged, out, start - margin, end + margin,
+                        title="One training batch: loopviz's events, callbacks and work above torch.profiler's "
+                              "operators (CPU, ranges=True)")
     print(f"wrote {out}")
 
 

@@ -10,6 +10,7 @@ command's name) shows the traceback instead. TARGET modules are imported with th
 from __future__ import annotations
 
 import importlib
+import json
 import os
 import runpy
 import sys
@@ -376,6 +377,58 @@ def diff(ctx: click.Context, before: str, after: str, min_change: tuple[str, ...
         labels = (f"BEFORE ({before})", f"AFTER ({after})")
         d = TraceDiff(*loaded, min_change=list(min_change) or None, labels=labels)
         click.echo(d.text(None if all_rows else top, more=MORE))
+
+    _guard(ctx.obj["debug"], run)
+
+
+@cli.command()
+@click.argument("trace_file", metavar="TRACE", type=click.Path(dir_okay=False))
+@click.argument("profiler_file", metavar="PROFILER_JSON", type=click.Path(dir_okay=False))
+@click.option("--output", "-o", required=True, type=click.Path(dir_okay=False, allow_dash=True),
+              help="Write the merged Chrome/Perfetto trace here (.json, or .json.gz compressed; -o -: standard output).")
+@_debug_option
+@click.pass_context
+def merge(ctx: click.Context, trace_file: str, profiler_file: str, output: str) -> None:
+    """Merge a saved trace (TRACE: `loopviz trace -o` or Trace.save) with a torch.profiler trace of the same fit
+    (PROFILER_JSON: what prof.export_chrome_trace wrote) into one Perfetto file: loopviz's loop, events, callbacks
+    and work above the profiler's operators and kernels, on loopviz's clock (exact when traced with ranges=True)."""
+
+    def run() -> None:
+        from loopviz.errors import LoopvizError
+        from loopviz.trace.files import write_json
+        from loopviz.trace.profiler import merged_with_profiler, profiler_events
+        from loopviz.trace.trace import Trace
+
+        _output_path(_file(output))
+        try:
+            loaded = Trace.load(trace_file)
+        except LoopvizError as e:
+            if "'format'" in str(e):  # the profiler's JSON, say: given first
+                raise Failure(f"TRACE: {str(e).rstrip('.')}; the loopviz trace comes first, the profiler's JSON "
+                              "second.") from e
+            raise Failure(f"TRACE: {e}") from e
+        try:
+            kineto = profiler_events(profiler_file)
+        except LoopvizError as e:
+            raise Failure(f"PROFILER_JSON: {e}") from e
+        merged = merged_with_profiler(loaded, kineto)
+        info = merged["otherData"]["profiler"]
+        if info["firings"]:
+            first, last = info["firings"]
+            covers = f"its window covers firings {first}-{last} ({last - first + 1} of {info['of_firings']})"
+        else:
+            covers = f"its window covers none of the trace's {info['of_firings']} firings: are they of the same fit?"
+        summary = f"profiler placed by {info['placed by']}; {covers}"
+        if _file(output) is None:
+            chrome = next(f for f in formats.REPORT_FORMATS if f.view == "chrome")
+            _write(chrome, json.dumps(merged, separators=(",", ":")), output)
+            click.echo(summary, err=True)
+            return
+        try:
+            path = write_json(merged, output)
+        except OSError as e:
+            raise Failure(f"cannot write {output!r}: {e.strerror or e}.") from e
+        click.echo(f"wrote {path}: {summary}")
 
     _guard(ctx.obj["debug"], run)
 

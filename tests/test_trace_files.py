@@ -45,6 +45,10 @@ def real(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
         with learn.trace(changes=True, max_calls=60, max_firings=40) as t:
             learn.fit(1, cbs=FetchPredsCallback())
     obj = t.to_json()
+    # waits for the GPU need one (test_trace_waits.py records them with a fake GPU): rows of the shape it records
+    obj["tracked_waits"] = True
+    obj["wait_agg"] = [[[0, 0, 1, 0, -1], [2, 3, 5_000, 3_000, "fastai/callback/progress.py:33 in after_batch"]],
+                       [[0, 1, 1, -1, 2], [1, 1, 700, 700, "train.py:9 in loss"]]]
     assert all(obj[f.name] not in ([], {}, 0) for f in fields(TraceData)), "every field has something to break"
     return obj
 
@@ -308,7 +312,8 @@ def test_not_an_object_is_not_a_trace(tmp_path):
 
 def test_older_versions_are_checked_too(real, tmp_path):
     old = {**copy.deepcopy(real), "version": 1}
-    for name in ("change_fields", "loop_spans", "no_handler_by_loop", "overflow_nested", "overflow_work"):
+    for name in ("change_fields", "loop_spans", "no_handler_by_loop", "overflow_nested", "overflow_work", "tracked_waits",
+                 "wait_agg"):
         del old[name]
     for name in ("overflow_firings", "overflow_calls", "change_agg"):
         old[name] = [[key[1:], value] for key, value in old[name]]  # version 1: no loop in the key

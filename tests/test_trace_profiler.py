@@ -68,3 +68,75 @@ def test_a_bad_profiler_argument_is_refused(tmp_path):
     t, _ = traced_and_profiled(tmp_path)
     with pytest.raises(LoopvizError, match="profiler must be a torch.profiler.profile"):
         t.to_perfetto_with(42, tmp_path / "x.json")
+
+
+def metadata(events, name):
+    """{pid: args} of the metadata events called `name` (the last one of each process)."""
+    return {e["pid"]: e["args"] for e in events if e.get("ph") == "M" and e["name"] == name}
+
+
+def test_the_profilers_processes_are_named_and_sorted_after_loopviz(tmp_path):
+    t, prof = traced_and_profiled(tmp_path)
+    merged = json.loads(t.to_perfetto_with(prof, tmp_path / "merged.json").read_text())
+    events = merged["traceEvents"]
+    ours = {e["pid"] for e in events if e.get("cat") in ("loop", "event", "callback", "work")}
+    theirs = {e["pid"] for e in events if e.get("cat") == "cpu_op"}
+    assert len(ours) == 1 and len(theirs) == 1 and not ours & theirs  # the fit's pid is Kineto's too: moved
+    (pid,), (cpu,) = ours, theirs
+    names, sort = metadata(events, "process_name"), metadata(events, "process_sort_index")
+    assert names[pid]["name"].startswith("loopviz: fastai")
+    assert names[cpu]["name"] == f"torch.profiler: python (pid {pid})"  # Kineto's name, and the real pid
+    assert sort[pid]["sort_index"] < sort[cpu]["sort_index"]
+    threads = {(e["pid"], e["tid"]) for e in events if e.get("ph") == "M" and e["name"] == "thread_name"}
+    assert {(e["pid"], e["tid"]) for e in events if e.get("ph") in ("X", "s", "f") and type(e["pid"]) is int} <= threads
+    flows = [e for e in events if e.get("ph") in ("s", "f")]
+    assert flows and {e["pid"] for e in flows} == {cpu}
+
+
+def test_a_kineto_pid_equal_to_loopvizs_is_moved_in_every_event(tmp_path):
+    from loopviz.trace.chrome import chrome_trace
+    from loopviz.trace.profiler import merged_with_profiler
+
+    t, _ = traced_and_profiled(tmp_path, ranges=False)
+    pid, base = t.meta["pid"], chrome_trace(t)["otherData"]["baseTimeNanoseconds"]
+    op = {"ph": "X", "cat": "cpu_op", "name": "aten::mm", "pid": pid, "tid": 7, "ts": 100.0, "dur": 50.0}
+    kineto = {"baseTimeNanoseconds": base, "traceEvents": [
+        {"ph": "M", "name": "process_name", "pid": pid, "tid": 0, "ts": 0, "args": {"name": "python"}},
+        {"ph": "M", "name": "process_sort_index", "pid": pid, "tid": 0, "ts": 0, "args": {"sort_index": pid}},
+        {"ph": "M", "name": "thread_name", "pid": pid, "tid": 7, "ts": 0, "args": {"name": "thread 7 (python)"}},
+        op, {**op, "name": "cudaLaunchKernel", "cat": "cuda_runtime", "ts": 110.0, "dur": 5.0},
+        {"ph": "s", "id": 1, "pid": pid, "tid": 7, "ts": 110.0, "cat": "ac2g", "name": "ac2g"},
+        {"ph": "f", "id": 1, "pid": 0, "tid": 3, "ts": 120.0, "cat": "ac2g", "name": "ac2g", "bp": "e"},
+        {"ph": "X", "cat": "kernel", "name": "gemm", "pid": 0, "tid": 3, "ts": 120.0, "dur": 20.0},  # GPU 0, unnamed
+        {"ph": "X", "cat": "cpu_op", "name": "aten::add", "pid": pid + 1, "tid": 9, "ts": 130.0, "dur": 5.0},
+        {"ph": "M", "name": "process_sort_index", "pid": "Spans", "tid": 0, "ts": 0, "args": {"sort_index": 9}},
+    ]}
+    events = merged_with_profiler(t, kineto)["traceEvents"]
+    ours = [e for e in events if e.get("cat") in ("loop", "event", "callback", "work")]
+    assert ours and {e["pid"] for e in ours} == {pid}
+    moved = {e["pid"] for e in events if e.get("name") in ("aten::mm", "cudaLaunchKernel") or e.get("ph") == "s"}
+    assert len(moved) == 1 and moved.isdisjoint({pid, pid + 1, 0})  # a free pid, the same in every event
+    (new,) = moved
+    names, sort = metadata(events, "process_name"), metadata(events, "process_sort_index")
+    assert [e["pid"] for e in events if e.get("ph") == "M" and e.get("args", {}).get("name") == "thread 7 (python)"] == [new]
+    assert names[new]["name"] == f"torch.profiler: python (pid {pid})"
+    assert names[pid + 1]["name"] == f"torch.profiler: CPU (pid {pid + 1})"
+    assert names[0]["name"] == "torch.profiler: GPU 0"
+    assert metadata(events, "thread_name")[0]["name"] == "stream 3"
+    assert [e["pid"] for e in events if e.get("ph") == "f"] == [0]  # the flow's end stays on the GPU
+    assert sort[pid]["sort_index"] < sort[new]["sort_index"] < sort[pid + 1]["sort_index"] < sort[0]["sort_index"]
+    assert sort["Spans"]["sort_index"] == 9  # Kineto's own rows keep theirs
+    assert sum(e.get("ph") == "M" and e["name"] == "process_sort_index" and e["pid"] == new for e in events) == 1
+
+
+def test_a_profiler_file_that_is_not_a_chrome_trace_is_named(tmp_path):
+    from loopviz.trace.profiler import profiler_events
+
+    (tmp_path / "bad.json").write_text("{not json")
+    (tmp_path / "other.json").write_text('{"events": []}')
+    with pytest.raises(LoopvizError, match=r"'.*bad.json' is not a Chrome trace \(not JSON"):
+        profiler_events(tmp_path / "bad.json")
+    with pytest.raises(LoopvizError, match=r"'.*other.json' is not a Chrome trace .*export_chrome_trace"):
+        profiler_events(tmp_path / "other.json")
+    with pytest.raises(LoopvizError, match=r"no profiler trace at '.*missing.json'"):
+        profiler_events(tmp_path / "missing.json")

@@ -18,7 +18,7 @@ from loopviz.model import CallbackInfo
 from loopviz.trace.layout import F_END, F_LOOP, F_START, NCH, UNKNOWN_LOOP
 from loopviz.trace.records import CallRecords, FiringRecords
 
-__all__ = ["TraceData", "Aggregate", "Codec", "HIST_BUCKETS", "ADDED_IN_3", "callback_facts", "recount",
+__all__ = ["TraceData", "Aggregate", "Codec", "HIST_BUCKETS", "ADDED_IN_3", "ADDED_IN_4", "callback_facts", "recount",
            "without_loop", "merged_changes", "spans_from_firings", "is_outermost"]
 
 HIST_BUCKETS = 64
@@ -89,6 +89,7 @@ FIRINGS = Codec(FiringRecords.tolist, FiringRecords.flat_matrix, build=FiringRec
 CALLS = Codec(CallRecords.tolist, CallRecords.flat_matrix, build=CallRecords.from_matrix)
 AGGREGATES = _keyed(Aggregate.to_json, Aggregate.from_json)
 CHANGE_AGGREGATES = _keyed(list, list)
+WAITS = _keyed(list, list)
 PAIR_NAMES = Codec(lambda d: [[a, b, n] for (a, b), n in d.items()], lambda rows: {(a, b): n for a, b, n in rows})
 
 
@@ -153,6 +154,12 @@ class TraceData:
         "[count, first epoch, first iter, last epoch, last iter]", factory=dict, codec=CHANGE_AGGREGATES)
     change_log: array = _field("state changes up to the cap, CHANGE_FIELDS per row, flat", factory=_ints, codec=INTS)
     dropped_changes: int = _field("state changes in change_agg but not in change_log", 0)
+    tracked_waits: bool = _field("whether waits for the GPU were recorded (waits=True)", False)
+    wait_agg: dict[tuple[int, int, int, int, int], list[Any]] = _field(
+        "calls and work that synchronised with the GPU, keyed (loop, event, mode, callback, next event): a callback's "
+        "calls at the event (next event -1), or with callback -1 the work after the event until the next event's "
+        "firing (-1: none); [calls that synchronised, synchronising operations, ns of GPU work waited out in all, "
+        "the longest wait of one call (ns), where the first synchronisation was made]", factory=dict, codec=WAITS)
 
     @property
     def n_firings(self) -> int:
@@ -167,6 +174,7 @@ class TraceData:
 
 # Fields that files before version 3 lack: they read as empty, and loop spans are rebuilt from the firings.
 ADDED_IN_3 = ("loop_spans", "no_handler_by_loop", "overflow_nested", "overflow_work")
+ADDED_IN_4 = ("tracked_waits", "wait_agg")  # fields files before version 4 lack: they read as no waits recorded
 
 
 def is_outermost(span: list[int]) -> bool:

@@ -86,6 +86,8 @@ def trace_tables(trace: Any, limit: int | None = 25, callbacks: int | None = 10,
         parts.append(rows_table(by_cb, "Callbacks (costliest first)", CALLBACK_COLUMNS, callbacks, more))
     if changes and trace.tracked_changes:
         parts.append(_changes_table(trace.changes(), limit, more))
+    if trace.tracked_waits:
+        parts += _waits_parts(trace.gpu_waits(), limit, more)
     parts += [Text(visible(note), style="dim") for note in trace.notes()]
     return Group(*parts)
 
@@ -99,6 +101,22 @@ def _changes_table(changes: pd.DataFrame, limit: int | None, more: str) -> Any:
         changes[when] = [f"{e}, {i}" for e, i in zip(changes[f"{when}_epoch"], changes[f"{when}_iter"])]
     return rows_table(changes, "State changes (learner attributes each callback set; most frequent first)",
                       CHANGE_COLUMNS, limit, more)
+
+
+WAIT_COLUMNS = {"who": "who", "phase": "phase", "calls": "synced", "of": "of", "syncs": "syncs",
+                "wait_ms": "waited ms", "mean_ms": "mean ms", "max_ms": "max ms", "site": "first sync at"}
+
+
+def _waits_parts(waits: pd.DataFrame, limit: int | None, more: str) -> list[Any]:
+    """Who makes the host wait for the GPU: the costliest as sentences, then the table."""
+    if not len(waits):
+        return [Text("Waits for the GPU: no traced callback call or work synchronised with the GPU.")]
+    from loopviz.trace.reports import wait_lines
+
+    title = "Waits for the GPU (the GPU work each call or piece of work that synchronised waited out; most first)"
+    lines = "\n".join(one_line(line) for line in wait_lines(waits))
+    who = [name if kind == "callback" else f"work: {name}" for kind, name in zip(waits["kind"], waits["name"])]
+    return [Text(lines, style="bold"), rows_table(waits.assign(who=who), title, WAIT_COLUMNS, limit, more)]
 
 
 # A monospace font named outright: a bare <pre> takes the page's font in nbconvert's HTML (proportional there, so

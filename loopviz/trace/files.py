@@ -20,15 +20,16 @@ from typing import Any, Callable
 from loopviz.checks import check_int, check_type
 from loopviz.errors import LoopvizError
 from loopviz.trace import validate
-from loopviz.trace.data import ADDED_IN_3, TraceData, spans_from_firings
+from loopviz.trace.data import ADDED_IN_3, ADDED_IN_4, TraceData, spans_from_firings
 from loopviz.trace.layout import CALL_FIELDS, CHANGE_FIELDS, FIRING_FIELDS
 from loopviz.trace.records import Unfit
 
 __all__ = ["FORMAT_VERSION", "READS", "MAX_BYTES", "MAX_JSON_BYTES", "MAX_BYTES_ENV", "MAX_JSON_BYTES_ENV",
            "to_json", "from_json", "write_json", "write_text", "read_json", "read_trace"]
 
-FORMAT_VERSION = 3  # 2: aggregates past the cap keyed by loop too; 3: loop spans, work and nesting past the cap
-READS = (1, 2, 3)
+FORMAT_VERSION = 4  # 2: aggregates past the cap keyed by loop too; 3: loop spans, work and nesting past the cap;
+# 4: waits for the GPU
+READS = (1, 2, 3, 4)
 _LAYOUTS = {"firing_fields": FIRING_FIELDS, "call_fields": CALL_FIELDS, "change_fields": CHANGE_FIELDS}
 
 # Limits on reading a trace file; the environment variables override these defaults, keyword arguments both.
@@ -63,7 +64,7 @@ def from_json(obj: Any, source: str | None = None) -> TraceData:
                            f"{', '.join(map(str, READS))}.")
     if any(obj.get(name, list(layout)) != list(layout) for name, layout in _LAYOUTS.items()):
         raise LoopvizError(f"{where}: this loopviz trace has different record fields than this loopviz version reads.")
-    optional = ADDED_IN_3 if version < 3 else ()
+    optional = (ADDED_IN_3 if version < 3 else ()) + (ADDED_IN_4 if version < 4 else ())
     missing = [f.name for f in fields(TraceData) if f.name not in obj and f.name not in optional]
     if missing:
         raise LoopvizError(f"{where}: this loopviz trace lacks the fields {', '.join(missing)}: the file is incomplete "

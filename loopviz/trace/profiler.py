@@ -6,6 +6,11 @@ them within a fraction of a millisecond; when the fit was traced with `ranges=Tr
 each event firing it saw, and those are paired with loopviz's firings in order to place it exactly (the median
 offset of the pairs). Only the span the profiler recorded is kept of loopviz's (a profiler schedule records some
 batches only), and the file says which firings that was.
+
+In Perfetto the two stay apart: loopviz's process first, then the profiler's CPU processes, then its GPU devices
+(`process_sort_index`), each named (`process_name`, `thread_name`: the profiler's own names, marked
+'torch.profiler'). Kineto names its CPU process by the fit's pid, which is loopviz's too: its events (flows and
+metadata included) move to a free pid, and the process name keeps the real one.
 """
 from __future__ import annotations
 
@@ -30,15 +35,95 @@ def profiler_events(profiler: Any) -> dict[str, Any]:
             profiler.export_chrome_trace(str(path))
             return json.loads(path.read_text(encoding="utf-8"))
     if isinstance(profiler, (str, Path)):
-        from loopviz.trace.files import read_json
-
-        data = read_json(profiler)
-    else:
-        data = profiler
+        return _profiler_file(profiler)
+    data = profiler
     if not isinstance(data, dict) or not isinstance(data.get("traceEvents"), list):
         raise LoopvizError("profiler must be a torch.profiler.profile, or the Chrome trace it exported (a path or its "
                            "JSON data with 'traceEvents').")
     return data
+
+
+def _profiler_file(path: str | Path) -> dict[str, Any]:
+    """The Chrome trace in a file torch.profiler exported (gzip or not); a clear error naming the file otherwise."""
+    from loopviz.trace.files import read_json
+
+    name = repr(str(path))
+    try:
+        data = read_json(path)
+    except LoopvizError as e:  # the reader's messages are about loopviz traces: these are about the profiler's file
+        text = str(e).replace("no trace file at", "no profiler trace at").replace("a loopviz trace", "a Chrome trace")
+        raise LoopvizError(text.replace("a file written by Trace.save", EXPORTED).replace("save the trace again",
+                                                                                     "export it again")) from None
+    if isinstance(data, dict) and data.get("format") == "loopviz-trace":
+        raise LoopvizError(f"{name} is a loopviz trace, not the profiler's Chrome trace: give {EXPORTED}.")
+    if not isinstance(data, dict) or not isinstance(data.get("traceEvents"), list):
+        raise LoopvizError(f"{name} is not a Chrome trace (it has no 'traceEvents' list): give {EXPORTED}.")
+    return data
+
+
+EXPORTED = "the JSON that torch.profiler's prof.export_chrome_trace(path) wrote"
+GPU_CATS = frozenset({"kernel", "gpu_memcpy", "gpu_memset", "gpu_user_annotation"})  # Kineto's device activity
+
+
+def _apart(theirs: list[dict[str, Any]], pid: int) -> list[dict[str, Any]]:
+    """The profiler's events in processes of their own, after loopviz's (`pid`): a pid equal to loopviz's moved to
+    a free one in every event that names it; each process and thread named (Kineto's names kept, marked as the
+    profiler's) and sorted: CPU processes before GPU devices. The new metadata events, to add."""
+    moved: dict[int, int] = {}  # a moved process's pid: its pid in the profiler's file
+    pids = {e["pid"] for e in theirs if type(e.get("pid")) is int}
+    if pid in pids:
+        free = max(pids | {pid}) + 1
+        for e in theirs:
+            if type(e.get("pid")) is int and e["pid"] == pid:
+                e["pid"] = free
+        moved[free] = pid
+    processes: dict[int, dict[str, Any]] = {}  # pid: its name, labels, whether it is a device, its threads
+    for e in theirs:
+        p = e.get("pid")
+        if type(p) is not int:
+            continue  # Kineto's own string-named rows ('Spans', 'Traces'): left as they are
+        info = processes.setdefault(p, {"name": None, "gpu": False, "threads": {}})
+        if e.get("ph") == "M":
+            args = e.get("args") if isinstance(e.get("args"), dict) else {}
+            if e.get("name") == "process_name" and isinstance(args.get("name"), str):
+                info["name"] = args["name"]
+                info["gpu"] |= args["name"].upper().startswith("GPU")
+            elif e.get("name") == "process_labels" and isinstance(args.get("labels"), str):
+                info["gpu"] |= args["labels"].upper().startswith("GPU")
+            elif e.get("name") == "thread_name" and isinstance(e.get("tid"), (int, str)):
+                info["threads"][e["tid"]] = True
+        else:
+            info["gpu"] |= e.get("cat") in GPU_CATS
+            if isinstance(e.get("tid"), (int, str)):
+                info["threads"].setdefault(e["tid"], False)
+    for e in theirs:  # Kineto's names, marked as the profiler's; its sort indexes give way to ours
+        p, args = e.get("pid"), e.get("args")
+        if e.get("ph") == "M" and e.get("name") == "process_name" and p in processes and isinstance(args, dict) \
+                and isinstance(args.get("name"), str):
+            e["args"] = {**args, "name": _process_title(args["name"], moved.get(p, p), processes[p]["gpu"])}
+    theirs[:] = [e for e in theirs if not (e.get("ph") == "M" and e.get("name") == "process_sort_index"
+                                           and e.get("pid") in processes)]
+    added = [{"ph": "M", "name": "process_sort_index", "pid": pid, "tid": 0, "args": {"sort_index": 0}}]
+    order = sorted(processes, key=lambda p: (processes[p]["gpu"], moved.get(p, p)))  # as in the profiler's file
+    for rank, p in enumerate(order, 1):
+        info = processes[p]
+        added.append({"ph": "M", "name": "process_sort_index", "pid": p, "tid": 0,
+                      "args": {"sort_index": rank + (1000 if info["gpu"] else 0)}})
+        if info["name"] is None:
+            added.append({"ph": "M", "name": "process_name", "pid": p, "tid": 0,
+                          "args": {"name": _process_title(None, moved.get(p, p), info["gpu"])}})
+        for tid, named in info["threads"].items():
+            if not named:
+                added.append({"ph": "M", "name": "thread_name", "pid": p, "tid": tid,
+                              "args": {"name": f"{'stream' if info['gpu'] else 'thread'} {tid}"}})
+    return added
+
+
+def _process_title(name: str | None, pid: int, gpu: bool) -> str:
+    """A profiler process's name in the merged file: Kineto's ('python', 'GPU 0'), marked as the profiler's."""
+    if gpu:
+        return f"torch.profiler: {name or f'GPU {pid}'}"
+    return f"torch.profiler: {name or 'CPU'} (pid {pid})"
 
 
 def _firing_ranges(events: list[dict[str, Any]]) -> list[dict[str, Any]]:
@@ -56,9 +141,10 @@ def merged_with_profiler(trace: Any, profiler: Any) -> dict[str, Any]:
     ours = chrome_trace(trace)
     base = int(ours["otherData"]["baseTimeNanoseconds"])
     shift = (int(kineto.get("baseTimeNanoseconds", base)) - base) / 1000  # their µs -> ours, by Unix time
-    theirs = [dict(e) for e in kineto["traceEvents"] if isinstance(e, dict) and "ts" in e]
+    theirs = [dict(e) for e in kineto["traceEvents"] if isinstance(e, dict) and ("ts" in e or e.get("ph") == "M")]
     for e in theirs:
-        e["ts"] = float(e["ts"]) + shift
+        if "ts" in e:
+            e["ts"] = float(e["ts"]) + shift
     placed = "unix time"
     fired = sorted((e for e in ours["traceEvents"] if e.get("cat") == "event"), key=lambda e: e["ts"])
     ranges = _firing_ranges(theirs)
@@ -67,7 +153,8 @@ def merged_with_profiler(trace: Any, profiler: Any) -> dict[str, Any]:
     if paired:
         offset = _offset(paired)
         for e in theirs:
-            e["ts"] += offset
+            if "ts" in e:
+                e["ts"] += offset
         placed = f"{len(paired)} event ranges (ranges=True), median offset {offset:.1f} µs after Unix time"
     spans = [e for e in theirs if e.get("ph") == "X"]
     if not spans:
@@ -75,7 +162,8 @@ def merged_with_profiler(trace: Any, profiler: Any) -> dict[str, Any]:
     start, end = min(e["ts"] for e in spans), max(e["ts"] + e.get("dur", 0) for e in spans)
     kept = [e for e in ours["traceEvents"] if e.get("ph") != "X" or (e["ts"] + e["dur"] >= start and e["ts"] <= end)]
     seen = [e["args"]["firing"] for e in kept if e.get("cat") == "event"]
-    ours["traceEvents"] = kept + [e for e in theirs if not (e.get("ph") == "M" and e.get("name") == "process_name")]
+    added = _apart(theirs, next(e["pid"] for e in ours["traceEvents"] if e.get("name") == "process_name"))
+    ours["traceEvents"] = kept + added + theirs
     ours["otherData"]["profiler"] = {
         "placed by": placed, "window_us": [start, end],
         "firings": [min(seen), max(seen)] if seen else [], "of_firings": len(fired),

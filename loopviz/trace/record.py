@@ -222,6 +222,22 @@ class Recorder:
             if index >= 0 and len(data.change_log) < self.change_cap:
                 data.change_log.extend((index, cb_id, aid))  # one row in CHANGE_FIELDS order
 
+    def call_waited(self, cb_id: int, wait: Any) -> None:
+        """Record that a callback's call (in the innermost open firing) synchronised with the GPU (a `Wait`)."""
+        _, eid, mode, loop, _ = self.stack[-1] if self.stack else (-1, -1, 0, self.loop, 0)
+        self.waited((loop, eid, mode, cb_id, -1), wait)
+
+    def waited(self, key: tuple[int, int, int, int, int], wait: Any) -> None:
+        """Add one synchronising call or piece of work (a `Wait`) to `wait_agg` under its key."""
+        entry = self.data.wait_agg.get(key)
+        if entry is None:
+            self.data.wait_agg[key] = [1, wait.syncs, wait.wait_ns, wait.wait_ns, wait.site]
+        else:
+            entry[0] += 1
+            entry[1] += wait.syncs
+            entry[2] += wait.wait_ns
+            entry[3] = max(entry[3], wait.wait_ns)
+
     def drain(self) -> None:
         """Write a deferred clock's times into the firings they belong to."""
         times = self.clock.drain()

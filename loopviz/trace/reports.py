@@ -20,7 +20,7 @@ from loopviz.trace.layout import (
 )
 
 __all__ = ["firing_matrix", "call_matrix", "change_matrix", "firings_df", "calls_df", "work_df", "total_ns", "summary",
-           "by_callback", "to_df", "changes", "who_changed", "to_unix_ns", "origin_ns", "root_loops", "outermost_spans", "loops_df"]
+           "by_callback", "to_df", "changes", "who_changed", "gpu_waits", "wait_lines", "to_unix_ns", "origin_ns", "root_loops", "outermost_spans", "loops_df"]
 
 WORK_FALLBACK = "between events"
 SETUP = "setup"  # an outermost loop's entry point before its first event (fastai's fit: callbacks, optimizer)
@@ -352,6 +352,65 @@ def who_changed(data: TraceData, attribute: str) -> pd.DataFrame:
 def _need_changes(data: TraceData) -> None:
     if not data.tracked_changes:
         raise LoopvizError("this trace did not record state changes; trace with learn.trace(changes=True).")
+
+
+# -- waits for the GPU --------------------------------------------------------------------------
+
+WAIT_COLUMNS = ["kind", "name", "phase", "calls", "of", "syncs", "wait_ms", "mean_ms", "max_ms", "site"]
+
+
+def gpu_waits(data: TraceData) -> pd.DataFrame:
+    """The callback calls and work that made the host wait for the GPU, most waited first: how many of them
+    synchronised (`calls`, of `of`), their synchronising operations, the GPU work they waited out (ms: in all, per
+    call that synchronised, the longest) and where the first synchronisation was made."""
+    if not data.tracked_waits:
+        raise LoopvizError("this trace did not record waits for the GPU; trace with learn.trace(waits=True) on a "
+                           "CUDA machine.")
+    merged: dict[tuple[str, str, str], list[Any]] = {}
+    names = _work_names_by_id(data)
+    for (_, event, mode, callback, following), (calls, syncs, total, longest, site) in data.wait_agg.items():
+        event_name = data.events[event] if event >= 0 else ""
+        if callback >= 0:
+            key = ("callback", f"{data.callbacks[callback]['cls']}.{event_name}", MODES[mode])
+        else:
+            work = names.get((event, following), WORK_FALLBACK) if following >= 0 else f"after {event_name}"
+            key = ("work", work, MODES[mode])
+        entry = merged.setdefault(key, [0, 0, 0, 0, site])
+        entry[0] += calls
+        entry[1] += syncs
+        entry[2] += total
+        entry[3] = max(entry[3], longest)
+    counts = _counts(data) if merged else {}
+    rows = [(*key, calls, counts.get(key, calls), syncs, total / 1e6, total / calls / 1e6, longest / 1e6, site)
+            for key, (calls, syncs, total, longest, site) in merged.items()]
+    df = pd.DataFrame(rows, columns=WAIT_COLUMNS)
+    return df.sort_values(["wait_ms", "calls"], ascending=False, kind="stable", ignore_index=True)
+
+
+def _counts(data: TraceData) -> dict[tuple[str, str, str], int]:
+    """How many calls each (callback.event, phase) made and how many pieces of each (work, phase) ran."""
+    calls = by_callback(data)
+    counts = {("callback", f"{cb}.{event}", phase): int(n)
+              for cb, event, phase, n in zip(calls["callback"], calls["event"], calls["phase"], calls["calls"])}
+    table = summary(data)
+    work = table[table["kind"].isin(["work", "nested work"])]
+    for name, phase, n in zip(work["name"], work["phase"], work["count"]):
+        key = ("work", name, phase)
+        counts[key] = counts.get(key, 0) + int(n)
+    return counts
+
+
+def wait_lines(waits: pd.DataFrame, limit: int | None = 3) -> list[str]:
+    """The `gpu_waits` rows as sentences, most waited first: who waits for the GPU, how often, how long."""
+    lines = []
+    for row in waits.head(limit if limit is not None else len(waits)).itertuples():
+        who = row.name if row.kind == "callback" else f"the work {row.name!r}"
+        phase = f" ({row.phase})" if row.phase else ""
+        noun = "calls" if row.kind == "callback" else "runs"
+        often = f"all {row.of:,} {noun}" if row.calls >= row.of else f"{row.calls:,} of {row.of:,} {noun}"
+        lines.append(f"{who}{phase} waits for the GPU in {often}: ~{row.mean_ms:.2f} ms each, {row.wait_ms:,.1f} ms in "
+                     f"all, first at {row.site}")
+    return lines
 
 
 # -- time -------------------------------------------------------------------------------------

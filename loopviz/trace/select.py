@@ -64,6 +64,7 @@ def select_loops(data: TraceData, loops: Iterable[str | int]) -> TraceData:
         overflow_firings=_of_loops(data.overflow_firings, kept_loops),
         overflow_calls=_of_loops(data.overflow_calls, kept_loops),
         change_agg=_of_loops(data.change_agg, kept_loops),
+        wait_agg=_of_loops(data.wait_agg, kept_loops),
     )
     return recount(cut)
 

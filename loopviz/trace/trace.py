@@ -181,6 +181,12 @@ class Trace:
         check_str("attribute", attribute)
         return _reports().who_changed(self.data, attribute)
 
+    def gpu_waits(self) -> pd.DataFrame:
+        """The callback calls and work that made the host wait for the GPU (trace with `waits=True`), most waited
+        first: how many synchronised, of how many, the GPU work they waited out (ms) and where."""
+        self._check()
+        return _reports().gpu_waits(self.data)
+
     def to_unix_ns(self, host_ns: Any) -> Any:
         """Host-clock times of this trace (ns, scalar or array) as wall-clock ns since the epoch."""
         return _reports().to_unix_ns(self.data, host_ns)

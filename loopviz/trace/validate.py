@@ -183,6 +183,13 @@ def _change(entry: Any, field: str, at: str) -> None:
         _int(number, field, at, low)
 
 
+def _wait(entry: Any, field: str, at: str) -> None:
+    values = _list(entry, field, at, 5, "a list [calls, synchronisations, total ns, longest ns, site]")
+    for number, low in zip(values, (1, 1, 0, 0)):
+        _int(number, field, at, low)
+    _text(values[4], field, at)
+
+
 def _keyed(arity: int, check_value: Callable[[Any, str, str], None]) -> Check:
     """A dict written as [[key...], value] rows; keys of `arity` integers (one fewer in version 1: no loop)."""
     def check(value: Any, field: str, version: int) -> None:
@@ -203,7 +210,7 @@ JSON_CHECKS: dict[str, Check] = {
     "overflow_firings": _keyed(3, _aggregate), "overflow_calls": _keyed(5, _aggregate),
     "overflow_nested": _keyed(3, _aggregate), "overflow_work": _keyed(5, _aggregate), "work_names": _work_names,
     "tracked_changes": _flag, "attrs": _names(unique=False), "change_agg": _keyed(5, _change),
-    "change_log": _records, "dropped_changes": _count,
+    "change_log": _records, "dropped_changes": _count, "tracked_waits": _flag, "wait_agg": _keyed(5, _wait),
 }
 
 
@@ -310,6 +317,8 @@ def check_data(data: TraceData, spans: bool = True) -> None:
     _keys("overflow_work", data.overflow_work, [loop, event, event, mode, ("nested flag", 0, 2, "it must be 0 or 1")])
     _keys("change_agg", data.change_agg,
           [loop, maybe_event, mode, callback, _index("attribute index", attrs, "attributes")])
+    _keys("wait_agg", data.wait_agg, [loop, maybe_event, mode, _index("callback index", callbacks, "callbacks", none=True),
+                                         _index("next event index", events, "events", none=True)])
     _check_loops(data, spans)
 
 

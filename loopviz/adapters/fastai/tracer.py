@@ -41,6 +41,7 @@ from loopviz.trace.record import (
     CANCELLED, ERROR, MODES, NO_HANDLER, RAN, SKIPPED_RUN, SKIPPED_TRAIN, SKIPPED_VALID, Recorder,
 )
 from loopviz.trace.trace import Trace
+from loopviz.trace.waits import WaitWatch, wait_watch
 
 __all__ = ["TraceSession", "trace", "active_recorders"]
 
@@ -79,7 +80,7 @@ class _LearnerTrace:
     """Per-learner state while tracing: the recorder plus what the wrappers need to label and classify."""
 
     def __init__(self, learn: Learner, recorder: Recorder, changes: bool = False, tensors: bool = False,
-                 ranges: bool = False):
+                 ranges: bool = False, waits: WaitWatch | None = None):
         self.learn_ref = weakref.ref(learn)
         self.learn_id = id(learn)  # the key in _ACTIVE (this state leaves it before the learner is freed)
         self.rec = recorder
@@ -99,6 +100,8 @@ class _LearnerTrace:
         self.surprise_start = 0  # when fastai's getcallable gave it that handler
         self.ranges = ranges  # also open torch.profiler ranges (record_function) while a profiler is active
         self.work_range: Any = None  # the open range of the work since the last firing ended, if any
+        self.waits = waits  # times the waits for the GPU of calls and work that synchronise (waits=True)
+        self.work_wait: tuple[int, int, int] | None = None  # (loop, event, mode) of the work open in `waits`, if any
         self.cursor = -1  # where the last outermost loop of the user's call ended (-1: none yet)
         self.last_outer = -1  # that loop
 
@@ -195,6 +198,20 @@ class _LearnerTrace:
             self.handlers.pop(found, None)
             if _QUIET.get(found) is self:
                 _QUIET.pop(found, None)
+
+    def open_work_wait(self, event: str, mode: int) -> None:
+        """The work after an event's firing begins: watched for synchronisations until the next firing begins."""
+        self.waits.open()
+        self.work_wait = (self.rec.loop, self.rec.event_ids[event], mode)
+
+    def close_work_wait(self, next_event: str | None, mode: int) -> None:
+        """The open work ends as `next_event` fires (None: as the call or trace around it ends)."""
+        loop, event, before_mode = self.work_wait
+        self.work_wait = None
+        wait = self.waits.close()
+        if wait is not None:
+            following = self.rec.event_ids[next_event] if next_event is not None else -1
+            self.rec.waited((loop, event, mode if next_event is not None else before_mode, -1, following), wait)
 
     def forget_all(self) -> None:
         """Drop this trace's entries from the tables every trace shares (when it ends)."""
@@ -305,6 +322,8 @@ def _wrap_call_one(original: Callable[..., Any]) -> Callable[..., Any]:
         rec = state.rec
         index = rec.begin_firing(event_name, mode, d.get("epoch", -1), d.get("iter", -1))
         status = 0
+        if state.work_wait is not None:
+            state.close_work_wait(event_name, mode)
         if state.ranges:  # names are made only while a profiler records (this runs at every event)
             if state.work_range is not None:
                 _close_work_range(state)
@@ -329,6 +348,10 @@ def _wrap_call_one(original: Callable[..., Any]) -> Callable[..., Any]:
                     _exit_range(event_range)
                 if _recording():
                     state.work_range = _enter_range(f"{RANGE_PREFIX} work after {event_name}", None)
+            if state.waits is not None:
+                if state.work_wait is not None:
+                    state.close_work_wait(None, mode)
+                state.open_work_wait(event_name, mode)
             if state.bare:
                 state.end_bare_loop(event_name)
 
@@ -374,6 +397,8 @@ def _wrap_callback_call(original: Callable[..., Any], replaces_call: bool = Fals
         run = self.run
         call_range = (_enter_range(f"{RANGE_PREFIX} {type(self).__name__}.{event_name}", None)
                       if state.ranges and _recording() else None)
+        if state.waits is not None:
+            state.waits.open()
         start = perf_counter_ns()
         try:
             return original(self, event_name)
@@ -390,6 +415,11 @@ def _wrap_callback_call(original: Callable[..., Any], replaces_call: bool = Fals
                     _close_work_range(state)
                 if call_range is not None:
                     _exit_range(call_range)
+            wait = None
+            if state.waits is not None:
+                if state.work_wait is not None:  # opened by a loop this handler ran
+                    state.close_work_wait(None, 0)
+                wait = state.waits.close()
             reached = state.reached
             state.calling, state.reached, state.calling_event = outer_calling, outer_reached, outer_event
             _TIMING.pop(key, None)  # getcallable is asked once, as a call starts: an outer call of it needs it no more
@@ -410,6 +440,8 @@ def _wrap_callback_call(original: Callable[..., Any], replaces_call: bool = Fals
                 state.rec.no_handler_call()
             else:
                 cid = state.callback_id(self)
+                if wait is not None:
+                    state.rec.call_waited(cid, wait)
                 if state.track:
                     names = changed_state(attrs, written, before, state.tensors)
                     if names:
@@ -572,6 +604,10 @@ def _end(key: int, state: _LearnerTrace, trace: Trace) -> None:
         _DEFERRED.append(lambda: _end(key, state, trace))
         return
     _close_work_range(state)
+    if state.waits is not None:
+        if state.work_wait is not None:
+            state.close_work_wait(None, 0)
+        state.waits.stop()
     with _guarded():
         if _ACTIVE.get(key) is state:
             del _ACTIVE[key]
@@ -588,25 +624,35 @@ class TraceSession:
     the learner is collected, whichever comes first."""
 
     def __init__(self, learn: Learner, clock: str = "auto", max_calls: int = 1_000_000, max_firings: int = 250_000,
-                 changes: bool = False, tensors: bool = False, ranges: bool = False):
+                 changes: bool = False, tensors: bool = False, ranges: bool = False, waits: bool = False):
         check_type("learn", learn, Learner, "a fastai Learner")
         self.max_calls = check_int("max_calls", max_calls)
         self.max_firings = check_int("max_firings", max_firings)
         self.changes, self.tensors = check_bool("changes", changes), check_bool("tensors", tensors)
         self.ranges = check_bool("ranges", ranges)
+        self.waits = wait_watch() if check_bool("waits", waits) else None
         self.learn_ref = weakref.ref(learn)
         self.clock = make_clock(clock, _model_device(learn))
         self.recorder = Recorder(self.clock, max_calls=self.max_calls, max_firings=self.max_firings)
         self.trace = Trace.recording(self.recorder, stop=self._stop)
         self.trace.tracked_changes = self.changes or self.tensors
+        self.trace.tracked_waits = self.waits is not None
         self._ending: weakref.finalize | None = None
 
     def __enter__(self) -> Trace:
         learn = self.learn_ref()
         if self._ending is not None or learn is None:
             raise LoopvizError("this trace session has been used; start a new one with `learn.trace()`.")
-        state = _LearnerTrace(learn, self.recorder, changes=self.changes, tensors=self.tensors, ranges=self.ranges)
-        _start(id(learn), state)
+        state = _LearnerTrace(learn, self.recorder, changes=self.changes, tensors=self.tensors, ranges=self.ranges,
+                              waits=self.waits)
+        if self.waits is not None:
+            self.waits.start()
+        try:
+            _start(id(learn), state)
+        except BaseException:
+            if self.waits is not None:
+                self.waits.stop()
+            raise
         # Ends the trace once: on exit, on t.stop(), or when the learner is collected (the finalizer holds
         # the state and the trace, which hold the learner only weakly).
         self._ending = weakref.finalize(learn, _end, id(learn), state, self.trace)
@@ -647,7 +693,8 @@ def trace(
     changes: bool = False,  # Also record which learner attributes (and optimizer hyper-parameters) each callback call changes
     tensors: bool = False,  # Also record tensors changed in place (loss_grad, gradients, parameters...): costlier
     ranges: bool = False,  # Also open a torch.profiler range (record_function) per event, handler call and piece of work, while a profiler (or emit_nvtx) is recording
+    waits: bool = False,  # Also find the callback calls and work that make the host wait for the GPU (.item(), .cpu(), printing a tensor), and how long: needs CUDA
 ) -> TraceSession:
     "Record every event firing, callback call and the work between events of what runs inside `with`"
     return TraceSession(self, clock=clock, max_calls=max_calls, max_firings=max_firings, changes=changes,
-                        tensors=tensors, ranges=ranges)
+                        tensors=tensors, ranges=ranges, waits=waits)
