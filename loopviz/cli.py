@@ -282,13 +282,15 @@ def show(ctx: click.Context, target: str | None, verbose: bool, fmt: str | None,
 @click.option("--epochs", "-e", type=click.IntRange(min=1), default=1, show_default=True, help="Epochs to fit.")
 @click.option("--clock", type=click.Choice(clock_names()), default=AUTO, show_default=True)
 @click.option("--changes", is_flag=True, help="Also record which learner state each callback changes.")
+@click.option("--waits", is_flag=True, help="Also find the callbacks and work that make the host wait for the GPU "
+                                            "(.item(), .cpu()...) and how long; needs CUDA.")
 @click.option("--output", "-o", type=click.Path(dir_okay=False), help="Write the trace here (.json or .json.gz).")
 @click.option("--cbs", multiple=True, metavar="MODULE:CLASS", help="Fit with this callback too (repeatable).")
 @_top_options(25)
 @_debug_option
 @click.pass_context
-def trace(ctx: click.Context, target: str | None, epochs: int, clock: str, changes: bool, output: str | None,
-          cbs: tuple[str, ...], top: int, all_rows: bool) -> None:
+def trace(ctx: click.Context, target: str | None, epochs: int, clock: str, changes: bool, waits: bool,
+          output: str | None, cbs: tuple[str, ...], top: int, all_rows: bool) -> None:
     """Fit TARGET under a trace, print where the time went (and, with --changes, which state each callback
     changed), write the trace. fastai's progress bar is shown only when standard output is a terminal: piped or
     redirected, the fit runs without ProgressCallback, so the output has no carriage returns (and the trace no
@@ -303,7 +305,7 @@ def trace(ctx: click.Context, target: str | None, epochs: int, clock: str, chang
         callbacks = _callbacks(adapter, cbs)
         quiet = adapter.name == "fastai" and not _stdout_is_terminal()
         with obj.no_bar() if quiet else nullcontext():  # outside the trace: the trace is of the fit that ran
-            with module.trace(obj, clock=clock, changes=changes) as t:
+            with module.trace(obj, clock=clock, changes=changes, waits=waits) as t:
                 module.fit(obj, epochs, callbacks)
         click.echo(report_text(t, None if all_rows else top))
         if output:

@@ -110,6 +110,10 @@ def test_a_kineto_pid_equal_to_loopvizs_is_moved_in_every_event(tmp_path):
         {"ph": "X", "cat": "kernel", "name": "gemm", "pid": 0, "tid": 3, "ts": 120.0, "dur": 20.0},  # GPU 0, unnamed
         {"ph": "X", "cat": "cpu_op", "name": "aten::add", "pid": pid + 1, "tid": 9, "ts": 130.0, "dur": 5.0},
         {"ph": "M", "name": "process_sort_index", "pid": "Spans", "tid": 0, "ts": 0, "args": {"sort_index": 9}},
+        # as Kineto wrote them on an H100: a GPU named after the program, labelled by device; its overhead at pid -1
+        {"ph": "M", "name": "process_name", "pid": 1, "tid": 0, "ts": 0, "args": {"name": "python3"}},
+        {"ph": "M", "name": "process_labels", "pid": 1, "tid": 0, "ts": 0, "args": {"labels": "GPU 1"}},
+        {"ph": "X", "cat": "overhead", "name": "CUPTI Overhead", "pid": -1, "tid": 0, "ts": 100.0, "dur": 3.0},
     ]}
     events = merged_with_profiler(t, kineto)["traceEvents"]
     ours = [e for e in events if e.get("cat") in ("loop", "event", "callback", "work")]
@@ -121,7 +125,8 @@ def test_a_kineto_pid_equal_to_loopvizs_is_moved_in_every_event(tmp_path):
     assert [e["pid"] for e in events if e.get("ph") == "M" and e.get("args", {}).get("name") == "thread 7 (python)"] == [new]
     assert names[new]["name"] == f"torch.profiler: python (pid {pid})"
     assert names[pid + 1]["name"] == f"torch.profiler: CPU (pid {pid + 1})"
-    assert names[0]["name"] == "torch.profiler: GPU 0"
+    assert names[0]["name"] == "torch.profiler: GPU 0" and names[1]["name"] == "torch.profiler: GPU 1"
+    assert names[-1]["name"] == "torch.profiler: its own overhead"
     assert metadata(events, "thread_name")[0]["name"] == "stream 3"
     assert [e["pid"] for e in events if e.get("ph") == "f"] == [0]  # the flow's end stays on the GPU
     assert sort[pid]["sort_index"] < sort[new]["sort_index"] < sort[pid + 1]["sort_index"] < sort[0]["sort_index"]

@@ -8,6 +8,7 @@ torch does in sync debug mode 'warn'. loopviz sees only the warnings and its CUD
 from __future__ import annotations
 
 import os
+import shutil
 import warnings
 
 import pytest
@@ -331,3 +332,32 @@ def test_without_waits_the_report_says_how_to_get_them(tmp_path):
     with pytest.raises(LoopvizError, match=r"learn.trace\(waits=True\)"):
         t.gpu_waits()
     assert "Waits for the GPU" not in str(t)
+
+
+@pytest.mark.skipif(shutil.which("dot") is None, reason="the report draws its loop with Graphviz's dot")
+def test_the_html_report_has_the_waits(gpu, tmp_path):
+    _, t = traced_fit(gpu, tmp_path, epochs=1)
+    page = t.to_html(tmp_path / "fit.html").read_text(encoding="utf-8")
+    assert "<h2>Waits for the GPU</h2>" in page and 'id="waits"' in page
+    assert "ReadsLoss.after_batch (train) waits for the GPU in all 5 calls: ~4.00 ms each" in page
+
+
+def test_the_cli_traces_waits_and_says_when_there_is_no_gpu(gpu, tmp_path):
+    from click.testing import CliRunner
+
+    from loopviz.cli import cli
+
+    result = CliRunner().invoke(cli, ["trace", "--waits", "-o", str(tmp_path / "t.json")])
+    assert result.exit_code == 0, result.output
+    assert "Waits for the GPU" in result.output and Trace.load(tmp_path / "t.json").tracked_waits
+
+
+def test_the_cli_says_waits_need_a_gpu(monkeypatch):
+    from click.testing import CliRunner
+
+    from loopviz.cli import cli
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    result = CliRunner().invoke(cli, ["trace", "--waits"])
+    assert result.exit_code == 1
+    assert result.output.strip().splitlines()[-1].startswith("loopviz: waits=True finds where the host waits for a CUDA GPU")

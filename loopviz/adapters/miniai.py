@@ -111,12 +111,15 @@ def loop_spec(learn: Any, loop: str = "fit", cbs: Sequence[Any] = ()) -> LoopSpe
     return miniai_spec(learn, cbs)
 
 
-def trace(learn: Any, clock: str = "auto", changes: bool = False, **options: Any) -> DispatchTracer:
-    """A context manager tracing the learner's dispatch (`clock` as for fastai; no state changes)."""
+def trace(learn: Any, clock: str = "auto", changes: bool = False, waits: bool = False,
+          **options: Any) -> DispatchTracer:
+    """A context manager tracing the learner's dispatch (`clock` as for fastai; no state changes or waits)."""
     from loopviz.trace.clock import make_clock
 
     if changes:
         raise LoopvizError("state changes are recorded for fastai learners only; trace without changes.")
+    if waits:
+        raise LoopvizError("waits for the GPU are recorded for fastai learners only; trace without waits.")
     return trace_miniai(learn, clock=make_clock(clock), **options)
 
 

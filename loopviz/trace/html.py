@@ -45,6 +45,8 @@ def html_report(trace: Any, loop: Any = None) -> str:
     if trace.tracked_changes:
         sections.append(_section("State changes", _table(trace.changes(), "changes"),
                                  "Which learner state each callback changed."))
+    if trace.tracked_waits:
+        sections.append(_waits_section(trace))
     sections += _batch_sections(trace, index)
     notes = "".join(f"<li>{_text(n)}</li>" for n in trace.notes())
     if notes:
@@ -53,6 +55,19 @@ def html_report(trace: Any, loop: Any = None) -> str:
     return (f'<!DOCTYPE html><html lang="en"><head><meta charset="utf-8"><title>{title}</title>'
             f"<style>{_CSS}</style></head><body><main>{''.join(sections)}</main>"
             f'<aside id="details" hidden></aside><script>{_JS}</script></body></html>')
+
+
+def _waits_section(trace: Any) -> str:
+    """Who makes the host wait for the GPU: the costliest in words, then the table."""
+    from loopviz.trace.reports import wait_lines
+
+    waits = trace.gpu_waits()
+    if not len(waits):
+        return _section("Waits for the GPU", "<p>No traced callback call or work synchronised with the GPU.</p>", "")
+    lines = "".join(f"<li>{_text(line)}</li>" for line in wait_lines(waits))
+    return _section("Waits for the GPU", f"<ul>{lines}</ul>{_table(waits, 'waits')}",
+                    "Callback calls and work that synchronised with the GPU (.item(), .cpu(), printing a tensor, a "
+                    "copy from pageable memory), and the GPU work each waited out.")
 
 
 # -- text -----------------------------------------------------------------------------------------

@@ -82,13 +82,14 @@ def _apart(theirs: list[dict[str, Any]], pid: int) -> list[dict[str, Any]]:
         p = e.get("pid")
         if type(p) is not int:
             continue  # Kineto's own string-named rows ('Spans', 'Traces'): left as they are
-        info = processes.setdefault(p, {"name": None, "gpu": False, "threads": {}})
+        info = processes.setdefault(p, {"name": None, "label": None, "gpu": False, "threads": {}})
         if e.get("ph") == "M":
             args = e.get("args") if isinstance(e.get("args"), dict) else {}
             if e.get("name") == "process_name" and isinstance(args.get("name"), str):
                 info["name"] = args["name"]
                 info["gpu"] |= args["name"].upper().startswith("GPU")
             elif e.get("name") == "process_labels" and isinstance(args.get("labels"), str):
+                info["label"] = args["labels"]
                 info["gpu"] |= args["labels"].upper().startswith("GPU")
             elif e.get("name") == "thread_name" and isinstance(e.get("tid"), (int, str)):
                 info["threads"][e["tid"]] = True
@@ -100,7 +101,7 @@ def _apart(theirs: list[dict[str, Any]], pid: int) -> list[dict[str, Any]]:
         p, args = e.get("pid"), e.get("args")
         if e.get("ph") == "M" and e.get("name") == "process_name" and p in processes and isinstance(args, dict) \
                 and isinstance(args.get("name"), str):
-            e["args"] = {**args, "name": _process_title(args["name"], moved.get(p, p), processes[p]["gpu"])}
+            e["args"] = {**args, "name": _process_title(args["name"], moved.get(p, p), processes[p])}
     theirs[:] = [e for e in theirs if not (e.get("ph") == "M" and e.get("name") == "process_sort_index"
                                            and e.get("pid") in processes)]
     added = [{"ph": "M", "name": "process_sort_index", "pid": pid, "tid": 0, "args": {"sort_index": 0}}]
@@ -111,7 +112,7 @@ def _apart(theirs: list[dict[str, Any]], pid: int) -> list[dict[str, Any]]:
                       "args": {"sort_index": rank + (1000 if info["gpu"] else 0)}})
         if info["name"] is None:
             added.append({"ph": "M", "name": "process_name", "pid": p, "tid": 0,
-                          "args": {"name": _process_title(None, moved.get(p, p), info["gpu"])}})
+                          "args": {"name": _process_title(None, moved.get(p, p), info)}})
         for tid, named in info["threads"].items():
             if not named:
                 added.append({"ph": "M", "name": "thread_name", "pid": p, "tid": tid,
@@ -119,10 +120,13 @@ def _apart(theirs: list[dict[str, Any]], pid: int) -> list[dict[str, Any]]:
     return added
 
 
-def _process_title(name: str | None, pid: int, gpu: bool) -> str:
-    """A profiler process's name in the merged file: Kineto's ('python', 'GPU 0'), marked as the profiler's."""
-    if gpu:
-        return f"torch.profiler: {name or f'GPU {pid}'}"
+def _process_title(name: str | None, pid: int, info: dict[str, Any]) -> str:
+    """A profiler process's name in the merged file, marked as the profiler's: a GPU by its label ('GPU 0'; Kineto
+    names it after the program), the host process by Kineto's name and its pid, Kineto's own overhead (pid -1)."""
+    if info["gpu"]:
+        return f"torch.profiler: {info['label'] or name or f'GPU {pid}'}"
+    if pid < 0:
+        return "torch.profiler: its own overhead"
     return f"torch.profiler: {name or 'CPU'} (pid {pid})"
 
 
