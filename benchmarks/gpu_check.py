@@ -142,7 +142,7 @@ def measure_overhead(learn: Any, device: str, configurations: dict[str, Any], ru
     return overhead, overhead_table(overhead, setting)
 
 
-def who_waits(learn: Any, device: str, what: str) -> dict[str, Any]:
+def who_waits(learn: Any, device: str, what: str, save: Path | None = None) -> dict[str, Any]:
     """`learn` fitted with fastai's usual callbacks (Recorder, ProgressCallback with its bar written to nowhere),
     traced with waits=True: who makes the host wait for the GPU, as sentences and as a markdown table."""
     import contextlib
@@ -158,6 +158,8 @@ def who_waits(learn: Any, device: str, what: str) -> dict[str, Any]:
         synchronize(device)
         with learn.trace(waits=True) as t:
             learn.fit(1)
+    if save is not None:
+        t.save(save)
     waits = t.gpu_waits()
     lines = wait_lines(waits, limit=None)
     head = (f"Who makes the host wait for the GPU: {what}, with fastai's usual callbacks (Recorder, ProgressCallback), "
@@ -224,6 +226,7 @@ def main() -> int:
     parser.add_argument("--max-seconds", type=float, default=150.0,
                         help="stop the overhead rounds after this many seconds of them (default 150)")
     parser.add_argument("--json", type=Path, help="also write the figures and tables here as JSON")
+    parser.add_argument("--save-traces", type=Path, help="save the traces of the waits fits in this folder")
     parser.add_argument("--merged", type=Path, help="write a merged loopviz + torch.profiler trace of a few CNN "
                         "batches here (.json.gz), and beside it a PNG of one training batch")
     args = parser.parse_args()
@@ -278,9 +281,10 @@ def main() -> int:
             big, args.device, gpu_bound, runs, args.max_seconds / 3, f"Tracing overhead on {device_name}: {mlp}")
         table += "\n\n" + gpu_table
         print("\n" + gpu_table, flush=True)
-        waits = {"cnn": who_waits(learn, args.device, f"the {cnn}"),
+        folder = args.save_traces
+        waits = {"cnn": who_waits(learn, args.device, f"the {cnn}", folder and folder / "waits_cnn.json.gz"),
                  "mlp": who_waits(mlp_learner(args.device, n_train=args.mlp_batches, n_valid=2), args.device,
-                                  f"the {mlp}")}
+                                  f"the {mlp}", folder and folder / "waits_mlp.json.gz")}
         for found in waits.values():
             print("\n" + found["markdown"], flush=True)
     if cuda and args.merged:

@@ -31,6 +31,7 @@ step - python3 -c 'import torch, fastai, loopviz; print("torch", torch.__version
 PYTEST=(python3 -m pytest -q -rs -p no:cacheprovider -o "addopts=--strict-markers")
 step - "${PYTEST[@]}" -x tests/test_trace_clock.py tests/test_trace_fastai.py tests/test_trace_waits.py
 step "$OUT/gpu_tests.log" "${PYTEST[@]}" -s tests/test_gpu.py tests/test_gpu_waits.py
-step "$OUT/gpu_check.log" python3 benchmarks/gpu_check.py --json "$OUT/gpu_check.json" --merged "$OUT/merged.json.gz"
+step "$OUT/gpu_check.log" python3 benchmarks/gpu_check.py --json "$OUT/gpu_check.json" --merged "$OUT/merged.json.gz" \
+    --save-traces "$OUT"
 echo "== done in ${SECONDS} s, status $status; logs in $OUT"
 exit "$status"

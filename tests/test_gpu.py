@@ -110,3 +110,24 @@ def test_profiler_sees_fastai_ranges_and_kernels_inside_loopviz_forward_work(tmp
         assert early <= tolerance and late <= tolerance, (
             f"forward at {start:.0f}-{end:.0f} µs: its kernels start up to {early:.0f} µs before it and end up to "
             f"{late:.0f} µs after it")
+
+
+def test_the_stream_recorder_records_on_the_current_stream():
+    """Events recorded through loopviz's recorder land on the stream current at the time: one behind a side
+    stream's long work is not reached while the idle default stream's is."""
+    from loopviz.trace.clock import stream_recorder
+
+    record = stream_recorder(torch)
+    side = torch.cuda.Stream()
+    a = torch.randn(8192, 8192, device="cuda")
+    torch.cuda.synchronize()
+    with torch.cuda.stream(side):
+        for _ in range(20):
+            a @ a  # about half a second of work on the side stream
+        behind = torch.cuda.Event()
+        record(behind)
+    idle = torch.cuda.Event()
+    record(idle)
+    idle.synchronize()
+    assert not behind.query()
+    behind.synchronize()

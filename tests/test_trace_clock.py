@@ -98,3 +98,38 @@ def test_cuda_clock_drains_in_batches_not_per_event():
         index = rec.begin_firing("after_batch", 1, 0, i)
         rec.end_firing(index, 0)
     assert gpu.syncs == 2  # 10,000 boundaries, one wait per 4,096
+
+
+def test_the_stream_recorder_builds_a_stream_only_when_the_current_one_changes():
+    from types import SimpleNamespace
+
+    from loopviz.trace.clock import stream_recorder
+
+    current = {"stream": (3, 0, 1)}
+    built, recorded = [], []
+
+    def current_stream():
+        built.append(current["stream"])
+        return f"Stream{current['stream']}"
+
+    fake = SimpleNamespace(
+        _C=SimpleNamespace(_cuda_getCurrentStream=lambda device: current["stream"], _cuda_getDevice=lambda: 0,
+                           _CudaEventBase=SimpleNamespace(record=lambda event, stream: recorded.append((event, stream)))),
+        cuda=SimpleNamespace(current_stream=current_stream))
+    record = stream_recorder(fake)
+    record("a"), record("b")
+    current["stream"] = (5, 0, 1)  # `with torch.cuda.stream(side):`
+    record("c")
+    assert recorded == [("a", "Stream(3, 0, 1)"), ("b", "Stream(3, 0, 1)"), ("c", "Stream(5, 0, 1)")]
+    assert built == [(3, 0, 1), (5, 0, 1)]
+
+
+def test_the_stream_recorder_falls_back_to_event_record_without_torchs_calls():
+    from types import SimpleNamespace
+
+    from loopviz.trace.clock import stream_recorder
+
+    gpu = FakeGPU()
+    event = gpu.event()
+    stream_recorder(SimpleNamespace(_C=SimpleNamespace()))(event)
+    assert gpu.records == 1

@@ -112,7 +112,7 @@ class ReadsLoss(Callback):
 @pytest.fixture
 def gpu(monkeypatch):
     fake = FakeGPU()
-    monkeypatch.setattr(tracer, "wait_watch", lambda: WaitWatch(fake.device()))
+    monkeypatch.setattr(tracer, "wait_watch", lambda dispatch=frozenset(): WaitWatch(fake.device(), dispatch))
     return fake
 
 
@@ -150,10 +150,12 @@ def test_each_wait_is_charged_to_who_made_it_and_as_long_as_it_really_was(gpu, t
     assert reads["calls"] == reads["of"] == reads["syncs"] == len(truth["ReadsLoss.after_batch"]) == 10
     assert reads["wait_ms"] == pytest.approx(sum(truth["ReadsLoss.after_batch"]) / MS) == pytest.approx(40.0)
     assert reads["site"].startswith("tests/test_trace_waits.py:") and reads["site"].endswith("in after_batch")
+    assert " <- " not in reads["site"]  # fastai's dispatch and loopviz's wrappers are not where it synchronised
     loss = row(waits, "work", "loss", "valid")
     assert loss["calls"] == loss["of"] == len(truth["work loss"]) == 6
     assert loss["wait_ms"] == pytest.approx(sum(truth["work loss"]) / MS) and loss["max_ms"] == pytest.approx(4.0)
-    assert loss["site"].endswith("in loss")
+    assert loss["site"].startswith("tests/test_trace_waits.py:") and loss["site"].split(" <- ")[0].endswith("in loss")
+    assert loss["site"].split(" <- ")[1].startswith("fastai/learner.py:")  # where fastai called the loss function
     assert len(waits) == 2 and waits["syncs"].sum() == len(gpu.truth)
 
 
@@ -164,6 +166,26 @@ def test_the_report_says_who_waits_in_words(gpu, tmp_path):
             "tests/test_trace_waits.py:") in text
     assert "the work 'loss' (valid) waits for the GPU in all 6 runs: ~4.00 ms each" in text
     assert "work: loss" in text and "Waits for the GPU" in t._repr_html_()
+
+
+# A metric library of the user's, in a file of its own: its function asks for the synchronising operation
+_LIBRARY = "def accumulate(gpu):\n    gpu.sync('Metric.after_batch')\n"
+_library = {}
+exec(compile(_LIBRARY, os.path.join(os.path.dirname(__file__), "metrics_lib.py"), "exec"), _library)
+
+
+def test_where_names_the_frames_from_the_operation_out_to_the_handler(gpu, tmp_path):
+    class Metric(Callback):
+        def after_batch(self):
+            _library["accumulate"](gpu)
+
+    learn = synth_learner(n_trn=2, n_val=1, path=tmp_path, cbs=[Forward(gpu), Metric()])
+    with learn.no_bar(), learn.no_logging(), learn.trace(waits=True) as t:
+        learn.fit(1)
+    site = row(t.gpu_waits(), "callback", "Metric.after_batch", "train")["site"]
+    inner, outer = site.split(" <- ")
+    assert inner == "tests/metrics_lib.py:2 in accumulate"
+    assert outer.startswith("tests/test_trace_waits.py:") and outer.endswith("in after_batch")
 
 
 def test_a_call_whose_gpu_was_idle_waited_nothing(gpu, tmp_path):

@@ -12,7 +12,8 @@ import time
 from dataclasses import dataclass
 from typing import Any, Callable, Protocol
 
-__all__ = ["Clock", "HostClock", "SyncClock", "CudaEventClock", "ClockKind", "CLOCKS", "AUTO", "clock_names", "make_clock"]
+__all__ = ["Clock", "HostClock", "SyncClock", "CudaEventClock", "ClockKind", "CLOCKS", "AUTO", "clock_names", "make_clock",
+           "stream_recorder"]
 
 
 class Clock(Protocol):
@@ -71,9 +72,11 @@ class CudaEventClock:
     name = "cuda"
     deferred = True
 
-    def __init__(self, new_event: Callable[[], Any], now: Callable[[], int] = time.perf_counter_ns):
+    def __init__(self, new_event: Callable[[], Any], now: Callable[[], int] = time.perf_counter_ns,
+                 record: Callable[[Any], Any] = lambda event: event.record()):
         self.new_event = new_event
         self.now = now
+        self.record = record  # records an event on the current stream
         self.pool: list[Any] = []
         self.used = 0
         self.origin: Any = None
@@ -82,11 +85,11 @@ class CudaEventClock:
     def mark(self) -> int:
         if self.origin is None:  # the first mark anchors GPU time to the host clock
             self.origin = self.new_event()
-            self.origin.record()
+            self.record(self.origin)
             self.origin_ns = self.now()
         if self.used == len(self.pool):
             self.pool.append(self.new_event())
-        self.pool[self.used].record()
+        self.record(self.pool[self.used])
         self.used += 1
         return -1
 
@@ -99,8 +102,28 @@ class CudaEventClock:
         return times
 
 
+def stream_recorder(torch: Any) -> Callable[[Any], Any]:
+    """`event.record()` on the current CUDA stream, for `torch.cuda.Event`s, without the Stream object that
+    `torch.cuda.current_stream()` builds at every call (tens of µs, measured on an H100 machine, against one C call
+    here): the Stream is rebuilt only when the current stream changes. `event.record()` where torch lacks the calls."""
+    try:
+        current, device, record = (torch._C._cuda_getCurrentStream, torch._C._cuda_getDevice,
+                                   torch._C._CudaEventBase.record)
+    except AttributeError:
+        return lambda event: event.record()
+    cached: list[Any] = [None, None]  # the current stream's (id, device, type), and its Stream
+
+    def on_current_stream(event: Any) -> None:
+        key = current(device())
+        if key != cached[0]:
+            cached[0], cached[1] = key, torch.cuda.current_stream()
+        record(event, cached[1])
+
+    return on_current_stream
+
+
 def _cuda_events(torch: Any) -> Clock:
-    return CudaEventClock(lambda: torch.cuda.Event(enable_timing=True))
+    return CudaEventClock(lambda: torch.cuda.Event(enable_timing=True), record=stream_recorder(torch))
 
 
 def _sync(torch: Any) -> Clock:

@@ -45,24 +45,28 @@ class Device:
     get_mode: Callable[[], int]
     set_mode: Callable[[int], Any]
     now: Callable[[], int] = perf_counter_ns
+    record: Callable[[Any], Any] = lambda event: event.record()  # records an event on the current stream
 
 
 def cuda_device() -> Device:
     """The current CUDA device through torch."""
     import torch
 
+    from loopviz.trace.clock import stream_recorder
+
     return Device(lambda: torch.cuda.Event(enable_timing=True), torch.cuda.synchronize,
-                  torch.cuda.get_sync_debug_mode, torch.cuda.set_sync_debug_mode)
+                  torch.cuda.get_sync_debug_mode, torch.cuda.set_sync_debug_mode, record=stream_recorder(torch))
 
 
-def wait_watch() -> WaitWatch:
-    """A watcher on the current CUDA device; a clear error where torch sees none."""
+def wait_watch(dispatch: frozenset[str] = frozenset()) -> WaitWatch:
+    """A watcher on the current CUDA device (`dispatch`: the loop's callback-dispatch files, left out of where a
+    synchronisation was made); a clear error where torch sees none."""
     import torch
 
     if not torch.cuda.is_available():
         raise LoopvizError("waits=True finds where the host waits for a CUDA GPU, and torch sees none here; trace "
                            "without waits=True, or run the fit on a machine with a GPU.")
-    return WaitWatch(cuda_device())
+    return WaitWatch(cuda_device(), dispatch)
 
 
 @dataclass(frozen=True)
@@ -92,8 +96,9 @@ class WaitWatch:
     The tracer calls `open()` as a call (or a piece of work) begins and `close()` as it ends, innermost first; a
     synchronisation is charged to the innermost open one, in the thread that started the watch."""
 
-    def __init__(self, device: Device):
+    def __init__(self, device: Device, dispatch: frozenset[str] = frozenset()):
         self.device = device
+        self.dispatch = dispatch  # files of the loop's callback dispatch, left out of where a sync was made
         self.stack: list[_Open] = []
         self.free: list[Any] = []  # events of closed calls, recorded again by later ones
         self.anchor: tuple[Any, int] = (None, 0)  # an event and the host time it ran at on an idle GPU
@@ -116,13 +121,13 @@ class WaitWatch:
         """A new anchor, taken while the GPU's queue is empty (at start, and just after a synchronisation): GPU
         times are measured from the latest one, so the two clocks cannot drift apart over a long fit."""
         event = self.device.new_event()
-        event.record()
+        self.device.record(event)
         self.anchor = (event, self.device.now())
 
     def open(self) -> None:
         """A call or piece of work begins: mark the GPU's queue at this point."""
         event = self.free.pop() if self.free else self.device.new_event()
-        event.record()
+        self.device.record(event)
         self.stack.append(_Open(self.device.now(), event, self.anchor))
 
     def close(self) -> Wait | None:
@@ -209,7 +214,7 @@ def _showwarning(message: Any, category: type, filename: str, lineno: int, file:
     if issubclass(category, UserWarning) and str(message).startswith(SYNC_MESSAGE):
         watch = _watch_of(threading.get_ident())
         if watch is not None:
-            watch.synchronised(_site())
+            watch.synchronised(_site(watch.dispatch))
         if saved.get("mode") != _WARN:  # the user did not ask torch for these warnings: loopviz did
             return
     previous(message, category, filename, lineno, file, line)
@@ -223,16 +228,25 @@ def _watch_of(thread: int) -> WaitWatch | None:
     return None
 
 
-def _site() -> str:
-    """Where the synchronising operation was asked for: the first frame outside torch, this module and warnings."""
-    torch_dir = _torch_dir()
-    frame = sys._getframe(2)
-    while frame is not None:
+def _site(skip: frozenset[str] = frozenset()) -> str:
+    """Where the synchronising operation was asked for, innermost first: the frames outside torch, warnings, loopviz
+    and the files in `skip` (the loop's callback dispatch), one per file for up to three files ('a.py:3 in f <- ...')."""
+    torch_dir, here = _torch_dir(), os.path.dirname(os.path.dirname(__file__)) + os.sep  # loopviz/
+    frame, found, files = sys._getframe(2), [], []
+    while frame is not None and len(files) < _SITE_FILES:
         name = frame.f_code.co_filename
-        if name not in _SKIP and not (torch_dir and name.startswith(torch_dir)):
-            return f"{_short(name)}:{frame.f_lineno} in {frame.f_code.co_name}"
+        if name.startswith(here):
+            if found:  # back in loopviz's wrappers: the loop's own frames are not the site
+                break
+        elif name not in _SKIP and name not in skip and not (torch_dir and name.startswith(torch_dir)):
+            if name not in files:
+                files.append(name)
+                found.append(f"{_short(name)}:{frame.f_lineno} in {frame.f_code.co_name}")
         frame = frame.f_back
-    return "unknown"
+    return " <- ".join(found) or "unknown"
+
+
+_SITE_FILES = 3
 
 
 def _torch_dir() -> str:
@@ -241,10 +255,16 @@ def _torch_dir() -> str:
     return os.path.dirname(path) + os.sep if path else ""
 
 
+_ROOTS: dict[str, str] = {}  # a folder -> the folder its outermost package lies in
+
+
 def _short(path: str) -> str:
-    """A file's path from its package root (after site-packages), else its last two parts."""
-    marker = f"site-packages{os.sep}"
-    if marker in path:
-        return path.rsplit(marker, 1)[1]
-    parts = path.split(os.sep)
-    return os.sep.join(parts[-2:])
+    """A file's path from the folder its outermost package lies in ('fastai/callback/fp16.py'), else its name."""
+    folder = os.path.dirname(path)
+    root = _ROOTS.get(folder)
+    if root is None:
+        root = folder
+        while os.path.exists(os.path.join(root, "__init__.py")):
+            root = os.path.dirname(root)
+        _ROOTS[folder] = root
+    return os.path.relpath(path, root) if root else os.path.basename(path)

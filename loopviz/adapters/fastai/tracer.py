@@ -56,6 +56,8 @@ _PHASE_MODE = {
 }
 _SKIP_STATUS = {None: RAN, "run=False": SKIPPED_RUN, "run_train=False": SKIPPED_TRAIN, "run_valid=False": SKIPPED_VALID}
 _ENTRY_POINTS = ("fit", "validate", "get_preds", "lr_find", "fine_tune", "fit_one_cycle")
+# fastai's callback dispatch: not where a handler synchronised with the GPU (waits=True)
+_DISPATCH_FILES = frozenset({fastai_core.__file__})
 
 _ACTIVE: dict[int, "_LearnerTrace"] = {}
 _PATCHES: list[tuple[type, str, Any, Any]] = []  # (owner, name, what was there (or _MISSING), our wrapper)
@@ -630,7 +632,7 @@ class TraceSession:
         self.max_firings = check_int("max_firings", max_firings)
         self.changes, self.tensors = check_bool("changes", changes), check_bool("tensors", tensors)
         self.ranges = check_bool("ranges", ranges)
-        self.waits = wait_watch() if check_bool("waits", waits) else None
+        self.waits = wait_watch(_DISPATCH_FILES) if check_bool("waits", waits) else None
         self.learn_ref = weakref.ref(learn)
         self.clock = make_clock(clock, _model_device(learn))
         self.recorder = Recorder(self.clock, max_calls=self.max_calls, max_firings=self.max_firings)
