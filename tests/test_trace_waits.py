@@ -383,3 +383,21 @@ def test_the_cli_says_waits_need_a_gpu(monkeypatch):
     result = CliRunner().invoke(cli, ["trace", "--waits"])
     assert result.exit_code == 1
     assert result.output.strip().splitlines()[-1].startswith("loopviz: waits=True finds where the host waits for a CUDA GPU")
+
+
+def test_a_trace_recorded_on_an_h100_reads_back_with_its_waits():
+    """A real trace (benchmarks/gpu_check.py on an H100: four Linear(4096, 4096), bs 1024, fastai's usual callbacks,
+    clock='cuda', waits=True). fastai's Recorder moves the smoothed loss to the CPU in after_batch, so it waits there
+    for each batch's backward and step: most of its host time is that wait."""
+    t = Trace.load(os.path.join(os.path.dirname(__file__), "data", "h100_waits_mlp.json.gz"))
+    assert t.clock == "cuda" and t.tracked_waits and t.framework == "fastai 2.8.12"
+    top = t.gpu_waits().iloc[0]
+    assert (top["name"], top["phase"], top["calls"], top["of"], top["syncs"]) == ("Recorder.after_batch", "train", 40,
+                                                                                  40, 40)
+    assert top["site"] == "fastai/torch_core.py:246 in _inner <- fastai/learner.py:524 in accumulate"
+    calls = t.by_callback()
+    recorder = calls[(calls["callback"] == "Recorder") & (calls["event"] == "after_batch") & (calls["phase"] == "train")]
+    host_ms = recorder["total_ms"].iloc[0]
+    assert 0.8 * host_ms < top["wait_ms"] <= host_ms and 4 < top["mean_ms"] < 8
+    backward = t.summary().query("name == 'backward' and phase == 'train'")["mean_ms"].iloc[0]
+    assert top["mean_ms"] < backward + 1.5  # what it waits for is the batch's backward and step, on the GPU
