@@ -32,7 +32,7 @@ def main(out: str, mode: str) -> None:
 
         def before_backward(self):
             if dist.get_rank() == 1:
-                time.sleep(0.02)
+                time.sleep(0.06)
 
     torch.set_num_threads(1)
     if mode == "ddp-cpu":

@@ -60,9 +60,10 @@ def test_the_all_reduce_wait_is_visible_in_backward(rank_traces):
     merged = merge(rank_traces)
     waits = merged.stragglers().set_index("rank")
     batches = waits.loc[0, "batches"]
-    # rank 1 sleeps 20 ms before each backward; rank 0 waits for it inside backward's all-reduce
-    assert waits.loc[0, "wait_ms"] > 10 * batches > waits.loc[1, "wait_ms"]
-    assert waits.loc[0, "backward_ms"] - waits.loc[1, "backward_ms"] > 10 * batches
+    # rank 1 sleeps 60 ms before each backward; rank 0 waits for it inside backward's all-reduce (half of that is the
+    # line: on a loaded 2-core machine rank 1 can wait a little for rank 0's scheduling too)
+    assert waits.loc[0, "wait_ms"] > 30 * batches > waits.loc[1, "wait_ms"]
+    assert waits.loc[0, "backward_ms"] - waits.loc[1, "backward_ms"] > 30 * batches
     summary = merged.summary()
     backward = summary[(summary["name"] == "backward") & (summary["phase"] == "train")].iloc[0]
     assert backward["slowest_rank"] == 0 and backward["ranks"] == 2

@@ -2,6 +2,9 @@
 from __future__ import annotations
 
 import itertools
+from pathlib import Path
+
+import pytest
 
 from loopviz.trace.clock import CudaEventClock, HostClock, SyncClock
 from loopviz.trace.record import Recorder
@@ -133,3 +136,29 @@ def test_the_stream_recorder_falls_back_to_event_record_without_torchs_calls():
     event = gpu.event()
     stream_recorder(SimpleNamespace(_C=SimpleNamespace()))(event)
     assert gpu.records == 1
+
+
+H100_TRACE = Path(__file__).parent / "data" / "h100_waits_mlp.json.gz"
+
+
+def test_on_the_gpu_timeline_events_and_work_add_up_to_the_run():
+    """A trace recorded on an H100 with clock='cuda' (four Linear(4096) layers, fastai's usual callbacks), where
+    Recorder.after_batch waits ~6 ms per batch on the host for the GPU's backward: on the host that wait is inside
+    the after_batch event, on the GPU it is backward's time. Events and work are both taken on the GPU timeline, so
+    the summary's rows add up to the run and each batch's stack to its span (with events on the host: 166 %)."""
+    from loopviz.trace.plot import loop_batches
+
+    t = Trace.load(H100_TRACE)
+    summary = t.summary()
+    assert summary[summary["kind"].isin(["event", "work"])]["pct"].sum() == pytest.approx(100, abs=0.5)
+    after_batch = summary.query("kind == 'event' and name == 'after_batch' and phase == 'train'")["mean_ms"].iloc[0]
+    assert after_batch < 1.0  # on the GPU: the host's ~6 ms wait is not in it
+    batches = loop_batches(t, 0).table
+    f = t.firings_df()
+    opens = f[(f["event"] == "before_batch") & (f["phase"] == "train")]["dev_start"].to_numpy()
+    closes = f[(f["event"] == "after_batch") & (f["phase"] == "train")]["dev_end"].to_numpy()
+    # a batch's stack is the draw that led up to it, then its events and the work between them
+    stacked = batches.drop(columns=["epoch", "iter", "draw"]).sum(axis=1).to_numpy()
+    spans = (closes - opens) / 1e6
+    assert len(stacked) == len(spans) == 40 and (batches["draw"] > 0).all()
+    assert abs(stacked - spans).max() < 0.001 * spans.min()  # each batch's events and work tile its GPU span

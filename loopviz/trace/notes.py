@@ -13,7 +13,9 @@ def trace_notes(data: TraceData) -> list[str]:
     if data.clock == "host":
         out.append("clock: host (perf_counter_ns). On a GPU this is launch time, not GPU time; trace with clock='cuda'.")
     else:
-        out.append(f"clock: {data.clock} (event boundaries and work on the GPU timeline; callback calls on the host clock).")
+        out.append(f"clock: {data.clock} (events and the work between them on the GPU timeline, so they add up to the "
+                   "run; callback calls and dispatch on the host clock: a callback that waits for the GPU holds an "
+                   "event longer on the host than on the GPU).")
     return out
 
 

@@ -125,9 +125,9 @@ def _batch_of(events: np.ndarray) -> np.ndarray:
 
 
 def _event_spans(firings: pd.DataFrame) -> pd.DataFrame:
-    """The batches' event firings as spans."""
+    """The batches' event firings as spans, on the clock the work between them is on."""
     return pd.DataFrame({"kind": "event", "name": firings["name"], "callback": "", "batch": firings["batch"],
-                         "start": firings["start"], "dur": firings["dur"]})
+                         "start": firings["eff_start"], "dur": firings["eff_end"] - firings["eff_start"]})
 
 
 def _work_spans(one: Any, firings: pd.DataFrame) -> pd.DataFrame:

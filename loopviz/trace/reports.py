@@ -55,13 +55,18 @@ def change_matrix(data: TraceData) -> np.ndarray:
 
 
 def firings_df(data: TraceData) -> pd.DataFrame:
-    """One row per event firing: event, phase, epoch, iter, loop, start/end (ns), duration, status."""
+    """One row per event firing: event, phase, epoch, iter, loop, start/end (ns, host), duration, status, and
+    `tl_start`/`tl_dur`: on the timeline the work between events is on (the device's with clock 'cuda' or 'sync',
+    where the firing has device times; else the host's)."""
     m = firing_matrix(data)
     df = pd.DataFrame(m, columns=list(FIRING_FIELDS))
     df["event"] = pd.Categorical.from_codes(m[:, F_EVENT], categories=data.events) if len(m) else pd.Series([], dtype=str)
     df["phase"] = _names(MODES, m[:, F_MODE])
     df["loop"] = _names(data.loops, m[:, F_LOOP])
     df["dur"] = df["end"] - df["start"]
+    on_device = ((df["dev_start"] >= 0) & (df["dev_end"] >= 0)).to_numpy()
+    df["tl_start"] = np.where(on_device, df["dev_start"], df["start"])
+    df["tl_dur"] = np.where(on_device, df["dev_end"] - df["dev_start"], df["dur"])
     df["status"] = _names(("ok", *STATUS[1:]), m[:, F_STATUS])
     df["loop_index"] = m[:, F_LOOP]
     return df
@@ -209,7 +214,7 @@ def summary(data: TraceData) -> pd.DataFrame:
 def _event_rows(data: TraceData, firings: pd.DataFrame, overflow: dict[tuple[int, ...], Aggregate],
                 kind: str) -> list[tuple[Any, ...]]:
     """Rows of one kind of event: the raw firings per (event, phase), with the aggregates past the cap."""
-    raw = {(data.events.index(str(event)), MODES.index(phase)): group["dur"].to_numpy()
+    raw = {(data.events.index(str(event)), MODES.index(phase)): group["tl_dur"].to_numpy()  # on work's timeline
            for (event, phase), group in firings.groupby(["event", "phase"], observed=True, sort=False)}
     return _stat_rows(raw, overflow, lambda key: (kind, data.events[key[0]], MODES[key[1]]))
 
@@ -299,7 +304,7 @@ def to_df(data: TraceData) -> pd.DataFrame:
     frames = [
         pd.DataFrame({"kind": "event", "name": firings["event"].astype(str), "callback": "", "phase": firings["phase"],
                       "epoch": firings["epoch"], "iter": firings["iter"], "loop": firings["loop"],
-                      "start_ms": (firings["start"] - origin) / 1e6, "dur_ms": firings["dur"] / 1e6,
+                      "start_ms": (firings["tl_start"] - origin) / 1e6, "dur_ms": firings["tl_dur"] / 1e6,
                       "status": firings["status"]}),
         pd.DataFrame({"kind": "callback", "name": calls["event"], "callback": calls["callback"], "phase": calls["phase"],
                       "epoch": fm[in_firing, F_EPOCH], "iter": fm[in_firing, F_ITER],
