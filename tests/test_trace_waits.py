@@ -401,3 +401,21 @@ def test_a_trace_recorded_on_an_h100_reads_back_with_its_waits():
     assert 0.8 * host_ms < top["wait_ms"] <= host_ms and 4 < top["mean_ms"] < 8
     backward = t.summary().query("name == 'backward' and phase == 'train'")["mean_ms"].iloc[0]
     assert top["mean_ms"] < backward + 1.5  # what it waits for is the batch's backward and step, on the GPU
+
+
+def test_a_synchronisation_in_another_thread_is_charged_to_nothing(gpu, tmp_path):
+    import threading
+
+    class Background(Callback):
+        def after_batch(self):
+            worker = threading.Thread(target=gpu.sync, args=("a pin-memory thread",))
+            worker.start()
+            worker.join()
+
+    learn = synth_learner(n_trn=3, n_val=1, path=tmp_path, cbs=[Forward(gpu), Background()])
+    with warnings.catch_warnings(record=True) as shown:
+        warnings.simplefilter("always")
+        with learn.no_bar(), learn.no_logging(), learn.trace(waits=True) as t:
+            learn.fit(1)
+    assert len(gpu.truth) == 4 and not len(t.gpu_waits())  # 3 training batches and 1 validation batch, none charged
+    assert not [w for w in shown if SYNC_MESSAGE in str(w.message)]
