@@ -32,6 +32,7 @@ _LAZY: dict[str, str] = {
     "Loop": "loopviz.loop",
     "MergedTrace": "loopviz.trace.merge", "merge": "loopviz.trace.merge",
     "LoopView": "loopviz.view", "show_loop": "loopviz.view",
+    "show": "loopviz.targets", "tracing": "loopviz.targets", "spec_of": "loopviz.targets",
 }
 
 __all__ = [

@@ -105,7 +105,7 @@ def test_targets(tmp_path, monkeypatch):
     monkeypatch.syspath_prepend(str(tmp_path))
     assert run("show", "mylearners:learn")[0] == 0
     assert run("show", "mylearners:make")[0] == 0
-    for target, message in [("mylearners:not_a_learner", "is a int, not a fastai Learner or a miniai-style learner"),
+    for target, message in [("mylearners:not_a_learner", "is a int, not a fastai Learner, a miniai-style learner, a Hugging Face Trainer or a Lightning"),
                             ("nosuchmodule:learn", "cannot import module 'nosuchmodule'"),
                             ("mylearners:nope", "has no attribute 'nope'"),
                             ("mylearners", "must be module:attr"),

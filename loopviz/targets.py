@@ -1,0 +1,50 @@
+"""`loopviz.show(obj)` and `loopviz.tracing(obj)`: any loop loopviz has an adapter for (a fastai Learner, a
+miniai-style learner, a Hugging Face Trainer, a Lightning Trainer), through the adapter that recognises it.
+
+    loopviz.show(trainer)                           # the loop as text; fmt='rich', 'mermaid', 'graphviz'...
+    loopviz.show(trainer, loop='evaluate', verbose=True, cbs=[MyCallback()])
+    with loopviz.tracing(trainer) as t:             # every event, callback call and the work between them
+        trainer.train()
+"""
+from __future__ import annotations
+
+from typing import Any, Sequence
+
+from loopviz.adapters import Adapter, adapter_for, known_loops
+from loopviz.errors import LoopvizError
+from loopviz.model import LoopSpec
+from loopviz.renderers.text import DEFAULT_WIDTH
+
+__all__ = ["show", "tracing", "spec_of", "adapter_of"]
+
+
+def adapter_of(obj: Any) -> Adapter:
+    """The adapter that recognises `obj`; a clear error naming what loopviz knows when none does."""
+    adapter = adapter_for(obj)
+    if adapter is None:
+        raise LoopvizError(f"loopviz has no adapter for a {type(obj).__name__}: it shows and traces {known_loops()}.")
+    return adapter
+
+
+def spec_of(obj: Any, loop: str | None = None, cbs: Sequence[Any] = ()) -> LoopSpec:
+    """The loop `obj` runs (`loop`: one of its adapter's `LOOPS`, the first by default), with `cbs` previewed."""
+    module = adapter_of(obj).load()
+    return module.loop_spec(obj, loop or next(iter(module.LOOPS)), list(cbs))
+
+
+def show(obj: Any, loop: str | None = None, cbs: Sequence[Any] = (), verbose: bool = False, fmt: str = "text",
+         width: int = DEFAULT_WIDTH, hide_empty: bool = False, focus: str | None = None, theme: str = "light") -> Any:
+    """Show the loop `obj` runs, as `learn.show_training_loop` does for fastai: text, rich and mermaid are printed
+    and returned; graphviz (svg, png, pdf, dot) is returned as a diagram to display or save."""
+    from loopviz.view import check_view_options, show_loop
+
+    check_view_options(verbose=verbose, fmt=fmt, width=width, hide_empty=hide_empty, focus=focus)
+    return show_loop(spec_of(obj, loop, cbs), verbose=verbose, fmt=fmt, width=width, hide_empty=hide_empty,
+                     focus=focus, theme=theme)
+
+
+def tracing(obj: Any, **options: Any) -> Any:
+    """A context manager recording what `obj` runs inside it; `with loopviz.tracing(obj) as t:` gives the `Trace`
+    (`loopviz.trace` is the package of traces, so the function has this name).
+    The options are those of the adapter (for fastai, `learn.trace`'s: clock, changes, ranges, waits...)."""
+    return adapter_of(obj).load().trace(obj, **options)
