@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Installs loopviz into ./.venv: Debian's graphviz when `dot` is missing, torch 2.13.0, fastai (without
-# torchvision/spacy) and loopviz itself; `--dev` adds the test tools and Debian's chromium when it is
-# missing (the tests render HTML and Mermaid in headless Chromium). Safe to re-run: a second run with
+# torchvision/spacy) and loopviz itself; `--dev` adds the test tools, Hugging Face transformers and Lightning
+# (the frameworks of the loopviz[transformers] and loopviz[lightning] adapters, so their tests run) and
+# Debian's chromium when it is missing (the tests render HTML and Mermaid in headless Chromium). Safe to re-run: a second run with
 # nothing changed only checks `dot` (with --dev, `chromium` too) and a stamp.
 #
 # torch: the CPU build (torch==2.13.0+cpu) when pip can find one, e.g. in a local wheel store (pip's
