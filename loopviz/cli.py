@@ -236,8 +236,9 @@ def cli(ctx: click.Context, debug: bool) -> None:
 @click.option("--output", "-o", type=click.Path(dir_okay=False, allow_dash=True),
               help="Write to this file instead of printing (-o -: standard output).")
 @click.option("--cbs", multiple=True, metavar="MODULE:CLASS", help="Preview a callback (repeatable), e.g. GradientClip.")
-@click.option("--loop", default="fit", show_default=True,
-              help="fit, fit_one_cycle, fine_tune, validate, get_preds or lr_find.")
+@click.option("--loop", default=None, help="Which loop (default: the target's first). fastai: fit, fit_one_cycle, "
+              "fine_tune, validate, get_preds, lr_find; Hugging Face Trainer: train, evaluate, predict; Lightning: "
+              "fit, validate, test, predict.")
 @click.option("--start-epoch", type=click.IntRange(min=0), default=0, show_default=True, metavar="N",
               help="As fit(n_epoch, start_epoch=N) (fit loops, fastai): preview the SkipToEpoch fastai adds.")
 @click.option("--hide-empty", is_flag=True, help="Leave out events where no callback runs.")
@@ -245,7 +246,7 @@ def cli(ctx: click.Context, debug: bool) -> None:
 @_debug_option
 @click.pass_context
 def show(ctx: click.Context, target: str | None, verbose: bool, fmt: str | None, output: str | None,
-         cbs: tuple[str, ...], loop: str, start_epoch: int, hide_empty: bool, focus: str | None) -> None:
+         cbs: tuple[str, ...], loop: str | None, start_epoch: int, hide_empty: bool, focus: str | None) -> None:
     """Show the loop of TARGET (module:attr, a .py file defining `learn`, or a built-in synthetic learner)."""
 
     def run() -> None:
@@ -253,15 +254,16 @@ def show(ctx: click.Context, target: str | None, verbose: bool, fmt: str | None,
         _check_printable(chosen, output, "loop")
         _output_path(_file(output))
         obj, adapter = load_target(target)
+        which = loop or next(iter(adapter.load().LOOPS))
         if start_epoch and adapter.name != "fastai":
             raise Failure(f"--start-epoch is an option of fastai's fit; a {adapter.describes.removeprefix('a ')} has "
                           "no such option: leave it out.")
         if start_epoch:  # fastai's own option of fit: its spec builder previews it (and checks the loop takes it)
             from loopviz.adapters.fastai.spec import build_spec
 
-            spec = build_spec(obj, loop=loop, cbs=_callbacks(adapter, cbs), start_epoch=start_epoch)
+            spec = build_spec(obj, loop=which, cbs=_callbacks(adapter, cbs), start_epoch=start_epoch)
         else:
-            spec = adapter.load().loop_spec(obj, loop, _callbacks(adapter, cbs))
+            spec = adapter.load().loop_spec(obj, which, _callbacks(adapter, cbs))
         from loopviz.processors import narrow
 
         spec = narrow(spec, hide_empty, focus)

@@ -27,7 +27,7 @@ from loopviz.trace.data import callback_facts
 from loopviz.trace.record import CANCELLED, ERROR, RAN, Recorder
 from loopviz.trace.trace import Trace
 
-__all__ = ["callback_info", "handler", "event", "work", "phase", "cancel", "loop_spec", "DispatchTracer"]
+__all__ = ["callback_info", "from_base", "handler", "event", "work", "phase", "cancel", "loop_spec", "DispatchTracer"]
 
 def _bases(base: type | None) -> tuple[type, ...]:
     """The framework's callback base class as `loopviz.introspect` takes it."""
@@ -39,10 +39,19 @@ def callback_info(cb: Any, order: Callable[[Any], float] = lambda cb: getattr(cb
     return introspect.callback_info(cb, base_classes=_bases(base), order=order)
 
 
+def from_base(cb: Any, name: str, base: type | None) -> bool:
+    """True when the callback's `name` is the base class's own method, not overridden: a no-op, not a handler."""
+    if base is None or name in getattr(cb, "__dict__", {}):
+        return False
+    owner = next((klass for klass in type(cb).__mro__ if name in klass.__dict__), None)
+    return owner is not None and owner is not object and owner in base.__mro__
+
+
 def handler(cb: Any, event_name: str, info: CallbackInfo | None = None, base: type | None = None) -> Handler | None:
-    """The callback's handler for an event (a method or attribute named after it), or None."""
+    """The callback's handler for an event (a method or attribute named after it), or None; a method only `base`
+    defines (its no-op) is none."""
     found = introspect.lookup(cb, event_name)
-    if found is None or not callable(found.handler):
+    if found is None or not callable(found.handler) or from_base(cb, event_name, base):
         return None
     return introspect.describe(found, event_name, info or callback_info(cb, base=base), _bases(base))
 
@@ -90,6 +99,8 @@ class DispatchTracer:
         mode: `mode(obj, event) -> 0/1/2` (none/train/valid), to split train and valid in reports.
         position: `position(obj) -> (epoch, iteration)`.
         work_names: names for the work between two consecutive events, {(before, after): name}.
+        base: the framework's callback base class: its own (no-op) methods are counted as calls without a
+            handler, not timed, and its doc is not a callback's.
     """
 
     def __init__(self, obj: Any, method: str = "callback", *, callbacks: Callable[[], Iterable[Any]] = lambda: (),
@@ -97,12 +108,13 @@ class DispatchTracer:
                  mode: Callable[[Any, str], int] = lambda obj, event: 0,
                  position: Callable[[Any], tuple[int, int]] = lambda obj: (getattr(obj, "epoch", -1), getattr(obj, "iter", -1)),
                  work_names: dict[tuple[str, str], str] | None = None, event_arg: int = 0, clock: Clock | None = None,
-                 max_calls: int = 1_000_000, max_firings: int = 250_000):
+                 max_calls: int = 1_000_000, max_firings: int = 250_000, base: type | None = None):
         if not callable(getattr(obj, method, None)):
             raise LoopvizError(f"{type(obj).__name__} has no method {method!r} to trace; pass the name of its dispatch method.")
         self.obj, self.method, self.callbacks = obj, method, callbacks
         self.framework, self.loop_start, self.mode, self.position = framework, set(loop_start), mode, position
         self.work_names, self.event_arg = dict(work_names or {}), event_arg
+        self.base = base
         self.rec = Recorder(clock, max_calls=check_int("max_calls", max_calls),
                             max_firings=check_int("max_firings", max_firings))
         self.trace = Trace.recording(self.rec, stop=self._stop)
@@ -151,6 +163,8 @@ class DispatchTracer:
             elif rec.loop < 0:
                 rec.begin_loop(self.framework or "loop")
             self._wrap_handlers(name)
+            if self.base is not None:
+                self._count_base_calls(name)
             epoch, iteration = self.position(self.obj)
             index = rec.begin_firing(name, self.mode(self.obj, name), _int(epoch), _int(iteration))
             status = 0
@@ -175,12 +189,18 @@ class DispatchTracer:
             if key in self.wrapped or not hasattr(cb, "__dict__"):
                 continue
             found = introspect.lookup(cb, name)
-            if found is None or not callable(found.handler):
+            if found is None or not callable(found.handler) or from_base(cb, name, self.base):
                 continue
             fn = found.handler
             self.wrapped[key] = (cb, cb.__dict__.get(name, _MISSING))
-            cid = self.rec.callback_id(id(cb), lambda cb=cb: callback_facts(callback_info(cb)))
+            cid = self.rec.callback_id(id(cb), lambda cb=cb: callback_facts(callback_info(cb, base=self.base)))
             cb.__dict__[name] = self._timed(fn, cid)
+
+    def _count_base_calls(self, name: str) -> None:
+        """Count the loop's calls of callbacks whose method for this event is only the base class's no-op."""
+        for cb in self.callbacks():
+            if from_base(cb, name, self.base):
+                self.rec.no_handler_call()
 
     def _timed(self, fn: Callable[..., Any], cid: int) -> Callable[..., Any]:
         rec = self.rec

@@ -162,9 +162,11 @@ class Recorder:
             self.add_firing(_pack_firing(start, -1, -1, loop, parent, eid, mode, 0, 0))
         return index
 
-    def end_firing(self, index: int, status: int) -> None:
-        """Close the innermost open firing with its outcome (0 ok, else a CANCELLED/ERROR status)."""
-        end = perf_counter_ns()
+    def end_firing(self, index: int, status: int, end: int | None = None) -> None:
+        """Close the innermost open firing with its outcome (0 ok, else a CANCELLED/ERROR status); `end` (ns): when it
+        ended, if earlier than now."""
+        if end is None:
+            end = perf_counter_ns()
         stack = self.stack
         _, eid, mode, loop, start = stack.pop()
         self.sibling = (eid, end)

@@ -1,0 +1,96 @@
+"""Lightning's hooks: who each is dispatched to, in which order, and which objects handle it."""
+from __future__ import annotations
+
+from typing import Any, Sequence
+
+import lightning.pytorch as pl
+from lightning.pytorch.callbacks import Callback, Checkpoint, EarlyStopping
+
+__all__ = ["LOOPS", "FRAMEWORK", "WORK_NAMES", "RUN_HOOKS", "STRATEGY_EVENTS", "LOADERS", "BOTH", "MODULE", "CALLBACKS",
+           "EPOCH_END", "hook_owners", "overrides", "handler_objects", "owner_base"]
+
+LOOPS = ("fit", "validate", "test", "predict")
+FRAMEWORK = f"Lightning {pl.__version__}"
+
+# Who a hook is dispatched to, in call order (lightning/pytorch/trainer/call.py and the loops).
+BOTH, MODULE, CALLBACKS, EPOCH_END = "callbacks, then the module", "the module", "the callbacks", "epoch end"
+_MODULE_ONLY = frozenset({
+    "configure_callbacks", "prepare_data", "configure_model", "configure_optimizers", "on_before_batch_transfer",
+    "transfer_batch_to_device", "on_after_batch_transfer", "optimizer_step", "optimizer_zero_grad",
+    "configure_gradient_clipping", "lr_scheduler_step", "training_step", "validation_step", "test_step",
+    "predict_step", "backward", "train_dataloader", "val_dataloader", "test_dataloader", "predict_dataloader",
+    "on_save_checkpoint", "on_validation_model_zero_grad", "on_validation_model_eval",
+    "on_validation_model_train", "on_test_model_eval", "on_test_model_train", "on_predict_model_eval",
+})
+_TRANSFER = frozenset({"on_before_batch_transfer", "transfer_batch_to_device", "on_after_batch_transfer"})
+_DATAMODULE_FIRST = frozenset({"prepare_data", "setup", "teardown"})
+_CALLBACKS_ONLY = frozenset({"on_sanity_check_start", "on_sanity_check_end", "on_exception"})
+# strategy hooks that are the module's own hooks (the strategy's other hooks are its own bookkeeping)
+STRATEGY_EVENTS = frozenset({"training_step", "validation_step", "test_step", "predict_step", "backward"})
+# hooks of the whole run, not of training or evaluation (mode 0 in a trace, no mode in a spec)
+RUN_HOOKS = frozenset({"configure_callbacks", "prepare_data", "setup", "configure_model", "configure_optimizers",
+                        "on_fit_start", "on_fit_end", "teardown", "on_sanity_check_start", "on_sanity_check_end",
+                        "on_exception"})
+_FETCH = {"on_train_epoch_start", "on_train_batch_end", "on_validation_epoch_start", "on_validation_batch_end",
+          "on_test_epoch_start", "on_test_batch_end", "on_predict_epoch_start", "on_predict_batch_end"}
+LOADERS = {"fit": ("train_dataloader", "val_dataloader"), "validate": ("val_dataloader",),
+            "test": ("test_dataloader",), "predict": ("predict_dataloader",)}
+WORK_NAMES: dict[tuple[str, str], str] = {
+    **{(before, "on_before_batch_transfer"): "data" for before in _FETCH},
+    ("on_before_backward", "on_after_backward"): "backward",
+    ("training_step", "on_before_zero_grad"): "closure",
+    ("training_step", "backward"): "closure",
+}
+
+
+def hook_owners(hook: str) -> str:
+    """Who Lightning dispatches `hook` to, in order: BOTH, MODULE, CALLBACKS or EPOCH_END."""
+    if hook == "on_train_epoch_end":
+        return EPOCH_END
+    return MODULE if hook in _MODULE_ONLY else CALLBACKS if hook in _CALLBACKS_ONLY else BOTH
+
+
+def owner_base(obj: Any) -> type:
+    """The Lightning base class of a callback, module or datamodule (whose hooks do nothing)."""
+    if isinstance(obj, pl.LightningModule):
+        return pl.LightningModule
+    return pl.LightningDataModule if isinstance(obj, pl.LightningDataModule) else Callback
+
+
+def overrides(obj: Any, hook: str) -> bool:
+    """True when `obj` (a callback or a module) has its own `hook`, not Lightning's base one."""
+    base = owner_base(obj)
+    if obj is None or not hasattr(base, hook):
+        return False
+    own = obj.__dict__.get(hook) if hasattr(obj, "__dict__") else None
+    if own is not None and not getattr(own, "__loopviz_wrapper__", False):
+        return callable(own)
+    return getattr(type(obj), hook, None) is not getattr(base, hook)
+
+
+def _monitoring(cb: Any) -> bool:
+    """EarlyStopping and checkpoints: Lightning calls their on_train_epoch_end after the module's."""
+    return isinstance(cb, (EarlyStopping, Checkpoint))
+
+
+def handler_objects(callbacks: Sequence[Any], module: Any, hook: str, datamodule: Any = None) -> list[Any]:
+    """The callbacks, module and datamodule that handle `hook`, in the order Lightning calls them."""
+    owners = hook_owners(hook)
+    mine = [module] if module is not None and overrides(module, hook) else []
+    data = [datamodule] if datamodule is not None and overrides(datamodule, hook) else []
+    if hook in _TRANSFER:  # the datamodule's only when the module has none
+        return mine or data
+    if hook in _DATAMODULE_FIRST and data:
+        return data + handler_objects(callbacks, module, hook)
+    if hook.endswith("_dataloader"):  # a datamodule's loaders replace the module's
+        return data or mine
+    if owners == MODULE:
+        return mine
+    cbs = [cb for cb in callbacks if overrides(cb, hook)]
+    if owners == CALLBACKS:
+        return cbs + data  # on_exception: the callbacks, then the datamodule
+    if owners == EPOCH_END:
+        return [cb for cb in cbs if not _monitoring(cb)] + mine + [cb for cb in cbs if _monitoring(cb)]
+    return cbs + mine
+
+

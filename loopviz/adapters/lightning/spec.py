@@ -1,0 +1,284 @@
+"""The static spec: the hooks Trainer.fit, validate, test and predict call, in order, with their handlers."""
+from __future__ import annotations
+
+import contextlib
+import logging
+from dataclasses import dataclass
+from typing import Any, Iterator, Sequence
+
+import lightning.pytorch as pl
+from lightning.pytorch.callbacks import Callback, Checkpoint
+
+from loopviz.adapters.lightning.hooks import (
+    EPOCH_END, FRAMEWORK, LOADERS, LOOPS, RUN_HOOKS, handler_objects, hook_owners, overrides, owner_base,
+)
+from loopviz.errors import LoopvizError
+from loopviz.generic import callback_info, cancel, handler, phase, work
+from loopviz.generic import loop_spec as generic_loop_spec
+from loopviz.model import CallbackInfo, CancelPath, Event, LoopSpec, Mode, Phase, Role, Step
+
+__all__ = ["lightning_spec", "default_trainer", "quiet"]
+
+
+def _ordered(callbacks: list[Any]) -> list[Any]:
+    """As Lightning orders `trainer.callbacks`: checkpoint callbacks last."""
+    return [cb for cb in callbacks if not isinstance(cb, Checkpoint)] + [cb for cb in callbacks if isinstance(cb, Checkpoint)]
+
+
+def _with_model_callbacks(callbacks: list[Any], module: Any) -> list[Any]:
+    """The callbacks after fit attaches `module.configure_callbacks()` (they replace the trainer's of their type)."""
+    if module is None or not overrides(module, "configure_callbacks"):
+        return callbacks
+    extra = module.configure_callbacks()
+    extra = [extra] if isinstance(extra, Callback) else list(extra or [])
+    if any(cb in callbacks for cb in extra):
+        return callbacks  # the trainer already holds them (it ran this module)
+    kept = [cb for cb in callbacks if not any(isinstance(cb, type(new)) for new in extra)]
+    return _ordered(kept + extra)
+
+
+@contextlib.contextmanager
+def quiet() -> Iterator[None]:
+    """Lightning's informational messages off while a default Trainer is built for a spec."""
+    log = logging.getLogger("lightning.pytorch")
+    level = log.level
+    log.setLevel(logging.WARNING)
+    try:
+        yield
+    finally:
+        log.setLevel(level)
+
+
+def default_trainer() -> pl.Trainer:
+    """A `Trainer()` as a user would make it (its default callbacks), on the CPU, without a logger."""
+    with quiet():
+        return pl.Trainer(logger=False, accelerator="cpu", devices=1)
+
+
+@dataclass
+class _Builder:
+    """Builds events and phases for one trainer, module and callback list."""
+
+    trainer: pl.Trainer
+    module: Any
+    datamodule: Any
+    callbacks: list[Any]
+    infos: dict[int, CallbackInfo]
+
+    def ev(self, name: str, description: str, mode: Mode | None = None, role: Role = "body",
+           cancel_path: CancelPath | None = None) -> Event:
+        """The event `name` with its handlers, in Lightning's call order."""
+        found = [handler(obj, name, self.infos[id(obj)], owner_base(obj))
+                 for obj in handler_objects(self.callbacks, self.module, name, self.datamodule)]
+        owner = hook_owners(name)
+        text = f"{description} Dispatched to {owner}." if owner != EPOCH_END else (
+            f"{description} Dispatched to the callbacks, then the module, then EarlyStopping and checkpoints.")
+        return Event(name, text, [h for h in found if h is not None], role=role, mode=None if name in RUN_HOOKS else mode,
+                     cancel=cancel_path)
+
+    def has(self, hook: str) -> bool:
+        """True when the module (or, for prepare_data, the datamodule) overrides `hook`: Lightning calls it only then."""
+        return (self.module is not None and overrides(self.module, hook)) or (
+            hook == "prepare_data" and self.datamodule is not None and overrides(self.datamodule, hook))
+
+    def loader(self, stage: str) -> list[Step]:
+        """The datamodule's `{stage}_dataloader` event, when a datamodule that defines it is attached."""
+        name = f"{'val' if stage == 'validation' else stage}_dataloader"
+        if self.datamodule is None or not overrides(self.datamodule, name):
+            return []
+        return [self.ev(name, f"LightningDataModule.{name}: the loop's dataloader.", "train" if stage == "train" else "valid")]
+
+    def saves(self, after_validation: bool) -> list[Step]:
+        """`on_save_checkpoint`, where the trainer's checkpoint callbacks save (after the epoch or a validation)."""
+        validates = _validates(self.module, self.trainer)
+        found = [_saves_at_epoch_end(cb, self.trainer, validates) != after_validation
+                 for cb in self.callbacks if isinstance(cb, Checkpoint)]
+        if not any(found):
+            return []
+        where = "on_validation_end" if after_validation else "on_train_epoch_end"
+        return [self.ev("on_save_checkpoint", f"Inside the checkpoint callback's {where}: a checkpoint is saved "
+                                              "(the callbacks' on_save_checkpoint are called directly, just before).",
+                        "valid" if after_validation else "train")]
+
+    def transfer(self, mode: Mode) -> list[Step]:
+        """Moving a batch to the device (the module's data hooks)."""
+        return [self.ev("on_before_batch_transfer", "The batch as the dataloader gave it.", mode),
+                self.ev("transfer_batch_to_device", "Moves the batch to the device.", mode),
+                self.ev("on_after_batch_transfer", "The batch on the device.", mode)]
+
+    def evaluation(self, stage: str, label: str, repeat: str, in_fit: bool = False) -> Phase:
+        """The validation, test or predict loop over its dataloader."""
+        mode: Mode = "valid"
+        step = f"{stage}_step"
+        batch = [*self.transfer(mode), self.ev(f"on_{stage}_batch_start", "Before the step.", mode),
+                 self.ev(step, f"LightningModule.{step} (through the strategy), without gradients.", mode),
+                 self.ev(f"on_{stage}_batch_end", "After the step, with its output.", mode)]
+        steps: list[Step] = []
+        if in_fit:
+            steps.append(self.ev("on_validation_model_zero_grad", "Gradients are zeroed before validating.", mode))
+        steps.append(self.ev(f"on_{stage}_model_eval", "model.eval().", mode))
+        steps += [self.ev(f"on_{stage}_start", f"The {stage} loop starts.", mode),
+                  self.ev(f"on_{stage}_epoch_start", f"A pass over the {stage} dataloader.", mode),
+                  phase(f"{stage}_batch", f"{stage.title()} batch", [work("data", "next(dataloader)"), *batch],
+                        repeat=f"for each {stage} batch ({repeat})", mode=mode),
+                  self.ev(f"on_{stage}_epoch_end", "The pass is over.", mode),
+                  self.ev(f"on_{stage}_end", f"The {stage} loop ends.", mode)]
+        if stage != "predict" and self.has(f"on_{stage}_model_train"):
+            steps.append(self.ev(f"on_{stage}_model_train", "Back to model.train() (called only when overridden).", mode))
+        return phase(stage, label, steps, mode=mode)
+
+    def optimizer_step(self, accumulating: bool) -> list[Step]:
+        """The closure's hooks (training_step, zero_grad, backward) and, on stepping batches, optimizer_step around them."""
+        mode: Mode = "train"
+        backward = Phase("backward", "Backward", [
+            self.ev("backward", "The strategy's backward: the hooks around loss.backward().", mode),
+            self.ev("on_before_backward", "The loss is ready.", mode),
+            work("loss.backward()", "LightningModule.backward(loss)", "Gradients are computed."),
+            self.ev("on_after_backward", "Gradients are ready.", mode)], mode=mode, minor=True)
+        closure: list[Step] = [
+            self.ev("training_step", "LightningModule.training_step (through the strategy): the loss.", mode),
+            self.ev("on_before_zero_grad", "Before the gradients are zeroed.", mode),
+            self.ev("optimizer_zero_grad", "optimizer.zero_grad().", mode), backward]
+        if accumulating:
+            return closure
+        return [self.ev("optimizer_step", "LightningModule.optimizer_step: optimizer.step(closure) runs the closure "
+                                          "below, then steps.", mode),
+                *closure,
+                self.ev("on_before_optimizer_step", "Gradients are final for this step.", mode),
+                self.ev("configure_gradient_clipping",
+                        f"Clips gradients (gradient_clip_val={self.trainer.gradient_clip_val}).", mode),
+                work("optimizer.step()", "optimizer.step()", "The parameters are updated.")]
+
+    def training_batch(self, validates: bool, stop: CancelPath) -> Phase:
+        """One training batch: transfer, the step (or accumulation), and validation when it is due."""
+        mode: Mode = "train"
+        k = self.trainer.accumulate_grad_batches
+        steps: list[Step] = [work("data", "next(dataloader)"), *self.transfer(mode),
+                             self.ev("on_train_batch_start", "Before the step (returning -1 ends the epoch).", mode)]
+        manual = self.module is not None and not self.module.automatic_optimization
+        if manual:
+            steps.append(phase("manual", "Manual optimization", [
+                self.ev("training_step", "LightningModule.training_step (through the strategy), which optimizes.", mode),
+                self.ev("on_before_backward", "Inside training_step: self.manual_backward(loss) was called.", mode),
+                self.ev("on_after_backward", "Inside training_step: gradients are ready.", mode),
+                self.ev("on_before_optimizer_step", "Inside training_step: optimizer.step() was called.", mode)],
+                mode=mode, note="automatic_optimization=False: the hooks fire inside training_step, when it calls "
+                                "self.manual_backward(loss) and optimizer.step()"))
+        elif k > 1:
+            steps += [phase("accumulate", "Accumulate", self.optimizer_step(True), mode=mode,
+                            note=f"accumulate_grad_batches={k}: batches that are not the last of a group of {k} only "
+                                 "accumulate gradients (zero_grad on the first of each group)"),
+                      phase("step", "Optimizer step", self.optimizer_step(False), mode=mode,
+                            note=f"on the last batch of each group of {k} and on the epoch's last batch "
+                                 "(zero_grad only where the group has one batch)")]
+        else:
+            steps += [Phase("step", "Optimizer step", self.optimizer_step(False), mode=mode, minor=True)]
+        if not manual and self.trainer.lr_scheduler_configs:
+            intervals = sorted({config.interval for config in self.trainer.lr_scheduler_configs})
+            steps.append(self.ev("lr_scheduler_step", f"Steps the LR schedulers (interval: {', '.join(intervals)}; "
+                                 "'step': after optimizer steps, 'epoch': after the epoch's last one).", mode))
+        steps.append(self.ev("on_train_batch_end", "After the step, with its output.", mode))
+        if validates:
+            every = self.trainer.val_check_interval
+            limit = f"limit_val_batches={self.trainer.limit_val_batches}"
+            steps.append(phase("validation", "Validation", [*self.evaluation("validation", "Validation loop", limit,
+                                                                               True).steps, *self.saves(True)],
+                               mode="valid", note=f"when due: val_check_interval={every}, check_val_every_n_epoch="
+                                                  f"{self.trainer.check_val_every_n_epoch}; at the latest after the "
+                                                  "epoch's last batch"))
+        return phase("train_batch", "Training batch", steps, mode=mode, cancel=stop,
+                     repeat=f"for each training batch (limit_train_batches={self.trainer.limit_train_batches})")
+
+
+def _saves_at_epoch_end(cb: Any, trainer: pl.Trainer, validates: bool) -> bool:
+    """Whether a checkpoint callback saves at on_train_epoch_end (else after validation), as ModelCheckpoint decides."""
+    chosen = getattr(cb, "_save_on_train_epoch_end", None)
+    if chosen is not None:
+        return bool(chosen)
+    if getattr(trainer, "_val_check_time_interval", None) is not None or trainer.check_val_every_n_epoch != 1:
+        return False
+    return not validates or trainer.val_check_interval == 1.0
+
+
+def _validates(module: Any, trainer: pl.Trainer) -> bool:
+    """Fit validates when the module has a validation_step (given a val dataloader) and batches are not limited to 0."""
+    return (module is None or overrides(module, "validation_step")) and trainer.limit_val_batches != 0
+
+
+def _fit(b: _Builder) -> Phase:
+    """Trainer.fit, in the order Lightning calls its hooks."""
+    trainer, validates = b.trainer, _validates(b.module, b.trainer)
+    stop = cancel("trainer.should_stop = True", "on_train_epoch_end",
+                  description="set by a callback (EarlyStopping...): the epoch ends after this batch and a validation, "
+                              f"then training ends (once min_epochs={trainer.min_epochs} and "
+                              f"min_steps={trainer.fit_loop.min_steps} are met)")
+    steps: list[Step] = [b.ev("configure_callbacks", "The module's callbacks join the trainer's.")]
+    steps += [b.ev("prepare_data", "Download or prepare data (called only when overridden).")] if b.has("prepare_data") else []
+    steps.append(b.ev("setup", "setup(stage='fit')."))
+    steps += [b.ev("configure_model", "Build layers (called only when overridden).")] if b.has("configure_model") else []
+    steps += [b.ev("configure_optimizers", "The optimizers and schedulers."), b.ev("on_fit_start", "Fit starts.")]
+    if validates and trainer.num_sanity_val_steps != 0:
+        sanity = b.evaluation("validation", "Validation loop", f"num_sanity_val_steps={trainer.num_sanity_val_steps}")
+        steps.append(phase("sanity_check", "Sanity check", [
+            b.ev("on_sanity_check_start", "A few validation batches before training."), *b.loader("validation"), sanity,
+            b.ev("on_sanity_check_end", "The sanity check is over.")],
+            note=f"num_sanity_val_steps={trainer.num_sanity_val_steps} validation batches, when a val dataloader is given"))
+    epoch = phase("epoch", "Training epoch", [
+        b.ev("on_train_epoch_start", "An epoch starts.", "train"), b.training_batch(validates, stop),
+        b.ev("on_train_epoch_end", "The epoch is over (EarlyStopping and checkpoints may act here).", "train"),
+        *b.saves(after_validation=False)],
+        repeat=f"for each epoch (max_epochs={trainer.max_epochs}) until trainer.should_stop", mode="train")
+    steps += [*b.loader("train"), b.ev("on_train_start", "Training starts.", "train"), epoch,
+              b.ev("on_train_end", "Training is over.", "train"), b.ev("on_fit_end", "Fit is over."),
+              b.ev("teardown", "teardown(stage='fit').", role="exit")]
+    return phase("fit", "Trainer.fit", steps, note="an exception calls the callbacks' on_exception, then ends fit")
+
+
+def _evaluate(b: _Builder, stage: str) -> Phase:
+    """Trainer.validate, test or predict."""
+    limit = {"validation": "val", "test": "test", "predict": "predict"}[stage]
+    loop = b.evaluation(stage, f"{stage.title()} loop", f"limit_{limit}_batches={getattr(b.trainer, f'limit_{limit}_batches')}")
+    steps: list[Step] = [b.ev("configure_callbacks", "The module's callbacks join the trainer's.")]
+    steps += [b.ev("prepare_data", "Download or prepare data (called only when overridden).")] if b.has("prepare_data") else []
+    fn = "validate" if stage == "validation" else stage
+    steps.append(b.ev("setup", f"setup(stage='{fn}')."))
+    steps += [b.ev("configure_model", "Build layers (called only when overridden).")] if b.has("configure_model") else []
+    steps += [*b.loader(stage), *loop.steps, b.ev("teardown", f"teardown(stage='{fn}').", role="exit")]
+    return phase(fn, f"Trainer.{fn}", steps, mode="valid")
+
+
+def lightning_spec(trainer: pl.Trainer | None, module: Any = None, loop: str = "fit", cbs: Sequence[Any] = (),
+                   datamodule: Any = None) -> LoopSpec:
+    """The hooks `trainer` calls in `loop` (fit, validate, test, predict) on `module` (and `datamodule`, by default the
+    trainer's), with `cbs` previewed."""
+    if loop not in LOOPS:
+        raise LoopvizError(f"loop={loop!r}: a Lightning Trainer runs these loops: {', '.join(LOOPS)}.")
+    if module is not None and not isinstance(module, pl.LightningModule):
+        raise LoopvizError(f"module must be a LightningModule, not a {type(module).__name__}.")
+    for cb in cbs:
+        if not isinstance(cb, Callback):
+            raise LoopvizError(f"cbs: {type(cb).__name__} is not a lightning.pytorch Callback.")
+    trainer = trainer if trainer is not None else default_trainer()
+    callbacks = _with_model_callbacks(_ordered([*trainer.callbacks, *cbs]), module)
+    datamodule = datamodule if datamodule is not None else trainer.datamodule
+    owners = [*callbacks, *([module] if module is not None else []), *([datamodule] if datamodule is not None else [])]
+    infos = {id(obj): callback_info(obj, order=lambda o, i=i: i, base=owner_base(obj)) for i, obj in enumerate(owners)}
+    b = _Builder(trainer, module, datamodule, callbacks, infos)
+    body = _fit(b) if loop == "fit" else _evaluate(b, "validation" if loop == "validate" else loop)
+    notes = ["Lightning calls hooks through lightning.pytorch.trainer.call: callbacks in trainer.callbacks order, "
+             "then the module (on_train_epoch_end: EarlyStopping and checkpoints after the module)."]
+    if loop == "fit" and not trainer.lr_scheduler_configs:
+        notes.append("With LR schedulers, the module's lr_scheduler_step fires after the optimizer step; it is shown "
+                     "once the trainer has run the module (its schedulers are known then).")
+    loaders = [name for name in LOADERS[loop] if module is not None and overrides(module, name)]
+    if loaders:
+        notes.append(f"{' and '.join(loaders)}: the module's, called when the loop first needs its data (for fit, "
+                     "train_dataloader right after on_fit_start) if no dataloader or datamodule was given.")
+    if module is None:
+        notes.append("No LightningModule is attached to this trainer: only the callbacks' handlers are listed; "
+                     "show the module (loopviz.show(model)) to see its hooks too.")
+    spec = generic_loop_spec(loop, FRAMEWORK, [], [body], notes=notes)
+    spec.callbacks = [infos[id(obj)] for obj in owners]
+    return spec
+
+

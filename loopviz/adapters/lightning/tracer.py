@@ -1,0 +1,242 @@
+"""Tracing: wrappers of the dispatch functions of `lightning.pytorch.trainer.call`, active for traced trainers only.
+
+While any trainer (or module) is traced, loopviz's wrappers replace `_call_callback_hooks`,
+`_call_lightning_module_hook`, `_call_strategy_hook`, `_call_lightning_datamodule_hook` and
+`_call_and_handle_interrupt` there (under one lock; the last trace to end puts Lightning's back). A hook's
+consecutive dispatches (callbacks, then the module...) are one firing: a firing stays open, pending, after its
+dispatch returns until the next dispatch, which joins it if it is of the same hook; it closes at the time its
+last dispatch returned. Handler calls are timed by an attribute on each callback, module or datamodule instance.
+"""
+from __future__ import annotations
+
+import functools
+import threading
+from dataclasses import dataclass
+from time import perf_counter_ns
+from typing import Any, Callable
+
+import lightning.pytorch as pl
+from lightning.pytorch.trainer import call as pl_call
+
+from loopviz.adapters.lightning.hooks import (
+    FRAMEWORK, MODULE, RUN_HOOKS, STRATEGY_EVENTS, WORK_NAMES, handler_objects, hook_owners, owner_base,
+)
+from loopviz.errors import LoopvizError
+from loopviz.generic import callback_info
+from loopviz.trace.data import callback_facts
+from loopviz.trace.record import ERROR, RAN, Recorder
+from loopviz.trace.trace import Trace
+
+__all__ = ["LightningTracer"]
+
+_LOCK = threading.Lock()
+_ACTIVE: dict[int, "LightningTracer"] = {}  # id(traced trainer or module) -> its tracer
+_PATCHED: dict[str, tuple[Any, Any]] = {}  # name in lightning.pytorch.trainer.call -> (original, our wrapper)
+_DISPATCH = {"_call_callback_hooks": "callbacks", "_call_lightning_module_hook": "module",
+             "_call_strategy_hook": "strategy", "_call_lightning_datamodule_hook": "datamodule"}
+_MISSING = object()
+
+
+def _tracer_for(trainer: Any) -> LightningTracer | None:
+    """The tracer of this trainer, or of the module it runs; None for untraced trainers."""
+    if not _ACTIVE:
+        return None
+    found = _ACTIVE.get(id(trainer))
+    if found is None:
+        found = _ACTIVE.get(id(trainer.lightning_module))
+    return found
+
+
+def _installed(name: str, wrapper: Any) -> bool:
+    """True when `wrapper` is the current installation's (an old one left under someone else's wrapper is not)."""
+    return _PATCHED.get(name, (None, None))[1] is wrapper
+
+
+def _dispatch_wrapper(name: str, kind: str, original: Callable[..., Any]) -> Callable[..., Any]:
+    @functools.wraps(original)
+    def dispatch(trainer: Any, hook_name: str, *args: Any, **kwargs: Any) -> Any:
+        tracer = _tracer_for(trainer)
+        if tracer is None or (kind == "strategy" and hook_name not in STRATEGY_EVENTS) \
+                or not _installed(name, dispatch):
+            return original(trainer, hook_name, *args, **kwargs)
+        return tracer.fire(trainer, hook_name, lambda: original(trainer, hook_name, *args, **kwargs))
+
+    dispatch.__loopviz_wrapper__ = True  # type: ignore[attr-defined]
+    return dispatch
+
+
+def _entry_wrapper(original: Callable[..., Any]) -> Callable[..., Any]:
+    @functools.wraps(original)
+    def entry(trainer: Any, trainer_fn: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
+        tracer = _tracer_for(trainer)
+        if tracer is None or not _installed("_call_and_handle_interrupt", entry):
+            return original(trainer, trainer_fn, *args, **kwargs)
+        label = getattr(trainer_fn, "__name__", "run").strip("_").removesuffix("_impl")
+        tracer.rec.begin_loop(label)
+        try:
+            return original(trainer, trainer_fn, *args, **kwargs)
+        finally:
+            if tracer.active:
+                tracer.settle()
+                tracer.rec.end_loop()
+
+    entry.__loopviz_wrapper__ = True  # type: ignore[attr-defined]
+    return entry
+
+
+def _install() -> None:
+    """Put the wrappers in lightning.pytorch.trainer.call (under _LOCK, for the first tracer)."""
+    for name, kind in _DISPATCH.items():
+        original = getattr(pl_call, name)
+        _PATCHED[name] = (original, _dispatch_wrapper(name, kind, original))
+    original = pl_call._call_and_handle_interrupt
+    _PATCHED["_call_and_handle_interrupt"] = (original, _entry_wrapper(original))
+    for name, (_, wrapper) in _PATCHED.items():
+        setattr(pl_call, name, wrapper)
+
+
+def _uninstall() -> None:
+    """Put Lightning's functions back (under _LOCK, for the last tracer); a wrapper someone put over ours stays."""
+    for name, (original, wrapper) in _PATCHED.items():
+        if getattr(pl_call, name) is wrapper:
+            setattr(pl_call, name, original)
+    _PATCHED.clear()
+
+
+@dataclass
+class _Firing:
+    hook: str
+    index: int
+    pending: bool = False  # its dispatch returned; the next dispatch of the same hook joins it
+    end: int = 0
+
+
+def _mode(trainer: Any, hook: str) -> int:
+    """0 for the run's own hooks, 1 while training, 2 while validating, testing or predicting."""
+    if hook in RUN_HOOKS or trainer.state.stage is None:
+        return 0
+    return 1 if trainer.training else 2
+
+
+def _position(trainer: Any) -> tuple[int, int]:
+    """(epoch, batch index in the running loop), -1 where unknown."""
+    loop = trainer.fit_loop.epoch_loop if trainer.training else getattr(trainer, "_active_loop", None)
+    progress = getattr(loop, "batch_progress", None)
+    return int(trainer.current_epoch), (int(progress.current.ready) - 1 if progress is not None else -1)
+
+
+class LightningTracer:
+    """Traces every hook a trainer (or any trainer running a given module) dispatches; `with` gives the `Trace`."""
+
+    def __init__(self, target: Any, clock: Any = None, max_calls: int = 1_000_000, max_firings: int = 250_000):
+        if not isinstance(target, (pl.Trainer, pl.LightningModule)):
+            raise LoopvizError(f"trace a Lightning Trainer or LightningModule, not a {type(target).__name__}.")
+        self.target = target
+        self.rec = Recorder(clock, max_calls=max_calls, max_firings=max_firings)
+        self.trace = Trace.recording(self.rec, stop=self._stop)
+        self.open: list[_Firing] = []
+        self.wrapped: dict[tuple[int, str], tuple[Any, Any]] = {}  # (id(obj), hook) -> (obj, what its __dict__ held)
+        self.active = False
+
+    def __enter__(self) -> Trace:
+        with _LOCK:
+            if id(self.target) in _ACTIVE:
+                raise LoopvizError(f"this {type(self.target).__name__} is already being traced; finish that trace first.")
+            if not _ACTIVE:
+                _install()
+            _ACTIVE[id(self.target)] = self
+            self.active = True
+        return self.trace
+
+    def __exit__(self, *exc: Any) -> None:
+        self._stop()
+
+    def _stop(self) -> None:
+        with _LOCK:
+            if not self.active:
+                return
+            self.active = False
+            _ACTIVE.pop(id(self.target), None)
+            if not _ACTIVE:
+                _uninstall()
+        for (_, hook), (obj, before) in self.wrapped.items():
+            if before is _MISSING:
+                obj.__dict__.pop(hook, None)
+            else:
+                obj.__dict__[hook] = before
+        self.wrapped.clear()
+        while self.open:
+            firing = self.open.pop()
+            self.rec.end_firing(firing.index, 0 if firing.pending else ERROR, end=firing.end or None)
+        while self.rec.loop_stack:
+            self.rec.end_loop()
+        self.trace.finish(framework=FRAMEWORK, work_names=WORK_NAMES)
+
+    def settle(self) -> None:
+        """Close the firing whose dispatch returned last, if no dispatch of the same hook joined it."""
+        if self.open and self.open[-1].pending:
+            firing = self.open.pop()
+            self.rec.end_firing(firing.index, 0, end=firing.end)
+
+    def fire(self, trainer: Any, hook: str, run: Callable[[], Any]) -> Any:
+        """Run one dispatch of `hook` as (part of) one event firing."""
+        top = self.open[-1] if self.open else None
+        if top is not None and top.pending and top.hook == hook:
+            top.pending, firing = False, top
+        else:
+            self.settle()
+            self._wrap_handlers(trainer, hook)
+            if self.rec.loop < 0:
+                self.rec.begin_loop("lightning")
+            epoch, iteration = _position(trainer)
+            firing = _Firing(hook, self.rec.begin_firing(hook, _mode(trainer, hook), epoch, iteration))
+            self.open.append(firing)
+        try:
+            result = run()
+        except BaseException:
+            if not self.active:
+                raise
+            self.settle()
+            if self.open and self.open[-1] is firing:
+                self.open.pop()
+                self.rec.end_firing(firing.index, ERROR)
+            raise
+        if self.active:  # (a trace stopped inside a hook records nothing more)
+            self.settle()
+            firing.pending, firing.end = True, perf_counter_ns()
+        return result
+
+    def _wrap_handlers(self, trainer: Any, hook: str) -> None:
+        """Time the handlers of `hook` by an attribute on each callback and module instance."""
+        module = trainer.lightning_module
+        callbacks = [] if hook_owners(hook) == MODULE else list(trainer.callbacks)
+        for obj in handler_objects(callbacks, module, hook, trainer.datamodule):
+            key = (id(obj), hook)
+            if key in self.wrapped:
+                continue
+            fn = getattr(obj, hook)
+            self.wrapped[key] = (obj, obj.__dict__.get(hook, _MISSING))
+            position = trainer.callbacks.index(obj) if obj in trainer.callbacks else len(trainer.callbacks)
+            info = callback_info(obj, order=lambda o, p=position: p, base=owner_base(obj))
+            obj.__dict__[hook] = self._timed(fn, self.rec.callback_id(id(obj), lambda info=info: callback_facts(info)))
+
+    def _timed(self, fn: Callable[..., Any], cid: int) -> Callable[..., Any]:
+        @functools.wraps(fn)
+        def timed(*args: Any, **kwargs: Any) -> Any:
+            if not self.active:
+                return fn(*args, **kwargs)
+            status, start = RAN, perf_counter_ns()
+            try:
+                return fn(*args, **kwargs)
+            except BaseException:
+                status = ERROR
+                raise
+            finally:
+                if self.active:
+                    self.settle()  # a hook dispatched inside this handler (optimizer_step's closure) ends before it
+                    self.rec.call(cid, start, perf_counter_ns(), status)
+
+        timed.__loopviz_wrapper__ = True  # type: ignore[attr-defined]
+        return timed
+
+

@@ -1,0 +1,404 @@
+"""An adapter for the Hugging Face `transformers.Trainer`, built on `loopviz.generic`.
+
+The Trainer dispatches every event by name through `trainer.callback_handler.call_event(event, args, state,
+control, **kwargs)`, which calls `on_<event>` on every callback in `callback_handler.callbacks`, in that order;
+`TrainerCallback`'s own methods are no-ops, so a callback handles an event only when its class overrides
+`on_<event>`. Callbacks steer the loop through `TrainerControl` flags, not exceptions: `should_log`,
+`should_evaluate` and `should_save` gate the log, evaluation and checkpoint after a step or an epoch
+(DefaultFlowCallback sets them by the configured strategies); `should_epoch_stop` and `should_training_stop`
+end the step loop after the current micro-batch, the latter the epoch loop too.
+
+    spec = trainer_spec(trainer)                       # or loopviz.show(trainer, loop='evaluate')
+    with trace_trainer(trainer) as t:                  # or loopviz.tracing(trainer)
+        trainer.train()
+"""
+from __future__ import annotations
+
+import functools
+import importlib
+from time import perf_counter_ns
+from typing import Any, Callable, Sequence
+
+import transformers
+from transformers import TrainerCallback
+
+from loopviz.errors import LoopvizError
+from loopviz.generic import DispatchTracer, cancel, event, phase, work
+from loopviz.generic import loop_spec as generic_loop_spec
+from loopviz.model import Event, LoopSpec, Mode, Phase, Role, Step
+
+__all__ = ["trainer_spec", "trace_trainer", "LOOPS", "WORK_NAMES", "loop_spec", "trace", "fit", "callback"]
+
+LOOPS = ("train", "evaluate", "predict")
+FRAMEWORK = f"transformers {transformers.__version__}"
+
+_DESCRIPTIONS = {
+    "on_train_begin": "Training starts: trainer.state is a fresh TrainerState (max_steps, logging/eval/save steps "
+                      "set); control.should_training_stop was reset.",
+    "on_epoch_begin": "An epoch starts (state.epoch is its number); control.should_epoch_stop was reset.",
+    "on_step_begin": "An optimizer step starts, before its first micro-batch; should_log, should_evaluate and "
+                     "should_save were reset.",
+    "on_substep_end": "A micro-batch's forward and backward are done; gradients accumulate (every micro-batch of "
+                      "the step but the last).",
+    "on_pre_optimizer_step": "Gradients are accumulated (and clipped to max_grad_norm); the optimizer has not "
+                             "stepped yet.",
+    "on_optimizer_step": "The optimizer stepped; gradients are not zeroed yet.",
+    "on_step_end": "The step is done: scheduler stepped, gradients zeroed, state.global_step and state.epoch "
+                   "advanced. DefaultFlowCallback sets should_log/should_evaluate/should_save here by the "
+                   "strategies, and should_training_stop at max_steps.",
+    "on_epoch_end": "The epoch is done (or stopped by should_epoch_stop/should_training_stop). DefaultFlowCallback "
+                    "sets the flags of the epoch strategies here.",
+    "on_train_end": "Training is done: final metrics logged, the best model loaded if load_best_model_at_end.",
+    "on_prediction_step": "One batch of evaluation or prediction is done (kwarg eval_dataloader).",
+    "on_evaluate": "Evaluation is done; kwarg metrics (eval_loss, eval_runtime...); control.should_evaluate was "
+                   "reset. EarlyStoppingCallback sets should_training_stop here.",
+    "on_predict": "Prediction is done; kwarg metrics (test_loss, test_runtime...).",
+    "on_save": "A checkpoint was saved to args.output_dir; control.should_save was reset.",
+}
+# the work between two consecutive events, as the trace reports it
+WORK_NAMES: dict[tuple[str, str], str] = {
+    **{(before, "on_step_begin"): "data" for before in ("on_epoch_begin", "on_step_end", "on_log", "on_evaluate",
+                                                        "on_save", "on_train_begin")},
+    ("on_step_begin", "on_substep_end"): "forward+backward",
+    ("on_substep_end", "on_substep_end"): "forward+backward",
+    ("on_step_begin", "on_pre_optimizer_step"): "forward+backward",
+    ("on_substep_end", "on_pre_optimizer_step"): "forward+backward",
+    ("on_pre_optimizer_step", "on_optimizer_step"): "optimizer step",
+    ("on_optimizer_step", "on_step_end"): "scheduler+zero_grad",
+    **{(before, "on_log"): "log" for before in ("on_step_end", "on_epoch_end", "on_evaluate", "on_save")},
+    **{(before, "on_prediction_step"): "evaluate" for before in ("on_step_end", "on_log", "on_epoch_end",
+                                                                 "on_train_begin")},
+    ("on_prediction_step", "on_prediction_step"): "prediction step",
+    ("on_prediction_step", "on_log"): "metrics",
+    ("on_prediction_step", "on_predict"): "metrics",
+    ("on_log", "on_evaluate"): "evaluate end",
+    **{(before, "on_save"): "save checkpoint" for before in ("on_step_end", "on_log", "on_evaluate", "on_epoch_end")},
+    **{(before, "on_epoch_end"): "epoch end" for before in ("on_step_end", "on_log", "on_evaluate", "on_save",
+                                                            "on_substep_end")},
+    **{(before, "on_epoch_begin"): "next epoch" for before in ("on_epoch_end", "on_log", "on_evaluate", "on_save")},
+    ("on_train_begin", "on_epoch_begin"): "start",
+    ("on_log", "on_train_end"): "finish",
+}
+_BEGIN_END = ("on_train_begin", "on_train_end", "on_init_end")
+_MISSING = object()
+
+
+def _value(option: Any) -> str:
+    """An enum option of TrainingArguments as its string ('steps', 'epoch', 'no', 'best')."""
+    return str(getattr(option, "value", option))
+
+
+def _every(args: Any, kind: str) -> str:
+    """When `kind` ('logging', 'eval', 'save') happens by its strategy: 'every 10 steps', 'every epoch', 'never'."""
+    strategy = _value(getattr(args, f"{kind}_strategy"))
+    if strategy == "steps":
+        steps = getattr(args, f"{kind}_steps", None) or args.logging_steps
+        if 0 < steps < 1:
+            return f"every {steps:g} of max_steps"
+        return "every step" if steps == 1 else f"every {steps:g} steps"
+    return {"epoch": "every epoch", "no": "never", "best": "when the metric improves"}.get(strategy, strategy)
+
+
+class _Builder:
+    """Builds the phases of one Trainer's loops, with its callbacks' handlers and its configured strategies."""
+
+    def __init__(self, args: Any, callbacks: Sequence[Any]):
+        self.args, self.callbacks = args, list(callbacks)
+
+    def ev(self, name: str, description: str = "", role: Role = "body", mode: Mode | None = None) -> Event:
+        """An event with the callbacks that override its method, in call order."""
+        return event(name, description or _DESCRIPTIONS.get(name, "Dispatched to every callback."), self.callbacks,
+                     role=role, mode=mode, base=TrainerCallback)
+
+    def runs(self, kind: str, level: str) -> bool:
+        """True when the strategy of `kind` acts at `level` ('steps' or 'epoch')."""
+        strategy = _value(getattr(self.args, f"{kind}_strategy"))
+        if kind == "logging" and level == "steps" and self.args.logging_first_step:
+            return True
+        if kind == "save" and strategy == "best":  # decided after each evaluation
+            return _value(self.args.eval_strategy) == level
+        return strategy == level
+
+    def train(self) -> list[Phase]:
+        """Trainer.train(): train begin, the epoch loop, final metrics, train end."""
+        a = self.args
+        steps: list[Step] = [
+            work("setup", "trainer._inner_training_loop(...)", "Dataloader, optimizer, scheduler, a fresh TrainerState; "
+                 "model.zero_grad()."),
+            self.ev("on_train_begin", role="enter"),
+        ]
+        if a.eval_on_start:
+            steps.append(self.evaluation("eval_on_start=True: one evaluation before the first step."))
+        steps += [
+            self.epochs(),
+            work("log", "trainer._finalize_training(...)", "train_loss, train_runtime... logged by trainer.log."),
+            self.ev("on_log", "The training metrics (train_loss, train_runtime, total_flos...).", mode="train"),
+            work("finish", "trainer._finalize_training(...)", "The best checkpoint loaded if load_best_model_at_end; "
+                 "older checkpoints deleted by save_total_limit."),
+            self.ev("on_train_end", role="exit"),
+        ]
+        stop = cancel("control.should_training_stop", "on_log", description=(
+            "a flag a callback sets, not an exception (DefaultFlowCallback at max_steps, EarlyStoppingCallback): the "
+            "step loop ends after the current micro-batch and its log/evaluate/save, then on_epoch_end and the "
+            "epoch's log/evaluate/save run, and the epoch loop ends"))
+        return [phase("train", "Train", steps, cancel=stop,
+                      note="trainer.train() → _inner_training_loop; in the callback_handler's order, every callback is "
+                           "called at every event; only those overriding on_<event> are listed.")]
+
+    def epochs(self) -> Phase:
+        """The epoch loop: epoch begin, the step loop, epoch end and the epoch's log/evaluate/save."""
+        a = self.args
+        count = f"max_steps={a.max_steps}" if a.max_steps > 0 else f"num_train_epochs={a.num_train_epochs:g}"
+        steps: list[Step] = [self.ev("on_epoch_begin", role="enter", mode="train"), self.step_loop(),
+                             self.ev("on_epoch_end", role="exit", mode="train")]
+        after = self.log_evaluate_save("epoch")
+        if after is not None:
+            steps.append(after)
+        stop = cancel("control.should_epoch_stop", "on_epoch_end", description=(
+            "a flag a callback sets (or should_training_stop): the step loop ends after the current micro-batch "
+            "and its log/evaluate/save"))
+        return phase("epoch", "Epoch Loop", steps, repeat=f"for each epoch ({count})", cancel=stop, mode="train")
+
+    def step_loop(self) -> Phase:
+        """One optimizer step: data, micro-batches with gradient accumulation, the optimizer step, log/evaluate/save."""
+        a = self.args
+        gas = a.gradient_accumulation_steps
+        forward = work("forward+backward", "trainer.training_step(model, inputs, num_items_in_batch)",
+                       "model.train(); loss = compute_loss(model, inputs); accelerator.backward(loss).")
+        steps: list[Step] = [
+            work("data", "trainer.get_batch_samples(epoch_iterator, gradient_accumulation_steps, device)",
+                 f"The step's {gas} micro-batch(es), fetched at once."),
+            self.ev("on_step_begin", role="enter", mode="train"),
+        ]
+        if gas > 1:
+            steps.append(phase("substep", "Micro-batches", [forward, self.ev("on_substep_end", mode="train")],
+                               repeat=f"for each micro-batch but the last (gradient_accumulation_steps={gas})",
+                               mode="train"))
+        steps += [
+            forward,
+            work("clip gradients", "trainer._clip_grad_norm(model)", f"max_grad_norm={a.max_grad_norm:g}.",
+                 condition="args.max_grad_norm > 0") if a.max_grad_norm > 0 else None,
+            self.ev("on_pre_optimizer_step", mode="train"),
+            work("optimizer step", "trainer.optimizer.step()"),
+            self.ev("on_optimizer_step", mode="train"),
+            work("scheduler+zero_grad", "trainer.lr_scheduler.step(); model.zero_grad(); state.global_step += 1"),
+            self.ev("on_step_end", mode="train"),
+            self.log_evaluate_save("steps"),
+        ]
+        repeat = f"for each optimizer step of the epoch ({gas} micro-batch{'es' if gas > 1 else ''} each)"
+        return phase("step", "Step Loop", [s for s in steps if s is not None], repeat=repeat, mode="train")
+
+    def log_evaluate_save(self, level: str) -> Phase | None:
+        """trainer._maybe_log_save_evaluate after a step or an epoch: the parts the strategies set flags for."""
+        a = self.args
+        steps: list[Step] = []
+        if self.runs("logging", level):
+            first = " and after step 1 (logging_first_step)" if a.logging_first_step and level == "steps" else ""
+            steps += [work("log", "trainer.log({'loss': ..., 'grad_norm': ..., 'learning_rate': ...})",
+                           "The mean training loss since the last log.", condition="control.should_log"),
+                      self.ev("on_log", f"The training loss, grad norm and learning rate: logging_strategy="
+                                        f"'{_value(a.logging_strategy)}', {_every(a, 'logging')}{first}.", mode="train")]
+        at_end = " and at the last step" if level == "steps" else ""  # DefaultFlowCallback's rule at max_steps
+        if self.runs("eval", level):
+            steps.append(self.evaluation(f"Runs when control.should_evaluate: eval_strategy='{_value(a.eval_strategy)}', "
+                                         f"{_every(a, 'eval')}{at_end}.", condition=_every(a, "eval")))
+        if self.runs("save", level):
+            steps += [work("save checkpoint", "trainer._save_checkpoint(model, trial)", condition="control.should_save"),
+                      self.ev("on_save", f"{_DESCRIPTIONS['on_save']} save_strategy='{_value(a.save_strategy)}', "
+                                         f"{_every(a, 'save')}{at_end}.", mode="train")]
+        if not steps:
+            return None
+        where = "step" if level == "steps" else "epoch"
+        return phase("log_save", f"Log, evaluate, save after the {where}", steps, note=(
+            "trainer._maybe_log_save_evaluate: each part runs only when its control flag is set (by DefaultFlowCallback "
+            "from the strategies, or by any callback); a callback can set a flag at other steps too."))
+
+    def evaluation(self, note: str | None = None, condition: str | None = None) -> Phase:
+        """Trainer.evaluate(): the prediction loop over the eval dataloader, its metrics logged, on_evaluate."""
+        steps: list[Step] = [
+            work("evaluate", "trainer.get_eval_dataloader(eval_dataset)", "The eval dataloader, then the first batch."),
+            self.prediction_loop(),
+            work("metrics", "trainer.compute_metrics(EvalPrediction(...))", "Losses, logits and labels gathered; "
+                 "compute_metrics, when given, computes the metrics."),
+            self.ev("on_log", "The eval metrics (eval_loss, eval_runtime...), logged by trainer.log.", mode="valid"),
+            self.ev("on_evaluate", role="exit", mode="valid"),
+        ]
+        label = f"Evaluate ({condition})" if condition else "Evaluate"
+        return phase("evaluate", label, steps, mode="valid", note=note)
+
+    def prediction(self) -> Phase:
+        """Trainer.predict(): the prediction loop over the test dataloader, then on_predict."""
+        steps: list[Step] = [
+            work("predict", "trainer.get_test_dataloader(test_dataset)", "The test dataloader, then the first batch."),
+            self.prediction_loop(),
+            work("metrics", "trainer.compute_metrics(EvalPrediction(...))", "Predictions, labels and metrics gathered."),
+            self.ev("on_predict", role="exit", mode="valid"),
+        ]
+        return phase("predict", "Predict", steps, mode="valid")
+
+    def prediction_loop(self) -> Phase:
+        """trainer.evaluation_loop's batches: prediction_step, then on_prediction_step."""
+        steps: list[Step] = [
+            work("prediction step", "trainer.prediction_step(model, inputs, prediction_loss_only)",
+                 "Forward pass in eval mode without gradients; loss, logits and labels gathered."),
+            self.ev("on_prediction_step", mode="valid"),
+        ]
+        return phase("prediction", "Prediction Loop", steps, repeat="for each batch of the dataloader", mode="valid")
+
+    def notes(self, loop: str) -> list[str]:
+        """The configuration the loop runs with, as the spec's notes."""
+        a = self.args
+        if loop != "train":
+            return [f"per_device_eval_batch_size={a.per_device_eval_batch_size}"]
+        return [
+            f"logging_strategy='{_value(a.logging_strategy)}': {_every(a, 'logging')}; "
+            f"eval_strategy='{_value(a.eval_strategy)}': {_every(a, 'eval')}; "
+            f"save_strategy='{_value(a.save_strategy)}': {_every(a, 'save')}.",
+            f"gradient_accumulation_steps={a.gradient_accumulation_steps}, num_train_epochs={a.num_train_epochs:g}, "
+            f"max_steps={a.max_steps}, per_device_train_batch_size={a.per_device_train_batch_size}.",
+        ]
+
+
+def trainer_spec(trainer: Any, loop: str = "train", cbs: Sequence[Any] = ()) -> LoopSpec:
+    """The loop `trainer` runs in `train()`, `evaluate()` or `predict()`, with `cbs` previewed as add_callback
+    would append them (nothing is attached)."""
+    if loop not in LOOPS:
+        raise LoopvizError(f"loop={loop!r}: a Hugging Face Trainer has these loops: {', '.join(LOOPS)}.")
+    callbacks = [*trainer.callback_handler.callbacks, *(cb() if isinstance(cb, type) else cb for cb in cbs)]
+    builder = _Builder(trainer.args, callbacks)
+    phases = {"train": builder.train, "evaluate": lambda: [builder.evaluation()], "predict": lambda: [builder.prediction()]}
+    positions = {id(cb): i for i, cb in enumerate(callbacks)}
+    return generic_loop_spec(loop, FRAMEWORK, callbacks, phases[loop](), order=lambda cb: positions[id(cb)],
+                             base=TrainerCallback, notes=builder.notes(loop))
+
+
+class _TrainerTracer(DispatchTracer):
+    """A DispatchTracer on `callback_handler.call_event` whose loops are the trainer's `train`, `evaluate` and
+    `predict` calls (wrapped on the trainer instance; one inside another belongs to it)."""
+
+    def __init__(self, trainer: Any, **kwargs: Any):
+        self.trainer = trainer
+        self.training = self.evaluating = 0  # train / evaluate-or-predict calls open now
+        self.epoch = -1  # the epoch `train` is in, read from state.epoch at on_epoch_begin, where it is exact
+        self.saved: list[tuple[Any, str, Any]] = []  # (object, attribute, what its __dict__ held)
+        super().__init__(trainer.callback_handler, "call_event", callbacks=lambda: trainer.callback_handler.callbacks,
+                         framework=FRAMEWORK, loop_start=(), mode=self._mode, position=self._position,
+                         work_names=WORK_NAMES, base=TrainerCallback, **kwargs)
+
+    def __enter__(self) -> Any:
+        trace = super().__enter__()
+        for name in LOOPS:
+            self._patch(self.trainer, name, self._entry(name, getattr(self.trainer, name)))
+        self._patch(self.obj, "on_epoch_begin", self._epoch_begin(self.obj.on_epoch_begin))
+        return trace
+
+    def _patch(self, obj: Any, name: str, new: Callable[..., Any]) -> None:
+        self.saved.append((obj, name, obj.__dict__.get(name, _MISSING)))
+        obj.__dict__[name] = new
+
+    def _stop(self) -> None:
+        for obj, name, before in reversed(self.saved):
+            if before is _MISSING:
+                obj.__dict__.pop(name, None)
+            else:
+                obj.__dict__[name] = before
+        self.saved.clear()
+        super()._stop()
+
+    def _entry(self, label: str, original: Callable[..., Any]) -> Callable[..., Any]:
+        """`trainer.<label>` recorded as a loop of its own when no other loop is open."""
+        training = int(label == "train")
+
+        @functools.wraps(original)
+        def entry(*args: Any, **kwargs: Any) -> Any:
+            if not self.active:
+                return original(*args, **kwargs)
+            outermost = self.rec.loop < 0
+            if outermost:
+                self.rec.begin_loop(label)
+            if training and not self.training:
+                self.epoch = 0
+            self.training += training
+            self.evaluating += 1 - training
+            try:
+                return original(*args, **kwargs)
+            finally:
+                self.training -= training
+                self.evaluating -= 1 - training
+                if outermost:
+                    self.rec.end_loop(perf_counter_ns())
+
+        return entry
+
+    def _epoch_begin(self, original: Callable[..., Any]) -> Callable[..., Any]:
+        """`callback_handler.on_epoch_begin`, noting the epoch first (state.epoch is its number there; later in the
+        epoch its last step already counts as the next epoch)."""
+
+        @functools.wraps(original)
+        def on_epoch_begin(args: Any, state: Any, *rest: Any, **kwargs: Any) -> Any:
+            self.epoch = int(state.epoch or 0)
+            return original(args, state, *rest, **kwargs)
+
+        return on_epoch_begin
+
+    def _mode(self, handler: Any, name: str) -> int:
+        if self.evaluating:
+            return 2
+        return 0 if name in _BEGIN_END else 1
+
+    def _position(self, handler: Any) -> tuple[int, int]:
+        state = self.trainer.state
+        if self.training:
+            return self.epoch, state.global_step
+        return (int(state.epoch) if state.epoch is not None else -1), state.global_step
+
+
+def trace_trainer(trainer: Any, **kwargs: Any) -> DispatchTracer:
+    """A context manager tracing the trainer's events, its callbacks' handlers and the work between them; gives a
+    `Trace`. Each `train()`, `evaluate()` and `predict()` called inside is a loop; the trainer is left as it was."""
+    return _TrainerTracer(trainer, **kwargs)
+
+
+# -- the adapter's entry points (see loopviz.adapters) -------------------------------------------
+
+
+def loop_spec(trainer: Any, loop: str = "train", cbs: Sequence[Any] = ()) -> LoopSpec:
+    """The loop `trainer` runs (`train`, `evaluate` or `predict`), with `cbs` previewed."""
+    return trainer_spec(trainer, loop, cbs)
+
+
+def trace(trainer: Any, clock: str = "auto", changes: bool = False, waits: bool = False,
+          **options: Any) -> DispatchTracer:
+    """A context manager tracing the trainer (`clock` as for fastai; no state changes or waits)."""
+    from loopviz.trace.clock import make_clock
+
+    if changes:
+        raise LoopvizError("state changes are recorded for fastai learners only; trace a Trainer without changes.")
+    if waits:
+        raise LoopvizError("waits for the GPU are recorded for fastai learners only; trace a Trainer without waits.")
+    return trace_trainer(trainer, clock=make_clock(clock, str(getattr(trainer.model, "device", "cpu"))), **options)
+
+
+def fit(trainer: Any, epochs: int, cbs: Sequence[Any] = ()) -> None:
+    """`trainer.train()` for `epochs` epochs with `cbs` added; the trainer's epochs and callbacks are put back."""
+    before = trainer.args.num_train_epochs
+    trainer.args.num_train_epochs = epochs
+    for cb in cbs:
+        trainer.add_callback(cb)
+    try:
+        trainer.train()
+    finally:
+        trainer.args.num_train_epochs = before
+        for cb in cbs:
+            trainer.remove_callback(cb)
+
+
+def callback(name: str) -> Any:
+    """A callback instance from `module:Class`, or the name of one of transformers' own (e.g. PrinterCallback)."""
+    module_name, _, cls_name = name.rpartition(":")
+    module = importlib.import_module(module_name) if module_name else transformers
+    cls = getattr(module, cls_name, None)
+    if not (isinstance(cls, type) and issubclass(cls, TrainerCallback)):
+        where = module_name or "transformers"
+        raise LoopvizError(f"--cbs {name}: {where} has no TrainerCallback class {cls_name}; give module:Class.")
+    return cls()

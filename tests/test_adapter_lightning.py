@@ -1,0 +1,327 @@
+"""The Lightning adapter against real runs: its static spec, its traces and its restoring of Lightning, checked
+against an independent spy of Lightning's hook dispatch (tests/lightning_fixtures.py, written without loopviz)."""
+from __future__ import annotations
+
+from collections import Counter
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+pytest.importorskip("lightning")
+
+import lightning.pytorch as pl  # noqa: E402
+from click.testing import CliRunner  # noqa: E402
+from lightning.pytorch.callbacks import EarlyStopping  # noqa: E402
+from lightning.pytorch.trainer import call  # noqa: E402
+
+import loopviz  # noqa: E402
+from loopviz.adapters import lightning as adapter  # noqa: E402
+from loopviz.cli import cli  # noqa: E402
+from loopviz.errors import LoopvizError  # noqa: E402
+from loopviz.model import Phase  # noqa: E402
+from tests.lightning_fixtures import (  # noqa: E402
+    ManualModule, ScheduledModule, SpyCallback, StopAfter, TinyData, TinyModule, loader, quiet_lightning, spying, trainer,
+)
+
+quiet_lightning()
+pytestmark = pytest.mark.filterwarnings("ignore")
+MODES = {0: None, 1: "train", 2: "valid"}
+NAMES = ("_call_callback_hooks", "_call_lightning_module_hook", "_call_strategy_hook", "_call_lightning_datamodule_hook",
+         "_call_and_handle_interrupt")
+KNOWN_AFTER_A_RUN = {"scheduler"}  # the trainer knows the module's LR schedulers only once it has run it
+CASES = {  # name: (loop, trainer options, extra callbacks[, module class, datamodule class])
+    "fit": ("fit", {}, []),
+    "defaults": ("fit", {"enable_checkpointing": True, "enable_progress_bar": True, "enable_model_summary": True}, []),
+    "checkpoint_after_validation": ("fit", {"enable_checkpointing": True, "val_check_interval": 2}, []),
+    "no_sanity_check": ("fit", {"num_sanity_val_steps": 0}, []),
+    "no_validation": ("fit", {"limit_val_batches": 0}, []),
+    "manual": ("fit", {}, [], ManualModule),
+    "scheduler": ("fit", {}, [], ScheduledModule),
+    "datamodule": ("fit", {}, [], TinyModule, TinyData),
+    "test_datamodule": ("test", {}, [], TinyModule, TinyData),
+    "val_check_interval": ("fit", {"val_check_interval": 2}, []),
+    "early_stopping": ("fit", {"max_epochs": 6}, [EarlyStopping("val_loss", patience=0, min_delta=1e6)]),
+    "should_stop": ("fit", {"max_epochs": 4}, [StopAfter(5)]),
+    "accumulate": ("fit", {"accumulate_grad_batches": 2, "limit_train_batches": 3}, []),
+    "validate": ("validate", {}, []),
+    "test": ("test", {}, []),
+    "predict": ("predict", {}, []),
+}
+
+
+class Run:
+    """One real run under both the spy and a loopviz trace."""
+
+    def __init__(self, root: Path, loop: str, options: dict[str, Any], extra: list[Any], module: type = TinyModule,
+                 data: type | None = None):
+        self.spy_cb = SpyCallback()
+        self.trainer = trainer(root, [self.spy_cb, *extra], **options)
+        self.module = module()
+        self.datamodule = data() if data is not None else None
+        self.spec_before = adapter.lightning_spec(self.trainer, self.module, loop, datamodule=self.datamodule)
+        self.before = {name: getattr(call, name) for name in NAMES}
+        with spying() as self.spy:
+            with loopviz.tracing(self.trainer) as self.trace:
+                if self.datamodule is not None:
+                    getattr(self.trainer, loop)(self.module, datamodule=self.datamodule)
+                elif loop == "fit":
+                    self.trainer.fit(self.module, loader(), loader())
+                else:
+                    getattr(self.trainer, loop)(self.module, loader())
+        self.spec = adapter.lightning_spec(self.trainer, self.module, loop)
+
+
+@pytest.fixture(scope="module")
+def runs(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Run]:
+    return {name: Run(tmp_path_factory.mktemp(name), *case) for name, case in CASES.items()}
+
+
+def _firing_names(t: Any) -> list[str]:
+    return list(t.firings_df()["event"])
+
+
+def _spec_events(steps: list[Any]) -> list[str]:
+    """The event names of these steps, flattened in order."""
+    return [name for step in steps for name in
+            (_spec_events(step.steps) if isinstance(step, Phase) else [step.name] if hasattr(step, "handlers") else [])]
+
+
+@pytest.mark.parametrize("case", [c for c in CASES if c != "accumulate"])
+def test_spec_order_is_the_real_order(runs: dict[str, Run], case: str) -> None:
+    run = runs[case]
+    assert run.spec.event_names() == list(dict.fromkeys(run.spy.names()))
+    if case not in KNOWN_AFTER_A_RUN:  # the spec of the trainer and module before they ran
+        assert run.spec_before.event_names() == run.spec.event_names()
+
+
+@pytest.mark.parametrize("case", list(CASES))
+def test_spec_handlers_are_the_real_handlers(runs: dict[str, Run], case: str) -> None:
+    run = runs[case]
+    real = run.spy.first_handlers()
+    for ev in run.spec.events():
+        if ev.name in real:
+            assert [h.callback.cls for h in ev.handlers] == real[ev.name], ev.name
+    assert ("training_step" in real) == (CASES[case][0] == "fit")
+
+
+def test_spec_accumulation_batches(runs: dict[str, Run]) -> None:
+    """With accumulate_grad_batches=2 every real training batch is one of the spec's two batch paths, and each path
+    occurs (batches 0 and 2 accumulate or step with zero_grad, batch 1 steps without it)."""
+    run = runs["accumulate"]
+    batch = next(p for p in run.spec.phases[0].phases() if p.name == "train_batch")
+    inner = {p.name: _spec_events(p.steps) for p in batch.steps if isinstance(p, Phase)}
+    head = _spec_events(batch.steps[:batch.steps.index(next(p for p in batch.steps if isinstance(p, Phase)))])
+    names = run.spy.names()
+    starts = [i for i, n in enumerate(names) if n == "on_before_batch_transfer" and run.spy.firings[i + 3][0] == "on_train_batch_start"]
+    real = [names[i:names.index("on_train_batch_end", i) + 1] for i in starts]
+    assert len(real) == 6  # 3 batches, 2 epochs
+    paths = {"accumulate": head + inner["accumulate"] + ["on_train_batch_end"],
+             "step": head + inner["step"] + ["on_train_batch_end"]}
+    assert real[0] == paths["accumulate"]
+    matched = Counter()
+    for seq in real:
+        hit = [name for name, path in paths.items() if _is_subsequence(seq, path)]
+        assert hit, seq
+        matched[hit[0]] += 1
+    assert matched["accumulate"] == 2 and matched["step"] == 4
+    assert "accumulate_grad_batches=2" in str([p.note for p in batch.steps if isinstance(p, Phase)])
+
+
+def _is_subsequence(seq: list[str], path: list[str]) -> bool:
+    it = iter(path)
+    return all(name in it for name in seq)
+
+
+@pytest.mark.parametrize("case", list(CASES))
+def test_trace_counts_and_calls_are_real(runs: dict[str, Run], case: str) -> None:
+    run = runs[case]
+    t = run.trace
+    assert Counter(_firing_names(t)) == run.spy.counts()
+    cls = [cb["cls"] for cb in t.callbacks]
+    calls = Counter((cls[row.callback] if isinstance(row.callback, int) else row.callback, row.event)
+                    for row in t.calls_df().itertuples())
+    assert calls == run.spy.calls()
+    assert Counter(run.spy_cb.calls) == Counter({hook: n for (owner, hook), n in calls.items() if owner == "SpyCallback"})
+
+
+@pytest.mark.parametrize("case", list(CASES))
+def test_trace_modes_match_the_spec(runs: dict[str, Run], case: str) -> None:
+    run = runs[case]
+    traced = {(row.event, MODES[row.mode] if isinstance(row.mode, int) else (row.mode or None))
+              for row in run.trace.firings_df().itertuples()}
+    assert traced == {(ev.name, ev.mode) for ev in run.spec.events() if ev.name in run.spy.counts()}
+
+
+def test_default_callbacks_are_called_in_lightning_order(runs: dict[str, Run]) -> None:
+    run = runs["defaults"]
+    assert [h.callback.cls for h in run.spec.event("on_train_epoch_end").handlers][-2:] == ["TinyModule",
+                                                                                          "ModelCheckpoint"]
+    assert run.spy.first_handlers()["on_train_epoch_end"][-2:] == ["TinyModule", "ModelCheckpoint"]
+    assert list((Path(run.trainer.default_root_dir) / "checkpoints").iterdir())  # it saved, under tmp_path
+
+
+def test_datamodule_handlers(runs: dict[str, Run]) -> None:
+    spec = runs["datamodule"].spec
+    assert [h.callback.cls for h in spec.event("setup").handlers] == ["TinyData", "SpyCallback"]
+    assert [h.callback.cls for h in spec.event("transfer_batch_to_device").handlers] == ["TinyData"]
+    assert {"train_dataloader", "val_dataloader"} <= set(spec.event_names())
+
+
+def test_trace_positions(runs: dict[str, Run]) -> None:
+    f = runs["fit"].trace.firings_df()
+    steps = f[f["event"] == "training_step"]
+    assert list(zip(steps["epoch"], steps["iter"])) == [(e, i) for e in range(2) for i in range(4)]
+    val = f[(f["event"] == "validation_step")]
+    assert list(val["iter"]) == [0, 1] * 3  # the sanity check, then each epoch
+    assert list(runs["fit"].trace.loops) == ["fit"] and list(runs["predict"].trace.loops) == ["predict"]
+
+
+def test_stopping_cases_stop(runs: dict[str, Run]) -> None:
+    assert runs["early_stopping"].trainer.current_epoch < 6
+    assert runs["should_stop"].trainer.current_epoch < 4
+    assert runs["fit"].spy.counts()["on_train_epoch_start"] == 2
+    assert runs["val_check_interval"].spy.counts()["on_validation_start"] == 1 + 2 * 2  # sanity, then 2 per epoch
+    batch = next(p for p in runs["early_stopping"].spec.phases[0].phases() if p.name == "train_batch")
+    assert batch.cancel is not None and "should_stop" in batch.cancel.exception
+    assert batch.cancel.resumes_at == "on_train_epoch_end"
+    names = runs["should_stop"].spy.names()  # stopped after the 5th batch: a validation, the epoch's end, the end
+    assert names.count("training_step") == 5
+    after = names[len(names) - names[::-1].index("training_step"):]
+    assert [n for n in after if n in ("on_validation_start", "on_train_epoch_end", "on_train_end")] == \
+        ["on_validation_start", "on_train_epoch_end", "on_train_end"]
+
+
+@pytest.mark.parametrize("case", list(CASES))
+def test_lightning_is_put_back(runs: dict[str, Run], case: str) -> None:
+    run = runs[case]
+    assert {name: getattr(call, name) for name in NAMES} == run.before
+    for obj in [run.module, *run.trainer.callbacks]:
+        assert not [k for k, v in vars(obj).items() if getattr(v, "__loopviz_wrapper__", False)]
+
+
+def test_put_back_when_fit_raises(tmp_path: Path) -> None:
+    class Broken(TinyModule):
+        def training_step(self, batch: Any, batch_idx: int) -> Any:
+            if batch_idx == 1:
+                raise ValueError("broken")
+            return super().training_step(batch, batch_idx)
+
+    before = {name: getattr(call, name) for name in NAMES}
+    tr, module = trainer(tmp_path, [SpyCallback()]), Broken()
+    with pytest.raises(ValueError, match="broken"):
+        with loopviz.tracing(tr) as t:
+            tr.fit(module, loader())
+    assert {name: getattr(call, name) for name in NAMES} == before
+    assert "training_step" not in vars(module)
+    f = t.firings_df()
+    assert set(f[f["status"] != "ok"]["event"]) >= {"training_step", "optimizer_step"}
+    assert "on_exception" in set(f["event"])
+
+
+def test_two_traces_at_once(tmp_path: Path) -> None:
+    before = {name: getattr(call, name) for name in NAMES}
+    a, b = trainer(tmp_path, max_epochs=1), trainer(tmp_path, max_epochs=1, limit_train_batches=2)
+    with loopviz.tracing(a) as ta:
+        with loopviz.tracing(b) as tb:
+            b.fit(TinyModule(), loader())
+        a.fit(TinyModule(), loader())
+        with pytest.raises(LoopvizError, match="already being traced"):
+            with loopviz.tracing(a):
+                pass
+    assert Counter(_firing_names(ta))["training_step"] == 4
+    assert Counter(_firing_names(tb))["training_step"] == 2
+    assert {name: getattr(call, name) for name in NAMES} == before
+
+
+def test_tracing_a_module_traces_the_trainer_running_it(tmp_path: Path) -> None:
+    module = TinyModule()
+    with loopviz.tracing(module) as t:
+        trainer(tmp_path, max_epochs=1).fit(module, loader())
+        trainer(tmp_path, max_epochs=1).fit(TinyModule(), loader())  # another module: not traced
+    assert Counter(_firing_names(t))["training_step"] == 4
+    assert list(t.loops) == ["fit"]
+
+
+def test_options_lightning_cannot_record(tmp_path: Path) -> None:
+    tr = trainer(tmp_path)
+    for option in ("changes", "waits"):
+        with pytest.raises(LoopvizError, match="fastai learners only"):
+            loopviz.tracing(tr, **{option: True})
+    with pytest.raises(LoopvizError, match="loop='train'"):
+        loopviz.spec_of(tr, "train")
+
+
+def test_reports_are_sane(runs: dict[str, Run]) -> None:
+    t = runs["fit"].trace
+    summary, by_cb = t.summary(), t.by_callback()
+    assert {"optimizer_step", "training_step", "validation_step"} <= set(summary["name"])
+    assert {"SpyCallback", "TinyModule"} == set(by_cb["callback"])
+    assert str(t).startswith(f"Trace of {adapter.FRAMEWORK}:") and "fit" in str(t)
+    data = summary[(summary["kind"] == "work") & (summary["name"] == "data")]
+    assert len(data) and (data["count"] > 0).all()
+
+
+def test_show_module_and_trainer(runs: dict[str, Run], capsys: pytest.CaptureFixture) -> None:
+    run = runs["fit"]
+    text = str(loopviz.show(run.module))
+    for name in ("configure_optimizers", "training_step", "on_train_epoch_end", "TinyModule", "SpyCallback"):
+        assert name in text
+    mermaid = str(loopviz.show(run.trainer, fmt="mermaid"))
+    assert "flowchart" in mermaid or "graph" in mermaid
+    assert "optimizer_step" in loopviz.show(run.trainer, fmt="graphviz").source
+    assert "on_test_batch_start" in str(loopviz.show(run.trainer, loop="test"))
+
+
+def test_show_a_module_alone_uses_a_default_trainer() -> None:
+    spec = loopviz.spec_of(TinyModule())
+    defaults = [type(cb).__name__ for cb in pl.Trainer(logger=False, accelerator="cpu", devices=1).callbacks]
+    assert [c.cls for c in spec.callbacks] == [*defaults, "TinyModule"]
+    assert [h.callback.cls for h in spec.event("on_train_epoch_end").handlers][-2:] == ["TinyModule", "ModelCheckpoint"]
+
+
+def test_show_a_trainer_alone_and_previewed_callbacks(tmp_path: Path) -> None:
+    spec = loopviz.spec_of(trainer(tmp_path), "fit", [SpyCallback()])
+    assert any("No LightningModule" in note for note in spec.notes)
+    assert [h.callback.cls for h in spec.event("training_step").handlers] == []
+    assert [h.callback.cls for h in spec.event("on_train_batch_end").handlers] == ["SpyCallback"]
+    with pytest.raises(LoopvizError, match="not a lightning.pytorch Callback"):
+        loopviz.spec_of(trainer(tmp_path), "fit", [object()])
+
+
+def make_module() -> TinyModule:
+    return TinyModule()
+
+
+def test_cli_show_and_trace(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.chdir(tmp_path)
+    shown = CliRunner().invoke(cli, ["show", "tests.test_adapter_lightning:make_module"])
+    assert shown.exit_code == 0, shown.output
+    assert "training_step" in shown.output
+    traced = CliRunner().invoke(cli, ["trace", "tests.test_adapter_lightning:make_module", "--epochs", "1",
+                                      "--cbs", "tests.lightning_fixtures:SpyCallback"])
+    assert traced.exit_code == 0, traced.output
+    assert "optimizer_step" in traced.output and "SpyCallback" in traced.output
+    assert list(tmp_path.iterdir()) == []
+    assert isinstance(adapter.callback("Timer"), pl.Callback)
+    with pytest.raises(LoopvizError, match="no Lightning Callback class"):
+        adapter.callback("tests.lightning_fixtures:loader")
+
+
+def test_a_wrapper_put_over_ours_stays_and_ours_goes_quiet(tmp_path: Path) -> None:
+    original = call._call_callback_hooks
+    tr = trainer(tmp_path, max_epochs=1)
+    try:
+        with loopviz.tracing(tr):
+            ours = call._call_callback_hooks
+
+            def theirs(*args: Any, **kwargs: Any) -> Any:
+                return ours(*args, **kwargs)
+
+            call._call_callback_hooks = theirs
+        assert call._call_callback_hooks is theirs
+        with loopviz.tracing(tr) as t:
+            tr.fit(TinyModule(), loader())
+        assert Counter(_firing_names(t))["on_train_epoch_start"] == 1
+    finally:
+        call._call_callback_hooks = original
