@@ -11,6 +11,7 @@ from dataclasses import dataclass
 from typing import Any, Callable
 
 import pytest
+import torch
 
 pytest.importorskip("transformers")
 
@@ -266,8 +267,9 @@ def test_unknown_loop_and_options_are_clear_errors() -> None:
     for option in ("changes", "waits"):
         with pytest.raises(LoopvizError, match="fastai learners only"):
             loopviz.tracing(trainer, **{option: True})
-    with pytest.raises(LoopvizError, match="CUDA"):
-        loopviz.tracing(trainer, clock="cuda")
+    if not torch.cuda.is_available():  # on a GPU machine clock='cuda' is fine (this file passes there too)
+        with pytest.raises(LoopvizError, match="CUDA"):
+            loopviz.tracing(trainer, clock="cuda")
     with pytest.raises(LoopvizError, match="no TrainerCallback class Nope"):
         hf.callback("Nope")
 
