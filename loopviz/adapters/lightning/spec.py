@@ -141,9 +141,10 @@ class _Builder:
             self.ev("optimizer_zero_grad", "optimizer.zero_grad().", mode), backward]
         if accumulating:
             return closure
+        # optimizer_step fires first and the closure's hooks inside it: a phase of their own says so
         return [self.ev("optimizer_step", "LightningModule.optimizer_step: optimizer.step(closure) runs the closure "
                                           "below, then steps.", mode),
-                *closure,
+                Phase("closure", "Closure (run by optimizer.step, inside optimizer_step)", closure, mode=mode),
                 self.ev("on_before_optimizer_step", "Gradients are final for this step.", mode),
                 self.ev("configure_gradient_clipping",
                         f"Clips gradients (gradient_clip_val={self.trainer.gradient_clip_val}).", mode),
