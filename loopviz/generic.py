@@ -101,6 +101,8 @@ class DispatchTracer:
         work_names: names for the work between two consecutive events, {(before, after): name}.
         base: the framework's callback base class: its own (no-op) methods are counted as calls without a
             handler, not timed, and its doc is not a callback's.
+        batch_events: the events that open and close a batch, if not before_batch and after_batch (for the
+            per-batch charts of the plots and the HTML report).
     """
 
     def __init__(self, obj: Any, method: str = "callback", *, callbacks: Callable[[], Iterable[Any]] = lambda: (),
@@ -108,13 +110,15 @@ class DispatchTracer:
                  mode: Callable[[Any, str], int] = lambda obj, event: 0,
                  position: Callable[[Any], tuple[int, int]] = lambda obj: (getattr(obj, "epoch", -1), getattr(obj, "iter", -1)),
                  work_names: dict[tuple[str, str], str] | None = None, event_arg: int = 0, clock: Clock | None = None,
-                 max_calls: int = 1_000_000, max_firings: int = 250_000, base: type | None = None):
+                 max_calls: int = 1_000_000, max_firings: int = 250_000, base: type | None = None,
+                 batch_events: tuple[str, str] | None = None):
         if not callable(getattr(obj, method, None)):
             raise LoopvizError(f"{type(obj).__name__} has no method {method!r} to trace; pass the name of its dispatch method.")
         self.obj, self.method, self.callbacks = obj, method, callbacks
         self.framework, self.loop_start, self.mode, self.position = framework, set(loop_start), mode, position
         self.work_names, self.event_arg = dict(work_names or {}), event_arg
         self.base = base
+        self.batch_events = batch_events
         self.rec = Recorder(clock, max_calls=check_int("max_calls", max_calls),
                             max_firings=check_int("max_firings", max_firings))
         self.trace = Trace.recording(self.rec, stop=self._stop)
@@ -148,7 +152,7 @@ class DispatchTracer:
             else:
                 cb.__dict__[name] = before
         self.wrapped.clear()
-        self.trace.finish(framework=self.framework, work_names=self.work_names)
+        self.trace.finish(framework=self.framework, work_names=self.work_names, batch_events=self.batch_events)
 
     def _dispatch_wrapper(self, original: Callable[..., Any]) -> Callable[..., Any]:
         rec = self.rec

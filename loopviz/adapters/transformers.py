@@ -283,7 +283,8 @@ class _TrainerTracer(DispatchTracer):
         self.saved: list[tuple[Any, str, Any]] = []  # (object, attribute, what its __dict__ held)
         super().__init__(trainer.callback_handler, "call_event", callbacks=lambda: trainer.callback_handler.callbacks,
                          framework=FRAMEWORK, loop_start=(), mode=self._mode, position=self._position,
-                         work_names=WORK_NAMES, base=TrainerCallback, **kwargs)
+                         work_names=WORK_NAMES, base=TrainerCallback,
+                         batch_events=("on_step_begin", "on_step_end"), **kwargs)
 
     def __enter__(self) -> Any:
         trace = super().__enter__()

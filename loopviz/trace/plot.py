@@ -67,10 +67,17 @@ def _loop_by_label(labels: list[str], label: str) -> int:
     return matches[0]
 
 
+def batch_events(trace: Any) -> tuple[str, str]:
+    """The events that open and close a batch in the traced loop (fastai's before_batch and after_batch unless its
+    adapter said otherwise, e.g. a Hugging Face Trainer's on_step_begin and on_step_end)."""
+    opens, closes = trace.meta.get("batch_events", ("before_batch", "after_batch"))
+    return opens, closes
+
+
 def _default_loop(trace: Any) -> int:
     """The loop with the most training batches (the first of equals), else loop 0."""
     f = trace.firings_df()
-    batches = f[(f["event"].astype(str) == "before_batch") & (f["phase"] == "train")]
+    batches = f[(f["event"].astype(str) == batch_events(trace)[0]) & (f["phase"] == "train")]
     counts = batches["loop_index"].value_counts()
     return int(counts.index[counts.to_numpy() == counts.max()].min()) if len(counts) else 0
 
@@ -92,13 +99,14 @@ def loop_batches(trace: Any, index: int) -> Batches:
     f = one.firings_df()
     f = f[f["parent"] == -1]  # a nested firing's time is already inside its parent's
     names = f["event"].astype(str).to_numpy()
-    f = f.assign(name=names, batch=_batch_of(names),  # eff_*: on the clock work_df's times are on
+    opening, closing = batch_events(trace)
+    f = f.assign(name=names, batch=_batch_of(names, opening, closing),  # eff_*: on the clock work_df's times are on
                  eff_start=np.where(f["dev_start"] >= 0, f["dev_start"], f["start"]),
                  eff_end=np.where(f["dev_end"] >= 0, f["dev_end"], f["end"]))
     inside = f[f["batch"] >= 0]
-    opens = inside[inside["name"] == "before_batch"]
+    opens = inside[inside["name"] == opening]
     if not len(opens):
-        raise LoopvizError(f"loop {index} ({trace.loops[index]!r}) has no batches to plot (no before_batch firing); "
+        raise LoopvizError(f"loop {index} ({trace.loops[index]!r}) has no batches to plot (no {opening} firing); "
                            f"choose another loop: {_listing(trace.loops)}.")
     training = (opens["phase"] == "train").to_numpy()
     kept = opens["batch"].to_numpy()[training] if training.any() else opens["batch"].to_numpy()
@@ -116,10 +124,10 @@ def loop_batches(trace: Any, index: int) -> Batches:
     return Batches(what, table, spans)
 
 
-def _batch_of(events: np.ndarray) -> np.ndarray:
-    """Per firing (in order): the number of the batch it is in (before_batch through after_batch), else -1."""
-    opens = np.cumsum(events == "before_batch")
-    closes = events == "after_batch"
+def _batch_of(events: np.ndarray, opening: str = "before_batch", closing: str = "after_batch") -> np.ndarray:
+    """Per firing (in order): the number of the batch it is in (`opening` through `closing`), else -1."""
+    opens = np.cumsum(events == opening)
+    closes = events == closing
     closed_before = np.cumsum(closes) - closes
     return np.where(opens > closed_before, opens - 1, -1)
 

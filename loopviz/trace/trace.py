@@ -70,12 +70,16 @@ class Trace:
         trace.meta.update(pid=os.getpid(), host=socket.gethostname(), **_process_identity(), **_clock_origin())
         return trace
 
-    def finish(self, framework: str = "", work_names: dict[tuple[str, str], str] | None = None) -> None:
-        """Take over the recorder's data (resolving any deferred clock times)."""
+    def finish(self, framework: str = "", work_names: dict[tuple[str, str], str] | None = None,
+               batch_events: tuple[str, str] | None = None) -> None:
+        """Take over the recorder's data (resolving any deferred clock times). `batch_events`: the events that open
+        and close a batch in this loop, if not fastai's before_batch and after_batch (the per-batch charts use them)."""
         rec = self._recorder
         if rec is None:
             return
-        self.data = replace(rec.close(), framework=framework, work_names=dict(work_names or {}))
+        data = rec.close()
+        meta = {**data.meta, "batch_events": list(batch_events)} if batch_events else data.meta
+        self.data = replace(data, framework=framework, work_names=dict(work_names or {}), meta=meta)
         self._recorder = None
         self._stop = None
 

@@ -153,6 +153,9 @@ def _meta(value: Any, field: str, version: int) -> None:
             _int(value[key], field, f"entry {key!r}", low)
     if "host" in value:
         _text(value["host"], field, "entry 'host'")
+    if "batch_events" in value:
+        for name in _list(value["batch_events"], field, "entry 'batch_events'", 2, "a list of 2 event names"):
+            _text(name, field, "entry 'batch_events'")
     if "selected_loops" in value:
         for number in _list(value["selected_loops"], field, "entry 'selected_loops'"):
             _int(number, field, "entry 'selected_loops'", 0)

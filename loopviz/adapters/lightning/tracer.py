@@ -170,7 +170,8 @@ class LightningTracer:
             self.rec.end_firing(firing.index, 0 if firing.pending else ERROR, end=firing.end or None)
         while self.rec.loop_stack:
             self.rec.end_loop()
-        self.trace.finish(framework=FRAMEWORK, work_names=WORK_NAMES)
+        self.trace.finish(framework=FRAMEWORK, work_names=WORK_NAMES,
+                          batch_events=("on_train_batch_start", "on_train_batch_end"))
 
     def settle(self) -> None:
         """Close the firing whose dispatch returned last, if no dispatch of the same hook joined it."""
