@@ -103,6 +103,7 @@ class _LearnerTrace:
         self.ranges = ranges  # also open torch.profiler ranges (record_function) while a profiler is active
         self.work_range: Any = None  # the open range of the work since the last firing ended, if any
         self.waits = waits  # times the waits for the GPU of calls and work that synchronise (waits=True)
+        self.extras = ranges or waits is not None  # either: the wrappers do more than record
         self.work_wait: tuple[int, int, int] | None = None  # (loop, event, mode) of the work open in `waits`, if any
         self.cursor = -1  # where the last outermost loop of the user's call ended (-1: none yet)
         self.last_outer = -1  # that loop
@@ -324,13 +325,15 @@ def _wrap_call_one(original: Callable[..., Any]) -> Callable[..., Any]:
         rec = state.rec
         index = rec.begin_firing(event_name, mode, d.get("epoch", -1), d.get("iter", -1))
         status = 0
-        if state.work_wait is not None:
-            state.close_work_wait(event_name, mode)
-        if state.ranges:  # names are made only while a profiler records (this runs at every event)
-            if state.work_range is not None:
-                _close_work_range(state)
-            event_range = (_enter_range(f"{RANGE_PREFIX} {event_name} ({MODES[mode]})" if mode else
-                                        f"{RANGE_PREFIX} {event_name}", None) if _recording() else None)
+        extras = state.extras  # ranges=True or waits=True: one check at every event when neither
+        if extras:
+            if state.work_wait is not None:
+                state.close_work_wait(event_name, mode)
+            if state.ranges:  # names are made only while a profiler records
+                if state.work_range is not None:
+                    _close_work_range(state)
+                event_range = (_enter_range(f"{RANGE_PREFIX} {event_name} ({MODES[mode]})" if mode else
+                                            f"{RANGE_PREFIX} {event_name}", None) if _recording() else None)
         # The outcome bookkeeping is written out here and in the callback wrapper, not shared through a
         # helper or a context manager: this runs at every event and every callback call.
         try:
@@ -343,17 +346,18 @@ def _wrap_call_one(original: Callable[..., Any]) -> Callable[..., Any]:
             raise
         finally:
             rec.end_firing(index, status)
-            if state.ranges:
-                if state.work_range is not None:
-                    _close_work_range(state)
-                if event_range is not None:
-                    _exit_range(event_range)
-                if _recording():
-                    state.work_range = _enter_range(f"{RANGE_PREFIX} work after {event_name}", None)
-            if state.waits is not None:
-                if state.work_wait is not None:
-                    state.close_work_wait(None, mode)
-                state.open_work_wait(event_name, mode)
+            if extras:
+                if state.ranges:
+                    if state.work_range is not None:
+                        _close_work_range(state)
+                    if event_range is not None:
+                        _exit_range(event_range)
+                    if _recording():
+                        state.work_range = _enter_range(f"{RANGE_PREFIX} work after {event_name}", None)
+                if state.waits is not None:
+                    if state.work_wait is not None:
+                        state.close_work_wait(None, mode)
+                    state.open_work_wait(event_name, mode)
             if state.bare:
                 state.end_bare_loop(event_name)
 
@@ -397,10 +401,12 @@ def _wrap_callback_call(original: Callable[..., Any], replaces_call: bool = Fals
             before = state_snapshot(attrs, state.tensors)
         status = RAN
         run = self.run
-        call_range = (_enter_range(f"{RANGE_PREFIX} {type(self).__name__}.{event_name}", None)
-                      if state.ranges and _recording() else None)
-        if state.waits is not None:
-            state.waits.open()
+        extras = state.extras
+        if extras:
+            call_range = (_enter_range(f"{RANGE_PREFIX} {type(self).__name__}.{event_name}", None)
+                          if state.ranges and _recording() else None)
+            if state.waits is not None:
+                state.waits.open()
         start = perf_counter_ns()
         try:
             return original(self, event_name)
@@ -412,16 +418,17 @@ def _wrap_callback_call(original: Callable[..., Any], replaces_call: bool = Fals
             raise
         finally:
             end = perf_counter_ns()
-            if state.ranges:
-                if state.work_range is not None:  # opened by a loop this handler ran
-                    _close_work_range(state)
-                if call_range is not None:
-                    _exit_range(call_range)
             wait = None
-            if state.waits is not None:
-                if state.work_wait is not None:  # opened by a loop this handler ran
-                    state.close_work_wait(None, 0)
-                wait = state.waits.close()
+            if extras:
+                if state.ranges:
+                    if state.work_range is not None:  # opened by a loop this handler ran
+                        _close_work_range(state)
+                    if call_range is not None:
+                        _exit_range(call_range)
+                if state.waits is not None:
+                    if state.work_wait is not None:  # opened by a loop this handler ran
+                        state.close_work_wait(None, 0)
+                    wait = state.waits.close()
             reached = state.reached
             state.calling, state.reached, state.calling_event = outer_calling, outer_reached, outer_event
             _TIMING.pop(key, None)  # getcallable is asked once, as a call starts: an outer call of it needs it no more
