@@ -100,9 +100,7 @@ def loop_batches(trace: Any, index: int) -> Batches:
     f = f[f["parent"] == -1]  # a nested firing's time is already inside its parent's
     names = f["event"].astype(str).to_numpy()
     opening, closing = batch_events(trace)
-    f = f.assign(name=names, batch=_batch_of(names, opening, closing),  # eff_*: on the clock work_df's times are on
-                 eff_start=np.where(f["dev_start"] >= 0, f["dev_start"], f["start"]),
-                 eff_end=np.where(f["dev_end"] >= 0, f["dev_end"], f["end"]))
+    f = f.assign(name=names, batch=_batch_of(names, opening, closing), tl_end=f["tl_start"] + f["tl_dur"])
     inside = f[f["batch"] >= 0]
     opens = inside[inside["name"] == opening]
     if not len(opens):
@@ -135,14 +133,14 @@ def _batch_of(events: np.ndarray, opening: str = "before_batch", closing: str = 
 def _event_spans(firings: pd.DataFrame) -> pd.DataFrame:
     """The batches' event firings as spans, on the clock the work between them is on."""
     return pd.DataFrame({"kind": "event", "name": firings["name"], "callback": "", "batch": firings["batch"],
-                         "start": firings["eff_start"], "dur": firings["eff_end"] - firings["eff_start"]})
+                         "start": firings["tl_start"], "dur": firings["tl_dur"]})
 
 
 def _work_spans(one: Any, firings: pd.DataFrame) -> pd.DataFrame:
     """The work that leads up to a batch's firings (its draw, forward, ...): the work ending inside the batch."""
     work = one.work_df()
     work = work[~work["nested"].astype(bool)]  # nested work is already inside a firing's time
-    bounds = firings.groupby("batch").agg(start=("eff_start", "min"), end=("eff_end", "max"))
+    bounds = firings.groupby("batch").agg(start=("tl_start", "min"), end=("tl_end", "max"))
     end = (work["start"] + work["dur"]).to_numpy(np.int64)
     at = np.searchsorted(bounds["start"].to_numpy(), end, side="right") - 1
     ok = (at >= 0) & (end <= bounds["end"].to_numpy()[np.maximum(at, 0)])

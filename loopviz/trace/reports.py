@@ -19,7 +19,7 @@ from loopviz.trace.layout import (
     STATUS,
 )
 
-__all__ = ["firing_matrix", "call_matrix", "change_matrix", "firings_df", "calls_df", "work_df", "total_ns", "summary",
+__all__ = ["firing_matrix", "call_matrix", "change_matrix", "firings_df", "timeline", "calls_df", "work_df", "total_ns", "summary",
            "by_callback", "to_df", "changes", "who_changed", "gpu_waits", "wait_lines", "to_unix_ns", "origin_ns", "root_loops", "outermost_spans", "loops_df"]
 
 WORK_FALLBACK = "between events"
@@ -64,12 +64,18 @@ def firings_df(data: TraceData) -> pd.DataFrame:
     df["phase"] = _names(MODES, m[:, F_MODE])
     df["loop"] = _names(data.loops, m[:, F_LOOP])
     df["dur"] = df["end"] - df["start"]
-    on_device = ((df["dev_start"] >= 0) & (df["dev_end"] >= 0)).to_numpy()
-    df["tl_start"] = np.where(on_device, df["dev_start"], df["start"])
-    df["tl_dur"] = np.where(on_device, df["dev_end"] - df["dev_start"], df["dur"])
+    start, end = timeline(m)
+    df["tl_start"], df["tl_dur"] = start, end - start
     df["status"] = _names(("ok", *STATUS[1:]), m[:, F_STATUS])
     df["loop_index"] = m[:, F_LOOP]
     return df
+
+
+def timeline(m: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Each firing's (row of a firing matrix) start and end on the timeline the work between events is on: the
+    device's where the firing has device times (clock 'cuda' or 'sync'), else the host's."""
+    on_device = (m[:, F_DEV_START] >= 0) & (m[:, F_DEV_END] >= 0)
+    return np.where(on_device, m[:, F_DEV_START], m[:, F_START]), np.where(on_device, m[:, F_DEV_END], m[:, F_END])
 
 
 def calls_df(data: TraceData) -> pd.DataFrame:
@@ -119,8 +125,7 @@ def work_df(data: TraceData) -> pd.DataFrame:
 
 def _pairs_df(data: TraceData, m: np.ndarray) -> pd.DataFrame:
     """The work between consecutive raw firings that share a parent firing and an outermost loop."""
-    start = np.where(m[:, F_DEV_START] >= 0, m[:, F_DEV_START], m[:, F_START])
-    end = np.where(m[:, F_DEV_END] >= 0, m[:, F_DEV_END], m[:, F_END])
+    start, end = timeline(m)
     roots = root_loops(data)
     loop = m[:, F_LOOP]
     root = np.where((loop >= 0) & (loop < len(roots)), roots[np.clip(loop, 0, max(len(roots) - 1, 0))], -1) \
