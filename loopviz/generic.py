@@ -27,7 +27,8 @@ from loopviz.trace.data import callback_facts
 from loopviz.trace.record import CANCELLED, ERROR, RAN, Recorder
 from loopviz.trace.trace import Trace
 
-__all__ = ["callback_info", "from_base", "handler", "event", "work", "phase", "cancel", "loop_spec", "DispatchTracer"]
+__all__ = ["callback_info", "from_base", "handler", "event", "work", "phase", "cancel", "loop_spec", "DispatchTracer",
+           "InstancePatches"]
 
 def _bases(base: type | None) -> tuple[type, ...]:
     """The framework's callback base class as `loopviz.introspect` takes it."""
@@ -87,6 +88,31 @@ def loop_spec(loop: str, framework: str, cbs: Sequence[Any], phases: list[Phase]
                     callbacks=[callback_info(cb, order, base) for cb in cbs], notes=list(notes))
 
 
+class InstancePatches:
+    """Attributes a tracer sets on object instances (a wrapped dispatch method, timed handlers, wrapped entry
+    points), each put back by `restore()` as the instance's `__dict__` held it, or removed where it held none."""
+
+    def __init__(self) -> None:
+        self.held: dict[tuple[int, str], tuple[Any, Any]] = {}  # (id(obj), name) -> (obj, what its __dict__ held)
+
+    def __contains__(self, key: tuple[int, str]) -> bool:
+        return key in self.held
+
+    def put(self, obj: Any, name: str, value: Any) -> None:
+        """Set `name` in `obj.__dict__`, remembering what it held before the first time."""
+        self.held.setdefault((id(obj), name), (obj, obj.__dict__.get(name, _MISSING)))
+        obj.__dict__[name] = value
+
+    def restore(self) -> None:
+        """Put back every attribute that was set, the last first."""
+        for (_, name), (obj, before) in reversed(self.held.items()):
+            if before is _MISSING:
+                obj.__dict__.pop(name, None)
+            else:
+                obj.__dict__[name] = before
+        self.held.clear()
+
+
 class DispatchTracer:
     """Trace a loop that dispatches every event through one method of one object.
 
@@ -122,16 +148,13 @@ class DispatchTracer:
         self.rec = Recorder(clock, max_calls=check_int("max_calls", max_calls),
                             max_firings=check_int("max_firings", max_firings))
         self.trace = Trace.recording(self.rec, stop=self._stop)
-        self.wrapped: dict[tuple[int, str], tuple[Any, Any]] = {}  # (id(cb), event) -> (cb, what its __dict__ held)
-        self.previous: Any = None
+        self.patches = InstancePatches()  # the wrapped dispatch method and the timed handlers
         self.active = False
 
     def __enter__(self) -> Trace:
         if getattr(self.obj.__dict__.get(self.method), "__loopviz_wrapper__", False):
             raise LoopvizError(f"{type(self.obj).__name__}.{self.method} is already being traced; finish that trace first.")
-        self.previous = self.obj.__dict__.get(self.method, _MISSING)
-        original = getattr(self.obj, self.method)
-        self.obj.__dict__[self.method] = self._dispatch_wrapper(original)
+        self.patches.put(self.obj, self.method, self._dispatch_wrapper(getattr(self.obj, self.method)))
         self.active = True
         return self.trace
 
@@ -142,16 +165,7 @@ class DispatchTracer:
         if not self.active:
             return
         self.active = False
-        if self.previous is _MISSING:
-            self.obj.__dict__.pop(self.method, None)
-        else:
-            self.obj.__dict__[self.method] = self.previous
-        for (_, name), (cb, before) in self.wrapped.items():
-            if before is _MISSING:
-                cb.__dict__.pop(name, None)
-            else:
-                cb.__dict__[name] = before
-        self.wrapped.clear()
+        self.patches.restore()
         self.trace.finish(framework=self.framework, work_names=self.work_names, batch_events=self.batch_events)
 
     def _dispatch_wrapper(self, original: Callable[..., Any]) -> Callable[..., Any]:
@@ -190,15 +204,13 @@ class DispatchTracer:
         """Time each callback's handler for this event, by an attribute on that callback instance."""
         for cb in self.callbacks():
             key = (id(cb), name)
-            if key in self.wrapped or not hasattr(cb, "__dict__"):
+            if key in self.patches or not hasattr(cb, "__dict__"):
                 continue
             found = introspect.lookup(cb, name)
             if found is None or not callable(found.handler) or from_base(cb, name, self.base):
                 continue
-            fn = found.handler
-            self.wrapped[key] = (cb, cb.__dict__.get(name, _MISSING))
             cid = self.rec.callback_id(id(cb), lambda cb=cb: callback_facts(callback_info(cb, base=self.base)))
-            cb.__dict__[name] = self._timed(fn, cid)
+            self.patches.put(cb, name, self._timed(found.handler, cid))
 
     def _count_base_calls(self, name: str) -> None:
         """Count the loop's calls of callbacks whose method for this event is only the base class's no-op."""

@@ -80,7 +80,6 @@ WORK_NAMES: dict[tuple[str, str], str] = {
     ("on_log", "on_train_end"): "finish",
 }
 _BEGIN_END = ("on_train_begin", "on_train_end", "on_init_end")
-_MISSING = object()
 
 
 def _value(option: Any) -> str:
@@ -280,7 +279,6 @@ class _TrainerTracer(DispatchTracer):
         self.trainer = trainer
         self.training = self.evaluating = 0  # train / evaluate-or-predict calls open now
         self.epoch = -1  # the epoch `train` is in, read from state.epoch at on_epoch_begin, where it is exact
-        self.saved: list[tuple[Any, str, Any]] = []  # (object, attribute, what its __dict__ held)
         super().__init__(trainer.callback_handler, "call_event", callbacks=lambda: trainer.callback_handler.callbacks,
                          framework=FRAMEWORK, loop_start=(), mode=self._mode, position=self._position,
                          work_names=WORK_NAMES, base=TrainerCallback,
@@ -288,23 +286,10 @@ class _TrainerTracer(DispatchTracer):
 
     def __enter__(self) -> Any:
         trace = super().__enter__()
-        for name in LOOPS:
-            self._patch(self.trainer, name, self._entry(name, getattr(self.trainer, name)))
-        self._patch(self.obj, "on_epoch_begin", self._epoch_begin(self.obj.on_epoch_begin))
+        for name in LOOPS:  # put back with the dispatch method and the handlers when the trace ends
+            self.patches.put(self.trainer, name, self._entry(name, getattr(self.trainer, name)))
+        self.patches.put(self.obj, "on_epoch_begin", self._epoch_begin(self.obj.on_epoch_begin))
         return trace
-
-    def _patch(self, obj: Any, name: str, new: Callable[..., Any]) -> None:
-        self.saved.append((obj, name, obj.__dict__.get(name, _MISSING)))
-        obj.__dict__[name] = new
-
-    def _stop(self) -> None:
-        for obj, name, before in reversed(self.saved):
-            if before is _MISSING:
-                obj.__dict__.pop(name, None)
-            else:
-                obj.__dict__[name] = before
-        self.saved.clear()
-        super()._stop()
 
     def _entry(self, label: str, original: Callable[..., Any]) -> Callable[..., Any]:
         """`trainer.<label>` recorded as a loop of its own when no other loop is open."""

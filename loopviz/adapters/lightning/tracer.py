@@ -22,7 +22,7 @@ from loopviz.adapters.lightning.hooks import (
     FRAMEWORK, MODULE, RUN_HOOKS, STRATEGY_EVENTS, WORK_NAMES, handler_objects, hook_owners, owner_base,
 )
 from loopviz.errors import LoopvizError
-from loopviz.generic import callback_info
+from loopviz.generic import InstancePatches, callback_info
 from loopviz.trace.data import callback_facts
 from loopviz.trace.record import ERROR, RAN, Recorder
 from loopviz.trace.trace import Trace
@@ -34,7 +34,6 @@ _ACTIVE: dict[int, "LightningTracer"] = {}  # id(traced trainer or module) -> it
 _PATCHED: dict[str, tuple[Any, Any]] = {}  # name in lightning.pytorch.trainer.call -> (original, our wrapper)
 _DISPATCH = {"_call_callback_hooks": "callbacks", "_call_lightning_module_hook": "module",
              "_call_strategy_hook": "strategy", "_call_lightning_datamodule_hook": "datamodule"}
-_MISSING = object()
 
 
 def _tracer_for(trainer: Any) -> LightningTracer | None:
@@ -135,7 +134,7 @@ class LightningTracer:
         self.rec = Recorder(clock, max_calls=max_calls, max_firings=max_firings)
         self.trace = Trace.recording(self.rec, stop=self._stop)
         self.open: list[_Firing] = []
-        self.wrapped: dict[tuple[int, str], tuple[Any, Any]] = {}  # (id(obj), hook) -> (obj, what its __dict__ held)
+        self.patches = InstancePatches()  # the timed handlers on callback, module and datamodule instances
         self.active = False
 
     def __enter__(self) -> Trace:
@@ -159,12 +158,7 @@ class LightningTracer:
             _ACTIVE.pop(id(self.target), None)
             if not _ACTIVE:
                 _uninstall()
-        for (_, hook), (obj, before) in self.wrapped.items():
-            if before is _MISSING:
-                obj.__dict__.pop(hook, None)
-            else:
-                obj.__dict__[hook] = before
-        self.wrapped.clear()
+        self.patches.restore()
         while self.open:
             firing = self.open.pop()
             self.rec.end_firing(firing.index, 0 if firing.pending else ERROR, end=firing.end or None)
@@ -212,14 +206,13 @@ class LightningTracer:
         module = trainer.lightning_module
         callbacks = [] if hook_owners(hook) == MODULE else list(trainer.callbacks)
         for obj in handler_objects(callbacks, module, hook, trainer.datamodule):
-            key = (id(obj), hook)
-            if key in self.wrapped:
+            if (id(obj), hook) in self.patches:
                 continue
             fn = getattr(obj, hook)
-            self.wrapped[key] = (obj, obj.__dict__.get(hook, _MISSING))
             position = trainer.callbacks.index(obj) if obj in trainer.callbacks else len(trainer.callbacks)
             info = callback_info(obj, order=lambda o, p=position: p, base=owner_base(obj))
-            obj.__dict__[hook] = self._timed(fn, self.rec.callback_id(id(obj), lambda info=info: callback_facts(info)))
+            cid = self.rec.callback_id(id(obj), lambda info=info: callback_facts(info))
+            self.patches.put(obj, hook, self._timed(fn, cid))
 
     def _timed(self, fn: Callable[..., Any], cid: int) -> Callable[..., Any]:
         @functools.wraps(fn)
