@@ -207,8 +207,9 @@ class _LearnerTrace:
         self.waits.open()
         self.work_wait = (self.rec.loop, self.rec.event_ids[event], mode)
 
-    def close_work_wait(self, next_event: str | None, mode: int) -> None:
-        """The open work ends as `next_event` fires (None: as the call or trace around it ends)."""
+    def close_work_wait(self, next_event: str | None = None, mode: int = 0) -> None:
+        """The open work ends as `next_event` fires in `mode` (None: as the call or trace around it ends; the work
+        keeps the mode of the event before it)."""
         loop, event, before_mode = self.work_wait
         self.work_wait = None
         wait = self.waits.close()
@@ -356,7 +357,7 @@ def _wrap_call_one(original: Callable[..., Any]) -> Callable[..., Any]:
                         state.work_range = _enter_range(f"{RANGE_PREFIX} work after {event_name}", None)
                 if state.waits is not None:
                     if state.work_wait is not None:
-                        state.close_work_wait(None, mode)
+                        state.close_work_wait()
                     state.open_work_wait(event_name, mode)
             if state.bare:
                 state.end_bare_loop(event_name)
@@ -427,7 +428,7 @@ def _wrap_callback_call(original: Callable[..., Any], replaces_call: bool = Fals
                         _exit_range(call_range)
                 if state.waits is not None:
                     if state.work_wait is not None:  # opened by a loop this handler ran
-                        state.close_work_wait(None, 0)
+                        state.close_work_wait()
                     wait = state.waits.close()
             reached = state.reached
             state.calling, state.reached, state.calling_event = outer_calling, outer_reached, outer_event
@@ -615,7 +616,7 @@ def _end(key: int, state: _LearnerTrace, trace: Trace) -> None:
     _close_work_range(state)
     if state.waits is not None:
         if state.work_wait is not None:
-            state.close_work_wait(None, 0)
+            state.close_work_wait()
         state.waits.stop()
     with _guarded():
         if _ACTIVE.get(key) is state:
