@@ -103,7 +103,6 @@ class WaitWatch:
         self.free: list[Any] = []  # events of closed calls, recorded again by later ones
         self.anchor: tuple[Any, int] = (None, 0)  # an event and the host time it ran at on an idle GPU
         self.thread = 0
-        self.lost = 0  # synchronisations seen while nothing was open (between traced calls and work)
 
     def start(self) -> None:
         """Anchor the GPU's clock to the host's and begin catching synchronisation warnings."""
@@ -139,8 +138,7 @@ class WaitWatch:
     def synchronised(self, site: str) -> None:
         """A synchronising operation returned: charge it to the innermost open call; its first one waited out the
         GPU work queued before the call began."""
-        if not self.stack:
-            self.lost += 1
+        if not self.stack:  # between traced calls and work: nothing to charge
             return
         current = self.stack[-1]
         current.syncs += 1
@@ -166,7 +164,7 @@ class WaitWatch:
 _LOCK = threading.Lock()
 _WATCHES: list[WaitWatch] = []
 _SAVED: dict[str, Any] = {}  # while any watch runs: the sync mode, filter and showwarning found at the first start
-_SKIP = (os.path.dirname(warnings.__file__) + os.sep + "warnings.py", __file__)
+_WARNINGS = os.path.dirname(warnings.__file__) + os.sep + "warnings.py"
 
 
 def _register(watch: WaitWatch) -> None:
@@ -238,7 +236,7 @@ def _site(skip: frozenset[str] = frozenset()) -> str:
         if name.startswith(here):
             if found:  # back in loopviz's wrappers: the loop's own frames are not the site
                 break
-        elif name not in _SKIP and name not in skip and not (torch_dir and name.startswith(torch_dir)):
+        elif name != _WARNINGS and name not in skip and not (torch_dir and name.startswith(torch_dir)):
             if name not in files:
                 files.append(name)
                 found.append(f"{_short(name)}:{frame.f_lineno} in {frame.f_code.co_name}")
