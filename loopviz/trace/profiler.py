@@ -22,9 +22,25 @@ from typing import Any
 
 from loopviz.errors import LoopvizError
 
-__all__ = ["merged_with_profiler", "profiler_events"]
+__all__ = ["merged_with_profiler", "profiler_events", "firing_range", "call_range", "work_range"]
 
 RANGE_PREFIX = "fastai"  # the name of every range the fastai tracer opens starts with this and a space
+_WORK_AFTER = f"{RANGE_PREFIX} work after "
+
+
+def firing_range(event: str, phase: str) -> str:
+    """The name of the range `ranges=True` opens for a firing of `event` in `phase` ('' for none)."""
+    return f"{RANGE_PREFIX} {event} ({phase})" if phase else f"{RANGE_PREFIX} {event}"
+
+
+def call_range(callback: str, event: str) -> str:
+    """The name of the range of a callback's (class name) call at `event`."""
+    return f"{RANGE_PREFIX} {callback}.{event}"
+
+
+def work_range(event: str) -> str:
+    """The name of the range of the work after `event`, until the next firing."""
+    return f"{_WORK_AFTER}{event}"
 
 
 def profiler_events(profiler: Any) -> dict[str, Any]:
@@ -131,10 +147,10 @@ def _process_title(name: str | None, pid: int, info: dict[str, Any]) -> str:
 
 
 def _firing_ranges(events: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    """The profiler's ranges of event firings (not of handler calls or work), in time order."""
+    """The profiler's ranges of event firings (`firing_range`; not `call_range` or `work_range`), in time order."""
     return sorted((e for e in events if e.get("ph") == "X" and e.get("cat") == "user_annotation"
                    and str(e.get("name", "")).startswith(f"{RANGE_PREFIX} ") and "." not in e["name"]
-                   and not e["name"].startswith(f"{RANGE_PREFIX} work after ")), key=lambda e: e["ts"])
+                   and not e["name"].startswith(_WORK_AFTER)), key=lambda e: e["ts"])
 
 
 def merged_with_profiler(trace: Any, profiler: Any) -> dict[str, Any]:
@@ -152,7 +168,7 @@ def merged_with_profiler(trace: Any, profiler: Any) -> dict[str, Any]:
     placed = "unix time"
     fired = sorted((e for e in ours["traceEvents"] if e.get("cat") == "event"), key=lambda e: e["ts"])
     ranges = _firing_ranges(theirs)
-    names = [f"{RANGE_PREFIX} {e['name']}" + (f" ({e['args']['phase']})" if e["args"]["phase"] else "") for e in fired]
+    names = [firing_range(e["name"], e["args"]["phase"]) for e in fired]
     paired = _pairs(names, fired, ranges)
     if paired:
         offset = _offset(paired)

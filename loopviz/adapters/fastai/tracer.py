@@ -36,7 +36,7 @@ from loopviz.errors import LoopvizError
 from loopviz.introspect import call_owner
 from loopviz.trace.clock import make_clock
 from loopviz.trace.data import callback_facts, is_outermost
-from loopviz.trace.profiler import RANGE_PREFIX  # each range's name: this, then the event, 'Callback.event' or the work
+from loopviz.trace.profiler import call_range, firing_range, work_range  # the ranges' names (ranges=True)
 from loopviz.trace.record import (
     CANCELLED, ERROR, MODES, NO_HANDLER, RAN, SKIPPED_RUN, SKIPPED_TRAIN, SKIPPED_VALID, Recorder,
 )
@@ -333,8 +333,7 @@ def _wrap_call_one(original: Callable[..., Any]) -> Callable[..., Any]:
             if state.ranges:  # names are made only while a profiler records
                 if state.work_range is not None:
                     _close_work_range(state)
-                event_range = (_enter_range(f"{RANGE_PREFIX} {event_name} ({MODES[mode]})" if mode else
-                                            f"{RANGE_PREFIX} {event_name}", None) if _recording() else None)
+                event_range = _enter_range(firing_range(event_name, MODES[mode]), None) if _recording() else None
         # The outcome bookkeeping is written out here and in the callback wrapper, not shared through a
         # helper or a context manager: this runs at every event and every callback call.
         try:
@@ -354,7 +353,7 @@ def _wrap_call_one(original: Callable[..., Any]) -> Callable[..., Any]:
                     if event_range is not None:
                         _exit_range(event_range)
                     if _recording():
-                        state.work_range = _enter_range(f"{RANGE_PREFIX} work after {event_name}", None)
+                        state.work_range = _enter_range(work_range(event_name), None)
                 if state.waits is not None:
                     if state.work_wait is not None:
                         state.close_work_wait()
@@ -404,8 +403,8 @@ def _wrap_callback_call(original: Callable[..., Any], replaces_call: bool = Fals
         run = self.run
         extras = state.extras
         if extras:
-            call_range = (_enter_range(f"{RANGE_PREFIX} {type(self).__name__}.{event_name}", None)
-                          if state.ranges and _recording() else None)
+            opened = (_enter_range(call_range(type(self).__name__, event_name), None)
+                      if state.ranges and _recording() else None)
             if state.waits is not None:
                 state.waits.open()
         start = perf_counter_ns()
@@ -424,8 +423,8 @@ def _wrap_callback_call(original: Callable[..., Any], replaces_call: bool = Fals
                 if state.ranges:
                     if state.work_range is not None:  # opened by a loop this handler ran
                         _close_work_range(state)
-                    if call_range is not None:
-                        _exit_range(call_range)
+                    if opened is not None:
+                        _exit_range(opened)
                 if state.waits is not None:
                     if state.work_wait is not None:  # opened by a loop this handler ran
                         state.close_work_wait()
