@@ -10,7 +10,7 @@ import pytest
 
 import loopviz
 from loopviz.errors import LoopvizError
-from loopviz.trace.plot import batch_events, loop_batches
+from loopviz.trace.batches import batch_events, loop_batches
 from loopviz.trace.trace import Trace
 from tests import hf_fixtures, lightning_fixtures
 
@@ -35,15 +35,15 @@ def lightning_trace(tmp_path_factory):
 
 
 def test_a_trainer_step_is_a_batch(hf_trace):
-    assert batch_events(hf_trace) == ("on_step_begin", "on_step_end")
-    table = loop_batches(hf_trace, 0).table
+    assert batch_events(hf_trace.data) == ("on_step_begin", "on_step_end")
+    table = loop_batches(hf_trace.data, 0).table
     # 24 examples in batches of 4, two micro-batches a step: 3 steps, each with its forward and backward work
     assert len(table) == 3 and (table["forward+backward"] > 0).all() and (table["optimizer step"] > 0).all()
 
 
 def test_a_lightning_training_batch_is_a_batch(lightning_trace):
-    assert batch_events(lightning_trace) == ("on_train_batch_start", "on_train_batch_end")
-    table = loop_batches(lightning_trace, 0).table
+    assert batch_events(lightning_trace.data) == ("on_train_batch_start", "on_train_batch_end")
+    table = loop_batches(lightning_trace.data, 0).table
     assert len(table) == 8 and list(table["epoch"]) == [0] * 4 + [1] * 4  # 2 epochs of limit_train_batches=4
     assert (table["optimizer_step"] > 0).all()  # training_step, backward and the step run inside it
 
@@ -59,7 +59,7 @@ def test_the_html_report_has_per_batch_charts_for_other_loops(which, request, tm
 
 def test_the_batch_events_survive_a_file_and_a_select(hf_trace, tmp_path):
     back = Trace.load(hf_trace.save(tmp_path / "t.json"))
-    assert batch_events(back) == batch_events(hf_trace.select(0)) == ("on_step_begin", "on_step_end")
+    assert batch_events(back.data) == batch_events(hf_trace.select(0).data) == ("on_step_begin", "on_step_end")
 
 
 def test_a_fastai_trace_keeps_fastais_batch_events(tmp_path):
@@ -68,7 +68,7 @@ def test_a_fastai_trace_keeps_fastais_batch_events(tmp_path):
     learn = synth_learner(n_trn=2, n_val=1, path=tmp_path)
     with learn.no_bar(), learn.no_logging(), learn.trace() as t:
         learn.fit(1)
-    assert "batch_events" not in t.meta and batch_events(t) == ("before_batch", "after_batch")
+    assert "batch_events" not in t.meta and batch_events(t.data) == ("before_batch", "after_batch")
 
 
 @pytest.mark.parametrize("value", [["on_step_begin"], ["a", 3], "ab"])

@@ -146,14 +146,14 @@ def test_on_the_gpu_timeline_events_and_work_add_up_to_the_run():
     Recorder.after_batch waits ~6 ms per batch on the host for the GPU's backward: on the host that wait is inside
     the after_batch event, on the GPU it is backward's time. Events and work are both taken on the GPU timeline, so
     the summary's rows add up to the run and each batch's stack to its span (with events on the host: 166 %)."""
-    from loopviz.trace.plot import loop_batches
+    from loopviz.trace.batches import loop_batches
 
     t = Trace.load(H100_TRACE)
     summary = t.summary()
     assert summary[summary["kind"].isin(["event", "work"])]["pct"].sum() == pytest.approx(100, abs=0.5)
     after_batch = summary.query("kind == 'event' and name == 'after_batch' and phase == 'train'")["mean_ms"].iloc[0]
     assert after_batch < 1.0  # on the GPU: the host's ~6 ms wait is not in it
-    batches = loop_batches(t, 0).table
+    batches = loop_batches(t.data, 0).table
     f = t.firings_df()
     opens = f[(f["event"] == "before_batch") & (f["phase"] == "train")]["dev_start"].to_numpy()
     closes = f[(f["event"] == "after_batch") & (f["phase"] == "train")]["dev_end"].to_numpy()

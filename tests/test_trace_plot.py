@@ -13,7 +13,8 @@ from matplotlib.collections import PolyCollection
 from loopviz.errors import LoopvizError
 from loopviz.loop import Loop
 from loopviz.renderers.palette import PALETTE
-from loopviz.trace.plot import OTHER, resolve_loop, series_colours
+from loopviz.trace.batches import resolve_loop
+from loopviz.trace.plot import OTHER, series_colours
 from loopviz.trace.trace import Trace
 
 FIT = "fine_tune > fit_one_cycle > fit"
@@ -145,7 +146,7 @@ def test_loop_by_label_index_or_default():
             learn.fit(1)
     assert t.loops == ["validate", "fit"]
     assert t.plot().axes[0].get_title(loc="left").startswith("Loop 1 'fit': time per training batch (3 of them)")
-    assert resolve_loop(t, "fit") == resolve_loop(t, np.int64(1)) == resolve_loop(t, None) == 1
+    assert resolve_loop(t.data, "fit") == resolve_loop(t.data, np.int64(1)) == resolve_loop(t.data, None) == 1
     valid = t.plot(loop="validate").axes[0]
     assert valid.get_title(loc="left") == "Loop 0 'validate': time per validation batch (2 of them)"
 

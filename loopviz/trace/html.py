@@ -28,9 +28,9 @@ OTHER = "other"
 def html_report(trace: Any, loop: Any = None) -> str:
     """The whole report as one HTML document; `loop` picks the loop of the diagram and the slowest batch
     (an index or a label; None: the loop with the most training batches)."""
-    from loopviz.trace.plot import resolve_loop
+    from loopviz.trace.batches import resolve_loop
 
-    index = resolve_loop(trace, loop)
+    index = resolve_loop(trace.data, loop)
     main = trace.select([index])
     sections = [
         _header(trace),
@@ -236,12 +236,13 @@ def _table(df: pd.DataFrame, name: str) -> str:
 
 def _batch_sections(trace: Any, main: int) -> list[str]:
     """A stacked chart of time per batch for each loop with batches, and the main loop's slowest batch."""
-    from loopviz.trace.plot import folded_series, loop_batches, series_colours
+    from loopviz.trace.batches import loop_batches
+    from loopviz.trace.plot import folded_series, series_colours
 
     out = []
     for index, label in enumerate(trace.loops):
         try:
-            batches = loop_batches(trace, index)
+            batches = loop_batches(trace.data, index)
         except LoopvizError:
             continue  # a loop without batches (an lr_find that stopped at once, a bare validate of nothing)
         series = folded_series(batches.table)
