@@ -4,7 +4,7 @@ from __future__ import annotations
 from dataclasses import replace
 from typing import Any
 
-from loopviz.checks import check_trace, check_type
+from loopviz.checks import check_type
 from loopviz.errors import LoopvizError
 from loopviz.model import CallbackInfo, Event, Handler, LoopSpec, Phase, Timing, Work
 from loopviz.trace.notes import cap_notes
@@ -65,6 +65,8 @@ def annotate(spec: LoopSpec, trace: Any, loops: Any = "auto") -> LoopSpec:
     they ran.
     """
     check_type("spec", spec, LoopSpec, "a LoopSpec (learn.loop_spec())")
+    from loopviz.trace.trace import check_trace
+
     check_trace("trace", trace)
     if trace.framework and spec.framework and trace.framework.split()[0] != spec.framework.split()[0]:
         raise LoopvizError(f"this trace is of {trace.framework}, the loop of {spec.framework}: they cannot be matched.")

@@ -12,7 +12,7 @@ from typing import Any, Iterable
 
 from loopviz.errors import LoopvizError
 
-__all__ = ["check_int", "check_bool", "check_str", "check_choice", "check_optional_str", "check_type", "check_spec", "check_trace",
+__all__ = ["check_int", "check_bool", "check_str", "check_choice", "check_optional_str", "check_type", "check_spec",
            "check_output_path", "got"]
 
 
@@ -72,16 +72,6 @@ def check_spec(argument: str, value: Any) -> Any:
     from loopviz.model import LoopSpec
 
     return check_type(argument, value, LoopSpec, "a LoopSpec (learn.loop_spec(), or Loop.spec())")
-
-
-def check_trace(argument: str, value: Any, optional: bool = False) -> Any:
-    """`value` when it is a finished-or-recording `Trace` (or None, when `optional`)."""
-    from loopviz.trace.trace import Trace
-
-    if value is None and optional:
-        return None
-    wanted = "a Trace (`with learn.trace() as t: ...`, or Trace.load(path))" + (" or None" if optional else "")
-    return check_type(argument, value, Trace, wanted)
 
 
 def check_output_path(argument: str, value: Any) -> Path:

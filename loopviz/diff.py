@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import replace
 from typing import TYPE_CHECKING, Any
 
-from loopviz.checks import check_trace, check_type
+from loopviz.checks import check_type
 from loopviz.errors import LoopvizError
 from loopviz.model import Event, Handler, LoopSpec, Phase
 
@@ -113,6 +113,8 @@ class TraceDiff:
 
     def __init__(self, before: Any, after: Any, min_change: Any = DEFAULT_MIN_CHANGE,
                  labels: tuple[str, str] = ("before", "after")):
+        from loopviz.trace.trace import check_trace
+
         check_trace("before", before)
         check_trace("after", after)
         self.min_change_ms, self.min_change_fraction = parse_min_change(min_change)

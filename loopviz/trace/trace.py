@@ -20,7 +20,7 @@ from pathlib import Path
 from types import ModuleType
 from typing import TYPE_CHECKING, Any, Callable, Iterable
 
-from loopviz.checks import check_output_path, check_str
+from loopviz.checks import check_output_path, check_str, check_type
 from loopviz.errors import LoopvizError
 from loopviz.trace import files
 from loopviz.trace.data import TraceData
@@ -32,7 +32,7 @@ if TYPE_CHECKING:
     import numpy as np
     import pandas as pd
 
-__all__ = ["Trace", "FORMAT_VERSION"]
+__all__ = ["Trace", "FORMAT_VERSION", "check_trace"]
 
 _RECORDING = "<Trace: still recording; its reports are ready when the `with` block ends or after t.stop()>"
 
@@ -337,3 +337,11 @@ def _clock_origin() -> dict[str, int]:
     wall = time.time_ns()
     after = time.perf_counter_ns()
     return {"start_unix_ns": wall, "perf_origin_ns": (before + after) // 2, "origin_error_ns": after - before}
+
+
+def check_trace(argument: str, value: Any, optional: bool = False) -> Any:
+    """`value` when it is a finished-or-recording `Trace` (or None, when `optional`)."""
+    if value is None and optional:
+        return None
+    wanted = "a Trace (`with learn.trace() as t: ...`, or Trace.load(path))" + (" or None" if optional else "")
+    return check_type(argument, value, Trace, wanted)

@@ -10,7 +10,7 @@ from loopviz.adapters.fastai import tracer as _tracer  # noqa: F401  (patches Le
 from loopviz.adapters.fastai.creation import record_creations
 from loopviz.adapters.fastai.spec import LOOPS, as_callbacks, build_spec
 from loopviz.annotate import annotate, spec_loop_of
-from loopviz.checks import check_choice, check_trace
+from loopviz.checks import check_choice
 from loopviz.diff import diff as diff_specs
 from loopviz.model import LoopSpec
 from loopviz.renderers.text import DEFAULT_WIDTH
@@ -62,6 +62,8 @@ def show_training_loop(
     "Show each step in the training loop, with the callbacks that really run there"
     check_view_options(verbose=verbose, fmt=fmt, width=width, hide_empty=hide_empty, focus=focus)
     check_choice("theme", theme, THEMES)
+    from loopviz.trace.trace import check_trace
+
     check_trace("trace", trace, optional=True)
     if loop is None:
         loop = traced_loop(trace) if trace is not None else "fit"
