@@ -30,6 +30,7 @@ from loopviz.trace.layout import (
     F_LOOP, F_MODE, F_PARENT, F_START, F_STATUS, MODES, NC, NCH, NF, STATUS,
 )
 from loopviz.trace.trace import Trace
+from loopviz.trace.sketch import MAX_KEY
 from loopviz.trace.validate import JSON_CHECKS
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -104,9 +105,17 @@ def n_firings(obj: dict) -> int:
     return len(obj["firings"]) // NF
 
 
-def hist_of(length: int) -> Callable[[list], None]:
-    def edit(row: list) -> None:
-        row[1]["hist"] = row[1]["hist"][:length]
+def in_sketch(edit: Callable[[dict], None]) -> Callable[[list], None]:
+    """Edit the sketch of one [key, aggregate] row."""
+    def change(row: list) -> None:
+        edit(row[1]["sketch"])
+    return change
+
+
+def first_bin(position: int, value: Any) -> Callable[[dict], None]:
+    """Set the key (position 0) or count (1) of a sketch's first bin."""
+    def edit(sketch: dict) -> None:
+        sketch["bins"][0][position] = value
     return edit
 
 
@@ -228,10 +237,44 @@ CORPUS: list[tuple[str, Callable[[dict], None], str, str]] = [
     ("aggregate negative total", in_row("overflow_firings", 1, agg_value("total", -1)), "overflow_firings", "negative"),
     ("aggregate min a string", in_row("overflow_firings", 1, agg_value("min", "1")),
      "overflow_firings", "'min': is '1'"),
-    ("aggregate hist short", in_row("overflow_nested", 0, hist_of(10)), "overflow_nested",
-     f"'hist': is a list of 10, not a list of {HIST_BUCKETS} counts"),
-    ("aggregate hist negative", in_row("overflow_nested", 0, lambda r: r[1]["hist"].__setitem__(3, -1)),
-     "overflow_nested", "'hist': is -1, negative"),
+    # aggregates' sketches (loopviz.trace.sketch): each bin [key, count], keys increasing in range, counts add up
+    ("aggregate without sketch", in_row("overflow_calls", 1, without("sketch")),
+     "overflow_calls", "row 1: has no 'sketch'"),
+    ("aggregate with a log2 hist in version 5", in_row("overflow_calls", 1, lambda r: r[1].update(
+        hist=[0] * HIST_BUCKETS, sketch=None)), "overflow_calls", "row 1 'sketch': is null, not an object"),
+    ("sketch not an object", in_row("overflow_firings", 0, agg_value("sketch", [1, 2])), "overflow_firings",
+     "row 0 'sketch': is a list of 2, not an object with zeros and bins"),
+    ("sketch without bins", in_row("overflow_firings", 0, in_sketch(lambda k: k.pop("bins"))), "overflow_firings",
+     "row 0 'sketch': has no 'bins'"),
+    ("sketch negative zeros", in_row("overflow_work", 0, in_sketch(lambda k: k.update(zeros=-1))), "overflow_work",
+     "row 0 'sketch' 'zeros': is -1, negative"),
+    ("sketch bins not a list", in_row("overflow_firings", 0, in_sketch(lambda k: k.update(bins={"3": 1}))),
+     "overflow_firings", "row 0 'sketch' 'bins': is an object, not a list"),
+    ("sketch bin not a pair", in_row("overflow_firings", 0, in_sketch(lambda k: k["bins"].__setitem__(0, [1, 2, 3]))),
+     "overflow_firings", "row 0 'sketch' bin 0: is a list of 3, not a [key, count] pair"),
+    ("sketch negative count", in_row("overflow_nested", 0, in_sketch(first_bin(1, -1))), "overflow_nested",
+     "row 0 'sketch' bin 0 count: is -1, less than 1"),
+    ("sketch count 0", in_row("overflow_nested", 0, in_sketch(first_bin(1, 0))), "overflow_nested",
+     "row 0 'sketch' bin 0 count: is 0, less than 1"),
+    ("sketch count NaN", in_row("overflow_calls", 0, in_sketch(first_bin(1, float("nan")))), "overflow_calls",
+     "row 0 'sketch' bin 0 count: is nan, not a 64-bit integer"),
+    ("sketch count a float", in_row("overflow_calls", 0, in_sketch(first_bin(1, 2.0))), "overflow_calls",
+     "row 0 'sketch' bin 0 count: is 2.0, not a 64-bit integer"),
+    ("sketch key a string", in_row("overflow_calls", 0, in_sketch(first_bin(0, "3"))), "overflow_calls",
+     "row 0 'sketch' bin 0 key: is '3', not a 64-bit integer"),
+    ("sketch key a float", in_row("overflow_calls", 0, in_sketch(first_bin(0, 1.5))), "overflow_calls",
+     "row 0 'sketch' bin 0 key: is 1.5, not a 64-bit integer"),
+    ("sketch key huge", in_row("overflow_calls", 0, in_sketch(first_bin(0, 10**6))), "overflow_calls",
+     f"row 0 'sketch' bin 0: key 1000000 is out of range (0 to {MAX_KEY}: durations of 1 to 2**63 ns)"),
+    ("sketch key past int64", in_row("overflow_calls", 0, in_sketch(first_bin(0, 2**80))), "overflow_calls",
+     "row 0 'sketch' bin 0 key: is an integer of about 24 digits, not a 64-bit integer"),
+    ("sketch key negative", in_row("overflow_calls", 0, in_sketch(first_bin(0, -1))), "overflow_calls",
+     "row 0 'sketch' bin 0: key -1 is out of range"),
+    ("sketch keys repeat", in_row("overflow_work", 0, in_sketch(lambda k: k["bins"].append(list(k["bins"][-1])))),
+     "overflow_work", "keys must increase"),
+    ("sketch counts more than count",
+     in_row("overflow_firings", 0, in_sketch(lambda k: k.update(zeros=k["zeros"] + 1))),
+     "overflow_firings", "row 0 'sketch': counts "),
     ("change aggregate of 4", in_row("change_agg", 0, lambda r: r[1].pop()), "change_agg", "row 0: is a list of 4"),
     ("change aggregate count 0", in_row("change_agg", 0, lambda r: r[1].__setitem__(0, 0)),
      "change_agg", "is 0, less than 1"),
@@ -310,18 +353,51 @@ def test_not_an_object_is_not_a_trace(tmp_path):
     refused(save(None, tmp_path / "null.json"), "is not a loopviz trace")
 
 
+def log2_hist_of(aggregate: dict) -> dict:
+    """An aggregate as files before version 5 wrote it: a log2 histogram counting as many durations as its sketch."""
+    hist = [0] * HIST_BUCKETS
+    hist[0] = aggregate["sketch"]["zeros"]
+    hist[20] += sum(count for _, count in aggregate["sketch"]["bins"])  # ~1 ms each: what matters here is the shape
+    return {**{k: v for k, v in aggregate.items() if k != "sketch"}, "hist": hist}
+
+
+def as_version(real: dict, version: int) -> dict:
+    """The real trace as an older version wrote it (version 4 or 1)."""
+    old = {**copy.deepcopy(real), "version": version}
+    for name in ("overflow_firings", "overflow_calls", "overflow_nested", "overflow_work"):
+        old[name] = [[key, log2_hist_of(value)] for key, value in old[name]]
+    if version == 1:
+        for name in ("change_fields", "loop_spans", "no_handler_by_loop", "overflow_nested", "overflow_work",
+                     "tracked_waits", "wait_agg"):
+            del old[name]
+        for name in ("overflow_firings", "overflow_calls", "change_agg"):
+            old[name] = [[key[1:], value] for key, value in old[name]]  # version 1: no loop in the key
+    return old
+
+
 def test_older_versions_are_checked_too(real, tmp_path):
-    old = {**copy.deepcopy(real), "version": 1}
-    for name in ("change_fields", "loop_spans", "no_handler_by_loop", "overflow_nested", "overflow_work", "tracked_waits",
-                 "wait_agg"):
-        del old[name]
-    for name in ("overflow_firings", "overflow_calls", "change_agg"):
-        old[name] = [[key[1:], value] for key, value in old[name]]  # version 1: no loop in the key
+    old = as_version(real, 1)
     loaded = Trace.load(save(old, tmp_path / "v1.json"))
     assert len(loaded.loop_spans) == len(loaded.loops) and loaded.meta["spans_from_firings"]
     old["overflow_calls"][0][0].append(0)  # a version-2 key in a version-1 file
     refused(save(old, tmp_path / "v1.json"),
             "field 'overflow_calls' row 0 key: is a list of 5, not a list of 4 integers")
+
+
+@pytest.mark.parametrize("change, says", [
+    (lambda r: r[1].update(hist=r[1]["hist"][:10]),
+     f"row 0 'hist': is a list of 10, not a list of {HIST_BUCKETS} counts"),
+    (lambda r: r[1]["hist"].__setitem__(3, -1), "row 0 'hist': is -1, negative"),
+    (lambda r: r[1]["hist"].__setitem__(3, float("nan")), "row 0 'hist': is nan, not a 64-bit integer"),
+    (lambda r: r[1]["hist"].__setitem__(3, r[1]["hist"][3] + 1), "row 0 'hist': counts "),
+    (lambda r: r[1].pop("hist"), "row 0: has no 'hist'"),
+    (lambda r: r[1].update(sketch={"zeros": 0, "bins": []}, hist=None), "row 0 'hist': is null, not a list of 64"),
+])
+def test_a_version_4_file_has_its_log2_histograms_checked(real, tmp_path, change, says):
+    old = as_version(real, 4)
+    assert Trace.load(save(old, tmp_path / "v4.json")).meta["percentiles_from_log2"] is True
+    change(old["overflow_nested"][0])
+    refused(save(old, tmp_path / "v4.json"), "field 'overflow_nested'", says)
 
 
 def test_data_not_from_a_file_is_checked_too(real):

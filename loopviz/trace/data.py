@@ -11,50 +11,72 @@ loops' aggregates. Files written before version 2 had no loop in those keys: the
 from __future__ import annotations
 
 from array import array
-from dataclasses import asdict, dataclass, field, fields, replace
+from dataclasses import dataclass, field, replace
 from typing import Any, Callable, NamedTuple
 
 from loopviz.model import CallbackInfo
 from loopviz.trace.layout import F_END, F_LOOP, F_START, NCH, UNKNOWN_LOOP
 from loopviz.trace.records import CallRecords, FiringRecords
+from loopviz.trace.sketch import Sketch
 
-__all__ = ["TraceData", "Aggregate", "Codec", "HIST_BUCKETS", "ADDED_IN_3", "ADDED_IN_4", "callback_facts", "recount",
-           "without_loop", "merged_changes", "spans_from_firings", "is_outermost"]
+__all__ = ["TraceData", "Aggregate", "Codec", "HIST_BUCKETS", "ADDED_IN_3", "ADDED_IN_4", "COARSE_PERCENTILES",
+           "callback_facts", "recount", "without_loop", "merged_changes", "spans_from_firings", "is_outermost"]
 
-HIST_BUCKETS = 64
+HIST_BUCKETS = 64  # the log2 histogram of files before version 5
 
 
 @dataclass(slots=True)
 class Aggregate:
-    """Count, total, min, max and a log2 histogram of durations: constant memory, any number of records."""
+    """Count, total, min, max and a quantile sketch of durations (ns): memory that grows with their spread, not
+    their number; percentiles within the sketch's relative error (`loopviz.trace.sketch`)."""
 
     count: int = 0
     total: int = 0
     min: int = 1 << 62
     max: int = 0
-    hist: list[int] = field(default_factory=lambda: [0] * HIST_BUCKETS)
+    sketch: Sketch = field(default_factory=Sketch)
 
     def add(self, dur: int) -> None:
         """Count one more duration (ns)."""
         self.count += 1
         self.total += dur
-        self.min = min(self.min, dur)
-        self.max = max(self.max, dur)
-        self.hist[min(max(dur, 0).bit_length(), HIST_BUCKETS - 1)] += 1
+        if dur < self.min:
+            self.min = dur
+        if dur > self.max:
+            self.max = dur
+        self.sketch.add(dur)
 
     def plus(self, other: Aggregate) -> Aggregate:
         """A new aggregate of both sets of durations."""
         return Aggregate(self.count + other.count, self.total + other.total, min(self.min, other.min),
-                         max(self.max, other.max), [a + b for a, b in zip(self.hist, other.hist)])
+                         max(self.max, other.max), self.sketch.plus(other.sketch))
+
+    def with_durations(self, durations: Any) -> Aggregate:
+        """A new aggregate of these durations (ns, a numpy array) and this aggregate's."""
+        if not len(durations):
+            return self.plus(Aggregate())
+        sketch = self.sketch.copy()
+        sketch.add_many(durations)
+        return Aggregate(self.count + len(durations), self.total + int(durations.sum()),
+                         min(self.min, int(durations.min())), max(self.max, int(durations.max())), sketch)
+
+    def quantile(self, q: float) -> float:
+        """The duration (ns) at rank ceil(q * count), within the sketch's relative error, clamped to [min, max]."""
+        return self.sketch.quantile(q, self.min, self.max) if self.count else 0.0
 
     def to_json(self) -> dict[str, Any]:
         """The aggregate as JSON-ready data."""
-        return asdict(self)
+        return {"count": self.count, "total": self.total, "min": self.min, "max": self.max,
+                "sketch": self.sketch.to_json()}
 
     @classmethod
     def from_json(cls, data: dict[str, Any]) -> Aggregate:
-        """An aggregate from `to_json()` data."""
-        return cls(**{f.name: data[f.name] for f in fields(cls)})
+        """An aggregate from `to_json()` data, or from a file before version 5 (its log2 `hist` read into a sketch,
+        coarsely: the trace's meta says so, `COARSE_PERCENTILES`)."""
+        values = (data["count"], data["total"], data["min"], data["max"])
+        if "hist" in data:
+            return cls(*values, Sketch.from_log2(data["hist"]))
+        return cls(*values, Sketch.from_json(data["sketch"]))
 
 
 # -- codecs: how each field is written to JSON and read back ------------------------------------
@@ -114,7 +136,7 @@ def callback_facts(info: CallbackInfo) -> dict[str, Any]:
 class TraceData:
     """Everything one traced run holds: names, flat records, aggregates past the cap, state changes, metadata."""
 
-    framework: str = _field("the traced loop's framework and version, e.g. 'fastai 2.8.1'", "")
+    framework: str = _field("the traced loop's framework and version, as its adapter names them", "")
     clock: str = _field("the clock event boundaries were timed with: host, cuda or sync", "host")
     meta: dict[str, Any] = _field("process identity, clock origin, raw-record caps, selected loops", factory=dict)
     events: list[str] = _field("event names; records refer to them by index", factory=list)
@@ -175,6 +197,9 @@ class TraceData:
 # Fields that files before version 3 lack: they read as empty, and loop spans are rebuilt from the firings.
 ADDED_IN_3 = ("loop_spans", "no_handler_by_loop", "overflow_nested", "overflow_work")
 ADDED_IN_4 = ("tracked_waits", "wait_agg")  # fields files before version 4 lack: they read as no waits recorded
+# Files before version 5 kept a log2 histogram per aggregate: read into a sketch, their percentiles past the cap are
+# within a factor of sqrt(2), not the sketch's ALPHA; the trace's meta says so under this key.
+COARSE_PERCENTILES = "percentiles_from_log2"
 
 
 def is_outermost(span: list[int]) -> bool:

@@ -22,7 +22,7 @@ from rich.text import Text
 from loopviz.renderers.sanitise import one_line, visible
 
 __all__ = ["as_text", "as_html", "pre_html", "bundle", "PRE_STYLE", "PYTHON_MORE", "CALLBACK_COLUMNS", "CHANGE_COLUMNS",
-           "rows_table", "cell", "trace_tables", "trace_text", "trace_html",
+           "rows_table", "cell", "with_approx", "APPROX", "trace_tables", "trace_text", "trace_html",
            "merged_tables", "merged_text"]
 
 
@@ -79,9 +79,10 @@ def trace_tables(trace: Any, limit: int | None = 25, callbacks: int | None = 10,
         f"loop(s){nested} ({loops})",
     )
     title = "Events and work (event and work rows add up to the run; nested and dispatch rows are inside events)"
-    parts: list[Any] = [head, rows_table(summary, title, {
+    summary, summary_columns = with_approx(summary, {
         "kind": "kind", "name": "name", "phase": "phase", "count": "count", "total_ms": "total ms",
-        "mean_ms": "mean ms", "p50_ms": "p50 ms", "p95_ms": "p95 ms", "pct": "% of run"}, limit, more)]
+        "mean_ms": "mean ms", "p50_ms": "p50 ms", "p95_ms": "p95 ms", "pct": "% of run"})
+    parts: list[Any] = [head, rows_table(summary, title, summary_columns, limit, more)]
     if len(by_cb):
         parts.append(rows_table(by_cb, "Callbacks (costliest first)", CALLBACK_COLUMNS, callbacks, more))
     if changes and trace.tracked_changes:
@@ -90,6 +91,21 @@ def trace_tables(trace: Any, limit: int | None = 25, callbacks: int | None = 10,
         parts += _waits_parts(trace.gpu_waits(), limit, more)
     parts += [Text(visible(note), style="dim") for note in trace.notes()]
     return Group(*parts)
+
+
+APPROX = "approx."  # the mark of a row whose percentiles are from the sketch past the raw-record cap
+
+
+def with_approx(df: pd.DataFrame, columns: dict[str, str]) -> tuple[pd.DataFrame, dict[str, str]]:
+    """The table and its columns with an 'approx.' column after the last percentile column, marking the rows whose
+    percentiles are from the sketch past the cap (`approx`), when any is; unchanged when none is."""
+    if "approx" not in df or not df["approx"].astype(bool).any():
+        return df, columns
+    keys = list(columns)
+    after = max((i for i, key in enumerate(keys) if key.startswith(("p50", "p95"))), default=len(keys) - 1)
+    keys.insert(after + 1, "approx")
+    marked = {**columns, "approx": APPROX}
+    return df.assign(approx=np.where(df["approx"].astype(bool), APPROX, "")), {key: marked[key] for key in keys}
 
 
 def _changes_table(changes: pd.DataFrame, limit: int | None, more: str) -> Any:

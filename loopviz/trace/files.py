@@ -20,16 +20,16 @@ from typing import Any, Callable
 from loopviz.checks import check_int, check_type
 from loopviz.errors import LoopvizError
 from loopviz.trace import validate
-from loopviz.trace.data import ADDED_IN_3, ADDED_IN_4, TraceData, spans_from_firings
+from loopviz.trace.data import ADDED_IN_3, ADDED_IN_4, COARSE_PERCENTILES, TraceData, spans_from_firings
 from loopviz.trace.layout import CALL_FIELDS, CHANGE_FIELDS, FIRING_FIELDS
 from loopviz.trace.records import Unfit
 
 __all__ = ["FORMAT_VERSION", "READS", "MAX_BYTES", "MAX_JSON_BYTES", "MAX_BYTES_ENV", "MAX_JSON_BYTES_ENV",
            "to_json", "from_json", "write_json", "write_text", "read_json", "read_trace"]
 
-FORMAT_VERSION = 4  # 2: aggregates past the cap keyed by loop too; 3: loop spans, work and nesting past the cap;
-# 4: waits for the GPU
-READS = (1, 2, 3, 4)
+FORMAT_VERSION = 5  # 2: aggregates past the cap keyed by loop too; 3: loop spans, work and nesting past the cap;
+# 4: waits for the GPU; 5: aggregates keep a quantile sketch (loopviz.trace.sketch), not a log2 histogram
+READS = (1, 2, 3, 4, 5)
 _LAYOUTS = {"firing_fields": FIRING_FIELDS, "call_fields": CALL_FIELDS, "change_fields": CHANGE_FIELDS}
 
 # Limits on reading a trace file; the environment variables override these defaults, keyword arguments both.
@@ -100,6 +100,11 @@ def _decode(obj: dict[str, Any], version: int) -> TraceData:
     if version < 3:
         data.loop_spans = spans_from_firings(data)
         data.meta = {**data.meta, "spans_from_firings": True}
+    if data.framework and "dispatch_label" not in data.meta:  # written before adapters named these: the names then
+        word = data.framework.split()[0]  # (the one tracer that opened ranges named them after its framework)
+        data.meta = {"dispatch_label": f"dispatch ({word}'s own)", "range_prefix": word, **data.meta}
+    if version < 5 and any((data.overflow_firings, data.overflow_calls, data.overflow_nested, data.overflow_work)):
+        data.meta = {**data.meta, COARSE_PERCENTILES: True}  # its log2 histograms: percentiles within a factor of 1.42
     return data
 
 

@@ -1,8 +1,9 @@
 """What a reader of a trace's reports should know: records past the cap, what could not be split by loop, the clock."""
 from __future__ import annotations
 
-from loopviz.trace.data import TraceData
+from loopviz.trace.data import COARSE_PERCENTILES, TraceData
 from loopviz.trace.layout import UNKNOWN_LOOP
+from loopviz.trace.sketch import ALPHA
 
 __all__ = ["trace_notes", "cap_notes"]
 
@@ -44,10 +45,14 @@ def _no_handler_notes(data: TraceData) -> list[str]:
 def _dropped_notes(data: TraceData) -> list[str]:
     if not (data.dropped_firings or data.dropped_calls):
         return []
+    within = ("within a factor of 1.42 of the exact ones (the file predates loopviz's quantile sketch: its "
+              "aggregates kept log2 histograms)" if data.meta.get(COARSE_PERCENTILES)
+              else f"within {ALPHA * 100:g} % of the exact ones (a quantile sketch)")
     return [f"{data.dropped_firings:,} firings and {data.dropped_calls:,} callback calls past the raw-record cap "
             f"(max_firings={data.meta.get('max_firings')}, max_calls={data.meta.get('max_calls')}) are kept as "
-            "aggregates: counts, totals, shares and means are exact, percentiles approximate, and the raw tables, "
-            "timelines and .who_changed() hold the recorded ones only."]
+            f"aggregates: counts, totals, shares and means are exact, percentiles marked approx. are {within}; "
+            "dispatch's are of the recorded firings only, and the raw tables, timelines and .who_changed() hold the "
+            "recorded ones only."]
 
 
 def _old_notes(data: TraceData) -> list[str]:

@@ -11,12 +11,13 @@ from __future__ import annotations
 from array import array
 from typing import TYPE_CHECKING, Any, Callable
 
-from loopviz.trace.data import HIST_BUCKETS, TraceData
+from loopviz.trace.data import COARSE_PERCENTILES, HIST_BUCKETS, TraceData
 from loopviz.trace.layout import (
     C_CALLBACK, C_DUR, C_FIRING, C_START, C_STATUS, CALL_FIELDS, CH_ATTR, CH_CALLBACK, CH_FIRING, CHANGE_FIELDS,
     F_DEV_END, F_DEV_START, F_END, F_EVENT, F_LOOP, F_MODE, F_PARENT, F_START, F_STATUS, FIRING_FIELDS, MODES,
     NCH, STATUS,
 )
+from loopviz.trace.sketch import MAX_KEY
 
 if TYPE_CHECKING:
     import numpy as np
@@ -153,6 +154,9 @@ def _meta(value: Any, field: str, version: int) -> None:
             _int(value[key], field, f"entry {key!r}", low)
     if "host" in value:
         _text(value["host"], field, "entry 'host'")
+    if COARSE_PERCENTILES in value and type(value[COARSE_PERCENTILES]) is not bool:
+        raise Invalid(field, f"is {_show(value[COARSE_PERCENTILES])}, not true or false",
+                      f"entry {COARSE_PERCENTILES!r}")
     if "batch_events" in value:
         for name in _list(value["batch_events"], field, "entry 'batch_events'", 2, "a list of 2 event names"):
             _text(name, field, "entry 'batch_events'")
@@ -167,33 +171,66 @@ def _work_names(value: Any, field: str, version: int) -> None:
             _text(name, field, at)
 
 
-def _aggregate(entry: Any, field: str, at: str) -> None:
+def _aggregate(entry: Any, field: str, at: str, version: int) -> None:
+    """count, total, min, max, and the durations' sketch (a log2 `hist` before version 5), which counts `count`."""
+    spread = "sketch" if version >= 5 else "hist"
     if type(entry) is not dict:
-        raise Invalid(field, f"is {_show(entry)}, not an object with count, total, min, max and hist", at)
+        raise Invalid(field, f"is {_show(entry)}, not an object with count, total, min, max and {spread}", at)
     for key, low in (("count", 1), ("total", 0), ("min", INT64_MIN), ("max", INT64_MIN)):
         if key not in entry:
             raise Invalid(field, f"has no {key!r}", at)
         _int(entry[key], field, f"{at} {key!r}", low)
-    if "hist" not in entry:
-        raise Invalid(field, "has no 'hist'", at)
-    for number in _list(entry["hist"], field, f"{at} 'hist'", HIST_BUCKETS, f"a list of {HIST_BUCKETS} counts"):
+    if spread not in entry:
+        raise Invalid(field, f"has no {spread!r}", at)
+    counted = _sketch(entry["sketch"], field, f"{at} 'sketch'") if version >= 5 else _hist(entry["hist"], field, at)
+    if counted != entry["count"]:
+        raise Invalid(field, f"counts {counted:,} durations, not its count {entry['count']:,}", f"{at} {spread!r}")
+
+
+def _hist(value: Any, field: str, at: str) -> int:
+    """A log2 histogram of HIST_BUCKETS counts (files before version 5); how many durations it counts."""
+    for number in _list(value, field, f"{at} 'hist'", HIST_BUCKETS, f"a list of {HIST_BUCKETS} counts"):
         _int(number, field, f"{at} 'hist'", 0)
+    return sum(value)
 
 
-def _change(entry: Any, field: str, at: str) -> None:
+def _sketch(value: Any, field: str, at: str) -> int:
+    """A sketch's JSON: {'zeros': n, 'bins': [[key, count], ...]}, keys increasing within [0, MAX_KEY], counts of
+    1 or more; how many durations it counts."""
+    if type(value) is not dict:
+        raise Invalid(field, f"is {_show(value)}, not an object with zeros and bins", at)
+    for key in ("zeros", "bins"):
+        if key not in value:
+            raise Invalid(field, f"has no {key!r}", at)
+    _int(value["zeros"], field, f"{at} 'zeros'", 0)
+    counted, previous = value["zeros"], -1
+    for i, pair in enumerate(_list(value["bins"], field, f"{at} 'bins'")):
+        where = f"{at} bin {i}"
+        key, count = _list(pair, field, where, 2, "a [key, count] pair")
+        _int(key, field, f"{where} key")
+        if not 0 <= key <= MAX_KEY:
+            raise Invalid(field, f"key {key} is out of range (0 to {MAX_KEY}: durations of 1 to 2**63 ns)", where)
+        if key <= previous:
+            raise Invalid(field, f"key {key} follows key {previous}; keys must increase", where)
+        _int(count, field, f"{where} count", 1)
+        counted, previous = counted + count, key
+    return counted
+
+
+def _change(entry: Any, field: str, at: str, version: int) -> None:
     values = _list(entry, field, at, 5, "a list of 5 integers [count, first epoch, first iter, last epoch, last iter]")
     for number, low in zip(values, (1, INT64_MIN, INT64_MIN, INT64_MIN, INT64_MIN)):
         _int(number, field, at, low)
 
 
-def _wait(entry: Any, field: str, at: str) -> None:
+def _wait(entry: Any, field: str, at: str, version: int) -> None:
     values = _list(entry, field, at, 5, "a list [calls, synchronisations, total ns, longest ns, site]")
     for number, low in zip(values, (1, 1, 0, 0)):
         _int(number, field, at, low)
     _text(values[4], field, at)
 
 
-def _keyed(arity: int, check_value: Callable[[Any, str, str], None]) -> Check:
+def _keyed(arity: int, check_value: Callable[[Any, str, str, int], None]) -> Check:
     """A dict written as [[key...], value] rows; keys of `arity` integers (one fewer in version 1: no loop)."""
     def check(value: Any, field: str, version: int) -> None:
         size = arity - 1 if version == 1 else arity
@@ -202,7 +239,7 @@ def _keyed(arity: int, check_value: Callable[[Any, str, str], None]) -> Check:
             key, entry = _list(row, field, at, 2, "a [key, value] pair")
             for number in _list(key, field, f"{at} key", size, f"a list of {size} integers"):
                 _int(number, field, f"{at} key")
-            check_value(entry, field, at)
+            check_value(entry, field, at, version)
     return check
 
 
