@@ -209,6 +209,31 @@ def _min_change(ctx: click.Context, param: click.Parameter, value: tuple[str, ..
     return value or (DEFAULT_MIN_CHANGE,)
 
 
+def _percentage(ctx: click.Context, param: click.Parameter, value: str | None) -> float | None:
+    """`--fail-on-regression`'s PCT as a number of percent (5 or '5%'), checked now (a usage error)."""
+    if value is None:
+        return None
+    try:
+        pct = float(value.strip().removesuffix("%"))
+    except ValueError:
+        pct = float("nan")
+    if not 0 <= pct < float("inf"):
+        raise click.BadParameter(f"{value!r} is not a percentage; give a number of percent at least 0, such as 5 "
+                                 "or 5%.", ctx, param)
+    return pct
+
+
+def _gate(d: Any, pct: float) -> None:
+    """Fail (exit 1) naming the regressions of at least `pct` percent beyond the noise; say so when there are none."""
+    found = d.regressions(pct)
+    if not len(found):
+        click.echo(f"no regression of {pct:g}% or more beyond the noise")
+        return
+    named = "; ".join(f"{row.row} {row.change_pct:+,.1f}%" + (f" (p={row.p:.2g})" if row.p == row.p else "")
+                      + (f" ({row.note})" if row.note else "") for row in found.itertuples())
+    raise Failure(f"{len(found)} regression(s) of {pct:g}% or more beyond the noise: {named}")
+
+
 def _debug_option(command: Callable[..., Any]) -> Callable[..., Any]:
     """`--debug` on a command as on the group, so it works before or after the command's name."""
     def turn_on(ctx: click.Context, _: Any, value: bool) -> None:
@@ -357,15 +382,20 @@ def report(ctx: click.Context, trace_files: tuple[str, ...], fmt: str | None, ou
 @click.argument("before", type=click.Path(dir_okay=False))
 @click.argument("after", type=click.Path(dir_okay=False))
 @click.option("--min-change", multiple=True, metavar="CHANGE", callback=_min_change,
-              help="Noise threshold: a smaller change is listed but not as a regression or improvement. '5%' (of "
-                   "the time before), '0.5ms', '200us', '1s' or a number of ms; given twice ('5%' and '0.5ms'), a "
-                   "change must pass both; 0: every change counts.  [default: 5%]")
+              help="The minimum change for a verdict (a smaller one is listed, with none), per occurrence: '5%' "
+                   "(of the mean time before), '0.5ms', '200us', '1s' or a number of ms; given twice ('5%' and "
+                   "'0.5ms'), a change must pass both; 0: any change beyond the noise.  [default: 5%, or "
+                   "--fail-on-regression's PCT]")
+@click.option("--fail-on-regression", "fail_pct", metavar="PCT", callback=_percentage,
+              help="Exit 1 when the run or any row regresses by at least PCT percent (5 or 5%) beyond the noise, "
+                   "naming them; 0 when none does: a step-time gate for CI.")
 @_top_options(15)
 @_debug_option
 @click.pass_context
-def diff(ctx: click.Context, before: str, after: str, min_change: tuple[str, ...], top: int, all_rows: bool) -> None:
-    """Compare two saved traces: per event and per callback, time before and after, regressions first, with
-    totals (the run, events and work, callbacks) and a verdict for each change past --min-change."""
+def diff(ctx: click.Context, before: str, after: str, min_change: tuple[str, ...], fail_pct: float | None, top: int,
+         all_rows: bool) -> None:
+    """Compare two saved traces: per event and per callback, time before and after, the biggest change first, with
+    totals (the run, events and work, callbacks) and a verdict where a change passes --min-change and the noise."""
 
     def run() -> None:
         from loopviz.diff import TraceDiff
@@ -379,8 +409,12 @@ def diff(ctx: click.Context, before: str, after: str, min_change: tuple[str, ...
             except LoopvizError as e:
                 raise Failure(f"{role if path in str(e) else f'{role} ({path})'}: {e}") from e
         labels = (f"BEFORE ({before})", f"AFTER ({after})")
-        d = TraceDiff(*loaded, min_change=list(min_change) or None, labels=labels)
+        given = ctx.get_parameter_source("min_change") is not click.core.ParameterSource.DEFAULT
+        threshold = list(min_change) if given or fail_pct is None else [f"{fail_pct:g}%"]
+        d = TraceDiff(*loaded, min_change=threshold or None, labels=labels)
         click.echo(d.text(None if all_rows else top, more=MORE))
+        if fail_pct is not None:
+            _gate(d, fail_pct)
 
     _guard(ctx.obj["debug"], run)
 

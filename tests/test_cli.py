@@ -372,14 +372,14 @@ def test_diff_totals_threshold_and_bad_files(traces, tmp_path):
     a, b = traces
     code, out, err = run("diff", str(a), str(a))
     assert code == 0 and "0 regression(s), 0 improvement(s)" in out, err
-    assert "changes under 5% are noise" in out and " total " in out and "events and work" in out
+    assert "verdicts: a change of at least 5% per occurrence" in out and " total " in out and "events and work" in out
     code, out, _ = run("diff", str(a), str(b), "--min-change", "0", "--top", "2")
-    assert code == 0 and "regression" in out and "no noise threshold" in out and MORE_LINE in out
+    assert code == 0 and "regression" in out and "verdicts: any change per occurrence" in out and MORE_LINE in out
     assert len(_table_rows(out, "Callbacks: before / after")) == 2  # the rows, then a rule and the totals row
     total = out.split("Callbacks: before / after", 1)[1].splitlines()[6]
     assert total.split("│")[0].strip() == "total" and total.split("│")[1].strip() == "callbacks"
     code, out, _ = run("diff", str(a), str(b), "--min-change", "1000%", "--min-change", "10s")
-    assert code == 0 and "0 regression(s), 0 improvement(s)" in out and "under 1000% and 10000 ms" in out
+    assert code == 0 and "0 regression(s), 0 improvement(s)" in out and "at least 1000% and 10000 ms" in out
     (tmp_path / "bad.json").write_text("{}")
     code, _, err = run("diff", str(a), str(tmp_path / "bad.json"))
     assert code == 1 and err.startswith("loopviz: AFTER") and "bad.json" in err and "Traceback" not in err
