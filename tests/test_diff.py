@@ -191,6 +191,64 @@ def test_taking_mixup_out_shows_its_cost_and_calls_its_skipped_calls_nothing(lea
     assert biggest == 0 and "before_batch" in d.text(limit=15)
 
 
+def jittery_clock(seed: int):
+    """An injected host clock whose every reading is a random 0.3-30 µs after the one before (log-normal, seeded):
+    two fits traced on two such clocks are the same work timed with independent noise, and always the same noise."""
+    import itertools
+
+    import numpy as np
+
+    steps = np.random.default_rng(seed).lognormal(np.log(3_000), 0.8, 2_000_000).astype(np.int64)
+    return itertools.accumulate(steps.tolist()).__next__
+
+
+@pytest.mark.parametrize("seeds", [(1, 2), (3, 4), (5, 6), (7, 8)])
+def test_identical_fits_timed_with_independent_noise_give_no_verdicts(seeds):
+    """Deterministic: the same fit, each trace on its own seeded noisy clock; nothing changed, so no verdict."""
+    from fastai.test_utils import synth_learner
+
+    from loopviz.adapters.fastai.tracer import TraceSession
+
+    traces = []
+    for seed in seeds:
+        learn = synth_learner(n_trn=160, n_val=32)
+        with learn.no_bar(), learn.no_logging(), TraceSession(learn, now=jittery_clock(seed)) as t:
+            learn.fit(2)
+        traces.append(t)
+    d = diff_traces(*traces)
+    assert d.tested >= 10  # the batch rows were compared
+    for table in (d.events, d.callbacks, d.totals):
+        assert table["verdict"].eq("").all(), table[table["verdict"] != ""]
+    assert d.regressions().empty and d.warnings == []
+
+
+def test_a_noisy_clock_still_shows_a_real_change():
+    """The same noisy clocks, but one trace's before_batch does 2 ms more work: found, and only there."""
+    from fastai.test_utils import synth_learner
+
+    from loopviz.adapters.fastai.tracer import TraceSession
+
+    class Busy(Callback):
+        def before_batch(self):
+            self.clock_owner.extra += 2_000_000
+
+    traces = []
+    for seed, cbs in ((1, []), (2, [Busy()])):
+        learn = synth_learner(n_trn=160, n_val=32)
+        base = jittery_clock(seed)
+        owner = type("Owner", (), {"extra": 0})()
+        for cb in cbs:
+            cb.clock_owner = owner
+        with learn.no_bar(), learn.no_logging(), TraceSession(learn, now=lambda: base() + owner.extra) as t:
+            learn.fit(2, cbs=cbs)
+        traces.append(t)
+    d = diff_traces(*traces)
+    assert row(d.events, "event", "before_batch", "train")["verdict"] == "regression"
+    flagged = d.events[d.events["verdict"] == "regression"]
+    assert set(flagged["name"]) <= {"before_batch"}, flagged
+
+
+@pytest.mark.wallclock
 @pytest.mark.parametrize("seed", [0, 1, 2])
 def test_identical_fits_traced_twice_give_no_verdicts(seed):
     from fastai.test_utils import synth_learner
