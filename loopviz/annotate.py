@@ -2,21 +2,19 @@
 from __future__ import annotations
 
 from dataclasses import replace
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from loopviz.checks import check_type
 from loopviz.errors import LoopvizError
 from loopviz.model import CallbackInfo, Event, Handler, LoopSpec, Phase, Timing, Work
 from loopviz.trace.notes import cap_notes
 
-__all__ = ["annotate", "matching_loops", "spec_loop_of"]
+if TYPE_CHECKING:  # the analysis imports pandas: `import loopviz` stays light
+    from loopviz.trace.observed import Timings
+
+__all__ = ["annotate", "matching_loops", "spec_loop_of", "traced_loop", "check_loop_matches"]
 
 _UNSEEN_DOC = "Not among the callbacks this view was built with; the trace saw it run here (e.g. passed to fit(cbs=...))."
-
-
-def _timing(count: int, total_ms: float, run_ms: float) -> Timing:
-    return Timing(int(count), float(total_ms), float(total_ms) / count if count else 0.0,
-                  100 * float(total_ms) / run_ms if run_ms else 0.0)
 
 
 def _outermost(trace: Any) -> Any:
@@ -31,14 +29,34 @@ def spec_loop_of(label: str, known: Any) -> str | None:
     return next((name for name in label.split(" > ") if name in known), None)
 
 
+def traced_loop(trace: Any, known: Any, default: str) -> str:
+    """The first loop of `known` (an adapter's LOOPS) the trace ran ('fine_tune' for 'fine_tune > fit_one_cycle >
+    fit'); `default` when it ran none of them."""
+    for label in _outermost(trace)["label"]:
+        found = spec_loop_of(str(label), known)
+        if found is not None:
+            return found
+    return default
+
+
 def matching_loops(spec: LoopSpec, trace: Any) -> list[int]:
-    """Indices of the trace's outermost loops that ran the spec's loop: its label, or entry points it leads."""
+    """Indices of the trace's outermost loops that ran the spec's loop: its label, or one of the entry points its
+    label chains ('fit_one_cycle > fit' ran fit_one_cycle and fit)."""
     return _matching(spec, _outermost(trace))
 
 
 def _matching(spec: LoopSpec, outer: Any) -> list[int]:
-    return [int(i) for i, label in zip(outer["loop"], outer["label"])
-            if label == spec.loop or label.startswith(f"{spec.loop} > ")]
+    return [int(i) for i, label in zip(outer["loop"], outer["label"]) if spec.loop in str(label).split(" > ")]
+
+
+def check_loop_matches(spec: LoopSpec, trace: Any) -> None:
+    """A clear error when the trace ran loops but none of them is the spec's: its times would be another loop's."""
+    labels = list(dict.fromkeys(str(label) for label in _outermost(trace)["label"]))
+    if labels and not _matching(spec, _outermost(trace)):
+        ran = " and ".join(repr(label) for label in labels)
+        entry = labels[0].split(" > ")[0]
+        raise LoopvizError(f"this trace ran {ran}; the view asks for {spec.loop!r}: pass loop={entry!r} or trace "
+                           f"{spec.loop}.")
 
 
 def _with_descendants(table: Any, loops: list[int], through_events: bool) -> list[int]:
@@ -59,20 +77,24 @@ def _with_descendants(table: Any, loops: list[int], through_events: bool) -> lis
 def annotate(spec: LoopSpec, trace: Any, loops: Any = "auto") -> LoopSpec:
     """A copy of `spec` whose events, handlers and work carry the trace's counts and times.
 
-    `loops='auto'` uses the trace's loops that ran this spec's loop (every loop if none did); `None` uses every
-    loop; a list of labels or indices picks those. Loops a callback's handler ran (FetchPredsCallback's get_preds)
-    are not mixed in: the notes describe them. Callbacks the trace saw run that the spec lacks are added where
-    they ran.
+    `loops='auto'` uses the trace's loops that ran this spec's loop (an error naming both when the trace ran other
+    loops only); `None` uses every loop; a list of labels or indices picks those. Each loop is counted once: a loop
+    run between another's events (Lightning's sanity check) times the spec's phase of its name only, and loops a
+    callback's handler ran (FetchPredsCallback's get_preds) are not mixed in: the notes describe them. Events fired
+    inside another event (Lightning's closure inside optimizer_step) are timed as run. Callbacks the trace saw run
+    that the spec lacks are added where they ran.
     """
-    check_type("spec", spec, LoopSpec, "a LoopSpec (learn.loop_spec())")
+    from loopviz.trace.observed import timings
     from loopviz.trace.trace import check_trace
 
+    check_type("spec", spec, LoopSpec, "a LoopSpec (learn.loop_spec())")
     check_trace("trace", trace)
     if trace.framework and spec.framework and trace.framework.split()[0] != spec.framework.split()[0]:
         raise LoopvizError(f"this trace is of {trace.framework}, the loop of {spec.framework}: they cannot be matched.")
     table = trace.loops_df()
     every = table[table["outermost"]]
     if loops == "auto":
+        check_loop_matches(spec, trace)
         loops = _matching(spec, every) or None
     if loops is None:
         loops = [int(i) for i in every["loop"]]
@@ -81,38 +103,38 @@ def annotate(spec: LoopSpec, trace: Any, loops: Any = "auto") -> LoopSpec:
 
         loops = sorted(loop_indices(trace.loops, loops))
     whole = trace.select(_with_descendants(table, loops, through_events=True))
-    trace = trace.select(_with_descendants(table, loops, through_events=False))
+    chosen = _with_descendants(table, loops, through_events=False)
+    trace = trace.select(chosen)
+    run_ms = trace.total_ns() / 1e6
+    inner = _phase_loops(spec, table, chosen)  # loops run between another's events, timed on their own phase
+    times = timings(trace.select([i for i in chosen if not any(i in group for group in inner.values())]).data, run_ms)
+    by_phase = {name: timings(trace.select(group).data, run_ms) for name, group in inner.items()}
+    owner = _owners(spec, by_phase)
     outer = _outermost(trace)
     used, n_loops = list(dict.fromkeys(outer["label"])), len(outer)
-    run_ms = trace.total_ns() / 1e6
-    summary = list(trace.summary().itertuples())
-    events = {(row.name, row.phase): _timing(row.count, row.total_ms, run_ms) for row in summary if row.kind == "event"}
-    work = {(row.name, row.phase): _timing(row.count, row.total_ms, run_ms) for row in summary if row.kind == "work"}
-    by_callback = trace.by_callback()
-    calls = {(row.callback, row.event, row.phase): _timing(row.ran, row.total_ms, run_ms)
-             for row in by_callback.itertuples() if row.ran}
     changed: dict[tuple[str, str, str], tuple[str, ...]] = {}
     if trace.tracked_changes:
         for row in trace.changes().itertuples():
             key = (row.callback, row.event, row.phase)
             changed[key] = (*changed.get(key, ()), row.attribute)
-    unseen = _unseen_callbacks(spec, trace, calls)
+    unseen = _unseen_callbacks(spec, trace, times.calls)
 
     def event(ev: Event, phase: Phase | None) -> Event:
-        mode = ev.mode or ""
-        handlers = [replace(h, timing=calls.get((h.callback.cls, ev.name, mode)),
+        mode, measured = ev.mode or "", owner.get(id(ev), times)
+        handlers = [replace(h, timing=measured.calls.get((h.callback.cls, ev.name, mode)),
                             changes=changed.get((h.callback.cls, ev.name, mode), ())) for h in ev.handlers]
         shown = {h.callback.cls for h in handlers}
         for info in unseen:
-            timing = calls.get((info.cls, ev.name, mode))
+            timing = measured.calls.get((info.cls, ev.name, mode))
             if timing is not None and info.cls not in shown:
                 handlers.append(Handler(info, _UNSEEN_DOC, "none", timing=timing,
                                         changes=changed.get((info.cls, ev.name, mode), ())))
         handlers.sort(key=lambda h: h.callback.order)  # stable: fastai's call order
-        return replace(ev, handlers=handlers, timing=events.get((ev.name, mode)))
+        return replace(ev, handlers=handlers, timing=measured.event(ev.name, mode))
 
     def work_timing(step: Work, phase: Phase) -> Work:
-        return replace(step, timing=work.get((step.name, phase.mode or "")))
+        measured, key = owner.get(id(step), times), (step.name, phase.mode or "")
+        return replace(step, timing=measured.work.get(key) or measured.nested_work.get(key))
 
     labels = ", ".join(used) or "no loop"
     annotated = spec.map(event=event, work=work_timing)
@@ -121,6 +143,27 @@ def annotate(spec: LoopSpec, trace: Any, loops: Any = "auto") -> LoopSpec:
     return replace(annotated, callbacks=[*spec.callbacks, *unseen], notes=notes,
                    measured=f"measured: {trace.clock} clock, {run_ms:,.1f} ms over {n_loops} loop(s) ({labels})"
                    + (", added up at each step" if n_loops > 1 else ""))
+
+
+def _phase_loops(spec: LoopSpec, table: Any, chosen: list[int]) -> dict[str, list[int]]:
+    """Per phase name of the spec, the chosen loops of that label run between another loop's events (not inside a
+    handler): Lightning's sanity check, drawn as a phase of fit."""
+    names = {p.name for top in spec.phases for p in [top, *top.phases()]}
+    found: dict[str, list[int]] = {}
+    for i, label, parent, inside in zip(table["loop"], table["label"], table["parent"], table["inside_event"]):
+        if int(i) in chosen and parent in chosen and inside == "" and label in names:
+            found.setdefault(str(label), []).append(int(i))
+    return found
+
+
+def _owners(spec: LoopSpec, by_phase: dict[str, Timings]) -> dict[int, Timings]:
+    """The timings of each event and piece of work (by id()) inside a phase that a loop of its own ran."""
+    out: dict[int, Timings] = {}
+    for top in spec.phases:
+        for phase in [top, *top.phases()]:
+            if phase.name in by_phase:
+                out.update({id(step): by_phase[phase.name] for _, step in phase.walk() if not isinstance(step, Phase)})
+    return out
 
 
 def _unseen_callbacks(spec: LoopSpec, trace: Any, calls: dict[tuple[str, str, str], Timing]) -> list[CallbackInfo]:

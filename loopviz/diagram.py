@@ -26,15 +26,16 @@ def _diagram_formats() -> tuple[Format, ...]:
 class LoopDiagram:
     """The loop drawn by graphviz: `.source` (DOT), `.pipe(fmt)`, `.save(path)`, inline SVG in notebooks."""
 
-    def __init__(self, spec: LoopSpec, verbose: bool = False, theme: str = "light"):
-        """`theme`: 'light' (the default), or 'dark' for dark notebooks and pages (transparent background)."""
+    def __init__(self, spec: LoopSpec, verbose: bool = False, theme: str = "light", ids: bool = False):
+        """`theme`: 'light' (the default), or 'dark' for dark notebooks and pages (transparent background); `ids`: give
+        each event's and work's node the SVG id `loopviz.renderers.dot.step_ids` names (for pages that script it)."""
         check_spec("spec", spec)
         from loopviz.renderers.dot import dot_graph
 
         self.spec = spec
         self.verbose = verbose
         self.theme = theme
-        self.graph = dot_graph(spec, verbose=verbose, theme=theme)
+        self.graph = dot_graph(spec, verbose=verbose, theme=theme, ids=ids)
 
     @property
     def source(self) -> str:

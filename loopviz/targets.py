@@ -5,6 +5,7 @@ miniai-style learner, a Hugging Face Trainer, a Lightning Trainer), through the 
     loopviz.show(trainer, loop='evaluate', verbose=True, cbs=[MyCallback()])
     with loopviz.tracing(trainer) as t:             # every event, callback call and the work between them
         trainer.train()
+    loopviz.show(trainer, fmt='graphviz', trace=t)  # the loop it ran, with its counts and times
 """
 from __future__ import annotations
 
@@ -33,14 +34,23 @@ def spec_of(obj: Any, loop: str | None = None, cbs: Sequence[Any] = ()) -> LoopS
 
 
 def show(obj: Any, loop: str | None = None, cbs: Sequence[Any] = (), verbose: bool = False, fmt: str = "text",
-         width: int = DEFAULT_WIDTH, hide_empty: bool = False, focus: str | None = None, theme: str = "light") -> Any:
+         width: int = DEFAULT_WIDTH, hide_empty: bool = False, focus: str | None = None, theme: str = "light",
+         trace: Any = None) -> Any:
     """Show the loop `obj` runs, as `learn.show_training_loop` does for fastai: text, rich and mermaid are printed
-    and returned; graphviz (svg, png, pdf, dot) is returned as a diagram to display or save."""
+    and returned; graphviz (svg, png, pdf, dot) is returned as a diagram to display or save. `trace`: a trace of
+    `obj` (`with loopviz.tracing(obj) as t`) whose counts and times the view shows; `loop` is then the loop it ran,
+    unless given (a trace of another loop is an error naming both)."""
+    from loopviz.annotate import traced_loop
+    from loopviz.trace.trace import check_trace
     from loopviz.view import check_view_options, show_loop
 
     check_view_options(verbose=verbose, fmt=fmt, width=width, hide_empty=hide_empty, focus=focus)
+    check_trace("trace", trace, optional=True)
+    if loop is None and trace is not None:
+        known = adapter_of(obj).load().LOOPS
+        loop = traced_loop(trace, known, next(iter(known)))
     return show_loop(spec_of(obj, loop, cbs), verbose=verbose, fmt=fmt, width=width, hide_empty=hide_empty,
-                     focus=focus, theme=theme)
+                     focus=focus, theme=theme, trace=trace)
 
 
 def tracing(obj: Any, **options: Any) -> Any:

@@ -126,13 +126,19 @@ def check_view_options(verbose: Any = False, fmt: Any = "text", width: Any = DEF
 
 def show_loop(
     spec: LoopSpec, verbose: bool = False, fmt: str = "text", width: int = DEFAULT_WIDTH,
-    hide_empty: bool = False, focus: str | None = None, theme: str = "light",
+    hide_empty: bool = False, focus: str | None = None, theme: str = "light", trace: Any = None,
 ) -> Union[LoopView, "LoopDiagram"]:
     """Any view of a spec: text, rich and mermaid are printed and returned; graphviz (or one of its file formats,
-    svg, png, pdf, dot) is returned as a diagram to display or save, drawn for a light or a dark page (`theme`)."""
+    svg, png, pdf, dot) is returned as a diagram to display or save, drawn for a light or a dark page (`theme`).
+    `trace`: a trace of this loop, whose counts and times the view shows (`loopviz.annotate`; a trace of another loop
+    is an error naming both)."""
     check_type("spec", spec, LoopSpec, "a LoopSpec (learn.loop_spec(), or Loop.spec())")
     chosen = check_view_options(verbose=verbose, fmt=fmt, width=width, hide_empty=hide_empty, focus=focus)
     check_choice("theme", theme, THEMES)
+    if trace is not None:
+        from loopviz.annotate import annotate
+
+        spec = annotate(spec, trace)
     spec = narrow(spec, hide_empty, focus)
     if chosen.view == "graphviz":
         from loopviz.diagram import LoopDiagram

@@ -174,7 +174,9 @@ def test_trace_positions(runs: dict[str, Run]) -> None:
     assert list(zip(steps["epoch"], steps["iter"])) == [(e, i) for e in range(2) for i in range(4)]
     val = f[(f["event"] == "validation_step")]
     assert list(val["iter"]) == [0, 1] * 3  # the sanity check, then each epoch
-    assert list(runs["fit"].trace.loops) == ["fit"] and list(runs["predict"].trace.loops) == ["predict"]
+    assert list(runs["fit"].trace.loops) == ["fit", "sanity_check"] and list(runs["predict"].trace.loops) == ["predict"]
+    loops = runs["fit"].trace.loops_df()  # the sanity check: a loop of its own inside fit, not part of the run twice
+    assert list(loops["parent"]) == [-1, 0] and list(loops["outermost"]) == [True, False]
 
 
 def test_stopping_cases_stop(runs: dict[str, Run]) -> None:

@@ -64,3 +64,16 @@ def test_a_missing_framework_says_what_to_install(monkeypatch):
         adapter.load()
     with pytest.raises(ModuleNotFoundError):  # loopviz's own modules missing is a bug, not an install to make
         Adapter("x", "x", lambda obj: False, "loopviz.no_such_module", "x").load()
+
+
+def test_show_takes_a_trace_of_the_loop_it_shows(tmp_path):
+    learn = synth_learner(n_trn=4, n_val=2, path=tmp_path)
+    with learn.no_bar(), learn.no_logging(), loopviz.tracing(learn) as t:
+        learn.validate()
+    view = loopviz.show(learn, trace=t)  # the loop the trace ran, as learn.show_training_loop(trace=t) draws it
+    assert view.spec.loop == "validate" and str(view) == str(learn.show_training_loop(trace=t))
+    assert view.spec.event("before_batch", mode="valid").timing.count == len(learn.dls.valid)
+    with pytest.raises(LoopvizError, match="this trace ran 'validate'; the view asks for 'fit': pass loop='validate'"):
+        loopviz.show(learn, loop="fit", trace=t)
+    with pytest.raises(LoopvizError, match="trace"):
+        loopviz.show(learn, trace="t.json")

@@ -1,13 +1,20 @@
 """A trace's measured times on the loop views; the views still read only the model."""
 from __future__ import annotations
 
+import re
 import xml.etree.ElementTree as ET
 import shutil
 
 import pytest
 from fastai.callback.all import GradientClip
+from fastai.test_utils import synth_learner
 
+import loopviz
+import tests.miniai_style as mi
 from loopviz import LoopvizError, render_mermaid, render_text
+from loopviz.adapters.miniai import miniai_spec
+from tests.spy import spy
+from tests.test_generic_loops import miniai_learner
 from loopviz.annotate import annotate
 from loopviz.diagram import LoopDiagram
 from loopviz.renderers.mermaid import _esc as mermaid_escape
@@ -128,3 +135,83 @@ def test_a_loop_nested_in_a_handler_is_told_not_mixed_in(learn):
     note = next(n for n in annotated.notes if "nested loop ran inside after_validate" in n)
     assert "1×" in note and "trace.select([1])" in note
     assert any("The trace also ran validate" in n for n in annotated.notes)
+
+
+# -- one loop's trace, on the view of that loop only -------------------------------------------------
+
+
+def test_a_trace_of_another_loop_is_an_error_naming_both(learn):
+    with learn.no_bar(), learn.no_logging():
+        with learn.trace() as t:
+            learn.fit(1)
+    message = "this trace ran 'fit'; the view asks for 'lr_find': pass loop='fit' or trace lr_find."
+    with pytest.raises(LoopvizError, match=re.escape(message)):
+        learn.show_training_loop(trace=t, loop="lr_find")
+    with pytest.raises(LoopvizError, match=re.escape(message)):
+        annotate(learn.loop_spec(loop="lr_find"), t)
+    with pytest.raises(LoopvizError, match="the view asks for 'validate'"):
+        loopviz.show(learn, loop="validate", trace=t)
+    assert annotate(learn.loop_spec(loop="validate"), t, loops=None).event("before_fit").timing.count == 1  # asked for
+
+
+def test_counts_past_the_cap_are_the_summary_s():
+    learn = synth_learner(n_trn=64, n_val=8)
+    with learn.no_bar(), learn.no_logging():
+        with spy(learn) as seen, learn.trace(max_firings=100) as t:
+            learn.fit(2)
+    view = loopviz.show(learn, trace=t, fmt="graphviz")  # the loop it ran, as learn.show_training_loop does
+    assert view.spec.loop == "fit" and t.dropped_firings > 0
+    for ev in view.spec.events():
+        if ev.timing is not None:
+            assert ev.timing.count == seen.firing_counts()[(ev.name, ev.mode or "")], ev.name
+    assert view.spec.event("before_batch", mode="train").timing.count == 128
+    assert "128 &#215; " in view.source  # × as DOT holds it
+
+
+def test_show_takes_a_trace_for_a_miniai_learner_and_a_generic_loop():
+    learn = miniai_learner()
+    with loopviz.tracing(learn) as t:
+        learn.fit(1)
+    view = loopviz.show(learn, trace=t)
+    batch = view.spec.event("before_batch", mode="train")
+    assert batch.timing.count == t.summary().query("name == 'before_batch' and phase == 'train'")["count"].item()
+    generic = loopviz.show_loop(miniai_spec(learn, base=mi.Callback), trace=t, fmt="graphviz")
+    assert generic.spec.measured.startswith("measured:") and " ms (" in generic.source
+
+
+def test_show_takes_a_trace_for_a_hugging_face_trainer(tmp_path):
+    pytest.importorskip("transformers")
+    from tests.hf_fixtures import tiny_trainer
+
+    trainer = tiny_trainer(tmp_path)
+    with loopviz.tracing(trainer) as t:
+        trainer.train()
+    view = loopviz.show(trainer, trace=t)
+    assert view.spec.loop == "train"
+    step = view.spec.event("on_step_end")
+    assert step.timing.count == 4  # 16 examples in batches of 4, one epoch
+    with pytest.raises(LoopvizError, match="this trace ran 'train'; the view asks for 'evaluate'"):
+        loopviz.show(trainer, loop="evaluate", trace=t)
+
+
+def test_lightning_counts_each_loop_once_and_nested_hooks_as_run(tmp_path):
+    pytest.importorskip("lightning")
+    from tests.lightning_fixtures import TinyModule, loader, quiet_lightning, spying, trainer
+
+    quiet_lightning()
+    tr, module = trainer(tmp_path), TinyModule()
+    with spying() as seen, loopviz.tracing(tr) as t:
+        tr.fit(module, loader(), loader())
+    diagram = loopviz.show(tr, fmt="graphviz", trace=t)
+    spec = diagram.spec
+    steps = [ev for ev in spec.events() if ev.name == "validation_step"]
+    assert [ev.timing.count for ev in steps] == [2, 4]  # the sanity check's 2 batches, then 2 per epoch
+    assert sum(ev.timing.count for ev in steps) == seen.counts()["validation_step"]
+    closure = next(p for p in spec.phases[0].phases() if p.name == "closure")
+    assert all(ev.timing is not None and ev.timing.count == 8 for ev in closure.events())  # fired inside optimizer_step
+    module_step = next(h for h in spec.event("training_step").handlers if h.callback.cls == "TinyModule")
+    assert module_step.timing.count == seen.calls()[("TinyModule", "training_step")]
+    ranked = [line for line in diagram.source.splitlines() if " cost</FONT>" in line]
+    assert sum("validation_step" in line for line in ranked) <= 1  # ranked once, not twice
+    with pytest.raises(LoopvizError, match="this trace ran 'fit'; the view asks for 'validate'"):
+        loopviz.show(tr, loop="validate", trace=t)

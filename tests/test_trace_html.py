@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import json
 import re
+import xml.etree.ElementTree as ET
 import shutil
 import subprocess
 from html.parser import HTMLParser
@@ -94,6 +95,59 @@ def test_the_diagram_is_heat_coloured_by_share(report):
     assert darkest in drawn
 
 
+SVG = "{http://www.w3.org/2000/svg}"
+
+
+def diagram_parts(text: str) -> tuple[ET.Element, dict]:
+    """The report's diagram as parsed XML, and its hover details."""
+    svg = re.search(r'<div class="diagram">(<svg.*?</svg>)', text, re.S).group(1)
+    details = json.loads(re.search(r'id="diagram-details">(.*?)</script>', text, re.S).group(1))
+    return ET.fromstring(svg), details
+
+
+def test_a_capped_trace_shows_the_summary_counts(tmp_path):
+    learn = synth_learner(n_trn=64, n_val=8)
+    with learn.no_bar(), learn.no_logging(), learn.trace(max_firings=100) as t:
+        learn.fit(2)
+    assert t.dropped_firings > 0
+    root, details = diagram_parts(t.to_html(tmp_path / "capped.html").read_text(encoding="utf-8"))
+    summary = t.summary()
+    nodes = {g.get("id"): g for g in root.iter(f"{SVG}g") if g.get("class") == "node"}
+    for kind, name, phase, count in zip(summary["kind"], summary["name"], summary["phase"], summary["count"]):
+        if kind != "event":
+            continue
+        title = f"{name} ({phase})" if phase else name
+        shown = [key for key, d in details.items() if d["title"] == title]
+        assert len(shown) == 1, title  # one box per event and phase
+        assert dict(details[shown[0]]["rows"])["count"] == f"{count:,}"
+        drawn = " ".join(el.text or "" for el in nodes[shown[0]].iter(f"{SVG}text"))
+        assert f"{count:,} × " in drawn, (title, drawn)  # the box says the same count
+    batch = next(d for d in details.values() if d["title"] == "before_batch (train)")
+    assert dict(batch["rows"])["count"] == "128" and dict(batch["rows"])["p95"].endswith("approx.")
+    draw = next(d for d in details.values() if d["title"] == "draw (train)")
+    work = summary[(summary["kind"] == "work") & (summary["name"] == "draw") & (summary["phase"] == "train")]
+    assert dict(draw["rows"])["count"] == f"{work['count'].item():,}"
+
+
+def test_the_diagram_is_the_loop_renderer_s(tmp_path):
+    """One DOT writer: the report's diagram is LoopDiagram's drawing of the observed loop, ids and all."""
+    from loopviz.diagram import LoopDiagram
+    from loopviz.renderers.dot import step_ids
+    from loopviz.trace.observed import observed_spec
+
+    learn = synth_learner(n_trn=8, n_val=4)
+    with learn.no_bar(), learn.no_logging(), learn.trace() as t:
+        learn.fit(1)
+    spec = observed_spec(t.data, 0)
+    source = LoopDiagram(spec, ids=True).source
+    assert all(f'id={key}' in source for key, _ in step_ids(spec))
+    assert "id=" not in LoopDiagram(spec).source  # other diagrams are drawn as before
+    assert not hasattr(html_module, "_dot_text") and not hasattr(html_module, "_event_stats")
+    root, details = diagram_parts(t.to_html(tmp_path / "fit.html").read_text(encoding="utf-8"))
+    ids = {g.get("id") for g in root.iter(f"{SVG}g")}
+    assert set(details) <= ids and len(details) == sum(s.timing is not None for _, s in step_ids(spec))
+
+
 def test_a_report_needs_a_finished_trace_and_a_writable_path(tmp_path):
     learn = synth_learner(n_trn=8)
     with learn.no_bar(), learn.no_logging(), learn.trace() as t:
@@ -130,8 +184,11 @@ window.addEventListener('load', function () {
                                      function (r) { return parseFloat(r.cells[4].getAttribute('data-v')); });
   out.sorted = col.every(function (v, i) { return i === 0 || col[i - 1] >= v; });
   out.rows = col.length;
-  var node = document.querySelector('.diagram g.node');
-  node.dispatchEvent(new MouseEvent('mouseenter'));
+  var details = JSON.parse(document.getElementById('diagram-details').textContent);
+  out.described = Object.keys(details).length;
+  out.drawn = Object.keys(details).filter(function (id) { return document.getElementById(id) !== null; }).length;
+  var batch = Object.keys(details).filter(function (id) { return details[id].title === 'before_batch (train)'; })[0];
+  document.getElementById(batch).dispatchEvent(new MouseEvent('mouseenter'));
   var panel = document.getElementById('details');
   out.panel = panel.hidden ? '' : panel.textContent;
   out.nodes = document.querySelectorAll('.diagram g.node').length;
@@ -160,4 +217,17 @@ def test_the_report_works_in_chromium_offline(report, tmp_path):
     seen = json.loads(re.search(r'<pre id="probe">(.*?)</pre>', dom, re.S).group(1))
     assert seen["sorted"] and seen["rows"] > 20
     assert seen["nodes"] >= 15
+    assert seen["described"] >= 15 and seen["drawn"] == seen["described"]  # every hover text has its node
     assert "count" in seen["panel"] and "p95" in seen["panel"]
+
+
+def test_the_capped_diagram_is_pinned(golden):
+    """The report's diagram of a fit traced on an injected clock (1 µs per reading), capped at 40 firings: its DOT
+    is the same on every run, so a change of what it says is a reviewed diff."""
+    from loopviz.diagram import LoopDiagram
+    from loopviz.trace.observed import observed_spec
+    from tests.test_trace_views_golden import traced
+
+    _, t = traced(max_firings=40)
+    assert t.dropped_firings > 0
+    golden("observed_capped.gv", LoopDiagram(observed_spec(t.data, 0), ids=True).source)

@@ -30,7 +30,7 @@ from loopviz.renderers.shown import (
     via_note,
 )
 
-__all__ = ["dot_graph", "DOC_WIDTH", "THEMES"]
+__all__ = ["dot_graph", "step_ids", "DOC_WIDTH", "THEMES"]
 
 DOC_WIDTH = 60
 DOC_LINES = 15  # wrapped lines of one text a label shows
@@ -142,12 +142,21 @@ def _own_doc(handler: Handler) -> bool:
     return handler.doc_source != "class" and not (handler.doc_source == "none" and handler.doc == NO_DOC)
 
 
+def step_ids(spec: LoopSpec) -> list[tuple[str, Event | Work]]:
+    """(id, step) of every event and piece of work of the spec, in the order `LoopSpec.map` walks them (custom
+    events last): `s0`, `s1`... The ids a diagram drawn with `ids=True` gives their nodes (SVG `id` attributes)."""
+    steps = [s for top in spec.phases for _, s in [(0, top), *top.walk()] if isinstance(s, (Event, Work))]
+    return [(f"s{i}", step) for i, step in enumerate([*steps, *spec.custom_events])]
+
+
 class _DotBuilder(FlowWriter):
     """Draws one spec into one `graphviz.Digraph`."""
 
-    def __init__(self, spec: LoopSpec, verbose: bool, theme: str = "light"):
+    def __init__(self, spec: LoopSpec, verbose: bool, theme: str = "light", ids: bool = False):
         self.spec = spec
         self.verbose = verbose
+        # each event's and work's node id in SVG (`step_ids`), when asked for: pages that script the diagram
+        self.step_id = {id(step): key for key, step in step_ids(spec)} if ids else {}
         if theme not in THEMES:
             raise LoopvizError(f"theme={theme!r} is not a theme of the diagram; choose one of: {', '.join(THEMES)}.")
         self.theme = t = THEMES[theme]
@@ -286,8 +295,13 @@ class _DotBuilder(FlowWriter):
         table = _table(cells, 'BORDER="1" CELLBORDER="0" CELLSPACING="0" CELLPADDING="3" BGCOLOR="white" '
                               f'COLOR="{CANCEL if event.role == "cancel" else "#4b5563"}"')
         names = [event.name, *(h.callback.label for h in rows)]
-        self.current.node(node, label=table, tooltip=_attr(_tip(event.description, names)))
+        self.current.node(node, label=table, tooltip=_attr(_tip(event.description, names)), **self.svg_id(event))
         return node
+
+    def svg_id(self, step: Event | Work) -> dict[str, str]:
+        """The node's `id` attribute (its `step_ids` id), when the diagram was asked for them."""
+        key = self.step_id.get(id(step))
+        return {"id": key} if key else {}
 
     def handler_row(self, handler: Handler) -> str:
         """One callback: colour chip, class, order, flags and (verbose) its docstring."""
@@ -331,7 +345,8 @@ class _DotBuilder(FlowWriter):
         if heat and work.timing:
             label += f'<BR/><FONT POINT-SIZE="8" COLOR="{heat[2]}">{_esc(work.timing.short())}</FONT>'
         self.current.node(node, label=label + ">", shape="box", style="rounded,filled", fillcolor=heat[0] if heat else "#ecfdf5",
-                    color="#10b981", margin="0.1,0.04", tooltip=_attr(_tip(work.description, [work.name])))
+                    color="#10b981", margin="0.1,0.04", tooltip=_attr(_tip(work.description, [work.name])),
+                    **self.svg_id(work))
         return node
 
     # -- extras ------------------------------------------------------------------------------
@@ -386,8 +401,9 @@ class _DotBuilder(FlowWriter):
         self.graph.node("legend", label=table, **({"tooltip": _attr(whole)} if whole else {}))
 
 
-def dot_graph(spec: LoopSpec, verbose: bool = False, theme: str = "light") -> graphviz.Digraph:
+def dot_graph(spec: LoopSpec, verbose: bool = False, theme: str = "light", ids: bool = False) -> graphviz.Digraph:
     """The loop as a `graphviz.Digraph` (not yet rendered: `.source` is the DOT text); `theme='dark'` draws it on a
-    transparent background with light text and edges, for dark notebooks."""
+    transparent background with light text and edges, for dark notebooks; `ids=True` gives each event's and work's
+    node the SVG id `step_ids` names."""
     check_spec("spec", spec)
-    return _DotBuilder(spec, verbose, theme).build()
+    return _DotBuilder(spec, verbose, theme, ids).build()

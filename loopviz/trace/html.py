@@ -1,9 +1,10 @@
 """The interactive HTML report of a trace: one self-contained file (inline CSS, JS and SVG, no network).
 
-It holds the observed loop as a diagram heat-coloured by measured time (each event and each piece of work
-between events, with its count, total, mean and p95 on hover), sortable tables of events, work and callbacks,
-a stacked chart of time per batch for each loop with batches, and the slowest batch's timeline. It reads only
-the trace's reports; every string that reaches it is escaped here, at the sink.
+It holds the observed loop (`loopviz.trace.observed`) drawn by the loop diagram's own renderer
+(`loopviz.renderers.dot`, the one DOT writer, which escapes what reaches DOT), heat-coloured by measured time,
+with each event's and work's count, total, mean and percentiles on hover; sortable tables of events, work and
+callbacks; a stacked chart of time per batch for each loop with batches, and the slowest batch's timeline. It
+reads only the trace's analysis; every string that reaches the page is escaped here, at the sink.
 """
 from __future__ import annotations
 
@@ -15,8 +16,9 @@ import numpy as np
 import pandas as pd
 
 from loopviz.errors import LoopvizError
-from loopviz.renderers.palette import HEAT, HEAT_DARK, PALETTE, heat_index
+from loopviz.renderers.palette import PALETTE
 from loopviz.renderers.sanitise import cut, one_line
+from loopviz.trace.display import APPROX
 
 __all__ = ["html_report", "MAX_BARS"]
 
@@ -31,13 +33,13 @@ def html_report(trace: Any, loop: Any = None) -> str:
     from loopviz.trace.batches import resolve_loop
 
     index = resolve_loop(trace.data, loop)
-    main = trace.select([index])
     sections = [
         _header(trace),
-        _section("The loop, heat-coloured by time", _diagram(main, trace.loops[index]),
-                 "Each box is an event of loop " + _text(f"{index} {trace.loops[index]!r}") + " (its callbacks' time), "
-                 "each arrow the work between two events; the darker, the larger its share of the run. "
-                 "Hover for count, total, mean and p95."),
+        _section("The loop, heat-coloured by time", _diagram(trace, index),
+                 "Loop " + _text(f"{index} {trace.loops[index]!r}") + " as it ran: each box is an event (with the "
+                 "callbacks that ran there), each green box the work before the event it leads to, each cluster a "
+                 "phase or a stretch the loop repeated; the darker, the larger its share of the run. "
+                 "Hover for count, total, mean and percentiles."),
         _section("Where the time went", _table(trace.summary().rename(columns={"pct": "share"}), "summary"),
                  "Every event and kind of work, over all loops. Click a column to sort."),
         _section("Callbacks", _table(trace.by_callback(), "callbacks"), "Per callback, event and phase."),
@@ -85,11 +87,6 @@ def _ms(ms: float) -> str:
     return f"{ms:.2f} ms" if ms < 10_000 else f"{ms / 1000:.2f} s"
 
 
-def _heat(share: float, top: float) -> str:
-    """The HEAT colour of a share, scaled to the largest share shown (the diagram's scale too)."""
-    return HEAT[heat_index(share, top)]
-
-
 def _section(title: str, body: str, caption: str) -> str:
     return f'<section><h2>{html.escape(title)}</h2><p class="caption">{caption}</p>{body}</section>'
 
@@ -108,103 +105,68 @@ def _header(trace: Any) -> str:
 # -- the diagram ----------------------------------------------------------------------------------
 
 
-def _diagram(main: Any, label: str) -> str:
-    """The observed loop as SVG: events in the order they first fired, the work between them as edges."""
-    from loopviz.diagram import run_dot
-    from loopviz.trace.reports import total_ns
+def _diagram(trace: Any, index: int) -> str:
+    """The observed loop, drawn by the loop diagram's renderer, and what the hover panel shows for each step."""
+    from loopviz.diagram import LoopDiagram
+    from loopviz.renderers.dot import step_ids
+    from loopviz.trace.observed import observed_spec
 
-    firings = main.firings_df()
-    top = firings[firings["parent"] == -1]
-    if not len(top):
+    spec = observed_spec(trace.data, index)
+    if not spec.events():
         return '<p class="empty">This loop recorded no event firing.</p>'
-    run_ns = max(total_ns(main.data), 1)
-    events = _event_stats(top, main.calls_df(), run_ns)
-    work = _work_stats(main.work_df(), run_ns)
-    top_share = max([e["share"] for e in events.values()] + [w["share"] for w in work.values()] + [0.0])
-    ids = {key: f"e{i}" for i, key in enumerate(events)}
-    details: dict[str, dict[str, Any]] = {}
-    lines = ['digraph loop {', 'graph [rankdir=TB, nodesep=0.3, ranksep=0.28, bgcolor="transparent", '
-             'fontname="Helvetica"];',
-             'node [shape=box, style="rounded,filled", fontname="Helvetica", fontsize=11, penwidth=0.8, '
-             'color="#555555", height=0.3];', 'edge [fontname="Helvetica", fontsize=9, color="#888888"];']
-    for key, stats in events.items():
-        node = ids[key]
-        name = f"{key[0]} ({key[1]})" if key[1] else key[0]
-        details[node] = {"title": name, **_facts(stats)}
-        fill = _heat(stats["share"], top_share)
-        font = "white" if HEAT.index(fill) >= HEAT_DARK else "black"
-        lines.append(f'{node} [id="{node}", label={_dot_text(name)}, fillcolor="{fill}", fontcolor="{font}", '
-                     f'tooltip={_dot_text(name)}];')
-    order = list(events)
-    for i, ((after, before, phase), stats) in enumerate(work.items()):
-        a, b = (after, _phase_of(events, after, phase)), (before, phase)
-        if a not in ids or b not in ids:
-            continue
-        edge = f"w{i}"
-        details[edge] = {"title": f"{stats['name']} ({phase or 'outside phases'}): {after} → {before}",
-                         **_facts(stats)}
-        colour = _heat(stats["share"], top_share) if stats["share"] >= 0.01 * top_share else "#b0b0b0"
-        colour = "#d9a441" if colour in HEAT[:2] else colour  # the palest heat is invisible on white
-        back = order.index(b) <= order.index(a)
-        label = f"{stats['name']} {_ms(stats['total_ms'])}" if stats["share"] >= 0.005 else ""
-        lines.append(f'{ids[a]} -> {ids[b]} [id="{edge}", label={_dot_text(label)}, color="{colour}", '
-                     f'penwidth={1 + 5 * stats["share"] / max(top_share, 1e-9):.2f}, '
-                     f'{"constraint=false, style=dashed, " if back else ""}tooltip={_dot_text(details[edge]["title"])}];')
-    lines.append("}")
-    svg = run_dot("\n".join(lines), "svg").decode("utf-8", errors="replace")
+    svg = LoopDiagram(spec, ids=True).svg()
     svg = svg[svg.index("<svg"):]  # without the XML prolog and doctype: it sits inside HTML
-    legend = "".join(f'<span style="background:{c}"></span>' for c in HEAT)
+    placed = _placed(spec, index)
+    summaries: dict[int, Any] = {}
+    details = {}
+    for key, step in step_ids(spec):
+        if step.timing is None or id(step) not in placed:
+            continue
+        loop, mode = placed[id(step)]
+        if loop not in summaries:
+            summaries[loop] = trace.select([loop]).summary()
+        details[key] = _facts(step, mode, summaries[loop])
     data = json.dumps(details, ensure_ascii=True).replace("</", "<\\/")
-    return (f'<div class="diagram">{svg}</div><div class="legend">share of the run: 0 {legend} '
-            f"{top_share * 100:.1f} %</div><script type=\"application/json\" id=\"diagram-details\">{data}</script>")
+    return f'<div class="diagram">{svg}</div><script type="application/json" id="diagram-details">{data}</script>'
 
 
-def _phase_of(events: dict[tuple[str, str], Any], event: str, phase: str) -> str:
-    """The phase under which an event that ends a piece of work was drawn (work before a batch event has the
-    batch's phase; the event before it may be phase-less, like before_epoch)."""
-    return phase if (event, phase) in events else next((p for e, p in events if e == event), phase)
+def _placed(spec: Any, index: int) -> dict[int, tuple[int, str]]:
+    """Per event and piece of work (by id()), the loop it ran in and its phase (train, valid or '')."""
+    from loopviz.model import Phase
+    from loopviz.trace.observed import loop_of_phase
 
+    out: dict[int, tuple[int, str]] = {}
 
-def _dot_text(text: str) -> str:
-    """A DOT string literal: control characters escaped, quotes and backslashes literal."""
-    return '"' + cut(one_line(text)).replace("\\", "\\\\").replace('"', '\\"') + '"'
+    def walk(phase: Phase, loop: int, mode: str) -> None:
+        loop = loop_of_phase(phase, loop)
+        for step in phase.steps:
+            if isinstance(step, Phase):
+                walk(step, loop, step.mode or mode)
+            else:
+                out[id(step)] = (loop, getattr(step, "mode", None) or mode)
 
-
-def _event_stats(top: pd.DataFrame, calls: pd.DataFrame, run_ns: int) -> dict[tuple[str, str], dict[str, Any]]:
-    """Per (event, phase), in the order they first fired: count, total, mean, p95, share and the callbacks' times."""
-    out: dict[tuple[str, str], dict[str, Any]] = {}
-    names = top["event"].astype(str)
-    per_callback: dict[tuple[str, str], list[tuple[str, int, float]]] = {}  # (event, phase) -> callbacks, costliest first
-    totals = calls.assign(name=calls["event"].astype(str)).groupby(["name", "phase", "callback"], sort=False)["dur"]
-    for (event, phase, cb), row in totals.agg(["count", "sum"]).sort_values("sum", ascending=False).iterrows():
-        per_callback.setdefault((event, phase), []).append((cb, int(row["count"]), float(row["sum"])))
-    for (event, phase), group in top.assign(name=names).groupby(["name", "phase"], sort=False):
-        dur = group["dur"].to_numpy() / 1e6
-        out[(event, phase)] = {
-            "count": len(dur), "total_ms": float(dur.sum()), "mean_ms": float(dur.mean()),
-            "p95_ms": float(np.percentile(dur, 95)), "share": float(dur.sum() * 1e6 / run_ns),
-            "callbacks": [f"{cb}: {_ms(total / 1e6)} in {count} calls" for cb, count, total in per_callback.get((event, phase), [])],
-        }
+    for top in spec.phases:
+        walk(top, index, top.mode or "")
     return out
 
 
-def _work_stats(work: pd.DataFrame, run_ns: int) -> dict[tuple[str, str, str], dict[str, Any]]:
-    """Per (event before, event after, phase) at the top level: the work's name, count, total, mean, p95, share."""
-    out: dict[tuple[str, str, str], dict[str, Any]] = {}
-    top = work[~work["nested"] & (work["after"] != "") & (work["before"] != "")]
-    for key, group in top.groupby(["after", "before", "phase"], sort=False):
-        dur = group["dur"].to_numpy() / 1e6
-        out[key] = {"name": str(group["work"].iloc[0]), "count": len(dur), "total_ms": float(dur.sum()),
-                    "mean_ms": float(dur.mean()), "p95_ms": float(np.percentile(dur, 95)),
-                    "share": float(dur.sum() * 1e6 / run_ns), "callbacks": []}
-    return out
+def _facts(step: Any, mode: str, summary: pd.DataFrame) -> dict[str, Any]:
+    """What the hover panel shows for one step: its timing, its percentiles from the summary, its callbacks."""
+    from loopviz.model import Event
 
-
-def _facts(stats: dict[str, Any]) -> dict[str, Any]:
-    """What the hover panel shows."""
-    rows = [["count", f"{stats['count']:,}"], ["total", _ms(stats["total_ms"])], ["mean", _ms(stats["mean_ms"])],
-            ["p95", _ms(stats["p95_ms"])], ["share of the run", f"{stats['share'] * 100:.1f} %"]]
-    return {"rows": [[k, one_line(v)] for k, v in rows], "callbacks": [one_line(c) for c in stats["callbacks"]]}
+    timing = step.timing
+    kinds = ("event", "nested event") if isinstance(step, Event) else ("work", "nested work")
+    row = summary[summary["kind"].isin(kinds) & (summary["name"] == step.name) & (summary["phase"] == mode)]
+    rows = [["count", f"{timing.count:,}"], ["total", _ms(timing.total_ms)], ["mean", _ms(timing.mean_ms)]]
+    if len(row) == 1 and int(row["count"].iloc[0]) == timing.count:
+        mark = f" {APPROX}" if bool(row["approx"].iloc[0]) else ""
+        rows += [["p50", _ms(float(row["p50_ms"].iloc[0])) + mark], ["p95", _ms(float(row["p95_ms"].iloc[0])) + mark]]
+    rows.append(["share of the run", f"{timing.pct:.1f} %"])
+    ran = sorted((h for h in getattr(step, "handlers", []) if h.timing is not None), key=lambda h: -h.timing.total_ms)
+    callbacks = [f"{h.callback.cls}: {_ms(h.timing.total_ms)} in {h.timing.count:,} calls" for h in ran]
+    title = f"{step.name} ({mode})" if mode else step.name
+    return {"title": one_line(title), "rows": [[k, one_line(v)] for k, v in rows],
+            "callbacks": [one_line(c) for c in callbacks]}
 
 
 # -- tables ---------------------------------------------------------------------------------------
@@ -216,11 +178,14 @@ def _table(df: pd.DataFrame, name: str) -> str:
         return '<p class="empty">Nothing recorded.</p>'
     head = "".join(f'<th data-col="{i}">{_text(c)}</th>' for i, c in enumerate(df.columns))
     numeric = [pd.api.types.is_numeric_dtype(df[c]) and not pd.api.types.is_bool_dtype(df[c]) for c in df.columns]
+    marks = [c == "approx" for c in df.columns]  # percentiles from the sketch past the cap: 'approx.', else blank
     rows = []
     for values in df.itertuples(index=False):
         cells = []
-        for value, is_number in zip(values, numeric):
-            if is_number:
+        for value, is_number, is_mark in zip(values, numeric, marks):
+            if is_mark:
+                cells.append(f"<td>{APPROX if value else ''}</td>")
+            elif is_number:
                 number = float(value) if pd.notna(value) else float("nan")
                 shown = "" if np.isnan(number) else (f"{number:,.0f}" if float(number).is_integer() and abs(number) >= 1000
                                                      else f"{number:,.3f}".rstrip("0").rstrip("."))
@@ -337,7 +302,6 @@ thead th[aria-sort=ascending]::after{content:" ▲"}thead th[aria-sort=descendin
 table.facts th{background:none;cursor:default;color:var(--muted);font-weight:normal}
 .diagram{overflow:auto;border:1px solid var(--line);border-radius:6px;padding:8px;background:#fff}
 .diagram svg{max-width:100%;height:auto}
-.legend span{display:inline-block;width:18px;height:10px}.legend{color:var(--muted);font-size:12px;margin:6px 0}
 .chart,.timeline{border:1px solid var(--line);border-radius:6px;background:#fff}
 .chart .hit{fill:transparent}.chart .hit:hover{fill:rgba(0,0,0,.12)}
 .axis{font-size:11px;fill:#666}.inbar{font-size:10px;fill:#fff;pointer-events:none}

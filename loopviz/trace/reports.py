@@ -5,7 +5,7 @@ are split by loop in the data and added up over loops here, so reports count eve
 """
 from __future__ import annotations
 
-from typing import Any, Callable
+from typing import Any, Callable, NamedTuple
 
 import numpy as np
 import pandas as pd
@@ -20,7 +20,8 @@ from loopviz.trace.layout import (
 )
 
 __all__ = ["firing_matrix", "call_matrix", "change_matrix", "firings_df", "timeline", "calls_df", "work_df", "total_ns", "summary",
-           "by_callback", "to_df", "changes", "who_changed", "gpu_waits", "wait_lines", "to_unix_ns", "origin_ns", "root_loops", "outermost_spans", "loops_df"]
+           "by_callback", "RowDurations", "row_durations", "to_df", "changes", "who_changed", "gpu_waits", "wait_lines", "to_unix_ns", "origin_ns", "root_loops", "outermost_spans", "loops_df",
+           "work_pairs"]
 
 WORK_FALLBACK = "between events"
 SETUP = "setup"  # an outermost loop's entry point before its first event (fastai's fit: callbacks, optimizer)
@@ -236,6 +237,27 @@ def _work_rows(data: TraceData, work: pd.DataFrame) -> list[tuple[Any, ...]]:
     return _stat_rows(raw, overflow, lambda key: ("nested work" if key[2] else "work", key[0], key[1]))
 
 
+def work_pairs(data: TraceData) -> pd.DataFrame:
+    """The work between each pair of consecutive sibling firings (after, before, phase and loop of `before`, nested
+    or not): its name, count, total, mean, p50, p95, max (ms) and whether the percentiles are approximate, the pairs past
+    the cap included; in the order the pairs first ran (past the cap: first counted). The observed loop's edges."""
+    names = _work_names_by_id(data)
+    overflow: dict[tuple[str, str, str, str, bool, str], Aggregate] = {}
+    for (loop, earlier, later, mode, inside), agg in data.overflow_work.items():
+        key = (names.get((earlier, later), WORK_FALLBACK), data.events[earlier], data.events[later], MODES[mode],
+               bool(inside), data.loops[loop] if 0 <= loop < len(data.loops) else "")
+        overflow[key] = overflow[key].plus(agg) if key in overflow else agg
+    work = work_df(data)
+    work = work[(work["after"] != "") & (work["before"] != "")]
+    raw = {(str(name), str(after), str(before), str(phase), bool(inside), str(loop)): group["dur"].to_numpy()
+           for (name, after, before, phase, inside, loop), group in
+           work.groupby(["work", "after", "before", "phase", "nested", "loop"], sort=False)}
+    rows = [(*key, *_stats(raw.get(key, _NO_DURATIONS), overflow.get(key)))
+            for key in [*raw, *(key for key in overflow if key not in raw)]]
+    return pd.DataFrame(rows, columns=["work", "after", "before", "phase", "nested", "loop", "count", "total_ms",
+                                       "mean_ms", "p50_ms", "p95_ms", "max_ms", "approx"])
+
+
 def _stat_rows(raw: dict[Any, np.ndarray], overflow: dict[Any, Aggregate],
                label: Callable[[Any], tuple[str, str, str]]) -> list[tuple[Any, ...]]:
     """One row per key: its (kind, name, phase) label and the stats of its raw durations with its aggregate past
@@ -253,13 +275,14 @@ def _work_names_by_id(data: TraceData) -> dict[tuple[int, int], str]:
 
 def _dispatch_rows(data: TraceData, top: pd.DataFrame) -> list[tuple[Any, ...]]:
     """One row: the time inside the loop's own events that no callback's call accounts for (the loop calling every
-    callback). Past the cap it is the events' total less the calls' total, so its percentiles are approximate."""
+    callback). Past the cap its count and total are exact (the events' total less the calls' total) but no firing's
+    own share is known, so its p50, p95 and max are the recorded firings' only: marked approx."""
     calls = call_matrix(data)
     if not len(top) and not data.overflow_firings:
         return []
     direct = pd.Series(calls[:, C_DUR]).groupby(calls[:, C_FIRING]).sum() if len(calls) else pd.Series(dtype=np.int64)
     per_firing = top["dur"].to_numpy() - direct.reindex(top.index, fill_value=0).to_numpy()
-    name = "dispatch (fastai's own)" if data.framework.startswith("fastai") else "dispatch"
+    name = data.meta.get("dispatch_label", "dispatch")  # the adapter's (files before it gave one: see files.py)
     if not (data.overflow_firings or data.overflow_calls):
         return [("dispatch", name, "", *_stats(per_firing, None))]
     extra_total = sum(a.total for a in data.overflow_firings.values()) - sum(a.total for a in data.overflow_calls.values())
@@ -272,32 +295,77 @@ def _dispatch_rows(data: TraceData, top: pd.DataFrame) -> list[tuple[Any, ...]]:
     return [("dispatch", name, "", count, total / 1e6, mean / 1e6, p50 / 1e6, p95 / 1e6, biggest / 1e6, True)]
 
 
+_TALLY = {"ran": 0, **{name: 1 for name in _SKIPPED}, "cancelled": 2, "error": 3}  # by_callback's status columns
+
+
 def by_callback(data: TraceData) -> pd.DataFrame:
-    """Per callback, event and phase: calls, how many ran/skipped/cancelled/raised, total and mean time."""
-    calls = calls_df(data)
-    rows = []
-    for (cb, event, phase), group in calls.groupby(["callback", "event", "phase"], sort=False):
+    """Per callback, event and phase: calls, how many ran/skipped/cancelled/raised, total, mean and p95 time, and
+    `approx`: whether the p95 is from the sketch of calls past the cap (`_stats`)."""
+    raw: dict[tuple[str, str, str], np.ndarray] = {}
+    tallies: dict[tuple[str, str, str], list[int]] = {}  # ran, skipped, cancelled, errors
+    for key, group in calls_df(data).groupby(["callback", "event", "phase"], sort=False):
         status = group["status"]
-        dur = group["dur"].to_numpy()
-        rows.append((cb, event, phase, len(group), int((status == "ran").sum()),
-                     int(status.str.startswith("skipped").sum() + (status == "no_handler").sum()),
-                     int((status == "cancelled").sum()), int((status == "error").sum()),
-                     dur.sum() / 1e6, dur.mean() / 1e3, float(np.percentile(dur, 95)) / 1e3))
+        raw[key] = group["dur"].to_numpy()
+        tallies[key] = [int((status == "ran").sum()), int(status.isin(_SKIPPED).sum()),
+                        int((status == "cancelled").sum()), int((status == "error").sum())]
+    overflow: dict[tuple[str, str, str], Aggregate] = {}
     for (eid, mode, cid, st), agg in without_loop(data.overflow_calls).items():
-        name = STATUS[st]
-        rows.append((data.callbacks[cid]["cls"], data.events[eid] if eid >= 0 else "", MODES[mode], agg.count,
-                     agg.count if name == "ran" else 0, agg.count if name in _SKIPPED else 0,
-                     agg.count if name == "cancelled" else 0, agg.count if name == "error" else 0,
-                     agg.total / 1e6, agg.total / agg.count / 1e3, _hist_percentile(agg.hist, 95) / 1e3))
+        key = (data.callbacks[cid]["cls"], data.events[eid] if eid >= 0 else "", MODES[mode])
+        overflow[key] = overflow[key].plus(agg) if key in overflow else agg
+        tallies.setdefault(key, [0, 0, 0, 0])[_TALLY[STATUS[st]]] += agg.count
+    rows = []
+    for key in [*raw, *(key for key in overflow if key not in raw)]:
+        count, total_ms, mean_ms, _, p95_ms, _, approx = _stats(raw.get(key, _NO_DURATIONS), overflow.get(key))
+        rows.append((*key, count, *tallies[key], total_ms, mean_ms * 1e3, p95_ms * 1e3, approx))
     df = pd.DataFrame(rows, columns=["callback", "event", "phase", "calls", "ran", "skipped", "cancelled", "errors",
-                                     "total_ms", "mean_us", "p95_us"])
-    df = df.groupby(["callback", "event", "phase"], as_index=False, sort=False).agg(
-        calls=("calls", "sum"), ran=("ran", "sum"), skipped=("skipped", "sum"), cancelled=("cancelled", "sum"),
-        errors=("errors", "sum"), total_ms=("total_ms", "sum"), p95_us=("p95_us", "max"))
-    df.insert(list(df.columns).index("p95_us"), "mean_us", 1e3 * df["total_ms"] / df["calls"].where(df["calls"] > 0))
+                                     "total_ms", "mean_us", "p95_us", "approx"])
     total = total_ns(data) / 1e6
     df["pct"] = (100 * df["total_ms"] / total).round(2) if total else 0.0
     return df.sort_values("total_ms", ascending=False, ignore_index=True)
+
+
+class RowDurations(NamedTuple):
+    """The raw durations (ns) behind the rows of `summary` and `by_callback`, keyed as their rows are ((kind, name,
+    phase) and (callback, event, phase)), and each batch's step time (ns): what a comparison of two traces tests.
+    Records past the raw-record cap are in the rows' aggregates only, not here."""
+
+    summary: dict[tuple[str, str, str], np.ndarray]
+    by_callback: dict[tuple[str, str, str], np.ndarray]
+    steps: np.ndarray
+
+
+def row_durations(data: TraceData) -> RowDurations:
+    """Per row of `summary` and of `by_callback`, the raw duration of each occurrence (a firing, a piece of work,
+    a call: for batch events and work, one per batch), and the step times: from one batch's opening event to the
+    next one's, in one epoch and phase of one loop (the last batch of each has none)."""
+    firings = firings_df(data)
+    nested = (firings["parent"] != -1).to_numpy() if len(firings) else np.zeros(0, bool)
+    rows: dict[tuple[str, str, str], np.ndarray] = {}
+    for kind, part in (("event", firings[~nested]), ("nested event", firings[nested])):
+        for (event, phase), group in part.groupby(["event", "phase"], observed=True, sort=False):
+            rows[(kind, str(event), phase)] = group["tl_dur"].to_numpy()
+    for (name, phase, inside), group in work_df(data).groupby(["work", "phase", "nested"], sort=False):
+        rows[("nested work" if inside else "work", name, phase)] = group["dur"].to_numpy()
+    top = firings[~nested]
+    dispatch = _dispatch_rows(data, top)
+    if dispatch and len(top):
+        calls = call_matrix(data)
+        direct = pd.Series(calls[:, C_DUR]).groupby(calls[:, C_FIRING]).sum() if len(calls) else pd.Series(dtype=np.int64)
+        rows[tuple(dispatch[0][:3])] = top["dur"].to_numpy() - direct.reindex(top.index, fill_value=0).to_numpy()
+    calls = calls_df(data)
+    by_cb = {(cb, event, phase): group["dur"].to_numpy()
+             for (cb, event, phase), group in calls.groupby(["callback", "event", "phase"], sort=False)}
+    return RowDurations(rows, by_cb, _step_times(data, top))
+
+
+def _step_times(data: TraceData, top: pd.DataFrame) -> np.ndarray:
+    """The time from each batch's opening event to the next one's in the same loop, epoch and phase (ns)."""
+    from loopviz.trace.batches import batch_events  # it imports this module
+
+    opens = top[top["event"].astype(str) == batch_events(data)[0]]
+    steps = [np.diff(np.sort(group["tl_start"].to_numpy()))
+             for _, group in opens.groupby(["loop_index", "epoch", "phase"], sort=False)]
+    return np.concatenate(steps) if steps else _NO_DURATIONS
 
 
 def to_df(data: TraceData) -> pd.DataFrame:
@@ -454,31 +522,18 @@ def _names(names: Any, codes: np.ndarray) -> np.ndarray:
 
 
 def _stats(durations: np.ndarray, extra: Aggregate | None) -> tuple[int, float, float, float, float, float, bool]:
-    """count, total, mean, p50, p95, max (ms) and whether the percentiles are approximate."""
-    count = len(durations) + (extra.count if extra else 0)
-    total = int(durations.sum()) + (extra.total if extra else 0)
-    biggest = max(int(durations.max()) if len(durations) else 0, extra.max if extra else 0)
+    """count, total, mean, p50, p95, max (ms) and whether the percentiles are approximate: every statistic of a
+    view comes from here. Without an aggregate past the cap, exact (numpy's linear percentiles); with one, the raw
+    durations join its sketch and p50/p95 are the values at rank ceil(q * count), within the sketch's relative
+    error (`loopviz.trace.sketch.ALPHA`; a factor of 1.42 for files before version 5) and clamped to [min, max]."""
     if extra is None or extra.count == 0:
-        p50, p95 = (float(np.percentile(durations, 50)), float(np.percentile(durations, 95))) if len(durations) else (0.0, 0.0)
+        count, total = len(durations), int(durations.sum())
+        biggest = int(durations.max()) if count else 0
+        p50, p95 = (float(np.percentile(durations, 50)), float(np.percentile(durations, 95))) if count else (0.0, 0.0)
         approx = False
     else:
-        hist = list(extra.hist)
-        for d in durations:
-            hist[min(int(d).bit_length(), len(hist) - 1)] += 1
-        p50, p95, approx = _hist_percentile(hist, 50), _hist_percentile(hist, 95), True
+        every = extra.with_durations(durations)
+        count, total, biggest = every.count, every.total, every.max
+        p50, p95, approx = every.quantile(0.5), every.quantile(0.95), True
     mean = total / count if count else 0.0
     return count, total / 1e6, mean / 1e6, p50 / 1e6, p95 / 1e6, biggest / 1e6, approx
-
-
-def _hist_percentile(hist: list[int], q: float) -> float:
-    """A percentile from a log2 histogram: the upper edge (2**bucket ns) of the bucket holding it."""
-    total = sum(hist)
-    if not total:
-        return 0.0
-    target = q / 100 * total
-    seen = 0
-    for bucket, n in enumerate(hist):
-        seen += n
-        if seen >= target:
-            return float(2 ** bucket)
-    return float(2 ** (len(hist) - 1))

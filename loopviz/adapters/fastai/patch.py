@@ -9,7 +9,7 @@ from fastcore.basics import patch
 from loopviz.adapters.fastai import tracer as _tracer  # noqa: F401  (patches Learner.trace)
 from loopviz.adapters.fastai.creation import record_creations
 from loopviz.adapters.fastai.spec import LOOPS, as_callbacks, build_spec
-from loopviz.annotate import annotate, spec_loop_of
+from loopviz.annotate import traced_loop as first_traced_loop
 from loopviz.checks import check_choice
 from loopviz.diff import diff as diff_specs
 from loopviz.model import LoopSpec
@@ -37,11 +37,7 @@ def loop_spec(
 
 def traced_loop(trace) -> str:
     """The loop a trace recorded first ('fine_tune' for 'fine_tune > fit_one_cycle > fit'); 'fit' when it names none."""
-    for label in trace.loops_df().query("outermost")["label"]:
-        found = spec_loop_of(label, LOOPS)
-        if found is not None:
-            return found
-    return "fit"
+    return first_traced_loop(trace, LOOPS, "fit")
 
 
 @patch
@@ -49,7 +45,7 @@ def show_training_loop(
     self: Learner,
     verbose: bool = False,  # Add each event's description, the work between events, and every callback's order, source and doc
     cbs=None,  # Callbacks (instances or classes) to preview as if passed to `fit(cbs=...)`; the learner is not changed
-    loop: str | None = None,  # Which loop: 'fit', 'fit_one_cycle', 'fine_tune', 'validate', 'get_preds' or 'lr_find'; default 'fit', or the loop `trace` recorded
+    loop: str | None = None,  # Which loop: 'fit', 'fit_one_cycle', 'fine_tune', 'validate', 'get_preds' or 'lr_find'; default 'fit', or the loop `trace` recorded (a trace of another loop is an error)
     fmt: str = "text",  # A view from loopviz.formats: 'text', 'rich', 'mermaid' (printed) or 'graphviz' (also 'svg', 'png', 'pdf', 'dot': a diagram to display or `.save()`)
     width: int = DEFAULT_WIDTH,  # Wrap verbose text at this many characters
     hide_empty: bool = False,  # Leave out events where no callback runs
@@ -72,6 +68,5 @@ def show_training_loop(
         with_diff = build_spec(self, loop=loop, cbs=[*as_callbacks(cbs), *as_callbacks(diff, "diff")],
                                start_epoch=start_epoch)
         spec = diff_specs(spec, with_diff)
-    if trace is not None:
-        spec = annotate(spec, trace)
-    return show_loop(spec, verbose=verbose, fmt=fmt, width=width, hide_empty=hide_empty, focus=focus, theme=theme)
+    return show_loop(spec, verbose=verbose, fmt=fmt, width=width, hide_empty=hide_empty, focus=focus, theme=theme,
+                     trace=trace)
