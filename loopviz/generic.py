@@ -15,7 +15,6 @@ Every view and report of loopviz works on both.
 from __future__ import annotations
 
 import functools
-from time import perf_counter_ns
 from typing import Any, Callable, Iterable, Sequence
 
 from loopviz import introspect
@@ -23,12 +22,12 @@ from loopviz.checks import check_int
 from loopviz.errors import LoopvizError
 from loopviz.model import CallbackInfo, CancelPath, Event, Handler, LoopSpec, Mode, Phase, Role, Step, Work
 from loopviz.trace.clock import Clock
+from loopviz.trace.instrument import PatchSet, invisible, outcome
 from loopviz.trace.data import callback_facts
-from loopviz.trace.record import CANCELLED, ERROR, RAN, Recorder
+from loopviz.trace.record import RAN, Recorder
 from loopviz.trace.trace import Trace
 
-__all__ = ["callback_info", "from_base", "handler", "event", "work", "phase", "cancel", "loop_spec", "DispatchTracer",
-           "InstancePatches"]
+__all__ = ["callback_info", "from_base", "handler", "event", "work", "phase", "cancel", "loop_spec", "DispatchTracer"]
 
 def _bases(base: type | None) -> tuple[type, ...]:
     """The framework's callback base class as `loopviz.introspect` takes it."""
@@ -88,31 +87,6 @@ def loop_spec(loop: str, framework: str, cbs: Sequence[Any], phases: list[Phase]
                     callbacks=[callback_info(cb, order, base) for cb in cbs], notes=list(notes))
 
 
-class InstancePatches:
-    """Attributes a tracer sets on object instances (a wrapped dispatch method, timed handlers, wrapped entry
-    points), each put back by `restore()` as the instance's `__dict__` held it, or removed where it held none."""
-
-    def __init__(self) -> None:
-        self.held: dict[tuple[int, str], tuple[Any, Any]] = {}  # (id(obj), name) -> (obj, what its __dict__ held)
-
-    def __contains__(self, key: tuple[int, str]) -> bool:
-        return key in self.held
-
-    def put(self, obj: Any, name: str, value: Any) -> None:
-        """Set `name` in `obj.__dict__`, remembering what it held before the first time."""
-        self.held.setdefault((id(obj), name), (obj, obj.__dict__.get(name, _MISSING)))
-        obj.__dict__[name] = value
-
-    def restore(self) -> None:
-        """Put back every attribute that was set, the last first."""
-        for (_, name), (obj, before) in reversed(self.held.items()):
-            if before is _MISSING:
-                obj.__dict__.pop(name, None)
-            else:
-                obj.__dict__[name] = before
-        self.held.clear()
-
-
 class DispatchTracer:
     """Trace a loop that dispatches every event through one method of one object.
 
@@ -129,6 +103,9 @@ class DispatchTracer:
             handler, not timed, and its doc is not a callback's.
         batch_events: the events that open and close a batch, if not before_batch and after_batch (for the
             per-batch charts of the plots and the HTML report).
+        now: the host clock (ns) of every timestamp; time.perf_counter_ns unless a test injects a deterministic one.
+        cancels: the exception classes that cancel part of the loop (a call or firing they end is 'cancelled', any
+            other exception an 'error'); None: every exception class whose name starts with 'Cancel'.
     """
 
     def __init__(self, obj: Any, method: str = "callback", *, callbacks: Callable[[], Iterable[Any]] = lambda: (),
@@ -137,18 +114,20 @@ class DispatchTracer:
                  position: Callable[[Any], tuple[int, int]] = lambda obj: (getattr(obj, "epoch", -1), getattr(obj, "iter", -1)),
                  work_names: dict[tuple[str, str], str] | None = None, event_arg: int = 0, clock: Clock | None = None,
                  max_calls: int = 1_000_000, max_firings: int = 250_000, base: type | None = None,
-                 batch_events: tuple[str, str] | None = None):
+                 batch_events: tuple[str, str] | None = None, now: Callable[[], int] | None = None,
+                 cancels: tuple[type[BaseException], ...] | None = None):
         if not callable(getattr(obj, method, None)):
             raise LoopvizError(f"{type(obj).__name__} has no method {method!r} to trace; pass the name of its dispatch method.")
         self.obj, self.method, self.callbacks = obj, method, callbacks
         self.framework, self.loop_start, self.mode, self.position = framework, set(loop_start), mode, position
         self.work_names, self.event_arg = dict(work_names or {}), event_arg
         self.base = base
+        self.cancels = cancels
         self.batch_events = batch_events
         self.rec = Recorder(clock, max_calls=check_int("max_calls", max_calls),
-                            max_firings=check_int("max_firings", max_firings))
+                            max_firings=check_int("max_firings", max_firings), now=now)
         self.trace = Trace.recording(self.rec, stop=self._stop)
-        self.patches = InstancePatches()  # the wrapped dispatch method and the timed handlers
+        self.patches = PatchSet()  # the wrapped dispatch method and the timed handlers (instrumentation kernel)
         self.active = False
 
     def __enter__(self) -> Trace:
@@ -188,11 +167,8 @@ class DispatchTracer:
             status = 0
             try:
                 return original(*args, **kwargs)
-            except Exception as e:
-                status = CANCELLED if type(e).__name__.startswith("Cancel") else ERROR
-                raise
-            except BaseException:
-                status = ERROR
+            except BaseException as error:
+                status = outcome(error, self.cancels)
                 raise
             finally:
                 rec.end_firing(index, status)
@@ -220,25 +196,24 @@ class DispatchTracer:
 
     def _timed(self, fn: Callable[..., Any], cid: int) -> Callable[..., Any]:
         rec = self.rec
+        now = rec.now
 
         @functools.wraps(fn)
         def timed(*args: Any, **kwargs: Any) -> Any:
             if not self.active:
                 return fn(*args, **kwargs)
             status = RAN
-            start = perf_counter_ns()
+            start = now()
             try:
                 return fn(*args, **kwargs)
-            except Exception as e:
-                status = CANCELLED if type(e).__name__.startswith("Cancel") else ERROR
+            except BaseException as error:
+                status = outcome(error, self.cancels)
                 raise
             finally:
-                rec.call(cid, start, perf_counter_ns(), status)
+                rec.call(cid, start, now(), status)
 
-        return timed
+        return invisible(timed, fn)
 
-
-_MISSING = object()
 
 
 def _int(value: Any) -> int:

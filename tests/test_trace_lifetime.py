@@ -17,6 +17,7 @@ from rich.console import Console
 
 from loopviz.adapters.fastai import tracer
 from loopviz.errors import LoopvizError
+from loopviz.trace import instrument
 
 from tests.spy import spy
 
@@ -87,7 +88,7 @@ def test_four_threads_starting_and_ending_traces_leave_fastai_as_it_was(tiny_swi
     assert errors == []
     assert [str(w.message) for w in caught if "loopviz" in str(w.message)] == []
     assert dispatch_now() == pristine
-    assert tracer.active_recorders() == 0 and tracer._PATCHES == []
+    assert tracer.active_recorders() == 0 and instrument.installed() == []
 
 
 def test_a_fit_traced_after_the_stress_records_what_fastai_fires(tiny_switch_interval):
@@ -199,7 +200,7 @@ def test_a_learner_collected_while_this_thread_patches_is_ended_after_it():
     t_kept = kept.trace().__enter__()
     t_dropped = dropped.trace().__enter__()
     gone = weakref.ref(dropped)
-    with tracer._guarded():  # as if the garbage collector ran while this thread installs wrappers
+    with instrument.guarded():  # as if the garbage collector ran while this thread installs wrappers
         del dropped
         gc.collect()
         assert gone() is None and t_dropped.recording_now  # waits: ending it now would pull wrappers mid-install

@@ -48,3 +48,49 @@ def test_a_firing_keeps_only_its_rows(event, handler_calls):
     kept = retained_per_firing(event)
     rows = FIRING_ROW.size + handler_calls * CALL_ROW.size
     assert rows * 0.9 <= kept <= rows * SLACK, f"{kept:.1f} bytes kept per firing; its rows are {rows}"
+
+
+def _counter(step: int = 1000):
+    """A deterministic host clock: each read is `step` ns after the one before."""
+    ticks = iter(range(0, 10**15, step))
+    return lambda: next(ticks)
+
+
+def test_an_injected_clock_gives_the_same_summary_on_two_fits(tmp_path):
+    """Every host timestamp of a traced fit comes from the recorder's `now`: with a counter for a clock, two fits
+    give the same timed summary, to the digit."""
+    from loopviz.adapters.fastai.tracer import TraceSession
+
+    def summary() -> str:
+        learn = synth_learner(n_trn=16, n_val=8, path=tmp_path, cbs=[StepHandler()])
+        with learn.no_bar(), learn.no_logging(), TraceSession(learn, clock="host", now=_counter()) as t:
+            learn.fit(2)
+        return t.summary().to_string()
+
+    first = summary()
+    assert first == summary()
+    assert "after_step" in first and "dispatch" in first
+
+
+def test_adapters_name_their_dispatch_ranges_and_batches_and_files_keep_the_names(tmp_path):
+    """The recorder keeps what the adapter calls its loop's parts in the trace's meta; `trace/` names no framework."""
+    from loopviz.adapters.miniai import trace_miniai
+    from loopviz.trace.trace import Trace
+    from tests import miniai_style as mi
+
+    learn = synth_learner(n_trn=8, n_val=4, path=tmp_path)
+    with learn.no_bar(), learn.no_logging(), learn.trace() as t:
+        learn.fit(1)
+    back = Trace.load(t.save(tmp_path / "fit.trace.json"))
+    for trace in (t, back):
+        assert trace.meta["dispatch_label"] == "dispatch (fastai's own)" and trace.meta["range_prefix"] == "fastai"
+        assert trace.meta["batch_events"] == ["before_batch", "after_batch"]
+        assert trace.meta["skip_statuses"]["skipped_run_train"] == "run_train=False"
+        assert "dispatch (fastai's own)" in set(trace.summary()["name"])
+    train, valid, model, loss = mi.synthetic()
+    other = mi.Learner(model, train, valid, loss, cbs=[mi.TrainCB()])
+    with trace_miniai(other) as m:
+        other.fit(1)
+    loaded = Trace.load(m.save(tmp_path / "miniai.trace.json"))
+    for trace in (m, loaded):
+        assert "range_prefix" not in trace.meta and "dispatch" in set(trace.summary()["name"])

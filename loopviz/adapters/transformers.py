@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import functools
 import importlib
-from time import perf_counter_ns
 from typing import Any, Callable, Sequence
 
 import transformers
@@ -282,7 +281,7 @@ class _TrainerTracer(DispatchTracer):
         super().__init__(trainer.callback_handler, "call_event", callbacks=lambda: trainer.callback_handler.callbacks,
                          framework=FRAMEWORK, loop_start=(), mode=self._mode, position=self._position,
                          work_names=WORK_NAMES, base=TrainerCallback,
-                         batch_events=("on_step_begin", "on_step_end"), **kwargs)
+                         batch_events=("on_step_begin", "on_step_end"), cancels=(), **kwargs)  # stops by flags
 
     def __enter__(self) -> Any:
         trace = super().__enter__()
@@ -312,7 +311,7 @@ class _TrainerTracer(DispatchTracer):
                 self.training -= training
                 self.evaluating -= 1 - training
                 if outermost:
-                    self.rec.end_loop(perf_counter_ns())
+                    self.rec.end_loop(self.rec.now())
 
         return entry
 

@@ -24,23 +24,24 @@ from loopviz.errors import LoopvizError
 
 __all__ = ["merged_with_profiler", "profiler_events", "firing_range", "call_range", "work_range"]
 
-RANGE_PREFIX = "fastai"  # the name of every range the fastai tracer opens starts with this and a space
-_WORK_AFTER = f"{RANGE_PREFIX} work after "
+# The name of every range a tracer opens (ranges=True) starts with its adapter's prefix and a space (the adapter
+# passes it to the recorder, which keeps it in the trace's meta as "range_prefix").
+_WORK_AFTER = "work after "
 
 
-def firing_range(event: str, phase: str) -> str:
+def firing_range(prefix: str, event: str, phase: str) -> str:
     """The name of the range `ranges=True` opens for a firing of `event` in `phase` ('' for none)."""
-    return f"{RANGE_PREFIX} {event} ({phase})" if phase else f"{RANGE_PREFIX} {event}"
+    return f"{prefix} {event} ({phase})" if phase else f"{prefix} {event}"
 
 
-def call_range(callback: str, event: str) -> str:
+def call_range(prefix: str, callback: str, event: str) -> str:
     """The name of the range of a callback's (class name) call at `event`."""
-    return f"{RANGE_PREFIX} {callback}.{event}"
+    return f"{prefix} {callback}.{event}"
 
 
-def work_range(event: str) -> str:
+def work_range(prefix: str, event: str) -> str:
     """The name of the range of the work after `event`, until the next firing."""
-    return f"{_WORK_AFTER}{event}"
+    return f"{prefix} {_WORK_AFTER}{event}"
 
 
 def profiler_events(profiler: Any) -> dict[str, Any]:
@@ -146,11 +147,14 @@ def _process_title(name: str | None, pid: int, info: dict[str, Any]) -> str:
     return f"torch.profiler: {name or 'CPU'} (pid {pid})"
 
 
-def _firing_ranges(events: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    """The profiler's ranges of event firings (`firing_range`; not `call_range` or `work_range`), in time order."""
+def _firing_ranges(events: list[dict[str, Any]], prefix: str | None) -> list[dict[str, Any]]:
+    """The profiler's ranges of event firings (`firing_range`; not `call_range` or `work_range`), in time order; none
+    for a trace whose adapter opens no ranges (`prefix` None)."""
+    if prefix is None:
+        return []
     return sorted((e for e in events if e.get("ph") == "X" and e.get("cat") == "user_annotation"
-                   and str(e.get("name", "")).startswith(f"{RANGE_PREFIX} ") and "." not in e["name"]
-                   and not e["name"].startswith(_WORK_AFTER)), key=lambda e: e["ts"])
+                   and str(e.get("name", "")).startswith(f"{prefix} ") and "." not in e["name"]
+                   and not e["name"].startswith(f"{prefix} {_WORK_AFTER}")), key=lambda e: e["ts"])
 
 
 def merged_with_profiler(trace: Any, profiler: Any) -> dict[str, Any]:
@@ -167,8 +171,9 @@ def merged_with_profiler(trace: Any, profiler: Any) -> dict[str, Any]:
             e["ts"] = float(e["ts"]) + shift
     placed = "unix time"
     fired = sorted((e for e in ours["traceEvents"] if e.get("cat") == "event"), key=lambda e: e["ts"])
-    ranges = _firing_ranges(theirs)
-    names = [firing_range(e["name"], e["args"]["phase"]) for e in fired]
+    prefix = trace.meta.get("range_prefix")
+    ranges = _firing_ranges(theirs, prefix)
+    names = [firing_range(prefix, e["name"], e["args"]["phase"]) for e in fired] if ranges else []
     paired = _pairs(names, fired, ranges)
     if paired:
         offset = _offset(paired)

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import struct
 from time import perf_counter_ns
-from typing import Any
+from typing import Any, Callable
 
 from loopviz.trace.clock import Clock, HostClock
 from loopviz.trace.data import Aggregate, TraceData, is_outermost, recount
@@ -41,13 +41,23 @@ def _add(aggregates: dict[tuple[int, ...], Aggregate], key: tuple[int, ...], dur
 
 class Recorder:
     """Collects one run into `data`. Adapters call `begin_firing`/`end_firing` around each event and `call`
-    per callback; `close()` hands the finished `TraceData` over."""
+    per callback; `close()` hands the finished `TraceData` over.
 
-    def __init__(self, clock: Clock | None = None, max_calls: int = 1_000_000, max_firings: int = 250_000):
+    Its interface to tracers is its methods (`vocabulary`, the loops' and callbacks' methods, the hot path), `now`
+    (the host clock), `known_callback` and `loop` (the innermost open loop); tracers read none of its buffers or id
+    tables, with one exception: `no_handler[loop + 1] += 1` is `no_handler_call()` inlined, for the calls a loop
+    makes to callbacks without a handler (most calls, where a loop calls every callback at every event), where a
+    method call would cost a frame each."""
+
+    def __init__(self, clock: Clock | None = None, max_calls: int = 1_000_000, max_firings: int = 250_000,
+                 now: Callable[[], int] | None = None):
+        # the host clock (ns) every timestamp is read from, the tracers' included: inject a deterministic one in tests
+        self.now = now or perf_counter_ns
         self.clock = clock or HostClock()
         self.max_calls = max_calls
         self.max_firings = max_firings
         self.data = TraceData(clock=self.clock.name)
+        self.data.meta["dispatch_label"] = "dispatch"  # until the adapter names it (`vocabulary`)
         # the hot path's own handles on the buffers and aggregates it fills (the same objects as in `data`)
         # the packed rows (bytearrays), their exact long durations, and the firings' device times
         self.firings, self.calls = self.data.firings.packed, self.data.calls.packed
@@ -58,6 +68,8 @@ class Recorder:
         self.overflow_nested, self.overflow_work = self.data.overflow_nested, self.data.overflow_work
         self.event_ids: dict[str, int] = {}
         self.callback_ids: dict[int, int] = {}
+        # known_callback(key) -> its callback id, or None: bound once, for the tracers' hot path
+        self.known_callback = self.callback_ids.get
         self.attr_ids: dict[str, int] = {}
         self.loop = -1  # the innermost open loop
         self.loop_stack: list[int] = []  # open loops, innermost last
@@ -93,6 +105,38 @@ class Recorder:
             self.data.callbacks.append(describe())
         return cid
 
+    def vocabulary(self, dispatch_label: str | None = None, range_prefix: str | None = None,
+                   batch_events: tuple[str, str] | None = None, skip_statuses: dict[str, str] | None = None) -> None:
+        """What the adapter calls the parts of its loop, kept in the trace's meta (and its files): the label of the
+        time in events no callback's call accounts for, the prefix of the profiler ranges it opens (ranges=True),
+        the events that open and close a batch, and what each skip status means in its loop."""
+        given = {"dispatch_label": dispatch_label, "range_prefix": range_prefix,
+                 "batch_events": list(batch_events) if batch_events else None, "skip_statuses": skip_statuses}
+        self.data.meta.update({key: value for key, value in given.items() if value is not None})
+
+    def forget_callback(self, key: int) -> None:
+        """Forget the object keyed `key` (collected: a new object reusing its id is a new callback); its records keep
+        their callback id."""
+        self.callback_ids.pop(key, None)
+
+    def loop_open(self, index: int) -> bool:
+        """True while loop `index` has not ended."""
+        return index in self.loop_stack
+
+    @property
+    def loops_open(self) -> int:
+        """How many loops are open (nested ones included)."""
+        return len(self.loop_stack)
+
+    def is_outermost_loop(self, index: int) -> bool:
+        """True when loop `index` began inside no other loop and no firing."""
+        return is_outermost(self.data.loop_spans[index])
+
+    def end_loops(self) -> None:
+        """End every open loop, the innermost first."""
+        while self.loop_stack:
+            self.end_loop()
+
     def begin_loop(self, label: str, start: int | None = None) -> int:
         """Start a loop (a fit, a validate, a get_preds...) inside the open one, if any; returns its index.
         Firings belong to it until `end_loop`. `start` (ns): when its entry point was called (default: now)."""
@@ -100,7 +144,7 @@ class Recorder:
         index = len(data.loops)
         parent_firing = (self.current if self.current >= 0 else -2) if self.stack else -1  # -2: a dropped firing
         data.loops.append(label)
-        data.loop_spans.append([start if start is not None else perf_counter_ns(), -1, self.loop, parent_firing, -1, -1])
+        data.loop_spans.append([start if start is not None else self.now(), -1, self.loop, parent_firing, -1, -1])
         if self.loop < 0 and not self.stack:  # an outermost loop: the run's time is tiled from here
             self.sibling, self.top_first, self.top_end = None, -1, -1
         self.loop_stack.append(index)
@@ -137,7 +181,7 @@ class Recorder:
         stack = self.stack
         sibling, self.sibling = self.sibling, None  # this firing's own children start a new level
         if len(firings) >= self.firing_cap or eid > MAX_EVENT:  # past the cap (or an event a row cannot name)
-            start = perf_counter_ns()
+            start = self.now()
             if sibling is not None:  # the work since the previous firing at this level, kept as an aggregate
                 _add(self.overflow_work, (loop, sibling[0], eid, mode, 1 if stack else 0), start - sibling[1])
             if not stack and self.top_first < 0:
@@ -152,7 +196,7 @@ class Recorder:
             if self.clock.deferred:
                 self.deferred.append(len(self.device_times))
             self.device_times.extend((self.clock.mark(), -1))
-        start = perf_counter_ns()
+        start = self.now()
         stack.append((index, eid, mode, loop, start))
         if len(stack) == 1 and self.top_first < 0:
             self.top_first = start
@@ -166,7 +210,7 @@ class Recorder:
         """Close the innermost open firing with its outcome (0 ok, else a CANCELLED/ERROR status); `end` (ns): when it
         ended, if earlier than now."""
         if end is None:
-            end = perf_counter_ns()
+            end = self.now()
         stack = self.stack
         _, eid, mode, loop, start = stack.pop()
         self.sibling = (eid, end)
@@ -248,15 +292,14 @@ class Recorder:
         self.deferred.clear()
 
     def no_handler_call(self) -> None:
-        """Count one call of a callback that has no handler for the event (fastai calls every callback; the fastai
-        tracer inlines this on its fast path)."""
+        """Count one call of a callback that has no handler for the event (a loop that calls every callback at every
+        event makes many; a tracer may inline this on its fast path)."""
         self.no_handler[self.loop + 1] += 1
 
     def close(self) -> TraceData:
         """The recorded data, complete: open loops ended, deferred clock times resolved, counts of what went past
         the caps filled in."""
-        while self.loop_stack:
-            self.end_loop()
+        self.end_loops()
         self.drain()
         data = self.data
         data.no_handler_calls = sum(self.no_handler)

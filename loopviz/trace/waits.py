@@ -28,6 +28,7 @@ from time import perf_counter_ns
 from typing import Any, Callable
 
 from loopviz.errors import LoopvizError
+from loopviz.trace import instrument
 
 __all__ = ["SYNC_MESSAGE", "Device", "Wait", "WaitWatch", "cuda_device", "wait_watch"]
 
@@ -161,21 +162,21 @@ class WaitWatch:
 
 # -- the warning hook, shared by every watch ------------------------------------------------------
 
-_LOCK = threading.Lock()
-_WATCHES: list[WaitWatch] = []
-_SAVED: dict[str, Any] = {}  # while any watch runs: the sync mode, filter and showwarning found at the first start
+_WATCHES: list[WaitWatch] = []  # changed under the instrumentation kernel's lock
+# while any watch runs: the sync mode and warning filter found at the first start, and the kernel's patches
+_SAVED: dict[str, Any] = {}
 _WARNINGS = os.path.dirname(warnings.__file__) + os.sep + "warnings.py"
 
 
 def _register(watch: WaitWatch) -> None:
-    with _LOCK:
+    with instrument.guarded():
         if not _WATCHES:
             _install(watch.device)
         _WATCHES.append(watch)
 
 
 def _unregister(watch: WaitWatch) -> None:
-    with _LOCK:
+    with instrument.guarded():
         if watch in _WATCHES:
             _WATCHES.remove(watch)
             if not _WATCHES:
@@ -183,26 +184,31 @@ def _unregister(watch: WaitWatch) -> None:
 
 
 def _install(device: Device) -> None:
+    """torch's sync debug mode to 'warn' (unless the user chose 'error': synchronisations raise, as they would
+    untraced), a filter that shows every sync warning, and `warnings.showwarning` that catches them."""
     mode = device.get_mode()
-    if mode != _ERROR:  # 'error' is the user's own choice: synchronisations raise, as they would untraced
-        device.set_mode(_WARN)
+    patches = instrument.PatchSet()
+    if mode != _ERROR:
+        patches.setting("torch.cuda sync debug mode", device.get_mode, device.set_mode, _WARN)
     warnings.filterwarnings("always", message=SYNC_MESSAGE, category=UserWarning)
-    _SAVED.update(device=device, mode=mode, filter=warnings.filters[0], showwarning=warnings.showwarning)
-    warnings.showwarning = _showwarning
+    _SAVED.update(mode=mode, filter=warnings.filters[0], patches=patches)
+    patches.install(warnings, "showwarning", _catcher)
 
 
 def _uninstall() -> None:
-    device, mode = _SAVED["device"], _SAVED["mode"]
-    if mode != _ERROR:
-        device.set_mode(mode)
+    _SAVED["patches"].restore()
     if _SAVED["filter"] in warnings.filters:
         warnings.filters.remove(_SAVED["filter"])
         mutated = getattr(warnings, "_filters_mutated", None)  # resets the once-per-place registries, as filterwarnings does
         if mutated is not None:
             mutated()
-    if warnings.showwarning is _showwarning:
-        warnings.showwarning = _SAVED["showwarning"]
     _SAVED.clear()
+
+
+def _catcher(previous: Callable[..., Any]) -> Callable[..., Any]:
+    """`warnings.showwarning` while a watch runs: `_showwarning`, passing other warnings on to `previous`."""
+    _SAVED["showwarning"] = previous
+    return _showwarning
 
 
 def _showwarning(message: Any, category: type, filename: str, lineno: int, file: Any = None, line: Any = None) -> None:
@@ -257,7 +263,7 @@ _ROOTS: dict[str, str] = {}  # a folder -> the folder its outermost package lies
 
 
 def _short(path: str) -> str:
-    """A file's path from the folder its outermost package lies in ('fastai/callback/fp16.py'), else its name."""
+    """A file's path from the folder its outermost package lies in ('package/callback/fp16.py'), else its name."""
     folder = os.path.dirname(path)
     root = _ROOTS.get(folder)
     if root is None:

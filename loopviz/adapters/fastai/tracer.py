@@ -7,19 +7,16 @@ The wrappers look the learner up in a registry and pass straight through for lea
 traced. The last trace to finish puts every original back, whether the fit ended, was cancelled or raised.
 Nothing is attached to the learner or its callbacks, so `learn.export()` pickles no tracer.
 
-Installing and removing the wrappers happens under one lock, so traces started and finished in several
-threads at once leave fastai exactly as it was. A trace holds its learner (and the callbacks it has seen)
+Installing and removing the wrappers goes through `loopviz.trace.instrument` (one lock, one restore, one policy
+for code that replaces a wrapper while it is installed), so traces started and finished in several threads at once
+leave fastai exactly as it was. A trace holds its learner (and the callbacks it has seen)
 weakly: a trace that is never exited ends when its learner is collected, or with `t.stop()`.
 """
 from __future__ import annotations
 
-import contextlib
 import functools
-import threading
-import warnings
 import weakref
-from time import perf_counter_ns
-from typing import Any, Callable, Iterator
+from typing import Any, Callable
 
 import torch
 from fastai.callback import core as fastai_core
@@ -34,11 +31,13 @@ from loopviz.adapters.fastai.handlers import callback_info, has_handler, skip_re
 from loopviz.checks import check_bool, check_int, check_type
 from loopviz.errors import LoopvizError
 from loopviz.introspect import call_owner
+from loopviz.trace import instrument
 from loopviz.trace.clock import make_clock
-from loopviz.trace.data import callback_facts, is_outermost
+from loopviz.trace.data import callback_facts
+from loopviz.trace.instrument import outcome
 from loopviz.trace.profiler import call_range, firing_range, work_range  # the ranges' names (ranges=True)
 from loopviz.trace.record import (
-    CANCELLED, ERROR, MODES, NO_HANDLER, RAN, SKIPPED_RUN, SKIPPED_TRAIN, SKIPPED_VALID, Recorder,
+    MODES, NO_HANDLER, RAN, SKIPPED_RUN, SKIPPED_TRAIN, SKIPPED_VALID, STATUS, Recorder,
 )
 from loopviz.trace.trace import Trace
 from loopviz.trace.waits import WaitWatch, wait_watch
@@ -55,18 +54,18 @@ _PHASE_MODE = {
     "before_validate": 2, "after_cancel_validate": 2, "after_validate": 2,
 }
 _SKIP_STATUS = {None: RAN, "run=False": SKIPPED_RUN, "run_train=False": SKIPPED_TRAIN, "run_valid=False": SKIPPED_VALID}
+RANGE_PREFIX = "fastai"  # the name of every range this tracer opens (ranges=True) starts with it and a space
+DISPATCH_LABEL = "dispatch (fastai's own)"  # the time in events that no callback's call accounts for
 _ENTRY_POINTS = ("fit", "validate", "get_preds", "lr_find", "fine_tune", "fit_one_cycle")
 # fastai's callback dispatch: not where a handler synchronised with the GPU (waits=True)
 _DISPATCH_FILES = frozenset({fastai_core.__file__})
 
 _ACTIVE: dict[int, "_LearnerTrace"] = {}
-_PATCHES: list[tuple[type, str, Any, Any]] = []  # (owner, name, what was there (or _MISSING), our wrapper)
-_MISSING = object()
-# Guards _ACTIVE's membership and _PATCHES. Re-entrant, and a trace ended by the garbage collector while
-# this thread is inside a guarded block waits in _DEFERRED until the block ends.
-_LOCK = threading.RLock()
-_GUARDED = threading.local()
-_DEFERRED: list[Callable[[], None]] = []
+# The wrappers in place while any learner is traced. _ACTIVE's membership and these change under the kernel's
+# lock (instrument.guarded: re-entrant, and a trace ended by the garbage collector while this thread is inside a
+# guarded block is ended when the block ends).
+_PATCHES = instrument.PatchSet()
+_guarded = instrument.guarded
 _TIMING: dict[int, "_LearnerTrace"] = {}  # id(callback) -> its trace, while its call is timed (for getcallable)
 # (id(callback), event) -> its trace, for callbacks seen to have no handler for the event: their calls are counted
 # through this one lookup (fastai calls every callback at every event, so most calls are these)
@@ -86,6 +85,8 @@ class _LearnerTrace:
         self.learn_ref = weakref.ref(learn)
         self.learn_id = id(learn)  # the key in _ACTIVE (this state leaves it before the learner is freed)
         self.rec = recorder
+        self.now = recorder.now  # the host clock every timestamp is read from
+        self.known_callback = recorder.known_callback  # a callback's id in the trace, or None before its first call
         self.track = changes or tensors  # record which learner state each callback call changes
         # while a tracked call runs: learner attributes written so far -> their value before the call (else None)
         self.written: dict[str, Any] | None = None
@@ -123,7 +124,7 @@ class _LearnerTrace:
         label = " > ".join(name for name, _, _ in self.entries) or ("fit" if event == "before_fit" else "validate")
         if self.entries and self.entries[-1][1] < 0:
             entry = self.entries[-1]
-            entry[1] = self.rec.begin_loop(label, start=entry[2] if self.rec.loop_stack else self.resume_at())
+            entry[1] = self.rec.begin_loop(label, start=entry[2] if self.rec.loops_open else self.resume_at())
         else:
             self.bare.append((self.rec.begin_loop(label), "after_fit" if event == "before_fit" else "after_validate"))
 
@@ -144,14 +145,14 @@ class _LearnerTrace:
         when the user's own call returns, its last outermost loop runs to that moment."""
         loop = entry[1]
         rec = self.rec
-        outermost = loop >= 0 and is_outermost(rec.data.loop_spans[loop])
-        while loop >= 0 and loop in rec.loop_stack:
+        outermost = loop >= 0 and rec.is_outermost_loop(loop)
+        while loop >= 0 and rec.loop_open(loop):
             rec.end_loop(end)
         if outermost:
             self.cursor, self.last_outer = end, loop
-        self.bare = [(index, closing) for index, closing in self.bare if index in rec.loop_stack]
+        self.bare = [(index, closing) for index, closing in self.bare if rec.loop_open(index)]
         if entry is self.entries[0]:
-            if self.last_outer >= 0 and not rec.loop_stack:
+            if self.last_outer >= 0 and not rec.loops_open:
                 rec.extend_loop(self.last_outer, end)
             self.cursor, self.last_outer = -1, -1
 
@@ -162,7 +163,7 @@ class _LearnerTrace:
 
     def callback_id(self, cb: Callback) -> int:
         """The callback's id in the trace, registering it on its first call."""
-        cid = self.rec.callback_ids.get(id(cb))
+        cid = self.known_callback(id(cb))
         if cid is None:
             self.watch(cb)
             cid = self.rec.callback_id(id(cb), lambda: callback_facts(callback_info(cb)))
@@ -196,7 +197,7 @@ class _LearnerTrace:
     def forget(self, key: int) -> None:
         """Drop a collected callback's entries keyed by its id (its records keep their trace ids)."""
         self.seen.pop(key, None)
-        self.rec.callback_ids.pop(key, None)
+        self.rec.forget_callback(key)
         for found in [k for k in list(self.handlers) if k[0] == key]:
             self.handlers.pop(found, None)
             if _QUIET.get(found) is self:
@@ -205,7 +206,7 @@ class _LearnerTrace:
     def open_work_wait(self, event: str, mode: int) -> None:
         """The work after an event's firing begins: watched for synchronisations until the next firing begins."""
         self.waits.open()
-        self.work_wait = (self.rec.loop, self.rec.event_ids[event], mode)
+        self.work_wait = (self.rec.loop, self.rec.event_id(event), mode)
 
     def close_work_wait(self, next_event: str | None = None, mode: int = 0) -> None:
         """The open work ends as `next_event` fires in `mode` (None: as the call or trace around it ends; the work
@@ -214,7 +215,7 @@ class _LearnerTrace:
         self.work_wait = None
         wait = self.waits.close()
         if wait is not None:
-            following = self.rec.event_ids[next_event] if next_event is not None else -1
+            following = self.rec.event_id(next_event) if next_event is not None else -1
             self.rec.waited((loop, event, mode if next_event is not None else before_mode, -1, following), wait)
 
     def forget_all(self) -> None:
@@ -333,16 +334,14 @@ def _wrap_call_one(original: Callable[..., Any]) -> Callable[..., Any]:
             if state.ranges:  # names are made only while a profiler records
                 if state.work_range is not None:
                     _close_work_range(state)
-                event_range = _enter_range(firing_range(event_name, MODES[mode]), None) if _recording() else None
+                event_range = (_enter_range(firing_range(RANGE_PREFIX, event_name, MODES[mode]), None)
+                               if _recording() else None)
         # The outcome bookkeeping is written out here and in the callback wrapper, not shared through a
         # helper or a context manager: this runs at every event and every callback call.
         try:
             return original(self, event_name)
-        except _CANCELS:
-            status = CANCELLED
-            raise
-        except BaseException:
-            status = ERROR
+        except BaseException as error:
+            status = outcome(error, _CANCELS)
             raise
         finally:
             rec.end_firing(index, status)
@@ -353,7 +352,7 @@ def _wrap_call_one(original: Callable[..., Any]) -> Callable[..., Any]:
                     if event_range is not None:
                         _exit_range(event_range)
                     if _recording():
-                        state.work_range = _enter_range(work_range(event_name), None)
+                        state.work_range = _enter_range(work_range(RANGE_PREFIX, event_name), None)
                 if state.waits is not None:
                     if state.work_wait is not None:
                         state.close_work_wait()
@@ -381,7 +380,7 @@ def _wrap_callback_call(original: Callable[..., Any], replaces_call: bool = Fals
             finally:
                 if quiet.surprised is self:
                     quiet.surprised = None
-                    quiet.rec.call(quiet.callback_id(self), quiet.surprise_start, perf_counter_ns(), RAN)
+                    quiet.rec.call(quiet.callback_id(self), quiet.surprise_start, quiet.now(), RAN)
                 else:  # Recorder.no_handler_call, inline: this is most of fastai's callback calls
                     rec = quiet.rec
                     rec.no_handler[rec.loop + 1] += 1
@@ -403,21 +402,19 @@ def _wrap_callback_call(original: Callable[..., Any], replaces_call: bool = Fals
         run = self.run
         extras = state.extras
         if extras:
-            opened = (_enter_range(call_range(type(self).__name__, event_name), None)
+            opened = (_enter_range(call_range(RANGE_PREFIX, type(self).__name__, event_name), None)
                       if state.ranges and _recording() else None)
             if state.waits is not None:
                 state.waits.open()
-        start = perf_counter_ns()
+        now = state.now
+        start = now()
         try:
             return original(self, event_name)
-        except _CANCELS:
-            status = CANCELLED
-            raise
-        except BaseException:
-            status = ERROR
+        except BaseException as error:
+            status = outcome(error, _CANCELS)
             raise
         finally:
-            end = perf_counter_ns()
+            end = now()
             wait = None
             if extras:
                 if state.ranges:
@@ -507,7 +504,7 @@ def _handler_appeared(o: Any, attr: str) -> None:
     state = _QUIET.pop((id(o), attr), None)
     if state is not None:
         state.handlers[(id(o), attr)] = True
-        state.surprised, state.surprise_start = o, perf_counter_ns()
+        state.surprised, state.surprise_start = o, state.now()
 
 
 def _wrap_entry(name: str, original: Callable[..., Any]) -> Callable[..., Any]:
@@ -516,12 +513,12 @@ def _wrap_entry(name: str, original: Callable[..., Any]) -> Callable[..., Any]:
         state = _ACTIVE.get(id(self))
         if state is None:
             return original(self, *args, **kwargs)
-        opened = [name, -1, perf_counter_ns()]
+        opened = [name, -1, state.now()]
         state.entries.append(opened)
         try:
             return original(self, *args, **kwargs)
         finally:
-            state.end_entry(opened, perf_counter_ns())
+            state.end_entry(opened, state.now())
             state.entries.pop()
 
     entry.__loopviz_wrapper__ = True  # type: ignore[attr-defined]
@@ -531,64 +528,24 @@ def _wrap_entry(name: str, original: Callable[..., Any]) -> Callable[..., Any]:
 # -- installing and removing ----------------------------------------------------------------------
 
 
-@contextlib.contextmanager
-def _guarded() -> Iterator[None]:
-    """Hold the patching lock; traces the garbage collector ends meanwhile in this thread wait until it is let go."""
-    with _LOCK:
-        outer = getattr(_GUARDED, "depth", 0)
-        _GUARDED.depth = outer + 1
-        try:
-            yield
-        finally:
-            _GUARDED.depth = outer
-            while not outer and _DEFERRED:
-                _DEFERRED.pop()()
-
-
-def _install(owner: type, name: str, make: Callable[[Any], Any]) -> None:
-    current = owner.__dict__.get(name, _MISSING)
-    original = getattr(owner, name)
-    wrapper = make(original)
-    setattr(owner, name, wrapper)
-    _PATCHES.append((owner, name, current, wrapper))
-
-
 def _install_all() -> None:
-    _install(Learner, "_call_one", _wrap_call_one)
-    _install(Callback, "__call__", _wrap_callback_call)
-    _install(fastai_core, "getcallable", _wrap_getcallable)
+    _PATCHES.install(Learner, "_call_one", _wrap_call_one)
+    _PATCHES.install(Callback, "__call__", _wrap_callback_call)
+    _PATCHES.install(fastai_core, "getcallable", _wrap_getcallable)
     for name in _ENTRY_POINTS:
         if hasattr(Learner, name):
-            _install(Learner, name, lambda original, name=name: _wrap_entry(name, original))
+            _PATCHES.install(Learner, name, lambda original, name=name: _wrap_entry(name, original))
 
 
 def _patch_overriding_classes(learn: Learner) -> None:
     """Wrap `__call__` of callback classes that replace it (they bypass `Callback.__call__`)."""
     with _guarded():
-        if not _PATCHES:
+        if not len(_PATCHES):
             return  # every trace ended (in another thread) while this fit was starting
-        patched = {owner for owner, name, _, _ in _PATCHES if name == "__call__"}
         for cb in learn.cbs:
             owner = call_owner(type(cb))
-            if owner is not None and owner is not Callback and owner not in patched:
-                _install(owner, "__call__", lambda original: _wrap_callback_call(original, replaces_call=True))
-                patched.add(owner)
-
-
-def _uninstall_all() -> None:
-    while _PATCHES:
-        owner, name, previous, wrapper = _PATCHES.pop()
-        if owner.__dict__.get(name) is not wrapper:
-            warnings.warn(
-                f"loopviz: {owner.__name__}.{name} was replaced by other code while tracing, so loopviz's "
-                "wrapper stays inside it (it passes every call straight through when nothing is traced).",
-                RuntimeWarning, stacklevel=3,
-            )
-            continue
-        if previous is _MISSING:
-            delattr(owner, name)
-        else:
-            setattr(owner, name, previous)
+            if owner is not None and owner is not Callback and (id(owner), "__call__") not in _PATCHES:
+                _PATCHES.install(owner, "__call__", lambda original: _wrap_callback_call(original, replaces_call=True))
 
 
 def _start(key: int, state: _LearnerTrace) -> None:
@@ -601,17 +558,19 @@ def _start(key: int, state: _LearnerTrace) -> None:
             )
         if not _ACTIVE:
             _install_all()
-        if state.track and not any(owner is Learner and name == "__setattr__" for owner, name, _, _ in _PATCHES):
-            _install(Learner, "__setattr__", _wrap_attribute_write)
-            _install(Learner, "__delattr__", _wrap_attribute_write)
+        if state.track:
+            _PATCHES.install(Learner, "__setattr__", _wrap_attribute_write)
+            _PATCHES.install(Learner, "__delattr__", _wrap_attribute_write)
         _ACTIVE[key] = state
 
 
 def _end(key: int, state: _LearnerTrace, trace: Trace) -> None:
-    """End a learner's trace: unregister it, remove the wrappers if it was the last, and finish the trace."""
-    if getattr(_GUARDED, "depth", 0):  # the garbage collector ended it inside a guarded block of this thread
-        _DEFERRED.append(lambda: _end(key, state, trace))
-        return
+    """End a learner's trace (now, or when this thread's guarded block ends if the garbage collector ended it there)."""
+    instrument.run_or_defer(lambda: _finish(key, state, trace))
+
+
+def _finish(key: int, state: _LearnerTrace, trace: Trace) -> None:
+    """Unregister a learner's trace, remove the wrappers if it was the last, and finish the trace."""
     _close_work_range(state)
     if state.waits is not None:
         if state.work_wait is not None:
@@ -621,7 +580,7 @@ def _end(key: int, state: _LearnerTrace, trace: Trace) -> None:
         if _ACTIVE.get(key) is state:
             del _ACTIVE[key]
             if not _ACTIVE:
-                _uninstall_all()
+                _PATCHES.restore()
     state.forget_all()
     trace.finish(framework=_fastai_version(), work_names=WORK_BETWEEN)
 
@@ -633,7 +592,8 @@ class TraceSession:
     the learner is collected, whichever comes first."""
 
     def __init__(self, learn: Learner, clock: str = "auto", max_calls: int = 1_000_000, max_firings: int = 250_000,
-                 changes: bool = False, tensors: bool = False, ranges: bool = False, waits: bool = False):
+                 changes: bool = False, tensors: bool = False, ranges: bool = False, waits: bool = False,
+                 now: Callable[[], int] | None = None):
         check_type("learn", learn, Learner, "a fastai Learner")
         self.max_calls = check_int("max_calls", max_calls)
         self.max_firings = check_int("max_firings", max_firings)
@@ -642,10 +602,15 @@ class TraceSession:
         self.waits = wait_watch(_DISPATCH_FILES) if check_bool("waits", waits) else None
         self.learn_ref = weakref.ref(learn)
         self.clock = make_clock(clock, _model_device(learn))
-        self.recorder = Recorder(self.clock, max_calls=self.max_calls, max_firings=self.max_firings)
+        # `now`: the host clock (ns) of every timestamp, time.perf_counter_ns unless a test injects a deterministic one
+        self.recorder = Recorder(self.clock, max_calls=self.max_calls, max_firings=self.max_firings, now=now)
+        self.recorder.vocabulary(dispatch_label=DISPATCH_LABEL, range_prefix=RANGE_PREFIX,
+                                 batch_events=("before_batch", "after_batch"),
+                                 skip_statuses={STATUS[code]: why for why, code in _SKIP_STATUS.items() if why})
         self.trace = Trace.recording(self.recorder, stop=self._stop)
         self.trace.tracked_changes = self.changes or self.tensors
         self.trace.tracked_waits = self.waits is not None
+        self.trace.meta.update(ranges=self.ranges, tensors=self.tensors)  # so a diff can tell traces recorded apart
         self._ending: weakref.finalize | None = None
 
     def __enter__(self) -> Trace:

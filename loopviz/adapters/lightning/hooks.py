@@ -5,6 +5,7 @@ from typing import Any, Sequence
 
 import lightning.pytorch as pl
 from lightning.pytorch.callbacks import Callback, Checkpoint, EarlyStopping
+from lightning.pytorch.utilities.model_helpers import is_overridden
 
 __all__ = ["LOOPS", "FRAMEWORK", "WORK_NAMES", "RUN_HOOKS", "STRATEGY_EVENTS", "LOADERS", "BOTH", "MODULE", "CALLBACKS",
            "EPOCH_END", "hook_owners", "overrides", "handler_objects", "owner_base"]
@@ -78,8 +79,9 @@ def handler_objects(callbacks: Sequence[Any], module: Any, hook: str, datamodule
     owners = hook_owners(hook)
     mine = [module] if module is not None and overrides(module, hook) else []
     data = [datamodule] if datamodule is not None and overrides(datamodule, hook) else []
-    if hook in _TRANSFER:  # the datamodule's only when the module has none
-        return mine or data
+    if hook in _TRANSFER:  # one object's, chosen as Lightning chooses: the datamodule's when it overrides the hook
+        chosen = datamodule if datamodule is not None and is_overridden(hook, datamodule) else module
+        return [obj for obj in (mine + data) if obj is chosen]
     if hook in _DATAMODULE_FIRST and data:
         return data + handler_objects(callbacks, module, hook)
     if hook.endswith("_dataloader"):  # a datamodule's loaders replace the module's

@@ -2,17 +2,16 @@
 
 While any trainer (or module) is traced, loopviz's wrappers replace `_call_callback_hooks`,
 `_call_lightning_module_hook`, `_call_strategy_hook`, `_call_lightning_datamodule_hook` and
-`_call_and_handle_interrupt` there (under one lock; the last trace to end puts Lightning's back). A hook's
-consecutive dispatches (callbacks, then the module...) are one firing: a firing stays open, pending, after its
-dispatch returns until the next dispatch, which joins it if it is of the same hook; it closes at the time its
-last dispatch returned. Handler calls are timed by an attribute on each callback, module or datamodule instance.
+`_call_and_handle_interrupt` there (through `loopviz.trace.instrument`; the last trace to end puts Lightning's
+back). A hook's consecutive dispatches (callbacks, then the module...) are one firing: a firing stays open,
+pending, after its dispatch returns until the next dispatch, which joins it if it is of the same hook; it closes
+at the time its last dispatch returned. Handler calls are timed by an attribute on each callback, module or
+datamodule instance, which Lightning's `is_overridden` sees as the attribute it wraps (`instrument.invisible`).
 """
 from __future__ import annotations
 
 import functools
-import threading
 from dataclasses import dataclass
-from time import perf_counter_ns
 from typing import Any, Callable
 
 import lightning.pytorch as pl
@@ -22,16 +21,22 @@ from loopviz.adapters.lightning.hooks import (
     FRAMEWORK, MODULE, RUN_HOOKS, STRATEGY_EVENTS, WORK_NAMES, handler_objects, hook_owners, owner_base,
 )
 from loopviz.errors import LoopvizError
-from loopviz.generic import InstancePatches, callback_info
+from loopviz.generic import callback_info
+from loopviz.trace import instrument
+from loopviz.trace.instrument import invisible, outcome
 from loopviz.trace.data import callback_facts
 from loopviz.trace.record import ERROR, RAN, Recorder
 from loopviz.trace.trace import Trace
 
-__all__ = ["LightningTracer"]
+__all__ = ["LightningTracer", "SANITY_CHECK"]
 
-_LOCK = threading.Lock()
-_ACTIVE: dict[int, "LightningTracer"] = {}  # id(traced trainer or module) -> its tracer
-_PATCHED: dict[str, tuple[Any, Any]] = {}  # name in lightning.pytorch.trainer.call -> (original, our wrapper)
+SANITY_CHECK = "sanity_check"  # the label of the loop the sanity check runs, nested in fit (the spec's phase name)
+
+# id(traced trainer or module) -> its tracer (changed under the kernel's lock)
+_ACTIVE: dict[int, "LightningTracer"] = {}
+_PATCHES = instrument.PatchSet()  # the wrappers in lightning.pytorch.trainer.call while any tracer is active
+_LIVE: dict[str, Any] = {}  # name in lightning.pytorch.trainer.call -> the wrapper installed now
+_CANCELS: tuple[type[BaseException], ...] = ()  # Lightning's loops stop by flags (should_stop), never by an exception
 _DISPATCH = {"_call_callback_hooks": "callbacks", "_call_lightning_module_hook": "module",
              "_call_strategy_hook": "strategy", "_call_lightning_datamodule_hook": "datamodule"}
 
@@ -48,7 +53,7 @@ def _tracer_for(trainer: Any) -> LightningTracer | None:
 
 def _installed(name: str, wrapper: Any) -> bool:
     """True when `wrapper` is the current installation's (an old one left under someone else's wrapper is not)."""
-    return _PATCHED.get(name, (None, None))[1] is wrapper
+    return _LIVE.get(name) is wrapper
 
 
 def _dispatch_wrapper(name: str, kind: str, original: Callable[..., Any]) -> Callable[..., Any]:
@@ -84,22 +89,17 @@ def _entry_wrapper(original: Callable[..., Any]) -> Callable[..., Any]:
 
 
 def _install() -> None:
-    """Put the wrappers in lightning.pytorch.trainer.call (under _LOCK, for the first tracer)."""
+    """Put the wrappers in lightning.pytorch.trainer.call (under the kernel's lock, for the first tracer)."""
     for name, kind in _DISPATCH.items():
-        original = getattr(pl_call, name)
-        _PATCHED[name] = (original, _dispatch_wrapper(name, kind, original))
-    original = pl_call._call_and_handle_interrupt
-    _PATCHED["_call_and_handle_interrupt"] = (original, _entry_wrapper(original))
-    for name, (_, wrapper) in _PATCHED.items():
-        setattr(pl_call, name, wrapper)
+        make = functools.partial(_dispatch_wrapper, name, kind)
+        _LIVE[name] = _PATCHES.install(pl_call, name, make).wrapper
+    _LIVE["_call_and_handle_interrupt"] = _PATCHES.install(pl_call, "_call_and_handle_interrupt", _entry_wrapper).wrapper
 
 
 def _uninstall() -> None:
-    """Put Lightning's functions back (under _LOCK, for the last tracer); a wrapper someone put over ours stays."""
-    for name, (original, wrapper) in _PATCHED.items():
-        if getattr(pl_call, name) is wrapper:
-            setattr(pl_call, name, original)
-    _PATCHED.clear()
+    """Put Lightning's functions back (for the last tracer); a wrapper someone put over ours stays (see instrument)."""
+    _LIVE.clear()
+    _PATCHES.restore()
 
 
 @dataclass
@@ -127,18 +127,19 @@ def _position(trainer: Any) -> tuple[int, int]:
 class LightningTracer:
     """Traces every hook a trainer (or any trainer running a given module) dispatches; `with` gives the `Trace`."""
 
-    def __init__(self, target: Any, clock: Any = None, max_calls: int = 1_000_000, max_firings: int = 250_000):
+    def __init__(self, target: Any, clock: Any = None, max_calls: int = 1_000_000, max_firings: int = 250_000,
+                 now: Callable[[], int] | None = None):
         if not isinstance(target, (pl.Trainer, pl.LightningModule)):
             raise LoopvizError(f"trace a Lightning Trainer or LightningModule, not a {type(target).__name__}.")
         self.target = target
-        self.rec = Recorder(clock, max_calls=max_calls, max_firings=max_firings)
+        self.rec = Recorder(clock, max_calls=max_calls, max_firings=max_firings, now=now)  # now: the host clock
         self.trace = Trace.recording(self.rec, stop=self._stop)
         self.open: list[_Firing] = []
-        self.patches = InstancePatches()  # the timed handlers on callback, module and datamodule instances
+        self.patches = instrument.PatchSet()  # the timed handlers on callback, module and datamodule instances
         self.active = False
 
     def __enter__(self) -> Trace:
-        with _LOCK:
+        with instrument.guarded():
             if id(self.target) in _ACTIVE:
                 raise LoopvizError(f"this {type(self.target).__name__} is already being traced; finish that trace first.")
             if not _ACTIVE:
@@ -151,7 +152,7 @@ class LightningTracer:
         self._stop()
 
     def _stop(self) -> None:
-        with _LOCK:
+        with instrument.guarded():
             if not self.active:
                 return
             self.active = False
@@ -162,8 +163,7 @@ class LightningTracer:
         while self.open:
             firing = self.open.pop()
             self.rec.end_firing(firing.index, 0 if firing.pending else ERROR, end=firing.end or None)
-        while self.rec.loop_stack:
-            self.rec.end_loop()
+        self.rec.end_loops()
         self.trace.finish(framework=FRAMEWORK, work_names=WORK_NAMES,
                           batch_events=("on_train_batch_start", "on_train_batch_end"))
 
@@ -172,6 +172,8 @@ class LightningTracer:
         if self.open and self.open[-1].pending:
             firing = self.open.pop()
             self.rec.end_firing(firing.index, 0, end=firing.end)
+            if firing.hook == "on_sanity_check_end" and not self.open:
+                self.rec.end_loop(firing.end)  # the sanity check's loop (see fire)
 
     def fire(self, trainer: Any, hook: str, run: Callable[[], Any]) -> Any:
         """Run one dispatch of `hook` as (part of) one event firing."""
@@ -183,22 +185,24 @@ class LightningTracer:
             self._wrap_handlers(trainer, hook)
             if self.rec.loop < 0:
                 self.rec.begin_loop("lightning")
+            if hook == "on_sanity_check_start" and not self.open:
+                self.rec.begin_loop(SANITY_CHECK)  # a loop of its own inside fit: its validation is not fit's
             epoch, iteration = _position(trainer)
             firing = _Firing(hook, self.rec.begin_firing(hook, _mode(trainer, hook), epoch, iteration))
             self.open.append(firing)
         try:
             result = run()
-        except BaseException:
+        except BaseException as error:
             if not self.active:
                 raise
             self.settle()
             if self.open and self.open[-1] is firing:
                 self.open.pop()
-                self.rec.end_firing(firing.index, ERROR)
+                self.rec.end_firing(firing.index, outcome(error, _CANCELS))
             raise
         if self.active:  # (a trace stopped inside a hook records nothing more)
             self.settle()
-            firing.pending, firing.end = True, perf_counter_ns()
+            firing.pending, firing.end = True, self.rec.now()
         return result
 
     def _wrap_handlers(self, trainer: Any, hook: str) -> None:
@@ -215,22 +219,24 @@ class LightningTracer:
             self.patches.put(obj, hook, self._timed(fn, cid))
 
     def _timed(self, fn: Callable[..., Any], cid: int) -> Callable[..., Any]:
+        now = self.rec.now
+
         @functools.wraps(fn)
         def timed(*args: Any, **kwargs: Any) -> Any:
             if not self.active:
                 return fn(*args, **kwargs)
-            status, start = RAN, perf_counter_ns()
+            status, start = RAN, now()
             try:
                 return fn(*args, **kwargs)
-            except BaseException:
-                status = ERROR
+            except BaseException as error:
+                status = outcome(error, _CANCELS)
                 raise
             finally:
                 if self.active:
                     self.settle()  # a hook dispatched inside this handler (optimizer_step's closure) ends before it
-                    self.rec.call(cid, start, perf_counter_ns(), status)
+                    self.rec.call(cid, start, now(), status)
 
         timed.__loopviz_wrapper__ = True  # type: ignore[attr-defined]
-        return timed
+        return invisible(timed, fn)
 
 
