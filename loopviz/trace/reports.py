@@ -290,8 +290,7 @@ def _dispatch_rows(data: TraceData, top: pd.DataFrame) -> list[tuple[Any, ...]]:
     total = int(per_firing.sum()) + extra_total
     mean = total / count if count else 0.0
     biggest = int(per_firing.max()) if len(per_firing) else 0
-    p50 = float(np.percentile(per_firing, 50)) if len(per_firing) else 0.0
-    p95 = float(np.percentile(per_firing, 95)) if len(per_firing) else 0.0
+    p50, p95 = _exact_percentiles(per_firing)
     return [("dispatch", name, "", count, total / 1e6, mean / 1e6, p50 / 1e6, p95 / 1e6, biggest / 1e6, True)]
 
 
@@ -521,15 +520,24 @@ def _names(names: Any, codes: np.ndarray) -> np.ndarray:
     return table[np.where((codes >= 0) & (codes < len(names)), codes, len(names))]
 
 
+def _exact_percentiles(durations: np.ndarray) -> tuple[float, float]:
+    """p50 and p95 of raw durations: the values at rank ceil(q * n), as the sketch past the cap defines them."""
+    if not len(durations):
+        return 0.0, 0.0
+    p50, p95 = np.percentile(durations, [50, 95], method="inverted_cdf")
+    return float(p50), float(p95)
+
+
 def _stats(durations: np.ndarray, extra: Aggregate | None) -> tuple[int, float, float, float, float, float, bool]:
     """count, total, mean, p50, p95, max (ms) and whether the percentiles are approximate: every statistic of a
-    view comes from here. Without an aggregate past the cap, exact (numpy's linear percentiles); with one, the raw
-    durations join its sketch and p50/p95 are the values at rank ceil(q * count), within the sketch's relative
-    error (`loopviz.trace.sketch.ALPHA`; a factor of 1.42 for files before version 5) and clamped to [min, max]."""
+    view comes from here. p50/p95 are the durations at rank ceil(q * count), one definition whatever the cap: without
+    an aggregate past the cap, exact; with one, the raw durations join its sketch and the value at that rank is within
+    the sketch's relative error (`loopviz.trace.sketch.ALPHA`; a factor of 1.42 for files before version 5), clamped
+    to [min, max]."""
     if extra is None or extra.count == 0:
         count, total = len(durations), int(durations.sum())
         biggest = int(durations.max()) if count else 0
-        p50, p95 = (float(np.percentile(durations, 50)), float(np.percentile(durations, 95))) if count else (0.0, 0.0)
+        p50, p95 = _exact_percentiles(durations)
         approx = False
     else:
         every = extra.with_durations(durations)
