@@ -419,13 +419,13 @@ def test_the_durations_a_diff_tests_are_those_of_the_summary_rows(learn):
 def test_the_rank_test_agrees_with_scipy(old, new):
     from scipy.stats import mannwhitneyu
 
-    from loopviz.diff import _rank_test
+    from loopviz.trace.compare import rank_test
 
-    p, direction = _rank_test(old, new)
+    p, direction = rank_test(old, new)
     expected = mannwhitneyu(new, old, alternative="two-sided", method="asymptotic")
     assert p == pytest.approx(expected.pvalue, rel=1e-9)
     assert direction == (1 if expected.statistic > len(old) * len(new) / 2 else -1)
-    assert _rank_test([4] * 8, [4] * 8) == (1.0, 0)
+    assert rank_test([4] * 8, [4] * 8) == (1.0, 0)
 
 
 class SpendsClockTime(Callback):
