@@ -238,3 +238,15 @@ def spying() -> Iterator[Spy]:
     finally:
         for name, fn in saved.items():
             setattr(call, name, fn)
+
+
+def traced_fit(root: Any) -> tuple[pl.Trainer, Spy, Any]:
+    """A TinyModule fit (two epochs, with validation and its sanity check) traced by loopviz under the spy: the
+    trainer, what the spy saw and the trace."""
+    import loopviz
+
+    quiet_lightning()
+    tr = trainer(root)
+    with spying() as seen, loopviz.tracing(tr) as t:
+        tr.fit(TinyModule(), loader(), loader())
+    return tr, seen, t

@@ -196,12 +196,9 @@ def test_show_takes_a_trace_for_a_hugging_face_trainer(tmp_path):
 
 def test_lightning_counts_each_loop_once_and_nested_hooks_as_run(tmp_path):
     pytest.importorskip("lightning")
-    from tests.lightning_fixtures import TinyModule, loader, quiet_lightning, spying, trainer
+    from tests.lightning_fixtures import traced_fit
 
-    quiet_lightning()
-    tr, module = trainer(tmp_path), TinyModule()
-    with spying() as seen, loopviz.tracing(tr) as t:
-        tr.fit(module, loader(), loader())
+    tr, seen, t = traced_fit(tmp_path)
     diagram = loopviz.show(tr, fmt="graphviz", trace=t)
     spec = diagram.spec
     steps = [ev for ev in spec.events() if ev.name == "validation_step"]

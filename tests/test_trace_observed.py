@@ -104,13 +104,9 @@ def outline(spec: LoopSpec) -> str:
 
 def test_lightning_sanity_check_and_closure(tmp_path):
     pytest.importorskip("lightning")
-    import loopviz
-    from tests.lightning_fixtures import TinyModule, loader, quiet_lightning, spying, trainer
+    from tests.lightning_fixtures import traced_fit
 
-    quiet_lightning()
-    tr, module = trainer(tmp_path), TinyModule()
-    with spying() as seen, loopviz.tracing(tr) as t:
-        tr.fit(module, loader(), loader())
+    _, seen, t = traced_fit(tmp_path)
     assert list(t.loops) == ["fit", "sanity_check"] and sub_loops(t.data, 0) == [1]
     spec = observed_spec(t.data, 0)
     by_name: Counter = Counter()
