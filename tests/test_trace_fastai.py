@@ -61,7 +61,7 @@ def test_every_callback_call_is_recorded_with_what_it_did(learn):
     expected = {k: v for k, v in expected_handlers(spec, exclude=set()).items() if v}
     assert observed == expected
     skipped = calls[(calls["callback"] == "TrainEvalCallback") & (calls["event"] == "after_batch") & (calls["phase"] == "valid")]
-    assert set(skipped["status"]) == {"skipped_run_valid"}
+    assert set(skipped["status"]) == {"skipped_in_valid"}
 
 
 def test_work_between_events_is_named(learn):

@@ -85,7 +85,7 @@ def test_adapters_name_their_dispatch_ranges_and_batches_and_files_keep_the_name
     for trace in (t, back):
         assert trace.meta["dispatch_label"] == "dispatch (fastai's own)" and trace.meta["range_prefix"] == "fastai"
         assert trace.meta["batch_events"] == ["before_batch", "after_batch"]
-        assert trace.meta["skip_statuses"]["skipped_run_train"] == "run_train=False"
+        assert trace.meta["skip_statuses"]["skipped_in_train"] == "run_train=False"
         assert "dispatch (fastai's own)" in set(trace.summary()["name"])
     train, valid, model, loss = mi.synthetic()
     other = mi.Learner(model, train, valid, loss, cbs=[mi.TrainCB()])

@@ -11,7 +11,7 @@ __all__ = [
     "FIRING_FIELDS", "CALL_FIELDS", "CHANGE_FIELDS", "NF", "NC", "NCH",
     "F_EVENT", "F_MODE", "F_EPOCH", "F_ITER", "F_LOOP", "F_PARENT", "F_START", "F_END", "F_STATUS", "F_DEV_START",
     "F_DEV_END", "C_FIRING", "C_CALLBACK", "C_START", "C_DUR", "C_STATUS", "CH_FIRING", "CH_CALLBACK", "CH_ATTR",
-    "MODES", "STATUS", "RAN", "NO_HANDLER", "SKIPPED_RUN", "SKIPPED_TRAIN", "SKIPPED_VALID", "CANCELLED", "ERROR",
+    "MODES", "STATUS", "RAN", "NO_HANDLER", "SKIPPED", "SKIPPED_TRAIN", "SKIPPED_VALID", "CANCELLED", "ERROR",
     "UNKNOWN_LOOP",
 ]
 
@@ -46,14 +46,15 @@ CH_CALLBACK = CHANGE_FIELDS.index("callback")
 CH_ATTR = CHANGE_FIELDS.index("attr")
 
 MODES = ("", "train", "valid")
-# Call and firing outcomes. A call 'ran' when its handler ran; the skipped ones were called by the loop
-# but did nothing (no handler, or switched off by run/run_train/run_valid).
-STATUS = ("ran", "no_handler", "skipped_run", "skipped_run_train", "skipped_run_valid", "cancelled", "error")
+# Call and firing outcomes. A call 'ran' when its handler ran; the skipped ones were called by the loop but did
+# nothing: no handler, or switched off by the callback's own flags, in every phase, in training or in validation
+# (the adapter names its flags in the trace's meta, `skip_statuses`: fastai's run, run_train, run_valid).
+STATUS = ("ran", "no_handler", "skipped", "skipped_in_train", "skipped_in_valid", "cancelled", "error")
 RAN = STATUS.index("ran")
 NO_HANDLER = STATUS.index("no_handler")
-SKIPPED_RUN = STATUS.index("skipped_run")
-SKIPPED_TRAIN = STATUS.index("skipped_run_train")
-SKIPPED_VALID = STATUS.index("skipped_run_valid")
+SKIPPED = STATUS.index("skipped")
+SKIPPED_TRAIN = STATUS.index("skipped_in_train")
+SKIPPED_VALID = STATUS.index("skipped_in_valid")
 CANCELLED = STATUS.index("cancelled")
 ERROR = STATUS.index("error")
 

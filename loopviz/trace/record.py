@@ -16,12 +16,12 @@ from typing import Any, Callable
 from loopviz.trace.clock import Clock, HostClock
 from loopviz.trace.data import Aggregate, TraceData, is_outermost, recount
 from loopviz.trace.layout import (
-    CALL_FIELDS, CANCELLED, ERROR, FIRING_FIELDS, MODES, NCH, NO_HANDLER, RAN, SKIPPED_RUN, SKIPPED_TRAIN,
+    CALL_FIELDS, CANCELLED, ERROR, FIRING_FIELDS, MODES, NCH, NO_HANDLER, RAN, SKIPPED, SKIPPED_TRAIN,
     SKIPPED_VALID, STATUS,
 )
 from loopviz.trace.records import CALL_ROW, FIRING_END, FIRING_END_AT, FIRING_ROW, LONG, MAX_EVENT, MAX_INDEX
 
-__all__ = ["Recorder", "FIRING_FIELDS", "CALL_FIELDS", "STATUS", "MODES", "RAN", "NO_HANDLER", "SKIPPED_RUN",
+__all__ = ["Recorder", "FIRING_FIELDS", "CALL_FIELDS", "STATUS", "MODES", "RAN", "NO_HANDLER", "SKIPPED",
            "SKIPPED_TRAIN", "SKIPPED_VALID", "CANCELLED", "ERROR"]
 
 _DRAIN_EVERY = 4096  # deferred clock marks resolved per batch

@@ -27,7 +27,7 @@ WORK_FALLBACK = "between events"
 SETUP = "setup"  # an outermost loop's entry point before its first event (fastai's fit: callbacks, optimizer)
 CLEANUP = "cleanup"  # after its last event, until the entry point returns
 _NO_DURATIONS = np.zeros(0, np.int64)
-_SKIPPED = ("no_handler", "skipped_run", "skipped_run_train", "skipped_run_valid")
+_SKIPPED = ("no_handler", "skipped", "skipped_in_train", "skipped_in_valid")
 
 
 # -- the flat records as matrices -------------------------------------------------------------

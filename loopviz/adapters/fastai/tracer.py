@@ -37,7 +37,7 @@ from loopviz.trace.data import callback_facts
 from loopviz.trace.instrument import outcome
 from loopviz.trace.profiler import call_range, firing_range, work_range  # the ranges' names (ranges=True)
 from loopviz.trace.record import (
-    MODES, NO_HANDLER, RAN, SKIPPED_RUN, SKIPPED_TRAIN, SKIPPED_VALID, STATUS, Recorder,
+    MODES, NO_HANDLER, RAN, SKIPPED, SKIPPED_TRAIN, SKIPPED_VALID, STATUS, Recorder,
 )
 from loopviz.trace.trace import Trace
 from loopviz.trace.waits import WaitWatch, wait_watch
@@ -53,7 +53,7 @@ _PHASE_MODE = {
     "before_train": 1, "after_cancel_train": 1, "after_train": 1,
     "before_validate": 2, "after_cancel_validate": 2, "after_validate": 2,
 }
-_SKIP_STATUS = {None: RAN, "run=False": SKIPPED_RUN, "run_train=False": SKIPPED_TRAIN, "run_valid=False": SKIPPED_VALID}
+_SKIP_STATUS = {None: RAN, "run=False": SKIPPED, "run_train=False": SKIPPED_TRAIN, "run_valid=False": SKIPPED_VALID}
 RANGE_PREFIX = "fastai"  # the name of every range this tracer opens (ranges=True) starts with it and a space
 DISPATCH_LABEL = "dispatch (fastai's own)"  # the time in events that no callback's call accounts for
 _ENTRY_POINTS = ("fit", "validate", "get_preds", "lr_find", "fine_tune", "fit_one_cycle")
