@@ -9,12 +9,16 @@ read from your callback objects (a method named after the event) in the order yo
 
 Trace: `DispatchTracer(obj, "callback", callbacks=lambda: obj.cbs)` wraps the one method your loop
 dispatches every event through (on that object only) and, per event, the callbacks' handler
-methods (on those instances only), and gives back a `Trace`; everything is put back at the end.
+methods (on those instances only), and gives back a `Trace`; everything is put back at the end, or, for a
+trace never exited, when the object is collected (the tracer holds it weakly). A callback shared by two traced
+objects is timed by each trace for its own object's dispatches only.
 Every view and report of loopviz works on both.
 """
 from __future__ import annotations
 
 import functools
+import threading
+import weakref
 from typing import Any, Callable, Iterable, Sequence
 
 from loopviz import introspect
@@ -22,12 +26,57 @@ from loopviz.checks import check_int
 from loopviz.errors import LoopvizError
 from loopviz.model import CallbackInfo, CancelPath, Event, Handler, LoopSpec, Mode, Phase, Role, Step, Work
 from loopviz.trace.clock import Clock
+from loopviz.trace import instrument
 from loopviz.trace.instrument import PatchSet, invisible, outcome
 from loopviz.trace.data import callback_facts
 from loopviz.trace.record import RAN, Recorder
 from loopviz.trace.trace import Trace
 
 __all__ = ["callback_info", "from_base", "handler", "event", "work", "phase", "cancel", "loop_spec", "DispatchTracer"]
+
+_DISPATCHING = threading.local()  # .recordings: the recordings whose dispatch this thread is inside, innermost last
+
+
+def _dispatching() -> list[_Recording]:
+    """The recordings whose dispatch this thread is inside now, innermost last."""
+    found = getattr(_DISPATCHING, "recordings", None)
+    if found is None:
+        found = _DISPATCHING.recordings = []
+    return found
+
+
+class _Recording:
+    """What a DispatchTracer's handler wrappers, its trace and its ending share: its patches and its trace, nothing
+    of the traced loop, so that neither a callback that outlives the loop nor the trace keeps the loop alive."""
+
+    def __init__(self, rec: Recorder, finish: dict[str, Any]):
+        self.rec, self.finish = rec, finish
+        self.patches = PatchSet()  # the wrapped dispatch method and the timed handlers (instrumentation kernel)
+        self.trace = Trace.recording(rec, stop=self.end)
+        self.active = False
+        self.ending: Callable[[], Any] | None = None  # ends it once (a weakref.finalize of the traced object)
+
+    def start(self, obj: Any) -> None:
+        """Mark it recording; it ends when `end()` is called or `obj` is collected, whichever comes first."""
+        self.active = True
+        try:
+            self.ending = weakref.finalize(obj, instrument.run_or_defer, self._finish)
+        except TypeError:  # an object without __weakref__: it ends on exit only
+            self.ending = self._finish
+
+    def end(self) -> None:
+        """End the recording (once): put everything back and finish the trace."""
+        if self.ending is not None:
+            self.ending()
+
+    def _finish(self) -> None:
+        with instrument.guarded():
+            if not self.active:
+                return
+            self.active = False
+        self.patches.restore()
+        self.trace.finish(**self.finish)
+
 
 def _bases(base: type | None) -> tuple[type, ...]:
     """The framework's callback base class as `loopviz.introspect` takes it."""
@@ -118,7 +167,8 @@ class DispatchTracer:
                  cancels: tuple[type[BaseException], ...] | None = None):
         if not callable(getattr(obj, method, None)):
             raise LoopvizError(f"{type(obj).__name__} has no method {method!r} to trace; pass the name of its dispatch method.")
-        self.obj, self.method, self.callbacks = obj, method, callbacks
+        self._obj = _weak(obj)
+        self.method, self.callbacks = method, callbacks
         self.framework, self.loop_start, self.mode, self.position = framework, set(loop_start), mode, position
         self.work_names, self.event_arg = dict(work_names or {}), event_arg
         self.base = base
@@ -126,26 +176,35 @@ class DispatchTracer:
         self.batch_events = batch_events
         self.rec = Recorder(clock, max_calls=check_int("max_calls", max_calls),
                             max_firings=check_int("max_firings", max_firings), now=now)
-        self.trace = Trace.recording(self.rec, stop=self._stop)
-        self.patches = PatchSet()  # the wrapped dispatch method and the timed handlers (instrumentation kernel)
-        self.active = False
+        self.recording = _Recording(self.rec, dict(framework=framework, work_names=self.work_names,
+                                                   batch_events=batch_events))
+        self.trace, self.patches = self.recording.trace, self.recording.patches
+
+    @property
+    def obj(self) -> Any:
+        """The traced object (None once it has been collected)."""
+        return self._obj()
+
+    @property
+    def active(self) -> bool:
+        """True while the trace records."""
+        return self.recording.active
 
     def __enter__(self) -> Trace:
-        if getattr(self.obj.__dict__.get(self.method), "__loopviz_wrapper__", False):
-            raise LoopvizError(f"{type(self.obj).__name__}.{self.method} is already being traced; finish that trace first.")
-        self.patches.put(self.obj, self.method, self._dispatch_wrapper(getattr(self.obj, self.method)))
-        self.active = True
+        obj = self.obj
+        if self.recording.ending is not None or obj is None:
+            raise LoopvizError("this tracer has been used; start a new one.")
+        if getattr(obj.__dict__.get(self.method), "__loopviz_wrapper__", False):
+            raise LoopvizError(f"{type(obj).__name__}.{self.method} is already being traced; finish that trace first.")
+        self.patches.put(obj, self.method, self._dispatch_wrapper(getattr(obj, self.method)))
+        self.recording.start(obj)
         return self.trace
 
     def __exit__(self, *exc: Any) -> None:
         self._stop()
 
     def _stop(self) -> None:
-        if not self.active:
-            return
-        self.active = False
-        self.patches.restore()
-        self.trace.finish(framework=self.framework, work_names=self.work_names, batch_events=self.batch_events)
+        self.recording.end()
 
     def _dispatch_wrapper(self, original: Callable[..., Any]) -> Callable[..., Any]:
         rec = self.rec
@@ -165,12 +224,15 @@ class DispatchTracer:
             epoch, iteration = self.position(self.obj)
             index = rec.begin_firing(name, self.mode(self.obj, name), _int(epoch), _int(iteration))
             status = 0
+            recordings = _dispatching()
+            recordings.append(self.recording)
             try:
                 return original(*args, **kwargs)
             except BaseException as error:
                 status = outcome(error, self.cancels)
                 raise
             finally:
+                recordings.pop()
                 rec.end_firing(index, status)
 
         dispatch.__loopviz_wrapper__ = True  # type: ignore[attr-defined]
@@ -195,25 +257,34 @@ class DispatchTracer:
                 self.rec.no_handler_call()
 
     def _timed(self, fn: Callable[..., Any], cid: int) -> Callable[..., Any]:
-        rec = self.rec
+        # closes over the recording, not the tracer: a callback outliving the traced loop must not keep it alive
+        recording, rec, cancels = self.recording, self.rec, self.cancels
         now = rec.now
 
         @functools.wraps(fn)
         def timed(*args: Any, **kwargs: Any) -> Any:
-            if not self.active:
+            recordings = _dispatching()
+            if not recording.active or not recordings or recordings[-1] is not recording:  # another loop's call
                 return fn(*args, **kwargs)
             status = RAN
             start = now()
             try:
                 return fn(*args, **kwargs)
             except BaseException as error:
-                status = outcome(error, self.cancels)
+                status = outcome(error, cancels)
                 raise
             finally:
                 rec.call(cid, start, now(), status)
 
         return invisible(timed, fn)
 
+
+def _weak(obj: Any) -> Callable[[], Any]:
+    """A weak reference to `obj`, or a strong one where it takes none."""
+    try:
+        return weakref.ref(obj)
+    except TypeError:
+        return lambda: obj
 
 
 def _int(value: Any) -> int:

@@ -20,6 +20,7 @@ from loopviz.adapters import lightning as adapter  # noqa: E402
 from loopviz.cli import cli  # noqa: E402
 from loopviz.errors import LoopvizError  # noqa: E402
 from loopviz.model import Phase  # noqa: E402
+from loopviz.trace import instrument  # noqa: E402
 from tests.lightning_fixtures import (  # noqa: E402
     ManualModule, ScheduledModule, SpyCallback, StopAfter, TinyData, TinyModule, loader, quiet_lightning, spying, trainer,
 )
@@ -327,3 +328,64 @@ def test_a_wrapper_put_over_ours_stays_and_ours_goes_quiet(tmp_path: Path) -> No
         assert Counter(_firing_names(t))["on_train_epoch_start"] == 1
     finally:
         call._call_callback_hooks = original
+
+
+class TrainerTrackingModule(TinyModule):
+    """Counts its own training and validation steps per trainer: the spy of a module fitted by two trainers."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.steps: Counter = Counter()
+
+    def training_step(self, batch: Any, batch_idx: int) -> Any:
+        self.steps[id(self.trainer), "training_step"] += 1
+        return super().training_step(batch, batch_idx)
+
+    def validation_step(self, batch: Any, batch_idx: int) -> None:
+        self.steps[id(self.trainer), "validation_step"] += 1
+        return super().validation_step(batch, batch_idx)
+
+
+def module_calls(trace: Any, hook: str) -> int:
+    table = trace.by_callback().query("callback == 'TrainerTrackingModule' and event == @hook")
+    return int(table["calls"].sum())
+
+
+@pytest.mark.parametrize("exit_order", ["first-first", "last-first"])
+@pytest.mark.parametrize("fit_order", ["a-then-b", "b-then-a"])
+def test_a_module_fitted_by_two_traced_trainers_is_left_as_it_was(tmp_path: Path, exit_order: str,
+                                                                 fit_order: str) -> None:
+    module = TrainerTrackingModule()
+    trainers = [trainer(tmp_path / "a"), trainer(tmp_path / "b")]
+    tracers = [adapter.trace(each) for each in trainers]
+    traces = [tracer.__enter__() for tracer in tracers]
+    for each in (trainers if fit_order == "a-then-b" else trainers[::-1]):
+        each.fit(module, loader(), loader(8))
+    for tracer in (tracers if exit_order == "first-first" else tracers[::-1]):
+        tracer.__exit__(None, None, None)
+    untraced = TrainerTrackingModule()  # what two fits leave on a module without loopviz (Lightning adds _hparams...)
+    for each in (trainer(tmp_path / "c"), trainer(tmp_path / "d")):
+        each.fit(untraced, loader(), loader(8))
+    assert vars(module).keys() == vars(untraced).keys()
+    assert not any(hook in vars(module) for hook in ("training_step", "validation_step", "on_train_epoch_end"))
+    for hook in ("training_step", "validation_step"):
+        assert [module_calls(t, hook) for t in traces] == [module.steps[id(each), hook] for each in trainers]
+    assert instrument.installed() == []
+
+
+def test_a_trace_never_exited_ends_when_its_trainer_and_module_are_collected(tmp_path: Path) -> None:
+    import gc
+    import weakref
+
+    module = TrainerTrackingModule()
+    fitter = trainer(tmp_path)
+    t = adapter.trace(fitter).__enter__()
+    fitter.fit(module, loader(), loader(8))
+    steps = sum(count for (_, hook), count in module.steps.items() if hook == "training_step")
+    gone = [weakref.ref(fitter), weakref.ref(module)]
+    del fitter, module
+    gc.collect()
+    assert [ref() for ref in gone] == [None, None], "the trace kept its trainer or module alive"
+    assert instrument.installed() == [] and all(vars(call)[name] is getattr(call, name) for name in NAMES)
+    assert not any(getattr(vars(call)[name], "__loopviz_wrapper__", False) for name in NAMES)
+    assert not t.recording_now and module_calls(t, "training_step") == steps == 8

@@ -369,3 +369,56 @@ def test_cli_show_and_trace() -> None:
                                       "--cbs", "transformers:PrinterCallback"])
     assert result.exit_code == 0, result.output
     assert "Trace of transformers" in result.output and "forward+backward" in result.output
+
+
+class TrainerCounter(TrainerCallback):
+    """Counts its own on_step_end calls per trainer (told apart by output_dir): the spy of a shared callback."""
+
+    def __init__(self) -> None:
+        self.steps: Counter = Counter()
+
+    def on_step_end(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:
+        self.steps[args.output_dir] += 1
+
+
+def counter_calls(trace: Any) -> int:
+    table = trace.by_callback().query("callback == 'TrainerCounter'")
+    return int(table["calls"].sum())
+
+
+@pytest.mark.parametrize("exit_order", ["first-first", "last-first"])
+@pytest.mark.parametrize("train_order", ["a-then-b", "b-then-a"])
+def test_a_callback_shared_by_two_traced_trainers_is_left_as_it_was(tmp_path: Any, exit_order: str,
+                                                                    train_order: str) -> None:
+    import gc
+
+    shared = TrainerCounter()
+    trainers = [tiny_trainer(tmp_path / "a", callbacks=[shared]), tiny_trainer(tmp_path / "b", callbacks=[shared])]
+    before = dict(vars(shared))
+    tracers = [hf.trace_trainer(trainer) for trainer in trainers]
+    traces = [tracer.__enter__() for tracer in tracers]
+    for trainer in (trainers if train_order == "a-then-b" else trainers[::-1]):
+        trainer.train()
+    for tracer in (tracers if exit_order == "first-first" else tracers[::-1]):
+        tracer.__exit__(None, None, None)
+    gc.collect()
+    assert vars(shared).keys() == before.keys() and vars(shared)["steps"] is before["steps"]
+    assert [counter_calls(t) for t in traces] == [shared.steps[t.args.output_dir] for t in trainers] == [4, 4]
+
+
+def test_a_trace_never_exited_ends_when_its_trainer_is_collected(tmp_path: Any) -> None:
+    import gc
+    import weakref
+
+    from loopviz.trace import instrument
+
+    shared = TrainerCounter()
+    trainer = tiny_trainer(tmp_path, callbacks=[shared])
+    t = hf.trace_trainer(trainer).__enter__()
+    trainer.train()
+    gone = weakref.ref(trainer)
+    del trainer
+    gc.collect()
+    assert gone() is None, "the trace kept its trainer alive"
+    assert instrument.installed() == [] and "on_step_end" not in vars(shared)
+    assert not t.recording_now and counter_calls(t) == sum(shared.steps.values()) == 4

@@ -1,8 +1,11 @@
 """Loops that are not fastai's: a miniai-style learner and a plain PyTorch function, through every view and the tracer."""
 from __future__ import annotations
 
+import gc
 import shutil
+import weakref
 import xml.etree.ElementTree as ET
+from collections import Counter
 
 import pytest
 import torch
@@ -13,6 +16,7 @@ from loopviz.adapters.miniai import miniai_spec, trace_miniai
 from loopviz.annotate import annotate
 from loopviz.generic import DispatchTracer
 from loopviz.loop import Loop
+from loopviz.trace import instrument
 from loopviz.renderers.rich_tree import RichLoop
 from loopviz.trace.trace import Trace
 from tests import miniai_style as mi
@@ -152,3 +156,47 @@ def test_an_exception_in_a_plain_phase_is_recorded(tmp_path):
     firings = t.firings_df()
     assert list(firings["event"].astype(str)) == ["before_fit", "after_fit"]
     assert list(firings["status"]) == ["ok", "error"]
+
+
+class BatchCounter(mi.Callback):
+    """Counts its own after_batch calls per learner: the spy of a callback shared by two learners."""
+
+    def __init__(self):
+        self.batches = Counter()
+
+    def after_batch(self, learn):
+        self.batches[id(learn)] += 1
+
+
+def counter_calls(trace) -> int:
+    return int(trace.by_callback().query("callback == 'BatchCounter'")["calls"].sum())
+
+
+@pytest.mark.parametrize("exit_order", ["first-first", "last-first"])
+@pytest.mark.parametrize("fit_order", ["a-then-b", "b-then-a"])
+def test_a_callback_shared_by_two_traced_loops_is_left_as_it_was(exit_order, fit_order):
+    shared = BatchCounter()
+    learners = [miniai_learner(cbs=[shared]), miniai_learner(cbs=[shared])]
+    before = dict(vars(shared))
+    tracers = [trace_miniai(learn) for learn in learners]
+    traces = [tracer.__enter__() for tracer in tracers]
+    for learn in (learners if fit_order == "a-then-b" else learners[::-1]):
+        learn.fit(1)
+    for tracer in (tracers if exit_order == "first-first" else tracers[::-1]):
+        tracer.__exit__(None, None, None)
+    assert vars(shared).keys() == before.keys() and vars(shared)["batches"] is before["batches"]
+    assert [counter_calls(t) for t in traces] == [shared.batches[id(learn)] for learn in learners]
+    assert all(count > 0 for count in shared.batches.values()) and instrument.installed() == []
+
+
+def test_a_trace_never_exited_ends_when_its_loop_is_collected():
+    shared = BatchCounter()
+    learn = miniai_learner(cbs=[shared])
+    t = trace_miniai(learn).__enter__()
+    learn.fit(1)
+    gone = weakref.ref(learn)
+    del learn
+    gc.collect()
+    assert gone() is None, "the trace kept its learner alive"
+    assert instrument.installed() == [] and "after_batch" not in vars(shared)
+    assert not t.recording_now and counter_calls(t) == sum(shared.batches.values()) > 0

@@ -181,3 +181,38 @@ def test_one_outcome_classifier_given_the_adapters_cancel_exceptions():
     assert instrument.outcome(CancelThis(), ()) == ERROR  # Lightning's and Hugging Face's loops stop by flags
     assert instrument.outcome(CancelThis(), None) == CANCELLED  # a user's own Cancel... class (miniai)
     assert instrument.outcome(KeyboardInterrupt(), None) == ERROR
+
+
+@pytest.mark.parametrize("order", ["first-first", "last-first"])
+@pytest.mark.parametrize("own", [False, True])
+def test_instance_patches_of_two_tracers_restore_in_either_order(order: str, own: bool):
+    obj = Base()
+    if own:
+        obj.__dict__["hook"] = own_hook = lambda: "own"
+    before = dict(vars(obj))
+    sets = [instrument.PatchSet(), instrument.PatchSet()]
+    sets[0].install(obj, "hook", wrap("a"))
+    sets[1].install(obj, "hook", wrap("b"))
+    assert obj.hook() == ("b(a(own))" if own else "b(a(base))")
+    for patches in (sets if order == "first-first" else sets[::-1]):
+        patches.restore()
+    assert vars(obj) == before and instrument.installed() == []
+    if own:
+        assert vars(obj)["hook"] is own_hook
+
+
+def test_an_instance_patch_never_restored_dies_with_its_instance():
+    import gc
+    import weakref
+
+    obj = Base()
+    patches = instrument.PatchSet()
+    patches.install(obj, "hook", wrap("ours"))  # the wrapper holds the bound method, hence the instance
+    assert obj.hook() == "ours(base)" and len(instrument.installed()) == 1
+    gone = weakref.ref(obj)
+    del obj
+    gc.collect()
+    assert gone() is None, "the patch kept its instance alive"
+    assert instrument.installed() == []
+    patches.restore()  # nothing left to put back
+    assert instrument.installed() == []

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import functools
 import importlib
+import weakref
 from typing import Any, Callable, Sequence
 
 import transformers
@@ -275,13 +276,19 @@ class _TrainerTracer(DispatchTracer):
     `predict` calls (wrapped on the trainer instance; one inside another belongs to it)."""
 
     def __init__(self, trainer: Any, **kwargs: Any):
-        self.trainer = trainer
+        self._trainer = weakref.ref(trainer)  # weakly: a trace never exited ends when the trainer is collected
+        handler = weakref.ref(trainer.callback_handler)
         self.training = self.evaluating = 0  # train / evaluate-or-predict calls open now
         self.epoch = -1  # the epoch `train` is in, read from state.epoch at on_epoch_begin, where it is exact
-        super().__init__(trainer.callback_handler, "call_event", callbacks=lambda: trainer.callback_handler.callbacks,
+        super().__init__(trainer.callback_handler, "call_event", callbacks=lambda: _callbacks(handler()),
                          framework=FRAMEWORK, loop_start=(), mode=self._mode, position=self._position,
                          work_names=WORK_NAMES, base=TrainerCallback,
                          batch_events=("on_step_begin", "on_step_end"), cancels=(), **kwargs)  # stops by flags
+
+    @property
+    def trainer(self) -> Any:
+        """The traced trainer (None once it has been collected)."""
+        return self._trainer()
 
     def __enter__(self) -> Any:
         trace = super().__enter__()
@@ -336,6 +343,11 @@ class _TrainerTracer(DispatchTracer):
         if self.training:
             return self.epoch, state.global_step
         return (int(state.epoch) if state.epoch is not None else -1), state.global_step
+
+
+def _callbacks(handler: Any) -> list[Any]:
+    """The callbacks of a trainer's callback handler (none once it has been collected)."""
+    return [] if handler is None else handler.callbacks
 
 
 def trace_trainer(trainer: Any, **kwargs: Any) -> DispatchTracer:

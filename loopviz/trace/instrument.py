@@ -32,7 +32,7 @@ from __future__ import annotations
 import threading
 import types
 import warnings
-from dataclasses import dataclass
+import weakref
 from typing import Any, Callable
 
 from loopviz.trace.layout import CANCELLED, ERROR
@@ -46,21 +46,35 @@ _LOCK = threading.RLock()
 _DEFERRED: list[Callable[[], None]] = []  # endings the garbage collector asked for inside a guarded block
 
 
-@dataclass(eq=False)
 class Patch:
     """One installed attribute (owner, name) or setting (owner None, `name` its label, `access` its getter and setter):
-    what was there before and what loopviz put there."""
+    what was there before and what loopviz put there. An instance owner and the wrapper on it are held weakly, so
+    that a patch never keeps the traced object alive (a patch whose instance was collected is gone with it)."""
 
-    owner: Any
-    name: str
-    before: Any
-    wrapper: Any
-    access: tuple[Callable[[], Any], Callable[[Any], Any]] | None = None
-    over: Any = MISSING  # the foreign value found over the wrapper when it was stranded
-    key: tuple[int, str] = (0, "")  # the registry's key: (id of the owner, name)
+    def __init__(self, owner: Any, name: str, before: Any, wrapper: Any,
+                 access: tuple[Callable[[], Any], Callable[[Any], Any]] | None = None):
+        self.name, self.before, self.access = name, before, access
+        self.over: Any = MISSING  # the foreign value found over the wrapper when it was stranded
+        self.key = (id(owner), name)  # the registry's key: (id of the owner, name)
+        self._owner = _weak(owner)
+        # on an instance held weakly (the instance holds it); on a class or module, strongly (a foreign value put
+        # over it may be all that else holds it)
+        self._wrapper = _weak(wrapper) if owner is not None and not _shared(owner) else (lambda: wrapper)
 
-    def __post_init__(self) -> None:
-        self.key = (id(self.owner), self.name)
+    @property
+    def owner(self) -> Any:
+        """The patched class, module or instance (None for a setting, or an instance since collected)."""
+        return self._owner()
+
+    @property
+    def wrapper(self) -> Any:
+        """What loopviz put there (None once its instance was collected)."""
+        return self._wrapper()
+
+    @property
+    def dead(self) -> bool:
+        """True when the patched instance has been collected: nothing is left to put back."""
+        return self.access is None and self._owner() is None
 
     def where(self) -> str:
         """'Owner.name' for messages."""
@@ -68,6 +82,16 @@ class Patch:
             return self.name
         owner = self.owner if isinstance(self.owner, (type, types.ModuleType)) else type(self.owner)
         return f"{getattr(owner, '__name__', owner)}.{self.name}"
+
+
+def _weak(value: Any) -> Callable[[], Any]:
+    """A weak reference to an instance (or a function put on one), a strong one to anything else."""
+    if value is not None and not _shared(value):
+        try:
+            return weakref.ref(value)
+        except TypeError:  # no __weakref__ slot: held strongly
+            pass
+    return lambda: value
 
 
 _INSTALLED: dict[tuple[int, str], list[Patch]] = {}  # (id(owner), name) -> its patches, the latest last
@@ -186,6 +210,7 @@ def _register(patch: Patch) -> Patch:
     if stack is None:
         _INSTALLED[patch.key] = [patch]
     else:
+        stack[:] = [held for held in stack if not held.dead]  # the key of a collected instance, reused
         stack.append(patch)
     return patch
 
@@ -208,6 +233,8 @@ def restore(patch: Patch) -> None:
         stack.remove(patch)
         if not stack:
             del _INSTALLED[key]
+        if patch.dead:
+            return  # its instance was collected, and our wrapper with it
         if patch.access is not None:
             get, set_ = patch.access
             if get() == patch.wrapper:  # else other code changed the setting since: theirs stays
@@ -256,6 +283,10 @@ def _sweep() -> None:
 def installed() -> list[Patch]:
     """The patches in force now (an empty list when nothing is traced: the leak check after each test reads it)."""
     with guarded():
+        for key, stack in list(_INSTALLED.items()):
+            stack[:] = [patch for patch in stack if not patch.dead]
+            if not stack:
+                del _INSTALLED[key]
         return [patch for stack in _INSTALLED.values() for patch in stack]
 
 

@@ -6,11 +6,16 @@ While any trainer (or module) is traced, loopviz's wrappers replace `_call_callb
 back). A hook's consecutive dispatches (callbacks, then the module...) are one firing: a firing stays open,
 pending, after its dispatch returns until the next dispatch, which joins it if it is of the same hook; it closes
 at the time its last dispatch returned. Handler calls are timed by an attribute on each callback, module or
-datamodule instance, which Lightning's `is_overridden` sees as the attribute it wraps (`instrument.invisible`).
+datamodule instance, which Lightning's `is_overridden` sees as the attribute it wraps (`instrument.invisible`); a
+handler records only calls made inside its own trace's dispatches (a module or callback shared by two traced trainers
+is timed by each for its own trainer's calls). The tracer holds its trainer (or module) weakly: a trace never exited
+ends when that object is collected, as a fastai trace ends with its learner.
 """
 from __future__ import annotations
 
 import functools
+import threading
+import weakref
 from dataclasses import dataclass
 from typing import Any, Callable
 
@@ -32,7 +37,8 @@ __all__ = ["LightningTracer", "SANITY_CHECK"]
 
 SANITY_CHECK = "sanity_check"  # the label of the loop the sanity check runs, nested in fit (the spec's phase name)
 
-# id(traced trainer or module) -> its tracer (changed under the kernel's lock)
+_DISPATCHING = threading.local()  # .tracers: the tracers whose dispatch this thread is inside, innermost last
+# id(traced trainer or module) -> its tracer (changed under the kernel's lock; a tracer holds its target weakly)
 _ACTIVE: dict[int, "LightningTracer"] = {}
 _PATCHES = instrument.PatchSet()  # the wrappers in lightning.pytorch.trainer.call while any tracer is active
 _LIVE: dict[str, Any] = {}  # name in lightning.pytorch.trainer.call -> the wrapper installed now
@@ -102,6 +108,14 @@ def _uninstall() -> None:
     _PATCHES.restore()
 
 
+def _dispatching() -> list[LightningTracer]:
+    """The tracers whose dispatch this thread is inside now, innermost last."""
+    tracers = getattr(_DISPATCHING, "tracers", None)
+    if tracers is None:
+        tracers = _DISPATCHING.tracers = []
+    return tracers
+
+
 @dataclass
 class _Firing:
     hook: str
@@ -131,32 +145,46 @@ class LightningTracer:
                  now: Callable[[], int] | None = None):
         if not isinstance(target, (pl.Trainer, pl.LightningModule)):
             raise LoopvizError(f"trace a Lightning Trainer or LightningModule, not a {type(target).__name__}.")
-        self.target = target
+        self.target_ref = weakref.ref(target)
+        self.target_id = id(target)  # its key in _ACTIVE (the tracer leaves it before the target is freed)
+        self.target_name = type(target).__name__
         self.rec = Recorder(clock, max_calls=max_calls, max_firings=max_firings, now=now)  # now: the host clock
         self.trace = Trace.recording(self.rec, stop=self._stop)
         self.open: list[_Firing] = []
         self.patches = instrument.PatchSet()  # the timed handlers on callback, module and datamodule instances
         self.active = False
+        self._ending: weakref.finalize | None = None
 
     def __enter__(self) -> Trace:
+        target = self.target_ref()
+        if self._ending is not None or target is None:
+            raise LoopvizError("this tracer has been used; start a new one with `loopviz.adapters.lightning.trace()`.")
         with instrument.guarded():
-            if id(self.target) in _ACTIVE:
-                raise LoopvizError(f"this {type(self.target).__name__} is already being traced; finish that trace first.")
+            if self.target_id in _ACTIVE:
+                raise LoopvizError(f"this {self.target_name} is already being traced; finish that trace first.")
             if not _ACTIVE:
                 _install()
-            _ACTIVE[id(self.target)] = self
+            _ACTIVE[self.target_id] = self
             self.active = True
+            # Ends the trace once: on exit, on t.stop(), or when the target is collected (the finalizer holds this
+            # tracer, which holds its target only weakly).
+            self._ending = weakref.finalize(target, instrument.run_or_defer, self._end)
         return self.trace
 
     def __exit__(self, *exc: Any) -> None:
         self._stop()
 
     def _stop(self) -> None:
+        if self._ending is not None:
+            self._ending()
+
+    def _end(self) -> None:
         with instrument.guarded():
             if not self.active:
                 return
             self.active = False
-            _ACTIVE.pop(id(self.target), None)
+            if _ACTIVE.get(self.target_id) is self:
+                del _ACTIVE[self.target_id]
             if not _ACTIVE:
                 _uninstall()
         self.patches.restore()
@@ -190,6 +218,8 @@ class LightningTracer:
             epoch, iteration = _position(trainer)
             firing = _Firing(hook, self.rec.begin_firing(hook, _mode(trainer, hook), epoch, iteration))
             self.open.append(firing)
+        tracers = _dispatching()
+        tracers.append(self)
         try:
             result = run()
         except BaseException as error:
@@ -200,6 +230,8 @@ class LightningTracer:
                 self.open.pop()
                 self.rec.end_firing(firing.index, outcome(error, _CANCELS))
             raise
+        finally:
+            tracers.pop()
         if self.active:  # (a trace stopped inside a hook records nothing more)
             self.settle()
             firing.pending, firing.end = True, self.rec.now()
@@ -223,7 +255,8 @@ class LightningTracer:
 
         @functools.wraps(fn)
         def timed(*args: Any, **kwargs: Any) -> Any:
-            if not self.active:
+            tracers = _dispatching()
+            if not self.active or not tracers or tracers[-1] is not self:  # another trainer's call, or none traced
                 return fn(*args, **kwargs)
             status, start = RAN, now()
             try:
