@@ -7,7 +7,7 @@ from typing import TYPE_CHECKING, Any
 from loopviz.checks import check_type
 from loopviz.errors import LoopvizError
 from loopviz.model import CallbackInfo, Event, Handler, LoopSpec, Phase, Timing, Work
-from loopviz.trace.notes import cap_notes
+from loopviz.trace.notes import cap_notes, check_recorded_a_loop
 
 if TYPE_CHECKING:  # the analysis imports pandas: `import loopviz` stays light
     from loopviz.trace.observed import Timings
@@ -19,6 +19,7 @@ _UNSEEN_DOC = "Not among the callbacks this view was built with; the trace saw i
 
 def _outermost(trace: Any) -> Any:
     """The trace's loops that no other loop or event ran (a fit, a validate... called by the user)."""
+    check_recorded_a_loop(trace.data, so="there are no times to put on the loop")
     loops = trace.loops_df()
     return loops[loops["outermost"]]
 
@@ -91,6 +92,7 @@ def annotate(spec: LoopSpec, trace: Any, loops: Any = "auto") -> LoopSpec:
     check_trace("trace", trace)
     if trace.framework and spec.framework and trace.framework.split()[0] != spec.framework.split()[0]:
         raise LoopvizError(f"this trace is of {trace.framework}, the loop of {spec.framework}: they cannot be matched.")
+    check_recorded_a_loop(trace.data, so="there are no times to put on the loop")
     table = trace.loops_df()
     every = table[table["outermost"]]
     if loops == "auto":

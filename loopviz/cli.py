@@ -10,7 +10,6 @@ command's name) shows the traceback instead. TARGET modules are imported with th
 from __future__ import annotations
 
 import importlib
-import json
 import os
 import runpy
 import sys
@@ -165,9 +164,10 @@ def _write(fmt: Format, out: str | bytes, output: str | None) -> None:
         else:  # names in the output (a CSV's) reach the terminal: control characters escaped
             click.echo(visible(out.rstrip("\n")))
         return
-    path = Path(output)  # type: ignore[arg-type]
+    from loopviz.trace.files import write_bytes
+
     try:
-        path.write_bytes(_as_file(out))
+        path = write_bytes(_as_file(out), output)  # type: ignore[arg-type]
     except OSError as e:
         raise Failure(f"cannot write {output!r}: {e.strerror or e}.") from e
     click.echo(f"wrote {path}")
@@ -434,6 +434,7 @@ def merge(ctx: click.Context, trace_file: str, profiler_file: str, output: str) 
     def run() -> None:
         from loopviz.errors import LoopvizError
         from loopviz.trace.files import write_json
+        from loopviz.trace.jsontext import compact_json
         from loopviz.trace.profiler import merged_with_profiler, profiler_events
         from loopviz.trace.trace import Trace
 
@@ -459,7 +460,7 @@ def merge(ctx: click.Context, trace_file: str, profiler_file: str, output: str) 
         summary = f"profiler placed by {info['placed by']}; {covers}"
         if _file(output) is None:
             chrome = next(f for f in formats.REPORT_FORMATS if f.view == "chrome")
-            _write(chrome, json.dumps(merged, separators=(",", ":")), output)
+            _write(chrome, compact_json(merged, "the merged trace"), output)
             click.echo(summary, err=True)
             return
         try:

@@ -66,12 +66,13 @@ class LoopDiagram:
         if fmt is None:
             raise LoopvizError(f"cannot tell the format of {str(path)!r} from its extension; use one of: "
                                f"{known_endings(_diagram_formats())}.")
+        from loopviz.trace.files import write_bytes
+
         out = self.render(fmt.name)
-        if isinstance(out, bytes):
-            path.write_bytes(out)
-        else:
-            path.write_text(out, encoding="utf-8")
-        return path
+        try:
+            return write_bytes(out if isinstance(out, bytes) else out.encode("utf-8"), path)
+        except OSError as e:
+            raise LoopvizError(f"cannot write {str(path)!r}: {e.strerror or e}.") from e
 
     def _repr_mimebundle_(self, include: Iterable[str] | None = None, exclude: Iterable[str] | None = None, **_: Any) -> dict[str, str]:
         """Jupyter display: SVG and a text version; the text alone, with a note, when `dot` is missing or fails."""

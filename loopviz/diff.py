@@ -128,12 +128,15 @@ class TraceDiff:
 
     def __init__(self, before: Any, after: Any, min_change: Any = DEFAULT_MIN_CHANGE,
                  labels: tuple[str, str] = ("before", "after")):
+        from loopviz.trace.notes import check_recorded_a_loop
         from loopviz.trace.trace import check_trace
 
         check_trace("before", before)
         check_trace("after", after)
         self.min_change_ms, self.min_change_fraction = parse_min_change(min_change)
         old, new = (_side(label, trace) for label, trace in zip(labels, (before, after)))
+        for label, side in zip(labels, (old, new)):
+            check_recorded_a_loop(side.data, so="there is nothing to compare", name=f"the {label} trace")
         self.warnings = recording_differences(old.data, new.data)
         events = side_by_side(old.summary, new.summary, ["kind", "name", "phase"])
         callbacks = side_by_side(old.by_callback, new.by_callback, ["callback", "event", "phase"])

@@ -98,3 +98,32 @@ def test_merge_needs_an_output_and_a_writable_one(files, tmp_path):
     assert code == 2 and "Missing option '--output' / '-o'" in err
     code, _, err = run("merge", trace, kineto, "-o", tmp_path / "no" / "merged.json")
     assert code == 1 and err.startswith(f"loopviz: cannot write '{tmp_path / 'no' / 'merged.json'}': the folder")
+
+
+# the profiler's fields as the hostile files of issue 24 wrote them (JSON text): each printed a raw exception
+# (`TypeError: unhashable type: 'list'`) or, for a NaN time, exited 0 having written NaN into the merged file
+BAD_FIELDS = [
+    ("ts", '"abc"', "'abc', not a finite number of µs"), ("ts", "null", "null, not a finite number of µs"),
+    ("ts", "[1]", "a list of 1, not a finite number of µs"), ("ts", "1e400", "Infinity, not a finite number of µs"),
+    ("ts", "NaN", "NaN, not a finite number of µs"), ("dur", '"5"', "'5', not a finite number of µs"),
+    ("cat", '["kernel"]', "a list of 1, not a string"), ("cat", '{"k": 1}', "an object, not a string"),
+    ("baseTimeNanoseconds", '"1"', "'1', not an integer"), ("baseTimeNanoseconds", "NaN", "NaN, not an integer"),
+    ("baseTimeNanoseconds", "Infinity", "Infinity, not an integer"),
+    ("baseTimeNanoseconds", "1e400", "Infinity, not an integer"),
+    ("baseTimeNanoseconds", "[1]", "a list of 1, not an integer"),
+]
+
+
+@pytest.mark.parametrize("field, text, expected", BAD_FIELDS)
+def test_a_bad_profiler_field_is_one_line_naming_it_and_its_event(files, tmp_path, field, text, expected):
+    trace, kineto, _ = files
+    data = json.loads(gzip.decompress(kineto.read_bytes()))
+    index = next(i for i, e in enumerate(data["traceEvents"]) if e.get("ph") == "X")
+    (data if field == "baseTimeNanoseconds" else data["traceEvents"][index])[field] = "@BAD@"
+    bad = tmp_path / "bad.json"
+    bad.write_text(json.dumps(data).replace('"@BAD@"', text))
+    code, stdout, err = run("merge", trace, bad, "-o", tmp_path / "merged.json")
+    at = "" if field == "baseTimeNanoseconds" else f" of traceEvents[{index}]"
+    assert code == 1 and stdout == "" and len(err.splitlines()) == 1 and "Traceback" not in err
+    assert err.startswith(f"loopviz: PROFILER_JSON: '{bad}': field {field!r}{at}: is {expected}"), err
+    assert not (tmp_path / "merged.json").exists()

@@ -353,3 +353,15 @@ def test_a_subprocess_error_is_a_loopviz_error(learner, monkeypatch):
     message = r"^Graphviz's dot could not be run \(\[Errno 13\] Permission denied\\nsecond line\); save"
     with pytest.raises(LoopvizError, match=message):
         LoopDiagram(learner.loop_spec()).svg()
+
+
+@settings(max_examples=15, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(name=st.text(any_char, min_size=1, max_size=30), event=st.text(any_char, min_size=1, max_size=30))
+@example(name="Evil<!--<script>", event="</script><!--")
+def test_fuzzed_names_stay_data_in_the_report_s_json_island(traced, tmp_path, name, event):
+    """The diagram's hover data sits in a <script> element: no name may end it or open a comment in it (issue 24)."""
+    page = renamed(traced, name, event).to_html(tmp_path / "fuzzed.html").read_text(encoding="utf-8")
+    island = re.search(r'<script type="application/json" id="diagram-details">(.*?)</script>', page, re.S).group(1)
+    assert island.isascii() and not re.search("[<>&]", island)
+    callbacks = [c for step in json.loads(island).values() for c in step["callbacks"]]
+    assert callbacks and all(c.startswith(shown(name)) for c in callbacks)

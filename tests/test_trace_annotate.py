@@ -212,3 +212,96 @@ def test_lightning_counts_each_loop_once_and_nested_hooks_as_run(tmp_path):
     assert len(shown) == 2 and len(set(shown)) == 2  # each loop's own figures, never one loop's counted twice
     with pytest.raises(LoopvizError, match="this trace ran 'fit'; the view asks for 'validate'"):
         loopviz.show(tr, loop="validate", trace=t)
+
+
+# -- an empty trace: every view says it recorded no loop (issue 24) ---------------------------------
+
+NO_LOOP = "this trace recorded no loop"
+
+
+@pytest.fixture
+def empty(learn):
+    """A trace of nothing: `with learn.trace() as t: pass`."""
+    with learn.trace() as t:
+        pass
+    return t
+
+
+def test_the_loop_views_of_an_empty_trace_say_it_recorded_no_loop(empty, learn):
+    assert not empty.loops and empty.n_firings == 0
+    for view in (lambda: learn.show_training_loop(trace=empty), lambda: annotate(learn.loop_spec(), empty),
+                 lambda: annotate(learn.loop_spec(), empty, loops=None), lambda: loopviz.show(learn, trace=empty),
+                 lambda: loopviz.show(learn, trace=empty, fmt="text")):
+        with pytest.raises(LoopvizError, match=f"{NO_LOOP}, so there are no times to put on the loop: nothing ran"):
+            view()
+
+
+def test_an_empty_trace_of_a_hugging_face_trainer_says_it_recorded_no_loop(tmp_path):
+    pytest.importorskip("transformers")
+    from tests.hf_fixtures import tiny_trainer
+
+    trainer = tiny_trainer(tmp_path)
+    with loopviz.tracing(trainer) as t:
+        pass
+    with pytest.raises(LoopvizError, match=NO_LOOP):
+        loopviz.show(trainer, trace=t)
+
+
+def test_the_printed_reports_of_an_empty_trace_are_empty_with_a_note(empty):
+    from rich.console import Console
+
+    for printed in (str(empty), repr(empty), empty._repr_html_()):
+        assert "0 loop(s) (none)" in printed and f"{NO_LOOP}, so every table is empty" in printed
+    console = Console(record=True, width=200)
+    console.print(empty)
+    assert f"{NO_LOOP}, so every table is empty" in console.export_text()
+    assert empty.notes()[0].startswith(NO_LOOP)
+    for table in (empty.summary(), empty.by_callback(), empty.loops_df(), empty.firings_df(), empty.calls_df()):
+        assert len(table) == 0 and len(table.columns) > 0  # the columns a program reads, no rows
+    assert empty.total_ns() == 0
+
+
+def test_the_drawn_reports_of_an_empty_trace_are_refused(empty, tmp_path):
+    for view in (lambda: empty.to_html(tmp_path / "e.html"), lambda: empty.plot()):
+        with pytest.raises(LoopvizError, match=f"{NO_LOOP}, so it has no loop to show: nothing ran"):
+            view()
+    assert not (tmp_path / "e.html").exists()
+
+
+def test_the_chrome_file_of_an_empty_trace_carries_the_note(empty, tmp_path):
+    import json
+
+    chrome = json.loads(empty.to_chrome(tmp_path / "e.json").read_text(encoding="utf-8"))
+    assert not [e for e in chrome["traceEvents"] if e["ph"] == "X"]
+    assert chrome["otherData"]["notes"][0].startswith(NO_LOOP)
+
+
+def test_a_diff_with_an_empty_trace_is_refused_naming_it(empty, learn):
+    with learn.trace() as also_empty:
+        pass
+    with learn.no_bar(), learn.no_logging(), learn.trace() as ran:
+        learn.fit(1)
+    for before, after, which in ((empty, also_empty, "before"), (ran, empty, "after"), (empty, ran, "before")):
+        with pytest.raises(LoopvizError, match=f"the {which} trace recorded no loop, so there is nothing to compare"):
+            loopviz.diff_traces(before, after)
+
+
+def test_loopviz_report_and_diff_of_an_empty_trace_file(empty, learn, tmp_path):
+    import json
+
+    from click.testing import CliRunner
+
+    from loopviz.cli import cli
+
+    saved = str(empty.save(tmp_path / "empty.json"))
+    table = CliRunner().invoke(cli, ["report", saved])
+    assert table.exit_code == 0 and f"{NO_LOOP}, so every table is empty" in table.output
+    for fmt in ("html", "svg", "plot"):
+        drawn = CliRunner().invoke(cli, ["report", saved, "-f", fmt, "-o", str(tmp_path / f"e.{fmt}")])
+        assert drawn.exit_code == 1 and f"loopviz: {NO_LOOP}, so it has no loop to show" in drawn.output, drawn.output
+    chrome = CliRunner().invoke(cli, ["report", saved, "-f", "chrome", "-o", str(tmp_path / "e.chrome.json")])
+    assert chrome.exit_code == 0
+    notes = json.loads((tmp_path / "e.chrome.json").read_text(encoding="utf-8"))["otherData"]["notes"]
+    assert notes[0].startswith(NO_LOOP)
+    diff = CliRunner().invoke(cli, ["diff", saved, saved])
+    assert diff.exit_code == 1 and "trace recorded no loop, so there is nothing to compare" in diff.output

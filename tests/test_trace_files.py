@@ -4,13 +4,15 @@ reading limits (gzip bombs, devices, FIFOs), a fuzz test, merge's arguments and 
 from __future__ import annotations
 
 import copy
+import gc
 import gzip
 import json
 import os
 import subprocess
 import sys
+import time
 import tracemalloc
-from dataclasses import fields
+from dataclasses import fields, replace
 from pathlib import Path
 from typing import Any, Callable
 
@@ -23,15 +25,18 @@ from hypothesis import strategies as st
 
 from loopviz import LoopvizError, merge
 from loopviz.cli import cli
+from loopviz.renderers.sanitise import NAME_LIMIT
 from loopviz.trace import files
 from loopviz.trace.data import HIST_BUCKETS, TraceData
 from loopviz.trace.layout import (
-    C_CALLBACK, C_DUR, C_FIRING, C_START, C_STATUS, CH_ATTR, CH_CALLBACK, CH_FIRING, F_DEV_START, F_END, F_EVENT,
+    C_CALLBACK, C_DUR, C_FIRING, C_START, C_STATUS, CH_ATTR, CH_CALLBACK, CH_FIRING, F_DEV_END, F_DEV_START, F_END,
+    F_EVENT,
     F_LOOP, F_MODE, F_PARENT, F_START, F_STATUS, MODES, NC, NCH, NF, STATUS,
 )
 from loopviz.trace.trace import Trace
 from loopviz.trace.sketch import MAX_KEY
-from loopviz.trace.validate import JSON_CHECKS
+from loopviz.trace.html import html_report
+from loopviz.trace.validate import JSON_CHECKS, MAX_NAME, Invalid
 
 ROOT = Path(__file__).resolve().parents[1]
 MiB = 2**20
@@ -129,6 +134,44 @@ def agg_value(name: str, value: Any) -> Callable[[list], None]:
     def edit(row: list) -> None:
         row[1][name] = value
     return edit
+
+
+def firing_value(row: int, column: int) -> Callable[[dict], int]:
+    """One value of one firing record, read from the trace being broken."""
+    return lambda obj: obj["firings"][row * NF + column]
+
+
+def in_span(index: int, position: int, value: Callable[[list], int] | int) -> Callable[[dict], None]:
+    """Set one integer of one loop span; `value` may be computed from the span."""
+    def change(obj: dict) -> None:
+        span = obj["loop_spans"][index]
+        span[position] = value(span) if callable(value) else value
+    return change
+
+
+def copies_of_loop(index: int, copies: int) -> Callable[[dict], None]:
+    """Add `copies` loops that are `index` again: same label, same span."""
+    def change(obj: dict) -> None:
+        for _ in range(copies):
+            obj["loops"].append(obj["loops"][index])
+            obj["loop_spans"].append(list(obj["loop_spans"][index]))
+            obj["no_handler_by_loop"].append(0)
+    return change
+
+
+def call_durations(start: int, dur: int) -> Callable[[dict], None]:
+    """Every call starts at `start` and lasts `dur` ns."""
+    def change(obj: dict) -> None:
+        for row in range(len(obj["calls"]) // NC):
+            obj["calls"][row * NC + C_START], obj["calls"][row * NC + C_DUR] = start, dur
+    return change
+
+
+def every_row(field: str, edit: Callable[[list], None]) -> Callable[[dict], None]:
+    def change(obj: dict) -> None:
+        for row in obj[field]:
+            edit(row)
+    return change
 
 
 def without(name: str) -> Callable[[list], None]:
@@ -290,6 +333,45 @@ CORPUS: list[tuple[str, Callable[[dict], None], str, str]] = [
     ("meta host not a string", lambda o: o["meta"].update(host=5), "meta", "entry 'host': is 5"),
     ("meta selected loop", lambda o: o["meta"].update(selected_loops=[0, 9]), "meta",
      "loop index 9 is out of range (the trace has {loops} loops)"),
+    # types right, numbers lying: times that run backwards, parents that do not enclose, totals past int64
+    ("firing ends before it starts", record("firings", NF, 2, F_END, lambda o: firing_value(2, F_START)(o) - 1),
+     "firings", "record 2: end time "),
+    ("firing device end before start", lambda o: (record("firings", NF, 3, F_DEV_START, 10)(o),
+                                                  record("firings", NF, 3, F_DEV_END, 5)(o)),
+     "firings", "record 3: device end time 5 is before its device start time 10"),
+    ("firing its own parent", record("firings", NF, 0, F_PARENT, 0),
+     "firings", "record 0: parent firing index 0 is not an earlier firing's"),
+    ("firing parent later", record("firings", NF, 0, F_PARENT, 1),
+     "firings", "record 0: parent firing index 1 is not an earlier firing's"),
+    ("firing outside its parent", record("firings", NF, 1, F_PARENT, 0),
+     "firings", "record 1: its times"),
+    ("firings overlap", record("firings", NF, 1, F_START, lambda o: firing_value(0, F_END)(o) - 1),
+     "firings", "of firing 0, the one before it at its level"),
+    ("call ends past int64", record("calls", NC, 0, C_DUR, 2**63 - 1),
+     "calls", "record 0: start time"),
+    ("calls of INT64_MAX", call_durations(0, 2**63 - 1), "calls", "durations add up to 1"),
+    ("firing aggregates past int64", in_row("overflow_firings", 0, agg_value("total", 2**63 - 1)),
+     "overflow_firings", "durations add up to"),
+    ("call aggregates past int64", every_row("overflow_calls", agg_value("total", 2**62)),
+     "overflow_calls", "durations add up to"),
+    ("work aggregates past int64", every_row("overflow_work", agg_value("total", 2**62)),
+     "overflow_work", "durations add up to"),
+    ("wait totals past int64", every_row("wait_agg", lambda r: r[1].__setitem__(2, 2**62)),
+     "wait_agg", "durations add up to"),
+    ("callback order NaN", lambda o: o["callbacks"][0].update(order=float("nan")),
+     "callbacks", "entry 0 'order': is nan, not a finite number"),
+    ("callback order infinite", lambda o: o["callbacks"][1].update(order=float("-inf")),
+     "callbacks", "entry 1 'order': is -inf, not a finite number"),
+    ("loop ends before it starts", in_span(1, 1, lambda span: span[0] - 1),
+     "loop_spans", "entry 1: end time "),
+    ("loop its own parent", in_span(0, 2, 0), "loop_spans", "entry 0: parent loop index 0 is not an earlier loop's"),
+    ("loop parent later", in_span(0, 2, 1), "loop_spans", "entry 0: parent loop index 1 is not an earlier loop's"),
+    ("outermost loops overlap", copies_of_loop(0, 999), "loop_spans", "outermost loops cannot overlap"),
+    ("framework too long", setting("framework", "x" * (MAX_NAME + 1)),
+     "framework", f"is a string of {MAX_NAME + 1:,} characters"),
+    ("event name too long", at("events", 0, "e" * 2 * MAX_NAME), "events", "entry 0: is a string of"),
+    ("callback class too long", lambda o: o["callbacks"][0].update(cls="C" * (MAX_NAME + 1)),
+     "callbacks", "entry 0 'cls': is a string of"),
 ]
 
 
@@ -414,6 +496,41 @@ def test_the_real_trace_loads_and_round_trips(real, tmp_path):
     back = Trace.load(save(real, tmp_path / "good.json"))
     assert back.to_json() == real
     assert Trace.from_json(copy.deepcopy(real)).to_json() == real
+
+
+# -- names: found repeated in linear time, cut in every header ---------------------------------------------
+
+
+def seconds_to_refuse(names: list[str]) -> float:
+    """How long the events check takes to find the repeated name in `names`."""
+    began = time.perf_counter()
+    with pytest.raises(Invalid, match="names 'event_0' twice"):
+        JSON_CHECKS["events"](names, "events", 5)
+    return time.perf_counter() - began
+
+
+def test_a_repeated_name_is_found_in_linear_time():
+    # a ratio, not a time: 16 times the names take about 16 times as long (256 times when quadratic). The least of
+    # 5 interleaved runs each, without garbage collection, and a bound of 64 leave room for a loaded machine.
+    small, large = ([f"event_{i}" for i in range(n)] + ["event_0"] for n in (2_000, 32_000))
+    gc.disable()
+    try:
+        times = [(seconds_to_refuse(small), seconds_to_refuse(large)) for _ in range(5)]
+    finally:
+        gc.enable()
+    assert min(t[1] for t in times) / min(t[0] for t in times) < 64
+
+
+def test_long_names_are_cut_in_the_headers_of_the_text_and_html_reports(real):
+    t = Trace.from_json(copy.deepcopy(real))
+    huge = "fastai " + "x" * 2_000_000  # in memory: a file may not hold a name this long
+    t.data = replace(t.data, framework=huge, clock="c" * 50_000, loops=["L" * 50_000, *t.data.loops[1:]])
+    text = str(t)
+    header = html_report(t).split("<header>")[1].split("</header>")[0]
+    for letter in "xcL":
+        assert letter * NAME_LIMIT not in header and letter * (NAME_LIMIT - 10) + "…" in header, letter
+        assert letter * NAME_LIMIT not in text.replace("\n", ""), letter  # (the text is wrapped to the terminal)
+    assert text.startswith("Trace of fastai") and len(text) < 30_000
 
 
 # -- what is read, and how much -----------------------------------------------------------------------
@@ -724,12 +841,26 @@ def test_an_interrupted_save_leaves_no_file_behind(real, tmp_path, monkeypatch):
     trace = Trace.from_json(real)
     target = tmp_path / "t.json"
 
-    def interrupted(self, data):
-        with open(self, "wb") as f:
-            f.write(data[: len(data) // 2])
-        raise KeyboardInterrupt
+    open_fd = os.fdopen
 
-    monkeypatch.setattr(Path, "write_bytes", interrupted)
+    class CutShort:
+        """The file being written: it takes half of what is written to it, then Ctrl-C comes."""
+
+        def __init__(self, fd: int, *_: Any) -> None:
+            self.file = open_fd(fd, "wb")
+
+        def __enter__(self) -> CutShort:
+            return self
+
+        def __exit__(self, *_: Any) -> None:
+            self.file.close()
+
+        def write(self, data: bytes) -> None:
+            self.file.write(data[: len(data) // 2])
+            self.file.flush()
+            raise KeyboardInterrupt
+
+    monkeypatch.setattr(os, "fdopen", CutShort)
     with pytest.raises(KeyboardInterrupt):
         trace.save(target)
     monkeypatch.undo()

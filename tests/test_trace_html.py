@@ -1,11 +1,13 @@
 """The HTML report: one self-contained file, checked as HTML and in a real headless Chromium with no network."""
 from __future__ import annotations
 
+import html
 import json
 import re
 import xml.etree.ElementTree as ET
 import shutil
 import subprocess
+from dataclasses import replace
 from html.parser import HTMLParser
 from pathlib import Path
 
@@ -187,7 +189,11 @@ window.addEventListener('load', function () {
   var details = JSON.parse(document.getElementById('diagram-details').textContent);
   out.described = Object.keys(details).length;
   out.drawn = Object.keys(details).filter(function (id) { return document.getElementById(id) !== null; }).length;
-  var batch = Object.keys(details).filter(function (id) { return details[id].title === 'before_batch (train)'; })[0];
+  out.titles = Object.keys(details).map(function (id) { return details[id].title; });
+  out.callbacks = [].concat.apply([], Object.keys(details).map(function (id) { return details[id].callbacks; }));
+  out.sections = document.querySelectorAll('main > section').length;
+  var batch = Object.keys(details).filter(function (id) { return details[id].title === 'before_batch (train)'; })[0]
+              || Object.keys(details)[0];
   document.getElementById(batch).dispatchEvent(new MouseEvent('mouseenter'));
   var panel = document.getElementById('details');
   out.panel = panel.hidden ? '' : panel.textContent;
@@ -207,14 +213,25 @@ def chromium(url: str) -> tuple[str, str]:
     return done.stdout, done.stderr
 
 
-@pytest.mark.skipif(CHROMIUM is None, reason="needs Debian's chromium (./setup.sh --dev installs it)")
-def test_the_report_works_in_chromium_offline(report, tmp_path):
-    probed = tmp_path / "probed.html"
-    probed.write_text(report.read_text(encoding="utf-8").replace("</body>", PROBE + "</body>"), encoding="utf-8")
-    dom, log = chromium(probed.as_uri())
+def probed(page: Path, tmp_path: Path) -> dict:
+    """What the probe saw of the report at `page` in Chromium; fails if the page logged an error or the probe
+    never ran (a script element that swallowed the rest of the page swallows the probe too)."""
+    copy = tmp_path / "probed.html"
+    copy.write_text(page.read_text(encoding="utf-8").replace("</body>", PROBE + "</body>"), encoding="utf-8")
+    dom, log = chromium(copy.as_uri())
     console = [line for line in log.splitlines() if "CONSOLE" in line or "ERR_" in line]
     assert not console, console
-    seen = json.loads(re.search(r'<pre id="probe">(.*?)</pre>', dom, re.S).group(1))
+    found = re.search(r'<pre id="probe">(.*?)</pre>', dom, re.S)
+    assert found, "the probe did not run: the page's end was swallowed"
+    return json.loads(html.unescape(found.group(1)))
+
+
+needs_chromium = pytest.mark.skipif(CHROMIUM is None, reason="needs Debian's chromium (./setup.sh --dev installs it)")
+
+
+@needs_chromium
+def test_the_report_works_in_chromium_offline(report, tmp_path):
+    seen = probed(report, tmp_path)
     assert seen["sorted"] and seen["rows"] > 20
     assert seen["nodes"] >= 15
     assert seen["described"] >= 15 and seen["drawn"] == seen["described"]  # every hover text has its node
@@ -231,3 +248,110 @@ def test_the_capped_diagram_is_pinned(golden):
     _, t = traced(max_firings=40)
     assert t.dropped_firings > 0
     golden("observed_capped.gv", LoopDiagram(observed_spec(t.data, 0), ids=True).source)
+
+
+# -- names that would open a comment or a script inside the diagram's JSON island (issue 24) ------
+
+EVIL_CB = "Evil<!--<script>"  # inside a <script>, '<!--<script>' makes '</script>' no longer end it
+EVIL_EVENT = "</script><!--"
+
+
+def island(page: str) -> str:
+    """The text of the diagram's JSON island."""
+    return re.search(r'<script type="application/json" id="diagram-details">(.*?)</script>', page, re.S).group(1)
+
+
+def fastai_evil_trace(tmp_path: Path):
+    """A fastai fit with a callback class named EVIL_CB, its after_loss renamed EVIL_EVENT (a custom event's name
+    is any string given to `learn(...)`)."""
+    from loopviz.trace.trace import Trace
+
+    learn = synth_learner(n_trn=48, cbs=[type(EVIL_CB, (Callback,), {"after_batch": lambda self: None})()])
+    with learn.no_bar(), learn.no_logging(), learn.trace() as t:
+        learn.fit(1)
+    return Trace(replace(t.data, events=[EVIL_EVENT if e == "after_loss" else e for e in t.events]))
+
+
+def hf_evil_trace(tmp_path: Path):
+    """A Hugging Face Trainer's run with a TrainerCallback class named EVIL_CB."""
+    pytest.importorskip("transformers")
+    from transformers import TrainerCallback
+
+    from loopviz.adapters.transformers import trace_trainer
+    from tests.hf_fixtures import tiny_trainer
+
+    evil = type(EVIL_CB, (TrainerCallback,), {"on_step_end": lambda self, *args, **kwargs: None})
+    trainer = tiny_trainer(tmp_path / "hf", [evil()], n_train=8, n_eval=4)
+    with trace_trainer(trainer) as t:
+        trainer.train()
+    return t
+
+
+def lightning_evil_trace(tmp_path: Path):
+    """A Lightning fit with a Callback class named EVIL_CB."""
+    pl = pytest.importorskip("lightning.pytorch")
+    import loopviz
+    from tests.lightning_fixtures import TinyModule, loader, quiet_lightning, trainer
+
+    quiet_lightning()
+    evil = type(EVIL_CB, (pl.Callback,), {"on_train_batch_end": lambda self, *args, **kwargs: None})
+    fit = trainer(tmp_path, [evil()], max_epochs=1)
+    with loopviz.tracing(fit) as t:
+        fit.fit(TinyModule(), loader(), loader())
+    return t
+
+
+EVIL_TRACES = {"fastai": fastai_evil_trace, "transformers": hf_evil_trace, "lightning": lightning_evil_trace}
+
+
+def test_json_island_escapes_what_would_end_or_hide_a_script():
+    from loopviz.renderers.sanitise import json_island
+
+    data = {"k<>&": ["</script><!--<script>-->", "\u2028\u2029", "ünï😀", 1.5, None]}
+    text = json_island(data)
+    assert json.loads(text) == data
+    assert not re.search("[<>&\u2028\u2029]", text) and text.isascii()
+    for bad in (float("nan"), float("inf"), -float("inf")):
+        with pytest.raises(LoopvizError, match="finite"):
+            json_island({"x": [bad]})
+
+
+@pytest.mark.parametrize("framework", list(EVIL_TRACES))
+def test_the_island_carries_hostile_names_as_data(framework, tmp_path):
+    t = EVIL_TRACES[framework](tmp_path)
+    text = t.to_html(tmp_path / "evil.html").read_text(encoding="utf-8")
+    data = island(text)
+    assert not re.search("[<>&]", data)
+    details = json.loads(data)
+    assert any(c.startswith(EVIL_CB + ":") for d in details.values() for c in d["callbacks"])
+    if framework == "fastai":
+        assert any(d["title"].startswith(EVIL_EVENT) for d in details.values())
+
+
+@needs_chromium
+@pytest.mark.parametrize("framework", list(EVIL_TRACES))
+def test_a_report_of_hostile_names_renders_whole_in_chromium(framework, tmp_path):
+    page = EVIL_TRACES[framework](tmp_path).to_html(tmp_path / "evil.html")
+    seen = probed(page, tmp_path)
+    assert seen["sections"] == page.read_text(encoding="utf-8").count("<section>") >= 5
+    assert seen["sorted"] and seen["rows"] > 5 and seen["described"] >= 5 and seen["drawn"] == seen["described"]
+    assert "count" in seen["panel"]
+    assert any(c.startswith(EVIL_CB + ":") for c in seen["callbacks"])
+    if framework == "fastai":
+        assert any(title.startswith(EVIL_EVENT) for title in seen["titles"])
+
+
+@needs_chromium
+def test_loopviz_report_html_of_hostile_names_renders_whole_in_chromium(tmp_path):
+    from click.testing import CliRunner
+
+    from loopviz.cli import cli
+
+    saved = fastai_evil_trace(tmp_path).save(tmp_path / "evil.json")
+    page = tmp_path / "report.html"
+    result = CliRunner().invoke(cli, ["report", str(saved), "-f", "html", "-o", str(page)])
+    assert result.exit_code == 0, result.output
+    seen = probed(page, tmp_path)
+    assert seen["sections"] == page.read_text(encoding="utf-8").count("<section>") >= 5 and seen["sorted"]
+    assert any(title.startswith(EVIL_EVENT) for title in seen["titles"])
+    assert any(c.startswith(EVIL_CB + ":") for c in seen["callbacks"])

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import json
+import re
 import warnings
 
 import pytest
@@ -145,3 +146,108 @@ def test_a_profiler_file_that_is_not_a_chrome_trace_is_named(tmp_path):
         profiler_events(tmp_path / "other.json")
     with pytest.raises(LoopvizError, match=r"no profiler trace at '.*missing.json'"):
         profiler_events(tmp_path / "missing.json")
+
+
+@pytest.fixture(scope="module")
+def traced(tmp_path_factory):
+    """A small fit traced inside a profiler (the profiler traces of the tests below are written by hand)."""
+    t, _ = traced_and_profiled(tmp_path_factory.mktemp("profiler"), ranges=False)
+    return t
+
+
+def kineto_with(field, value, base=None):
+    """A profiler trace whose second event (traceEvents[1]) has `field` set to `value` (the base time when
+    `field` is baseTimeNanoseconds)."""
+    op = {"ph": "X", "cat": "cpu_op", "name": "aten::mm", "pid": 1, "tid": 7, "ts": 100.0, "dur": 50.0}
+    kineto = {"baseTimeNanoseconds": base or 0, "traceEvents": [
+        {"ph": "M", "name": "process_name", "pid": 1, "tid": 0, "ts": 0, "args": {"name": "python"}}, dict(op), op]}
+    if field == "baseTimeNanoseconds":
+        kineto[field] = value
+    else:
+        kineto["traceEvents"][1][field] = value
+    return kineto
+
+
+# the profiler's fields as the hostile files of issue 24 set them: each raised a raw exception or wrote NaN
+BAD_FIELDS = [
+    ("ts", "abc", "'abc', not a finite number of µs"), ("ts", None, "null, not a finite number of µs"),
+    ("ts", [1.0], "a list of 1, not a finite number of µs"), ("ts", float("inf"), "Infinity, not a finite number"),
+    ("ts", float("nan"), "NaN, not a finite number of µs"), ("dur", "5", "'5', not a finite number of µs"),
+    ("cat", ["kernel"], "a list of 1, not a string"), ("cat", {"k": 1}, "an object, not a string"),
+    ("baseTimeNanoseconds", "1", "'1', not an integer"), ("baseTimeNanoseconds", float("nan"), "NaN, not an integer"),
+    ("baseTimeNanoseconds", float("inf"), "Infinity, not an integer"),
+    ("baseTimeNanoseconds", 1e400, "Infinity, not an integer"), ("baseTimeNanoseconds", [1], "a list of 1, not an"),
+]
+
+
+@pytest.mark.parametrize("field, value, expected", BAD_FIELDS)
+def test_a_profiler_field_of_the_wrong_type_is_refused_by_name_and_event(traced, tmp_path, field, value, expected):
+    at = "" if field == "baseTimeNanoseconds" else " of traceEvents[1]"
+    with pytest.raises(LoopvizError, match=re.escape(f"the profiler's trace: field {field!r}{at}: is {expected}")):
+        traced.to_perfetto_with(kineto_with(field, value), tmp_path / "merged.json")
+    assert not (tmp_path / "merged.json").exists()
+
+
+def test_a_non_finite_number_elsewhere_in_the_profilers_events_is_never_written(traced, tmp_path):
+    from loopviz.trace.chrome import chrome_trace
+
+    kineto = kineto_with("args", {"flops": float("nan")}, base=chrome_trace(traced)["otherData"]["baseTimeNanoseconds"])
+    with pytest.raises(LoopvizError, match=r"cannot write '.*merged.json' as JSON: traceEvents\[\d+\]\.args\.flops is "
+                                           r"NaN, not a finite number"):
+        traced.to_perfetto_with(kineto, tmp_path / "merged.json")
+    assert not (tmp_path / "merged.json").exists()
+
+
+def test_a_kineto_trace_as_exported_passes_the_checks(tmp_path):
+    from loopviz.trace.profiler import checked_profiler_trace
+
+    _, prof = traced_and_profiled(tmp_path)
+    prof.export_chrome_trace(str(tmp_path / "kineto.json"))
+    exported = json.loads((tmp_path / "kineto.json").read_text())
+    assert checked_profiler_trace(exported, "it") is exported
+
+
+class Name(str):
+    """A name that counts how often it is compared (what matching firings to ranges costs)."""
+
+    compared = 0
+
+    def __eq__(self, other):
+        Name.compared += 1
+        return str.__eq__(self, other)
+
+    def __ne__(self, other):
+        Name.compared += 1
+        return str.__ne__(self, other)
+
+    __hash__ = str.__hash__
+
+
+def pairing_work(monkeypatch, batches, events):
+    """Comparisons and offsets computed to pair the ranges of a run of batches in the middle of `batches` batches
+    of `events` firings each (one event repeated when 1) with loopviz's firings; and the first paired firing."""
+    from loopviz.trace import profiler
+
+    offsets = []
+
+    def counted(pairs):
+        offsets.append(len(pairs))
+        return real(pairs)
+
+    real = profiler._offset
+    monkeypatch.setattr(profiler, "_offset", counted)
+    names = [Name(f"fastai event{j}") for _ in range(batches) for j in range(events)]
+    fired = [{"ts": 1000.0 * i} for i in range(len(names))]  # a firing each millisecond
+    first = len(names) // 4
+    ranges = [{"name": Name(str(n)), "ts": f["ts"] + 3.0} for n, f in zip(names[first:len(names) // 2], fired[first:])]
+    Name.compared = 0
+    pairs = profiler._pairs(names, fired, ranges)
+    return Name.compared + sum(offsets), pairs[0][0] / 1000.0
+
+
+@pytest.mark.parametrize("events", [10, 1])
+def test_pairing_ranges_with_firings_grows_about_linearly(monkeypatch, events):
+    small, first = pairing_work(monkeypatch, 200, events)
+    large, first_large = pairing_work(monkeypatch, 1600, events)
+    assert first == 200 * events // 4 and first_large == 1600 * events // 4  # the run nearest Unix time's placement
+    assert large < 16 * small  # 8x the firings; quadratic pairing did 64x the work

@@ -12,6 +12,7 @@ import pandas as pd
 
 from loopviz.errors import LoopvizError
 from loopviz.trace.data import TraceData
+from loopviz.trace.notes import check_recorded_a_loop
 from loopviz.trace.reports import calls_df, firings_df, work_df
 from loopviz.trace.select import select_loops
 
@@ -34,9 +35,8 @@ class Batches(NamedTuple):
 def resolve_loop(data: TraceData, loop: Any) -> int:
     """The index of the loop `loop` names: an index, a label naming one loop, or None for the default (the loop
     with the most training batches)."""
+    check_recorded_a_loop(data)
     labels: list[str] = list(data.loops)
-    if not labels:
-        raise LoopvizError("this trace recorded no loop, so it has no loop to show.")
     if loop is None:
         return _default_loop(data)
     if isinstance(loop, str):

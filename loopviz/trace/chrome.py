@@ -15,6 +15,7 @@ from typing import Any, Callable, Iterable, Iterator, NamedTuple
 import numpy as np
 import pandas as pd
 
+from loopviz.trace.jsontext import compact_json
 from loopviz.trace.layout import (
     C_CALLBACK, C_DUR, C_FIRING, C_START, C_STATUS, F_DEV_START, F_END, F_EPOCH, F_EVENT, F_ITER, F_LOOP, F_MODE,
     F_START, F_STATUS, MODES, STATUS,
@@ -216,8 +217,8 @@ def chrome_text(trace: Any) -> str:
 
 
 def _compact(obj: Any) -> str:
-    """Compact JSON text."""
-    return json.dumps(obj, separators=(",", ":"))
+    """Compact JSON text (no NaN or Infinity: a LoopvizError names one)."""
+    return compact_json(obj, "the Chrome trace")
 
 
 def _spans_text(spans: _Spans, pid: int) -> str:

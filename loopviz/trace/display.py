@@ -19,10 +19,10 @@ from rich.console import Console, Group
 from rich.table import Table
 from rich.text import Text
 
-from loopviz.renderers.sanitise import one_line, visible
+from loopviz.renderers.sanitise import TEXT_LIMIT, cut, cut_words, one_line, visible
 
 __all__ = ["as_text", "as_html", "pre_html", "bundle", "PRE_STYLE", "PYTHON_MORE", "CALLBACK_COLUMNS", "CHANGE_COLUMNS",
-           "rows_table", "cell", "with_approx", "APPROX", "trace_tables", "trace_text", "trace_html",
+           "short_name", "rows_table", "cell", "with_approx", "APPROX", "trace_tables", "trace_text", "trace_html",
            "merged_tables", "merged_text"]
 
 
@@ -61,6 +61,11 @@ CHANGE_COLUMNS = {"callback": "callback", "event": "event", "phase": "phase", "a
                   "count": "times", "first": "first (epoch, iter)", "last": "last (epoch, iter)"}
 
 
+def short_name(text: str) -> str:
+    """A name on one line, cut as every name a view prints is (cut first: a name can be megabytes long)."""
+    return cut(one_line(cut(text)))
+
+
 def trace_tables(trace: Any, limit: int | None = 25, callbacks: int | None = 10, more: str = PYTHON_MORE,
                  changes: bool = False) -> Group:
     """A header line, the summary (slowest first), the costliest callbacks, with `changes` the state changes
@@ -70,11 +75,11 @@ def trace_tables(trace: Any, limit: int | None = 25, callbacks: int | None = 10,
     by_cb = trace.by_callback()
     table = trace.loops_df()
     outer = table[table["outermost"].astype(bool)]  # astype: an empty column is of dtype object, not a mask
-    loops = one_line(", ".join(dict.fromkeys(outer["label"]))) or "none"
+    loops = ", ".join(short_name(label) for label in dict.fromkeys(outer["label"])) or "none"
     nested = f", {len(table) - len(outer)} nested" if len(table) > len(outer) else ""
     head = Text.assemble(
         ("Trace", "bold"),
-        f" of {one_line(trace.framework) or 'a loop'}: {trace.n_firings + trace.dropped_firings:,} event firings, ",
+        f" of {short_name(trace.framework) or 'a loop'}: {trace.n_firings + trace.dropped_firings:,} event firings, ",
         f"{trace.n_calls + trace.dropped_calls:,} callback calls, {trace.total_ns() / 1e6:,.1f} ms in {len(outer)} "
         f"loop(s){nested} ({loops})",
     )
@@ -89,7 +94,7 @@ def trace_tables(trace: Any, limit: int | None = 25, callbacks: int | None = 10,
         parts.append(_changes_table(trace.changes(), limit, more))
     if trace.tracked_waits:
         parts += _waits_parts(trace.gpu_waits(), limit, more)
-    parts += [Text(visible(note), style="dim") for note in trace.notes()]
+    parts += [Text(cut_words(cut(visible(cut(note, TEXT_LIMIT)), TEXT_LIMIT)), style="dim") for note in trace.notes()]
     return Group(*parts)
 
 

@@ -7,9 +7,11 @@ Both limits default to 512 MiB, about ten times the largest trace the recorder's
 """
 from __future__ import annotations
 
+import errno
 import gzip
 import json
 import os
+import secrets
 import stat
 import sys
 import zlib
@@ -20,12 +22,13 @@ from typing import Any, Callable
 from loopviz.checks import check_int, check_type
 from loopviz.errors import LoopvizError
 from loopviz.trace import validate
+from loopviz.trace.jsontext import compact_json
 from loopviz.trace.data import ADDED_IN_3, ADDED_IN_4, COARSE_PERCENTILES, TraceData, spans_from_firings
 from loopviz.trace.layout import CALL_FIELDS, CHANGE_FIELDS, FIRING_FIELDS
 from loopviz.trace.records import Unfit
 
 __all__ = ["FORMAT_VERSION", "READS", "MAX_BYTES", "MAX_JSON_BYTES", "MAX_BYTES_ENV", "MAX_JSON_BYTES_ENV",
-           "to_json", "from_json", "write_json", "write_text", "read_json", "read_trace"]
+           "to_json", "from_json", "write_json", "write_text", "write_bytes", "read_json", "read_trace"]
 
 FORMAT_VERSION = 5  # 2: aggregates past the cap keyed by loop too; 3: loop spans, work and nesting past the cap;
 # 4: waits for the GPU; 5: aggregates keep a quantile sketch (loopviz.trace.sketch), not a log2 histogram
@@ -109,25 +112,138 @@ def _decode(obj: dict[str, Any], version: int) -> TraceData:
 
 
 def write_json(obj: Any, path: str | Path) -> Path:
-    """Write JSON data compactly (gzip-compressed when the name ends in .gz), all or nothing (`write_text`)."""
-    return write_text(json.dumps(obj, separators=(",", ":")), path)
+    """Write JSON data compactly (gzip-compressed when the name ends in .gz) with `write_bytes`."""
+    return write_text(compact_json(obj, repr(str(path))), path)
 
 
 def write_text(text: str, path: str | Path) -> Path:
     """Write text (gzip-compressed when the name ends in .gz; level 6, which is several times faster than 9 for
-    a few per cent more bytes), all or nothing: the file appears complete or not at all, even when writing is
-    interrupted (Ctrl-C, a full disk)."""
+    a few per cent more bytes) with `write_bytes`."""
     path = Path(path)
     data = text.encode("utf-8")
     if path.suffix == ".gz":
         data = gzip.compress(data, compresslevel=6)
-    partial = path.with_name(f".{path.name}.{os.getpid()}.partial")
+    return write_bytes(data, path)
+
+
+def write_bytes(data: bytes, path: str | os.PathLike[str]) -> Path:
+    """Write `data` to `path` the way its kind of file allows; every file loopviz writes goes through here.
+
+    A symlink is written through (its target is written; a dangling one's target is created). A regular file, or
+    a new one, is replaced all or nothing: a temporary file in the same folder, given the old file's mode (and
+    owner, where allowed) or the umask's default, is renamed over it, so the file appears complete or not at all
+    even when writing is interrupted (Ctrl-C, a full disk). A regular file with other hard links is written in
+    place (truncated, then written), so the links stay one file; that write is not all or nothing. A FIFO with
+    a reader and a character device (`/dev/null`, a terminal) are written in place, never replaced; a FIFO with
+    no reader, a block device, a socket and a folder are refused with a LoopvizError."""
+    given = Path(path)
+    target = _write_target(given)
     try:
-        partial.write_bytes(data)
+        st = os.lstat(target)
+    except FileNotFoundError:
+        _replace(data, target, None)
+        return given
+    if stat.S_ISREG(st.st_mode):
+        if st.st_nlink > 1:
+            _write_in_place(data, target, truncate=True)
+        else:
+            _replace(data, target, st)
+    elif stat.S_ISFIFO(st.st_mode):
+        _write_fifo(data, target, given)
+    elif stat.S_ISCHR(st.st_mode):
+        _write_in_place(data, target, truncate=False)
+    else:
+        raise LoopvizError(f"cannot write {str(given)!r}: it is {_kind(st.st_mode)}, not a file loopviz can write; "
+                           "give the name of a regular file.")
+    return given
+
+
+def _write_target(path: Path) -> Path:
+    """The file a write to `path` goes to: `path`, or the file its symlinks lead to (which must be in a folder)."""
+    if not path.is_symlink():
+        return path
+    target = Path(os.path.realpath(path))
+    if target.is_symlink():  # realpath stops at a loop of links
+        raise LoopvizError(f"cannot write {str(path)!r}: its symlinks make a loop; give a file name instead.")
+    if not target.parent.is_dir():
+        raise LoopvizError(f"cannot write {str(path)!r}: it is a symlink to {str(target)!r}, whose folder "
+                           f"{str(target.parent)!r} does not exist; create the folder or give another name.")
+    return target
+
+
+def _replace(data: bytes, path: Path, old: os.stat_result | None) -> None:
+    """Write `data` to a new file beside `path` with `old`'s mode and owner (None: a new file), then rename it over
+    `path`; the new file is removed if anything fails."""
+    fd, partial = _create_partial(path)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+            if old is not None:
+                _keep_mode_and_owner(f.fileno(), partial, old)
         os.replace(partial, path)
     finally:
         partial.unlink(missing_ok=True)
-    return path
+
+
+def _create_partial(path: Path) -> tuple[int, Path]:
+    """A new, empty file beside `path` with the umask's default mode, under a name nothing else holds (O_EXCL: never
+    through a symlink someone placed there)."""
+    for _ in range(100):
+        partial = path.with_name(f".{path.name}.{os.getpid()}.{secrets.token_hex(4)}.partial")
+        try:
+            return os.open(partial, os.O_WRONLY | os.O_CREAT | os.O_EXCL | _NOFOLLOW, 0o666), partial
+        except FileExistsError:
+            continue
+    raise LoopvizError(f"cannot write {str(path)!r}: no free name for a temporary file beside it.")
+
+
+def _keep_mode_and_owner(fd: int, partial: Path, old: os.stat_result) -> None:
+    """Give the open file `fd` (at `partial`) `old`'s permission bits and, where this process may, its owner."""
+    if hasattr(os, "fchown"):
+        try:
+            os.fchown(fd, old.st_uid, old.st_gid)
+        except PermissionError:  # only root may give a file away: the new file stays this process's
+            pass
+    mode = stat.S_IMODE(old.st_mode)  # set after chown, which clears set-user-ID bits
+    try:
+        os.chmod(fd if os.chmod in os.supports_fd else partial, mode)
+    except PermissionError:  # a file system without modes (FAT, some network mounts): nothing to keep
+        pass
+
+
+def _write_in_place(data: bytes, path: Path, *, truncate: bool) -> None:
+    """Write `data` into the existing file at `path` (truncated first if asked), keeping the file itself."""
+    fd = os.open(path, os.O_WRONLY | _NOFOLLOW | (os.O_TRUNC if truncate else 0))
+    _write_all(fd, data)
+
+
+def _write_fifo(data: bytes, path: Path, given: Path) -> None:
+    """Write `data` into the FIFO at `path` if a reader has it open; refuse at once (never wait) if none has."""
+    try:
+        fd = os.open(path, os.O_WRONLY | os.O_NONBLOCK | _NOFOLLOW)
+    except OSError as e:
+        if e.errno != errno.ENXIO:
+            raise
+        raise LoopvizError(f"cannot write {str(given)!r}: it is a FIFO (named pipe) with no reader; start the "
+                           "reader first (e.g. `cat` it), or give the name of a regular file.") from None
+    os.set_blocking(fd, True)  # the reader may be slower than us: wait for it, now that it exists
+    _write_all(fd, data)
+
+
+def _write_all(fd: int, data: bytes) -> None:
+    """Write all of `data` to the open descriptor `fd`, then close it."""
+    with os.fdopen(fd, "wb") as f:
+        f.write(data)
+
+
+def _kind(mode: int) -> str:
+    """What a file that is not regular is, in words."""
+    kinds = [(stat.S_ISDIR, "a folder"), (stat.S_ISBLK, "a block device"), (stat.S_ISSOCK, "a socket"),
+             (stat.S_ISFIFO, "a FIFO (named pipe)"), (stat.S_ISCHR, "a character device")]
+    return next((words for test, words in kinds if test(mode)), "not a regular file")
+
+
+_NOFOLLOW = getattr(os, "O_NOFOLLOW", 0)
 
 
 def read_trace(path: str | os.PathLike[str], *, max_bytes: int | None = None,

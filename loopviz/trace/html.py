@@ -9,7 +9,6 @@ reads only the trace's analysis; every string that reaches the page is escaped h
 from __future__ import annotations
 
 import html
-import json
 from typing import Any
 
 import numpy as np
@@ -17,8 +16,8 @@ import pandas as pd
 
 from loopviz.errors import LoopvizError
 from loopviz.renderers.palette import PALETTE
-from loopviz.renderers.sanitise import cut, one_line
-from loopviz.trace.display import APPROX
+from loopviz.renderers.sanitise import cut, json_island, one_line
+from loopviz.trace.display import APPROX, short_name
 
 __all__ = ["html_report", "MAX_BARS"]
 
@@ -94,10 +93,11 @@ def _section(title: str, body: str, caption: str) -> str:
 def _header(trace: Any) -> str:
     loops = trace.loops_df()
     run_ms = float(loops.loc[loops["outermost"], "dur_ms"].sum()) if len(loops) else 0.0
-    facts = [("framework", trace.framework or "unknown"), ("clock", trace.clock), ("run", _ms(run_ms)),
+    facts = [("framework", short_name(trace.framework) or "unknown"), ("clock", short_name(trace.clock)),
+             ("run", _ms(run_ms)),
              ("event firings", f"{trace.n_firings + trace.dropped_firings:,}"),
              ("callback calls with a handler", f"{trace.n_calls + trace.dropped_calls:,}"),
-             ("loops", ", ".join(f"{i}: {label}" for i, label in enumerate(trace.loops)) or "none")]
+             ("loops", ", ".join(f"{i}: {short_name(label)}" for i, label in enumerate(trace.loops)) or "none")]
     rows = "".join(f"<tr><th>{html.escape(k)}</th><td>{_text(v, 2000)}</td></tr>" for k, v in facts)
     return f'<header><h1>Where the time went</h1><table class="facts">{rows}</table></header>'
 
@@ -126,7 +126,7 @@ def _diagram(trace: Any, index: int) -> str:
         if loop not in summaries:
             summaries[loop] = trace.select([loop]).summary()
         details[key] = _facts(step, mode, summaries[loop])
-    data = json.dumps(details, ensure_ascii=True).replace("</", "<\\/")
+    data = json_island(details)
     return f'<div class="diagram">{svg}</div><script type="application/json" id="diagram-details">{data}</script>'
 
 

@@ -1,16 +1,26 @@
 """What a reader of a trace's reports should know: records past the cap, what could not be split by loop, the clock."""
 from __future__ import annotations
 
+from loopviz.errors import LoopvizError
 from loopviz.trace.data import COARSE_PERCENTILES, TraceData
 from loopviz.trace.layout import UNKNOWN_LOOP
 from loopviz.trace.sketch import ALPHA
 
-__all__ = ["trace_notes", "cap_notes"]
+__all__ = ["trace_notes", "cap_notes", "NO_LOOP", "check_recorded_a_loop"]
+
+NO_LOOP = "this trace recorded no loop"
+_NOTHING_RAN = "nothing ran inside its `with ... trace()` block; run a fit (or train, validate...) inside it"
+
+
+def check_recorded_a_loop(data: TraceData, so: str = "it has no loop to show", name: str = "this trace") -> None:
+    """A LoopvizError saying `so` when the trace recorded no loop (`with learn.trace() as t: pass`)."""
+    if not data.loops:
+        raise LoopvizError(f"{name} recorded no loop, so {so}: {_NOTHING_RAN}.")
 
 
 def trace_notes(data: TraceData) -> list[str]:
     """The notes, one sentence each; the clock's last."""
-    out = _changes_notes(data) + _no_handler_notes(data) + _dropped_notes(data) + _unsplit_notes(data) + _old_notes(data)
+    out = _empty_notes(data) + _changes_notes(data) + _no_handler_notes(data) + _dropped_notes(data) + _unsplit_notes(data) + _old_notes(data)
     if data.clock == "host":
         out.append("clock: host (perf_counter_ns). On a GPU this is launch time, not GPU time; trace with clock='cuda'.")
     else:
@@ -24,6 +34,10 @@ def cap_notes(data: TraceData) -> list[str]:
     """The notes about what went past the raw-record cap (and could not be split by loop): what a view of the
     loop annotated with this trace must say too."""
     return _changes_notes(data) + _dropped_notes(data) + _unsplit_notes(data) + _old_notes(data)
+
+
+def _empty_notes(data: TraceData) -> list[str]:
+    return [] if data.loops else [f"{NO_LOOP}, so every table is empty: {_NOTHING_RAN}."]
 
 
 def _changes_notes(data: TraceData) -> list[str]:

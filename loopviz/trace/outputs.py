@@ -2,8 +2,9 @@
 from __future__ import annotations
 
 import io
-import json
 from typing import Any
+
+from loopviz.trace.jsontext import compact_json
 
 __all__ = ["table", "spans_csv", "chrome_json", "plot_svg", "html_page"]
 
@@ -27,7 +28,7 @@ def spans_csv(trace: Any) -> str:
 def chrome_json(report: Any) -> str:
     """A Chrome/Perfetto trace as JSON text: one trace, or every rank of a merged one on one timeline."""
     if _is_merged(report):
-        return json.dumps(report.chrome(), separators=(",", ":"))
+        return compact_json(report.chrome(), "the Chrome trace")
     from loopviz.trace.chrome import chrome_text
 
     return chrome_text(report)

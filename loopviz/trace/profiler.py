@@ -14,15 +14,22 @@ metadata included) move to a free pid, and the process name keeps the real one.
 """
 from __future__ import annotations
 
+import bisect
+import itertools
 import json
+import math
 import statistics
 import tempfile
 from pathlib import Path
 from typing import Any
 
 from loopviz.errors import LoopvizError
+from loopviz.trace.jsontext import shown_number
 
-__all__ = ["merged_with_profiler", "profiler_events", "firing_range", "call_range", "work_range"]
+INT64_MIN, INT64_MAX = -(2**63), 2**63 - 1
+
+__all__ = ["merged_with_profiler", "profiler_events", "checked_profiler_trace", "firing_range", "call_range",
+           "work_range"]
 
 # The name of every range a tracer opens (ranges=True) starts with its adapter's prefix and a space (the adapter
 # passes it to the recorder, which keeps it in the trace's meta as "range_prefix").
@@ -45,19 +52,20 @@ def work_range(prefix: str, event: str) -> str:
 
 
 def profiler_events(profiler: Any) -> dict[str, Any]:
-    """The Kineto Chrome trace of a `torch.profiler.profile` (after it stopped), or of its exported JSON file."""
+    """The Kineto Chrome trace of a `torch.profiler.profile` (after it stopped), or of its exported JSON file; each
+    field the merge reads checked (`checked_profiler_trace`)."""
     if hasattr(profiler, "export_chrome_trace"):
         with tempfile.TemporaryDirectory() as folder:
             path = Path(folder) / "kineto.json"
             profiler.export_chrome_trace(str(path))
-            return json.loads(path.read_text(encoding="utf-8"))
+            return checked_profiler_trace(json.loads(path.read_text(encoding="utf-8")), "the profiler's export")
     if isinstance(profiler, (str, Path)):
-        return _profiler_file(profiler)
+        return checked_profiler_trace(_profiler_file(profiler), repr(str(profiler)))
     data = profiler
     if not isinstance(data, dict) or not isinstance(data.get("traceEvents"), list):
         raise LoopvizError("profiler must be a torch.profiler.profile, or the Chrome trace it exported (a path or its "
                            "JSON data with 'traceEvents').")
-    return data
+    return checked_profiler_trace(data, "the profiler's trace")
 
 
 def _profiler_file(path: str | Path) -> dict[str, Any]:
@@ -80,6 +88,42 @@ def _profiler_file(path: str | Path) -> dict[str, Any]:
 
 EXPORTED = "the JSON that torch.profiler's prof.export_chrome_trace(path) wrote"
 GPU_CATS = frozenset({"kernel", "gpu_memcpy", "gpu_memset", "gpu_user_annotation"})  # Kineto's device activity
+
+
+# µs: about 31,000 years, far beyond any real timestamp, and small enough that moving one by the difference of the
+# two traces' base times (int64 ns) stays finite
+MAX_US = 1e18
+_TEXT_FIELDS = ("ph", "cat", "name")
+
+
+def checked_profiler_trace(data: dict[str, Any], where: str) -> dict[str, Any]:
+    """The profiler's Chrome trace with every field the merge reads checked (as loopviz checks its own trace files):
+    `baseTimeNanoseconds` an integer, each event an object whose `ts` and `dur` are finite numbers of µs and whose
+    `ph`, `cat` and `name` are strings. A LoopvizError names the field, the event and what was expected."""
+    if "baseTimeNanoseconds" in data:
+        base = data["baseTimeNanoseconds"]
+        if type(base) is not int or not INT64_MIN <= base <= INT64_MAX:
+            raise _refused(where, "baseTimeNanoseconds", "", base, "an integer (ns since the Unix epoch)")
+    for index, event in enumerate(data["traceEvents"]):
+        if type(event) is not dict:
+            raise _refused(where, f"traceEvents[{index}]", "", event, "an object (one event)")
+        for field in ("ts", "dur"):
+            if field in event:
+                value = event[field]
+                if type(value) not in (int, float) or not -MAX_US <= value <= MAX_US:  # NaN fails too
+                    raise _refused(where, field, f" of traceEvents[{index}]", value, "a finite number of µs")
+        for field in _TEXT_FIELDS:
+            if field in event and type(event[field]) is not str:
+                raise _refused(where, field, f" of traceEvents[{index}]", event[field], "a string")
+    return data
+
+
+def _refused(where: str, field: str, at: str, value: Any, wanted: str) -> LoopvizError:
+    """The error for one field of the profiler's trace: which, where, what it is and what it should be."""
+    from loopviz.trace.validate import _show
+
+    shown = shown_number(value) if isinstance(value, float) and not math.isfinite(value) else _show(value)
+    return LoopvizError(f"{where}: field {field!r}{at}: is {shown}, not {wanted}. Give {EXPORTED}.")
 
 
 def _apart(theirs: list[dict[str, Any]], pid: int) -> list[dict[str, Any]]:
@@ -199,16 +243,53 @@ def merged_with_profiler(trace: Any, profiler: Any) -> dict[str, Any]:
 def _pairs(names: list[str], fired: list[dict[str, Any]], ranges: list[dict[str, Any]]) -> list[tuple[float, float]]:
     """(our firing's start, its range's start) for the firings the profiler recorded, matched in order: the ranges
     are a run of consecutive firings (a schedule records some batches). Every batch fires the same events, so of the
-    runs that match by name, the one nearest Unix time's placement is taken; none when no run matches."""
-    want = [r["name"] for r in ranges]
-    best: list[tuple[float, float]] = []
-    for first in range(len(names) - len(want) + 1) if want else ():
-        if names[first] != want[0] or names[first:first + len(want)] != want:
-            continue
-        pairs = [(f["ts"], r["ts"]) for f, r in zip(fired[first:], ranges)]
-        if not best or abs(_offset(pairs)) < abs(_offset(best)):
-            best = pairs
-    return best
+    runs that match by name, the one nearest Unix time's placement is taken (the first of equals); none when no run
+    matches. O(n log n): the runs are found in linear time, and their offsets rise with where they start (our
+    firings are in time order), so the one nearest zero is found by bisection."""
+    starts = _occurrences(names, [r["name"] for r in ranges])
+    if not starts:
+        return []
+    offsets: dict[int, float] = {}
+
+    def offset(k: int) -> float:  # the offset of the k-th run, once each
+        if k not in offsets:
+            offsets[k] = _offset(_paired(fired, ranges, starts[k]))
+        return offsets[k]
+
+    after = bisect.bisect_left(range(len(starts)), 0.0, key=offset)  # the first run at or after Unix time's placement
+    best = after if after < len(starts) else None
+    if after > 0:
+        before = bisect.bisect_left(range(after), offset(after - 1), key=offset)  # the first of the nearest before
+        if best is None or abs(offset(before)) <= abs(offset(best)):
+            best = before
+    return _paired(fired, ranges, starts[best])
+
+
+def _paired(fired: list[dict[str, Any]], ranges: list[dict[str, Any]], first: int) -> list[tuple[float, float]]:
+    """(our firing's start, its range's start) with the ranges matched to our firings from `first` on."""
+    return [(f["ts"], r["ts"]) for f, r in zip(itertools.islice(fired, first, first + len(ranges)), ranges)]
+
+
+def _occurrences(names: list[str], want: list[str]) -> list[int]:
+    """Where `want` occurs in `names` as a run of consecutive names, in order (Knuth-Morris-Pratt: linear time)."""
+    if not want or len(want) > len(names):
+        return []
+    fallback = [0] * len(want)  # fallback[i]: the longest proper prefix of want[:i + 1] that also ends it
+    k = 0
+    for i in range(1, len(want)):
+        while k and want[i] != want[k]:
+            k = fallback[k - 1]
+        k += want[i] == want[k]
+        fallback[i] = k
+    found, k = [], 0
+    for i, name in enumerate(names):
+        while k and name != want[k]:
+            k = fallback[k - 1]
+        k += name == want[k]
+        if k == len(want):
+            found.append(i - k + 1)
+            k = fallback[k - 1]
+    return found
 
 
 def _offset(pairs: list[tuple[float, float]]) -> float:

@@ -2,16 +2,20 @@
 
 A trace file can come from anywhere, and the reports index lists and arrays with the numbers in it.
 `check_json` checks each field's JSON value before its codec decodes it; `check_data` checks the decoded
-records and aggregates against the names they point at. Both raise `Invalid`, which `loopviz.trace.files`
-turns into a LoopvizError naming the file and the field. Record matrices are checked a column at a time with
-numpy's min/max, so a trace of a million callback calls is checked in a fraction of a second.
+records and aggregates against the names they point at, and their numbers against what can be true (times
+that do not run backwards, parents that enclose their children, outermost loops that do not overlap, durations
+whose sums fit in int64, so no report shows a negative total or a wrapped sum). Both raise `Invalid`, which
+`loopviz.trace.files` turns into a LoopvizError naming the file and the field. Record matrices are checked a
+column at a time with numpy (min/max, comparisons, one sort of the firings by parent), so a trace of a million
+callback calls is checked in a fraction of a second.
 """
 from __future__ import annotations
 
+import math
 from array import array
 from typing import TYPE_CHECKING, Any, Callable
 
-from loopviz.trace.data import COARSE_PERCENTILES, HIST_BUCKETS, TraceData
+from loopviz.trace.data import COARSE_PERCENTILES, HIST_BUCKETS, TraceData, is_outermost
 from loopviz.trace.layout import (
     C_CALLBACK, C_DUR, C_FIRING, C_START, C_STATUS, CALL_FIELDS, CH_ATTR, CH_CALLBACK, CH_FIRING, CHANGE_FIELDS,
     F_DEV_END, F_DEV_START, F_END, F_EVENT, F_LOOP, F_MODE, F_PARENT, F_START, F_STATUS, FIRING_FIELDS, MODES,
@@ -25,6 +29,9 @@ if TYPE_CHECKING:
 __all__ = ["Invalid", "JSON_CHECKS", "check_json", "check_data", "bad_records"]
 
 INT64_MIN, INT64_MAX = -(2**63), 2**63 - 1
+# The longest name (event, loop, callback, attribute, framework, clock...) a file may hold: far past any real one,
+# short enough that no view spends long on it (each view cuts names to NAME_LIMIT characters anyway).
+MAX_NAME = 10_000
 RECORDS = {"firings": FIRING_FIELDS, "calls": CALL_FIELDS, "change_log": CHANGE_FIELDS}
 # meta entries the reports read, and the least each may be
 META_INTS = {"pid": 0, "rank": 0, "local_rank": 0, "world_size": 1, "start_unix_ns": 0, "perf_origin_ns": 0,
@@ -76,6 +83,8 @@ def _text(value: Any, field: str, at: str = "") -> None:
     # view escapes it where it is shown (loopviz.renderers.sanitise).
     if type(value) is not str:
         raise Invalid(field, f"is {_show(value)}, not a string", at)
+    if len(value) > MAX_NAME:
+        raise Invalid(field, f"is a string of {len(value):,} characters; names are at most {MAX_NAME:,}", at)
 
 
 def _list(value: Any, field: str, at: str = "", length: int | None = None, what: str = "a list") -> list[Any]:
@@ -121,9 +130,18 @@ def _names(unique: bool) -> Check:
         for at, entry in _entries(value, field):
             _text(entry, field, at)
         if unique and len(set(value)) != len(value):
-            twice = next(name for i, name in enumerate(value) if name in value[:i])
-            raise Invalid(field, f"names {twice!r} twice; each name must be listed once")
+            raise Invalid(field, f"names {_first_repeated(value)!r} twice; each name must be listed once")
     return check
+
+
+def _first_repeated(names: list[str]) -> str:
+    """The first name in `names` that an earlier one repeats (linear: a set of those seen)."""
+    seen: set[str] = set()
+    for name in names:
+        if name in seen:
+            return name
+        seen.add(name)
+    raise ValueError("no name is repeated")
 
 
 def _callbacks(value: Any, field: str, version: int) -> None:
@@ -135,8 +153,11 @@ def _callbacks(value: Any, field: str, version: int) -> None:
                 raise Invalid(field, f"has no {key!r}", at)
         for key in ("cls", "name", "module"):
             _text(entry[key], field, f"{at} {key!r}")
-        if entry["order"] is not None and type(entry["order"]) not in (int, float):  # getattr(cb, 'order', 0)
-            raise Invalid(field, f"is {_show(entry['order'])}, not a number", f"{at} 'order'")
+        order = entry["order"]
+        if order is not None and type(order) not in (int, float):  # getattr(cb, 'order', 0)
+            raise Invalid(field, f"is {_show(order)}, not a number", f"{at} 'order'")
+        if type(order) is float and not math.isfinite(order):  # JSON has no NaN: a chrome trace could not hold it
+            raise Invalid(field, f"is {_show(order)}, not a finite number", f"{at} 'order'")
 
 
 def _spans(value: Any, field: str, version: int) -> None:
@@ -348,6 +369,8 @@ def check_data(data: TraceData, spans: bool = True) -> None:
         F_DEV_START: _at_least("device start time", -1), F_DEV_END: _at_least("device end time", -1)})
     _columns("calls", _rows(data.calls), {C_FIRING: firing, C_CALLBACK: callback, C_STATUS: status,
                                        C_START: _at_least("start time", 0), C_DUR: _at_least("duration", 0)})
+    _check_firing_times(_rows(data.firings))
+    _check_totals(data, _rows(data.firings), _rows(data.calls))
     _columns("change_log", _change_matrix(data.change_log), {CH_FIRING: firing, CH_CALLBACK: callback,
                                                   CH_ATTR: _index("attribute index", attrs, "attributes")})
     maybe_event = _index("event index", events, "events", none=True)  # calls and changes outside any firing
@@ -362,6 +385,69 @@ def check_data(data: TraceData, spans: bool = True) -> None:
     _check_loops(data, spans)
 
 
+def _first(field: str, bad: np.ndarray, says: Callable[[int], str]) -> None:
+    """Raise Invalid for the first record where `bad` (a boolean per record) holds, saying `says(record)`."""
+    if bad.any():
+        record = int(bad.argmax())
+        raise Invalid(field, says(record), f"record {record}")
+
+
+def _check_firing_times(rows: np.ndarray) -> None:
+    """Each firing ends no earlier than it starts, inside its parent firing, which began before it (the recorder
+    writes a firing when it begins), and no earlier than the previous firing of its parent ended."""
+    import numpy as np
+
+    start, end, parent = rows[:, F_START], rows[:, F_END], rows[:, F_PARENT]
+    _first("firings", end < start, lambda i: f"end time {end[i]} is before its start time {start[i]}")
+    dev_start, dev_end = rows[:, F_DEV_START], rows[:, F_DEV_END]
+    _first("firings", (dev_start >= 0) & (dev_end >= 0) & (dev_end < dev_start),
+           lambda i: f"device end time {dev_end[i]} is before its device start time {dev_start[i]}")
+    _first("firings", parent >= np.arange(len(rows)),
+           lambda i: f"parent firing index {parent[i]} is not an earlier firing's (a parent begins before its "
+                     "children)")
+    of = np.maximum(parent, 0)
+    _first("firings", (parent >= 0) & ((start < start[of]) | (end > end[of])),
+           lambda i: f"its times {start[i]} to {end[i]} are not inside those of its parent firing {parent[i]} "
+                     f"({start[parent[i]]} to {end[parent[i]]})")
+    order = np.lexsort((np.arange(len(rows)), parent))  # by parent, then in the order they began
+    before, after = order[:-1], order[1:]
+    overlap = (parent[before] == parent[after]) & (start[after] < end[before])
+    if overlap.any():
+        first = int(overlap.argmax())
+        i, previous = int(after[first]), int(before[first])
+        raise Invalid("firings", f"start time {start[i]} is before the end time {end[previous]} of firing {previous}, "
+                                 "the one before it at its level", f"record {i}")
+
+
+def _exact_sum(column: np.ndarray) -> int:
+    """The sum of a column of integers of 0 or more, in Python integers where int64 could wrap around."""
+    if not len(column):
+        return 0
+    if int(column.max()) <= INT64_MAX // len(column):
+        return int(column.sum())
+    return sum(column.tolist())
+
+
+def _aggregate_total(field: str, aggregates: dict[tuple[int, ...], Any]) -> int:
+    return sum(entry[2] if field == "wait_agg" else entry.total for entry in aggregates.values())
+
+
+def _check_totals(data: TraceData, firings: np.ndarray, calls: np.ndarray) -> None:
+    """The durations of each kind of record, added up with their aggregates past the cap, fit in 64 bits: every
+    report sums them as int64 (numpy, pandas), which would wrap around to a negative total."""
+    over = calls[:, C_START] > INT64_MAX - calls[:, C_DUR]
+    _first("calls", over, lambda i: f"start time {calls[i, C_START]} plus duration {calls[i, C_DUR]} is past 2**63 ns")
+    kinds = [("firings", _exact_sum(firings[:, F_END] - firings[:, F_START]), ("overflow_firings", "overflow_nested")),
+             ("calls", _exact_sum(calls[:, C_DUR]), ("overflow_calls",)), ("", 0, ("overflow_work",)),
+             ("", 0, ("wait_agg",))]
+    for records, total, aggregates in kinds:
+        for field in ([records] if records else []) + list(aggregates):
+            total += _aggregate_total(field, getattr(data, field)) if field in aggregates else 0
+            if total > INT64_MAX:
+                raise Invalid(field, f"durations add up to {_show(total)} ns, past the 2**63 - 1 ns (292 years) a "
+                                     "report can total")
+
+
 def _check_loops(data: TraceData, spans: bool) -> None:
     """Per-loop lists one entry per loop, and the loops they name among the trace's."""
     loops = len(data.loops)
@@ -371,6 +457,13 @@ def _check_loops(data: TraceData, spans: bool) -> None:
     for i, span in enumerate(data.loop_spans if spans else []):
         if not _in(parent, span[2]):
             raise _fail("loop_spans", parent, span[2], f"entry {i}")
+        if span[2] >= i:
+            raise Invalid("loop_spans", f"parent loop index {span[2]} is not an earlier loop's (a loop begins "
+                                        "before the loops inside it)", f"entry {i}")
+        if span[1] != -1 and span[1] < span[0]:
+            raise Invalid("loop_spans", f"end time {span[1]} is before its start time {span[0]}", f"entry {i}")
+    if spans:
+        _check_outermost(data.loop_spans)
     if len(data.no_handler_by_loop) not in (0, loops):
         raise Invalid("no_handler_by_loop", f"has {len(data.no_handler_by_loop)} entries for {loops} loops; it must "
                                             "have one per loop (or none)")
@@ -378,3 +471,14 @@ def _check_loops(data: TraceData, spans: bool) -> None:
     for value in data.meta.get("selected_loops", []):
         if not _in(selected, value):
             raise _fail("meta", selected, value, "entry 'selected_loops'")
+
+
+def _check_outermost(spans: list[list[int]]) -> None:
+    """The outermost loops (those in no other loop or firing) do not overlap: the run is tiled by them, and
+    reports add up their times as the run's."""
+    timed = sorted((span[0], span[1], i) for i, span in enumerate(spans)
+                   if is_outermost(span) and 0 <= span[0] <= span[1])
+    for (_, end, previous), (start, _, i) in zip(timed, timed[1:]):
+        if start < end:
+            raise Invalid("loop_spans", f"outermost loop {i} starts at {start}, before outermost loop {previous} "
+                                        f"ends at {end}; outermost loops cannot overlap", f"entry {i}")
