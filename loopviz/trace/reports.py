@@ -277,12 +277,10 @@ def _dispatch_rows(data: TraceData, top: pd.DataFrame) -> list[tuple[Any, ...]]:
     """One row: the time inside the loop's own events that no callback's call accounts for (the loop calling every
     callback). Past the cap its count and total are exact (the events' total less the calls' total) but no firing's
     own share is known, so its p50, p95 and max are the recorded firings' only: marked approx."""
-    calls = call_matrix(data)
     if not len(top) and not data.overflow_firings:
         return []
-    direct = pd.Series(calls[:, C_DUR]).groupby(calls[:, C_FIRING]).sum() if len(calls) else pd.Series(dtype=np.int64)
-    per_firing = top["dur"].to_numpy() - direct.reindex(top.index, fill_value=0).to_numpy()
-    name = data.meta.get("dispatch_label", "dispatch")  # the adapter's (files before it gave one: see files.py)
+    per_firing = _dispatch_per_firing(data, top)
+    name = _dispatch_label(data)
     if not (data.overflow_firings or data.overflow_calls):
         return [("dispatch", name, "", *_stats(per_firing, None))]
     extra_total = sum(a.total for a in data.overflow_firings.values()) - sum(a.total for a in data.overflow_calls.values())
@@ -292,6 +290,18 @@ def _dispatch_rows(data: TraceData, top: pd.DataFrame) -> list[tuple[Any, ...]]:
     biggest = int(per_firing.max()) if len(per_firing) else 0
     p50, p95 = _exact_percentiles(per_firing)
     return [("dispatch", name, "", count, total / 1e6, mean / 1e6, p50 / 1e6, p95 / 1e6, biggest / 1e6, True)]
+
+
+def _dispatch_per_firing(data: TraceData, top: pd.DataFrame) -> np.ndarray:
+    """Per recorded top-level firing, its time that no callback's call accounts for (ns)."""
+    calls = call_matrix(data)
+    direct = pd.Series(calls[:, C_DUR]).groupby(calls[:, C_FIRING]).sum() if len(calls) else pd.Series(dtype=np.int64)
+    return top["dur"].to_numpy() - direct.reindex(top.index, fill_value=0).to_numpy()
+
+
+def _dispatch_label(data: TraceData) -> str:
+    """The dispatch row's name: the adapter's (files before it gave one: see files.py)."""
+    return data.meta.get("dispatch_label", "dispatch")
 
 
 _TALLY = {"ran": 0, **{name: 1 for name in _SKIPPED}, "cancelled": 2, "error": 3}  # by_callback's status columns
@@ -346,11 +356,8 @@ def row_durations(data: TraceData) -> RowDurations:
     for (name, phase, inside), group in work_df(data).groupby(["work", "phase", "nested"], sort=False):
         rows[("nested work" if inside else "work", name, phase)] = group["dur"].to_numpy()
     top = firings[~nested]
-    dispatch = _dispatch_rows(data, top)
-    if dispatch and len(top):
-        calls = call_matrix(data)
-        direct = pd.Series(calls[:, C_DUR]).groupby(calls[:, C_FIRING]).sum() if len(calls) else pd.Series(dtype=np.int64)
-        rows[tuple(dispatch[0][:3])] = top["dur"].to_numpy() - direct.reindex(top.index, fill_value=0).to_numpy()
+    if len(top):
+        rows[("dispatch", _dispatch_label(data), "")] = _dispatch_per_firing(data, top)
     calls = calls_df(data)
     by_cb = {(cb, event, phase): group["dur"].to_numpy()
              for (cb, event, phase), group in calls.groupby(["callback", "event", "phase"], sort=False)}
