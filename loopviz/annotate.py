@@ -52,8 +52,9 @@ def _matching(spec: LoopSpec, outer: Any) -> list[int]:
 
 def check_loop_matches(spec: LoopSpec, trace: Any) -> None:
     """A clear error when the trace ran loops but none of them is the spec's: its times would be another loop's."""
-    labels = list(dict.fromkeys(str(label) for label in _outermost(trace)["label"]))
-    if labels and not _matching(spec, _outermost(trace)):
+    outer = _outermost(trace)
+    labels = list(dict.fromkeys(str(label) for label in outer["label"]))
+    if labels and not _matching(spec, outer):
         ran = " and ".join(repr(label) for label in labels)
         entry = labels[0].split(" > ")[0]
         raise LoopvizError(f"this trace ran {ran}; the view asks for {spec.loop!r}: pass loop={entry!r} or trace "
@@ -170,14 +171,15 @@ def _owners(spec: LoopSpec, by_phase: dict[str, Timings]) -> dict[int, Timings]:
 
 def _unseen_callbacks(spec: LoopSpec, trace: Any, calls: dict[tuple[str, str, str], Timing]) -> list[CallbackInfo]:
     """Callbacks the trace saw run that the spec does not list, as the trace describes them."""
+    from loopviz.trace.data import callback_of_facts
+
     listed = {info.cls for info in spec.callbacks}
     ran = {cls for cls, _, _ in calls}
     out: dict[str, CallbackInfo] = {}
     for facts in trace.callbacks:
         cls = str(facts.get("cls", ""))
         if cls and cls in ran and cls not in listed and cls not in out:
-            out[cls] = CallbackInfo(str(facts.get("name", "")), cls, str(facts.get("module", "")),
-                                    float(facts.get("order", 0) or 0))
+            out[cls] = callback_of_facts(facts)
     return list(out.values())
 
 

@@ -20,7 +20,7 @@ from loopviz.trace.records import CallRecords, FiringRecords
 from loopviz.trace.sketch import Sketch
 
 __all__ = ["TraceData", "Aggregate", "Codec", "HIST_BUCKETS", "ADDED_IN_3", "ADDED_IN_4", "COARSE_PERCENTILES",
-           "callback_facts", "recount", "without_loop", "merged_changes", "spans_from_firings", "is_outermost"]
+           "callback_facts", "callback_of_facts", "recount", "without_loop", "merged_changes", "spans_from_firings", "is_outermost"]
 
 HIST_BUCKETS = 64  # the log2 histogram of files before version 5
 
@@ -130,6 +130,12 @@ def _ints() -> array:
 def callback_facts(info: CallbackInfo) -> dict[str, Any]:
     """What a trace keeps about a callback (an entry of `TraceData.callbacks`), from the facts a loop spec has."""
     return {"cls": info.cls, "name": info.name, "order": info.order, "module": info.module}
+
+
+def callback_of_facts(facts: dict[str, Any]) -> CallbackInfo:
+    """A callback as a loop spec describes it, from what a trace kept about it (`callback_facts`)."""
+    return CallbackInfo(str(facts.get("name", "")), str(facts.get("cls", "")), str(facts.get("module", "")),
+                        float(facts.get("order", 0) or 0))
 
 
 @dataclass

@@ -23,7 +23,7 @@ import pandas as pd
 
 from loopviz.model import CallbackInfo, Event, Handler, LoopSpec, Mode, Phase, Step, Timing, Work
 from loopviz.trace.batches import batch_events
-from loopviz.trace.data import TraceData
+from loopviz.trace.data import TraceData, callback_of_facts
 from loopviz.trace.notes import cap_notes
 from loopviz.trace.reports import (
     CLEANUP, SETUP, WORK_FALLBACK, by_callback, firings_df, loops_df, summary, total_ns, work_pairs,
@@ -126,13 +126,8 @@ def _callbacks(data: TraceData) -> list[CallbackInfo]:
     for facts in data.callbacks:
         cls = str(facts.get("cls", ""))
         if cls and cls not in seen:
-            seen[cls] = _info(facts)
+            seen[cls] = callback_of_facts(facts)
     return sorted(seen.values(), key=lambda info: info.order)
-
-
-def _info(facts: dict[str, Any]) -> CallbackInfo:
-    return CallbackInfo(str(facts.get("name", "")), str(facts.get("cls", "")), str(facts.get("module", "")),
-                        float(facts.get("order", 0) or 0))
 
 
 # -- one loop -------------------------------------------------------------------------------------
