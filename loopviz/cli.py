@@ -166,10 +166,7 @@ def _write(fmt: Format, out: str | bytes, output: str | None) -> None:
         return
     from loopviz.trace.files import write_bytes
 
-    try:
-        path = write_bytes(_as_file(out), output)  # type: ignore[arg-type]
-    except OSError as e:
-        raise Failure(f"cannot write {output!r}: {e.strerror or e}.") from e
+    path = write_bytes(_as_file(out), output)  # type: ignore[arg-type]
     click.echo(f"wrote {path}")
 
 
@@ -463,10 +460,7 @@ def merge(ctx: click.Context, trace_file: str, profiler_file: str, output: str) 
             _write(chrome, compact_json(merged, "the merged trace"), output)
             click.echo(summary, err=True)
             return
-        try:
-            path = write_json(merged, output)
-        except OSError as e:
-            raise Failure(f"cannot write {output!r}: {e.strerror or e}.") from e
+        path = write_json(merged, output)
         click.echo(f"wrote {path}: {summary}")
 
     _guard(ctx.obj["debug"], run)

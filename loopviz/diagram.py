@@ -69,10 +69,7 @@ class LoopDiagram:
         from loopviz.trace.files import write_bytes
 
         out = self.render(fmt.name)
-        try:
-            return write_bytes(out if isinstance(out, bytes) else out.encode("utf-8"), path)
-        except OSError as e:
-            raise LoopvizError(f"cannot write {str(path)!r}: {e.strerror or e}.") from e
+        return write_bytes(out if isinstance(out, bytes) else out.encode("utf-8"), path)
 
     def _repr_mimebundle_(self, include: Iterable[str] | None = None, exclude: Iterable[str] | None = None, **_: Any) -> dict[str, str]:
         """Jupyter display: SVG and a text version; the text alone, with a note, when `dot` is missing or fails."""

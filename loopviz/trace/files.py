@@ -135,14 +135,24 @@ def write_bytes(data: bytes, path: str | os.PathLike[str]) -> Path:
     even when writing is interrupted (Ctrl-C, a full disk). A regular file with other hard links is written in
     place (truncated, then written), so the links stay one file; that write is not all or nothing. A FIFO with
     a reader and a character device (`/dev/null`, a terminal) are written in place, never replaced; a FIFO with
-    no reader, a block device, a socket and a folder are refused with a LoopvizError."""
+    no reader, a block device, a socket and a folder are refused with a LoopvizError, as is any write the system
+    refuses (a read-only folder, a full disk), naming the path."""
     given = Path(path)
+    try:
+        _write_to(data, given)
+    except OSError as e:
+        raise LoopvizError(f"cannot write {str(given)!r}: {e.strerror or e}.") from e
+    return given
+
+
+def _write_to(data: bytes, given: Path) -> None:
+    """`write_bytes`'s work, which may raise OSError."""
     target = _write_target(given)
     try:
         st = os.lstat(target)
     except FileNotFoundError:
         _replace(data, target, None)
-        return given
+        return
     if stat.S_ISREG(st.st_mode):
         if st.st_nlink > 1:
             _write_in_place(data, target, truncate=True)
@@ -155,7 +165,6 @@ def write_bytes(data: bytes, path: str | os.PathLike[str]) -> Path:
     else:
         raise LoopvizError(f"cannot write {str(given)!r}: it is {_kind(st.st_mode)}, not a file loopviz can write; "
                            "give the name of a regular file.")
-    return given
 
 
 def _write_target(path: Path) -> Path:
