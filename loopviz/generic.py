@@ -17,7 +17,6 @@ Every view and report of loopviz works on both.
 from __future__ import annotations
 
 import functools
-import threading
 import weakref
 from typing import Any, Callable, Iterable, Sequence
 
@@ -34,15 +33,7 @@ from loopviz.trace.trace import Trace
 
 __all__ = ["callback_info", "from_base", "handler", "event", "work", "phase", "cancel", "loop_spec", "DispatchTracer"]
 
-_DISPATCHING = threading.local()  # .recordings: the recordings whose dispatch this thread is inside, innermost last
-
-
-def _dispatching() -> list[_Recording]:
-    """The recordings whose dispatch this thread is inside now, innermost last."""
-    found = getattr(_DISPATCHING, "recordings", None)
-    if found is None:
-        found = _DISPATCHING.recordings = []
-    return found
+_DISPATCHING = instrument.DispatchStack()  # the recordings whose dispatch this thread is inside, innermost last
 
 
 class _Recording:
@@ -224,7 +215,7 @@ class DispatchTracer:
             epoch, iteration = self.position(self.obj)
             index = rec.begin_firing(name, self.mode(self.obj, name), _int(epoch), _int(iteration))
             status = 0
-            recordings = _dispatching()
+            recordings = _DISPATCHING.inside
             recordings.append(self.recording)
             try:
                 return original(*args, **kwargs)
@@ -263,7 +254,7 @@ class DispatchTracer:
 
         @functools.wraps(fn)
         def timed(*args: Any, **kwargs: Any) -> Any:
-            recordings = _dispatching()
+            recordings = _DISPATCHING.inside
             if not recording.active or not recordings or recordings[-1] is not recording:  # another loop's call
                 return fn(*args, **kwargs)
             status = RAN

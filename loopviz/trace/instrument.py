@@ -37,7 +37,7 @@ from typing import Any, Callable
 
 from loopviz.trace.layout import CANCELLED, ERROR
 
-__all__ = ["Patch", "PatchSet", "guarded", "run_or_defer", "install", "install_setting", "restore", "installed",
+__all__ = ["Patch", "PatchSet", "DispatchStack", "guarded", "run_or_defer", "install", "install_setting", "restore", "installed",
            "stranded", "put", "invisible", "outcome", "MISSING"]
 
 MISSING: Any = type("Missing", (), {"__repr__": lambda self: "<missing>"})()  # an owner's __dict__ held no such name
@@ -355,3 +355,12 @@ class PatchSet:
             while self.held:
                 _, patch = self.held.popitem()
                 restore(patch)
+
+
+class DispatchStack(threading.local):
+    """Per thread, the traces whose dispatch the thread is inside now, innermost last: a timed handler records a call
+    only when its own trace is the innermost (a callback or module shared by two traced loops is timed by each for its
+    own loop's calls). Each tracer module keeps one."""
+
+    def __init__(self) -> None:
+        self.inside: list[Any] = []

@@ -14,7 +14,6 @@ ends when that object is collected, as a fastai trace ends with its learner.
 from __future__ import annotations
 
 import functools
-import threading
 import weakref
 from dataclasses import dataclass
 from typing import Any, Callable
@@ -37,7 +36,7 @@ __all__ = ["LightningTracer", "SANITY_CHECK"]
 
 SANITY_CHECK = "sanity_check"  # the label of the loop the sanity check runs, nested in fit (the spec's phase name)
 
-_DISPATCHING = threading.local()  # .tracers: the tracers whose dispatch this thread is inside, innermost last
+_DISPATCHING = instrument.DispatchStack()  # the tracers whose dispatch this thread is inside, innermost last
 # id(traced trainer or module) -> its tracer (changed under the kernel's lock; a tracer holds its target weakly)
 _ACTIVE: dict[int, "LightningTracer"] = {}
 _PATCHES = instrument.PatchSet()  # the wrappers in lightning.pytorch.trainer.call while any tracer is active
@@ -108,12 +107,6 @@ def _uninstall() -> None:
     _PATCHES.restore()
 
 
-def _dispatching() -> list[LightningTracer]:
-    """The tracers whose dispatch this thread is inside now, innermost last."""
-    tracers = getattr(_DISPATCHING, "tracers", None)
-    if tracers is None:
-        tracers = _DISPATCHING.tracers = []
-    return tracers
 
 
 @dataclass
@@ -218,7 +211,7 @@ class LightningTracer:
             epoch, iteration = _position(trainer)
             firing = _Firing(hook, self.rec.begin_firing(hook, _mode(trainer, hook), epoch, iteration))
             self.open.append(firing)
-        tracers = _dispatching()
+        tracers = _DISPATCHING.inside
         tracers.append(self)
         try:
             result = run()
@@ -255,7 +248,7 @@ class LightningTracer:
 
         @functools.wraps(fn)
         def timed(*args: Any, **kwargs: Any) -> Any:
-            tracers = _dispatching()
+            tracers = _DISPATCHING.inside
             if not self.active or not tracers or tracers[-1] is not self:  # another trainer's call, or none traced
                 return fn(*args, **kwargs)
             status, start = RAN, now()
