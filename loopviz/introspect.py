@@ -23,7 +23,7 @@ from loopviz.model import CallbackInfo, Handler, SourceRef
 __all__ = [
     "Found", "Via", "lookup", "forwards", "has_handler", "handler_for", "describe", "callback_info",
     "overrides_call", "call_owner", "handler_names", "is_event_like", "target_function", "source_ref",
-    "own_doc", "class_doc", "inherited_doc", "generic_docs",
+    "own_doc", "class_doc", "inherited_doc", "generic_docs", "SHADOWS", "own_attribute",
 ]
 
 Via = Literal["instance", "method", "delegated", "call"]
@@ -34,6 +34,9 @@ _GENERIC_OBJECTS = (object, type, functools.partial, types.MethodType, types.Fun
 _NO_DOC = "(no docstring)"
 _MISSING = object()
 _UNWRAP_LIMIT = 10  # wrappers nest a few levels at most; the bound guards against cycles
+# A function a tracer puts in an instance's `__dict__` (a timed handler) carries this attribute: a list holding what it
+# shadows there, or an empty list when the instance had nothing of its own under that name.
+SHADOWS = "__loopviz_shadows__"
 
 
 @dataclass(frozen=True)
@@ -76,6 +79,17 @@ def _plain_attribute(obj: Any, name: str) -> Any:
         return _MISSING
 
 
+def _class_attribute(obj: Any, name: str) -> Any:
+    """`obj.name` as its class gives it (bound as attribute access binds it), the instance's own `__dict__` left out;
+    _MISSING when no class in its MRO defines it."""
+    for klass in type(obj).__mro__:
+        if name in vars(klass):
+            value = vars(klass)[name]
+            getter = getattr(type(value), "__get__", None)
+            return getter(value, obj, type(obj)) if getter is not None else value
+    return _MISSING
+
+
 def _asked(obj: Any, name: str) -> Any:
     """`getattr(obj, name)` as the object answers it, `__getattr__` included; _MISSING when it fails."""
     try:
@@ -102,6 +116,23 @@ def _delegated(obj: Any, name: str, delegates: Sequence[Any]) -> Any:
     return _MISSING
 
 
+def own_attribute(obj: Any, name: str) -> Any:
+    """The object's own attribute `name` (in its `__dict__`) as its code set it, a tracer's wrapper seen through;
+    `_MISSING` when it has none."""
+    instance_dict = getattr(obj, "__dict__", None)
+    if not isinstance(instance_dict, dict) or name not in instance_dict:
+        return _MISSING
+    value = instance_dict[name]
+    for _ in range(_UNWRAP_LIMIT):
+        shadows = getattr(value, SHADOWS, None) if isinstance(value, types.FunctionType) else None
+        if shadows is None:
+            return value
+        if not shadows:
+            return _MISSING
+        value = shadows[0]
+    return value
+
+
 def lookup(obj: Any, name: str, delegates: Sequence[Any] = ()) -> Found | None:
     """The attribute `name` of a callback as a loop reading `getattr(obj, name)` gets it, and how; None when absent.
 
@@ -109,10 +140,11 @@ def lookup(obj: Any, name: str, delegates: Sequence[Any] = ()) -> Found | None:
     when the object's `__getattr__` forwards the name, the delegates ('delegated'). Without
     `delegates` the object itself is asked, so a callback already linked to its delegate answers for it.
     """
-    instance_dict = getattr(obj, "__dict__", None)
-    if isinstance(instance_dict, dict) and name in instance_dict:
-        return Found(instance_dict[name], "instance")
-    value = _plain_attribute(obj, name)
+    own = own_attribute(obj, name)
+    if own is not _MISSING:
+        return Found(own, "instance")
+    shadowing = name in (getattr(obj, "__dict__", None) or {})  # a tracer's wrapper over nothing of the instance's
+    value = _class_attribute(obj, name) if shadowing else _plain_attribute(obj, name)
     if value is not _MISSING:
         return Found(value, "method")
     if delegates:
@@ -142,7 +174,7 @@ def has_handler(cb: Any, name: str, *, delegates: Sequence[Any] = (), call_base:
 
 def handler_names(cb: Any, base_classes: Iterable[type] = ()) -> set[str]:
     """Names of the callback's own event-like handlers (`before_*`/`after_*`): on the instance or its classes."""
-    names = {n for n, v in getattr(cb, "__dict__", {}).items() if is_event_like(n) and callable(v)}
+    names = {n for n in list(getattr(cb, "__dict__", {})) if is_event_like(n) and callable(own_attribute(cb, n))}
     generic = _generic_classes(tuple(base_classes))
     for klass in type(cb).__mro__:
         if klass not in generic:

@@ -148,6 +148,13 @@ class Spy:
             return self._active[-1][1]
         return None
 
+    def _super_call(self, cb: Any, event: str, firing: Firing) -> bool:
+        """True for `super().__call__` from an overriding class: the callback's call for this event at this very
+        firing is already open. At a newer firing (a loop its handler ran, e.g. get_preds from after_epoch), fastai
+        is calling it again: a call of its own."""
+        call = self._current_call(cb, event)
+        return call is not None and call.firing == firing.index
+
     def wrap_call_one(self, original: Any) -> Any:
         def _call_one(learn: Any, event_name: str) -> Any:
             if not self._watches(learn):
@@ -181,7 +188,7 @@ class Spy:
     def wrap_callback_call(self, original: Any) -> Any:
         def __call__(cb: Any, event_name: str) -> Any:
             firing = self._open_firing_for(cb)
-            if firing is None or self._current_call(cb, event_name) is not None:
+            if firing is None or self._super_call(cb, event_name, firing):
                 # not inside a watched firing, or super().__call__ from an overriding class (already counted)
                 return original(cb, event_name)
             has_handler = _probe(cb, event_name) is not noop
@@ -194,7 +201,7 @@ class Spy:
     def wrap_overriding_call(self, original: Any) -> Any:
         def __call__(cb: Any, event_name: str) -> Any:
             firing = self._open_firing_for(cb)
-            if firing is None or self._current_call(cb, event_name) is not None:
+            if firing is None or self._super_call(cb, event_name, firing):
                 return original(cb, event_name)
             call = Call(firing.index, type(cb).__name__, event_name, firing.phase, True, "ran", overrider=True)
             firing.ran.append(call.cls)

@@ -187,12 +187,21 @@ def _phase(cb: Callback) -> str:
     return "train" if cb.learn.training else "valid"
 
 
+def _dispatching_callback() -> Callback:
+    """The callback whose fastai `Callback.__call__` is on the stack (it called getcallable(cb, ...)(); a tracer's
+    timed wrapper may sit between it and the handler)."""
+    frame = sys._getframe(2)
+    while frame.f_code is not Callback.__call__.__code__:
+        frame = frame.f_back
+    return frame.f_locals["self"]
+
+
 class CountingModel(RegModel):
     "after_pred is not a callback's: fastai reaches it through each callback's GetAttr delegation"
 
     def after_pred(self) -> None:
         "Count the call, for the callback that made it"
-        caller = sys._getframe(1).f_locals["self"]  # fastai's Callback.__call__, which called getcallable(cb, ...)()
+        caller = _dispatching_callback()
         SPY[(type(caller).__name__, "after_pred", _phase(caller))] += 1
 
 

@@ -131,6 +131,9 @@ def test_an_action_asked_for_inside_a_guarded_block_runs_when_the_outermost_bloc
 
 
 def test_a_user_wrapper_over_the_fastai_dispatch_during_a_trace_is_kept_and_fastai_keeps_working(tmp_path):
+    """The trace's `_call_one` is on the learner instance, not the class: a user's class-level wrapper installed while
+    it records is left alone (no warning: nothing of ours is replaced), and the traced learner calls through it from
+    the next loop on, each firing recorded once."""
     learn = synth_learner(path=tmp_path)
     pristine = Learner.__dict__["_call_one"]
     seen: list[str] = []
@@ -143,26 +146,23 @@ def test_a_user_wrapper_over_the_fastai_dispatch_during_a_trace_is_kept_and_fast
         _call_one.__wrapped__ = original
         return _call_one
 
-    with pytest.warns(RuntimeWarning, match="Learner._call_one was replaced"):
-        with learn.trace():
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", RuntimeWarning)
+        with learn.trace() as t:
             learn.fit(1)
             Learner._call_one = theirs = users(Learner._call_one)
+            with spy(learn) as fired:
+                learn.fit(1)
     try:
         assert Learner._call_one is theirs  # not clobbered
-        learn.fit(1)  # untraced: ours, inside theirs, passes through
+        assert "before_fit" in seen and len(seen) == len(fired.firings)  # the traced fit went through theirs
+        assert t.n_firings == 2 * len(fired.firings)  # both fits recorded, each firing once
+        seen.clear()
+        learn.fit(1)  # untraced: theirs, then fastai's
         assert "before_fit" in seen
-        with spy(learn) as fired:
-            learn.fit(1)
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", RuntimeWarning)
-            with learn.trace() as t:
-                learn.fit(1)
-        assert t.n_firings == len(fired.firings)  # recorded once: the stranded wrapper was taken back, not doubled
     finally:
-        Learner._call_one = theirs.__wrapped__  # the user puts back what they found (ours)
-        with learn.trace():  # the next trace's end puts fastai's own back
-            pass
-    assert Learner.__dict__["_call_one"] is pristine
+        Learner._call_one = theirs.__wrapped__  # the user puts back what they found
+    assert Learner.__dict__["_call_one"] is pristine and "_call_one" not in vars(learn)
     assert instrument.installed() == [] and instrument.stranded() == []
 
 

@@ -37,7 +37,8 @@ from typing import Any, Callable
 
 from loopviz.trace.layout import CANCELLED, ERROR
 
-__all__ = ["Patch", "PatchSet", "DispatchStack", "guarded", "run_or_defer", "install", "install_setting", "restore", "installed",
+__all__ = ["Patch", "PatchSet", "DispatchStack", "guarded", "run_or_defer", "install", "install_setting", "restore", "release",
+           "installed",
            "stranded", "put", "invisible", "outcome", "MISSING"]
 
 MISSING: Any = type("Missing", (), {"__repr__": lambda self: "<missing>"})()  # an owner's __dict__ held no such name
@@ -252,6 +253,17 @@ def restore(patch: Patch) -> None:
         else:
             _strand(patch, value)
         _sweep()
+
+
+def release(patch: Patch) -> None:
+    """Forget `patch` without putting anything back: the owner's own code has replaced our wrapper on purpose (a
+    callback that sets its handler during a traced fit), so what it set stays, and restoring must not undo it."""
+    with _GUARDED:
+        stack = _INSTALLED.get(patch.key)
+        if stack is not None and patch in stack:
+            stack.remove(patch)
+            if not stack:
+                del _INSTALLED[patch.key]
 
 
 def _strand(patch: Patch, value: Any) -> None:

@@ -67,6 +67,7 @@ class Recorder:
         self.overflow_firings, self.overflow_calls = self.data.overflow_firings, self.data.overflow_calls
         self.overflow_nested, self.overflow_work = self.data.overflow_nested, self.data.overflow_work
         self.event_ids: dict[str, int] = {}
+        self.short_ids: dict[str, int] = {}  # the events begin_firing's short path may take (ids a row can hold)
         self.callback_ids: dict[int, int] = {}
         # known_callback(key) -> its callback id, or None: bound once, for the tracers' hot path
         self.known_callback = self.callback_ids.get
@@ -82,8 +83,9 @@ class Recorder:
         self.current = -1  # the innermost open firing (-1: none, or dropped)
         self.call_cap = min(max_calls, MAX_INDEX) * _CALL_SIZE  # in bytes of packed rows
         self.firing_cap = min(max_firings, MAX_INDEX) * _FIRING_SIZE
-        self.change_cap = max_calls * NCH
         self.device = self.clock.name != "host"  # event boundaries also marked on a device clock
+        self.short_cap = -1 if self.device else self.firing_cap  # begin_firing's short path: host clock, under the cap
+        self.change_cap = max_calls * NCH
         self.no_handler = [0]  # calls to callbacks without a handler for the event: outside any loop, then per loop
         self.deferred: list[int] = []  # positions in `device_times` awaiting a deferred clock's times
 
@@ -95,6 +97,8 @@ class Recorder:
         if eid is None:
             eid = self.event_ids[name] = len(self.data.events)
             self.data.events.append(name)
+            if eid <= MAX_EVENT:
+                self.short_ids[name] = eid
         return eid
 
     def callback_id(self, key: int, describe: Any) -> int:
@@ -171,11 +175,33 @@ class Recorder:
 
     # -- the hot path -------------------------------------------------------------------------
 
+    # begin_firing, end_firing and call run at every event and handler call: each has a short path for what is
+    # nearly always so (a host clock, under the caps, an event seen before) and leaves the rest to a full one.
+
     def begin_firing(self, event: str, mode: int, epoch: int, iteration: int) -> int:
         """Open an event firing; returns its index (or -1 once past the cap)."""
-        eid = self.event_ids.get(event)
-        if eid is None:
-            eid = self.event_id(event)
+        eid = self.short_ids.get(event)
+        firings = self.firings
+        if eid is None or len(firings) >= self.short_cap:
+            return self._begin_firing(event, mode, epoch, iteration)
+        stack = self.stack
+        start = self.now()
+        if not stack and self.top_first < 0:
+            self.top_first = start
+        index = len(firings) >> 5  # rows of 32 bytes
+        loop = self.loop
+        stack.append((index, eid, mode, loop, start))
+        self.sibling = None  # this firing's own children start a new level
+        try:
+            self.add_firing(_pack_firing(start, epoch, iteration, loop, self.current, eid, mode, 0, 0))
+        except (struct.error, TypeError):  # an epoch or iteration that is not a 32-bit integer: recorded as -1
+            self.add_firing(_pack_firing(start, -1, -1, loop, self.current, eid, mode, 0, 0))
+        self.current = index
+        return index
+
+    def _begin_firing(self, event: str, mode: int, epoch: int, iteration: int) -> int:
+        """begin_firing's full path: a new event, past the cap, or a device clock to mark."""
+        eid = self.event_id(event)
         firings = self.firings
         loop = self.loop
         stack = self.stack
@@ -211,6 +237,25 @@ class Recorder:
         ended, if earlier than now."""
         if end is None:
             end = self.now()
+        if index < 0 or self.device:
+            return self._end_firing(index, status, end)
+        stack = self.stack
+        _, eid, _, _, start = stack.pop()
+        self.sibling = (eid, end)
+        self.last_end = end
+        if stack:
+            self.current = stack[-1][0]
+        else:
+            self.current = -1
+            self.top_end = end
+        dur = end - start
+        if dur >= LONG:
+            self.long_firings[index] = dur
+            dur = LONG
+        _pack_end(self.firings, (index << 5) + FIRING_END_AT, status, dur)
+
+    def _end_firing(self, index: int, status: int, end: int) -> None:
+        """end_firing's full path: a firing past the cap, or a device clock to mark."""
         stack = self.stack
         _, eid, mode, loop, start = stack.pop()
         self.sibling = (eid, end)
@@ -237,6 +282,15 @@ class Recorder:
 
     def call(self, cb_id: int, start: int, end: int, status: int) -> None:
         """Record one callback call inside the innermost open firing."""
+        firing = self.current
+        dur = end - start
+        if firing >= 0 and len(self.calls) < self.call_cap and dur < LONG:
+            self.add_call(_pack_call(start, firing, cb_id, dur, status))
+            return
+        self._call(cb_id, start, end, status)
+
+    def _call(self, cb_id: int, start: int, end: int, status: int) -> None:
+        """call's full path: past the cap, outside any firing, or a duration a row cannot hold."""
         firing = self.current
         if firing >= 0 and len(self.calls) < self.call_cap:
             dur = end - start

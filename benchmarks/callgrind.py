@@ -1,0 +1,76 @@
+"""Counting instructions with callgrind: the plumbing every `instructions*.py` benchmark shares.
+
+A benchmark script runs itself again under callgrind with instrumentation off (`--instr-atstart=no`), so starting
+Python and importing the frameworks cost nothing; inside, `counted(label, run)` switches instrumentation on around
+one measured region and dumps its counters under `label`; outside, `run_under_callgrind` collects every dump's total
+by label. Counts are deterministic to well under 1 % for whole fits; per-firing figures are differences of two large
+counts (N and 2N firings), so fixed costs cancel.
+
+Needs valgrind (Debian: apt-get install valgrind).
+"""
+from __future__ import annotations
+
+import gc
+import glob
+import os
+import re
+import shutil
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+from typing import Callable
+
+__all__ = ["counted", "run_under_callgrind", "per_firing"]
+
+
+def _control(*args: str) -> None:
+    subprocess.run(["callgrind_control", *args, str(os.getpid())], check=True, capture_output=True)
+
+
+def counted(label: str, run: Callable[[], object], collect: bool = False) -> None:
+    """Run `run()` with instrumentation on, then dump the counters under `label`. Python's cyclic garbage collector
+    runs when allocations cross a threshold, at points that differ between N and 2N firings, so it is off while
+    counting firings (`collect=False`) and on for whole fits."""
+    gc.collect()
+    if not collect:
+        gc.disable()
+    _control("-i", "on")
+    try:
+        run()
+    finally:
+        _control("-i", "off")
+        gc.enable()
+    _control(f"--dump={label}")
+
+
+def _totals(folder: str) -> dict[str, int]:
+    """Instructions of every dump in `folder`, by its label (callgrind writes 'desc: Trigger: dump LABEL')."""
+    found = {}
+    for path in glob.glob(os.path.join(folder, "callgrind.out*")):
+        text = Path(path).read_text(errors="replace")
+        label = re.search(r"^desc: Trigger: dump (\S+)$", text, re.M)
+        total = re.search(r"^totals: (\d+)$", text, re.M)
+        if label and total:
+            found[label.group(1)] = int(total.group(1))
+    return found
+
+
+def run_under_callgrind(script: str, arguments: list[str]) -> dict[str, int]:
+    """Run `python script *arguments` under callgrind (instrumentation off until `counted` switches it on) and return
+    the instructions of each dump by label; exits with the run's stderr when it fails."""
+    if shutil.which("valgrind") is None or shutil.which("callgrind_control") is None:
+        sys.exit("valgrind is not installed: apt-get install valgrind (callgrind counts the instructions)")
+    with tempfile.TemporaryDirectory() as folder:
+        command = ["valgrind", "--tool=callgrind", "--instr-atstart=no",
+                   f"--callgrind-out-file={folder}/callgrind.out.%p", sys.executable, script, *arguments]
+        # string hashing is randomised per process, which moves dict and set costs by a few per cent: fixed here
+        done = subprocess.run(command, capture_output=True, text=True, env={**os.environ, "PYTHONHASHSEED": "0"})
+        if done.returncode != 0:
+            sys.exit(f"callgrind run failed:\n{done.stderr[-3000:]}")
+        return _totals(folder)
+
+
+def per_firing(totals: dict[str, int], label: str, n: int) -> float:
+    """Instructions per firing of the case dumped as `label-N` and `label-2N`: the difference over N."""
+    return (totals[f"{label}-{2 * n}"] - totals[f"{label}-{n}"]) / n

@@ -1,0 +1,195 @@
+"""Timed handlers: the wrapper a fastai trace puts on a callback *instance* for each event it handles.
+
+fastai's `Callback.__call__` decides, by the callback's run flags, whether to ask `getcallable(cb, event)` for the
+handler and call it; an instance attribute is what that lookup finds first, so a timed wrapper in `cb.__dict__[event]`
+is called exactly when fastai runs the handler, and a callback with no handler for an event is never touched. fastai's
+own code is unchanged: a timed call is a handler that really ran.
+
+A wrapper times its call only inside a firing of its own trace (anything else calling it, e.g. user code calling
+`cb.after_batch()` between fits, passes straight through), records the call, and marks its `Slot` with the firing's
+serial, so that the firing can tell, as it ends, which callbacks with a handler did not run (skipped by their flags).
+The wrapper carries `introspect.SHADOWS` (what it shadows in the instance's `__dict__`), so loopviz's own
+introspection, pickling (`__getstate__`) and deep copies see the callback as its code left it.
+"""
+from __future__ import annotations
+
+import functools
+import types
+import weakref
+from typing import Any, Callable
+
+from fastcore.basics import noop
+
+from loopviz.introspect import SHADOWS
+from loopviz.trace.instrument import MISSING, outcome
+
+__all__ = ["Slot", "make_timed", "make_tracked", "resolve_handler", "unshadow", "is_timed", "reaches"]
+
+
+class Slot:
+    """One (callback, event) a trace times: the callback (weakly), its trace id once it has one (-1 before), the serial
+    of the last firing in which its handler ran, and the wrapper's patch while the wrapper is in place."""
+
+    __slots__ = ("cb", "key", "event", "cid", "ran", "patch", "wrapper", "__weakref__")
+
+    def __init__(self, cb: Any, event: str, on_collect: Callable[[int], None]):
+        self.key = id(cb)
+        self.event = event
+        self.cid = -1
+        self.ran = 0
+        self.patch: Any = None  # the kernel's Patch of cb.__dict__[event] while the wrapper is there
+        self.wrapper: Any = None  # weak reference to the wrapper
+        try:
+            self.cb = weakref.ref(cb, lambda _, key=self.key: on_collect(key))
+        except TypeError:  # a callback class with __slots__ and no __weakref__: held, its id stays its own
+            self.cb = lambda cb=cb: cb
+
+    def rebind(self, handler: Any) -> None:
+        """Point the wrapper at `handler` (found again at a loop's start). The handler is held by the wrapper only
+        (a cycle through the callback), never by the trace, which holds its learner and callbacks weakly."""
+        wrapper = self.wrapper() if self.wrapper is not None else None
+        if wrapper is not None:
+            wrapper.__loopviz_box__[0] = handler
+
+    @property
+    def active(self) -> bool:
+        """True while the wrapper is in the callback's `__dict__` (the handler is timed)."""
+        return self.patch is not None
+
+
+def resolve_handler(cb: Any, event: str, ours: Any = None) -> Any:
+    """What fastai's `getcallable(cb, event)` (fastcore's `getattr(cb, event, noop)`) finds, with `ours` (a timed
+    wrapper of this trace in the callback's `__dict__`, if given) seen through; None when it finds no handler (nothing,
+    or `noop`). Another trace's wrapper is what fastai finds, and is called under ours (each records its own calls)."""
+    own = cb.__dict__ if isinstance(getattr(cb, "__dict__", None), dict) else {}
+    if ours is not None and own.get(event, MISSING) is ours:
+        shadowed = getattr(ours, SHADOWS)
+        if shadowed:
+            own[event] = shadowed[0]
+        else:
+            del own[event]
+        try:
+            found = _found(cb, event)
+        finally:
+            own[event] = ours
+    else:
+        found = _found(cb, event)
+    return None if found is noop or not callable(found) else found
+
+
+def static_handler(cb: Any, event: str, learn_has: bool) -> Any:
+    """`resolve_handler` without asking the learner when `learn_has` is False (the learner, and its model, have no
+    attribute `event`: no callback delegating to that learner reaches a handler through it, and asking each one would
+    raise and catch an AttributeError down the delegation chain); MISSING when only the full lookup can tell."""
+    own = getattr(cb, "__dict__", None)
+    if isinstance(own, dict) and event in own:
+        return MISSING
+    for klass in type(cb).__mro__:
+        if event in vars(klass):
+            return MISSING
+    return None if not learn_has else MISSING
+
+
+def _found(cb: Any, event: str) -> Any:
+    try:
+        return getattr(cb, event, noop)
+    except Exception:  # a delegate's property may raise anything: no handler fastai could reach either
+        return noop
+
+
+def is_timed(value: Any) -> bool:
+    """True for a timed wrapper of ours (a plain function carrying `introspect.SHADOWS`)."""
+    return isinstance(value, types.FunctionType) and hasattr(value, SHADOWS) and hasattr(value, "__loopviz_slot__")
+
+
+def reaches(value: Any, wrapper: Any) -> bool:
+    """True when `value` is `wrapper` or calls it (another trace's timed wrapper put over it)."""
+    for _ in range(10):
+        if value is wrapper:
+            return True
+        if not is_timed(value):
+            return False
+        value = value.__loopviz_box__[0]
+    return False
+
+
+def unshadow(value: Any) -> Any:
+    """What a (chain of) timed wrapper(s) shadows in the instance's `__dict__` (MISSING: nothing), or `value` itself."""
+    for _ in range(10):
+        if not is_timed(value):
+            return value
+        shadows = getattr(value, SHADOWS)
+        if not shadows:
+            return MISSING
+        value = shadows[0]
+    return value
+
+
+def make_timed(slot: Slot, handler: Any, live: list[int], now: Callable[[], int], record: Callable[..., None],
+               register: Callable[[Slot], int], raised: Callable[[Slot], None], cancels: tuple[type, ...],
+               ran: int) -> Callable[..., Any]:
+    """The timed wrapper of `handler` for `slot`: inside a firing of its trace (`live[0]`, the serial of the innermost
+    open firing, not 0) it times the call, records it (`record(cid, start, end, status)`) and marks the slot; outside
+    one it passes straight through. Its trace's state is reached only through closure cells: this runs at every
+    handler call fastai makes."""
+    box = [handler]
+
+    @functools.wraps(handler)
+    def timed(*args: Any, **kwargs: Any) -> Any:
+        serial = live[0]
+        if not serial:
+            return box[0](*args, **kwargs)
+        status = ran
+        start = now()
+        try:
+            return box[0](*args, **kwargs)
+        except BaseException as error:
+            status = outcome(error, cancels)
+            raised(slot)
+            raise
+        finally:
+            end = now()
+            slot.ran = serial
+            cid = slot.cid
+            if cid < 0:
+                cid = register(slot)
+            record(cid, start, end, status)
+
+    return _mark(timed, slot, box)
+
+
+def make_tracked(slot: Slot, handler: Any, live: list[int], before_call: Callable[[Any], Any],
+                 after_call: Callable[..., None], raised: Callable[[Slot], None]) -> Callable[..., Any]:
+    """The timed wrapper when the trace does more per call (changes=, ranges=, waits=): `before_call(slot)` returns
+    what `after_call(slot, opened, error_or_None, serial)` needs; both are the trace's (the slow path)."""
+    box = [handler]
+
+    @functools.wraps(handler)
+    def timed(*args: Any, **kwargs: Any) -> Any:
+        serial = live[0]
+        if not serial:
+            return box[0](*args, **kwargs)
+        opened = before_call(slot)
+        error: BaseException | None = None
+        try:
+            return box[0](*args, **kwargs)
+        except BaseException as caught:
+            error = caught
+            raised(slot)
+            raise
+        finally:
+            slot.ran = serial
+            after_call(slot, opened, error)
+
+    return _mark(timed, slot, box)
+
+
+def _mark(timed: Any, slot: Slot, box: list[Any]) -> Any:
+    """Mark a wrapper as ours: what it shadows (filled when it is put in place), its slot, and no `__wrapped__` chain
+    longer than the handler's own (fastai and inspect see the handler)."""
+    setattr(timed, SHADOWS, [])
+    timed.__loopviz_slot__ = weakref.ref(slot)
+    timed.__loopviz_wrapper__ = True
+    timed.__loopviz_box__ = box
+    slot.wrapper = weakref.ref(timed)
+    return timed
