@@ -9,7 +9,9 @@ read from your callback objects (a method named after the event) in the order yo
 
 Trace: `DispatchTracer(obj, "callback", callbacks=lambda: obj.cbs)` wraps the one method your loop
 dispatches every event through (on that object only) and, per event, the callbacks' handler
-methods (on those instances only), and gives back a `Trace`; everything is put back at the end, or, for a
+methods (on those instances only: a callback without a handler for an event costs nothing extra when it fires; the
+handlers are looked for when an event first fires, and again when the callback list changes or a loop starts), and
+gives back a `Trace`; everything is put back at the end, or, for a
 trace never exited, when the object is collected (the tracer holds it weakly). A callback shared by two traced
 objects is timed by each trace for its own object's dispatches only.
 Every view and report of loopviz works on both.
@@ -170,6 +172,7 @@ class DispatchTracer:
         self.recording = _Recording(self.rec, dict(framework=framework, work_names=self.work_names,
                                                    batch_events=batch_events))
         self.trace, self.patches = self.recording.trace, self.recording.patches
+        self.plans: dict[str, tuple[list[Any], int]] = {}  # event -> (the callbacks its plan is for, base no-op calls)
 
     @property
     def obj(self) -> Any:
@@ -198,40 +201,61 @@ class DispatchTracer:
         self.recording.end()
 
     def _dispatch_wrapper(self, original: Callable[..., Any]) -> Callable[..., Any]:
-        rec = self.rec
+        # The hot path: everything it reads is bound here once. Per event, a plan (the callbacks it was made for, and
+        # how many of them only have the base class's no-op) is made when the event first fires, and again when the
+        # callback list changes or a loop starts; a callback without a handler then costs nothing per firing.
+        rec, recording, plans = self.rec, self.recording, self.plans
+        begin_firing, end_firing = rec.begin_firing, rec.end_firing
+        event_arg, loop_start, framework = self.event_arg, self.loop_start, self.framework or "loop"
+        callbacks, mode, position, target, cancels = self.callbacks, self.mode, self.position, self._obj, self.cancels
+        plan_for, stack = self._plan, _DISPATCHING
 
         @functools.wraps(original)
         def dispatch(*args: Any, **kwargs: Any) -> Any:
-            name = args[self.event_arg] if len(args) > self.event_arg else kwargs.get("method_nm", kwargs.get("event"))
-            if not isinstance(name, str):
+            name = args[event_arg] if len(args) > event_arg else kwargs.get("method_nm", kwargs.get("event"))
+            if name.__class__ is not str and not isinstance(name, str):
                 return original(*args, **kwargs)
-            if name in self.loop_start:
+            if name in loop_start:
+                plans.clear()
                 rec.begin_loop(name.removeprefix("before_"))
             elif rec.loop < 0:
-                rec.begin_loop(self.framework or "loop")
-            self._wrap_handlers(name)
-            if self.base is not None:
-                self._count_base_calls(name)
-            epoch, iteration = self.position(self.obj)
-            index = rec.begin_firing(name, self.mode(self.obj, name), _int(epoch), _int(iteration))
-            status = 0
-            recordings = _DISPATCHING.inside
-            recordings.append(self.recording)
+                rec.begin_loop(framework)
+            cbs = callbacks()
+            plan = plans.get(name)
+            if plan is None or plan[0] != cbs:
+                plan = plan_for(name, cbs)
+            if plan[1]:  # Recorder.no_handler_call, inlined (its documented exception), once for all of them
+                rec.no_handler[rec.loop + 1] += plan[1]
+            obj = target()
+            epoch, iteration = position(obj)
+            index = begin_firing(name, mode(obj, name), epoch if epoch.__class__ is int else _int(epoch),
+                                 iteration if iteration.__class__ is int else _int(iteration))
+            recordings = stack.inside
+            recordings.append(recording)
             try:
-                return original(*args, **kwargs)
+                result = original(*args, **kwargs) if kwargs else original(*args)  # (no empty dict to unpack)
             except BaseException as error:
-                status = outcome(error, self.cancels)
-                raise
-            finally:
                 recordings.pop()
-                rec.end_firing(index, status)
+                end_firing(index, outcome(error, cancels))
+                raise
+            recordings.pop()
+            end_firing(index, 0)
+            return result
 
         dispatch.__loopviz_wrapper__ = True  # type: ignore[attr-defined]
         return dispatch
 
-    def _wrap_handlers(self, name: str) -> None:
+    def _plan(self, name: str, cbs: Iterable[Any]) -> tuple[list[Any], int]:
+        """Time the handlers of this event (once per callback) and count the callbacks with only the base no-op; kept
+        as the event's plan until the callback list changes or a loop starts."""
+        snapshot = list(cbs)
+        self._wrap_handlers(name, snapshot)
+        plan = self.plans[name] = (snapshot, sum(1 for cb in snapshot if from_base(cb, name, self.base)))
+        return plan  # (callbacks() giving anything but a list never compares equal to it: a plan per firing then)
+
+    def _wrap_handlers(self, name: str, cbs: Iterable[Any]) -> None:
         """Time each callback's handler for this event, by an attribute on that callback instance."""
-        for cb in self.callbacks():
+        for cb in cbs:
             key = (id(cb), name)
             if key in self.patches or not hasattr(cb, "__dict__"):
                 continue
@@ -241,31 +265,24 @@ class DispatchTracer:
             cid = self.rec.callback_id(id(cb), lambda cb=cb: callback_facts(callback_info(cb, base=self.base)))
             self.patches.put(cb, name, self._timed(found.handler, cid))
 
-    def _count_base_calls(self, name: str) -> None:
-        """Count the loop's calls of callbacks whose method for this event is only the base class's no-op."""
-        for cb in self.callbacks():
-            if from_base(cb, name, self.base):
-                self.rec.no_handler_call()
-
     def _timed(self, fn: Callable[..., Any], cid: int) -> Callable[..., Any]:
         # closes over the recording, not the tracer: a callback outliving the traced loop must not keep it alive
-        recording, rec, cancels = self.recording, self.rec, self.cancels
-        now = rec.now
+        recording, cancels, stack = self.recording, self.cancels, _DISPATCHING
+        now, call = self.rec.now, self.rec.call
 
         @functools.wraps(fn)
         def timed(*args: Any, **kwargs: Any) -> Any:
-            recordings = _DISPATCHING.inside
-            if not recording.active or not recordings or recordings[-1] is not recording:  # another loop's call
+            recordings = stack.inside
+            if not recordings or recordings[-1] is not recording or not recording.active:  # another loop's call
                 return fn(*args, **kwargs)
-            status = RAN
             start = now()
             try:
-                return fn(*args, **kwargs)
+                result = fn(*args, **kwargs)
             except BaseException as error:
-                status = outcome(error, cancels)
+                call(cid, start, now(), outcome(error, cancels))
                 raise
-            finally:
-                rec.call(cid, start, now(), status)
+            call(cid, start, now(), RAN)
+            return result
 
         return invisible(timed, fn)
 

@@ -280,8 +280,9 @@ class _TrainerTracer(DispatchTracer):
         handler = weakref.ref(trainer.callback_handler)
         self.training = self.evaluating = 0  # train / evaluate-or-predict calls open now
         self.epoch = -1  # the epoch `train` is in, read from state.epoch at on_epoch_begin, where it is exact
-        super().__init__(trainer.callback_handler, "call_event", callbacks=lambda: _callbacks(handler()),
-                         framework=FRAMEWORK, loop_start=(), mode=self._mode, position=self._position,
+        # callbacks, mode and position are read at every dispatch: closures, the trainer's handler list read directly
+        super().__init__(trainer.callback_handler, "call_event", callbacks=lambda: getattr(handler(), "callbacks", []),
+                         framework=FRAMEWORK, loop_start=(), mode=self._mode_of(), position=self._position_of(),
                          work_names=WORK_NAMES, base=TrainerCallback,
                          batch_events=("on_step_begin", "on_step_end"), cancels=(), **kwargs)  # stops by flags
 
@@ -307,6 +308,7 @@ class _TrainerTracer(DispatchTracer):
                 return original(*args, **kwargs)
             outermost = self.rec.loop < 0
             if outermost:
+                self.plans.clear()  # the handlers are looked for again: callbacks may have gained or lost some
                 self.rec.begin_loop(label)
             if training and not self.training:
                 self.epoch = 0
@@ -333,21 +335,28 @@ class _TrainerTracer(DispatchTracer):
 
         return on_epoch_begin
 
-    def _mode(self, handler: Any, name: str) -> int:
-        if self.evaluating:
-            return 2
-        return 0 if name in _BEGIN_END else 1
+    def _mode_of(self) -> Callable[[Any, str], int]:
+        """mode(handler, event) -> 0 (train begin/end), 1 (training) or 2 (evaluating or predicting)."""
+        tracer, begin_end = self, frozenset(_BEGIN_END)
 
-    def _position(self, handler: Any) -> tuple[int, int]:
-        state = self.trainer.state
-        if self.training:
-            return self.epoch, state.global_step
-        return (int(state.epoch) if state.epoch is not None else -1), state.global_step
+        def mode(handler: Any, name: str) -> int:
+            if tracer.evaluating:
+                return 2
+            return 0 if name in begin_end else 1
 
+        return mode
 
-def _callbacks(handler: Any) -> list[Any]:
-    """The callbacks of a trainer's callback handler (none once it has been collected)."""
-    return [] if handler is None else handler.callbacks
+    def _position_of(self) -> Callable[[Any], tuple[int, int]]:
+        """position(handler) -> (epoch, global step): the epoch noted at on_epoch_begin while training."""
+        trainer, tracer = self._trainer, self
+
+        def position(handler: Any) -> tuple[int, int]:
+            state = trainer().state
+            if tracer.training:
+                return tracer.epoch, state.global_step
+            return (int(state.epoch) if state.epoch is not None else -1), state.global_step
+
+        return position
 
 
 def trace_trainer(trainer: Any, **kwargs: Any) -> DispatchTracer:

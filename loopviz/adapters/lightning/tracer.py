@@ -15,11 +15,11 @@ from __future__ import annotations
 
 import functools
 import weakref
-from dataclasses import dataclass
 from typing import Any, Callable
 
 import lightning.pytorch as pl
 from lightning.pytorch.trainer import call as pl_call
+from lightning.pytorch.trainer.states import RunningStage
 
 from loopviz.adapters.lightning.hooks import (
     FRAMEWORK, MODULE, RUN_HOOKS, STRATEGY_EVENTS, WORK_NAMES, handler_objects, hook_owners, owner_base,
@@ -62,13 +62,28 @@ def _installed(name: str, wrapper: Any) -> bool:
 
 
 def _dispatch_wrapper(name: str, kind: str, original: Callable[..., Any]) -> Callable[..., Any]:
+    events = STRATEGY_EVENTS if kind == "strategy" else None  # the strategy's own bookkeeping is no hook
+    live, stack = _LIVE, _DISPATCHING
+
     @functools.wraps(original)
     def dispatch(trainer: Any, hook_name: str, *args: Any, **kwargs: Any) -> Any:
-        tracer = _tracer_for(trainer)
-        if tracer is None or (kind == "strategy" and hook_name not in STRATEGY_EVENTS) \
-                or not _installed(name, dispatch):
+        tracer = _ACTIVE.get(id(trainer)) if _ACTIVE else None
+        if tracer is None:
+            tracer = _tracer_for(trainer)  # a traced module run by this trainer (or nothing traced)
+        if tracer is None or (events is not None and hook_name not in events) or live.get(name) is not dispatch:
             return original(trainer, hook_name, *args, **kwargs)
-        return tracer.fire(trainer, hook_name, lambda: original(trainer, hook_name, *args, **kwargs))
+        firing = tracer.begin(trainer, hook_name)
+        tracers = stack.inside
+        tracers.append(tracer)
+        try:
+            result = original(trainer, hook_name, *args, **kwargs)
+        except BaseException as error:
+            tracers.pop()
+            tracer.failed(firing, error)
+            raise
+        tracers.pop()
+        tracer.done(firing)
+        return result
 
     dispatch.__loopviz_wrapper__ = True  # type: ignore[attr-defined]
     return dispatch
@@ -81,6 +96,7 @@ def _entry_wrapper(original: Callable[..., Any]) -> Callable[..., Any]:
         if tracer is None or not _installed("_call_and_handle_interrupt", entry):
             return original(trainer, trainer_fn, *args, **kwargs)
         label = getattr(trainer_fn, "__name__", "run").strip("_").removesuffix("_impl")
+        tracer.plans.clear()  # the handlers are looked for again: callbacks, module or datamodule may have changed
         tracer.rec.begin_loop(label)
         try:
             return original(trainer, trainer_fn, *args, **kwargs)
@@ -109,26 +125,31 @@ def _uninstall() -> None:
 
 
 
-@dataclass
-class _Firing:
-    hook: str
-    index: int
-    pending: bool = False  # its dispatch returned; the next dispatch of the same hook joins it
-    end: int = 0
+# an open firing: [hook, index, pending (its dispatch returned; the next dispatch of the same hook joins it), end]
+_HOOK, _INDEX, _PENDING, _END = range(4)
+_TRAINING, _PREDICTING = RunningStage.TRAINING, RunningStage.PREDICTING
+_VALIDATING, _TESTING, _SANITY_CHECKING = RunningStage.VALIDATING, RunningStage.TESTING, RunningStage.SANITY_CHECKING
 
 
-def _mode(trainer: Any, hook: str) -> int:
-    """0 for the run's own hooks, 1 while training, 2 while validating, testing or predicting."""
-    if hook in RUN_HOOKS or trainer.state.stage is None:
-        return 0
-    return 1 if trainer.training else 2
-
-
-def _position(trainer: Any) -> tuple[int, int]:
-    """(epoch, batch index in the running loop), -1 where unknown."""
-    loop = trainer.fit_loop.epoch_loop if trainer.training else getattr(trainer, "_active_loop", None)
+def _where(trainer: Any, hook: str) -> tuple[int, int, int]:
+    """(mode, epoch, batch index in the running loop): mode 0 for the run's own hooks, 1 while training, 2 while
+    validating, testing or predicting; -1 where unknown. The stage is compared by identity (Lightning's enum
+    compares by lower-cased value, thousands of instructions a time); anything else Lightning's way."""
+    stage = trainer.state.stage
+    if stage is _TRAINING:
+        training, loop = True, trainer.fit_loop.epoch_loop
+    elif stage is None:
+        training, loop = False, None
+    elif stage is _PREDICTING:
+        training, loop = False, trainer.predict_loop
+    elif stage is _VALIDATING or stage is _TESTING or stage is _SANITY_CHECKING:
+        training, loop = False, trainer._evaluation_loop
+    else:
+        training = trainer.training
+        loop = trainer.fit_loop.epoch_loop if training else getattr(trainer, "_active_loop", None)
+    mode = 0 if stage is None or hook in RUN_HOOKS else 1 if training else 2
     progress = getattr(loop, "batch_progress", None)
-    return int(trainer.current_epoch), (int(progress.current.ready) - 1 if progress is not None else -1)
+    return mode, int(trainer.current_epoch), (int(progress.current.ready) - 1 if progress is not None else -1)
 
 
 class LightningTracer:
@@ -143,7 +164,8 @@ class LightningTracer:
         self.target_name = type(target).__name__
         self.rec = Recorder(clock, max_calls=max_calls, max_firings=max_firings, now=now)  # now: the host clock
         self.trace = Trace.recording(self.rec, stop=self._stop)
-        self.open: list[_Firing] = []
+        self.open: list[list[Any]] = []  # the open firings, innermost last (see _HOOK...)
+        self.plans: dict[str, tuple[int, list[Any]]] = {}  # hook -> (id(trainer), its callbacks) of its timed handlers
         self.patches = instrument.PatchSet()  # the timed handlers on callback, module and datamodule instances
         self.active = False
         self._ending: weakref.finalize | None = None
@@ -181,57 +203,63 @@ class LightningTracer:
             if not _ACTIVE:
                 _uninstall()
         self.patches.restore()
+        self.plans.clear()
         while self.open:
             firing = self.open.pop()
-            self.rec.end_firing(firing.index, 0 if firing.pending else ERROR, end=firing.end or None)
+            self.rec.end_firing(firing[_INDEX], 0 if firing[_PENDING] else ERROR, end=firing[_END] or None)
         self.rec.end_loops()
         self.trace.finish(framework=FRAMEWORK, work_names=WORK_NAMES,
                           batch_events=("on_train_batch_start", "on_train_batch_end"))
 
     def settle(self) -> None:
         """Close the firing whose dispatch returned last, if no dispatch of the same hook joined it."""
-        if self.open and self.open[-1].pending:
+        if self.open and self.open[-1][_PENDING]:
             firing = self.open.pop()
-            self.rec.end_firing(firing.index, 0, end=firing.end)
-            if firing.hook == "on_sanity_check_end" and not self.open:
-                self.rec.end_loop(firing.end)  # the sanity check's loop (see fire)
+            self.rec.end_firing(firing[_INDEX], 0, end=firing[_END])
+            if firing[_HOOK] == "on_sanity_check_end" and not self.open:
+                self.rec.end_loop(firing[_END])  # the sanity check's loop (see begin)
 
-    def fire(self, trainer: Any, hook: str, run: Callable[[], Any]) -> Any:
-        """Run one dispatch of `hook` as (part of) one event firing."""
-        top = self.open[-1] if self.open else None
-        if top is not None and top.pending and top.hook == hook:
-            top.pending, firing = False, top
-        else:
-            self.settle()
+    def begin(self, trainer: Any, hook: str) -> list[Any]:
+        """Open a firing of `hook` for one dispatch, or join the pending one of the same hook; returns it."""
+        open_, rec = self.open, self.rec
+        if open_:
+            top = open_[-1]
+            if top[_PENDING]:
+                if top[_HOOK] == hook:
+                    top[_PENDING] = False
+                    return top
+                self.settle()
+        plan = self.plans.get(hook)
+        if plan is None or plan[0] != id(trainer) or plan[1] != trainer.callbacks:
             self._wrap_handlers(trainer, hook)
-            if self.rec.loop < 0:
-                self.rec.begin_loop("lightning")
-            if hook == "on_sanity_check_start" and not self.open:
-                self.rec.begin_loop(SANITY_CHECK)  # a loop of its own inside fit: its validation is not fit's
-            epoch, iteration = _position(trainer)
-            firing = _Firing(hook, self.rec.begin_firing(hook, _mode(trainer, hook), epoch, iteration))
-            self.open.append(firing)
-        tracers = _DISPATCHING.inside
-        tracers.append(self)
-        try:
-            result = run()
-        except BaseException as error:
-            if not self.active:
-                raise
-            self.settle()
-            if self.open and self.open[-1] is firing:
-                self.open.pop()
-                self.rec.end_firing(firing.index, outcome(error, _CANCELS))
-            raise
-        finally:
-            tracers.pop()
+        if rec.loop < 0:
+            rec.begin_loop("lightning")
+        if hook == "on_sanity_check_start" and not open_:
+            rec.begin_loop(SANITY_CHECK)  # a loop of its own inside fit: its validation is not fit's
+        mode, epoch, iteration = _where(trainer, hook)
+        firing = [hook, rec.begin_firing(hook, mode, epoch, iteration), False, 0]
+        open_.append(firing)
+        return firing
+
+    def done(self, firing: list[Any]) -> None:
+        """The dispatch of `firing` returned: it stays open, pending, until the next dispatch (see the module's doc)."""
         if self.active:  # (a trace stopped inside a hook records nothing more)
-            self.settle()
-            firing.pending, firing.end = True, self.rec.now()
-        return result
+            if self.open[-1][_PENDING]:
+                self.settle()
+            firing[_PENDING], firing[_END] = True, self.rec.now()
+
+    def failed(self, firing: list[Any], error: BaseException) -> None:
+        """The dispatch of `firing` raised `error`: the firing ends with it."""
+        if not self.active:
+            return
+        self.settle()
+        if self.open and self.open[-1] is firing:
+            self.open.pop()
+            self.rec.end_firing(firing[_INDEX], outcome(error, _CANCELS))
 
     def _wrap_handlers(self, trainer: Any, hook: str) -> None:
-        """Time the handlers of `hook` by an attribute on each callback and module instance."""
+        """Time the handlers of `hook` by an attribute on each callback and module instance (the hook's plan, kept
+        until the trainer's callbacks change or a loop starts)."""
         module = trainer.lightning_module
         callbacks = [] if hook_owners(hook) == MODULE else list(trainer.callbacks)
         for obj in handler_objects(callbacks, module, hook, trainer.datamodule):
@@ -242,27 +270,29 @@ class LightningTracer:
             info = callback_info(obj, order=lambda o, p=position: p, base=owner_base(obj))
             cid = self.rec.callback_id(id(obj), lambda info=info: callback_facts(info))
             self.patches.put(obj, hook, self._timed(fn, cid))
+        self.plans[hook] = (id(trainer), list(trainer.callbacks))  # by id: a plan keeps no trainer alive
 
     def _timed(self, fn: Callable[..., Any], cid: int) -> Callable[..., Any]:
-        now = self.rec.now
+        now, call, stack, open_ = self.rec.now, self.rec.call, _DISPATCHING, self.open
 
         @functools.wraps(fn)
         def timed(*args: Any, **kwargs: Any) -> Any:
-            tracers = _DISPATCHING.inside
-            if not self.active or not tracers or tracers[-1] is not self:  # another trainer's call, or none traced
+            tracers = stack.inside
+            if not tracers or tracers[-1] is not self or not self.active:  # another trainer's call, or none traced
                 return fn(*args, **kwargs)
-            status, start = RAN, now()
+            start = now()
             try:
-                return fn(*args, **kwargs)
+                result = fn(*args, **kwargs)
             except BaseException as error:
-                status = outcome(error, _CANCELS)
-                raise
-            finally:
                 if self.active:
+                    self.settle()
+                    call(cid, start, now(), outcome(error, _CANCELS))
+                raise
+            if self.active:
+                if open_ and open_[-1][_PENDING]:
                     self.settle()  # a hook dispatched inside this handler (optimizer_step's closure) ends before it
-                    self.rec.call(cid, start, now(), status)
+                call(cid, start, now(), RAN)
+            return result
 
         timed.__loopviz_wrapper__ = True  # type: ignore[attr-defined]
         return invisible(timed, fn)
-
-

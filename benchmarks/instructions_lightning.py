@@ -1,0 +1,234 @@
+"""What tracing a Lightning `Trainer` adds per hook, in instructions (callgrind), and to a whole fit; Lightning's own
+`SimpleProfiler` counted the same way beside it.
+
+Runs itself under callgrind with instrumentation off until the measured region, as `instructions.py` does. A hook
+firing is what Lightning's loops do for a hook both the callbacks and the module may handle:
+`call._call_callback_hooks(trainer, hook, ...)` (every callback in `trainer.callbacks`), then
+`call._call_lightning_module_hook(trainer, hook, ...)`. Each case fires one hook N and 2N times: on a trainer traced
+by loopviz, on the same trainer untraced (both fitted once, then set to the training stage, so the
+hooks fire as in a training epoch), and on a twin trainer with `profiler="simple"` (Lightning's own
+profiler, which times every callback and module call, handler or not), untraced by loopviz. (2N - N) / N is the cost
+of one firing with every fixed cost removed; traced (or profiled) minus untraced is what loopviz (or the profiler)
+adds. Each trainer has five callbacks; the cases differ in how many override the hook (the module overrides none of
+them). A whole `trainer.fit` of a tiny linear model (batches of 4, one torch thread, so dispatch dominates: the worst
+case) is counted plain, traced and profiled, each on a fresh trainer. The garbage collector is off while firings are
+counted, on for fits.
+
+    .venv/bin/python benchmarks/instructions_lightning.py [--n 300] [--steps 100] [--check] [--json PATH]
+
+`--check` exits 1 when loopviz's figure is past its target (TARGETS: issue 25's, twice the fastai tracer's).
+Needs valgrind (Debian: apt-get install valgrind).
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).parent))
+from callgrind import counted, per_firing, run_under_callgrind  # noqa: E402
+
+# issue 25: instructions added per hook at most twice the fastai tracer's targets, whole fit at most 1.04x
+TARGETS = {"bare": 16_000, "one": 24_000, "two": 32_000, "fit": 1.04}
+
+# (key, label, hook, how many of the five callbacks override it)
+CASES = [
+    ("bare", "bare hook (no handler)", "on_train_batch_start", 0),
+    ("one", "one handler", "on_before_zero_grad", 1),
+    ("two", "two handlers", "on_after_backward", 2),
+]
+KINDS = ("plain", "traced", "profiled")
+
+
+def _parts(steps: int):
+    """A fresh tiny module (a linear regression on `steps` batches of 4) and five fresh callbacks."""
+    import torch
+    import lightning.pytorch as pl
+
+    class Tiny(pl.LightningModule):
+        """A linear regression; it handles none of the benchmark's hooks."""
+
+        def __init__(self):
+            super().__init__()
+            self.lin = torch.nn.Linear(4, 1)
+
+        def training_step(self, batch, batch_idx):
+            x, y = batch
+            return torch.nn.functional.mse_loss(self.lin(x).squeeze(-1), y)
+
+        def configure_optimizers(self):
+            return torch.optim.SGD(self.parameters(), lr=0.01)
+
+        def train_dataloader(self):
+            gen = torch.Generator().manual_seed(0)
+            data = torch.utils.data.TensorDataset(torch.randn(4 * steps, 4, generator=gen), torch.randn(4 * steps, generator=gen))
+            return torch.utils.data.DataLoader(data, batch_size=4)
+
+    class StepA(pl.Callback):
+        """Handles on_before_zero_grad and on_after_backward."""
+
+        def on_before_zero_grad(self, trainer, pl_module, optimizer): pass
+        def on_after_backward(self, trainer, pl_module): pass
+
+    class StepB(pl.Callback):
+        """Handles on_after_backward."""
+
+        def on_after_backward(self, trainer, pl_module): pass
+
+    class Begin(pl.Callback):
+        """Handles on_fit_start."""
+
+        def on_fit_start(self, trainer, pl_module): pass
+
+    class End(pl.Callback):
+        """Handles on_fit_end."""
+
+        def on_fit_end(self, trainer, pl_module): pass
+
+    class Epoch(pl.Callback):
+        """Handles on_train_epoch_end."""
+
+        def on_train_epoch_end(self, trainer, pl_module): pass
+
+    torch.manual_seed(0)
+    return Tiny(), [StepA(), StepB(), Begin(), End(), Epoch()]
+
+
+def _trainer(steps: int, profiled: bool):
+    """A fresh CPU trainer of a fresh module for one epoch: nothing logged, checkpointed or shown."""
+    import tempfile
+
+    import lightning.pytorch as pl
+
+    module, callbacks = _parts(steps)
+    trainer = pl.Trainer(max_epochs=1, logger=False, enable_checkpointing=False, enable_progress_bar=False,
+                         enable_model_summary=False, accelerator="cpu", callbacks=callbacks,
+                         default_root_dir=tempfile.mkdtemp(prefix="loopviz-bench-"),
+                         profiler="simple" if profiled else None)
+    assert len(trainer.callbacks) == 5, trainer.callbacks
+    return trainer, module
+
+
+def measure(args: argparse.Namespace) -> None:
+    """Inside callgrind: fire each case N and 2N times (plain, traced, profiled), and fit once each way."""
+    import logging
+    import warnings
+
+    warnings.filterwarnings("ignore")
+    logging.getLogger("lightning").setLevel(logging.ERROR)
+    logging.getLogger("lightning.pytorch").setLevel(logging.ERROR)
+    import torch
+    from lightning.pytorch.trainer import call
+
+    from loopviz.adapters import lightning as lv
+
+    torch.set_num_threads(1)
+    from lightning.pytorch.trainer.states import RunningStage
+
+    trainers = {}
+    for kind in ("plain", "profiled"):  # each fitted once, so that its module is attached (lightning_module)
+        trainer, module = _trainer(args.steps, kind == "profiled")
+        trainer.fit(module)
+        trainer.state.stage = RunningStage.TRAINING  # hooks fired as in a training epoch (the tracer's mode, position)
+        trainers[kind] = trainer
+    hook_args = {"on_train_batch_start": (None, 0), "on_before_zero_grad": (None,), "on_after_backward": ()}
+
+    def fire(hook: str, n: int, kind: str):
+        trainer = trainers["profiled" if kind == "profiled" else "plain"]
+        extra = hook_args[hook]
+
+        def loop():
+            callbacks, module_hook = call._call_callback_hooks, call._call_lightning_module_hook  # the traced ones
+            for _ in range(n):
+                callbacks(trainer, hook, *extra)
+                module_hook(trainer, hook, *extra)
+
+        def run():
+            if kind == "traced":
+                with lv.trace(trainer):
+                    loop()
+            else:
+                loop()
+        return run
+
+    def fit(kind: str):
+        trainer, module = _trainer(args.steps, kind == "profiled")
+
+        def run():
+            if kind == "traced":
+                with lv.trace(trainer):
+                    trainer.fit(module)
+            else:
+                trainer.fit(module)
+        return run
+
+    for _, _, hook, _ in CASES:  # warm-up: every lookup cache filled, every path taken once
+        for kind in KINDS:
+            fire(hook, 50, kind)()
+    for kind in KINDS:
+        fit(kind)()
+    for key, _, hook, _ in CASES:
+        for kind in KINDS:
+            for n in (args.n, 2 * args.n):
+                counted(f"{key}-{kind}-{n}", fire(hook, n, kind))
+    for kind in KINDS:
+        counted(f"fit-{kind}", fit(kind), collect=True)
+
+
+def figures(totals: dict[str, int], n: int) -> dict[str, dict[str, float]]:
+    """Per-firing instructions of each case (untraced, traced, profiled; what loopviz and the profiler add) and the
+    whole fits' counts and ratios."""
+    out: dict[str, dict[str, float]] = {}
+    for key, _, _, _ in CASES:
+        plain, traced, profiled = (per_firing(totals, f"{key}-{kind}", n) for kind in KINDS)
+        out[key] = {"untraced": plain, "traced": traced, "added": traced - plain,
+                    "profiled": profiled, "profiler_added": profiled - plain}
+    plain, traced, profiled = (totals[f"fit-{kind}"] for kind in KINDS)
+    out["fit"] = {"untraced": plain, "traced": traced, "ratio": traced / plain,
+                  "profiled": profiled, "profiler_ratio": profiled / plain}
+    return out
+
+
+def report(found: dict[str, dict[str, float]], n: int, steps: int) -> bool:
+    """Print the figures beside the targets and the SimpleProfiler's; True when every target is met."""
+    print(f"Lightning: instructions per hook firing, callbacks then module (callgrind; 5 callbacks; from N={n} and 2N):")
+    print(f"  {'case':42s} {'untraced':>10s} {'traced':>10s} {'added':>10s} {'target':>8s}       "
+          f"{'SimpleProfiler added':>20s}")
+    met = True
+    for key, label, hook, _ in CASES:
+        row, ok = found[key], found[key]["added"] <= TARGETS[key]
+        met &= ok
+        print(f"  {label + ' (' + hook + ')':42s} {row['untraced']:10,.0f} {row['traced']:10,.0f} {row['added']:10,.0f} "
+              f"{TARGETS[key]:8,} {'ok    ' if ok else 'MISSED'} {row['profiler_added']:20,.0f}")
+    fit = found["fit"]
+    ok = fit["ratio"] <= TARGETS["fit"]
+    print(f"Whole trainer.fit ({steps} steps of 4, one torch thread): untraced {fit['untraced']:,.0f} instructions; "
+          f"traced/untraced {fit['ratio']:.3f} (target {TARGETS['fit']}) {'ok' if ok else 'MISSED'}; "
+          f"SimpleProfiler/untraced {fit['profiler_ratio']:.3f}")
+    return met and ok
+
+
+def main() -> None:
+    """Run under callgrind (unless already inside it), print the figures, write them (--json), check them (--check)."""
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--n", type=int, default=300, help="firings per case (and 2N)")
+    parser.add_argument("--steps", type=int, default=100, help="training steps of the whole fit")
+    parser.add_argument("--check", action="store_true", help="exit 1 when a figure is past its target")
+    parser.add_argument("--json", type=Path, help="write the figures to this file")
+    parser.add_argument("--inside", help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.inside:
+        measure(args)
+        return
+    totals = run_under_callgrind(__file__, ["--n", str(args.n), "--steps", str(args.steps), "--inside", "1"])
+    found = figures(totals, args.n)
+    met = report(found, args.n, args.steps)
+    if args.json:
+        args.json.write_text(json.dumps({"n": args.n, "steps": args.steps, "targets": TARGETS, **found}, indent=1))
+    if args.check and not met:
+        sys.exit(1)
+
+
+if __name__ == "__main__":
+    main()
