@@ -10,8 +10,10 @@ Needs valgrind (Debian: apt-get install valgrind).
 """
 from __future__ import annotations
 
+import argparse
 import gc
 import glob
+import json
 import os
 import re
 import shutil
@@ -21,7 +23,7 @@ import tempfile
 from pathlib import Path
 from typing import Callable
 
-__all__ = ["counted", "run_under_callgrind", "per_firing"]
+__all__ = ["counted", "run_under_callgrind", "per_firing", "benchmark_main"]
 
 
 def _control(*args: str) -> None:
@@ -74,3 +76,28 @@ def run_under_callgrind(script: str, arguments: list[str]) -> dict[str, int]:
 def per_firing(totals: dict[str, int], label: str, n: int) -> float:
     """Instructions per firing of the case dumped as `label-N` and `label-2N`: the difference over N."""
     return (totals[f"{label}-{2 * n}"] - totals[f"{label}-{n}"]) / n
+
+
+def benchmark_main(script: str, doc: str, measure: Callable[[argparse.Namespace], None],
+                   figures: Callable[[dict[str, int], int], dict[str, dict[str, float]]],
+                   report: Callable[[dict[str, dict[str, float]], int, int], bool], targets: dict[str, float]) -> None:
+    """The command line of a per-framework benchmark (`--n`, `--steps`, `--check`, `--json`): run `script` under
+    callgrind (or, inside it, `measure`), print the figures (`report`, True when every target is met), write them,
+    and exit 1 with `--check` when a target is missed."""
+    parser = argparse.ArgumentParser(description=doc.splitlines()[0])
+    parser.add_argument("--n", type=int, default=300, help="dispatches per case (and 2N)")
+    parser.add_argument("--steps", type=int, default=100, help="training steps of the whole fit")
+    parser.add_argument("--check", action="store_true", help="exit 1 when a figure is past its target")
+    parser.add_argument("--json", type=Path, help="write the figures to this file")
+    parser.add_argument("--inside", help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.inside:
+        measure(args)
+        return
+    totals = run_under_callgrind(script, ["--n", str(args.n), "--steps", str(args.steps), "--inside", "1"])
+    found = figures(totals, args.n)
+    met = report(found, args.n, args.steps)
+    if args.json:
+        args.json.write_text(json.dumps({"n": args.n, "steps": args.steps, "targets": targets, **found}, indent=1))
+    if args.check and not met:
+        sys.exit(1)

@@ -17,12 +17,11 @@ Needs valgrind (Debian: apt-get install valgrind).
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).parent))
-from callgrind import counted, per_firing, run_under_callgrind  # noqa: E402
+from callgrind import benchmark_main, counted, per_firing  # noqa: E402
 
 # issue 25: instructions added per dispatch at most twice the fastai tracer's targets, whole fit at most 1.04x
 TARGETS = {"bare": 16_000, "one": 24_000, "two": 32_000, "fit": 1.04}
@@ -169,26 +168,5 @@ def report(found: dict[str, dict[str, float]], n: int, steps: int) -> bool:
     return met and ok
 
 
-def main() -> None:
-    """Run under callgrind (unless already inside it), print the figures, write them (--json), check them (--check)."""
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--n", type=int, default=300, help="dispatches per case (and 2N)")
-    parser.add_argument("--steps", type=int, default=100, help="training steps of the whole fit")
-    parser.add_argument("--check", action="store_true", help="exit 1 when a figure is past its target")
-    parser.add_argument("--json", type=Path, help="write the figures to this file")
-    parser.add_argument("--inside", help=argparse.SUPPRESS)
-    args = parser.parse_args()
-    if args.inside:
-        measure(args)
-        return
-    totals = run_under_callgrind(__file__, ["--n", str(args.n), "--steps", str(args.steps), "--inside", "1"])
-    found = figures(totals, args.n)
-    met = report(found, args.n, args.steps)
-    if args.json:
-        args.json.write_text(json.dumps({"n": args.n, "steps": args.steps, "targets": TARGETS, **found}, indent=1))
-    if args.check and not met:
-        sys.exit(1)
-
-
 if __name__ == "__main__":
-    main()
+    benchmark_main(__file__, __doc__, measure, figures, report, TARGETS)
