@@ -28,7 +28,12 @@ _DRAIN_EVERY = 4096  # deferred clock marks resolved per batch
 # Rows are packed by struct (`loopviz.trace.records`) and appended as bytes: `array.extend` of a tuple parses
 # every int through the argument parser (about 700 instructions each), packing converts them in C (about 100).
 _FIRING_SIZE, _CALL_SIZE = FIRING_ROW.size, CALL_ROW.size
-_pack_firing, _pack_call, _pack_end = FIRING_ROW.pack, CALL_ROW.pack, FIRING_END.pack_into
+_pack_call, _pack_end = CALL_ROW.pack, FIRING_END.pack_into
+_unpack_firing = FIRING_ROW.unpack_from
+# a row as it opens: its status and duration are zero bytes until it ends (fewer arguments to convert than FIRING_ROW)
+_OPEN = struct.Struct(FIRING_ROW.format[:-2] + f"{FIRING_END.size}x")
+_pack_open = _OPEN.pack
+assert _OPEN.size == _FIRING_SIZE and FIRING_END_AT == _FIRING_SIZE - FIRING_END.size
 
 
 def _add(aggregates: dict[tuple[int, ...], Aggregate], key: tuple[int, ...], dur: int) -> None:
@@ -45,9 +50,10 @@ class Recorder:
 
     Its interface to tracers is its methods (`vocabulary`, the loops' and callbacks' methods, the hot path), `now`
     (the host clock), `known_callback` and `loop` (the innermost open loop); tracers read none of its buffers or id
-    tables, with one exception: `no_handler[loop + 1] += 1` is `no_handler_call()` inlined, for the calls a loop
+    tables, with two exceptions: `no_handler[loop + 1] += 1` is `no_handler_call()` inlined, for the calls a loop
     makes to callbacks without a handler (most calls, where a loop calls every callback at every event), where a
-    method call would cost a frame each."""
+    method call would cost a frame each; and `hot_path()`, the cells and functions with which a tracer writes the
+    short paths of `begin_firing`/`end_firing`/`call` into its own frame, by the protocol `HotPath` documents."""
 
     def __init__(self, clock: Clock | None = None, max_calls: int = 1_000_000, max_firings: int = 250_000,
                  now: Callable[[], int] | None = None):
@@ -74,17 +80,22 @@ class Recorder:
         self.attr_ids: dict[str, int] = {}
         self.loop = -1  # the innermost open loop
         self.loop_stack: list[int] = []  # open loops, innermost last
-        # open firings, innermost last: (index or -1 when dropped, event id, mode, loop, start)
-        self.stack: list[tuple[int, int, int, int, int]] = []
-        self.sibling: tuple[int, int] | None = None  # (event id, end) of the last firing closed at this level
-        self.last_end = 0  # end of the last firing closed, at any level
-        self.top_first = -1  # start of the first top-level firing of the open outermost loop
-        self.top_end = -1  # end of the last top-level firing closed
-        self.current = -1  # the innermost open firing (-1: none, or dropped)
+        # Open firings with a row are a chain: the innermost one's index in `cur`, each row's parent the next. Firings
+        # past the cap (dropped: no row) are kept open here, innermost last: (event id, mode, loop, start, the `cur`
+        # they were opened in); while one is, `short` sends every firing down the full path.
+        self.cur = [-1]  # the innermost open firing (-1: none, or dropped)
+        self.dropped: list[tuple[int, int, int, int, int]] = []
+        # [end of the last firing closed (at any level), the sibling: the row of the last firing closed at this level
+        # (-1: none, a firing began since; -2: a dropped one, in `sibling`), start of the first top-level firing of the
+        # open outermost loop when it was not a row (else it is row `top_row`'s), end of the last top-level firing closed]
+        self.marks = [0, -1, -1, -1]
+        self.top_row = 0  # the first row made in the open outermost loop, if made
+        self.sibling: tuple[int, int] | None = None  # (event id, end) of the last dropped firing closed
         self.call_cap = min(max_calls, MAX_INDEX) * _CALL_SIZE  # in bytes of packed rows
         self.firing_cap = min(max_firings, MAX_INDEX) * _FIRING_SIZE
         self.device = self.clock.name != "host"  # event boundaries also marked on a device clock
         self.short_cap = -1 if self.device else self.firing_cap  # begin_firing's short path: host clock, under the cap
+        self.short = [self.short_cap]  # the short path's cap now (-1 while a dropped firing is open)
         self.change_cap = max_calls * NCH
         self.no_handler = [0]  # calls to callbacks without a handler for the event: outside any loop, then per loop
         self.deferred: list[int] = []  # positions in `device_times` awaiting a deferred clock's times
@@ -146,11 +157,12 @@ class Recorder:
         Firings belong to it until `end_loop`. `start` (ns): when its entry point was called (default: now)."""
         data = self.data
         index = len(data.loops)
-        parent_firing = (self.current if self.current >= 0 else -2) if self.stack else -1  # -2: a dropped firing
+        parent_firing = (self.cur[0] if self.cur[0] >= 0 else -2) if self._open() else -1  # -2: a dropped firing
         data.loops.append(label)
         data.loop_spans.append([start if start is not None else self.now(), -1, self.loop, parent_firing, -1, -1])
-        if self.loop < 0 and not self.stack:  # an outermost loop: the run's time is tiled from here
-            self.sibling, self.top_first, self.top_end = None, -1, -1
+        if self.loop < 0 and not self._open():  # an outermost loop: the run's time is tiled from here
+            self.marks[1:] = [-1, -1, -1]
+            self.top_row = len(self.firings) // _FIRING_SIZE
         self.loop_stack.append(index)
         self.loop = index
         self.no_handler.append(0)
@@ -162,10 +174,10 @@ class Recorder:
             return
         index = self.loop_stack.pop()
         span = self.data.loop_spans[index]
-        span[1] = end if end is not None else max(self.last_end, span[0])
+        span[1] = end if end is not None else max(self.marks[0], span[0])
         if is_outermost(span):  # where its first and last top-level firings were
-            span[4], span[5] = self.top_first, self.top_end
-            self.sibling = None
+            span[4], span[5] = self._top_first(), self.marks[3]
+            self.marks[1] = -1
         self.loop = self.loop_stack[-1] if self.loop_stack else -1
 
     def extend_loop(self, index: int, end: int) -> None:
@@ -176,60 +188,107 @@ class Recorder:
     # -- the hot path -------------------------------------------------------------------------
 
     # begin_firing, end_firing and call run at every event and handler call: each has a short path for what is
-    # nearly always so (a host clock, under the caps, an event seen before) and leaves the rest to a full one.
+    # nearly always so (a host clock, under the caps, an event seen before) and leaves the rest to a full one. A tracer
+    # may write the short path into its own frame instead, through `hot_path()` (see `HotPath`).
+
+    def hot_path(self) -> HotPath:
+        """The cells and functions a tracer's own frame records firings and calls with (the protocol is `HotPath`'s)."""
+        return HotPath(self)
+
+    def short_id(self, event: str) -> int:
+        """The event's id (registered now if new) when a row can name it, else -1 (its firings are aggregated)."""
+        eid = self.event_id(event)
+        return eid if eid <= MAX_EVENT else -1
+
+    @property
+    def current(self) -> int:
+        """The innermost open firing's index (-1: none, or one past the cap)."""
+        return self.cur[0]
+
+    def _open(self) -> bool:
+        """True while any firing is open."""
+        return self.cur[0] >= 0 or bool(self.dropped)
+
+    def _innermost(self) -> tuple[int, int, int, int]:
+        """(index or -1, event id, mode, loop) of the innermost open firing; (-1, -1, 0, loop) when none is open."""
+        index = self.cur[0]
+        if index >= 0:
+            row = _unpack_firing(self.firings, index * _FIRING_SIZE)
+            return index, row[5], row[6], row[3]
+        if self.dropped:
+            eid, mode, loop, _, _ = self.dropped[-1]
+            return -1, eid, mode, loop
+        return -1, -1, 0, self.loop
+
+    def _sibling(self) -> tuple[int, int] | None:
+        """(event id, end) of the last firing closed at the level a firing begins at, if any."""
+        marks = self.marks
+        if marks[1] >= 0:
+            return _unpack_firing(self.firings, marks[1] * _FIRING_SIZE)[5], marks[0]
+        return self.sibling if marks[1] == -2 else None
+
+    def _first_top(self, start: int) -> None:
+        """A top-level firing begins at `start` on the full path: the first of its outermost loop if no row came before."""
+        if self.marks[2] < 0 and len(self.firings) // _FIRING_SIZE == self.top_row:
+            self.marks[2] = start
+
+    def _top_first(self) -> int:
+        """Start of the first top-level firing of the open outermost loop (-1: none): one the full path saw before any
+        row, else the loop's first row (nothing was open as the loop began, so its first firing is top-level)."""
+        if self.marks[2] >= 0 or len(self.firings) // _FIRING_SIZE <= self.top_row:
+            return self.marks[2]
+        return _unpack_firing(self.firings, self.top_row * _FIRING_SIZE)[0]
 
     def begin_firing(self, event: str, mode: int, epoch: int, iteration: int) -> int:
         """Open an event firing; returns its index (or -1 once past the cap)."""
         eid = self.short_ids.get(event)
         firings = self.firings
-        if eid is None or len(firings) >= self.short_cap:
+        if eid is None or len(firings) >= self.short[0]:
             return self._begin_firing(event, mode, epoch, iteration)
-        stack = self.stack
         start = self.now()
-        if not stack and self.top_first < 0:
-            self.top_first = start
         index = len(firings) >> 5  # rows of 32 bytes
-        loop = self.loop
-        stack.append((index, eid, mode, loop, start))
-        self.sibling = None  # this firing's own children start a new level
+        cur, marks = self.cur, self.marks
+        parent = cur[0]
+        cur[0] = index
+        marks[1] = -1  # this firing's own children start a new level
         try:
-            self.add_firing(_pack_firing(start, epoch, iteration, loop, self.current, eid, mode, 0, 0))
+            self.add_firing(_pack_open(start, epoch, iteration, self.loop, parent, eid, mode))
         except (struct.error, TypeError):  # an epoch or iteration that is not a 32-bit integer: recorded as -1
-            self.add_firing(_pack_firing(start, -1, -1, loop, self.current, eid, mode, 0, 0))
-        self.current = index
+            self.add_firing(_pack_open(start, -1, -1, self.loop, parent, eid, mode))
         return index
 
     def _begin_firing(self, event: str, mode: int, epoch: int, iteration: int) -> int:
-        """begin_firing's full path: a new event, past the cap, or a device clock to mark."""
+        """begin_firing's full path: a new event, past the cap, a dropped firing open, or a device clock to mark."""
         eid = self.event_id(event)
         firings = self.firings
         loop = self.loop
-        stack = self.stack
-        sibling, self.sibling = self.sibling, None  # this firing's own children start a new level
+        opened = self._open()
+        sibling = self._sibling()
+        self.marks[1] = -1  # this firing's own children start a new level
         if len(firings) >= self.firing_cap or eid > MAX_EVENT:  # past the cap (or an event a row cannot name)
             start = self.now()
             if sibling is not None:  # the work since the previous firing at this level, kept as an aggregate
-                _add(self.overflow_work, (loop, sibling[0], eid, mode, 1 if stack else 0), start - sibling[1])
-            if not stack and self.top_first < 0:
-                self.top_first = start
-            stack.append((-1, eid, mode, loop, start))
-            self.current = -1
+                _add(self.overflow_work, (loop, sibling[0], eid, mode, 1 if opened else 0), start - sibling[1])
+            if not opened:
+                self._first_top(start)
+            self.dropped.append((eid, mode, loop, start, self.cur[0]))
+            self.cur[0] = -1
+            self.short[0] = -1  # firings inside a dropped one take the full path
             return -1
         index = len(firings) // _FIRING_SIZE
-        parent = self.current
-        self.current = index
+        parent = self.cur[0]
+        self.cur[0] = index
         if self.device:
             if self.clock.deferred:
                 self.deferred.append(len(self.device_times))
             self.device_times.extend((self.clock.mark(), -1))
         start = self.now()
-        stack.append((index, eid, mode, loop, start))
-        if len(stack) == 1 and self.top_first < 0:
-            self.top_first = start
+        if not opened:
+            self._first_top(start)
         try:
-            self.add_firing(_pack_firing(start, epoch, iteration, loop, parent, eid, mode, 0, 0))
+            self.add_firing(_pack_open(start, epoch, iteration, loop, parent, eid, mode))
         except (struct.error, TypeError):  # an epoch or iteration that is not a 32-bit integer: recorded as -1
-            self.add_firing(_pack_firing(start, -1, -1, loop, parent, eid, mode, 0, 0))
+            self.add_firing(_pack_open(start, -1, -1, loop, parent, eid, mode))
         return index
 
     def end_firing(self, index: int, status: int, end: int | None = None) -> None:
@@ -239,15 +298,16 @@ class Recorder:
             end = self.now()
         if index < 0 or self.device:
             return self._end_firing(index, status, end)
-        stack = self.stack
-        _, eid, _, _, start = stack.pop()
-        self.sibling = (eid, end)
-        self.last_end = end
-        if stack:
-            self.current = stack[-1][0]
-        else:
-            self.current = -1
-            self.top_end = end
+        row = _unpack_firing(self.firings, index << 5)
+        self.closed(index, row[4], row[0], status, end)
+
+    def closed(self, index: int, parent: int, start: int, status: int, end: int) -> None:
+        """The short path's end of firing `index` (opened at `start` inside `parent`), for `HotPath.closed`."""
+        self.cur[0] = parent
+        marks = self.marks
+        marks[0], marks[1] = end, index
+        if parent < 0 and not self.dropped:
+            marks[3] = end
         dur = end - start
         if dur >= LONG:
             self.long_firings[index] = dur
@@ -256,23 +316,21 @@ class Recorder:
 
     def _end_firing(self, index: int, status: int, end: int) -> None:
         """end_firing's full path: a firing past the cap, or a device clock to mark."""
-        stack = self.stack
-        _, eid, mode, loop, start = stack.pop()
-        self.sibling = (eid, end)
-        self.last_end = end
-        if stack:
-            self.current = stack[-1][0]
-        else:
-            self.current = -1
-            self.top_end = end
         if index < 0:
-            _add(self.overflow_nested if stack else self.overflow_firings, (loop, eid, mode), end - start)
+            eid, mode, loop, start, parent = self.dropped.pop()
+            self.cur[0] = parent
+            self.sibling = (eid, end)
+            marks = self.marks
+            marks[0], marks[1] = end, -2
+            opened = self._open()
+            if not opened:
+                marks[3] = end
+            if not self.dropped:
+                self.short[0] = self.short_cap
+            _add(self.overflow_nested if opened else self.overflow_firings, (loop, eid, mode), end - start)
             return
-        dur = end - start
-        if dur >= LONG:
-            self.long_firings[index] = dur
-            dur = LONG
-        _pack_end(self.firings, index * _FIRING_SIZE + FIRING_END_AT, status, dur)
+        row = _unpack_firing(self.firings, index * _FIRING_SIZE)
+        self.closed(index, row[4], row[0], status, end)
         if self.device:
             self.device_times[2 * index + 1] = self.clock.mark()
             if self.clock.deferred:
@@ -282,7 +340,7 @@ class Recorder:
 
     def call(self, cb_id: int, start: int, end: int, status: int) -> None:
         """Record one callback call inside the innermost open firing."""
-        firing = self.current
+        firing = self.cur[0]
         dur = end - start
         if firing >= 0 and len(self.calls) < self.call_cap and dur < LONG:
             self.add_call(_pack_call(start, firing, cb_id, dur, status))
@@ -291,7 +349,7 @@ class Recorder:
 
     def _call(self, cb_id: int, start: int, end: int, status: int) -> None:
         """call's full path: past the cap, outside any firing, or a duration a row cannot hold."""
-        firing = self.current
+        firing = self.cur[0]
         if firing >= 0 and len(self.calls) < self.call_cap:
             dur = end - start
             if dur >= LONG:
@@ -299,12 +357,12 @@ class Recorder:
                 dur = LONG
             self.add_call(_pack_call(start, firing, cb_id, dur, status))
             return
-        _, eid, mode, loop, _ = self.stack[-1] if self.stack else (-1, -1, 0, self.loop, 0)
+        _, eid, mode, loop = self._innermost()
         _add(self.overflow_calls, (loop, eid, mode, cb_id, status), end - start)
 
     def changed(self, cb_id: int, names: list[str]) -> None:
         """Record that a callback's call (in the innermost open firing) changed these attributes."""
-        index, eid, mode, loop, _ = self.stack[-1] if self.stack else (-1, -1, 0, self.loop, 0)
+        index, eid, mode, loop = self._innermost()
         epoch, iteration = self.data.firings.epoch_iter(index) if index >= 0 else (-1, -1)
         data = self.data
         for name in names:
@@ -324,7 +382,7 @@ class Recorder:
 
     def call_waited(self, cb_id: int, wait: Any) -> None:
         """Record that a callback's call (in the innermost open firing) synchronised with the GPU (a `Wait`)."""
-        _, eid, mode, loop, _ = self.stack[-1] if self.stack else (-1, -1, 0, self.loop, 0)
+        _, eid, mode, loop = self._innermost()
         self.waited((loop, eid, mode, cb_id, -1), wait)
 
     def waited(self, key: tuple[int, int, int, int, int], wait: Any) -> None:
@@ -360,3 +418,33 @@ class Recorder:
         data.no_handler_by_loop = self.no_handler[1:]
         data.meta["max_calls"], data.meta["max_firings"] = self.max_calls, self.max_firings
         return recount(data)
+
+
+class HotPath:
+    """What a tracer needs to record firings and calls in its own frame (no call into the recorder), bound once.
+
+    Under `len(firings) < short[0]` (a host clock, under the firing cap, no dropped firing open), for an event whose
+    `rec.short_id(event)` is `eid >= 0`, a firing is recorded exactly as `begin_firing`/`end_firing` would:
+
+        start = now(); index = len(firings) >> 5; parent = cur[0]; cur[0] = index
+        marks[1] = -1  # (the first top-level firing of an outermost loop is found from the rows when it ends)
+        add_firing(pack_open(start, epoch, iteration, rec.loop, parent, eid, mode))  # on struct.error/TypeError: -1, -1
+        ...                                                                         # the firing runs
+        end = now(); cur[0] = parent; marks[0] = end; marks[1] = index
+        if parent < 0: marks[3] = end
+        if end - start < long: pack_end(firings, (index << 5) + end_at, status, end - start)
+        else: closed(index, parent, start, status, end)  # the recorder's own end, which does all of the above
+
+    Otherwise `index = begin_firing(...)` and `end_firing(index, status)`. A call
+    in the innermost open firing is `add_call(pack_call(start, cur[0], cid, end - start, status))` when `cur[0] >= 0`,
+    `len(calls) < call_cap` and `end - start < long`, else `call(cid, start, end, status)`."""
+
+    __slots__ = ("now", "firings", "add_firing", "pack_open", "cur", "marks", "short", "closed", "pack_end", "end_at",
+                 "calls", "add_call", "pack_call", "call_cap", "long", "call")
+
+    def __init__(self, rec: Recorder):
+        self.now, self.firings, self.add_firing, self.pack_open = rec.now, rec.firings, rec.add_firing, _pack_open
+        self.cur, self.marks, self.short, self.closed = rec.cur, rec.marks, rec.short, rec.closed
+        self.pack_end, self.end_at = _pack_end, FIRING_END_AT
+        self.calls, self.add_call, self.pack_call, self.call_cap = rec.calls, rec.add_call, _pack_call, rec.call_cap
+        self.long, self.call = LONG, rec.call

@@ -9,6 +9,7 @@ handler set on a callback) and at the start of each loop, where every timed hand
 """
 from __future__ import annotations
 
+import struct
 import weakref
 from typing import Any, Callable
 
@@ -33,6 +34,7 @@ CANCELS = tuple(
     getattr(fastai_core, name) for name in dir(fastai_core) if name.startswith("Cancel") and name.endswith("Exception")
 )
 _INNER = frozenset(fastai_core._inner_loop)
+_LOOP_EVENTS = frozenset({"before_fit", "before_validate"})  # the events that may open a loop
 _BATCH_EVENTS = _INNER | {"after_cancel_step"}  # the events of a batch, whose phase is learn.training
 _PHASE_MODE = {
     "before_train": 1, "after_cancel_train": 1, "after_train": 1,
@@ -41,8 +43,9 @@ _PHASE_MODE = {
 SKIP_STATUS = {None: RAN, "run=False": SKIPPED, "run_train=False": SKIPPED_TRAIN, "run_valid=False": SKIPPED_VALID}
 RANGE_PREFIX = "fastai"  # the name of every range a fastai trace opens (ranges=True) starts with it and a space
 
-# (mode or -1: read learn.training, the slots of the callbacks with a handler, how many have none, their ids)
-Table = tuple[int, tuple[Slot, ...], int, frozenset[int]]
+# (mode or -1: read learn.training, the slots of the callbacks with a handler, how many have none, their ids, the
+# event's `Recorder.short_id`)
+Table = tuple[int, tuple[Slot, ...], int, frozenset[int], int]
 
 
 class LearnerTrace:
@@ -68,7 +71,8 @@ class LearnerTrace:
         self.work_wait: tuple[int, int, int] | None = None  # (loop, event, mode) of the work open in `waits`, if any
         self.cursor = -1  # where the last outermost loop of the user's call ended (-1: none yet)
         self.last_outer = -1  # that loop
-        # [serial of the innermost open firing (0: none), the last serial given]: read by every timed handler
+        # [serial of the innermost open firing (0: none), the last serial given to a firing past the cap]: read by every
+        # timed handler. A firing with a row has serial index + 1, one past the cap -1, -2, ...: each firing its own.
         self.live = [0, 0]
         self.tables: dict[str, Table] = {}
         self.slots: dict[tuple[int, str], Slot] = {}  # (id(cb), event) -> its slot, once seen with a handler
@@ -127,7 +131,7 @@ class LearnerTrace:
             rec.end_loop(end)
         if outermost:
             self.cursor, self.last_outer = end, loop
-        self.bare = [(index, closing) for index, closing in self.bare if rec.loop_open(index)]
+        self.bare[:] = [(index, closing) for index, closing in self.bare if rec.loop_open(index)]
         if entry is self.entries[0]:
             if self.last_outer >= 0 and not rec.loops_open:
                 rec.extend_loop(self.last_outer, end)
@@ -197,7 +201,8 @@ class LearnerTrace:
                 handled.append(self.slots[(id(cb), event)])
             else:
                 quiet.append(id(cb))
-        table = self.tables[event] = (mode, tuple(handled), len(quiet), frozenset(quiet))
+        eid = self.rec.short_id(event)
+        table = self.tables[event] = (mode, tuple(handled), len(quiet), frozenset(quiet), eid)
         return table
 
     def wrap(self, cb: Any, event: str) -> bool:
@@ -215,7 +220,7 @@ class LearnerTrace:
         """The timed wrapper: the lean one, or the one that also tracks changes, ranges and waits."""
         if self.track or self.extras:
             return make_tracked(slot, handler, self.live, self.before_call, self.after_call, self.raised)
-        return make_timed(slot, handler, self.live, self.now, self.rec.call, self.register, self.raised, CANCELS, RAN)
+        return make_timed(slot, handler, self.live, self.rec.hot_path(), self.register, self.raised, CANCELS, RAN)
 
     def unwrap(self, slot: Slot) -> None:
         """Take a slot's wrapper off its callback, putting back what was there."""
@@ -252,7 +257,8 @@ class LearnerTrace:
 
     def unwrap_removed(self, learn: Learner) -> None:
         """Take the wrappers off the callbacks removed during the firing that just ended (unless added back)."""
-        removed, self.removed = self.removed, []
+        removed = self.removed[:]
+        self.removed.clear()
         attached = {id(cb) for cb in learn.cbs}
         for cb in removed:
             if id(cb) not in attached:
@@ -308,7 +314,7 @@ class LearnerTrace:
     def cut_short(self, learn: Learner, table: Table, serial: int, event: str) -> None:
         """A firing an exception ended: fastai called the callbacks in its order up to the one that raised, and
         none after it. Without a handler that raised (an interrupt elsewhere), up to the last handler that ran."""
-        _, handled, _, quiet = table
+        _, handled, _, quiet, _ = table
         raiser, self.raiser = self.raiser, None
         order = sorted(learn.cbs, key=lambda cb: getattr(cb, "order", 0))  # fastai's own sort (stable)
         ran = {slot.key for slot in handled if slot.ran == serial}
@@ -329,33 +335,56 @@ class LearnerTrace:
     def firing(self, learn: Learner) -> Callable[[str], Any]:
         """The `_call_one` put on the traced learner instance: records one firing around the class's (fastai's own, or
         whatever another library installed there; looked up again at each loop's start). The hot path, with the state
-        it reads bound once; the trace does not hold it (the learner does, and the trace holds the learner weakly)."""
+        it reads bound once; the trace does not hold it (the learner does, and the trace holds the learner weakly).
+        The firing's row is written here, by the recorder's `HotPath` protocol, where it can be."""
         dispatch = [type(learn)._call_one]
         rec = self.rec
         begin, end_firing = rec.begin_firing, rec.end_firing
+        hot = rec.hot_path()
+        now, firings, add_firing, pack_open = hot.now, hot.firings, hot.add_firing, hot.pack_open
+        cur, marks, short, closed = hot.cur, hot.marks, hot.short, hot.closed
+        pack_end, end_at, long = hot.pack_end, hot.end_at, hot.long
         no_handler = rec.no_handler
         tables = self.tables
         live = self.live
+        extras, bare, removed = self.extras, self.bare, self.removed
         table_of, skipped, cut_short = self.table, self.skipped, self.cut_short
 
         def _call_one(event: str) -> Any:
-            if (event == "before_fit" or event == "before_validate") and self.starts_loop(event):
+            if event in _LOOP_EVENTS and self.starts_loop(event):
                 self.loop_starts(learn, event)
                 dispatch[0] = type(learn)._call_one
             table = tables.get(event)
             if table is None:
                 table = table_of(learn, event)
-            mode = table[0]
+            mode, handled, quiet, _, eid = table
             if mode < 0:
                 mode = 1 if learn.training else 2  # fastai's own phase: Callback.__call__ reads learn.training
             attrs = learn.__dict__
-            index = begin(event, mode, attrs.get("epoch", -1), attrs.get("iter", -1))
-            outer = live[0]
-            serial = live[0] = live[1] = live[1] + 1
+            size = len(firings)
+            if eid >= 0 and size < short[0]:  # begin_firing's short path, written out (`HotPath`)
+                start = now()
+                index = size >> 5
+                parent = cur[0]
+                cur[0] = index
+                marks[1] = -1
+                try:
+                    add_firing(pack_open(start, attrs.get("epoch", -1), attrs.get("iter", -1), rec.loop, parent, eid,
+                                         mode))
+                except (struct.error, TypeError):  # an epoch or iteration that is not a 32-bit integer
+                    add_firing(pack_open(start, -1, -1, rec.loop, parent, eid, mode))
+                outer = live[0]
+                serial = live[0] = index + 1
+            else:
+                index, parent = begin(event, mode, attrs.get("epoch", -1), attrs.get("iter", -1)), -2
+                outer = live[0]
+                if index < 0:  # a firing with a row is known by its index; one past the cap by a negative count
+                    live[1] -= 1
+                serial = live[0] = index + 1 if index >= 0 else live[1]
             if outer:  # a nested firing: the marks its handlers leave are put back as it ends, for the outer one
-                marks = [slot.ran for slot in table[1]]
+                ran = [slot.ran for slot in handled]
             status = 0
-            if self.extras:
+            if extras:
                 event_range = self.firing_begins(event, mode)
             # The outcome bookkeeping is written out here, not shared through a helper: this runs at every event.
             try:
@@ -368,20 +397,32 @@ class LearnerTrace:
                 if status:
                     cut_short(learn, table, serial, event)
                 else:
-                    if table[2]:
-                        no_handler[rec.loop + 1] += table[2]
-                    for slot in table[1]:
+                    if quiet:
+                        no_handler[rec.loop + 1] += quiet
+                    for slot in handled:
                         if slot.ran != serial:
                             skipped(slot, event)
                 if outer:
-                    for slot, mark in zip(table[1], marks):
+                    for slot, mark in zip(handled, ran):
                         slot.ran = mark
-                end_firing(index, status)
-                if self.extras:
+                if parent > -2:  # end_firing's short path, written out
+                    end = now()
+                    cur[0] = parent
+                    marks[0] = end
+                    marks[1] = index
+                    if parent < 0:
+                        marks[3] = end
+                    if end - start < long:
+                        pack_end(firings, (index << 5) + end_at, status, end - start)
+                    else:
+                        closed(index, parent, start, status, end)
+                else:
+                    end_firing(index, status)
+                if extras:
                     self.firing_ends(event, mode, event_range)
-                if self.bare:
+                if bare:
                     self.end_bare_loop(event)
-                if not outer and self.removed:
+                if not outer and removed:
                     self.unwrap_removed(learn)
 
         return _call_one

@@ -22,6 +22,7 @@ from fastcore.basics import noop
 
 from loopviz.introspect import SHADOWS
 from loopviz.trace.instrument import MISSING, outcome
+from loopviz.trace.record import HotPath
 
 __all__ = ["Slot", "make_timed", "make_tracked", "resolve_handler", "unshadow", "is_timed", "reaches"]
 
@@ -125,14 +126,15 @@ def unshadow(value: Any) -> Any:
     return value
 
 
-def make_timed(slot: Slot, handler: Any, live: list[int], now: Callable[[], int], record: Callable[..., None],
-               register: Callable[[Slot], int], raised: Callable[[Slot], None], cancels: tuple[type, ...],
-               ran: int) -> Callable[..., Any]:
+def make_timed(slot: Slot, handler: Any, live: list[int], hot: HotPath, register: Callable[[Slot], int],
+               raised: Callable[[Slot], None], cancels: tuple[type, ...], ran: int) -> Callable[..., Any]:
     """The timed wrapper of `handler` for `slot`: inside a firing of its trace (`live[0]`, the serial of the innermost
-    open firing, not 0) it times the call, records it (`record(cid, start, end, status)`) and marks the slot; outside
-    one it passes straight through. Its trace's state is reached only through closure cells: this runs at every
-    handler call fastai makes."""
+    open firing, not 0) it times the call, records it (by the recorder's `HotPath` protocol) and marks the slot;
+    outside one it passes straight through. Its trace's state is reached only through closure cells: this runs at
+    every handler call fastai makes."""
     box = [handler]
+    now, cur, calls, add_call, pack_call = hot.now, hot.cur, hot.calls, hot.add_call, hot.pack_call
+    call_cap, long, record = hot.call_cap, hot.long, hot.call
 
     @functools.wraps(handler)
     def timed(*args: Any, **kwargs: Any) -> Any:
@@ -153,7 +155,12 @@ def make_timed(slot: Slot, handler: Any, live: list[int], now: Callable[[], int]
             cid = slot.cid
             if cid < 0:
                 cid = register(slot)
-            record(cid, start, end, status)
+            firing = cur[0]
+            dur = end - start
+            if firing >= 0 and len(calls) < call_cap and dur < long:
+                add_call(pack_call(start, firing, cid, dur, status))
+            else:
+                record(cid, start, end, status)
 
     return _mark(timed, slot, box)
 
