@@ -39,6 +39,9 @@ SANITY_CHECK = "sanity_check"  # the label of the loop the sanity check runs, ne
 _DISPATCHING = instrument.DispatchStack()  # the tracers whose dispatch this thread is inside, innermost last
 # id(traced trainer or module) -> its tracer (changed under the kernel's lock; a tracer holds its target weakly)
 _ACTIVE: dict[int, "LightningTracer"] = {}
+# the one active tracer while there is exactly one (else None): a dispatch finds it by its target's weak reference,
+# where `_ACTIVE.get(id(trainer))` costs some 850 instructions (id makes an int and runs the audit hook)
+_SOLE: "LightningTracer | None" = None
 _PATCHES = instrument.PatchSet()  # the wrappers in lightning.pytorch.trainer.call while any tracer is active
 _LIVE: dict[str, Any] = {}  # name in lightning.pytorch.trainer.call -> the wrapper installed now
 _CANCELS: tuple[type[BaseException], ...] = ()  # Lightning's loops stop by flags (should_stop), never by an exception
@@ -56,36 +59,73 @@ def _tracer_for(trainer: Any) -> LightningTracer | None:
     return found
 
 
+def _sole() -> None:
+    """Set `_SOLE` from `_ACTIVE` (under the kernel's lock, whenever a tracer joins or leaves it)."""
+    global _SOLE
+    _SOLE = next(iter(_ACTIVE.values())) if len(_ACTIVE) == 1 else None
+
+
 def _installed(name: str, wrapper: Any) -> bool:
     """True when `wrapper` is the current installation's (an old one left under someone else's wrapper is not)."""
     return _LIVE.get(name) is wrapper
 
 
+def _go_live(name: str, wrapper: Any) -> None:
+    """Make `wrapper` the current installation's at `name`; a dispatch wrapper reads its own flag (`_installed`'s
+    answer, kept where a dispatch reads it for a few instructions)."""
+    old = _LIVE.get(name)
+    if old is not None and hasattr(old, "__loopviz_live__"):
+        old.__loopviz_live__[0] = False
+    _LIVE[name] = wrapper
+    if hasattr(wrapper, "__loopviz_live__"):
+        wrapper.__loopviz_live__[0] = True
+
+
 def _dispatch_wrapper(name: str, kind: str, original: Callable[..., Any]) -> Callable[..., Any]:
     events = STRATEGY_EVENTS if kind == "strategy" else None  # the strategy's own bookkeeping is no hook
-    live, stack = _LIVE, _DISPATCHING
+    stack = _DISPATCHING
+    live = [False]  # True while this wrapper is its installation's (see _go_live)
 
+    # A fit dispatches a dozen hooks a step, so this path is written for bytecode: the arguments are passed on as
+    # they came (a `trainer, hook_name, *args` signature rebuilds them, some 1,000 instructions a dispatch), and the
+    # join of a pending firing and the dispatch's end are inlined (a Python call costs some 400 instructions).
     @functools.wraps(original)
-    def dispatch(trainer: Any, hook_name: str, *args: Any, **kwargs: Any) -> Any:
-        tracer = _ACTIVE.get(id(trainer)) if _ACTIVE else None
-        if tracer is None:
-            tracer = _tracer_for(trainer)  # a traced module run by this trainer (or nothing traced)
-        if tracer is None or (events is not None and hook_name not in events) or live.get(name) is not dispatch:
-            return original(trainer, hook_name, *args, **kwargs)
-        firing = tracer.begin(trainer, hook_name)
+    def dispatch(*args: Any, **kwargs: Any) -> Any:
+        try:
+            trainer, hook_name = args[0], args[1]
+        except IndexError:  # named (Lightning passes both by position)
+            trainer, hook_name = args[0] if args else kwargs.get("trainer"), kwargs.get("hook_name")
+            if trainer is None:
+                return original(*args, **kwargs)  # (Lightning's own TypeError)
+        tracer = _SOLE
+        if tracer is None or tracer.target_ref() is not trainer:
+            tracer = _tracer_for(trainer)  # another trainer, a traced module run by this trainer, or nothing traced
+        if tracer is None or (events is not None and hook_name not in events) or not live[0]:
+            return original(*args, **kwargs) if kwargs else original(*args)
+        open_ = tracer.open
+        firing = open_[-1] if open_ else None
+        if firing is not None and firing[_PENDING] and firing[_HOOK] == hook_name:
+            firing[_PENDING] = False  # the pending firing of this hook goes on (begin's join)
+        else:
+            firing = tracer.begin(trainer, hook_name)
         tracers = stack.inside
         tracers.append(tracer)
         try:
-            result = original(trainer, hook_name, *args, **kwargs)
+            result = original(*args, **kwargs) if kwargs else original(*args)
         except BaseException as error:
             tracers.pop()
             tracer.failed(firing, error)
             raise
         tracers.pop()
-        tracer.done(firing)
+        if tracer.active:  # (a trace stopped inside a hook records nothing more) the firing stays open, pending
+            if open_[-1][_PENDING]:
+                tracer.settle()  # a nested firing, pending still, ends first
+            firing[_PENDING] = True
+            firing[_END] = tracer.now()
         return result
 
     dispatch.__loopviz_wrapper__ = True  # type: ignore[attr-defined]
+    dispatch.__loopviz_live__ = live  # type: ignore[attr-defined]
     return dispatch
 
 
@@ -113,12 +153,16 @@ def _install() -> None:
     """Put the wrappers in lightning.pytorch.trainer.call (under the kernel's lock, for the first tracer)."""
     for name, kind in _DISPATCH.items():
         make = functools.partial(_dispatch_wrapper, name, kind)
-        _LIVE[name] = _PATCHES.install(pl_call, name, make).wrapper
-    _LIVE["_call_and_handle_interrupt"] = _PATCHES.install(pl_call, "_call_and_handle_interrupt", _entry_wrapper).wrapper
+        _go_live(name, _PATCHES.install(pl_call, name, make).wrapper)
+    entry = _PATCHES.install(pl_call, "_call_and_handle_interrupt", _entry_wrapper).wrapper
+    _go_live("_call_and_handle_interrupt", entry)
 
 
 def _uninstall() -> None:
     """Put Lightning's functions back (for the last tracer); a wrapper someone put over ours stays (see instrument)."""
+    for wrapper in _LIVE.values():
+        if hasattr(wrapper, "__loopviz_live__"):
+            wrapper.__loopviz_live__[0] = False
     _LIVE.clear()
     _PATCHES.restore()
 
@@ -163,9 +207,11 @@ class LightningTracer:
         self.target_id = id(target)  # its key in _ACTIVE (the tracer leaves it before the target is freed)
         self.target_name = type(target).__name__
         self.rec = Recorder(clock, max_calls=max_calls, max_firings=max_firings, now=now)  # now: the host clock
+        self.now = self.rec.now
         self.trace = Trace.recording(self.rec, stop=self._stop)
         self.open: list[list[Any]] = []  # the open firings, innermost last (see _HOOK...)
-        self.plans: dict[str, tuple[int, list[Any]]] = {}  # hook -> (id(trainer), its callbacks) of its timed handlers
+        # hook -> (the trainer, weakly: a plan keeps no trainer alive; its callbacks) of the hook's timed handlers
+        self.plans: dict[str, tuple[weakref.ref[Any], list[Any]]] = {}
         self.patches = instrument.PatchSet()  # the timed handlers on callback, module and datamodule instances
         self.active = False
         self._ending: weakref.finalize | None = None
@@ -180,6 +226,7 @@ class LightningTracer:
             if not _ACTIVE:
                 _install()
             _ACTIVE[self.target_id] = self
+            _sole()
             self.active = True
             # Ends the trace once: on exit, on t.stop(), or when the target is collected (the finalizer holds this
             # tracer, which holds its target only weakly).
@@ -200,6 +247,7 @@ class LightningTracer:
             self.active = False
             if _ACTIVE.get(self.target_id) is self:
                 del _ACTIVE[self.target_id]
+                _sole()
             if not _ACTIVE:
                 _uninstall()
         self.patches.restore()
@@ -220,33 +268,31 @@ class LightningTracer:
                 self.rec.end_loop(firing[_END])  # the sanity check's loop (see begin)
 
     def begin(self, trainer: Any, hook: str) -> list[Any]:
-        """Open a firing of `hook` for one dispatch, or join the pending one of the same hook; returns it."""
+        """Open a firing of `hook` for a dispatch that joins no pending firing (the dispatch wrapper joins those); the
+        pending firing, of another hook, is closed first. Returns the new firing."""
         open_, rec = self.open, self.rec
-        if open_:
-            top = open_[-1]
-            if top[_PENDING]:
-                if top[_HOOK] == hook:
-                    top[_PENDING] = False
-                    return top
-                self.settle()
+        if open_ and (top := open_[-1])[_PENDING]:
+            open_.pop()  # settle(), inlined: nearly every firing closes the one before it
+            rec.end_firing(top[_INDEX], 0, top[_END])
+            if top[_HOOK] == "on_sanity_check_end" and not open_:
+                rec.end_loop(top[_END])  # the sanity check's loop (see below)
         plan = self.plans.get(hook)
-        if plan is None or plan[0] != id(trainer) or plan[1] != trainer.callbacks:
+        if plan is None or plan[0]() is not trainer or plan[1] != trainer.callbacks:
             self._wrap_handlers(trainer, hook)
         if rec.loop < 0:
             rec.begin_loop("lightning")
         if hook == "on_sanity_check_start" and not open_:
             rec.begin_loop(SANITY_CHECK)  # a loop of its own inside fit: its validation is not fit's
-        mode, epoch, iteration = _where(trainer, hook)
+        stage = trainer.state.stage
+        if stage is _TRAINING:  # nearly every firing of a fit: _where's first case, inlined (current_epoch's body too)
+            fit_loop = trainer.fit_loop
+            mode, epoch = 0 if hook in RUN_HOOKS else 1, fit_loop.epoch_progress.current.completed
+            iteration = fit_loop.epoch_loop.batch_progress.current.ready - 1
+        else:
+            mode, epoch, iteration = _where(trainer, hook)
         firing = [hook, rec.begin_firing(hook, mode, epoch, iteration), False, 0]
         open_.append(firing)
         return firing
-
-    def done(self, firing: list[Any]) -> None:
-        """The dispatch of `firing` returned: it stays open, pending, until the next dispatch (see the module's doc)."""
-        if self.active:  # (a trace stopped inside a hook records nothing more)
-            if self.open[-1][_PENDING]:
-                self.settle()
-            firing[_PENDING], firing[_END] = True, self.rec.now()
 
     def failed(self, firing: list[Any], error: BaseException) -> None:
         """The dispatch of `firing` raised `error`: the firing ends with it."""
@@ -270,7 +316,7 @@ class LightningTracer:
             info = callback_info(obj, order=lambda o, p=position: p, base=owner_base(obj))
             cid = self.rec.callback_id(id(obj), lambda info=info: callback_facts(info))
             self.patches.put(obj, hook, self._timed(fn, cid))
-        self.plans[hook] = (id(trainer), list(trainer.callbacks))  # by id: a plan keeps no trainer alive
+        self.plans[hook] = (weakref.ref(trainer), list(trainer.callbacks))
 
     def _timed(self, fn: Callable[..., Any], cid: int) -> Callable[..., Any]:
         now, call, stack, open_ = self.rec.now, self.rec.call, _DISPATCHING, self.open
@@ -282,7 +328,7 @@ class LightningTracer:
                 return fn(*args, **kwargs)
             start = now()
             try:
-                result = fn(*args, **kwargs)
+                result = fn(*args, **kwargs) if kwargs else fn(*args)
             except BaseException as error:
                 if self.active:
                     self.settle()
