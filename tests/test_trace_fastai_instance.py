@@ -398,40 +398,36 @@ def test_mid_fit_fastai_sees_what_it_sees_untraced(tmp_path):
 # -- 3. the same callback called again for the same event while its handler runs -------------------------------
 
 
-class PredsInAfterEpoch(Callback):
-    "Its after_epoch runs get_preds without removing itself: fastai fires after_epoch at it again inside"
+class Reenters(Callback):
+    "Counts its handler's runs; the first run starts a loop that fires the same event at it again"
     order = 5
 
     def __init__(self):
         self.inside, self.runs = False, 0
+
+    def reenter(self, loop) -> None:
+        self.runs += 1
+        if self.inside:
+            return
+        self.inside = True
+        try:
+            loop()
+        finally:
+            self.inside = False
+
+
+class PredsInAfterEpoch(Reenters):
+    "Its after_epoch runs get_preds without removing itself: fastai fires after_epoch at it again inside"
 
     def after_epoch(self) -> None:
-        self.runs += 1
-        if self.inside:
-            return
-        self.inside = True
-        try:
-            self.learn.get_preds(dl=self.learn.dls.valid)
-        finally:
-            self.inside = False
+        self.reenter(lambda: self.learn.get_preds(dl=self.learn.dls.valid))
 
 
-class ValidateInBeforeValidate(Callback):
+class ValidateInBeforeValidate(Reenters):
     "Its before_validate runs validate(): fastai fires before_validate at it again inside"
-    order = 5
-
-    def __init__(self):
-        self.inside, self.runs = False, 0
 
     def before_validate(self) -> None:
-        self.runs += 1
-        if self.inside:
-            return
-        self.inside = True
-        try:
-            self.learn.validate()
-        finally:
-            self.inside = False
+        self.reenter(self.learn.validate)
 
 
 @pytest.mark.parametrize("klass, event", [(PredsInAfterEpoch, "after_epoch"),
