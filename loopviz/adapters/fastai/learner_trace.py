@@ -19,7 +19,9 @@ from fastai.learner import Learner
 
 from loopviz.adapters.fastai.changes import changed_state, state_snapshot
 from loopviz.adapters.fastai.handlers import callback_info, overrides_call, skip_reason
-from loopviz.adapters.fastai.timed import Slot, make_timed, make_tracked, reaches, resolve_handler, static_handler
+from loopviz.adapters.fastai.timed import (
+    Slot, make_changes, make_timed, make_tracked, reaches, resolve_handler, static_handler,
+)
 from loopviz.introspect import SHADOWS
 from loopviz.trace import instrument
 from loopviz.trace.data import callback_facts
@@ -217,7 +219,11 @@ class LearnerTrace:
         return True
 
     def make_wrapper(self, slot: Slot, handler: Any) -> Callable[..., Any]:
-        """The timed wrapper: the lean one, or the one that also tracks changes, ranges and waits."""
+        """The timed wrapper: the lean one, the one that also records changes, or the one that does all the extras
+        (changes with tensors, ranges, waits)."""
+        learn = self.learn
+        if self.track and not self.tensors and not self.extras and learn is not None:
+            return make_changes(slot, handler, self.live, self, learn.__dict__, self.register, CANCELS, RAN)
         if self.track or self.extras:
             return make_tracked(slot, handler, self.live, self.before_call, self.after_call, self.raised)
         return make_timed(slot, handler, self.live, self.rec.hot_path(), self.register, self.raised, CANCELS, RAN)

@@ -20,11 +20,12 @@ from typing import Any, Callable
 
 from fastcore.basics import noop
 
+from loopviz.adapters.fastai.changes import changed_state, state_snapshot
 from loopviz.introspect import SHADOWS
 from loopviz.trace.instrument import MISSING, outcome
 from loopviz.trace.record import HotPath
 
-__all__ = ["Slot", "make_timed", "make_tracked", "resolve_handler", "unshadow", "is_timed", "reaches"]
+__all__ = ["Slot", "make_timed", "make_changes", "make_tracked", "resolve_handler", "unshadow", "is_timed", "reaches"]
 
 
 class Slot:
@@ -161,6 +162,50 @@ def make_timed(slot: Slot, handler: Any, live: list[int], hot: HotPath, register
                 add_call(pack_call(start, firing, cid, dur, status))
             else:
                 record(cid, start, end, status)
+
+    return _mark(timed, slot, box)
+
+
+def make_changes(slot: Slot, handler: Any, live: list[int], state: Any, attrs: dict[str, Any],
+                 register: Callable[[Slot], int], cancels: tuple[type, ...], ran: int) -> Callable[..., Any]:
+    """The timed wrapper when the trace records what each call changes (changes=True) and nothing else besides: as
+    `make_timed`, plus the learner attributes the call writes (`state.written`, filled by the wrapped
+    `Learner.__setattr__`) and the optimizer's hyper-parameters compared before and after. `attrs`: the learner's
+    `__dict__`. The lean path of `make_tracked`'s `before_call`/`after_call`, written out in one frame."""
+    box = [handler]
+    rec = state.rec
+    now, record, changed = state.now, rec.call, rec.changed
+
+    @functools.wraps(handler)
+    def timed(*args: Any, **kwargs: Any) -> Any:
+        serial = live[0]
+        if not serial:
+            return box[0](*args, **kwargs)
+        outer, written = state.written, {}
+        state.written = written
+        before = state_snapshot(attrs, False)
+        status = ran
+        start = now()
+        try:
+            return box[0](*args, **kwargs)
+        except BaseException as error:
+            status = outcome(error, cancels)
+            state.raised(slot)
+            raise
+        finally:
+            end = now()
+            slot.ran = serial
+            state.written = outer
+            if outer is not None:  # what a nested call wrote, its caller wrote too
+                for name, value in written.items():
+                    outer.setdefault(name, value)
+            cid = slot.cid
+            if cid < 0:
+                cid = register(slot)
+            names = changed_state(attrs, written, before, False)
+            if names:
+                changed(cid, names)
+            record(cid, start, end, status)
 
     return _mark(timed, slot, box)
 
