@@ -23,7 +23,7 @@ from loopviz.model import CallbackInfo, Handler, SourceRef
 __all__ = [
     "Found", "Via", "lookup", "forwards", "has_handler", "handler_for", "describe", "callback_info",
     "overrides_call", "call_owner", "handler_names", "is_event_like", "target_function", "source_ref",
-    "own_doc", "class_doc", "inherited_doc", "generic_docs", "SHADOWS", "own_attribute",
+    "own_doc", "class_doc", "inherited_doc", "generic_docs", "SHADOWS", "own_attribute", "is_shadowing", "shadowed",
 ]
 
 Via = Literal["instance", "method", "delegated", "call"]
@@ -34,8 +34,8 @@ _GENERIC_OBJECTS = (object, type, functools.partial, types.MethodType, types.Fun
 _NO_DOC = "(no docstring)"
 _MISSING = object()
 _UNWRAP_LIMIT = 10  # wrappers nest a few levels at most; the bound guards against cycles
-# A function a tracer puts in an instance's `__dict__` (a timed handler) carries this attribute: a list holding what it
-# shadows there, or an empty list when the instance had nothing of its own under that name.
+# A function a tracer puts in an instance's `__dict__` (a timed handler, a learner's traced `_call_one`) carries this
+# attribute: a list holding what it shadows there, or an empty list when the instance had nothing of its own there.
 SHADOWS = "__loopviz_shadows__"
 
 
@@ -116,21 +116,31 @@ def _delegated(obj: Any, name: str, delegates: Sequence[Any]) -> Any:
     return _MISSING
 
 
+def is_shadowing(value: Any) -> bool:
+    """True for a function a tracer put in an instance's `__dict__` (it carries `SHADOWS`)."""
+    return isinstance(value, types.FunctionType) and isinstance(getattr(value, SHADOWS, None), list)
+
+
+def shadowed(value: Any, missing: Any = None) -> Any:
+    """What `value` stands for in an instance's `__dict__` as the instance's code set it: `value` itself, or, for a
+    tracer's wrapper (or a chain of them), what it shadows; `missing` when the instance had nothing there."""
+    for _ in range(_UNWRAP_LIMIT):
+        if not is_shadowing(value):
+            return value
+        shadows = getattr(value, SHADOWS)
+        if not shadows:
+            return missing
+        value = shadows[0]
+    return value
+
+
 def own_attribute(obj: Any, name: str) -> Any:
     """The object's own attribute `name` (in its `__dict__`) as its code set it, a tracer's wrapper seen through;
     `_MISSING` when it has none."""
     instance_dict = getattr(obj, "__dict__", None)
     if not isinstance(instance_dict, dict) or name not in instance_dict:
         return _MISSING
-    value = instance_dict[name]
-    for _ in range(_UNWRAP_LIMIT):
-        shadows = getattr(value, SHADOWS, None) if isinstance(value, types.FunctionType) else None
-        if shadows is None:
-            return value
-        if not shadows:
-            return _MISSING
-        value = shadows[0]
-    return value
+    return shadowed(instance_dict[name], _MISSING)
 
 
 def lookup(obj: Any, name: str, delegates: Sequence[Any] = ()) -> Found | None:

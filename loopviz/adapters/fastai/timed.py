@@ -14,18 +14,17 @@ introspection, pickling (`__getstate__`) and deep copies see the callback as its
 from __future__ import annotations
 
 import functools
-import types
 import weakref
 from typing import Any, Callable
 
 from fastcore.basics import noop
 
 from loopviz.adapters.fastai.changes import changed_state, state_snapshot
-from loopviz.introspect import SHADOWS
+from loopviz.introspect import SHADOWS, is_shadowing
 from loopviz.trace.instrument import MISSING, outcome
 from loopviz.trace.record import HotPath
 
-__all__ = ["Slot", "make_timed", "make_changes", "make_tracked", "resolve_handler", "unshadow", "is_timed", "reaches"]
+__all__ = ["Slot", "make_timed", "make_changes", "make_tracked", "resolve_handler", "is_timed", "reaches"]
 
 
 class Slot:
@@ -100,8 +99,8 @@ def _found(cb: Any, event: str) -> Any:
 
 
 def is_timed(value: Any) -> bool:
-    """True for a timed wrapper of ours (a plain function carrying `introspect.SHADOWS`)."""
-    return isinstance(value, types.FunctionType) and hasattr(value, SHADOWS) and hasattr(value, "__loopviz_slot__")
+    """True for a timed wrapper of ours (it shadows an instance attribute, `introspect.is_shadowing`, and has a slot)."""
+    return is_shadowing(value) and hasattr(value, "__loopviz_slot__")
 
 
 def reaches(value: Any, wrapper: Any) -> bool:
@@ -113,18 +112,6 @@ def reaches(value: Any, wrapper: Any) -> bool:
             return False
         value = value.__loopviz_box__[0]
     return False
-
-
-def unshadow(value: Any) -> Any:
-    """What a (chain of) timed wrapper(s) shadows in the instance's `__dict__` (MISSING: nothing), or `value` itself."""
-    for _ in range(10):
-        if not is_timed(value):
-            return value
-        shadows = getattr(value, SHADOWS)
-        if not shadows:
-            return MISSING
-        value = shadows[0]
-    return value
 
 
 def make_timed(slot: Slot, handler: Any, live: list[int], hot: HotPath, register: Callable[[Slot], int],

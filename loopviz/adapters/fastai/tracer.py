@@ -20,7 +20,6 @@ or with `t.stop()`.
 from __future__ import annotations
 
 import functools
-import types
 import weakref
 from typing import Any, Callable
 
@@ -31,10 +30,9 @@ from fastcore.basics import patch
 
 from loopviz.adapters.fastai.descriptions import WORK_BETWEEN
 from loopviz.adapters.fastai.learner_trace import RANGE_PREFIX, SKIP_STATUS, LearnerTrace
-from loopviz.adapters.fastai.timed import is_timed, unshadow
 from loopviz.checks import check_bool, check_int, check_type
 from loopviz.errors import LoopvizError
-from loopviz.introspect import call_owner
+from loopviz.introspect import SHADOWS, call_owner, is_shadowing, shadowed
 from loopviz.trace import instrument
 from loopviz.trace.clock import make_clock
 from loopviz.trace.instrument import MISSING
@@ -142,15 +140,14 @@ def _wrap_getstate(original: Callable[..., Any]) -> Callable[..., Any]:
     @functools.wraps(original)
     def __getstate__(self: Any) -> Any:
         state = original(self)
-        if isinstance(state, dict) and any(is_timed(value) or is_firing(value) for value in state.values()):
+        if isinstance(state, dict) and any(is_shadowing(value) for value in state.values()):
             state = dict(state)  # never the live __dict__ a __getstate__ may return
             for name, value in list(state.items()):
-                if is_timed(value) or is_firing(value):
-                    shadowed = unshadow(value) if is_timed(value) else value.__loopviz_shadows__()
-                    if shadowed is MISSING:
-                        del state[name]
-                    else:
-                        state[name] = shadowed
+                own = shadowed(value, MISSING)
+                if own is MISSING:
+                    del state[name]
+                else:
+                    state[name] = own
         return state
 
     __getstate__.__loopviz_wrapper__ = True  # type: ignore[attr-defined]
@@ -191,11 +188,6 @@ def _wrap_attribute_write(original: Callable[..., Any]) -> Callable[..., Any]:
 
 
 # -- installing and removing ----------------------------------------------------------------------
-
-
-def is_firing(value: Any) -> bool:
-    """True for the `_call_one` a trace puts on a learner instance."""
-    return isinstance(value, types.FunctionType) and getattr(value, "__loopviz_firing__", False)
 
 
 def _install_all() -> None:
@@ -249,9 +241,9 @@ def _put_firing(learn: Learner, state: LearnerTrace) -> instrument.Patch:
     library's wrapper included)."""
     firing = state.firing(learn)
     functools.update_wrapper(firing, type(learn)._call_one)
-    firing.__loopviz_wrapper__ = firing.__loopviz_firing__ = True  # type: ignore[attr-defined]
+    firing.__loopviz_wrapper__ = True  # type: ignore[attr-defined]
     patch = instrument.put(learn, "_call_one", firing)
-    firing.__loopviz_shadows__ = lambda: patch.before  # type: ignore[attr-defined]  (what pickles and copies hold)
+    setattr(firing, SHADOWS, [] if patch.before is MISSING else [patch.before])  # what pickles and copies hold
     return patch
 
 
