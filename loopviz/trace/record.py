@@ -49,10 +49,10 @@ class Recorder:
     per callback; `close()` hands the finished `TraceData` over.
 
     Its interface to tracers is its methods (`vocabulary`, the loops' and callbacks' methods, the hot path), `now`
-    (the host clock), `known_callback` and `loop` (the innermost open loop); tracers read none of its buffers or id
-    tables, with two exceptions: `no_handler[loop + 1] += 1` is `no_handler_call()` inlined, for the calls a loop
-    makes to callbacks without a handler (most calls, where a loop calls every callback at every event), where a
-    method call would cost a frame each; and `hot_path()`, the cells and functions with which a tracer writes the
+    (the host clock) and `loop` (the innermost open loop); tracers read none of its buffers or id tables, with two
+    exceptions: `no_handler`, the calls a loop makes to callbacks without a handler (outside any loop, then per loop),
+    which a tracer counts as `no_handler[loop + 1] += k` (most calls, where a loop calls every callback at every
+    event: a method call would cost a frame each); and `hot_path()`, the cells and functions with which a tracer writes the
     short paths of `begin_firing`/`end_firing`/`call` into its own frame, by the protocol `HotPath` documents."""
 
     def __init__(self, clock: Clock | None = None, max_calls: int = 1_000_000, max_firings: int = 250_000,
@@ -75,8 +75,6 @@ class Recorder:
         self.event_ids: dict[str, int] = {}
         self.short_ids: dict[str, int] = {}  # the events begin_firing's short path may take (ids a row can hold)
         self.callback_ids: dict[int, int] = {}
-        # known_callback(key) -> its callback id, or None: bound once, for the tracers' hot path
-        self.known_callback = self.callback_ids.get
         self.attr_ids: dict[str, int] = {}
         self.loop = -1  # the innermost open loop
         self.loop_stack: list[int] = []  # open loops, innermost last
@@ -199,11 +197,6 @@ class Recorder:
         """The event's id (registered now if new) when a row can name it, else -1 (its firings are aggregated)."""
         eid = self.event_id(event)
         return eid if eid <= MAX_EVENT else -1
-
-    @property
-    def current(self) -> int:
-        """The innermost open firing's index (-1: none, or one past the cap)."""
-        return self.cur[0]
 
     def _open(self) -> bool:
         """True while any firing is open."""
@@ -402,11 +395,6 @@ class Recorder:
         for position, value in zip(self.deferred, times):
             self.device_times[position] = value
         self.deferred.clear()
-
-    def no_handler_call(self) -> None:
-        """Count one call of a callback that has no handler for the event (a loop that calls every callback at every
-        event makes many; a tracer may inline this on its fast path)."""
-        self.no_handler[self.loop + 1] += 1
 
     def close(self) -> TraceData:
         """The recorded data, complete: open loops ended, deferred clock times resolved, counts of what went past

@@ -56,7 +56,6 @@ class LearnerTrace:
     def __init__(self, learn: Learner, recorder: Recorder, changes: bool = False, tensors: bool = False,
                  ranges: bool = False, waits: WaitWatch | None = None):
         self.learn_ref = weakref.ref(learn)
-        self.learn_id = id(learn)  # the key in the tracer's registry (this state leaves it before the learner is freed)
         self.rec = recorder
         self.now = recorder.now  # the host clock every timestamp is read from
         self.track = changes or tensors  # record which learner state each callback call changes
