@@ -65,20 +65,14 @@ def _sole() -> None:
     _SOLE = next(iter(_ACTIVE.values())) if len(_ACTIVE) == 1 else None
 
 
-def _installed(name: str, wrapper: Any) -> bool:
-    """True when `wrapper` is the current installation's (an old one left under someone else's wrapper is not)."""
-    return _LIVE.get(name) is wrapper
-
-
 def _go_live(name: str, wrapper: Any) -> None:
-    """Make `wrapper` the current installation's at `name`; a dispatch wrapper reads its own flag (`_installed`'s
-    answer, kept where a dispatch reads it for a few instructions)."""
+    """Make `wrapper` the current installation's at `name`: each wrapper of ours reads its own flag, so an old one left
+    under someone else's wrapper passes every call straight through."""
     old = _LIVE.get(name)
-    if old is not None and hasattr(old, "__loopviz_live__"):
+    if old is not None:
         old.__loopviz_live__[0] = False
     _LIVE[name] = wrapper
-    if hasattr(wrapper, "__loopviz_live__"):
-        wrapper.__loopviz_live__[0] = True
+    wrapper.__loopviz_live__[0] = True
 
 
 def _dispatch_wrapper(name: str, kind: str, original: Callable[..., Any]) -> Callable[..., Any]:
@@ -130,10 +124,12 @@ def _dispatch_wrapper(name: str, kind: str, original: Callable[..., Any]) -> Cal
 
 
 def _entry_wrapper(original: Callable[..., Any]) -> Callable[..., Any]:
+    live = [False]  # True while this wrapper is its installation's (see _go_live)
+
     @functools.wraps(original)
     def entry(trainer: Any, trainer_fn: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
         tracer = _tracer_for(trainer)
-        if tracer is None or not _installed("_call_and_handle_interrupt", entry):
+        if tracer is None or not live[0]:
             return original(trainer, trainer_fn, *args, **kwargs)
         label = getattr(trainer_fn, "__name__", "run").strip("_").removesuffix("_impl")
         tracer.plans.clear()  # the handlers are looked for again: callbacks, module or datamodule may have changed
@@ -146,6 +142,7 @@ def _entry_wrapper(original: Callable[..., Any]) -> Callable[..., Any]:
                 tracer.rec.end_loop()
 
     entry.__loopviz_wrapper__ = True  # type: ignore[attr-defined]
+    entry.__loopviz_live__ = live  # type: ignore[attr-defined]
     return entry
 
 
@@ -161,8 +158,7 @@ def _install() -> None:
 def _uninstall() -> None:
     """Put Lightning's functions back (for the last tracer); a wrapper someone put over ours stays (see instrument)."""
     for wrapper in _LIVE.values():
-        if hasattr(wrapper, "__loopviz_live__"):
-            wrapper.__loopviz_live__[0] = False
+        wrapper.__loopviz_live__[0] = False
     _LIVE.clear()
     _PATCHES.restore()
 
