@@ -224,7 +224,7 @@ class DispatchTracer:
             plan = plans.get(name)
             if plan is None or plan[0] != cbs:
                 plan = plan_for(name, cbs)
-            if plan[1]:  # Recorder.no_handler_call, inlined (its documented exception), once for all of them
+            if plan[1]:  # counted into the recorder's no_handler (its documented exception), all at once
                 rec.no_handler[rec.loop + 1] += plan[1]
             obj = target()
             epoch, iteration = position(obj)
