@@ -20,7 +20,7 @@ from fastai.learner import Learner
 from loopviz.adapters.fastai.changes import changed_state, state_snapshot
 from loopviz.adapters.fastai.handlers import callback_info, overrides_call, skip_reason
 from loopviz.adapters.fastai.timed import (
-    Slot, make_changes, make_timed, make_tracked, reaches, resolve_handler, static_handler,
+    Slot, make_changes, make_timed, make_tracked, reaches, resolve_handler, surely_no_handler,
 )
 from loopviz.introspect import SHADOWS
 from loopviz.trace import instrument
@@ -196,7 +196,7 @@ class LearnerTrace:
             slot = self.slots.get((id(cb), event))
             if slot is not None and slot.active:
                 handled.append(slot)
-            elif cb.__dict__.get("learn") is learn and static_handler(cb, event, learn_has) is None:
+            elif cb.__dict__.get("learn") is learn and surely_no_handler(cb, event, learn_has):
                 quiet.append(id(cb))
             elif self.wrap(cb, event):
                 handled.append(self.slots[(id(cb), event)])

@@ -24,7 +24,7 @@ from loopviz.introspect import SHADOWS, is_shadowing
 from loopviz.trace.instrument import MISSING, outcome
 from loopviz.trace.record import HotPath
 
-__all__ = ["Slot", "make_timed", "make_changes", "make_tracked", "resolve_handler", "is_timed", "reaches"]
+__all__ = ["Slot", "make_timed", "make_changes", "make_tracked", "resolve_handler", "surely_no_handler", "is_timed", "reaches"]
 
 
 class Slot:
@@ -78,17 +78,14 @@ def resolve_handler(cb: Any, event: str, ours: Any = None) -> Any:
     return None if found is noop or not callable(found) else found
 
 
-def static_handler(cb: Any, event: str, learn_has: bool) -> Any:
-    """`resolve_handler` without asking the learner when `learn_has` is False (the learner, and its model, have no
-    attribute `event`: no callback delegating to that learner reaches a handler through it, and asking each one would
-    raise and catch an AttributeError down the delegation chain); MISSING when only the full lookup can tell."""
+def surely_no_handler(cb: Any, event: str, learn_has: bool) -> bool:
+    """True when fastai finds no handler for `event` on `cb`, known without `resolve_handler`'s lookup: nothing on the
+    instance or its classes, and the learner it delegates to (and its model) has no such attribute (`learn_has`), so
+    asking the callback would only raise and catch an AttributeError down the delegation chain."""
     own = getattr(cb, "__dict__", None)
     if isinstance(own, dict) and event in own:
-        return MISSING
-    for klass in type(cb).__mro__:
-        if event in vars(klass):
-            return MISSING
-    return None if not learn_has else MISSING
+        return False
+    return not learn_has and not any(event in vars(klass) for klass in type(cb).__mro__)
 
 
 def _found(cb: Any, event: str) -> Any:
