@@ -24,7 +24,8 @@ from loopviz.introspect import SHADOWS, is_shadowing
 from loopviz.trace.instrument import MISSING, outcome
 from loopviz.trace.record import HotPath
 
-__all__ = ["Slot", "make_timed", "make_changes", "make_tracked", "resolve_handler", "surely_no_handler", "is_timed", "reaches"]
+__all__ = ["Slot", "make_timed", "make_changes", "make_tracked", "resolve_handler", "surely_no_handler", "is_timed",
+           "reaches"]
 
 
 class Slot:
