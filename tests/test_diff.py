@@ -330,6 +330,12 @@ def test_rows_past_the_record_cap_are_judged_from_their_aggregates(learn):
     batch = row(d.events, "event", "before_batch", "train")
     assert (batch["test"], batch["note"], batch["verdict"]) == ("aggregates", "aggregates", "regression")
     assert "Past the record cap without raw records: the ranges median +- (p95 - median) apart" in d.method
+    assert (diff_traces(plain, again).events["test"] == "aggregates").any()
+
+
+@pytest.mark.wallclock  # two real fits' timings: on a loaded 2-core machine their noise can reach a verdict
+def test_two_identical_fits_past_the_cap_get_no_verdict(learn):
+    plain, again = traced(learn, [], [], max_firings=30, max_calls=30)
     same = diff_traces(plain, again)
     assert (same.events["test"] == "aggregates").any() and same.events["verdict"].eq("").all()
 
