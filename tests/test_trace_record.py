@@ -1,5 +1,7 @@
 """The recorder keeps no Python object per record: what a traced fastai dispatch retains per event firing is its
-packed rows (32 bytes a firing, 24 a handler call), and nothing for calls without a handler."""
+packed rows (32 bytes a firing, 24 a handler call), and nothing for calls without a handler. The latest rows wait as
+Python objects until PENDING_ROWS of them are packed together: measured between two moments where as many wait, what
+a firing leaves is its rows alone."""
 from __future__ import annotations
 
 import gc
@@ -9,6 +11,7 @@ import pytest
 from fastai.callback.core import Callback
 from fastai.test_utils import synth_learner
 
+from loopviz.trace.record import PENDING_ROWS
 from loopviz.trace.records import CALL_ROW, FIRING_ROW
 
 # bytearray growth over-allocates about 1/8 of the size, so several per cent per row; a Python object kept per
@@ -23,23 +26,24 @@ class StepHandler(Callback):
         pass
 
 
-def retained_per_firing(event: str, firings: int = 4000) -> float:
-    """Bytes a traced learner keeps per dispatch of `event`, once every cache is warm."""
+def retained_per_firing(event: str, firings: int = 2 * PENDING_ROWS) -> float:
+    """Bytes a traced learner keeps per dispatch of `event`, once every cache is warm (between two moments where
+    PENDING_ROWS rows wait to be packed)."""
     learn = synth_learner(cbs=[StepHandler()])
-    with learn.trace(max_firings=10**6, max_calls=10**6) as t:
-        for _ in range(100):  # warm-up: handler lookups cached, ids registered
-            learn(event)
-        gc.collect()
-        tracemalloc.start()
-        try:
+    tracemalloc.start()  # before the warm-up: the rows it leaves waiting are counted, and so is their packing
+    try:
+        with learn.trace(max_firings=10**6, max_calls=10**6) as t:
+            for _ in range(PENDING_ROWS):  # warm-up: lookups cached, ids registered, a full batch of rows waiting
+                learn(event)
+            gc.collect()
             before = tracemalloc.get_traced_memory()[0]
             for _ in range(firings):
                 learn(event)
             gc.collect()
             after = tracemalloc.get_traced_memory()[0]
-        finally:
-            tracemalloc.stop()
-    assert t.n_firings == firings + 100
+    finally:
+        tracemalloc.stop()
+    assert t.n_firings == firings + PENDING_ROWS
     return (after - before) / firings
 
 

@@ -1,7 +1,8 @@
 """`Recorder`: the framework-free, low-overhead store that adapters write event firings and callback calls to.
 
 Raw records are packed into bytes (`loopviz.trace.records`: 32 per firing, 24 per call, no Python object per
-span) up to a cap; past the cap,
+span) up to a cap. A record is first a small Python list or tuple, and the latest `PENDING_ROWS` of them are packed
+together (one struct call for thousands of rows costs a quarter of one call per row); past the cap,
 each record only updates a fixed-size aggregate (count, total, min, max, log2 histogram) kept per loop,
 so memory stays bounded however long the run. What the reports need whole is kept whatever the cap:
 each loop's span, the work between sibling firings past the cap, and calls without a handler per loop.
@@ -10,6 +11,7 @@ Everything recorded lands in one `TraceData`.
 from __future__ import annotations
 
 import struct
+from itertools import chain
 from time import perf_counter_ns
 from typing import Any, Callable
 
@@ -19,21 +21,35 @@ from loopviz.trace.layout import (
     CALL_FIELDS, CANCELLED, ERROR, FIRING_FIELDS, MODES, NCH, NO_HANDLER, RAN, SKIPPED, SKIPPED_TRAIN,
     SKIPPED_VALID, STATUS,
 )
-from loopviz.trace.records import CALL_ROW, FIRING_END, FIRING_END_AT, FIRING_ROW, LONG, MAX_EVENT, MAX_INDEX
+from loopviz.trace.records import (
+    CALL_ROW, FIRING_END, FIRING_END_AT, FIRING_EPOCH_ITER, FIRING_ROW, LONG, MAX_EVENT, MAX_INDEX,
+)
 
 __all__ = ["Recorder", "FIRING_FIELDS", "CALL_FIELDS", "STATUS", "MODES", "RAN", "NO_HANDLER", "SKIPPED",
            "SKIPPED_TRAIN", "SKIPPED_VALID", "CANCELLED", "ERROR"]
 
 _DRAIN_EVERY = 4096  # deferred clock marks resolved per batch
-# Rows are packed by struct (`loopviz.trace.records`) and appended as bytes: `array.extend` of a tuple parses
-# every int through the argument parser (about 700 instructions each), packing converts them in C (about 100).
+# Rows wait as Python objects until this many are made, then are packed by struct (`loopviz.trace.records`) in one
+# call: per row, a pack call of its own costs more in argument handling and bytes objects than converting its values.
+PENDING_ROWS = 2048
 _FIRING_SIZE, _CALL_SIZE = FIRING_ROW.size, CALL_ROW.size
-_pack_call, _pack_end = CALL_ROW.pack, FIRING_END.pack_into
+_pack_firing, _pack_call, _pack_end = FIRING_ROW.pack, CALL_ROW.pack, FIRING_END.pack_into
 _unpack_firing = FIRING_ROW.unpack_from
-# a row as it opens: its status and duration are zero bytes until it ends (fewer arguments to convert than FIRING_ROW)
-_OPEN = struct.Struct(FIRING_ROW.format[:-2] + f"{FIRING_END.size}x")
-_pack_open = _OPEN.pack
-assert _OPEN.size == _FIRING_SIZE and FIRING_END_AT == _FIRING_SIZE - FIRING_END.size
+_ST, _DUR = 7, 8  # where a pending firing row holds its status and duration (None while the firing is open)
+_BLOCK = 64  # rows packed per struct call (a struct holds 32 bytes per field: 64 firing rows take 18 KB)
+_BLOCKS: dict[str, struct.Struct] = {}  # row format -> the struct that packs _BLOCK rows
+
+
+def _pack_many(row: struct.Struct, rows: list[Any]) -> bytes:
+    """Rows of format `row` packed, _BLOCK at a time (raises struct.error/TypeError as `row.pack` would)."""
+    block = _BLOCKS.get(row.format)
+    if block is None:
+        block = _BLOCKS[row.format] = struct.Struct("<" + row.format[1:] * _BLOCK)
+    whole = len(rows) - len(rows) % _BLOCK
+    packed = [block.pack(*chain.from_iterable(rows[i:i + _BLOCK])) for i in range(0, whole, _BLOCK)]
+    if whole < len(rows):
+        packed.append(struct.pack("<" + row.format[1:] * (len(rows) - whole), *chain.from_iterable(rows[whole:])))
+    return b"".join(packed)
 
 
 def _add(aggregates: dict[tuple[int, ...], Aggregate], key: tuple[int, ...], dur: int) -> None:
@@ -69,7 +85,16 @@ class Recorder:
         self.firings, self.calls = self.data.firings.packed, self.data.calls.packed
         self.long_firings, self.long_calls = self.data.firings.long, self.data.calls.long
         self.device_times = self.data.firings.device
-        self.add_firing, self.add_call = self.firings.extend, self.calls.extend
+        # Rows not packed yet. A firing's is a list in FIRING_FIELDS' stored order (start, epoch, iter, loop, parent,
+        # event, mode, status, duration; the duration None while it is open), row `count[0] - len(rows) + i` at i;
+        # one packed while its firing was open is in `unended` until it ends. A call's is a CALL_ROW tuple.
+        self.rows: list[list[Any]] = []
+        self.add_row = self.rows.append
+        self.count = [0]  # firing rows made, packed or not
+        self.unended: dict[int, list[Any]] = {}
+        self.pending_calls: list[tuple[int, int, int, int, int]] = []
+        self.add_pending_call = self.pending_calls.append
+        self.packed_calls = 0  # call rows packed
         self.overflow_firings, self.overflow_calls = self.data.overflow_firings, self.data.overflow_calls
         self.overflow_nested, self.overflow_work = self.data.overflow_nested, self.data.overflow_work
         self.event_ids: dict[str, int] = {}
@@ -80,7 +105,7 @@ class Recorder:
         self.loop_stack: list[int] = []  # open loops, innermost last
         # Open firings with a row are a chain: the innermost one's index in `cur`, each row's parent the next. Firings
         # past the cap (dropped: no row) are kept open here, innermost last: (event id, mode, loop, start, the `cur`
-        # they were opened in); while one is, `short` sends every firing down the full path.
+        # they were opened in); while one is, `limit` sends every firing down the full path.
         self.cur = [-1]  # the innermost open firing (-1: none, or dropped)
         self.dropped: list[tuple[int, int, int, int, int]] = []
         # [end of the last firing closed (at any level), the sibling: the row of the last firing closed at this level
@@ -89,11 +114,13 @@ class Recorder:
         self.marks = [0, -1, -1, -1]
         self.top_row = 0  # the first row made in the open outermost loop, if made
         self.sibling: tuple[int, int] | None = None  # (event id, end) of the last dropped firing closed
-        self.call_cap = min(max_calls, MAX_INDEX) * _CALL_SIZE  # in bytes of packed rows
-        self.firing_cap = min(max_firings, MAX_INDEX) * _FIRING_SIZE
+        self.call_cap = min(max_calls, MAX_INDEX)  # in rows
+        self.firing_cap = min(max_firings, MAX_INDEX)
         self.device = self.clock.name != "host"  # event boundaries also marked on a device clock
-        self.short_cap = -1 if self.device else self.firing_cap  # begin_firing's short path: host clock, under the cap
-        self.short = [self.short_cap]  # the short path's cap now (-1 while a dropped firing is open)
+        # the short paths' bounds: begin_firing's on `count[0]` (-1 on a device clock and while a dropped firing is
+        # open; else the cap, or where the pending rows are packed), call's on len(pending_calls) (likewise)
+        self.limit = [-1 if self.device else min(self.firing_cap, PENDING_ROWS)]
+        self.call_limit = [min(self.call_cap, PENDING_ROWS)]
         self.change_cap = max_calls * NCH
         self.no_handler = [0]  # calls to callbacks without a handler for the event: outside any loop, then per loop
         self.deferred: list[int] = []  # positions in `device_times` awaiting a deferred clock's times
@@ -160,7 +187,7 @@ class Recorder:
         data.loop_spans.append([start if start is not None else self.now(), -1, self.loop, parent_firing, -1, -1])
         if self.loop < 0 and not self._open():  # an outermost loop: the run's time is tiled from here
             self.marks[1:] = [-1, -1, -1]
-            self.top_row = len(self.firings) // _FIRING_SIZE
+            self.top_row = self.count[0]
         self.loop_stack.append(index)
         self.loop = index
         self.no_handler.append(0)
@@ -202,11 +229,31 @@ class Recorder:
         """True while any firing is open."""
         return self.cur[0] >= 0 or bool(self.dropped)
 
+    def _row(self, index: int) -> Any:
+        """Firing row `index` in FIRING_FIELDS' stored order, packed or not (its duration: None while open, LONG
+        for one kept in `long_firings` once packed)."""
+        first = self.count[0] - len(self.rows)
+        if index >= first:
+            return self.rows[index - first]
+        found = self.unended.get(index)
+        return found if found is not None else _unpack_firing(self.firings, index * _FIRING_SIZE)
+
+    def _epoch_iter(self, index: int) -> tuple[int, int]:
+        """The epoch and iteration of firing `index` as its row holds them (-1, -1: none, or not 32-bit integers)."""
+        if index < 0:
+            return -1, -1
+        epoch, iteration = self._row(index)[1:3]
+        try:
+            FIRING_EPOCH_ITER.pack(epoch, iteration)
+        except (struct.error, TypeError):
+            return -1, -1
+        return epoch, iteration
+
     def _innermost(self) -> tuple[int, int, int, int]:
         """(index or -1, event id, mode, loop) of the innermost open firing; (-1, -1, 0, loop) when none is open."""
         index = self.cur[0]
         if index >= 0:
-            row = _unpack_firing(self.firings, index * _FIRING_SIZE)
+            row = self._row(index)
             return index, row[5], row[6], row[3]
         if self.dropped:
             eid, mode, loop, _, _ = self.dropped[-1]
@@ -217,48 +264,45 @@ class Recorder:
         """(event id, end) of the last firing closed at the level a firing begins at, if any."""
         marks = self.marks
         if marks[1] >= 0:
-            return _unpack_firing(self.firings, marks[1] * _FIRING_SIZE)[5], marks[0]
+            return self._row(marks[1])[5], marks[0]
         return self.sibling if marks[1] == -2 else None
 
     def _first_top(self, start: int) -> None:
         """A top-level firing begins at `start` on the full path: the first of its outermost loop if no row came before."""
-        if self.marks[2] < 0 and len(self.firings) // _FIRING_SIZE == self.top_row:
+        if self.marks[2] < 0 and self.count[0] == self.top_row:
             self.marks[2] = start
 
     def _top_first(self) -> int:
         """Start of the first top-level firing of the open outermost loop (-1: none): one the full path saw before any
         row, else the loop's first row (nothing was open as the loop began, so its first firing is top-level)."""
-        if self.marks[2] >= 0 or len(self.firings) // _FIRING_SIZE <= self.top_row:
+        if self.marks[2] >= 0 or self.count[0] <= self.top_row:
             return self.marks[2]
-        return _unpack_firing(self.firings, self.top_row * _FIRING_SIZE)[0]
+        return self._row(self.top_row)[0]
 
     def begin_firing(self, event: str, mode: int, epoch: int, iteration: int) -> int:
         """Open an event firing; returns its index (or -1 once past the cap)."""
         eid = self.short_ids.get(event)
-        firings = self.firings
-        if eid is None or len(firings) >= self.short[0]:
+        index = self.count[0]
+        if eid is None or index >= self.limit[0]:
             return self._begin_firing(event, mode, epoch, iteration)
-        start = self.now()
-        index = len(firings) >> 5  # rows of 32 bytes
-        cur, marks = self.cur, self.marks
+        self.count[0] = index + 1
+        cur = self.cur
         parent = cur[0]
         cur[0] = index
-        marks[1] = -1  # this firing's own children start a new level
-        try:
-            self.add_firing(_pack_open(start, epoch, iteration, self.loop, parent, eid, mode))
-        except (struct.error, TypeError):  # an epoch or iteration that is not a 32-bit integer: recorded as -1
-            self.add_firing(_pack_open(start, -1, -1, self.loop, parent, eid, mode))
+        self.marks[1] = -1  # this firing's own children start a new level
+        self.add_row([self.now(), epoch, iteration, self.loop, parent, eid, mode, 0, None])
         return index
 
     def _begin_firing(self, event: str, mode: int, epoch: int, iteration: int) -> int:
         """begin_firing's full path: a new event, past the cap, a dropped firing open, or a device clock to mark."""
         eid = self.event_id(event)
-        firings = self.firings
         loop = self.loop
         opened = self._open()
         sibling = self._sibling()
         self.marks[1] = -1  # this firing's own children start a new level
-        if len(firings) >= self.firing_cap or eid > MAX_EVENT:  # past the cap (or an event a row cannot name)
+        if self.rows and self.count[0] >= self.limit[0]:
+            self.pack_rows()
+        if self.count[0] >= self.firing_cap or eid > MAX_EVENT:  # past the cap (or an event a row cannot name)
             start = self.now()
             if sibling is not None:  # the work since the previous firing at this level, kept as an aggregate
                 _add(self.overflow_work, (loop, sibling[0], eid, mode, 1 if opened else 0), start - sibling[1])
@@ -266,9 +310,9 @@ class Recorder:
                 self._first_top(start)
             self.dropped.append((eid, mode, loop, start, self.cur[0]))
             self.cur[0] = -1
-            self.short[0] = -1  # firings inside a dropped one take the full path
+            self.limit[0] = -1  # firings inside a dropped one take the full path
             return -1
-        index = len(firings) // _FIRING_SIZE
+        index = self.count[0]
         parent = self.cur[0]
         self.cur[0] = index
         if self.device:
@@ -278,10 +322,8 @@ class Recorder:
         start = self.now()
         if not opened:
             self._first_top(start)
-        try:
-            self.add_firing(_pack_open(start, epoch, iteration, loop, parent, eid, mode))
-        except (struct.error, TypeError):  # an epoch or iteration that is not a 32-bit integer: recorded as -1
-            self.add_firing(_pack_open(start, -1, -1, loop, parent, eid, mode))
+        self.count[0] = index + 1
+        self.add_row([start, epoch, iteration, loop, parent, eid, mode, 0, None])
         return index
 
     def end_firing(self, index: int, status: int, end: int | None = None) -> None:
@@ -291,21 +333,16 @@ class Recorder:
             end = self.now()
         if index < 0 or self.device:
             return self._end_firing(index, status, end)
-        row = _unpack_firing(self.firings, index << 5)
-        self.closed(index, row[4], row[0], status, end)
+        self.closed(index, self._row(index), status, end)
 
-    def closed(self, index: int, parent: int, start: int, status: int, end: int) -> None:
-        """The short path's end of firing `index` (opened at `start` inside `parent`), for `HotPath.closed`."""
-        self.cur[0] = parent
+    def closed(self, index: int, row: list[Any], status: int, end: int) -> None:
+        """The end of firing `index`, whose pending `row` (a list, see `rows`) is still open."""
+        self.cur[0] = row[4]
         marks = self.marks
         marks[0], marks[1] = end, index
-        if parent < 0 and not self.dropped:
+        if row[4] < 0 and not self.dropped:
             marks[3] = end
-        dur = end - start
-        if dur >= LONG:
-            self.long_firings[index] = dur
-            dur = LONG
-        _pack_end(self.firings, (index << 5) + FIRING_END_AT, status, dur)
+        row[_ST], row[_DUR] = status, end - row[0]
 
     def _end_firing(self, index: int, status: int, end: int) -> None:
         """end_firing's full path: a firing past the cap, or a device clock to mark."""
@@ -319,11 +356,10 @@ class Recorder:
             if not opened:
                 marks[3] = end
             if not self.dropped:
-                self.short[0] = self.short_cap
+                self.limit[0] = self._limit()
             _add(self.overflow_nested if opened else self.overflow_firings, (loop, eid, mode), end - start)
             return
-        row = _unpack_firing(self.firings, index * _FIRING_SIZE)
-        self.closed(index, row[4], row[0], status, end)
+        self.closed(index, self._row(index), status, end)
         if self.device:
             self.device_times[2 * index + 1] = self.clock.mark()
             if self.clock.deferred:
@@ -334,29 +370,89 @@ class Recorder:
     def call(self, cb_id: int, start: int, end: int, status: int) -> None:
         """Record one callback call inside the innermost open firing."""
         firing = self.cur[0]
-        dur = end - start
-        if firing >= 0 and len(self.calls) < self.call_cap and dur < LONG:
-            self.add_call(_pack_call(start, firing, cb_id, dur, status))
+        if firing >= 0 and len(self.pending_calls) < self.call_limit[0]:
+            self.add_pending_call((start, firing, cb_id, end - start, status))
             return
         self._call(cb_id, start, end, status)
 
     def _call(self, cb_id: int, start: int, end: int, status: int) -> None:
-        """call's full path: past the cap, outside any firing, or a duration a row cannot hold."""
+        """call's full path: the pending calls to pack, past the cap, or outside any firing."""
+        if self.pending_calls and len(self.pending_calls) >= self.call_limit[0]:
+            self.pack_calls()
         firing = self.cur[0]
-        if firing >= 0 and len(self.calls) < self.call_cap:
-            dur = end - start
-            if dur >= LONG:
-                self.long_calls[len(self.calls) // _CALL_SIZE] = dur
-                dur = LONG
-            self.add_call(_pack_call(start, firing, cb_id, dur, status))
+        if firing >= 0 and len(self.pending_calls) < self.call_limit[0]:
+            self.add_pending_call((start, firing, cb_id, end - start, status))
             return
         _, eid, mode, loop = self._innermost()
         _add(self.overflow_calls, (loop, eid, mode, cb_id, status), end - start)
 
+    # -- packing ----------------------------------------------------------------------------------
+
+    def _limit(self) -> int:
+        """begin_firing's short-path bound on `count[0]` now: the cap, or where the pending rows fill up."""
+        return -1 if self.device or self.dropped else min(self.firing_cap, self.count[0] - len(self.rows) + PENDING_ROWS)
+
+    def pack_rows(self) -> None:
+        """Pack every pending firing row (an open one as open, kept in `unended` until it ends), and the ends of
+        rows packed open that have ended since."""
+        rows, unended = self.rows, self.unended
+        first = self.count[0] - len(rows)
+        for index, row in [(index, row) for index, row in unended.items() if row[_DUR] is not None]:
+            del unended[index]
+            self._pack_end(index, row)
+        opened = [(i, row) for i, row in enumerate(rows) if row[_DUR] is None] if self._open() else []
+        for i, row in opened:
+            unended[first + i] = row
+            row[_DUR] = 0
+        try:
+            self.firings += _pack_many(FIRING_ROW, rows)
+        except (struct.error, TypeError):  # a value a row cannot hold as it is: row by row
+            for i, row in enumerate(rows):
+                self.firings += self._packed_firing(first + i, row)
+        for _, row in opened:
+            row[_DUR] = None
+        rows.clear()
+        self.limit[0] = self._limit()
+
+    def _packed_firing(self, index: int, row: list[Any]) -> bytes:
+        """One firing row packed: an epoch or iteration that is not a 32-bit integer is recorded as -1, a duration
+        a row cannot hold is kept in `long_firings`."""
+        start, epoch, iteration, loop, parent, eid, mode, status, dur = row
+        if not 0 <= dur < LONG:
+            self.long_firings[index] = dur
+            dur = LONG
+        try:
+            return _pack_firing(start, epoch, iteration, loop, parent, eid, mode, status, dur)
+        except (struct.error, TypeError):
+            return _pack_firing(start, -1, -1, loop, parent, eid, mode, status, dur)
+
+    def _pack_end(self, index: int, row: list[Any]) -> None:
+        """Write the end of a row packed while its firing was open."""
+        dur = row[_DUR]
+        if not 0 <= dur < LONG:
+            self.long_firings[index] = dur
+            dur = LONG
+        _pack_end(self.firings, index * _FIRING_SIZE + FIRING_END_AT, row[_ST], dur)
+
+    def pack_calls(self) -> None:
+        """Pack every pending call row."""
+        pending = self.pending_calls
+        try:
+            self.calls += _pack_many(CALL_ROW, pending)
+        except (struct.error, TypeError):  # a duration a row cannot hold: row by row
+            for i, (start, firing, cb_id, dur, status) in enumerate(pending):
+                if not 0 <= dur < LONG:
+                    self.long_calls[self.packed_calls + i] = dur
+                    dur = LONG
+                self.calls += _pack_call(start, firing, cb_id, dur, status)
+        self.packed_calls += len(pending)
+        pending.clear()
+        self.call_limit[0] = min(self.call_cap - self.packed_calls, PENDING_ROWS)
+
     def changed(self, cb_id: int, names: list[str]) -> None:
         """Record that a callback's call (in the innermost open firing) changed these attributes."""
         index, eid, mode, loop = self._innermost()
-        epoch, iteration = self.data.firings.epoch_iter(index) if index >= 0 else (-1, -1)
+        epoch, iteration = self._epoch_iter(index)
         data = self.data
         for name in names:
             aid = self.attr_ids.get(name)
@@ -401,6 +497,8 @@ class Recorder:
         the caps filled in."""
         self.end_loops()
         self.drain()
+        self.pack_rows()
+        self.pack_calls()
         data = self.data
         data.no_handler_calls = sum(self.no_handler)
         data.no_handler_by_loop = self.no_handler[1:]
@@ -411,28 +509,25 @@ class Recorder:
 class HotPath:
     """What a tracer needs to record firings and calls in its own frame (no call into the recorder), bound once.
 
-    Under `len(firings) < short[0]` (a host clock, under the firing cap, no dropped firing open), for an event whose
-    `rec.short_id(event)` is `eid >= 0`, a firing is recorded exactly as `begin_firing`/`end_firing` would:
+    Under `count[0] < limit[0]` (a host clock, under the firing cap and the pending rows' bound, no dropped firing
+    open), for an event whose `rec.short_id(event)` is `eid >= 0`, a firing is recorded exactly as
+    `begin_firing`/`end_firing` would:
 
-        start = now(); index = len(firings) >> 5; parent = cur[0]; cur[0] = index
-        marks[1] = -1  # (the first top-level firing of an outermost loop is found from the rows when it ends)
-        add_firing(pack_open(start, epoch, iteration, rec.loop, parent, eid, mode))  # on struct.error/TypeError: -1, -1
-        ...                                                                         # the firing runs
+        index = count[0]; count[0] = index + 1; parent = cur[0]; cur[0] = index; marks[1] = -1
+        row = [now(), epoch, iteration, rec.loop, parent, eid, mode, 0, None]; add_row(row)
+        ...                                                       # the firing runs
         end = now(); cur[0] = parent; marks[0] = end; marks[1] = index
         if parent < 0: marks[3] = end
-        if end - start < long: pack_end(firings, (index << 5) + end_at, status, end - start)
-        else: closed(index, parent, start, status, end)  # the recorder's own end, which does all of the above
+        row[7] = status (when not 0); row[8] = end - row[0]       # the row is packed later, checked then
 
-    Otherwise `index = begin_firing(...)` and `end_firing(index, status)`. A call
-    in the innermost open firing is `add_call(pack_call(start, cur[0], cid, end - start, status))` when `cur[0] >= 0`,
-    `len(calls) < call_cap` and `end - start < long`, else `call(cid, start, end, status)`."""
+    Otherwise `index = begin_firing(...)` and `end_firing(index, status)`. A call in the innermost open firing is
+    `add_call((start, cur[0], cid, end - start, status))` when `cur[0] >= 0` and `len(calls) < call_limit[0]`, else
+    `call(cid, start, end, status)`."""
 
-    __slots__ = ("now", "firings", "add_firing", "pack_open", "cur", "marks", "short", "closed", "pack_end", "end_at",
-                 "calls", "add_call", "pack_call", "call_cap", "long", "call")
+    __slots__ = ("now", "count", "limit", "add_row", "cur", "marks", "calls", "add_call", "call_limit", "call")
 
     def __init__(self, rec: Recorder):
-        self.now, self.firings, self.add_firing, self.pack_open = rec.now, rec.firings, rec.add_firing, _pack_open
-        self.cur, self.marks, self.short, self.closed = rec.cur, rec.marks, rec.short, rec.closed
-        self.pack_end, self.end_at = _pack_end, FIRING_END_AT
-        self.calls, self.add_call, self.pack_call, self.call_cap = rec.calls, rec.add_call, _pack_call, rec.call_cap
-        self.long, self.call = LONG, rec.call
+        self.now, self.count, self.limit, self.add_row = rec.now, rec.count, rec.limit, rec.add_row
+        self.cur, self.marks = rec.cur, rec.marks
+        self.calls, self.add_call, self.call_limit = rec.pending_calls, rec.add_pending_call, rec.call_limit
+        self.call = rec.call

@@ -9,7 +9,6 @@ handler set on a callback) and at the start of each loop, where every timed hand
 """
 from __future__ import annotations
 
-import struct
 import weakref
 from typing import Any, Callable
 
@@ -346,14 +345,13 @@ class LearnerTrace:
         rec = self.rec
         begin, end_firing = rec.begin_firing, rec.end_firing
         hot = rec.hot_path()
-        now, firings, add_firing, pack_open = hot.now, hot.firings, hot.add_firing, hot.pack_open
-        cur, marks, short, closed = hot.cur, hot.marks, hot.short, hot.closed
-        pack_end, end_at, long = hot.pack_end, hot.end_at, hot.long
+        now, count, limit, add_row, cur, marks = hot.now, hot.count, hot.limit, hot.add_row, hot.cur, hot.marks
         no_handler = rec.no_handler
         tables = self.tables
         live = self.live
         extras, bare, removed = self.extras, self.bare, self.removed
         table_of, skipped, cut_short = self.table, self.skipped, self.cut_short
+        attrs = learn.__dict__
 
         def _call_one(event: str) -> Any:
             if event in _LOOP_EVENTS and self.starts_loop(event):
@@ -365,19 +363,14 @@ class LearnerTrace:
             mode, handled, quiet, _, eid = table
             if mode < 0:
                 mode = 1 if learn.training else 2  # fastai's own phase: Callback.__call__ reads learn.training
-            attrs = learn.__dict__
-            size = len(firings)
-            if eid >= 0 and size < short[0]:  # begin_firing's short path, written out (`HotPath`)
-                start = now()
-                index = size >> 5
+            index = count[0]
+            if index < limit[0] and eid >= 0:  # begin_firing's short path, written out (`HotPath`)
+                count[0] = index + 1
                 parent = cur[0]
                 cur[0] = index
                 marks[1] = -1
-                try:
-                    add_firing(pack_open(start, attrs.get("epoch", -1), attrs.get("iter", -1), rec.loop, parent, eid,
-                                         mode))
-                except (struct.error, TypeError):  # an epoch or iteration that is not a 32-bit integer
-                    add_firing(pack_open(start, -1, -1, rec.loop, parent, eid, mode))
+                row = [now(), attrs.get("epoch", -1), attrs.get("iter", -1), rec.loop, parent, eid, mode, 0, None]
+                add_row(row)
                 outer = live[0]
                 serial = live[0] = index + 1
             else:
@@ -417,10 +410,9 @@ class LearnerTrace:
                     marks[1] = index
                     if parent < 0:
                         marks[3] = end
-                    if end - start < long:
-                        pack_end(firings, (index << 5) + end_at, status, end - start)
-                    else:
-                        closed(index, parent, start, status, end)
+                    if status:
+                        row[7] = status
+                    row[8] = end - row[0]
                 else:
                     end_firing(index, status)
                 if extras:

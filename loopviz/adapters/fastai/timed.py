@@ -119,8 +119,7 @@ def make_timed(slot: Slot, handler: Any, live: list[int], hot: HotPath, register
     outside one it passes straight through. Its trace's state is reached only through closure cells: this runs at
     every handler call fastai makes."""
     box = [handler]
-    now, cur, calls, add_call, pack_call = hot.now, hot.cur, hot.calls, hot.add_call, hot.pack_call
-    call_cap, long, record = hot.call_cap, hot.long, hot.call
+    now, cur, calls, add_call, call_limit, record = hot.now, hot.cur, hot.calls, hot.add_call, hot.call_limit, hot.call
 
     @functools.wraps(handler)
     def timed(*args: Any, **kwargs: Any) -> Any:
@@ -142,9 +141,8 @@ def make_timed(slot: Slot, handler: Any, live: list[int], hot: HotPath, register
             if cid < 0:
                 cid = register(slot)
             firing = cur[0]
-            dur = end - start
-            if firing >= 0 and len(calls) < call_cap and dur < long:
-                add_call(pack_call(start, firing, cid, dur, status))
+            if firing >= 0 and len(calls) < call_limit[0]:
+                add_call((start, firing, cid, end - start, status))
             else:
                 record(cid, start, end, status)
 
