@@ -36,6 +36,7 @@ CANCELS = tuple(
 )
 _INNER = frozenset(fastai_core._inner_loop)
 _LOOP_EVENTS = frozenset({"before_fit", "before_validate"})  # the events that may open a loop
+_CLOSING = frozenset({"after_fit", "after_validate"})  # the events that may close a loop begun without an entry point
 _BATCH_EVENTS = _INNER | {"after_cancel_step"}  # the events of a batch, whose phase is learn.training
 _PHASE_MODE = {
     "before_train": 1, "after_cancel_train": 1, "after_train": 1,
@@ -45,8 +46,8 @@ SKIP_STATUS = {None: RAN, "run=False": SKIPPED, "run_train=False": SKIPPED_TRAIN
 RANGE_PREFIX = "fastai"  # the name of every range a fastai trace opens (ranges=True) starts with it and a space
 
 # (mode or -1: read learn.training, the slots of the callbacks with a handler, how many have none, their ids, the
-# event's `Recorder.short_id`)
-Table = tuple[int, tuple[Slot, ...], int, frozenset[int], int]
+# event's `Recorder.short_id`, whether its top-level firings may take the lean path: see `LearnerTrace.firing`)
+Table = tuple[int, tuple[Slot, ...], int, frozenset[int], int, bool]
 
 
 class LearnerTrace:
@@ -202,7 +203,8 @@ class LearnerTrace:
             else:
                 quiet.append(id(cb))
         eid = self.rec.short_id(event)
-        table = self.tables[event] = (mode, tuple(handled), len(quiet), frozenset(quiet), eid)
+        lean = eid >= 0 and not self.extras and event not in _LOOP_EVENTS and event not in _CLOSING
+        table = self.tables[event] = (mode, tuple(handled), len(quiet), frozenset(quiet), eid, lean)
         return table
 
     def wrap(self, cb: Any, event: str) -> bool:
@@ -318,7 +320,7 @@ class LearnerTrace:
     def cut_short(self, learn: Learner, table: Table, serial: int, event: str) -> None:
         """A firing an exception ended: fastai called the callbacks in its order up to the one that raised, and
         none after it. Without a handler that raised (an interrupt elsewhere), up to the last handler that ran."""
-        _, handled, _, quiet, _ = table
+        _, handled, _, quiet, _, _ = table
         raiser, self.raiser = self.raiser, None
         order = sorted(learn.cbs, key=lambda cb: getattr(cb, "order", 0))  # fastai's own sort (stable)
         ran = {slot.key for slot in handled if slot.ran == serial}
@@ -340,8 +342,71 @@ class LearnerTrace:
         """The `_call_one` put on the traced learner instance: records one firing around the class's (fastai's own, or
         whatever another library installed there; looked up again at each loop's start). The hot path, with the state
         it reads bound once; the trace does not hold it (the learner does, and the trace holds the learner weakly).
-        The firing's row is written here, by the recorder's `HotPath` protocol, where it can be."""
+
+        Most firings take the lean path: a top-level firing (none of this trace open) of an event seen before, with
+        nothing but timings to record (no ranges, no waits), that opens or closes no loop, under the recorder's row
+        bound, once the learner has an epoch and an iteration. Everything else takes `general_firing`, which records the same rows. Both write the row by the
+        recorder's `HotPath` protocol."""
         dispatch = [type(learn)._call_one]
+        general = self.general_firing(learn, dispatch)
+        rec = self.rec
+        hot = rec.hot_path()
+        now, count, limit, add_row, cur, marks = hot.now, hot.count, hot.limit, hot.add_row, hot.cur, hot.marks
+        no_handler, tables, live, removed = rec.no_handler, self.tables, self.live, self.removed
+        skipped, cut_short = self.skipped, self.cut_short
+        attrs = learn.__dict__
+
+        def _call_one(event: str) -> Any:
+            table = tables.get(event)
+            if table is None or live[0]:
+                return general(event)
+            mode, handled, quiet, _, eid, lean = table
+            index = count[0]
+            if not lean or index >= limit[0]:
+                return general(event)
+            try:
+                epoch, iteration = attrs["epoch"], attrs["iter"]
+            except KeyError:  # before the learner's first batch: no iteration yet
+                return general(event)
+            if mode < 0:
+                mode = 1 if learn.training else 2  # fastai's own phase: Callback.__call__ reads learn.training
+            count[0] = index + 1
+            parent = cur[0]
+            cur[0] = index
+            marks[1] = -1
+            row = [now(), epoch, iteration, rec.loop, parent, eid, mode, 0, None]
+            add_row(row)
+            serial = live[0] = index + 1
+            try:
+                return dispatch[0](learn, event)
+            except BaseException as error:
+                row[7] = outcome(error, CANCELS)
+                raise
+            finally:
+                live[0] = 0
+                if row[7]:
+                    cut_short(learn, table, serial, event)
+                else:
+                    if quiet:
+                        no_handler[rec.loop + 1] += quiet
+                    for slot in handled:
+                        if slot.ran != serial:
+                            skipped(slot, event)
+                end = now()
+                cur[0] = parent
+                marks[0] = end
+                marks[1] = index
+                if parent < 0:
+                    marks[3] = end
+                row[8] = end - row[0]
+                if removed:
+                    self.unwrap_removed(learn)
+
+        return _call_one
+
+    def general_firing(self, learn: Learner, dispatch: list[Any]) -> Callable[[str], Any]:
+        """`firing`'s general path: any firing (nested, a loop's first or last event, past the recorder's row bound,
+        with ranges or waits to record), `dispatch[0]` the class's `_call_one` (updated here at each loop's start)."""
         rec = self.rec
         begin, end_firing = rec.begin_firing, rec.end_firing
         hot = rec.hot_path()
@@ -360,7 +425,7 @@ class LearnerTrace:
             table = tables.get(event)
             if table is None:
                 table = table_of(learn, event)
-            mode, handled, quiet, _, eid = table
+            mode, handled, quiet, _, eid, _ = table
             if mode < 0:
                 mode = 1 if learn.training else 2  # fastai's own phase: Callback.__call__ reads learn.training
             index = count[0]

@@ -119,32 +119,33 @@ def make_timed(slot: Slot, handler: Any, live: list[int], hot: HotPath, register
     outside one it passes straight through. Its trace's state is reached only through closure cells: this runs at
     every handler call fastai makes."""
     box = [handler]
-    now, cur, calls, add_call, call_limit, record = hot.now, hot.cur, hot.calls, hot.add_call, hot.call_limit, hot.call
+    now, calls, add_call, call_limit, record = hot.now, hot.calls, hot.add_call, hot.call_limit, hot.call
+
+    def failed(serial: int, start: int, error: BaseException) -> None:
+        slot.ran = serial
+        raised(slot)
+        record(slot.cid if slot.cid >= 0 else register(slot), start, now(), outcome(error, cancels))
 
     @functools.wraps(handler)
     def timed(*args: Any, **kwargs: Any) -> Any:
         serial = live[0]
         if not serial:
             return box[0](*args, **kwargs)
-        status = ran
         start = now()
         try:
-            return box[0](*args, **kwargs)
+            result = box[0](*args, **kwargs)
         except BaseException as error:
-            status = outcome(error, cancels)
-            raised(slot)
+            failed(serial, start, error)
             raise
-        finally:
-            end = now()
-            slot.ran = serial
-            cid = slot.cid
-            if cid < 0:
-                cid = register(slot)
-            firing = cur[0]
-            if firing >= 0 and len(calls) < call_limit[0]:
-                add_call((start, firing, cid, end - start, status))
-            else:
-                record(cid, start, end, status)
+        end = now()
+        slot.ran = serial
+        cid = slot.cid
+        # a firing with a row has serial = its index + 1 (the recorder's innermost open firing: cur[0])
+        if cid >= 0 and serial > 0 and len(calls) < call_limit[0]:
+            add_call((start, serial - 1, cid, end - start, ran))
+        else:
+            record(cid if cid >= 0 else register(slot), start, end, ran)
+        return result
 
     return _mark(timed, slot, box)
 
