@@ -13,7 +13,7 @@ from hypothesis import strategies as st
 import loopviz.trace.record as record_module
 from loopviz.errors import LoopvizError
 from loopviz.trace.layout import (
-    C_DUR, F_DEV_END, F_DEV_START, F_END, F_EPOCH, F_EVENT, F_ITER, F_START, NC, NF,
+    C_DUR, C_FIRING, F_DEV_END, F_DEV_START, F_END, F_EPOCH, F_EVENT, F_ITER, F_PARENT, F_START, NC, NF,
 )
 from loopviz.trace.record import RAN, Recorder
 from loopviz.trace.records import MAX_EVENT, CallRecords, FiringRecords
@@ -130,3 +130,24 @@ def test_events_past_what_a_row_can_name_are_aggregated_not_lost():
     assert {data.events[key[1]] for key in data.overflow_firings} == set(names[MAX_EVENT + 1:])
     assert int(data.firings.matrix()[:, F_EVENT].max()) == MAX_EVENT
 
+
+
+def test_rows_packed_while_their_firing_is_open_get_their_end_later():
+    """An outer firing stays open while more rows than a batch are made inside it (a handler running get_preds):
+    its row is packed open, and its end, long duration included, is written when it ends."""
+    ticks = iter(range(0, 10**15, 1_000))
+    rec = Recorder(now=lambda: next(ticks))
+    outer = rec.begin_firing("after_epoch", 0, 4, 9)
+    for i in range(2 * record_module.PENDING_ROWS + 5):  # crosses two packings
+        inner = rec.begin_firing("after_batch", 2, 4, i)
+        rec.call(0, rec.now(), rec.now(), RAN)
+        rec.end_firing(inner, 0)
+    rec.end_firing(outer, 0, end=rec.now() + 7_000_000_000)  # past what 32 bits hold
+    data = rec.close()
+    m = data.firings.matrix()
+    assert len(m) == 2 * record_module.PENDING_ROWS + 6 and data.firings.long == {0: m[0, F_END] - m[0, F_START]}
+    assert m[0, F_END] - m[0, F_START] > 7_000_000_000 and (m[0, F_EPOCH], m[0, F_ITER]) == (4, 9)
+    assert (m[1:, F_PARENT] == 0).all() and m[1:, F_ITER].tolist() == list(range(len(m) - 1))
+    assert (m[1:, F_END] - m[1:, F_START] == 3_000).all()  # begin, two reads for the call, end
+    calls = data.calls.matrix()
+    assert len(calls) == len(m) - 1 and calls[:, C_FIRING].tolist() == list(range(1, len(m)))

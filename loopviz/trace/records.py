@@ -1,7 +1,7 @@
 """Raw records, packed: 32 bytes per event firing and 24 per callback call.
 
-The recorder appends each row as bytes (one `struct` pack, no Python object kept per record). Everything else
-reads the rows through `matrix()`, an int64 matrix in FIRING_FIELDS / CALL_FIELDS order, and trace files hold
+The recorder packs rows in batches (at most `record.PENDING_ROWS` wait as small Python lists until then; no Python
+object is kept per record once packed). Everything else reads the rows through `matrix()`, an int64 matrix in FIRING_FIELDS / CALL_FIELDS order, and trace files hold
 those same flat integers, so the packing is known only here and to the recorder.
 
 A row stores its duration in 32 bits (up to 4.29 s). A longer one (a callback saving a model, a validation run

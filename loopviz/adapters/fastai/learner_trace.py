@@ -371,10 +371,9 @@ class LearnerTrace:
             if mode < 0:
                 mode = 1 if learn.training else 2  # fastai's own phase: Callback.__call__ reads learn.training
             count[0] = index + 1
-            parent = cur[0]
-            cur[0] = index
+            cur[0] = index  # it was -1: the trace's recorder opens firings only for this learner, and none is open
             marks[1] = -1
-            row = [now(), epoch, iteration, rec.loop, parent, eid, mode, 0, None]
+            row = [now(), epoch, iteration, rec.loop, -1, eid, mode, 0, None]
             add_row(row)
             serial = live[0] = index + 1
             try:
@@ -393,11 +392,9 @@ class LearnerTrace:
                         if slot.ran != serial:
                             skipped(slot, event)
                 end = now()
-                cur[0] = parent
-                marks[0] = end
+                cur[0] = -1
+                marks[0] = marks[3] = end  # the last firing closed, and the last top-level one
                 marks[1] = index
-                if parent < 0:
-                    marks[3] = end
                 row[8] = end - row[0]
                 if removed:
                     self.unwrap_removed(learn)
