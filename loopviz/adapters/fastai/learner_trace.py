@@ -317,6 +317,19 @@ class LearnerTrace:
         at = self.now()
         self.rec.call(cid, at, at, status)
 
+    def settle(self, learn: Learner, table: Table, serial: int, event: str, status: int) -> None:
+        """What firing `serial` of `event` leaves to count as it ends: its calls to callbacks without a handler and
+        the handlers its callbacks' flags skipped, or, cut short by an exception (`status`), what `cut_short` finds."""
+        if status:
+            self.cut_short(learn, table, serial, event)
+            return
+        _, handled, quiet, _, _, _ = table
+        if quiet:
+            self.rec.no_handler[self.rec.loop + 1] += quiet
+        for slot in handled:
+            if slot.ran != serial:
+                self.skipped(slot, event)
+
     def cut_short(self, learn: Learner, table: Table, serial: int, event: str) -> None:
         """A firing an exception ended: fastai called the callbacks in its order up to the one that raised, and
         none after it. Without a handler that raised (an interrupt elsewhere), up to the last handler that ran."""
@@ -383,7 +396,7 @@ class LearnerTrace:
                 raise
             finally:
                 live[0] = 0
-                if row[7]:
+                if row[7]:  # `settle`, written out: this runs at nearly every event
                     cut_short(learn, table, serial, event)
                 else:
                     if quiet:
@@ -408,11 +421,10 @@ class LearnerTrace:
         begin, end_firing = rec.begin_firing, rec.end_firing
         hot = rec.hot_path()
         now, count, limit, add_row, cur, marks = hot.now, hot.count, hot.limit, hot.add_row, hot.cur, hot.marks
-        no_handler = rec.no_handler
         tables = self.tables
         live = self.live
         extras, bare, removed = self.extras, self.bare, self.removed
-        table_of, skipped, cut_short = self.table, self.skipped, self.cut_short
+        table_of, settle = self.table, self.settle
         attrs = learn.__dict__
 
         def _call_one(event: str) -> Any:
@@ -422,7 +434,7 @@ class LearnerTrace:
             table = tables.get(event)
             if table is None:
                 table = table_of(learn, event)
-            mode, handled, quiet, _, eid, _ = table
+            mode, handled, _, _, eid, _ = table
             if mode < 0:
                 mode = 1 if learn.training else 2  # fastai's own phase: Callback.__call__ reads learn.training
             index = count[0]
@@ -454,14 +466,7 @@ class LearnerTrace:
                 raise
             finally:
                 live[0] = outer
-                if status:
-                    cut_short(learn, table, serial, event)
-                else:
-                    if quiet:
-                        no_handler[rec.loop + 1] += quiet
-                    for slot in handled:
-                        if slot.ran != serial:
-                            skipped(slot, event)
+                settle(learn, table, serial, event, status)
                 if outer:
                     for slot, mark in zip(handled, ran):
                         slot.ran = mark
