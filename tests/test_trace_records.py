@@ -132,13 +132,16 @@ def test_events_past_what_a_row_can_name_are_aggregated_not_lost():
 
 
 
-def test_rows_packed_while_their_firing_is_open_get_their_end_later():
+def test_rows_made_inside_a_long_open_firing_are_packed_once_it_ends():
     """An outer firing stays open while more rows than a batch are made inside it (a handler running get_preds):
-    its row is packed open, and its end, long duration included, is written when it ends."""
+    nothing is packed while it is open (its values stay where its end is written), everything once it has ended,
+    its long duration included."""
     ticks = iter(range(0, 10**15, 1_000))
     rec = Recorder(now=lambda: next(ticks))
     outer = rec.begin_firing("after_epoch", 0, 4, 9)
-    for i in range(2 * record_module.PENDING_ROWS + 5):  # crosses two packings
+    for i in range(2 * record_module.PENDING_ROWS + 5):  # past the batch twice over
+        if i == record_module.PENDING_ROWS + 1:
+            assert len(rec.firings) == 0  # nothing packed while the outer firing is open
         inner = rec.begin_firing("after_batch", 2, 4, i)
         rec.call(0, rec.now(), rec.now(), RAN)
         rec.end_firing(inner, 0)

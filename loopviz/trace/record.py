@@ -1,8 +1,8 @@
 """`Recorder`: the framework-free, low-overhead store that adapters write event firings and callback calls to.
 
 Raw records are packed into bytes (`loopviz.trace.records`: 32 per firing, 24 per call, no Python object per
-span) up to a cap. A record is first a small Python list or tuple, and the latest `PENDING_ROWS` of them are packed
-together (one struct call for thousands of rows costs a quarter of one call per row); past the cap,
+span) up to a cap. A record's values are first appended to a flat list, and up to `PENDING_ROWS` rows of them are
+packed together, 64 rows per struct call, when no firing is open; past the cap,
 each record only updates a fixed-size aggregate (count, total, min, max, log2 histogram) kept per loop,
 so memory stays bounded however long the run. What the reports need whole is kept whatever the cap:
 each loop's span, the work between sibling firings past the cap, and calls without a handler per loop.
@@ -11,7 +11,7 @@ Everything recorded lands in one `TraceData`.
 from __future__ import annotations
 
 import struct
-from itertools import chain
+import sys
 from time import perf_counter_ns
 from typing import Any, Callable
 
@@ -22,33 +22,46 @@ from loopviz.trace.layout import (
     SKIPPED_VALID, STATUS,
 )
 from loopviz.trace.records import (
-    CALL_ROW, FIRING_END, FIRING_END_AT, FIRING_EPOCH_ITER, FIRING_ROW, LONG, MAX_EVENT, MAX_INDEX,
+    CALL_ROW, FIRING_EPOCH_ITER, FIRING_ROW, LONG, MAX_EVENT, MAX_INDEX,
 )
 
 __all__ = ["Recorder", "FIRING_FIELDS", "CALL_FIELDS", "STATUS", "MODES", "RAN", "NO_HANDLER", "SKIPPED",
            "SKIPPED_TRAIN", "SKIPPED_VALID", "CANCELLED", "ERROR"]
 
 _DRAIN_EVERY = 4096  # deferred clock marks resolved per batch
-# Rows wait as Python objects until this many are made, then are packed by struct (`loopviz.trace.records`) in one
-# call: per row, a pack call of its own costs more in argument handling and bytes objects than converting its values.
+# Rows wait as values in a flat list until this many are made, then are packed by struct (`loopviz.trace.records`)
+# 64 at a time: per row, a pack call of its own costs more in argument handling and bytes objects than converting
+# its values, and a list or tuple per row more again in allocating and freeing it.
 PENDING_ROWS = 2048
 _FIRING_SIZE, _CALL_SIZE = FIRING_ROW.size, CALL_ROW.size
-_pack_firing, _pack_call, _pack_end = FIRING_ROW.pack, CALL_ROW.pack, FIRING_END.pack_into
+_pack_firing, _pack_call = FIRING_ROW.pack, CALL_ROW.pack
 _unpack_firing = FIRING_ROW.unpack_from
+_FW, _CW = len(FIRING_ROW.unpack(bytes(_FIRING_SIZE))), len(CALL_ROW.unpack(bytes(_CALL_SIZE)))  # values per row
 _ST, _DUR = 7, 8  # where a pending firing row holds its status and duration (None while the firing is open)
 _BLOCK = 64  # rows packed per struct call (a struct holds 32 bytes per field: 64 firing rows take 18 KB)
 _BLOCKS: dict[str, struct.Struct] = {}  # row format -> the struct that packs _BLOCK rows
 
 
-def _pack_many(row: struct.Struct, rows: list[Any]) -> bytes:
-    """Rows of format `row` packed, _BLOCK at a time (raises struct.error/TypeError as `row.pack` would)."""
+def _prefix(row: struct.Struct) -> str:
+    """The byte order and alignment to pack `row` in bulk with: native where it gives the same bytes (native
+    conversion is the faster one; the rows' layout needs no padding on a little-endian machine), else the row's own."""
+    body = row.format[1:]
+    same = sys.byteorder == "little" and struct.calcsize("@" + body * 2) == 2 * row.size
+    return "@" if same else row.format[0]
+
+
+def _pack_many(row: struct.Struct, values: list[Any], width: int) -> bytes:
+    """Rows of format `row`, `width` values each, packed _BLOCK at a time (raises struct.error/TypeError as
+    `row.pack` would)."""
     block = _BLOCKS.get(row.format)
     if block is None:
-        block = _BLOCKS[row.format] = struct.Struct("<" + row.format[1:] * _BLOCK)
-    whole = len(rows) - len(rows) % _BLOCK
-    packed = [block.pack(*chain.from_iterable(rows[i:i + _BLOCK])) for i in range(0, whole, _BLOCK)]
-    if whole < len(rows):
-        packed.append(struct.pack("<" + row.format[1:] * (len(rows) - whole), *chain.from_iterable(rows[whole:])))
+        block = _BLOCKS[row.format] = struct.Struct(_prefix(row) + row.format[1:] * _BLOCK)
+    step = _BLOCK * width
+    whole = len(values) - len(values) % step
+    packed = [block.pack(*values[i:i + step]) for i in range(0, whole, step)]
+    if whole < len(values):
+        rest = (len(values) - whole) // width
+        packed.append(struct.pack(_prefix(row) + row.format[1:] * rest, *values[whole:]))
     return b"".join(packed)
 
 
@@ -85,15 +98,15 @@ class Recorder:
         self.firings, self.calls = self.data.firings.packed, self.data.calls.packed
         self.long_firings, self.long_calls = self.data.firings.long, self.data.calls.long
         self.device_times = self.data.firings.device
-        # Rows not packed yet. A firing's is a list in FIRING_FIELDS' stored order (start, epoch, iter, loop, parent,
-        # event, mode, status, duration; the duration None while it is open), row `count[0] - len(rows) + i` at i;
-        # one packed while its firing was open is in `unended` until it ends. A call's is a CALL_ROW tuple.
-        self.rows: list[list[Any]] = []
-        self.add_row = self.rows.append
+        # Rows not packed yet, as flat values. A firing's nine in FIRING_ROW's stored order (start, epoch, iter, loop,
+        # parent, event, mode, status, duration; the duration None while it is open): row `count[0] - len(pending)
+        # // 9 + i` from value 9 * i. They are packed only while no firing is open, so an open firing's values stay
+        # where they are. A call's five in CALL_ROW's order.
+        self.pending: list[Any] = []
+        self.add_values = self.pending.extend
         self.count = [0]  # firing rows made, packed or not
-        self.unended: dict[int, list[Any]] = {}
-        self.pending_calls: list[tuple[int, int, int, int, int]] = []
-        self.add_pending_call = self.pending_calls.append
+        self.pending_calls: list[int] = []
+        self.add_call_values = self.pending_calls.extend
         self.packed_calls = 0  # call rows packed
         self.overflow_firings, self.overflow_calls = self.data.overflow_firings, self.data.overflow_calls
         self.overflow_nested, self.overflow_work = self.data.overflow_nested, self.data.overflow_work
@@ -118,9 +131,9 @@ class Recorder:
         self.firing_cap = min(max_firings, MAX_INDEX)
         self.device = self.clock.name != "host"  # event boundaries also marked on a device clock
         # the short paths' bounds: begin_firing's on `count[0]` (-1 on a device clock and while a dropped firing is
-        # open; else the cap, or where the pending rows are packed), call's on len(pending_calls) (likewise)
+        # open; else the cap, or where the pending rows are packed), call's on len(pending_calls) (likewise, in values)
         self.limit = [-1 if self.device else min(self.firing_cap, PENDING_ROWS)]
-        self.call_limit = [min(self.call_cap, PENDING_ROWS)]
+        self.call_limit = [min(self.call_cap, PENDING_ROWS) * _CW]
         self.change_cap = max_calls * NCH
         self.no_handler = [0]  # calls to callbacks without a handler for the event: outside any loop, then per loop
         self.deferred: list[int] = []  # positions in `device_times` awaiting a deferred clock's times
@@ -232,11 +245,10 @@ class Recorder:
     def _row(self, index: int) -> Any:
         """Firing row `index` in FIRING_FIELDS' stored order, packed or not (its duration: None while open, LONG
         for one kept in `long_firings` once packed)."""
-        first = self.count[0] - len(self.rows)
-        if index >= first:
-            return self.rows[index - first]
-        found = self.unended.get(index)
-        return found if found is not None else _unpack_firing(self.firings, index * _FIRING_SIZE)
+        at = (index - self.count[0]) * _FW + len(self.pending)
+        if at >= 0:
+            return self.pending[at:at + _FW]
+        return _unpack_firing(self.firings, index * _FIRING_SIZE)
 
     def _epoch_iter(self, index: int) -> tuple[int, int]:
         """The epoch and iteration of firing `index` as its row holds them (-1, -1: none, or not 32-bit integers)."""
@@ -290,7 +302,7 @@ class Recorder:
         parent = cur[0]
         cur[0] = index
         self.marks[1] = -1  # this firing's own children start a new level
-        self.add_row([self.now(), epoch, iteration, self.loop, parent, eid, mode, 0, None])
+        self.add_values((self.now(), epoch, iteration, self.loop, parent, eid, mode, 0, None))
         return index
 
     def _begin_firing(self, event: str, mode: int, epoch: int, iteration: int) -> int:
@@ -300,7 +312,7 @@ class Recorder:
         opened = self._open()
         sibling = self._sibling()
         self.marks[1] = -1  # this firing's own children start a new level
-        if self.rows and self.count[0] >= self.limit[0]:
+        if self.pending and self.count[0] >= self.limit[0] and not opened:
             self.pack_rows()
         if self.count[0] >= self.firing_cap or eid > MAX_EVENT:  # past the cap (or an event a row cannot name)
             start = self.now()
@@ -323,7 +335,7 @@ class Recorder:
         if not opened:
             self._first_top(start)
         self.count[0] = index + 1
-        self.add_row([start, epoch, iteration, loop, parent, eid, mode, 0, None])
+        self.add_values((start, epoch, iteration, loop, parent, eid, mode, 0, None))
         return index
 
     def end_firing(self, index: int, status: int, end: int | None = None) -> None:
@@ -333,16 +345,19 @@ class Recorder:
             end = self.now()
         if index < 0 or self.device:
             return self._end_firing(index, status, end)
-        self.closed(index, self._row(index), status, end)
+        self.closed(index, status, end)
 
-    def closed(self, index: int, row: list[Any], status: int, end: int) -> None:
-        """The end of firing `index`, whose pending `row` (a list, see `rows`) is still open."""
-        self.cur[0] = row[4]
+    def closed(self, index: int, status: int, end: int) -> None:
+        """The end of firing `index`, open, so its row is pending (rows are packed only while no firing is open)."""
+        pending = self.pending
+        at = (index - self.count[0]) * _FW + len(pending)
+        parent = pending[at + 4]
+        self.cur[0] = parent
         marks = self.marks
         marks[0], marks[1] = end, index
-        if row[4] < 0 and not self.dropped:
+        if parent < 0 and not self.dropped:
             marks[3] = end
-        row[_ST], row[_DUR] = status, end - row[0]
+        pending[at + _ST], pending[at + _DUR] = status, end - pending[at]
 
     def _end_firing(self, index: int, status: int, end: int) -> None:
         """end_firing's full path: a firing past the cap, or a device clock to mark."""
@@ -359,7 +374,7 @@ class Recorder:
                 self.limit[0] = self._limit()
             _add(self.overflow_nested if opened else self.overflow_firings, (loop, eid, mode), end - start)
             return
-        self.closed(index, self._row(index), status, end)
+        self.closed(index, status, end)
         if self.device:
             self.device_times[2 * index + 1] = self.clock.mark()
             if self.clock.deferred:
@@ -371,7 +386,7 @@ class Recorder:
         """Record one callback call inside the innermost open firing."""
         firing = self.cur[0]
         if firing >= 0 and len(self.pending_calls) < self.call_limit[0]:
-            self.add_pending_call((start, firing, cb_id, end - start, status))
+            self.add_call_values((start, firing, cb_id, end - start, status))
             return
         self._call(cb_id, start, end, status)
 
@@ -381,7 +396,7 @@ class Recorder:
             self.pack_calls()
         firing = self.cur[0]
         if firing >= 0 and len(self.pending_calls) < self.call_limit[0]:
-            self.add_pending_call((start, firing, cb_id, end - start, status))
+            self.add_call_values((start, firing, cb_id, end - start, status))
             return
         _, eid, mode, loop = self._innermost()
         _add(self.overflow_calls, (loop, eid, mode, cb_id, status), end - start)
@@ -390,35 +405,29 @@ class Recorder:
 
     def _limit(self) -> int:
         """begin_firing's short-path bound on `count[0]` now: the cap, or where the pending rows fill up."""
-        return -1 if self.device or self.dropped else min(self.firing_cap, self.count[0] - len(self.rows) + PENDING_ROWS)
+        if self.device or self.dropped:
+            return -1
+        return min(self.firing_cap, self.count[0] - len(self.pending) // _FW + PENDING_ROWS)
 
     def pack_rows(self) -> None:
-        """Pack every pending firing row (an open one as open, kept in `unended` until it ends), and the ends of
-        rows packed open that have ended since."""
-        rows, unended = self.rows, self.unended
-        first = self.count[0] - len(rows)
-        for index, row in [(index, row) for index, row in unended.items() if row[_DUR] is not None]:
-            del unended[index]
-            self._pack_end(index, row)
-        opened = [(i, row) for i, row in enumerate(rows) if row[_DUR] is None] if self._open() else []
-        for i, row in opened:
-            unended[first + i] = row
-            row[_DUR] = 0
+        """Pack every pending firing row (as the trace closes, one still open is packed open)."""
+        pending = self.pending
+        first = self.count[0] - len(pending) // _FW
         try:
-            self.firings += _pack_many(FIRING_ROW, rows)
+            self.firings += _pack_many(FIRING_ROW, pending, _FW)
         except (struct.error, TypeError):  # a value a row cannot hold as it is: row by row
-            for i, row in enumerate(rows):
-                self.firings += self._packed_firing(first + i, row)
-        for _, row in opened:
-            row[_DUR] = None
-        rows.clear()
+            for at in range(0, len(pending), _FW):
+                self.firings += self._packed_firing(first + at // _FW, pending[at:at + _FW])
+        pending.clear()
         self.limit[0] = self._limit()
 
     def _packed_firing(self, index: int, row: list[Any]) -> bytes:
         """One firing row packed: an epoch or iteration that is not a 32-bit integer is recorded as -1, a duration
-        a row cannot hold is kept in `long_firings`."""
+        a row cannot hold is kept in `long_firings`, an open firing's (None) as 0."""
         start, epoch, iteration, loop, parent, eid, mode, status, dur = row
-        if not 0 <= dur < LONG:
+        if dur is None:
+            dur = 0
+        elif not 0 <= dur < LONG:
             self.long_firings[index] = dur
             dur = LONG
         try:
@@ -426,28 +435,21 @@ class Recorder:
         except (struct.error, TypeError):
             return _pack_firing(start, -1, -1, loop, parent, eid, mode, status, dur)
 
-    def _pack_end(self, index: int, row: list[Any]) -> None:
-        """Write the end of a row packed while its firing was open."""
-        dur = row[_DUR]
-        if not 0 <= dur < LONG:
-            self.long_firings[index] = dur
-            dur = LONG
-        _pack_end(self.firings, index * _FIRING_SIZE + FIRING_END_AT, row[_ST], dur)
-
     def pack_calls(self) -> None:
         """Pack every pending call row."""
         pending = self.pending_calls
         try:
-            self.calls += _pack_many(CALL_ROW, pending)
+            self.calls += _pack_many(CALL_ROW, pending, _CW)
         except (struct.error, TypeError):  # a duration a row cannot hold: row by row
-            for i, (start, firing, cb_id, dur, status) in enumerate(pending):
+            for at in range(0, len(pending), _CW):
+                start, firing, cb_id, dur, status = pending[at:at + _CW]
                 if not 0 <= dur < LONG:
-                    self.long_calls[self.packed_calls + i] = dur
+                    self.long_calls[self.packed_calls + at // _CW] = dur
                     dur = LONG
                 self.calls += _pack_call(start, firing, cb_id, dur, status)
-        self.packed_calls += len(pending)
+        self.packed_calls += len(pending) // _CW
         pending.clear()
-        self.call_limit[0] = min(self.call_cap - self.packed_calls, PENDING_ROWS)
+        self.call_limit[0] = min(self.call_cap - self.packed_calls, PENDING_ROWS) * _CW
 
     def changed(self, cb_id: int, names: list[str]) -> None:
         """Record that a callback's call (in the innermost open firing) changed these attributes."""
@@ -514,20 +516,23 @@ class HotPath:
     `begin_firing`/`end_firing` would:
 
         index = count[0]; count[0] = index + 1; parent = cur[0]; cur[0] = index; marks[1] = -1
-        row = [now(), epoch, iteration, rec.loop, parent, eid, mode, 0, None]; add_row(row)
-        ...                                                       # the firing runs
+        at = len(values); start = now()
+        add_values((start, epoch, iteration, rec.loop, parent, eid, mode, 0, None))
+        ...                                                     # the firing runs (its values stay at `at`)
         end = now(); cur[0] = parent; marks[0] = end; marks[1] = index
         if parent < 0: marks[3] = end
-        row[7] = status (when not 0); row[8] = end - row[0]       # the row is packed later, checked then
+        values[at + 7] = status (when not 0); values[at + 8] = end - start   # packed later, checked then
 
     Otherwise `index = begin_firing(...)` and `end_firing(index, status)`. A call in the innermost open firing is
     `add_call((start, cur[0], cid, end - start, status))` when `cur[0] >= 0` and `len(calls) < call_limit[0]`, else
     `call(cid, start, end, status)`."""
 
-    __slots__ = ("now", "count", "limit", "add_row", "cur", "marks", "calls", "add_call", "call_limit", "call")
+    __slots__ = ("now", "count", "limit", "values", "add_values", "cur", "marks", "calls", "add_call", "call_limit",
+                 "call")
 
     def __init__(self, rec: Recorder):
-        self.now, self.count, self.limit, self.add_row = rec.now, rec.count, rec.limit, rec.add_row
+        self.now, self.count, self.limit = rec.now, rec.count, rec.limit
+        self.values, self.add_values = rec.pending, rec.add_values
         self.cur, self.marks = rec.cur, rec.marks
-        self.calls, self.add_call, self.call_limit = rec.pending_calls, rec.add_pending_call, rec.call_limit
+        self.calls, self.add_call, self.call_limit = rec.pending_calls, rec.add_call_values, rec.call_limit
         self.call = rec.call

@@ -358,13 +358,14 @@ class LearnerTrace:
 
         Most firings take the lean path: a top-level firing (none of this trace open) of an event seen before, with
         nothing but timings to record (no ranges, no waits), that opens or closes no loop, under the recorder's row
-        bound, once the learner has an epoch and an iteration. Everything else takes `general_firing`, which records the same rows. Both write the row by the
-        recorder's `HotPath` protocol."""
+        bound, once the learner has an epoch and an iteration. Everything else takes `general_firing`, which records
+        the same rows. Both write the row by the recorder's `HotPath` protocol."""
         dispatch = [type(learn)._call_one]
         general = self.general_firing(learn, dispatch)
         rec = self.rec
         hot = rec.hot_path()
-        now, count, limit, add_row, cur, marks = hot.now, hot.count, hot.limit, hot.add_row, hot.cur, hot.marks
+        now, count, limit, cur, marks = hot.now, hot.count, hot.limit, hot.cur, hot.marks
+        values, add_values = hot.values, hot.add_values
         no_handler, tables, live, removed = rec.no_handler, self.tables, self.live, self.removed
         skipped, cut_short = self.skipped, self.cut_short
         attrs = learn.__dict__
@@ -386,17 +387,19 @@ class LearnerTrace:
             count[0] = index + 1
             cur[0] = index  # it was -1: the trace's recorder opens firings only for this learner, and none is open
             marks[1] = -1
-            row = [now(), epoch, iteration, rec.loop, -1, eid, mode, 0, None]
-            add_row(row)
+            at = len(values)
+            start = now()
+            add_values((start, epoch, iteration, rec.loop, -1, eid, mode, 0, None))
             serial = live[0] = index + 1
+            status = 0
             try:
                 return dispatch[0](learn, event)
             except BaseException as error:
-                row[7] = outcome(error, CANCELS)
+                status = values[at + 7] = outcome(error, CANCELS)
                 raise
             finally:
                 live[0] = 0
-                if row[7]:  # `settle`, written out: this runs at nearly every event
+                if status:  # `settle`, written out: this runs at nearly every event
                     cut_short(learn, table, serial, event)
                 else:
                     if quiet:
@@ -408,7 +411,7 @@ class LearnerTrace:
                 cur[0] = -1
                 marks[0] = marks[3] = end  # the last firing closed, and the last top-level one
                 marks[1] = index
-                row[8] = end - row[0]
+                values[at + 8] = end - start
                 if removed:
                     self.unwrap_removed(learn)
 
@@ -420,7 +423,8 @@ class LearnerTrace:
         rec = self.rec
         begin, end_firing = rec.begin_firing, rec.end_firing
         hot = rec.hot_path()
-        now, count, limit, add_row, cur, marks = hot.now, hot.count, hot.limit, hot.add_row, hot.cur, hot.marks
+        now, count, limit, cur, marks = hot.now, hot.count, hot.limit, hot.cur, hot.marks
+        values, add_values = hot.values, hot.add_values
         tables = self.tables
         live = self.live
         extras, bare, removed = self.extras, self.bare, self.removed
@@ -443,8 +447,9 @@ class LearnerTrace:
                 parent = cur[0]
                 cur[0] = index
                 marks[1] = -1
-                row = [now(), attrs.get("epoch", -1), attrs.get("iter", -1), rec.loop, parent, eid, mode, 0, None]
-                add_row(row)
+                at = len(values)
+                start = now()
+                add_values((start, attrs.get("epoch", -1), attrs.get("iter", -1), rec.loop, parent, eid, mode, 0, None))
                 outer = live[0]
                 serial = live[0] = index + 1
             else:
@@ -478,8 +483,8 @@ class LearnerTrace:
                     if parent < 0:
                         marks[3] = end
                     if status:
-                        row[7] = status
-                    row[8] = end - row[0]
+                        values[at + 7] = status
+                    values[at + 8] = end - start
                 else:
                     end_firing(index, status)
                 if extras:
