@@ -131,7 +131,8 @@ class Recorder:
         self.firing_cap = min(max_firings, MAX_INDEX)
         self.device = self.clock.name != "host"  # event boundaries also marked on a device clock
         # the short paths' bounds: begin_firing's on `count[0]` (-1 on a device clock and while a dropped firing is
-        # open; else the cap, or where the pending rows are packed), call's on len(pending_calls) (likewise, in values)
+        # open; else the cap, or where the pending rows are packed), call's on len(pending_calls) (0 while a dropped
+        # firing is open, so that a call's firing is known from the innermost firing's serial; else likewise, in values)
         self.limit = [-1 if self.device else min(self.firing_cap, PENDING_ROWS)]
         self.call_limit = [min(self.call_cap, PENDING_ROWS) * _CW]
         self.change_cap = max_calls * NCH
@@ -322,7 +323,8 @@ class Recorder:
                 self._first_top(start)
             self.dropped.append((eid, mode, loop, start, self.cur[0]))
             self.cur[0] = -1
-            self.limit[0] = -1  # firings inside a dropped one take the full path
+            self.limit[0] = -1  # firings inside a dropped one take the full path, and so do calls
+            self.call_limit[0] = 0
             return -1
         index = self.count[0]
         parent = self.cur[0]
@@ -372,6 +374,7 @@ class Recorder:
                 marks[3] = end
             if not self.dropped:
                 self.limit[0] = self._limit()
+                self.call_limit[0] = self._call_limit()
             _add(self.overflow_nested if opened else self.overflow_firings, (loop, eid, mode), end - start)
             return
         self.closed(index, status, end)
@@ -391,11 +394,13 @@ class Recorder:
         self._call(cb_id, start, end, status)
 
     def _call(self, cb_id: int, start: int, end: int, status: int) -> None:
-        """call's full path: the pending calls to pack, past the cap, or outside any firing."""
-        if self.pending_calls and len(self.pending_calls) >= self.call_limit[0]:
+        """call's full path: the pending calls to pack, past the cap, outside any firing, or in a dropped one."""
+        room = self._call_room()
+        if self.pending_calls and len(self.pending_calls) >= room:
             self.pack_calls()
+            room = self._call_room()
         firing = self.cur[0]
-        if firing >= 0 and len(self.pending_calls) < self.call_limit[0]:
+        if firing >= 0 and len(self.pending_calls) < room:
             self.add_call_values((start, firing, cb_id, end - start, status))
             return
         _, eid, mode, loop = self._innermost()
@@ -408,6 +413,14 @@ class Recorder:
         if self.device or self.dropped:
             return -1
         return min(self.firing_cap, self.count[0] - len(self.pending) // _FW + PENDING_ROWS)
+
+    def _call_room(self) -> int:
+        """How many call values may be pending before they are packed: the cap, or a batch."""
+        return min(self.call_cap - self.packed_calls, PENDING_ROWS) * _CW
+
+    def _call_limit(self) -> int:
+        """call's short-path bound on len(pending_calls) now: none while a dropped firing is open, else the room."""
+        return 0 if self.dropped else self._call_room()
 
     def pack_rows(self) -> None:
         """Pack every pending firing row (as the trace closes, one still open is packed open)."""
@@ -449,7 +462,7 @@ class Recorder:
                 self.calls += _pack_call(start, firing, cb_id, dur, status)
         self.packed_calls += len(pending) // _CW
         pending.clear()
-        self.call_limit[0] = min(self.call_cap - self.packed_calls, PENDING_ROWS) * _CW
+        self.call_limit[0] = self._call_limit()
 
     def changed(self, cb_id: int, names: list[str]) -> None:
         """Record that a callback's call (in the innermost open firing) changed these attributes."""
@@ -525,7 +538,8 @@ class HotPath:
 
     Otherwise `index = begin_firing(...)` and `end_firing(index, status)`. A call in the innermost open firing is
     `add_call((start, cur[0], cid, end - start, status))` when `cur[0] >= 0` and `len(calls) < call_limit[0]`, else
-    `call(cid, start, end, status)`."""
+    `call(cid, start, end, status)`; `call_limit[0]` is 0 while a firing without a row (past the cap) is open, so
+    `len(calls) < call_limit[0]` alone says the innermost open firing has a row."""
 
     __slots__ = ("now", "count", "limit", "values", "add_values", "cur", "marks", "calls", "add_call", "call_limit",
                  "call")

@@ -380,10 +380,10 @@ class LearnerTrace:
                 return general(event)
             try:
                 epoch, iteration = attrs["epoch"], attrs["iter"]
+                if mode < 0:  # fastai's own phase: Callback.__call__ reads learn.training
+                    mode = 1 if attrs["training"] else 2
             except KeyError:  # before the learner's first batch: no iteration yet
                 return general(event)
-            if mode < 0:
-                mode = 1 if learn.training else 2  # fastai's own phase: Callback.__call__ reads learn.training
             count[0] = index + 1
             cur[0] = index  # it was -1: the trace's recorder opens firings only for this learner, and none is open
             marks[1] = -1

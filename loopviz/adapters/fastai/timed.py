@@ -140,8 +140,8 @@ def make_timed(slot: Slot, handler: Any, live: list[int], hot: HotPath, register
         end = now()
         slot.ran = serial
         cid = slot.cid
-        # a firing with a row has serial = its index + 1 (the recorder's innermost open firing: cur[0])
-        if cid >= 0 and serial > 0 and len(calls) < call_limit[0]:
+        # under call_limit the innermost open firing has a row, and its serial is its index + 1 (`HotPath`)
+        if cid >= 0 and len(calls) < call_limit[0]:
             add_call((start, serial - 1, cid, end - start, ran))
         else:
             record(cid if cid >= 0 else register(slot), start, end, ran)
