@@ -637,3 +637,43 @@ def test_a_class_overriding_call_is_timed_once_per_call(tmp_path, capsys, klass)
         f"{dict(Counter(printed))}")
     assert set(mine["status"]) == {"ran"}, f"{klass.__name__}: statuses {set(mine['status'])}"
     assert_counts_match(t, s)
+
+
+# -- 8. handlers that take arguments, and the lean wrapper of those that take none ------------------------------
+
+
+class TakesKeywords(Callback):
+    "A handler with parameters: fastai passes none, the user's own code may pass some."
+
+    def after_batch(self, **kwargs):
+        self.seen = kwargs
+
+
+class CallsHandlersWithArguments(Callback):
+    "Calls the handlers of its neighbours with arguments, as user code might, in the middle of a fit."
+
+    order = TakesKeywords.order + 1
+
+    def after_batch(self):
+        keywords = next(cb for cb in self.learn.cbs if isinstance(cb, TakesKeywords))
+        keywords.after_batch(note=self.learn.iter)
+        with pytest.raises(TypeError):
+            self.after_train(1)  # takes no arguments, traced or not
+
+    def after_train(self):
+        pass
+
+
+def test_handlers_taking_arguments_or_none_are_called_as_untraced(tmp_path):
+    cbs = [TakesKeywords(), CallsHandlersWithArguments()]
+    learn = small_learner(tmp_path, cbs)
+    with spy(learn) as s, learn.trace() as t:
+        fit(learn, 1)
+    assert cbs[0].seen == {"note": 0}  # the user's call passed its argument through (the last: validation batch 0)
+    calls = t.calls_df()
+    for name, made_by_user in (("TakesKeywords", 3), ("CallsHandlersWithArguments", 0)):
+        expected = sum(1 for c in s.calls if c.cls == name and c.event == "after_batch" and c.status == "ran")
+        got = calls.query("callback == @name and event == 'after_batch' and status == 'ran'")
+        # 2 training + 1 validation batch; a handler called inside a firing by the user's code ran in it too
+        assert expected == 3 and len(got) == expected + made_by_user, (name, expected, len(got))
+    assert all("after_batch" not in vars(cb) for cb in cbs)

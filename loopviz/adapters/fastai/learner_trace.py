@@ -19,7 +19,7 @@ from fastai.learner import Learner
 from loopviz.adapters.fastai.changes import changed_state, state_snapshot
 from loopviz.adapters.fastai.handlers import callback_info, overrides_call, skip_reason
 from loopviz.adapters.fastai.timed import (
-    Slot, make_changes, make_timed, make_tracked, reaches, resolve_handler, surely_no_handler,
+    Slot, make_changes, make_timed, make_tracked, reaches, resolve_handler, surely_no_handler, takes_nothing,
 )
 from loopviz.introspect import SHADOWS
 from loopviz.trace import instrument
@@ -224,7 +224,7 @@ class LearnerTrace:
         learn = self.learn
         if self.track and not self.tensors and not self.extras and learn is not None:
             return make_changes(slot, handler, self.live, self, learn.__dict__, self.register, CANCELS, RAN)
-        if self.track or self.extras:
+        if self.track or self.extras or not takes_nothing(handler):  # a handler with parameters is rare: slow path
             return make_tracked(slot, handler, self.live, self.before_call, self.after_call, self.raised)
         return make_timed(slot, handler, self.live, self.rec.hot_path(), self.register, self.raised, CANCELS, RAN)
 
@@ -286,10 +286,8 @@ class LearnerTrace:
                 self.handler_set(cb, slot.event)
             elif current is wrapper and not getattr(wrapper, SHADOWS):  # a class's (or delegate's): may have changed
                 handler = resolve_handler(cb, slot.event, wrapper)
-                if handler is None:
+                if handler is None or not slot.rebind(handler):  # no handler, or one the lean wrapper cannot call
                     self.unwrap(slot)
-                else:
-                    slot.rebind(handler)
         self.tables.clear()
 
     def unwrap_all(self) -> None:

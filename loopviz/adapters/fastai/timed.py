@@ -14,6 +14,7 @@ introspection, pickling (`__getstate__`) and deep copies see the callback as its
 from __future__ import annotations
 
 import functools
+import inspect
 import weakref
 from typing import Any, Callable
 
@@ -25,7 +26,7 @@ from loopviz.trace.instrument import MISSING, outcome
 from loopviz.trace.record import HotPath
 
 __all__ = ["Slot", "make_timed", "make_changes", "make_tracked", "resolve_handler", "surely_no_handler", "is_timed",
-           "reaches"]
+           "reaches", "takes_nothing"]
 
 
 class Slot:
@@ -46,12 +47,17 @@ class Slot:
         except TypeError:  # a callback class with __slots__ and no __weakref__: held, its id stays its own
             self.cb = lambda cb=cb: cb
 
-    def rebind(self, handler: Any) -> None:
-        """Point the wrapper at `handler` (found again at a loop's start). The handler is held by the wrapper only
-        (a cycle through the callback), never by the trace, which holds its learner and callbacks weakly."""
+    def rebind(self, handler: Any) -> bool:
+        """Point the wrapper at `handler` (found again at a loop's start); False when the wrapper cannot call it (it
+        takes arguments, the lean wrapper none: the wrapper must be made again). The handler is held by the wrapper
+        only (a cycle through the callback), never by the trace, which holds its learner and callbacks weakly."""
         wrapper = self.wrapper() if self.wrapper is not None else None
-        if wrapper is not None:
-            wrapper.__loopviz_box__[0] = handler
+        if wrapper is None:
+            return True
+        if getattr(wrapper, "__loopviz_lean__", False) and not takes_nothing(handler):
+            return False
+        wrapper.__loopviz_box__[0] = handler
+        return True
 
     @property
     def active(self) -> bool:
@@ -77,6 +83,19 @@ def resolve_handler(cb: Any, event: str, ours: Any = None) -> Any:
     else:
         found = _found(cb, event)
     return None if found is noop or not callable(found) else found
+
+
+def takes_nothing(handler: Any) -> bool:
+    """True when `handler` has no parameters (fastai's handlers: methods of `self` alone), so that a wrapper with none
+    is called exactly as the handler is: with no arguments, or a TypeError as the handler would raise."""
+    code = getattr(getattr(handler, "__func__", None), "__code__", None)
+    if code is not None and hasattr(handler, "__self__"):  # a bound method: its first parameter is bound
+        plain = not code.co_flags & (inspect.CO_VARARGS | inspect.CO_VARKEYWORDS)
+        return plain and code.co_argcount == 1 and code.co_kwonlyargcount == 0 and code.co_posonlyargcount <= 1
+    try:
+        return not inspect.signature(handler).parameters
+    except (TypeError, ValueError):  # no signature to read: not known to take nothing
+        return False
 
 
 def surely_no_handler(cb: Any, event: str, learn_has: bool) -> bool:
@@ -114,10 +133,11 @@ def reaches(value: Any, wrapper: Any) -> bool:
 
 def make_timed(slot: Slot, handler: Any, live: list[int], hot: HotPath, register: Callable[[Slot], int],
                raised: Callable[[Slot], None], cancels: tuple[type, ...], ran: int) -> Callable[..., Any]:
-    """The timed wrapper of `handler` for `slot`: inside a firing of its trace (`live[0]`, the serial of the innermost
-    open firing, not 0) it times the call, records it (by the recorder's `HotPath` protocol) and marks the slot;
-    outside one it passes straight through. Its trace's state is reached only through closure cells: this runs at
-    every handler call fastai makes."""
+    """The timed wrapper of `handler`, which takes no arguments (`takes_nothing`), for `slot`: inside a firing of its
+    trace (`live[0]`, the serial of the innermost open firing, not 0) it times the call, records it (by the recorder's
+    `HotPath` protocol) and marks the slot; outside one it passes straight through. Its trace's state is reached only
+    through closure cells, and it takes no arguments itself (no tuple or dict to build): this runs at every handler
+    call fastai makes."""
     box = [handler]
     now, calls, add_call, call_limit, record = hot.now, hot.calls, hot.add_call, hot.call_limit, hot.call
 
@@ -127,13 +147,13 @@ def make_timed(slot: Slot, handler: Any, live: list[int], hot: HotPath, register
         record(slot.cid if slot.cid >= 0 else register(slot), start, now(), outcome(error, cancels))
 
     @functools.wraps(handler)
-    def timed(*args: Any, **kwargs: Any) -> Any:
+    def timed() -> Any:
         serial = live[0]
         if not serial:
-            return box[0](*args, **kwargs)
+            return box[0]()
         start = now()
         try:
-            result = box[0](*args, **kwargs)
+            result = box[0]()
         except BaseException as error:
             failed(serial, start, error)
             raise
@@ -147,6 +167,7 @@ def make_timed(slot: Slot, handler: Any, live: list[int], hot: HotPath, register
             record(cid if cid >= 0 else register(slot), start, end, ran)
         return result
 
+    timed.__loopviz_lean__ = True  # type: ignore[attr-defined]
     return _mark(timed, slot, box)
 
 
