@@ -125,12 +125,8 @@ class Recorder:
         # (-1: none, a firing began since; -2: a dropped one, in `sibling`), start of the first top-level firing of the
         # open outermost loop when it was not a row (else it is row `top_row`'s), end of the last top-level firing closed]
         self.marks = [0, -1, -1, -1]
-        # a top-level firing closed since `marks` were last written, which it would update (-1: none): a tracer's
-        # short path may leave marks to the recorder this way, and `settle` writes them before any read or write
-        self.last = [-1]
         self.top_row = 0  # the first row made in the open outermost loop, if made
-        # (event id, end, the `cur` it was opened in) of the last dropped firing closed
-        self.sibling: tuple[int, int, int] | None = None
+        self.sibling: tuple[int, int] | None = None  # (event id, end) of the last dropped firing closed
         self.call_cap = min(max_calls, MAX_INDEX)  # in rows
         self.firing_cap = min(max_firings, MAX_INDEX)
         self.device = self.clock.name != "host"  # event boundaries also marked on a device clock
@@ -204,7 +200,6 @@ class Recorder:
         data.loops.append(label)
         data.loop_spans.append([start if start is not None else self.now(), -1, self.loop, parent_firing, -1, -1])
         if self.loop < 0 and not self._open():  # an outermost loop: the run's time is tiled from here
-            self.settle()
             self.marks[1:] = [-1, -1, -1]
             self.top_row = self.count[0]
         self.loop_stack.append(index)
@@ -218,7 +213,6 @@ class Recorder:
             return
         index = self.loop_stack.pop()
         span = self.data.loop_spans[index]
-        self.settle()
         span[1] = end if end is not None else max(self.marks[0], span[0])
         if is_outermost(span):  # where its first and last top-level firings were
             span[4], span[5] = self._top_first(), self.marks[3]
@@ -279,29 +273,12 @@ class Recorder:
             return -1, eid, mode, loop
         return -1, -1, 0, self.loop
 
-    def settle(self) -> None:
-        """Write the marks a top-level firing left to the recorder as it closed (`last`), if any."""
-        index = self.last[0]
-        if index < 0:
-            return
-        self.last[0] = -1
-        row = self._row(index)
-        dur = self.long_firings.get(index, row[_DUR])
-        end = row[0] + (dur or 0)
-        marks = self.marks
-        marks[0], marks[1], marks[3] = end, index, end
-
     def _sibling(self) -> tuple[int, int] | None:
-        """(event id, end) of the last firing closed at the level a firing begins at (inside the innermost open
-        firing, `cur`), if any."""
-        self.settle()
+        """(event id, end) of the last firing closed at the level a firing begins at, if any."""
         marks = self.marks
         if marks[1] >= 0:
-            row = self._row(marks[1])
-            return (row[5], marks[0]) if row[4] == self.cur[0] else None
-        if marks[1] == -2 and self.sibling is not None and self.sibling[2] == self.cur[0]:
-            return self.sibling[:2]
-        return None
+            return self._row(marks[1])[5], marks[0]
+        return self.sibling if marks[1] == -2 else None
 
     def _first_top(self, start: int) -> None:
         """A top-level firing begins at `start` on the full path: the first of its outermost loop if no row came before."""
@@ -374,7 +351,6 @@ class Recorder:
 
     def closed(self, index: int, status: int, end: int) -> None:
         """The end of firing `index`, open, so its row is pending (rows are packed only while no firing is open)."""
-        self.settle()
         pending = self.pending
         at = (index - self.count[0]) * _FW + len(pending)
         parent = pending[at + 4]
@@ -389,9 +365,8 @@ class Recorder:
         """end_firing's full path: a firing past the cap, or a device clock to mark."""
         if index < 0:
             eid, mode, loop, start, parent = self.dropped.pop()
-            self.settle()
             self.cur[0] = parent
-            self.sibling = (eid, end, parent)
+            self.sibling = (eid, end)
             marks = self.marks
             marks[0], marks[1] = end, -2
             opened = self._open()
@@ -557,24 +532,21 @@ class HotPath:
         at = len(values); start = now()
         add_values((start, epoch, iteration, rec.loop, parent, eid, mode, 0, None))
         ...                                                     # the firing runs (its values stay at `at`)
-        end = now(); cur[0] = parent; marks[0] = end; marks[1] = index   # after `if last[0] >= 0: settle()`
+        end = now(); cur[0] = parent; marks[0] = end; marks[1] = index
         if parent < 0: marks[3] = end
         values[at + 7] = status (when not 0); values[at + 8] = end - start   # packed later, checked then
-
-    A top-level firing (`parent < 0`) may leave the marks instead: `last[0] = index` as it ends (nor need it set
-    `marks[1] = -1` as it begins: a sibling is only taken for one inside the innermost open firing).
 
     Otherwise `index = begin_firing(...)` and `end_firing(index, status)`. A call in the innermost open firing is
     `add_call((start, cur[0], cid, end - start, status))` when `cur[0] >= 0` and `len(calls) < call_limit[0]`, else
     `call(cid, start, end, status)`; `call_limit[0]` is 0 while a firing without a row (past the cap) is open, so
     `len(calls) < call_limit[0]` alone says the innermost open firing has a row."""
 
-    __slots__ = ("now", "count", "limit", "values", "add_values", "cur", "marks", "last", "settle", "calls", "add_call",
-                 "call_limit", "call")
+    __slots__ = ("now", "count", "limit", "values", "add_values", "cur", "marks", "calls", "add_call", "call_limit",
+                 "call")
 
     def __init__(self, rec: Recorder):
         self.now, self.count, self.limit = rec.now, rec.count, rec.limit
         self.values, self.add_values = rec.pending, rec.add_values
-        self.cur, self.marks, self.last, self.settle = rec.cur, rec.marks, rec.last, rec.settle
+        self.cur, self.marks = rec.cur, rec.marks
         self.calls, self.add_call, self.call_limit = rec.pending_calls, rec.add_call_values, rec.call_limit
         self.call = rec.call

@@ -362,7 +362,7 @@ class LearnerTrace:
         general = self.general_firing(learn, dispatch)
         rec = self.rec
         hot = rec.hot_path()
-        now, count, limit, cur, last = hot.now, hot.count, hot.limit, hot.cur, hot.last
+        now, count, limit, cur, marks = hot.now, hot.count, hot.limit, hot.cur, hot.marks
         values, add_values = hot.values, hot.add_values
         no_handler, tables, live, removed = rec.no_handler, self.tables, self.live, self.removed
         skipped, cut_short = self.skipped, self.cut_short
@@ -384,6 +384,7 @@ class LearnerTrace:
                 return general(event)
             count[0] = index + 1
             cur[0] = index  # it was -1: the trace's recorder opens firings only for this learner, and none is open
+            marks[1] = -1
             at = len(values)
             start = now()
             add_values((start, epoch, iteration, rec.loop, -1, eid, mode, 0, None))
@@ -406,7 +407,8 @@ class LearnerTrace:
                             skipped(slot, event)
                 end = now()
                 cur[0] = -1
-                last[0] = index  # the recorder writes the marks of the last firing closed when it needs them
+                marks[0] = marks[3] = end  # the last firing closed, and the last top-level one
+                marks[1] = index
                 values[at + 8] = end - start
                 if removed:
                     self.unwrap_removed(learn)
@@ -420,7 +422,7 @@ class LearnerTrace:
         begin, end_firing = rec.begin_firing, rec.end_firing
         hot = rec.hot_path()
         now, count, limit, cur, marks = hot.now, hot.count, hot.limit, hot.cur, hot.marks
-        values, add_values, last, settle_marks = hot.values, hot.add_values, hot.last, hot.settle
+        values, add_values = hot.values, hot.add_values
         tables = self.tables
         live = self.live
         extras, bare, removed = self.extras, self.bare, self.removed
@@ -473,8 +475,6 @@ class LearnerTrace:
                         slot.ran = mark
                 if parent > -2:  # end_firing's short path, written out
                     end = now()
-                    if last[0] >= 0:
-                        settle_marks()
                     cur[0] = parent
                     marks[0] = end
                     marks[1] = index
