@@ -677,3 +677,34 @@ def test_handlers_taking_arguments_or_none_are_called_as_untraced(tmp_path):
         # 2 training + 1 validation batch; a handler called inside a firing by the user's code ran in it too
         assert expected == 3 and len(got) == expected + made_by_user, (name, expected, len(got))
     assert all("after_batch" not in vars(cb) for cb in cbs)
+
+
+# -- 9. a trace stopped from inside a handler ------------------------------------------------------------------
+
+
+class StopsTheTrace(Callback):
+    "Ends the trace it is given in the middle of the fit (the second training batch's after_batch)."
+
+    trace: Any = None
+
+    def after_batch(self):
+        if self.trace is not None and self.training and self.learn.iter == 1:
+            self.trace.stop()
+
+
+def test_a_trace_stopped_inside_a_handler_lets_the_fit_go_on_untraced(tmp_path):
+    cb = StopsTheTrace()
+    learn = synth_learner(n_trn=4, n_val=1, path=tmp_path, cbs=[cb])
+    learn.remove_cb(ProgressCallback)
+    session = learn.trace()
+    cb.trace = session.__enter__()
+    with spy(learn) as s:
+        fit(learn, 2)
+    t = cb.trace
+    assert not t.recording_now and "_call_one" not in vars(learn) and "after_batch" not in vars(cb)
+    per_epoch = len(learn.dls.train) + len(learn.dls.valid)
+    assert sum(1 for c in s.calls if c.cls == "StopsTheTrace" and c.event == "after_batch") == 2 * per_epoch  # went on
+    f = t.firings_df()
+    batches = f[f["event"].astype(str) == "after_batch"]
+    assert len(batches) == 2 and (batches["end"] >= batches["start"]).all()  # the one it stopped in ends at 0 or more
+    assert f["event"].astype(str).tolist()[0] == "before_fit" and len(f) == len(set(f.index))

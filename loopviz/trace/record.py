@@ -422,8 +422,9 @@ class Recorder:
         """call's short-path bound on len(pending_calls) now: none while a dropped firing is open, else the room."""
         return 0 if self.dropped else self._call_room()
 
-    def pack_rows(self) -> None:
-        """Pack every pending firing row (as the trace closes, one still open is packed open)."""
+    def pack_rows(self, keep: bool = False) -> None:
+        """Pack every pending firing row (as the trace closes, one still open is packed open). `keep`: leave the values
+        in place (a trace ended inside a firing: the open firings' frames still write their ends there, unread)."""
         pending = self.pending
         first = self.count[0] - len(pending) // _FW
         try:
@@ -431,8 +432,9 @@ class Recorder:
         except (struct.error, TypeError):  # a value a row cannot hold as it is: row by row
             for at in range(0, len(pending), _FW):
                 self.firings += self._packed_firing(first + at // _FW, pending[at:at + _FW])
-        pending.clear()
-        self.limit[0] = self._limit()
+        if not keep:
+            pending.clear()
+            self.limit[0] = self._limit()
 
     def _packed_firing(self, index: int, row: list[Any]) -> bytes:
         """One firing row packed: an epoch or iteration that is not a 32-bit integer is recorded as -1, a duration
@@ -512,7 +514,7 @@ class Recorder:
         the caps filled in."""
         self.end_loops()
         self.drain()
-        self.pack_rows()
+        self.pack_rows(keep=self._open())
         self.pack_calls()
         data = self.data
         data.no_handler_calls = sum(self.no_handler)
