@@ -39,7 +39,7 @@ _unpack_firing = FIRING_ROW.unpack_from
 _FW, _CW = len(FIRING_ROW.unpack(bytes(_FIRING_SIZE))), len(CALL_ROW.unpack(bytes(_CALL_SIZE)))  # values per row
 _ST, _DUR = 7, 8  # where a pending firing row holds its status and duration (None while the firing is open)
 _BLOCK = 64  # rows packed per struct call (a struct holds 32 bytes per field: 64 firing rows take 18 KB)
-_BLOCKS: dict[str, struct.Struct] = {}  # row format -> the struct that packs _BLOCK rows
+_BLOCKS: dict[str, tuple[str, struct.Struct]] = {}  # row format -> (its bulk prefix, the struct packing _BLOCK rows)
 
 
 def _prefix(row: struct.Struct) -> str:
@@ -53,16 +53,27 @@ def _prefix(row: struct.Struct) -> str:
 def _pack_many(row: struct.Struct, values: list[Any], width: int) -> bytes:
     """Rows of format `row`, `width` values each, packed _BLOCK at a time (raises struct.error/TypeError as
     `row.pack` would)."""
-    block = _BLOCKS.get(row.format)
-    if block is None:
-        block = _BLOCKS[row.format] = struct.Struct(_prefix(row) + row.format[1:] * _BLOCK)
+    found = _BLOCKS.get(row.format)
+    if found is None:
+        prefix = _prefix(row)
+        found = _BLOCKS[row.format] = (prefix, struct.Struct(prefix + row.format[1:] * _BLOCK))
+    prefix, block = found
     step = _BLOCK * width
     whole = len(values) - len(values) % step
     packed = [block.pack(*values[i:i + step]) for i in range(0, whole, step)]
     if whole < len(values):
         rest = (len(values) - whole) // width
-        packed.append(struct.pack(_prefix(row) + row.format[1:] * rest, *values[whole:]))
+        packed.append(struct.pack(prefix + row.format[1:] * rest, *values[whole:]))
     return b"".join(packed)
+
+
+def _held(long: dict[int, int], index: int, dur: int) -> int:
+    """The duration row `index` stores: `dur`, or LONG with `dur` kept exactly in `long` when 32 bits cannot hold it
+    (past 4.29 s, or negative)."""
+    if 0 <= dur < LONG:
+        return dur
+    long[index] = dur
+    return LONG
 
 
 def _add(aggregates: dict[tuple[int, ...], Aggregate], key: tuple[int, ...], dur: int) -> None:
@@ -440,11 +451,7 @@ class Recorder:
         """One firing row packed: an epoch or iteration that is not a 32-bit integer is recorded as -1, a duration
         a row cannot hold is kept in `long_firings`, an open firing's (None) as 0."""
         start, epoch, iteration, loop, parent, eid, mode, status, dur = row
-        if dur is None:
-            dur = 0
-        elif not 0 <= dur < LONG:
-            self.long_firings[index] = dur
-            dur = LONG
+        dur = 0 if dur is None else _held(self.long_firings, index, dur)
         try:
             return _pack_firing(start, epoch, iteration, loop, parent, eid, mode, status, dur)
         except (struct.error, TypeError):
@@ -458,9 +465,7 @@ class Recorder:
         except (struct.error, TypeError):  # a duration a row cannot hold: row by row
             for at in range(0, len(pending), _CW):
                 start, firing, cb_id, dur, status = pending[at:at + _CW]
-                if not 0 <= dur < LONG:
-                    self.long_calls[self.packed_calls + at // _CW] = dur
-                    dur = LONG
+                dur = _held(self.long_calls, self.packed_calls + at // _CW, dur)
                 self.calls += _pack_call(start, firing, cb_id, dur, status)
         self.packed_calls += len(pending) // _CW
         pending.clear()

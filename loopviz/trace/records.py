@@ -19,8 +19,8 @@ from loopviz.trace.layout import C_DUR, CALL_FIELDS, F_DEV_END, F_DEV_START, F_E
 if TYPE_CHECKING:
     import numpy as np
 
-__all__ = ["FiringRecords", "CallRecords", "Unfit", "FIRING_ROW", "CALL_ROW", "FIRING_END", "FIRING_END_AT",
-           "FIRING_EPOCH_ITER", "FIRING_EPOCH_ITER_AT", "LONG", "MAX_EVENT", "MAX_INDEX"]
+__all__ = ["FiringRecords", "CallRecords", "Unfit", "FIRING_ROW", "CALL_ROW", "FIRING_EPOCH_ITER", "LONG",
+           "MAX_EVENT", "MAX_INDEX"]
 
 # (field, struct code) in stored order; little-endian, unaligned: 8+4+4+4+4+2+1+1+4 = 32 bytes
 FIRING_PACKING = (("start", "q"), ("epoch", "i"), ("iter", "i"), ("loop", "i"), ("parent", "i"), ("event", "H"),
@@ -38,12 +38,7 @@ def _offset(packing: tuple[tuple[str, str], ...], name: str) -> int:
     return struct.calcsize("<" + "".join(codes[:[field for field, _ in packing].index(name)]))
 
 
-# a firing's status and duration, written into its row when it ends (neighbours in the packing)
-FIRING_END = struct.Struct("<BI")
-FIRING_END_AT = _offset(FIRING_PACKING, "status")
-FIRING_EPOCH_ITER = struct.Struct("<ii")
-FIRING_EPOCH_ITER_AT = _offset(FIRING_PACKING, "epoch")
-assert _offset(FIRING_PACKING, "dur") == FIRING_END_AT + 1 and _offset(FIRING_PACKING, "iter") == FIRING_EPOCH_ITER_AT + 4
+FIRING_EPOCH_ITER = struct.Struct("<ii")  # a firing's epoch and iteration as its row holds them
 assert FIRING_ROW.size == 32 and CALL_ROW.size == 24
 
 LONG = 2**32 - 1  # the stored duration of a row whose true duration is in `long`
@@ -164,10 +159,6 @@ class FiringRecords(_Records):
     def nbytes(self) -> int:
         """Bytes held by the rows and their side tables (not counting Python object headers)."""
         return super().nbytes + len(self.device) * self.device.itemsize
-
-    def epoch_iter(self, index: int) -> tuple[int, int]:
-        """The epoch and iteration of one firing."""
-        return FIRING_EPOCH_ITER.unpack_from(self.packed, index * FIRING_ROW.size + FIRING_EPOCH_ITER_AT)
 
     def matrix(self) -> np.ndarray:
         """The firings as an (n, NF) int64 matrix in FIRING_FIELDS order (a new array)."""
