@@ -356,8 +356,9 @@ class LearnerTrace:
 
         Most firings take the lean path: a top-level firing (none of this trace open) of an event seen before, with
         nothing but timings to record (no ranges, no waits), that opens or closes no loop, under the recorder's row
-        bound, once the learner has an epoch and an iteration. Everything else takes `general_firing`, which records
-        the same rows. Both write the row by the recorder's `HotPath` protocol."""
+        bound, once the learner has an epoch and an iteration; it writes its row by the recorder's `HotPath` protocol.
+        Everything else takes `general_firing`, which records the same rows through the recorder's own
+        `begin_firing`/`end_firing`."""
         dispatch = [type(learn)._call_one]
         general = self.general_firing(learn, dispatch)
         rec = self.rec
@@ -420,9 +421,6 @@ class LearnerTrace:
         with ranges or waits to record), `dispatch[0]` the class's `_call_one` (updated here at each loop's start)."""
         rec = self.rec
         begin, end_firing = rec.begin_firing, rec.end_firing
-        hot = rec.hot_path()
-        now, count, limit, cur, marks = hot.now, hot.count, hot.limit, hot.cur, hot.marks
-        values, add_values = hot.values, hot.add_values
         tables = self.tables
         live = self.live
         extras, bare, removed = self.extras, self.bare, self.removed
@@ -436,32 +434,19 @@ class LearnerTrace:
             table = tables.get(event)
             if table is None:
                 table = table_of(learn, event)
-            mode, handled, _, _, eid, _ = table
+            mode, handled = table[0], table[1]
             if mode < 0:
                 mode = 1 if learn.training else 2  # fastai's own phase: Callback.__call__ reads learn.training
-            index = count[0]
-            if index < limit[0] and eid >= 0:  # begin_firing's short path, written out (`HotPath`)
-                count[0] = index + 1
-                parent = cur[0]
-                cur[0] = index
-                marks[1] = -1
-                at = len(values)
-                start = now()
-                add_values((start, attrs.get("epoch", -1), attrs.get("iter", -1), rec.loop, parent, eid, mode, 0, None))
-                outer = live[0]
-                serial = live[0] = index + 1
-            else:
-                index, parent = begin(event, mode, attrs.get("epoch", -1), attrs.get("iter", -1)), -2
-                outer = live[0]
-                if index < 0:  # a firing with a row is known by its index; one past the cap by a negative count
-                    live[1] -= 1
-                serial = live[0] = index + 1 if index >= 0 else live[1]
+            index = begin(event, mode, attrs.get("epoch", -1), attrs.get("iter", -1))
+            outer = live[0]
+            if index < 0:  # a firing with a row is known by its index; one past the cap by a negative count
+                live[1] -= 1
+            serial = live[0] = index + 1 if index >= 0 else live[1]
             if outer:  # a nested firing: the marks its handlers leave are put back as it ends, for the outer one
                 ran = [slot.ran for slot in handled]
             status = 0
             if extras:
                 event_range = self.firing_begins(event, mode)
-            # The outcome bookkeeping is written out here, not shared through a helper: this runs at every event.
             try:
                 return dispatch[0](learn, event)
             except BaseException as error:
@@ -473,18 +458,7 @@ class LearnerTrace:
                 if outer:
                     for slot, mark in zip(handled, ran):
                         slot.ran = mark
-                if parent > -2:  # end_firing's short path, written out
-                    end = now()
-                    cur[0] = parent
-                    marks[0] = end
-                    marks[1] = index
-                    if parent < 0:
-                        marks[3] = end
-                    if status:
-                        values[at + 7] = status
-                    values[at + 8] = end - start
-                else:
-                    end_firing(index, status)
+                end_firing(index, status)
                 if extras:
                     self.firing_ends(event, mode, event_range)
                 if bare:
