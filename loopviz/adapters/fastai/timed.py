@@ -91,7 +91,7 @@ def takes_nothing(handler: Any) -> bool:
     code = getattr(getattr(handler, "__func__", None), "__code__", None)
     if code is not None and hasattr(handler, "__self__"):  # a bound method: its first parameter is bound
         plain = not code.co_flags & (inspect.CO_VARARGS | inspect.CO_VARKEYWORDS)
-        return plain and code.co_argcount == 1 and code.co_kwonlyargcount == 0 and code.co_posonlyargcount <= 1
+        return plain and code.co_argcount == 1 and code.co_kwonlyargcount == 0
     try:
         return not inspect.signature(handler).parameters
     except (TypeError, ValueError):  # no signature to read: not known to take nothing
