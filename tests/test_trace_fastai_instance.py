@@ -15,6 +15,7 @@ spy of fastai's dispatch (tests/spy.py) and counters kept by the handlers themse
 """
 from __future__ import annotations
 
+import contextlib
 import copy
 import functools
 import pickle
@@ -708,3 +709,60 @@ def test_a_trace_stopped_inside_a_handler_lets_the_fit_go_on_untraced(tmp_path):
     batches = f[f["event"].astype(str) == "after_batch"]
     assert len(batches) == 2 and (batches["end"] >= batches["start"]).all()  # the one it stopped in ends at 0 or more
     assert f["event"].astype(str).tolist()[0] == "before_fit" and len(f) == len(set(f.index))
+
+
+# -- 10. what a traced fit's exceptions carry ------------------------------------------------------------------
+
+
+class RaisesAt(Callback):
+    "Raises a ValueError at its event (after `after` firings of it), chained to nothing of its own."
+
+    def __init__(self, event: str, after: int = 0):
+        self.event, self.after, self.seen = event, after, 0
+        setattr(self, event, self.maybe_raise)
+
+    def maybe_raise(self):
+        self.seen += 1
+        if self.seen > self.after:
+            raise ValueError(f"raised at {self.event}")
+
+
+def _chain(error: BaseException | None) -> list[str]:
+    """The exception and every exception it was raised during or from, as `type: message`."""
+    found = []
+    while error is not None and len(found) < 10:
+        found.append(f"{type(error).__name__}: {error}")
+        error = error.__cause__ or error.__context__
+    return found
+
+
+@pytest.mark.parametrize("event, after", [
+    ("before_fit", 0), ("before_epoch", 0), ("before_train", 0), ("before_batch", 0), ("after_step", 1),
+    ("after_epoch", 0), ("before_validate", 0), ("after_fit", 0),
+])
+def test_a_traced_fits_exception_carries_what_the_untraced_ones_does(tmp_path, event, after):
+    chains = []
+    for traced in (False, True):
+        learn = small_learner(tmp_path, [RaisesAt(event, after)])
+        with pytest.raises(ValueError) as caught:
+            if traced:
+                with learn.trace():
+                    fit(learn, 1)
+            else:
+                fit(learn, 1)
+        chains.append(_chain(caught.value))
+    # fastai adds which callback raised at which event to the message
+    assert chains[1] == chains[0] and chains[0][0].endswith(f"raised at {event}"), chains
+
+
+def test_an_event_fired_again_before_any_batch_raises_as_it_does_untraced(tmp_path):
+    # the learner has no iteration yet: the trace's firing takes its general path, which must add no exception context
+    chains = []
+    for traced in (False, True):
+        learn = small_learner(tmp_path, [RaisesAt("after_cancel_epoch", after=1)])
+        with learn.trace() if traced else contextlib.nullcontext():
+            learn("after_cancel_epoch")
+            with pytest.raises(ValueError) as caught:
+                learn("after_cancel_epoch")
+        chains.append(_chain(caught.value))
+    assert chains[1] == chains[0] and len(chains[0]) == 1, chains

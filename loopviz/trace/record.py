@@ -92,7 +92,7 @@ class Recorder:
     (the host clock) and `loop` (the innermost open loop); tracers read none of its buffers or id tables, with two
     exceptions: `no_handler`, the calls a loop makes to callbacks without a handler (outside any loop, then per loop),
     which a tracer counts as `no_handler[loop + 1] += k` (most calls, where a loop calls every callback at every
-    event: a method call would cost a frame each); and `hot_path()`, the cells and functions with which a tracer writes the
+    event: a method call would cost a frame each), or by a tally (`no_handler_tally`); and `hot_path()`, the cells and functions with which a tracer writes the
     short paths of `begin_firing`/`end_firing`/`call` into its own frame, by the protocol `HotPath` documents."""
 
     def __init__(self, clock: Clock | None = None, max_calls: int = 1_000_000, max_firings: int = 250_000,
@@ -148,6 +148,8 @@ class Recorder:
         self.call_limit = [min(self.call_cap, PENDING_ROWS) * _CW]
         self.change_cap = max_calls * NCH
         self.no_handler = [0]  # calls to callbacks without a handler for the event: outside any loop, then per loop
+        # id -> [a tally of firings, the no-handler calls each made, dropped by its tracer]: see `no_handler_tally`
+        self.tallies: dict[int, list[Any]] = {}
         self.deferred: list[int] = []  # positions in `device_times` awaiting a deferred clock's times
 
     # -- registries ---------------------------------------------------------------------------
@@ -179,6 +181,33 @@ class Recorder:
                  "batch_events": list(batch_events) if batch_events else None, "skip_statuses": skip_statuses}
         self.data.meta.update({key: value for key, value in given.items() if value is not None})
 
+    def no_handler_tally(self, calls: int) -> list[None]:
+        """A tally for firings that each made `calls` calls to callbacks without a handler: a tracer appends None to it
+        as each firing ends (a list append costs less than `no_handler[loop + 1] += calls`), and the recorder counts
+        it into `no_handler` of the loop that is innermost then (at each loop's start and end, each packing, close),
+        so a firing's entry counts in its own loop. `drop_tally` when no new firing will use it."""
+        tally: list[None] = []
+        self.tallies[id(tally)] = [tally, calls, False]
+        return tally
+
+    def drop_tally(self, tally: list[None]) -> None:
+        """No new firing will use this tally: it is forgotten once counted next (a firing open now may still end,
+        and append to it)."""
+        entry = self.tallies.get(id(tally))
+        if entry is not None:
+            entry[2] = True
+
+    def count_tallies(self) -> None:
+        """Count every tally's firings into `no_handler` of the innermost open loop (where each tallied firing ran:
+        tallies are counted whenever that loop changes), and forget the dropped ones."""
+        no_handler, at = self.no_handler, self.loop + 1
+        for key, (tally, calls, dropped) in list(self.tallies.items()):
+            if tally:
+                no_handler[at] += len(tally) * calls
+                tally.clear()
+            if dropped:
+                del self.tallies[key]
+
     def forget_callback(self, key: int) -> None:
         """Forget the object keyed `key` (collected: a new object reusing its id is a new callback); its records keep
         their callback id."""
@@ -205,6 +234,7 @@ class Recorder:
     def begin_loop(self, label: str, start: int | None = None) -> int:
         """Start a loop (a fit, a validate, a get_preds...) inside the open one, if any; returns its index.
         Firings belong to it until `end_loop`. `start` (ns): when its entry point was called (default: now)."""
+        self.count_tallies()
         data = self.data
         index = len(data.loops)
         parent_firing = (self.cur[0] if self.cur[0] >= 0 else -2) if self._open() else -1  # -2: a dropped firing
@@ -222,6 +252,7 @@ class Recorder:
         """End the innermost open loop; `end` (ns): when its entry point returned (default: its last firing's end)."""
         if not self.loop_stack:
             return
+        self.count_tallies()
         index = self.loop_stack.pop()
         span = self.data.loop_spans[index]
         span[1] = end if end is not None else max(self.marks[0], span[0])
@@ -436,6 +467,7 @@ class Recorder:
     def pack_rows(self, keep: bool = False) -> None:
         """Pack every pending firing row (as the trace closes, one still open is packed open). `keep`: leave the values
         in place (a trace ended inside a firing: the open firings' frames still write their ends there, unread)."""
+        self.count_tallies()  # each holds at most one entry per row made since the last packing
         pending = self.pending
         first = self.count[0] - len(pending) // _FW
         try:

@@ -43,11 +43,14 @@ _PHASE_MODE = {
     "before_validate": 2, "after_cancel_validate": 2, "after_validate": 2,
 }
 SKIP_STATUS = {None: RAN, "run=False": SKIPPED, "run_train=False": SKIPPED_TRAIN, "run_valid=False": SKIPPED_VALID}
+_PAST_ANY_BOUND = 1 << 62  # a row index no recorder's bound allows
 RANGE_PREFIX = "fastai"  # the name of every range a fastai trace opens (ranges=True) starts with it and a space
 
-# (mode or -1: read learn.training, the slots of the callbacks with a handler, how many have none, their ids, the
-# event's `Recorder.short_id`, whether its top-level firings may take the lean path: see `LearnerTrace.firing`)
-Table = tuple[int, tuple[Slot, ...], int, frozenset[int], int, bool]
+# (mode or -1: read learn.training, the slots of the callbacks with a handler, how many have none, the event's
+# `Recorder.short_id`, the ids of the callbacks with none)
+Table = tuple[int, tuple[Slot, ...], int, int, frozenset[int]]
+# a table's mode and slots, a tally of its lean firings (`Recorder.no_handler_tally`), its event id, the table itself
+Lean = tuple[int, tuple[Slot, ...], list[None], int, Table]
 
 
 class LearnerTrace:
@@ -72,10 +75,12 @@ class LearnerTrace:
         self.work_wait: tuple[int, int, int] | None = None  # (loop, event, mode) of the work open in `waits`, if any
         self.cursor = -1  # where the last outermost loop of the user's call ended (-1: none yet)
         self.last_outer = -1  # that loop
-        # [serial of the innermost open firing (0: none), the last serial given to a firing past the cap]: read by every
-        # timed handler. A firing with a row has serial index + 1, one past the cap -1, -2, ...: each firing its own.
-        self.live = [0, 0]
-        self.tables: dict[str, Table] = {}
+        # [serial of the innermost open firing (None: none), the last serial given to a firing past the cap]: read by
+        # every timed handler. A firing with a row has its row's index as serial, one past the cap -1, -2, ...: each
+        # firing its own.
+        self.live: list[Any] = [None, 0]
+        self.tables: dict[str, Table] = {}  # event -> its table, once it has fired
+        self.lean: dict[str, Lean] = {}  # the events whose top-level firings may take the lean path (`firing`)
         self.slots: dict[tuple[int, str], Slot] = {}  # (id(cb), event) -> its slot, once seen with a handler
         self.facts: dict[int, dict[str, Any]] = {}  # id(cb) -> its facts (computed before any wrapper is put on it)
         self.raiser: Slot | None = None  # the slot whose handler last raised (where a cut-short firing stopped)
@@ -203,9 +208,24 @@ class LearnerTrace:
             else:
                 quiet.append(id(cb))
         eid = self.rec.short_id(event)
-        lean = eid >= 0 and not self.extras and event not in _LOOP_EVENTS and event not in _CLOSING
-        table = self.tables[event] = (mode, tuple(handled), len(quiet), frozenset(quiet), eid, lean)
+        table = self.tables[event] = (mode, tuple(handled), len(quiet), eid, frozenset(quiet))
+        if eid >= 0 and not self.extras and event not in _LOOP_EVENTS and event not in _CLOSING:
+            tally = self.rec.no_handler_tally(table[2])
+            self.lean[event] = (table[0], table[1], tally, eid, table)
         return table
+
+    def drop_tables(self, event: str | None = None) -> None:
+        """Forget the table of `event` (None: every table): it is made again at the event's next firing."""
+        dropped = list(self.lean.values()) if event is None else [self.lean.get(event)]
+        for entry in dropped:
+            if entry is not None:
+                self.rec.drop_tally(entry[2])
+        if event is None:
+            self.tables.clear()
+            self.lean.clear()
+        else:
+            self.tables.pop(event, None)
+            self.lean.pop(event, None)
 
     def wrap(self, cb: Any, event: str) -> bool:
         """Put a timed wrapper on the callback for `event` if fastai would find a handler there; True when it did."""
@@ -241,17 +261,17 @@ class LearnerTrace:
         if slot is not None and slot.patch is not None:
             instrument.release(slot.patch)
             slot.patch = None
-        self.tables.pop(event, None)
+        self.drop_tables(event)
 
     def attached(self) -> None:
         """A callback was added: tables are made again at each event's next firing."""
-        self.tables.clear()
+        self.drop_tables()
 
     def detached(self, cb: Any) -> None:
         """A callback was removed: its wrappers come off now, or when the outermost firing ends if one is open
         (fastai still calls it in that firing: `_call_one` iterates a sorted copy of the callbacks)."""
-        self.tables.clear()
-        if self.live[0]:
+        self.drop_tables()
+        if self.live[0] is not None:
             self.removed.append(cb)
         else:
             self.unwrap_callback(id(cb))
@@ -278,7 +298,7 @@ class LearnerTrace:
             cb, wrapper = slot.cb(), slot.wrapper() if slot.wrapper is not None else None
             if slot.patch is None or cb is None:
                 continue
-            if slot.key not in attached and not self.live[0]:
+            if slot.key not in attached and self.live[0] is None:
                 self.unwrap(slot)
                 continue
             current = cb.__dict__.get(slot.event, MISSING)
@@ -288,7 +308,7 @@ class LearnerTrace:
                 handler = resolve_handler(cb, slot.event, wrapper)
                 if handler is None or not slot.rebind(handler):  # no handler, or one the lean wrapper cannot call
                     self.unwrap(slot)
-        self.tables.clear()
+        self.drop_tables()
 
     def unwrap_all(self) -> None:
         """Take every wrapper off (as the trace ends)."""
@@ -321,7 +341,7 @@ class LearnerTrace:
         if status:
             self.cut_short(learn, table, serial, event)
             return
-        _, handled, quiet, _, _, _ = table
+        _, handled, quiet, _, _ = table
         if quiet:
             self.rec.no_handler[self.rec.loop + 1] += quiet
         for slot in handled:
@@ -331,7 +351,7 @@ class LearnerTrace:
     def cut_short(self, learn: Learner, table: Table, serial: int, event: str) -> None:
         """A firing an exception ended: fastai called the callbacks in its order up to the one that raised, and
         none after it. Without a handler that raised (an interrupt elsewhere), up to the last handler that ran."""
-        _, handled, _, quiet, _, _ = table
+        _, handled, _, _, quiet = table
         raiser, self.raiser = self.raiser, None
         order = sorted(learn.cbs, key=lambda cb: getattr(cb, "order", 0))  # fastai's own sort (stable)
         ran = {slot.key for slot in handled if slot.ran == serial}
@@ -365,54 +385,59 @@ class LearnerTrace:
         hot = rec.hot_path()
         now, count, limit, cur, marks = hot.now, hot.count, hot.limit, hot.cur, hot.marks
         values, add_values = hot.values, hot.add_values
-        no_handler, tables, live, removed = rec.no_handler, self.tables, self.live, self.removed
+        lean, live, removed = self.lean, self.live, self.removed
         skipped, cut_short = self.skipped, self.cut_short
         attrs = learn.__dict__
 
+        def ended(index: int, at: int, start: int) -> None:
+            """The lean firing's end, as the normal path below writes it out: the recorder's marks, its duration."""
+            end = now()
+            cur[0] = -1
+            marks[0] = marks[3] = end
+            marks[1] = index
+            values[at + 8] = end - start
+            if removed:
+                self.unwrap_removed(learn)
+
         def _call_one(event: str) -> Any:
-            table = tables.get(event)
-            if table is None or live[0]:
-                return general(event)
-            mode, handled, quiet, _, eid, lean = table
-            index = count[0]
-            if not lean or index >= limit[0]:
-                return general(event)
             try:
+                mode, handled, tally, eid, table = lean[event]
                 epoch, iteration = attrs["epoch"], attrs["iter"]
                 if mode < 0:  # fastai's own phase: Callback.__call__ reads learn.training
                     mode = 1 if attrs["training"] else 2
-            except KeyError:  # before the learner's first batch: no iteration yet
+                index = count[0]
+            except KeyError:  # an event not seen yet or not lean, or no iteration yet (before the first batch)
+                index = _PAST_ANY_BOUND  # the general path, called outside this handler: no exception context
+            if index >= limit[0] or live[0] is not None:
                 return general(event)
             count[0] = index + 1
-            cur[0] = index  # it was -1: the trace's recorder opens firings only for this learner, and none is open
+            cur[0] = live[0] = index  # cur was -1: the recorder opens firings only for this learner, and none is open
             marks[1] = -1
+            loop = rec.loop
             at = len(values)
             start = now()
-            add_values((start, epoch, iteration, rec.loop, -1, eid, mode, 0, None))
-            serial = live[0] = index + 1
-            status = 0
+            add_values((start, epoch, iteration, loop, -1, eid, mode, 0, None))
             try:
-                return dispatch[0](learn, event)
+                result = dispatch[0](learn, event)
             except BaseException as error:
-                status = values[at + 7] = outcome(error, CANCELS)
+                live[0] = None
+                values[at + 7] = outcome(error, CANCELS)
+                cut_short(learn, table, index, event)
+                ended(index, at, start)
                 raise
-            finally:
-                live[0] = 0
-                if status:  # `settle`, written out: this runs at nearly every event
-                    cut_short(learn, table, serial, event)
-                else:
-                    if quiet:
-                        no_handler[rec.loop + 1] += quiet
-                    for slot in handled:
-                        if slot.ran != serial:
-                            skipped(slot, event)
-                end = now()
-                cur[0] = -1
-                marks[0] = marks[3] = end  # the last firing closed, and the last top-level one
-                marks[1] = index
-                values[at + 8] = end - start
-                if removed:
-                    self.unwrap_removed(learn)
+            live[0] = None
+            tally.append(None)  # `settle` and `ended`, written out: this runs at nearly every event
+            for slot in handled:
+                if slot.ran != index:
+                    skipped(slot, event)
+            end = now()
+            cur[0] = -1
+            marks[0] = marks[3] = end  # the last firing closed, and the last top-level one
+            marks[1] = index
+            values[at + 8] = end - start
+            if removed:
+                self.unwrap_removed(learn)
+            return result
 
         return _call_one
 
@@ -441,8 +466,8 @@ class LearnerTrace:
             outer = live[0]
             if index < 0:  # a firing with a row is known by its index; one past the cap by a negative count
                 live[1] -= 1
-            serial = live[0] = index + 1 if index >= 0 else live[1]
-            if outer:  # a nested firing: the marks its handlers leave are put back as it ends, for the outer one
+            serial = live[0] = index if index >= 0 else live[1]
+            if outer is not None:  # nested: the marks its handlers leave are put back as it ends, for the outer one
                 ran = [slot.ran for slot in handled]
             status = 0
             if extras:
@@ -455,7 +480,7 @@ class LearnerTrace:
             finally:
                 live[0] = outer
                 settle(learn, table, serial, event, status)
-                if outer:
+                if outer is not None:
                     for slot, mark in zip(handled, ran):
                         slot.ran = mark
                 end_firing(index, status)
@@ -463,7 +488,7 @@ class LearnerTrace:
                     self.firing_ends(event, mode, event_range)
                 if bare:
                     self.end_bare_loop(event)
-                if not outer and removed:
+                if outer is None and removed:
                     self.unwrap_removed(learn)
 
         return _call_one
@@ -571,7 +596,7 @@ class LearnerTrace:
     def overriding_call(self, cb: Callback, event: str, original: Callable[..., Any]) -> Any:
         """Time one call of a callback whose class replaces `Callback.__call__`: fastai calls it whatever its flags
         say, so every call ran. Its own `super().__call__` for the same event is part of it."""
-        if not self.live[0] or (self.calling and self.calling[-1] == (cb, event)):
+        if self.live[0] is None or (self.calling and self.calling[-1] == (cb, event)):
             return original(cb, event)
         slot = self.slot_of(cb, "__call__")
         self.calling.append((cb, event))

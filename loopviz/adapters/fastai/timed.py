@@ -31,7 +31,8 @@ __all__ = ["Slot", "make_timed", "make_changes", "make_tracked", "resolve_handle
 
 class Slot:
     """One (callback, event) a trace times: the callback (weakly), its trace id once it has one (-1 before), the serial
-    of the last firing in which its handler ran, and the wrapper's patch while the wrapper is in place."""
+    of the last firing in which its handler ran (None: none yet), and the wrapper's patch while the wrapper is in
+    place."""
 
     __slots__ = ("cb", "key", "event", "cid", "ran", "patch", "wrapper", "__weakref__")
 
@@ -39,7 +40,7 @@ class Slot:
         self.key = id(cb)
         self.event = event
         self.cid = -1
-        self.ran = 0
+        self.ran: int | None = None
         self.patch: Any = None  # the kernel's Patch of cb.__dict__[event] while the wrapper is there
         self.wrapper: Any = None  # weak reference to the wrapper
         try:
@@ -131,13 +132,13 @@ def reaches(value: Any, wrapper: Any) -> bool:
     return False
 
 
-def make_timed(slot: Slot, handler: Any, live: list[int], hot: HotPath, register: Callable[[Slot], int],
+def make_timed(slot: Slot, handler: Any, live: list[Any], hot: HotPath, register: Callable[[Slot], int],
                raised: Callable[[Slot], None], cancels: tuple[type, ...], ran: int) -> Callable[..., Any]:
     """The timed wrapper of `handler`, which takes no arguments (`takes_nothing`), for `slot`: inside a firing of its
-    trace (`live[0]`, the serial of the innermost open firing, not 0) it times the call, records it (by the recorder's
-    `HotPath` protocol) and marks the slot; outside one it passes straight through. Its trace's state is reached only
-    through closure cells, and it takes no arguments itself (no tuple or dict to build): this runs at every handler
-    call fastai makes."""
+    trace (`live[0]`, the serial of the innermost open firing, not None) it times the call, records it (by the
+    recorder's `HotPath` protocol) and marks the slot; outside one it passes straight through. Its trace's state is
+    reached only through closure cells, and it takes no arguments itself (no tuple or dict to build): this runs at
+    every handler call fastai makes."""
     box = [handler]
     now, calls, add_call, call_limit, record = hot.now, hot.calls, hot.add_call, hot.call_limit, hot.call
 
@@ -149,7 +150,7 @@ def make_timed(slot: Slot, handler: Any, live: list[int], hot: HotPath, register
     @functools.wraps(handler)
     def timed() -> Any:
         serial = live[0]
-        if not serial:
+        if serial is None:
             return box[0]()
         start = now()
         try:
@@ -160,9 +161,9 @@ def make_timed(slot: Slot, handler: Any, live: list[int], hot: HotPath, register
         end = now()
         slot.ran = serial
         cid = slot.cid
-        # under call_limit the innermost open firing has a row, and its serial is its index + 1 (`HotPath`)
+        # under call_limit the innermost open firing has a row, and its serial is that row's index (`HotPath`)
         if cid >= 0 and len(calls) < call_limit[0]:
-            add_call((start, serial - 1, cid, end - start, ran))
+            add_call((start, serial, cid, end - start, ran))
         else:
             record(cid if cid >= 0 else register(slot), start, end, ran)
         return result
@@ -171,7 +172,7 @@ def make_timed(slot: Slot, handler: Any, live: list[int], hot: HotPath, register
     return _mark(timed, slot, box)
 
 
-def make_changes(slot: Slot, handler: Any, live: list[int], state: Any, attrs: dict[str, Any],
+def make_changes(slot: Slot, handler: Any, live: list[Any], state: Any, attrs: dict[str, Any],
                  register: Callable[[Slot], int], cancels: tuple[type, ...], ran: int) -> Callable[..., Any]:
     """The timed wrapper when the trace records what each call changes (changes=True) and nothing else besides: as
     `make_timed`, plus the learner attributes the call writes (`state.written`, filled by the wrapped
@@ -184,7 +185,7 @@ def make_changes(slot: Slot, handler: Any, live: list[int], state: Any, attrs: d
     @functools.wraps(handler)
     def timed(*args: Any, **kwargs: Any) -> Any:
         serial = live[0]
-        if not serial:
+        if serial is None:
             return box[0](*args, **kwargs)
         outer, written = state.written, {}
         state.written = written
@@ -215,7 +216,7 @@ def make_changes(slot: Slot, handler: Any, live: list[int], state: Any, attrs: d
     return _mark(timed, slot, box)
 
 
-def make_tracked(slot: Slot, handler: Any, live: list[int], before_call: Callable[[Any], Any],
+def make_tracked(slot: Slot, handler: Any, live: list[Any], before_call: Callable[[Any], Any],
                  after_call: Callable[..., None], raised: Callable[[Slot], None]) -> Callable[..., Any]:
     """The timed wrapper when the trace does more per call (changes=, ranges=, waits=): `before_call(slot)` returns
     what `after_call(slot, opened, error_or_None, serial)` needs; both are the trace's (the slow path)."""
@@ -224,7 +225,7 @@ def make_tracked(slot: Slot, handler: Any, live: list[int], before_call: Callabl
     @functools.wraps(handler)
     def timed(*args: Any, **kwargs: Any) -> Any:
         serial = live[0]
-        if not serial:
+        if serial is None:
             return box[0](*args, **kwargs)
         opened = before_call(slot)
         error: BaseException | None = None
