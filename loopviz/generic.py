@@ -140,6 +140,8 @@ class DispatchTracer:
         loop_start: events that begin a new loop (each fit).
         mode: `mode(obj, event) -> 0/1/2` (none/train/valid), to split train and valid in reports.
         position: `position(obj) -> (epoch, iteration)`.
+        where: `where(obj, event) -> (mode, epoch, iteration)`, in place of `mode` and `position` (one call per
+            firing instead of two).
         work_names: names for the work between two consecutive events, {(before, after): name}.
         base: the framework's callback base class: its own (no-op) methods are counted as calls without a
             handler, not timed, and its doc is not a callback's.
@@ -157,12 +159,14 @@ class DispatchTracer:
                  work_names: dict[tuple[str, str], str] | None = None, event_arg: int = 0, clock: Clock | None = None,
                  max_calls: int = 1_000_000, max_firings: int = 250_000, base: type | None = None,
                  batch_events: tuple[str, str] | None = None, now: Callable[[], int] | None = None,
-                 cancels: tuple[type[BaseException], ...] | None = None):
+                 cancels: tuple[type[BaseException], ...] | None = None,
+                 where: Callable[[Any, str], tuple[int, int, int]] | None = None):
         if not callable(getattr(obj, method, None)):
             raise LoopvizError(f"{type(obj).__name__} has no method {method!r} to trace; pass the name of its dispatch method.")
         self._obj = _weak(obj)
         self.method, self.callbacks = method, callbacks
         self.framework, self.loop_start, self.mode, self.position = framework, set(loop_start), mode, position
+        self.where = where
         self.work_names, self.event_arg = dict(work_names or {}), event_arg
         self.base = base
         self.cancels = cancels
@@ -172,7 +176,8 @@ class DispatchTracer:
         self.recording = _Recording(self.rec, dict(framework=framework, work_names=self.work_names,
                                                    batch_events=batch_events))
         self.trace, self.patches = self.recording.trace, self.recording.patches
-        self.plans: dict[str, tuple[list[Any], int]] = {}  # event -> (the callbacks its plan is for, base no-op calls)
+        # event -> (the callbacks its plan is for, a tally of its firings' base no-op calls, its row id): see `_plan`
+        self.plans: dict[str, tuple[list[Any], list[None], int]] = {}
 
     @property
     def obj(self) -> Any:
@@ -201,39 +206,27 @@ class DispatchTracer:
         self.recording.end()
 
     def _dispatch_wrapper(self, original: Callable[..., Any]) -> Callable[..., Any]:
-        # The hot path: everything it reads is bound here once. Per event, a plan (the callbacks it was made for, and
-        # how many of them only have the base class's no-op) is made when the event first fires, and again when the
-        # callback list changes or a loop starts; a callback without a handler then costs nothing per firing.
+        # The hot path: everything it reads is bound here once. Per event, a plan (the callbacks it was made for, a
+        # tally of the firings that call those with only the base class's no-op, the event's row id) is made when the
+        # event first fires, and again when the callback list changes or a loop starts; a callback without a handler
+        # then costs nothing per firing. A firing with a row is recorded in this frame, by the recorder's `HotPath`.
         rec, recording, plans = self.rec, self.recording, self.plans
+        hot = rec.hot_path()
+        now, count, limit, cur, marks, values, add_values = (
+            hot.now, hot.count, hot.limit, hot.cur, hot.marks, hot.values, hot.add_values)
         begin_firing, end_firing = rec.begin_firing, rec.end_firing
         event_arg, loop_start, framework = self.event_arg, self.loop_start, self.framework or "loop"
         callbacks, mode, position, target, cancels = self.callbacks, self.mode, self.position, self._obj, self.cancels
+        where = self.where
         plan_for, stack = self._plan, _DISPATCHING
 
-        @functools.wraps(original)
-        def dispatch(*args: Any, **kwargs: Any) -> Any:
-            name = args[event_arg] if len(args) > event_arg else kwargs.get("method_nm", kwargs.get("event"))
-            if name.__class__ is not str and not isinstance(name, str):
-                return original(*args, **kwargs)
-            if name in loop_start:
-                plans.clear()
-                rec.begin_loop(name.removeprefix("before_"))
-            elif rec.loop < 0:
-                rec.begin_loop(framework)
-            cbs = callbacks()
-            plan = plans.get(name)
-            if plan is None or plan[0] != cbs:
-                plan = plan_for(name, cbs)
-            if plan[1]:  # counted into the recorder's no_handler (its documented exception), all at once
-                rec.no_handler[rec.loop + 1] += plan[1]
-            obj = target()
-            epoch, iteration = position(obj)
-            index = begin_firing(name, mode(obj, name), epoch if epoch.__class__ is int else _int(epoch),
-                                 iteration if iteration.__class__ is int else _int(iteration))
+        def full(name: str, phase: int, epoch: int, iteration: int, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
+            """A firing on the recorder's full path (past its row bound or cap, an event a row cannot name)."""
+            index = begin_firing(name, phase, epoch, iteration)
             recordings = stack.inside
             recordings.append(recording)
             try:
-                result = original(*args, **kwargs) if kwargs else original(*args)  # (no empty dict to unpack)
+                result = original(*args, **kwargs)
             except BaseException as error:
                 recordings.pop()
                 end_firing(index, outcome(error, cancels))
@@ -242,15 +235,90 @@ class DispatchTracer:
             end_firing(index, 0)
             return result
 
+        @functools.wraps(original)
+        def dispatch(*args: Any, **kwargs: Any) -> Any:
+            name = args[event_arg] if len(args) > event_arg else kwargs.get("method_nm", kwargs.get("event"))
+            if name.__class__ is not str and not isinstance(name, str):
+                return original(*args, **kwargs)
+            if name in loop_start:
+                self.forget_plans()
+                rec.begin_loop(name.removeprefix("before_"))
+            elif rec.loop < 0:
+                rec.begin_loop(framework)
+            cbs = callbacks()
+            plan = plans.get(name)
+            if plan is None or plan[0] != cbs:
+                plan = plan_for(name, cbs)
+            _, tally, eid = plan
+            tally.append(None)  # its calls to callbacks with only the base no-op (`Recorder.no_handler_tally`)
+            obj = target()
+            if where is not None:
+                phase, epoch, iteration = where(obj, name)
+            else:
+                epoch, iteration = position(obj)
+                phase = mode(obj, name)
+            if epoch.__class__ is not int:
+                epoch = _int(epoch)
+            if iteration.__class__ is not int:
+                iteration = _int(iteration)
+            index = count[0]
+            if eid < 0 or index >= limit[0]:
+                return full(name, phase, epoch, iteration, args, kwargs)
+            count[0] = index + 1
+            parent = cur[0]
+            cur[0] = index
+            marks[1] = -1
+            at = len(values)
+            start = now()
+            add_values((start, epoch, iteration, rec.loop, parent, eid, phase, 0, None))
+            recordings = stack.inside
+            recordings.append(recording)
+            try:
+                result = original(*args, **kwargs) if kwargs else original(*args)  # (no empty dict to unpack)
+            except BaseException as error:
+                recordings.pop()
+                values[at + 7] = outcome(error, cancels)
+                ended(index, parent, at, start)
+                raise
+            recordings.pop()
+            end = now()  # `ended`, written out
+            cur[0] = parent
+            marks[0] = end
+            marks[1] = index
+            if parent < 0:
+                marks[3] = end
+            values[at + 8] = end - start
+            return result
+
+        def ended(index: int, parent: int, at: int, start: int) -> None:
+            """The end of a firing with a row, as `dispatch` writes it out."""
+            end = now()
+            cur[0] = parent
+            marks[0] = end
+            marks[1] = index
+            if parent < 0:
+                marks[3] = end
+            values[at + 8] = end - start
+
         dispatch.__loopviz_wrapper__ = True  # type: ignore[attr-defined]
         return dispatch
 
-    def _plan(self, name: str, cbs: Iterable[Any]) -> tuple[list[Any], int]:
+    def forget_plans(self) -> None:
+        """Forget every event's plan (a loop starts: the handlers are looked for again)."""
+        for _, tally, _ in self.plans.values():
+            self.rec.drop_tally(tally)
+        self.plans.clear()
+
+    def _plan(self, name: str, cbs: Iterable[Any]) -> tuple[list[Any], list[None], int]:
         """Time the handlers of this event (once per callback) and count the callbacks with only the base no-op; kept
         as the event's plan until the callback list changes or a loop starts."""
         snapshot = list(cbs)
         self._wrap_handlers(name, snapshot)
-        plan = self.plans[name] = (snapshot, sum(1 for cb in snapshot if from_base(cb, name, self.base)))
+        old = self.plans.get(name)
+        if old is not None:
+            self.rec.drop_tally(old[1])
+        quiet = sum(1 for cb in snapshot if from_base(cb, name, self.base))
+        plan = self.plans[name] = (snapshot, self.rec.no_handler_tally(quiet), self.rec.short_id(name))
         return plan  # (callbacks() giving anything but a list never compares equal to it: a plan per firing then)
 
     def _wrap_handlers(self, name: str, cbs: Iterable[Any]) -> None:
@@ -268,7 +336,8 @@ class DispatchTracer:
     def _timed(self, fn: Callable[..., Any], cid: int) -> Callable[..., Any]:
         # closes over the recording, not the tracer: a callback outliving the traced loop must not keep it alive
         recording, cancels, stack = self.recording, self.cancels, _DISPATCHING
-        now, call = self.rec.now, self.rec.call
+        hot = self.rec.hot_path()
+        now, call, cur, calls, add_call, call_limit = hot.now, hot.call, hot.cur, hot.calls, hot.add_call, hot.call_limit
 
         @functools.wraps(fn)
         def timed(*args: Any, **kwargs: Any) -> Any:
@@ -281,7 +350,11 @@ class DispatchTracer:
             except BaseException as error:
                 call(cid, start, now(), outcome(error, cancels))
                 raise
-            call(cid, start, now(), RAN)
+            end = now()
+            if len(calls) < call_limit[0]:  # inside its dispatch, a firing is open: this says it has a row (`HotPath`)
+                add_call((start, cur[0], cid, end - start, RAN))
+            else:
+                call(cid, start, end, RAN)
             return result
 
         return invisible(timed, fn)

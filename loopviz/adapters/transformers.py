@@ -280,9 +280,9 @@ class _TrainerTracer(DispatchTracer):
         handler = weakref.ref(trainer.callback_handler)
         self.training = self.evaluating = 0  # train / evaluate-or-predict calls open now
         self.epoch = -1  # the epoch `train` is in, read from state.epoch at on_epoch_begin, where it is exact
-        # callbacks, mode and position are read at every dispatch: closures, the trainer's handler list read directly
+        # callbacks and where are read at every dispatch: closures, the trainer's handler list read directly
         super().__init__(trainer.callback_handler, "call_event", callbacks=lambda: getattr(handler(), "callbacks", []),
-                         framework=FRAMEWORK, loop_start=(), mode=self._mode_of(), position=self._position_of(),
+                         framework=FRAMEWORK, loop_start=(), where=self._where_of(),
                          work_names=WORK_NAMES, base=TrainerCallback,
                          batch_events=("on_step_begin", "on_step_end"), cancels=(), **kwargs)  # stops by flags
 
@@ -308,7 +308,7 @@ class _TrainerTracer(DispatchTracer):
                 return original(*args, **kwargs)
             outermost = self.rec.loop < 0
             if outermost:
-                self.plans.clear()  # the handlers are looked for again: callbacks may have gained or lost some
+                self.forget_plans()  # the handlers are looked for again: callbacks may have gained or lost some
                 self.rec.begin_loop(label)
             if training and not self.training:
                 self.epoch = 0
@@ -335,28 +335,19 @@ class _TrainerTracer(DispatchTracer):
 
         return on_epoch_begin
 
-    def _mode_of(self) -> Callable[[Any, str], int]:
-        """mode(handler, event) -> 0 (train begin/end), 1 (training) or 2 (evaluating or predicting)."""
-        tracer, begin_end = self, frozenset(_BEGIN_END)
+    def _where_of(self) -> Callable[[Any, str], tuple[int, int, int]]:
+        """where(handler, event) -> (mode, epoch, global step): mode 0 for train begin/end, 1 training, 2 evaluating or
+        predicting; the epoch noted at on_epoch_begin while training."""
+        trainer, tracer, begin_end = self._trainer, self, frozenset(_BEGIN_END)
 
-        def mode(handler: Any, name: str) -> int:
-            if tracer.evaluating:
-                return 2
-            return 0 if name in begin_end else 1
-
-        return mode
-
-    def _position_of(self) -> Callable[[Any], tuple[int, int]]:
-        """position(handler) -> (epoch, global step): the epoch noted at on_epoch_begin while training."""
-        trainer, tracer = self._trainer, self
-
-        def position(handler: Any) -> tuple[int, int]:
+        def where(handler: Any, name: str) -> tuple[int, int, int]:
             state = trainer().state
+            mode = 2 if tracer.evaluating else 0 if name in begin_end else 1
             if tracer.training:
-                return tracer.epoch, state.global_step
-            return (int(state.epoch) if state.epoch is not None else -1), state.global_step
+                return mode, tracer.epoch, state.global_step
+            return mode, (int(state.epoch) if state.epoch is not None else -1), state.global_step
 
-        return position
+        return where
 
 
 def trace_trainer(trainer: Any, **kwargs: Any) -> DispatchTracer:
