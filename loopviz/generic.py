@@ -220,7 +220,8 @@ class DispatchTracer:
         where = self.where
         plan_for, stack = self._plan, _DISPATCHING
 
-        def full(name: str, phase: int, epoch: int, iteration: int, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
+        def full(name: str, phase: int, epoch: int, iteration: int, args: tuple[Any, ...],
+                 kwargs: dict[str, Any]) -> Any:
             """A firing on the recorder's full path (past its row bound or cap, an event a row cannot name)."""
             index = begin_firing(name, phase, epoch, iteration)
             recordings = stack.inside

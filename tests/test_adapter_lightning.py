@@ -389,3 +389,32 @@ def test_a_trace_never_exited_ends_when_its_trainer_and_module_are_collected(tmp
     assert instrument.installed() == [] and all(vars(call)[name] is getattr(call, name) for name in NAMES)
     assert not any(getattr(vars(call)[name], "__loopviz_wrapper__", False) for name in NAMES)
     assert not t.recording_now and module_calls(t, "training_step") == steps == 8
+
+
+def _all_firings(t: Any) -> Counter:
+    """Firings per event, those past the record cap (kept as aggregates) included."""
+    found = Counter(_firing_names(t))
+    for aggregates in (t.data.overflow_firings, t.data.overflow_nested):
+        for (_, event, _), aggregate in aggregates.items():
+            found[t.data.events[event]] += aggregate.count
+    return found
+
+
+@pytest.mark.parametrize("bound, caps", [(3, {}), (5, {"max_firings": 40, "max_calls": 25})])
+def test_rows_packed_every_few_and_past_the_caps_count_what_lightning_ran(tmp_path: Path, monkeypatch, bound: int,
+                                                                          caps: dict[str, int]) -> None:
+    # rows are written in the tracer's frame until the recorder's bound, then by the recorder's full path: a bound of a
+    # few rows (and caps) makes every firing cross between the two
+    from loopviz.trace import record
+
+    monkeypatch.setattr(record, "PENDING_ROWS", bound)
+    spy_cb = SpyCallback()
+    tr = trainer(tmp_path, [spy_cb])
+    with spying() as seen, loopviz.tracing(tr, **caps) as t:
+        tr.fit(TinyModule(), loader(), loader())
+    assert _all_firings(t) == seen.counts()
+    kept = t.calls_df()
+    assert len(kept) == min(caps.get("max_calls", 10 ** 9), sum(seen.calls().values()))
+    assert len(kept) + t.data.dropped_calls == sum(seen.calls().values())
+    firings = t.firings_df()
+    assert (firings["end"] >= firings["start"]).all() and (firings["status"].astype(str) == "ok").all()

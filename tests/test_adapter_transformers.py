@@ -422,3 +422,26 @@ def test_a_trace_never_exited_ends_when_its_trainer_is_collected(tmp_path: Any) 
     assert gone() is None, "the trace kept its trainer alive"
     assert instrument.installed() == [] and "on_step_end" not in vars(shared)
     assert not t.recording_now and counter_calls(t) == sum(shared.steps.values()) == 4
+
+
+@pytest.mark.parametrize("bound, caps", [(3, {}), (4, {"max_firings": 12, "max_calls": 6})])
+def test_rows_packed_every_few_and_past_the_caps_count_what_the_trainer_ran(tmp_path: Any, monkeypatch, bound: int,
+                                                                            caps: dict[str, int]) -> None:
+    # the dispatch writes rows in its own frame until the recorder's bound, then takes the recorder's full path: a
+    # bound of a few rows (and caps) makes every firing cross between the two
+    from loopviz.trace import record
+
+    monkeypatch.setattr(record, "PENDING_ROWS", bound)
+    trainer = tiny_trainer(tmp_path, [StopAt(99)], n_train=16, logging_strategy="steps", logging_steps=1)
+    with hf.trace_trainer(trainer, **caps) as t, Spy(trainer) as spy:
+        trainer.train()
+    kept = t.firings_df()["event"].astype(str).tolist()
+    assert kept == spy.events[:len(kept)] and len(kept) == min(caps.get("max_firings", 10 ** 9), len(spy.events))
+    assert t.n_firings + t.data.dropped_firings == len(spy.events)
+    assert t.n_calls + t.data.dropped_calls == len(spy.calls)
+    assert t.n_calls == min(caps.get("max_calls", 10 ** 9), len(spy.calls))
+    n_callbacks = len(trainer.callback_handler.callbacks)
+    assert t.no_handler_calls == len(spy.events) * n_callbacks - len(spy.calls)
+    calls, firings = t.calls_df(), t.firings_df()
+    kept_calls = list(zip(firings.loc[calls["firing"], "event"].astype(str), calls["callback"].astype(str)))
+    assert kept_calls == spy.calls[:len(calls)]

@@ -92,8 +92,9 @@ class Recorder:
     (the host clock) and `loop` (the innermost open loop); tracers read none of its buffers or id tables, with two
     exceptions: `no_handler`, the calls a loop makes to callbacks without a handler (outside any loop, then per loop),
     which a tracer counts as `no_handler[loop + 1] += k` (most calls, where a loop calls every callback at every
-    event: a method call would cost a frame each), or by a tally (`no_handler_tally`); and `hot_path()`, the cells and functions with which a tracer writes the
-    short paths of `begin_firing`/`end_firing`/`call` into its own frame, by the protocol `HotPath` documents."""
+    event: a method call would cost a frame each), or by a tally (`no_handler_tally`); and `hot_path()`, the cells and
+    functions with which a tracer writes the short paths of `begin_firing`/`end_firing`/`call` into its own frame, by
+    the protocol `HotPath` documents."""
 
     def __init__(self, clock: Clock | None = None, max_calls: int = 1_000_000, max_firings: int = 250_000,
                  now: Callable[[], int] | None = None):

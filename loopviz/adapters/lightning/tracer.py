@@ -165,8 +165,9 @@ def _uninstall() -> None:
 
 
 
-# an open firing: [hook, index, pending (its dispatch returned; the next dispatch of the same hook joins it), end]
-_HOOK, _INDEX, _PENDING, _END = range(4)
+# an open firing: [hook, index, pending (its dispatch returned; the next dispatch of the same hook joins it), end,
+# where its values wait in the recorder's pending rows (-1: begun on the recorder's full path)]
+_HOOK, _INDEX, _PENDING, _END, _AT = range(5)
 _TRAINING, _PREDICTING = RunningStage.TRAINING, RunningStage.PREDICTING
 _VALIDATING, _TESTING, _SANITY_CHECKING = RunningStage.VALIDATING, RunningStage.TESTING, RunningStage.SANITY_CHECKING
 
@@ -206,9 +207,11 @@ class LightningTracer:
         self.now = self.rec.now
         self.trace = Trace.recording(self.rec, stop=self._stop)
         self.open: list[list[Any]] = []  # the open firings, innermost last (see _HOOK...)
-        # hook -> (the trainer, weakly: a plan keeps no trainer alive; its callbacks) of the hook's timed handlers
-        self.plans: dict[str, tuple[weakref.ref[Any], list[Any]]] = {}
+        # hook -> (the trainer, weakly: a plan keeps no trainer alive; its callbacks; the hook's row id) of the hook's
+        # timed handlers
+        self.plans: dict[str, tuple[weakref.ref[Any], list[Any], int]] = {}
         self.patches = instrument.PatchSet()  # the timed handlers on callback, module and datamodule instances
+        self.begin = self._make_begin()
         self.active = False
         self._ending: weakref.finalize | None = None
 
@@ -263,32 +266,60 @@ class LightningTracer:
             if firing[_HOOK] == "on_sanity_check_end" and not self.open:
                 self.rec.end_loop(firing[_END])  # the sanity check's loop (see begin)
 
-    def begin(self, trainer: Any, hook: str) -> list[Any]:
-        """Open a firing of `hook` for a dispatch that joins no pending firing (the dispatch wrapper joins those); the
-        pending firing, of another hook, is closed first. Returns the new firing."""
-        open_, rec = self.open, self.rec
-        if open_ and (top := open_[-1])[_PENDING]:
-            open_.pop()  # settle(), inlined: nearly every firing closes the one before it
-            rec.end_firing(top[_INDEX], 0, top[_END])
-            if top[_HOOK] == "on_sanity_check_end" and not open_:
-                rec.end_loop(top[_END])  # the sanity check's loop (see below)
-        plan = self.plans.get(hook)
-        if plan is None or plan[0]() is not trainer or plan[1] != trainer.callbacks:
-            self._wrap_handlers(trainer, hook)
-        if rec.loop < 0:
-            rec.begin_loop("lightning")
-        if hook == "on_sanity_check_start" and not open_:
-            rec.begin_loop(SANITY_CHECK)  # a loop of its own inside fit: its validation is not fit's
-        stage = trainer.state.stage
-        if stage is _TRAINING:  # nearly every firing of a fit: _where's first case, inlined (current_epoch's body too)
-            fit_loop = trainer.fit_loop
-            mode, epoch = 0 if hook in RUN_HOOKS else 1, fit_loop.epoch_progress.current.completed
-            iteration = fit_loop.epoch_loop.batch_progress.current.ready - 1
-        else:
-            mode, epoch, iteration = _where(trainer, hook)
-        firing = [hook, rec.begin_firing(hook, mode, epoch, iteration), False, 0]
-        open_.append(firing)
-        return firing
+    def _make_begin(self) -> Callable[[Any, str], list[Any]]:
+        """`begin(trainer, hook)`: open a firing of `hook` for a dispatch that joins no pending firing (the dispatch
+        wrapper joins those); the pending firing, of another hook, is closed first. Returns the new firing. A closure
+        that opens and closes rows by the recorder's `HotPath` (nearly every firing of a fit), bound once."""
+        open_, rec, plans, wrap = self.open, self.rec, self.plans, self._wrap_handlers
+        hot = rec.hot_path()
+        now, count, limit, cur, marks, values, add_values = (
+            hot.now, hot.count, hot.limit, hot.cur, hot.marks, hot.values, hot.add_values)
+        begin_firing, end_firing = rec.begin_firing, rec.end_firing
+
+        def begin(trainer: Any, hook: str) -> list[Any]:
+            if open_ and (top := open_[-1])[_PENDING]:
+                open_.pop()  # settle(), inlined: nearly every firing closes the one before it
+                at, end = top[_AT], top[_END]
+                if at >= 0:  # the recorder's end_firing, written out (`HotPath`)
+                    parent = values[at + 4]
+                    cur[0] = parent
+                    marks[0] = end
+                    marks[1] = top[_INDEX]
+                    if parent < 0:
+                        marks[3] = end
+                    values[at + 8] = end - values[at]
+                else:
+                    end_firing(top[_INDEX], 0, end)
+                if top[_HOOK] == "on_sanity_check_end" and not open_:
+                    rec.end_loop(end)  # the sanity check's loop (see below)
+            plan = plans.get(hook)
+            if plan is None or plan[0]() is not trainer or plan[1] != trainer.callbacks:
+                plan = wrap(trainer, hook)
+            if rec.loop < 0:
+                rec.begin_loop("lightning")
+            if hook == "on_sanity_check_start" and not open_:
+                rec.begin_loop(SANITY_CHECK)  # a loop of its own inside fit: its validation is not fit's
+            stage = trainer.state.stage
+            if stage is _TRAINING:  # nearly every firing of a fit: _where's first case, inlined (current_epoch's too)
+                fit_loop = trainer.fit_loop
+                mode, epoch = 0 if hook in RUN_HOOKS else 1, fit_loop.epoch_progress.current.completed
+                iteration = fit_loop.epoch_loop.batch_progress.current.ready - 1
+            else:
+                mode, epoch, iteration = _where(trainer, hook)
+            index, eid = count[0], plan[2]
+            if eid < 0 or index >= limit[0]:
+                firing = [hook, begin_firing(hook, mode, epoch, iteration), False, 0, -1]
+            else:  # the recorder's begin_firing, written out (`HotPath`)
+                count[0] = index + 1
+                parent = cur[0]
+                cur[0] = index
+                marks[1] = -1
+                firing = [hook, index, False, 0, len(values)]
+                add_values((now(), epoch, iteration, rec.loop, parent, eid, mode, 0, None))
+            open_.append(firing)
+            return firing
+
+        return begin
 
     def failed(self, firing: list[Any], error: BaseException) -> None:
         """The dispatch of `firing` raised `error`: the firing ends with it."""
@@ -299,9 +330,9 @@ class LightningTracer:
             self.open.pop()
             self.rec.end_firing(firing[_INDEX], outcome(error, _CANCELS))
 
-    def _wrap_handlers(self, trainer: Any, hook: str) -> None:
-        """Time the handlers of `hook` by an attribute on each callback and module instance (the hook's plan, kept
-        until the trainer's callbacks change or a loop starts)."""
+    def _wrap_handlers(self, trainer: Any, hook: str) -> tuple[weakref.ref[Any], list[Any], int]:
+        """Time the handlers of `hook` by an attribute on each callback and module instance; returns the hook's plan,
+        kept until the trainer's callbacks change or a loop starts."""
         module = trainer.lightning_module
         callbacks = [] if hook_owners(hook) == MODULE else list(trainer.callbacks)
         for obj in handler_objects(callbacks, module, hook, trainer.datamodule):
@@ -312,10 +343,13 @@ class LightningTracer:
             info = callback_info(obj, order=lambda o, p=position: p, base=owner_base(obj))
             cid = self.rec.callback_id(id(obj), lambda info=info: callback_facts(info))
             self.patches.put(obj, hook, self._timed(fn, cid))
-        self.plans[hook] = (weakref.ref(trainer), list(trainer.callbacks))
+        plan = self.plans[hook] = (weakref.ref(trainer), list(trainer.callbacks), self.rec.short_id(hook))
+        return plan
 
     def _timed(self, fn: Callable[..., Any], cid: int) -> Callable[..., Any]:
         now, call, stack, open_ = self.rec.now, self.rec.call, _DISPATCHING, self.open
+        hot = self.rec.hot_path()
+        cur, calls, add_call, call_limit = hot.cur, hot.calls, hot.add_call, hot.call_limit
 
         @functools.wraps(fn)
         def timed(*args: Any, **kwargs: Any) -> Any:
@@ -333,7 +367,11 @@ class LightningTracer:
             if self.active:
                 if open_ and open_[-1][_PENDING]:
                     self.settle()  # a hook dispatched inside this handler (optimizer_step's closure) ends before it
-                call(cid, start, now(), RAN)
+                end = now()
+                if len(calls) < call_limit[0]:  # inside its dispatch, a firing is open: it has a row (`HotPath`)
+                    add_call((start, cur[0], cid, end - start, RAN))
+                else:
+                    call(cid, start, end, RAN)
             return result
 
         timed.__loopviz_wrapper__ = True  # type: ignore[attr-defined]
