@@ -278,11 +278,10 @@ class DispatchTracer:
                 result = original(*args, **kwargs) if kwargs else original(*args)  # (no empty dict to unpack)
             except BaseException as error:
                 recordings.pop()
-                values[at + 7] = outcome(error, cancels)
-                ended(index, parent, at, start)
+                end_firing(index, outcome(error, cancels))  # the recorder's own end of the row written here
                 raise
             recordings.pop()
-            end = now()  # `ended`, written out
+            end = now()  # the recorder's end_firing, written out (`HotPath`)
             cur[0] = parent
             marks[0] = end
             marks[1] = index
@@ -290,16 +289,6 @@ class DispatchTracer:
                 marks[3] = end
             values[at + 8] = end - start
             return result
-
-        def ended(index: int, parent: int, at: int, start: int) -> None:
-            """The end of a firing with a row, as `dispatch` writes it out."""
-            end = now()
-            cur[0] = parent
-            marks[0] = end
-            marks[1] = index
-            if parent < 0:
-                marks[3] = end
-            values[at + 8] = end - start
 
         dispatch.__loopviz_wrapper__ = True  # type: ignore[attr-defined]
         return dispatch

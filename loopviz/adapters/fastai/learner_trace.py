@@ -386,18 +386,8 @@ class LearnerTrace:
         now, count, limit, cur, marks = hot.now, hot.count, hot.limit, hot.cur, hot.marks
         values, add_values = hot.values, hot.add_values
         lean, live, removed = self.lean, self.live, self.removed
-        skipped, cut_short = self.skipped, self.cut_short
+        skipped, cut_short, end_firing = self.skipped, self.cut_short, rec.end_firing
         attrs = learn.__dict__
-
-        def ended(index: int, at: int, start: int) -> None:
-            """The lean firing's end, as the normal path below writes it out: the recorder's marks, its duration."""
-            end = now()
-            cur[0] = -1
-            marks[0] = marks[3] = end
-            marks[1] = index
-            values[at + 8] = end - start
-            if removed:
-                self.unwrap_removed(learn)
 
         def _call_one(event: str) -> Any:
             try:
@@ -421,12 +411,14 @@ class LearnerTrace:
                 result = dispatch[0](learn, event)
             except BaseException as error:
                 live[0] = None
-                values[at + 7] = outcome(error, CANCELS)
+                status = outcome(error, CANCELS)
                 cut_short(learn, table, index, event)
-                ended(index, at, start)
+                end_firing(index, status)  # the recorder's own end of the row written here
+                if removed:
+                    self.unwrap_removed(learn)
                 raise
             live[0] = None
-            tally.append(None)  # `settle` and `ended`, written out: this runs at nearly every event
+            tally.append(None)  # `settle` and the recorder's end_firing, written out: this runs at nearly every event
             for slot in handled:
                 if slot.ran != index:
                     skipped(slot, event)
