@@ -241,16 +241,19 @@ class DispatchTracer:
             name = args[event_arg] if len(args) > event_arg else kwargs.get("method_nm", kwargs.get("event"))
             if name.__class__ is not str and not isinstance(name, str):
                 return original(*args, **kwargs)
+            loop = rec.loop
             if name in loop_start:
                 self.forget_plans()
-                rec.begin_loop(name.removeprefix("before_"))
-            elif rec.loop < 0:
-                rec.begin_loop(framework)
+                loop = rec.begin_loop(name.removeprefix("before_"))
+            elif loop < 0:
+                loop = rec.begin_loop(framework)
             cbs = callbacks()
-            plan = plans.get(name)
-            if plan is None or plan[0] != cbs:
-                plan = plan_for(name, cbs)
-            _, tally, eid = plan
+            try:
+                snapshot, tally, eid = plans[name]
+            except KeyError:  # (a plan made outside this clause: an exception in it carries no KeyError context)
+                snapshot = None
+            if snapshot is None or snapshot != cbs:
+                _, tally, eid = plan_for(name, cbs)
             tally.append(None)  # its calls to callbacks with only the base no-op (`Recorder.no_handler_tally`)
             obj = target()
             if where is not None:
@@ -271,7 +274,7 @@ class DispatchTracer:
             marks[1] = -1
             at = len(values)
             start = now()
-            add_values((start, epoch, iteration, rec.loop, parent, eid, phase, 0, None))
+            add_values((start, epoch, iteration, loop, parent, eid, phase, 0, None))
             recordings = stack.inside
             recordings.append(recording)
             try:
