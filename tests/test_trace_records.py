@@ -3,6 +3,7 @@ same integers after a save and load, a select, or a round trip through the matri
 from __future__ import annotations
 
 import json
+import struct
 
 import numpy as np
 import pytest
@@ -154,3 +155,38 @@ def test_rows_made_inside_a_long_open_firing_are_packed_once_it_ends():
     assert (m[1:, F_END] - m[1:, F_START] == 3_000).all()  # begin, two reads for the call, end
     calls = data.calls.matrix()
     assert len(calls) == len(m) - 1 and calls[:, C_FIRING].tolist() == list(range(1, len(m)))
+
+
+_RANGES = {"q": (-(2 ** 63), 2 ** 63 - 1), "i": (-(2 ** 31), 2 ** 31 - 1), "I": (0, 2 ** 32 - 1), "H": (0, 2 ** 16 - 1),
+           "B": (0, 255)}
+
+
+def _rows(row: struct.Struct) -> st.SearchStrategy:
+    """Rows whose every value is within its field's range (at its edges too)."""
+    fields = [st.one_of(st.integers(*_RANGES[code]), st.sampled_from(_RANGES[code]))
+              for code in row.format[1:] if code in _RANGES]
+    return st.lists(st.tuples(*fields).map(list), min_size=1, max_size=150)
+
+
+@given(st.data(), st.booleans(), st.booleans())
+@settings(max_examples=80, deadline=None)
+def test_rows_packed_in_bulk_are_the_bytes_or_the_error_packing_them_one_by_one_gives(data, calls, spoil):
+    # the bulk format is native where that gives the same bytes, with its 64-bit fields as ssize_t: it must give
+    # exactly the row format's bytes, and refuse what the row format refuses (`spoil`: one value no row can hold)
+    row = record_module.CALL_ROW if calls else record_module.FIRING_ROW
+    width = 5 if calls else 9
+    rows = data.draw(_rows(row))
+    if spoil:
+        at, field = data.draw(st.integers(0, len(rows) - 1)), data.draw(st.integers(0, width - 1))
+        low, high = _RANGES[[code for code in row.format[1:] if code in _RANGES][field]]
+        rows[at][field] = data.draw(st.sampled_from([low - 1, high + 1, None, 1.5]))
+    try:
+        expected = b"".join(row.pack(*values) for values in rows)
+    except (struct.error, TypeError):
+        expected = None
+    flat = [value for values in rows for value in values]
+    if expected is None:
+        with pytest.raises((struct.error, TypeError)):
+            record_module._pack_many(row, flat, width)
+    else:
+        assert record_module._pack_many(row, flat, width) == expected

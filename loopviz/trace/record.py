@@ -39,15 +39,18 @@ _unpack_firing = FIRING_ROW.unpack_from
 _FW, _CW = len(FIRING_ROW.unpack(bytes(_FIRING_SIZE))), len(CALL_ROW.unpack(bytes(_CALL_SIZE)))  # values per row
 _ST, _DUR = 7, 8  # where a pending firing row holds its status and duration (None while the firing is open)
 _BLOCK = 64  # rows packed per struct call (a struct holds 32 bytes per field: 64 firing rows take 18 KB)
-_BLOCKS: dict[str, tuple[str, struct.Struct]] = {}  # row format -> (its bulk prefix, the struct packing _BLOCK rows)
+_BLOCKS: dict[str, tuple[str, struct.Struct]] = {}  # row format -> (its bulk format, the struct packing _BLOCK rows)
 
 
-def _prefix(row: struct.Struct) -> str:
-    """The byte order and alignment to pack `row` in bulk with: native where it gives the same bytes (native
-    conversion is the faster one; the rows' layout needs no padding on a little-endian machine), else the row's own."""
+def _bulk(row: struct.Struct) -> tuple[str, str]:
+    """The byte order and the body of the format to pack `row` in bulk with, giving the same bytes: native where it
+    can (native conversion is the faster one; the rows' layout needs no padding on a little-endian machine), with the
+    64-bit fields as `n` (ssize_t) where that is 8 bytes (CPython converts a multi-digit int to long long through
+    `_PyLong_AsByteArray`, to ssize_t digit by digit); else the row's own."""
     body = row.format[1:]
-    same = sys.byteorder == "little" and struct.calcsize("@" + body * 2) == 2 * row.size
-    return "@" if same else row.format[0]
+    if sys.byteorder != "little" or struct.calcsize("@" + body * 2) != 2 * row.size:
+        return row.format[0], body
+    return "@", body.replace("q", "n") if struct.calcsize("@n") == 8 else body
 
 
 def _pack_many(row: struct.Struct, values: list[Any], width: int) -> bytes:
@@ -55,15 +58,15 @@ def _pack_many(row: struct.Struct, values: list[Any], width: int) -> bytes:
     `row.pack` would)."""
     found = _BLOCKS.get(row.format)
     if found is None:
-        prefix = _prefix(row)
-        found = _BLOCKS[row.format] = (prefix, struct.Struct(prefix + row.format[1:] * _BLOCK))
-    prefix, block = found
+        prefix, body = _bulk(row)
+        found = _BLOCKS[row.format] = (prefix + body, struct.Struct(prefix + body * _BLOCK))
+    one, block = found
     step = _BLOCK * width
     whole = len(values) - len(values) % step
     packed = [block.pack(*values[i:i + step]) for i in range(0, whole, step)]
     if whole < len(values):
         rest = (len(values) - whole) // width
-        packed.append(struct.pack(prefix + row.format[1:] * rest, *values[whole:]))
+        packed.append(struct.pack(one[0] + one[1:] * rest, *values[whole:]))
     return b"".join(packed)
 
 
