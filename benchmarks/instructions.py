@@ -14,15 +14,19 @@ type version tags, which a class gets anew whenever it is patched, so which look
 rounds. The garbage collector is off while firings are counted. A whole fit (`--fit-batches`) is counted once per
 configuration, with the collector on.
 
-    .venv/bin/python benchmarks/instructions.py [--n 300] [--rounds 5] [--fit-batches 100] [--changes] [--peers]
-        [--check] [--json PATH] [--ranges [--profiler]]
+    .venv/bin/python benchmarks/instructions.py [--n 300] [--rounds 5] [--fit-batches 100] [--processes 1]
+        [--changes] [--peers] [--check] [--json PATH] [--ranges [--profiler]]
 
 `--changes` also counts `learn.trace(changes=True)` (the one-handler case and a whole fit). `--check` counts it too,
 then exits non-zero naming every figure that misses its target in TARGETS. `--peers` counts, the same way and on the
 same cases, a `torch.profiler.record_function` opened around every firing (a class-level wrapper of fastai's
 `Learner._call_one`, no profiler recording) and fastxtend 0.1.7's SimpleProfiler, in a callgrind process of its own
 (importing fastxtend patches fastai for every learner; `pip install --no-deps fastxtend==0.1.7`, skipped when absent).
-`--json PATH` writes every figure, the targets and whether each was met. `--ranges` traces with ranges=True (a
+`--json PATH` writes every figure, the targets and whether each was met. `--processes K` counts everything in K callgrind
+processes (as many at once as there are cores): where CPython puts each method-cache entry depends on the process's
+memory layout, so one process's whole-fit ratio is one draw (four processes of the same code gave 1.016-1.024);
+per-firing figures are then taken over every round of every process, and each whole fit's ratio is the median of the
+processes' ratios. `--ranges` traces with ranges=True (a
 torch.profiler range per event, handler call and piece of work, opened only while a profiler records); `--profiler`
 runs every configuration inside a CPU torch.profiler, so the ranges are really opened.
 
@@ -34,6 +38,7 @@ from __future__ import annotations
 import argparse
 import importlib.util
 import json
+import os
 import statistics
 import sys
 from concurrent.futures import ThreadPoolExecutor
@@ -241,7 +246,9 @@ def number(value: float | None) -> str:
 
 def print_cases(figures: dict[str, Any], args: argparse.Namespace, what: str) -> None:
     """Print instructions per firing of every case and configuration, with what each adds and its spread."""
-    rounds = f"median of {args.rounds} round{'s' * (args.rounds > 1)}; spread = largest - smallest"
+    total = args.rounds * (figures.get("processes") or 1)
+    where = f" in {figures['processes']} processes" if figures.get("processes") else ""
+    rounds = f"median of {total} round{'s' * (total > 1)}{where}; spread = largest - smallest"
     print(f"Instructions per event firing{what} (callgrind; 5 callbacks; N={args.n} and 2N firings; {rounds}):")
     print(f"  {'case':31s} {'configuration':16s} {'per firing':>11s} {'added':>9s} {'spread':>7s} {'ratio':>6s}")
     for label, event, _ in CASES:
@@ -258,10 +265,12 @@ def print_cases(figures: dict[str, Any], args: argparse.Namespace, what: str) ->
 def print_fits(figures: dict[str, Any], args: argparse.Namespace, what: str) -> None:
     """Print each whole fit's instructions and its ratio to the untraced fit of the same process."""
     fits = figures["fits"]
-    others = "".join(f", {name} {fit['instructions']:,} ({fit['ratio']:.3f})"
+    each = lambda fit: f" [{', '.join(f'{r:.4f}' for r in fit['ratios'])}]" if "ratios" in fit else ""  # noqa: E731
+    others = "".join(f", {name} {fit['instructions']:,.0f} ({fit['ratio']:.3f}{each(fit)})"
                      for name, fit in fits.items() if name != "plain")
-    print(f"Whole fit{what} ({args.fit_batches} training batches of 4, one torch thread): untraced "
-          f"{fits['plain']['instructions']:,}{others}")
+    median = f"; medians of {figures['processes']} processes, each one's ratio in []" if "processes" in figures else ""
+    print(f"Whole fit{what} ({args.fit_batches} training batches of 4, one torch thread{median}): untraced "
+          f"{fits['plain']['instructions']:,.0f}{others}")
 
 
 def print_targets(targets: list[dict[str, Any]]) -> None:
@@ -279,14 +288,41 @@ def inside_arguments(args: argparse.Namespace, inside: str) -> list[str]:
             "--inside", inside, *flags]
 
 
-def count(args: argparse.Namespace) -> dict[str, dict[str, int]]:
-    """Run the callgrind processes (loopviz's, and fastxtend's with --peers when installed) at once; their totals."""
-    runs = {"loopviz": inside_arguments(args, "loopviz")}
+def count(args: argparse.Namespace) -> dict[str, list[dict[str, int]]]:
+    """Run the callgrind processes (`--processes` of loopviz's, and fastxtend's with --peers when installed), as many
+    at once as there are cores; the totals of each, by configuration."""
+    runs = [("loopviz", inside_arguments(args, "loopviz")) for _ in range(args.processes)]
     if args.peers and importlib.util.find_spec("fastxtend") is not None:
-        runs["fastxtend"] = inside_arguments(args, "fastxtend")
-    with ThreadPoolExecutor(len(runs)) as pool:
-        futures = {name: pool.submit(run_under_callgrind, __file__, arguments) for name, arguments in runs.items()}
-        return {name: future.result() for name, future in futures.items()}
+        runs.append(("fastxtend", inside_arguments(args, "fastxtend")))
+    with ThreadPoolExecutor(min(len(runs), os.cpu_count() or 1)) as pool:
+        futures = [(name, pool.submit(run_under_callgrind, __file__, arguments)) for name, arguments in runs]
+        found: dict[str, list[dict[str, int]]] = {}
+        for name, future in futures:
+            found.setdefault(name, []).append(future.result())
+        return found
+
+
+def merged(each: list[dict[str, Any]]) -> dict[str, Any]:
+    """The figures of several callgrind processes as one: per-firing figures over every round of every process, each
+    whole fit's instructions and ratio the median over the processes (with each process's ratio)."""
+    if len(each) == 1:
+        return each[0]
+    cases: dict[str, Any] = {}
+    for label, case in each[0]["cases"].items():
+        out = cases[label] = {key: value for key, value in case.items() if not isinstance(value, dict)}
+        for name, row in case.items():
+            if isinstance(row, dict):
+                out[name] = spread_of([v for figures in each for v in figures["cases"][label][name]["rounds"]])
+                if "added" in row:
+                    out[name]["added"] = spread_of(
+                        [v for figures in each for v in figures["cases"][label][name]["added"]["rounds"]])
+    fits: dict[str, Any] = {}
+    for name in each[0]["fits"]:
+        fits[name] = {"instructions": statistics.median(f["fits"][name]["instructions"] for f in each)}
+        if name != "plain":
+            ratios = [f["fits"][name]["ratio"] for f in each]
+            fits[name].update(ratio=statistics.median(ratios), ratios=ratios)
+    return {"cases": cases, "fits": fits, "processes": len(each)}
 
 
 def parse() -> argparse.Namespace:
@@ -300,11 +336,14 @@ def parse() -> argparse.Namespace:
     parser.add_argument("--profiler", action="store_true", help="run every configuration inside a CPU torch.profiler")
     parser.add_argument("--check", action="store_true", help="exit non-zero when a figure misses its target")
     parser.add_argument("--peers", action="store_true", help="also count record_function and fastxtend")
+    parser.add_argument("--processes", type=int, default=1,
+                        help="callgrind processes to count in (per-firing figures over all their rounds, whole fits "
+                             "the median of the processes): a process's memory layout moves its counts")
     parser.add_argument("--json", type=Path, help="write every figure, the targets and whether each was met here")
     parser.add_argument("--inside", choices=["loopviz", "fastxtend"], help=argparse.SUPPRESS)
     args = parser.parse_args()
-    if args.n < 1 or args.rounds < 1 or args.fit_batches < 1:
-        parser.error("--n, --rounds and --fit-batches must be at least 1")
+    if args.n < 1 or args.rounds < 1 or args.fit_batches < 1 or args.processes < 1:
+        parser.error("--n, --rounds, --fit-batches and --processes must be at least 1")
     if args.check and (args.ranges or args.profiler):
         parser.error("--check holds the default trace to its targets: leave out --ranges and --profiler")
     return args
@@ -318,9 +357,10 @@ def main() -> None:
         return
     options = [f"--{name}" for name in ("ranges", "profiler") if getattr(args, name)]
     what = f" ({', '.join(options)})" if options else ""
-    result: dict[str, Any] = {"n": args.n, "rounds": args.rounds, "fit_batches": args.fit_batches, "options": options}
-    for name, totals in count(args).items():
-        figures = result[name] = figures_of(totals, args)
+    result: dict[str, Any] = {"n": args.n, "rounds": args.rounds, "fit_batches": args.fit_batches, "options": options,
+                              "processes": args.processes}
+    for name, each in count(args).items():
+        figures = result[name] = merged([figures_of(totals, args) for totals in each])
         if name == "fastxtend":
             print(f"\n{FASTXTEND}, in a callgrind process of its own (against its own untraced figures):")
         print_cases(figures, args, what)
