@@ -1,8 +1,9 @@
 """Raw records, packed: 32 bytes per event firing and 24 per callback call.
 
-The recorder packs rows in batches (at most `record.PENDING_ROWS` wait as small Python lists until then; no Python
-object is kept per record once packed). Everything else reads the rows through `matrix()`, an int64 matrix in FIRING_FIELDS / CALL_FIELDS order, and trace files hold
-those same flat integers, so the packing is known only here and to the recorder.
+The recorder packs rows in batches (at most `record.PENDING_ROWS` rows wait as values in a flat list until then; no
+Python object is kept per record once packed). Everything else reads the rows through `matrix()`, an int64 matrix in
+FIRING_FIELDS / CALL_FIELDS order, and trace files hold those same flat integers, so the packing is known only here
+and to the recorder.
 
 A row stores its duration in 32 bits (up to 4.29 s). A longer one (a callback saving a model, a validation run
 inside an event) is kept exactly in `long` (row index -> ns), as is a negative one from a hand-made file. Device

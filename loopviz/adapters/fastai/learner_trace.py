@@ -216,16 +216,15 @@ class LearnerTrace:
 
     def drop_tables(self, event: str | None = None) -> None:
         """Forget the table of `event` (None: every table): it is made again at the event's next firing."""
-        dropped = list(self.lean.values()) if event is None else [self.lean.get(event)]
-        for entry in dropped:
-            if entry is not None:
-                self.rec.drop_tally(entry[2])
         if event is None:
+            dropped = list(self.lean.values())
             self.tables.clear()
             self.lean.clear()
         else:
+            dropped = [self.lean.pop(event)] if event in self.lean else []
             self.tables.pop(event, None)
-            self.lean.pop(event, None)
+        for entry in dropped:  # a firing open now may still append to its tally
+            self.rec.drop_tally(entry[2])
 
     def wrap(self, cb: Any, event: str) -> bool:
         """Put a timed wrapper on the callback for `event` if fastai would find a handler there; True when it did."""
