@@ -99,3 +99,36 @@ def test_adapters_name_their_dispatch_ranges_and_batches_and_files_keep_the_name
     loaded = Trace.load(m.save(tmp_path / "miniai.trace.json"))
     for trace in (m, loaded):
         assert "range_prefix" not in trace.meta and "dispatch" in set(trace.summary()["name"])
+
+
+def test_a_firing_opened_by_the_hot_path_leaves_no_sibling_to_the_firings_nested_in_it():
+    """A tracer's own frame may open a firing without resetting the recorder's sibling mark (`HotPath`): a firing
+    nested in it, past the cap, has no sibling (the last firing closed was at the level above), and the next one has
+    the first as its sibling. The work between siblings past the cap is kept under (loop, before, after, mode, nested)."""
+    from loopviz.trace.record import Recorder
+
+    ticks = iter(range(0, 10**6, 10))
+    rec = Recorder(max_firings=2, now=lambda: next(ticks))
+    rec.begin_loop("fit")
+    a = rec.begin_firing("a", 1, 0, 0)
+    rec.end_firing(a, 0)
+    hot = rec.hot_path()
+    index = hot.count[0]  # a firing opened as the fastai tracer's lean path does: marks[1] left as it is
+    hot.count[0] = index + 1
+    hot.cur[0] = index
+    start = hot.now()
+    at = len(hot.values)
+    hot.add_values((start, 0, 0, rec.loop, -1, rec.short_id("b"), 1, 0, None))
+    for event in ("c", "d"):  # past the cap of two rows: dropped, aggregated
+        dropped = rec.begin_firing(event, 1, 0, 0)
+        assert dropped == -1
+        rec.end_firing(dropped, 0)
+    end = hot.now()
+    hot.cur[0] = -1
+    hot.marks[0] = hot.marks[3] = end
+    hot.marks[1] = index
+    hot.values[at + 8] = end - start
+    rec.end_loop()
+    data = rec.close()
+    ids = {name: data.events.index(name) for name in ("a", "b", "c", "d")}
+    assert list(data.overflow_work) == [(0, ids["c"], ids["d"], 1, 1)]

@@ -141,7 +141,7 @@ class Recorder:
         # open outermost loop when it was not a row (else it is row `top_row`'s), end of the last top-level firing closed]
         self.marks = [0, -1, -1, -1]
         self.top_row = 0  # the first row made in the open outermost loop, if made
-        self.sibling: tuple[int, int] | None = None  # (event id, end) of the last dropped firing closed
+        self.sibling: tuple[int, int, int] | None = None  # (event id, end, parent) of the last dropped firing closed
         self.call_cap = min(max_calls, MAX_INDEX)  # in rows
         self.firing_cap = min(max_firings, MAX_INDEX)
         self.device = self.clock.name != "host"  # event boundaries also marked on a device clock
@@ -320,11 +320,16 @@ class Recorder:
         return -1, -1, 0, self.loop
 
     def _sibling(self) -> tuple[int, int] | None:
-        """(event id, end) of the last firing closed at the level a firing begins at, if any."""
-        marks = self.marks
+        """(event id, end) of the last firing closed at the level a firing begins at, if any. A tracer may leave
+        `marks[1]` as it was when it opens a firing with a row (`HotPath`), so the sibling found must have the new
+        firing's parent as its own."""
+        marks, parent = self.marks, self.cur[0]
         if marks[1] >= 0:
-            return self._row(marks[1])[5], marks[0]
-        return self.sibling if marks[1] == -2 else None
+            row = self._row(marks[1])
+            return (row[5], marks[0]) if row[4] == parent else None
+        if marks[1] == -2 and self.sibling is not None and self.sibling[2] == parent:
+            return self.sibling[0], self.sibling[1]
+        return None
 
     def _first_top(self, start: int) -> None:
         """A top-level firing begins at `start` on the full path: the first of its outermost loop if no row came before."""
@@ -412,7 +417,7 @@ class Recorder:
         if index < 0:
             eid, mode, loop, start, parent = self.dropped.pop()
             self.cur[0] = parent
-            self.sibling = (eid, end)
+            self.sibling = (eid, end, parent)
             marks = self.marks
             marks[0], marks[1] = end, -2
             opened = self._open()
@@ -579,6 +584,7 @@ class HotPath:
         if parent < 0: marks[3] = end
         values[at + 7] = status (when not 0); values[at + 8] = end - start   # packed later, checked then
 
+    (`marks[1] = -1` may be left out: a firing's sibling is taken only where its parent is the new firing's.)
     Otherwise `index = begin_firing(...)` and `end_firing(index, status)`. A call in the innermost open firing is
     `add_call((start, cur[0], cid, end - start, status))` when `cur[0] >= 0` and `len(calls) < call_limit[0]`, else
     `call(cid, start, end, status)`; `call_limit[0]` is 0 while a firing without a row (past the cap) is open, so

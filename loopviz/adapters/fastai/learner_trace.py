@@ -400,10 +400,11 @@ class LearnerTrace:
             if index >= limit[0] or live[0] is not None:
                 return general(event)
             count[0] = index + 1
-            cur[0] = live[0] = index  # cur was -1: the recorder opens firings only for this learner, and none is open
-            marks[1] = -1
+            # cur was -1: the recorder opens firings only for this learner, and none is open. `marks[1]` (the sibling)
+            # is left as it is: a firing nested in this one checks its sibling's parent (`Recorder._sibling`)
+            cur[0] = live[0] = index
             loop = rec.loop
-            at = len(values)
+            dur_at = len(values) + 8  # where this row's duration goes
             start = now()
             add_values((start, epoch, iteration, loop, -1, eid, mode, 0, None))
             try:
@@ -425,7 +426,7 @@ class LearnerTrace:
             cur[0] = -1
             marks[0] = marks[3] = end  # the last firing closed, and the last top-level one
             marks[1] = index
-            values[at + 8] = end - start
+            values[dur_at] = end - start
             if removed:
                 self.unwrap_removed(learn)
             return result
