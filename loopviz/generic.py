@@ -268,10 +268,9 @@ class DispatchTracer:
             index = count[0]
             if eid < 0 or index >= limit[0]:
                 return full(name, phase, epoch, iteration, args, kwargs)
-            count[0] = index + 1
+            count[0] = index + 1  # the recorder's begin_firing, written out (`HotPath`; the sibling mark may stay)
             parent = cur[0]
             cur[0] = index
-            marks[1] = -1
             at = len(values)
             start = now()
             add_values((start, epoch, iteration, loop, parent, eid, phase, 0, None))
