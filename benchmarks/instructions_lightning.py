@@ -4,8 +4,10 @@
 Runs itself under callgrind with instrumentation off until the measured region, as `instructions.py` does. A hook
 firing is what Lightning's loops do for a hook both the callbacks and the module may handle:
 `call._call_callback_hooks(trainer, hook, ...)` (every callback in `trainer.callbacks`), then
-`call._call_lightning_module_hook(trainer, hook, ...)`. Each case fires one hook N and 2N times: on a trainer traced
-by loopviz, on the same trainer untraced (both fitted once, then set to the training stage, so the
+`call._call_lightning_module_hook(trainer, hook, ...)`. Each case makes N and 2N firings, of its hook and of a partner
+hook with as many handlers in turn (a hook dispatched again at once would go on with the same firing, as Lightning's
+callbacks' and module's dispatches of one hook do; in a fit the next dispatch is nearly always of another hook): on a
+trainer traced by loopviz, on the same trainer untraced (both fitted once, then set to the training stage, so the
 hooks fire as in a training epoch), and on a twin trainer with `profiler="simple"` (Lightning's own
 profiler, which times every callback and module call, handler or not), untraced by loopviz. (2N - N) / N is the cost
 of one firing with every fixed cost removed; traced (or profiled) minus untraced is what loopviz (or the profiler)
@@ -28,13 +30,16 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).parent))
 from callgrind import FRAMEWORK_TARGETS as TARGETS, benchmark_main, counted, per_firing  # noqa: E402
 
-# (key, label, hook, how many of the five callbacks override it)
+# (key, label, hook, how many of the five callbacks override it, its partner: a hook with as many handlers, fired after
+# it each time, so that each dispatch opens a firing as in a fit; the partners are test and predict hooks, which the
+# whole fit never fires)
 CASES = [
-    ("bare", "bare hook (no handler)", "on_train_batch_start", 0),
-    ("one", "one handler", "on_before_zero_grad", 1),
-    ("two", "two handlers", "on_after_backward", 2),
+    ("bare", "bare hook (no handler)", "on_train_batch_start", 0, "on_predict_batch_start"),
+    ("one", "one handler", "on_before_zero_grad", 1, "on_test_batch_start"),
+    ("two", "two handlers", "on_after_backward", 2, "on_test_batch_end"),
 ]
 KINDS = ("plain", "traced", "profiled")
+FACTS = "facts-firings-calls-"  # the label of an empty dump that carries the traced fit's firings and handler calls
 
 
 def _parts(steps: int):
@@ -66,11 +71,14 @@ def _parts(steps: int):
 
         def on_before_zero_grad(self, trainer, pl_module, optimizer): pass
         def on_after_backward(self, trainer, pl_module): pass
+        def on_test_batch_start(self, trainer, pl_module, batch, batch_idx, dataloader_idx=0): pass
+        def on_test_batch_end(self, trainer, pl_module, outputs, batch, batch_idx, dataloader_idx=0): pass
 
     class StepB(pl.Callback):
         """Handles on_after_backward."""
 
         def on_after_backward(self, trainer, pl_module): pass
+        def on_test_batch_end(self, trainer, pl_module, outputs, batch, batch_idx, dataloader_idx=0): pass
 
     class Begin(pl.Callback):
         """Handles on_fit_start."""
@@ -128,17 +136,22 @@ def measure(args: argparse.Namespace) -> None:
         trainer.fit(module)
         trainer.state.stage = RunningStage.TRAINING  # hooks fired as in a training epoch (the tracer's mode, position)
         trainers[kind] = trainer
-    hook_args = {"on_train_batch_start": (None, 0), "on_before_zero_grad": (None,), "on_after_backward": ()}
+    hook_args = {"on_train_batch_start": (None, 0), "on_before_zero_grad": (None,), "on_after_backward": (),
+                 "on_predict_batch_start": (None, 0), "on_test_batch_start": (None, 0),
+                 "on_test_batch_end": (None, None, 0)}
 
-    def fire(hook: str, n: int, kind: str):
+    def fire(hook: str, partner: str, n: int, kind: str):
+        """`n` firings: `hook`, then `partner`, n / 2 times (a firing of a hook dispatched again at once would go on)."""
         trainer = trainers["profiled" if kind == "profiled" else "plain"]
-        extra = hook_args[hook]
+        extra, partner_extra = hook_args[hook], hook_args[partner]
 
         def loop():
             callbacks, module_hook = call._call_callback_hooks, call._call_lightning_module_hook  # the traced ones
-            for _ in range(n):
+            for _ in range(n // 2):
                 callbacks(trainer, hook, *extra)
                 module_hook(trainer, hook, *extra)
+                callbacks(trainer, partner, *partner_extra)
+                module_hook(trainer, partner, *partner_extra)
 
         def run():
             if kind == "traced":
@@ -148,60 +161,70 @@ def measure(args: argparse.Namespace) -> None:
                 loop()
         return run
 
+    traces = {}
+
     def fit(kind: str):
         trainer, module = _trainer(args.steps, kind == "profiled")
 
         def run():
             if kind == "traced":
-                with lv.trace(trainer):
+                with lv.trace(trainer) as traces[kind]:
                     trainer.fit(module)
             else:
                 trainer.fit(module)
         return run
 
-    for _, _, hook, _ in CASES:  # warm-up: every lookup cache filled, every path taken once
+    for _, _, hook, _, partner in CASES:  # warm-up: every lookup cache filled, every path taken once
         for kind in KINDS:
-            fire(hook, 50, kind)()
+            fire(hook, partner, 50, kind)()
     for kind in KINDS:
         fit(kind)()
-    for key, _, hook, _ in CASES:
+    for key, _, hook, _, partner in CASES:
         for kind in KINDS:
             for n in (args.n, 2 * args.n):
-                counted(f"{key}-{kind}-{n}", fire(hook, n, kind))
+                counted(f"{key}-{kind}-{n}", fire(hook, partner, n, kind))
     for kind in KINDS:
         counted(f"fit-{kind}", fit(kind), collect=True)
+    t = traces["traced"]  # what the traced fit recorded, passed out in a dump's label (callgrind keeps only counts)
+    counted(f"{FACTS}{t.n_firings}-{t.n_calls}", lambda: None)
 
 
 def figures(totals: dict[str, int], n: int) -> dict[str, dict[str, float]]:
     """Per-firing instructions of each case (untraced, traced, profiled; what loopviz and the profiler add) and the
     whole fits' counts and ratios."""
     out: dict[str, dict[str, float]] = {}
-    for key, _, _, _ in CASES:
+    for key, _, _, _, _ in CASES:
         plain, traced, profiled = (per_firing(totals, f"{key}-{kind}", n) for kind in KINDS)
         out[key] = {"untraced": plain, "traced": traced, "added": traced - plain,
                     "profiled": profiled, "profiler_added": profiled - plain}
     plain, traced, profiled = (totals[f"fit-{kind}"] for kind in KINDS)
+    facts = next(label for label in totals if label.startswith(FACTS))
+    firings, calls = (int(part) for part in facts.removeprefix(FACTS).split("-"))
     out["fit"] = {"untraced": plain, "traced": traced, "ratio": traced / plain,
-                  "profiled": profiled, "profiler_ratio": profiled / plain}
+                  "profiled": profiled, "profiler_ratio": profiled / plain,
+                  "firings": firings, "calls": calls, "added_per_firing": (traced - plain) / firings}
     return out
 
 
 def report(found: dict[str, dict[str, float]], n: int, steps: int) -> bool:
     """Print the figures beside the targets and the SimpleProfiler's; True when every target is met."""
     print(f"Lightning: instructions per hook firing, callbacks then module (callgrind; 5 callbacks; from N={n} and 2N):")
-    print(f"  {'case':42s} {'untraced':>10s} {'traced':>10s} {'added':>10s} {'target':>8s}       "
+    print(f"  {'case (hook, partner)':72s} {'untraced':>10s} {'traced':>10s} {'added':>10s} {'target':>8s}       "
           f"{'SimpleProfiler added':>20s}")
     met = True
-    for key, label, hook, _ in CASES:
+    for key, label, hook, _, partner in CASES:
         row, ok = found[key], found[key]["added"] <= TARGETS[key]
         met &= ok
-        print(f"  {label + ' (' + hook + ')':42s} {row['untraced']:10,.0f} {row['traced']:10,.0f} {row['added']:10,.0f} "
+        name = f"{label} ({hook}, {partner})"
+        print(f"  {name:72s} {row['untraced']:10,.0f} {row['traced']:10,.0f} {row['added']:10,.0f} "
               f"{TARGETS[key]:8,} {'ok    ' if ok else 'MISSED'} {row['profiler_added']:20,.0f}")
     fit = found["fit"]
     ok = fit["ratio"] <= TARGETS["fit"]
     print(f"Whole trainer.fit ({steps} steps of 4, one torch thread): untraced {fit['untraced']:,.0f} instructions; "
           f"traced/untraced {fit['ratio']:.3f} (target {TARGETS['fit']}) {'ok' if ok else 'MISSED'}; "
           f"SimpleProfiler/untraced {fit['profiler_ratio']:.3f}")
+    print(f"  the traced fit: {fit['firings']:,} firings, {fit['calls']:,} handler calls; added per firing, the handler "
+          f"calls and every fixed cost included: {fit['added_per_firing']:,.0f}")
     return met and ok
 
 

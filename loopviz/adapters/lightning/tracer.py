@@ -82,7 +82,8 @@ def _dispatch_wrapper(name: str, kind: str, original: Callable[..., Any]) -> Cal
 
     # A fit dispatches a dozen hooks a step, so this path is written for bytecode: the arguments are passed on as
     # they came (a `trainer, hook_name, *args` signature rebuilds them, some 1,000 instructions a dispatch), and the
-    # tracer's own work is one call to its `traced` closure.
+    # join of a pending firing and the dispatch's end are written out here (a Python call costs some 500 instructions):
+    # the tracer's `begin` is called only to open a firing.
     @functools.wraps(original)
     def dispatch(*args: Any, **kwargs: Any) -> Any:
         try:
@@ -98,7 +99,33 @@ def _dispatch_wrapper(name: str, kind: str, original: Callable[..., Any]) -> Cal
                 return original(*args, **kwargs) if kwargs else original(*args)
         if not live[0] or (events is not None and hook_name not in events):
             return original(*args, **kwargs) if kwargs else original(*args)
-        return tracer.traced(trainer, hook_name, original, args, kwargs)
+        firing = tracer.pending
+        if firing is not None and firing[_HOOK] == hook_name:
+            tracer.pending = None  # the pending firing of this hook goes on
+        else:
+            firing = tracer.begin(trainer, hook_name)
+        if firing[_TIMED]:  # a timed handler records only inside its own trace's dispatch (the innermost)
+            tracers = stack.inside
+            tracers.append(tracer)
+            try:
+                result = original(*args, **kwargs) if kwargs else original(*args)
+            except BaseException as error:
+                tracers.pop()
+                tracer.failed(firing, error)
+                raise
+            tracers.pop()
+        else:  # Lightning calls only its base classes' no-ops (and dispatches any nested hook itself)
+            try:
+                result = original(*args, **kwargs) if kwargs else original(*args)
+            except BaseException as error:
+                tracer.failed(firing, error)
+                raise
+        if tracer.active:  # (a trace stopped inside a hook records nothing more) the firing stays open, pending
+            if tracer.pending is not None:
+                tracer.settle()  # a nested firing, pending still, ends first
+            tracer.pending = firing
+            firing[_END] = tracer.now()
+        return result
 
     dispatch.__loopviz_wrapper__ = True  # type: ignore[attr-defined]
     dispatch.__loopviz_live__ = live  # type: ignore[attr-defined]
@@ -122,6 +149,7 @@ def _entry_wrapper(original: Callable[..., Any]) -> Callable[..., Any]:
             if tracer.active:
                 tracer.settle()
                 tracer.rec.end_loop()
+                tracer.plans.clear()  # a firing outside any loop opens one as it makes its plan
 
     entry.__loopviz_wrapper__ = True  # type: ignore[attr-defined]
     entry.__loopviz_live__ = live  # type: ignore[attr-defined]
@@ -148,11 +176,12 @@ def _uninstall() -> None:
 
 
 # an open firing: [hook, index, end (once its dispatch returned), where its values wait in the recorder's pending rows
-# (-1: begun on the recorder's full path)]
-_HOOK, _INDEX, _END, _AT = range(4)
+# (-1: begun on the recorder's full path), whether any handler of its hook is timed]
+_HOOK, _INDEX, _END, _AT, _TIMED = range(5)
 # a hook's plan: (the trainer, weakly: a plan keeps no trainer alive; its callbacks when the plan was made; the hook's
-# row id; its mode while training; 1 for on_sanity_check_start, 2 for on_sanity_check_end, else 0)
-_TRAINER, _CALLBACKS, _EID, _MODE, _SANITY = range(5)
+# row id; its mode while training; 1 for on_sanity_check_start, 2 for on_sanity_check_end, else 0; whether any handler
+# of the hook is timed)
+_TRAINER, _CALLBACKS, _EID, _MODE, _SANITY, _HANDLED = range(6)
 _TRAINING, _PREDICTING = RunningStage.TRAINING, RunningStage.PREDICTING
 _VALIDATING, _TESTING, _SANITY_CHECKING = RunningStage.VALIDATING, RunningStage.TESTING, RunningStage.SANITY_CHECKING
 
@@ -192,13 +221,13 @@ class LightningTracer:
         self.now = self.rec.now
         self.trace = Trace.recording(self.rec, stop=self._stop)
         self.open: list[list[Any]] = []  # the open firings, innermost last (see _HOOK...)
-        # [the pending firing: the innermost open one, once its dispatch returned, until the next dispatch (which joins
-        # it if it is of the same hook) or the end of the dispatch it is nested in; else None]
-        self.pending: list[list[Any] | None] = [None]
+        # the pending firing: the innermost open one, once its dispatch returned, until the next dispatch (which joins
+        # it if it is of the same hook) or the end of the dispatch it is nested in; else None
+        self.pending: list[Any] | None = None
         self.plans: dict[str, tuple[Any, ...]] = {}  # hook -> its plan (see _TRAINER...)
         self.patches = instrument.PatchSet()  # the timed handlers on callback, module and datamodule instances
         self.by_module = isinstance(target, pl.LightningModule)  # any trainer may dispatch: plans are per trainer
-        self.traced = self._make_traced()
+        self.begin = self._make_begin()
         self.active = False
         self._ending: weakref.finalize | None = None
 
@@ -238,7 +267,7 @@ class LightningTracer:
                 _uninstall()
         self.patches.restore()
         self.plans.clear()
-        pending, self.pending[0] = self.pending[0], None
+        pending, self.pending = self.pending, None
         while self.open:
             firing = self.open.pop()
             self.rec.end_firing(firing[_INDEX], 0 if firing is pending else ERROR, end=firing[_END] or None)
@@ -248,89 +277,67 @@ class LightningTracer:
 
     def settle(self) -> None:
         """Close the pending firing, if any (no dispatch of the same hook joined it)."""
-        firing = self.pending[0]
+        firing = self.pending
         if firing is not None:
-            self.pending[0] = None
+            self.pending = None
             self.open.pop()
             self.rec.end_firing(firing[_INDEX], 0, end=firing[_END])
             if firing[_HOOK] == "on_sanity_check_end" and not self.open:
-                self.rec.end_loop(firing[_END])  # the sanity check's loop (see _make_traced)
+                self.rec.end_loop(firing[_END])  # the sanity check's loop (see _make_begin)
 
-    def _make_traced(self) -> Callable[..., Any]:
-        """`traced(trainer, hook, original, args, kwargs)`: one dispatch of `hook` by `original(*args, **kwargs)`,
-        recorded. It joins the pending firing if that is of the same hook (the callbacks', then the module's dispatch of
-        one hook are one firing), else closes it and opens a firing; the firing stays open, pending, once the dispatch
-        returns. A closure bound once that opens and closes rows by the recorder's `HotPath` (nearly every firing of a
-        fit): it runs at every dispatch."""
-        open_, pending, rec, plans, wrap = self.open, self.pending, self.rec, self.plans, self._wrap_handlers
-        by_module = self.by_module
+    def _make_begin(self) -> Callable[[Any, str], list[Any]]:
+        """`begin(trainer, hook)`: open a firing of `hook` for a dispatch that joins no pending firing (the dispatch
+        wrapper joins those); the pending firing, of another hook, is closed first. Returns the new firing. A closure
+        bound once that opens and closes rows by the recorder's `HotPath` (nearly every firing of a fit)."""
+        open_, rec, plans, wrap, by_module = self.open, self.rec, self.plans, self._wrap_handlers, self.by_module
         hot = rec.hot_path()
         now, count, limit, cur, marks, values, add_values = (
             hot.now, hot.count, hot.limit, hot.cur, hot.marks, hot.values, hot.add_values)
-        begin_firing, end_firing, settle, stack = rec.begin_firing, rec.end_firing, self.settle, _DISPATCHING
+        begin_firing, end_firing = rec.begin_firing, rec.end_firing
 
-        def traced(trainer: Any, hook: str, original: Callable[..., Any], args: tuple[Any, ...],
-                   kwargs: dict[str, Any]) -> Any:
-            firing = pending[0]
-            if firing is not None and firing[_HOOK] == hook:
-                pending[0] = None  # the pending firing of this hook goes on
-            else:
-                if firing is not None:  # settle(), written out: nearly every firing closes the one before it
-                    pending[0] = None
-                    open_.pop()
-                    at, end = firing[_AT], firing[_END]
-                    if at >= 0:  # the recorder's end_firing, written out (`HotPath`)
-                        parent = values[at + 4]
-                        cur[0] = parent
-                        marks[0] = end
-                        marks[1] = firing[_INDEX]
-                        if parent < 0:
-                            marks[3] = end
-                        values[at + 8] = end - values[at]
-                    else:
-                        end_firing(firing[_INDEX], 0, end)
-                    if firing[_HOOK] == "on_sanity_check_end" and not open_:
-                        rec.end_loop(end)  # the sanity check's loop (see below)
-                plan = plans.get(hook)
-                if plan is None or plan[_CALLBACKS] != trainer.callbacks or (
-                        by_module and plan[_TRAINER]() is not trainer):
-                    plan = wrap(trainer, hook)
-                if rec.loop < 0:
-                    rec.begin_loop("lightning")
-                if plan[_SANITY] == 1 and not open_:
-                    rec.begin_loop(SANITY_CHECK)  # a loop of its own inside fit: its validation is not fit's
-                if trainer.state.stage is _TRAINING:  # nearly every firing of a fit: _where's first case, inlined
-                    fit_loop = trainer.fit_loop
-                    mode, epoch = plan[_MODE], fit_loop.epoch_progress.current.completed
-                    iteration = fit_loop.epoch_loop.batch_progress.current.ready - 1
+        def begin(trainer: Any, hook: str) -> list[Any]:
+            top = self.pending
+            if top is not None:  # settle(), written out: nearly every firing closes the one before it
+                self.pending = None
+                open_.pop()
+                at, end = top[_AT], top[_END]
+                if at >= 0:  # the recorder's end_firing, written out (`HotPath`)
+                    parent = values[at + 4]
+                    cur[0] = parent
+                    marks[0] = end
+                    marks[1] = top[_INDEX]
+                    if parent < 0:
+                        marks[3] = end
+                    values[at + 8] = end - values[at]
                 else:
-                    mode, epoch, iteration = _where(trainer, hook)
-                index, eid = count[0], plan[_EID]
-                if eid < 0 or index >= limit[0]:
-                    firing = [hook, begin_firing(hook, mode, epoch, iteration), 0, -1]
-                else:  # the recorder's begin_firing, written out (`HotPath`; the sibling mark may stay)
-                    count[0] = index + 1
-                    firing = [hook, index, 0, len(values)]
-                    add_values((now(), epoch, iteration, rec.loop, cur[0], eid, mode, 0, None))
-                    cur[0] = index
-                open_.append(firing)
-            tracers = stack.inside
-            tracers.append(self)
-            try:
-                result = original(*args, **kwargs) if kwargs else original(*args)
-            except BaseException as error:
-                tracers.pop()
-                self.failed(firing, error)
-                raise
-            tracers.pop()
-            if self.active:  # (a trace stopped inside a hook records nothing more) the firing stays open, pending
-                if pending[0] is not None:
-                    settle()  # a nested firing, pending still, ends first
-                pending[0] = firing
-                firing[_END] = now()
-            return result
+                    end_firing(top[_INDEX], 0, end)
+                if top[_HOOK] == "on_sanity_check_end" and not open_:
+                    rec.end_loop(end)  # the sanity check's loop (see below)
+            plan = plans.get(hook)
+            if plan is None or plan[_CALLBACKS] != trainer.callbacks or (by_module and plan[_TRAINER]() is not trainer):
+                if rec.loop < 0:  # (plans are forgotten as each loop ends)
+                    rec.begin_loop("lightning")
+                plan = wrap(trainer, hook)
+            if plan[_SANITY] == 1 and not open_:
+                rec.begin_loop(SANITY_CHECK)  # a loop of its own inside fit: its validation is not fit's
+            if trainer.state.stage is _TRAINING:  # nearly every firing of a fit: _where's first case, inlined
+                fit_loop = trainer.fit_loop
+                mode, epoch = plan[_MODE], fit_loop.epoch_progress.current.completed
+                iteration = fit_loop.epoch_loop.batch_progress.current.ready - 1
+            else:
+                mode, epoch, iteration = _where(trainer, hook)
+            index, eid = count[0], plan[_EID]
+            if eid < 0 or index >= limit[0]:
+                firing = [hook, begin_firing(hook, mode, epoch, iteration), 0, -1, plan[_HANDLED]]
+            else:  # the recorder's begin_firing, written out (`HotPath`; the sibling mark may stay)
+                count[0] = index + 1
+                firing = [hook, index, 0, len(values), plan[_HANDLED]]
+                add_values((now(), epoch, iteration, rec.loop, cur[0], eid, mode, 0, None))
+                cur[0] = index
+            open_.append(firing)
+            return firing
 
-        return traced
+        return begin
 
     def failed(self, firing: list[Any], error: BaseException) -> None:
         """The dispatch of `firing` raised `error`: the firing ends with it."""
@@ -346,7 +353,8 @@ class LightningTracer:
         kept until the trainer's callbacks change or a loop starts."""
         module = trainer.lightning_module
         callbacks = [] if hook_owners(hook) == MODULE else list(trainer.callbacks)
-        for obj in handler_objects(callbacks, module, hook, trainer.datamodule):
+        handlers = list(handler_objects(callbacks, module, hook, trainer.datamodule))
+        for obj in handlers:
             if (id(obj), hook) in self.patches:
                 continue
             fn = getattr(obj, hook)
@@ -356,11 +364,11 @@ class LightningTracer:
             self.patches.put(obj, hook, self._timed(fn, cid))
         sanity = 1 if hook == "on_sanity_check_start" else 2 if hook == "on_sanity_check_end" else 0
         plan = self.plans[hook] = (weakref.ref(trainer), list(trainer.callbacks), self.rec.short_id(hook),
-                                   0 if hook in RUN_HOOKS else 1, sanity)
+                                   0 if hook in RUN_HOOKS else 1, sanity, bool(handlers))
         return plan
 
     def _timed(self, fn: Callable[..., Any], cid: int) -> Callable[..., Any]:
-        now, call, stack, pending = self.rec.now, self.rec.call, _DISPATCHING, self.pending
+        now, call, stack = self.rec.now, self.rec.call, _DISPATCHING
         hot = self.rec.hot_path()
         cur, calls, add_call, call_limit = hot.cur, hot.calls, hot.add_call, hot.call_limit
 
@@ -378,7 +386,7 @@ class LightningTracer:
                     call(cid, start, now(), outcome(error, _CANCELS))
                 raise
             if self.active:
-                if pending[0] is not None:
+                if self.pending is not None:
                     self.settle()  # a hook dispatched inside this handler (optimizer_step's closure) ends before it
                 end = now()
                 if len(calls) < call_limit[0]:  # inside its dispatch, a firing is open: it has a row (`HotPath`)
