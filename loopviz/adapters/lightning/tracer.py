@@ -179,9 +179,9 @@ def _uninstall() -> None:
 # (-1: begun on the recorder's full path), whether any handler of its hook is timed]
 _HOOK, _INDEX, _END, _AT, _TIMED = range(5)
 # a hook's plan: (the trainer, weakly: a plan keeps no trainer alive; its callbacks when the plan was made; the hook's
-# row id; its mode while training; 1 for on_sanity_check_start, 2 for on_sanity_check_end, else 0; whether any handler
-# of the hook is timed)
-_TRAINER, _CALLBACKS, _EID, _MODE, _SANITY, _HANDLED = range(6)
+# row id, -1 for a hook whose firings take the recorder's own path; its mode while training; whether any handler of
+# the hook is timed)
+_TRAINER, _CALLBACKS, _EID, _MODE, _HANDLED = range(5)
 _TRAINING, _PREDICTING = RunningStage.TRAINING, RunningStage.PREDICTING
 _VALIDATING, _TESTING, _SANITY_CHECKING = RunningStage.VALIDATING, RunningStage.TESTING, RunningStage.SANITY_CHECKING
 
@@ -309,17 +309,19 @@ class LightningTracer:
                     if parent < 0:
                         marks[3] = end
                     values[at + 8] = end - values[at]
-                else:
+                else:  # (on_sanity_check_end's firings are begun here: see _wrap_handlers)
                     end_firing(top[_INDEX], 0, end)
-                if top[_HOOK] == "on_sanity_check_end" and not open_:
-                    rec.end_loop(end)  # the sanity check's loop (see below)
+                    if top[_HOOK] == "on_sanity_check_end" and not open_:
+                        rec.end_loop(end)  # the sanity check's loop (see below)
             plan = plans.get(hook)
             if plan is None or plan[_CALLBACKS] != trainer.callbacks or (by_module and plan[_TRAINER]() is not trainer):
-                if rec.loop < 0:  # (plans are forgotten as each loop ends)
+                # Plans are forgotten as each loop (each trainer.fit, validate...) begins and ends, so the first firing
+                # outside any loop opens one, and so does on_sanity_check_start, once a fit
+                if rec.loop < 0:
                     rec.begin_loop("lightning")
+                if hook == "on_sanity_check_start" and not open_:
+                    rec.begin_loop(SANITY_CHECK)  # a loop of its own inside fit: its validation is not fit's
                 plan = wrap(trainer, hook)
-            if plan[_SANITY] == 1 and not open_:
-                rec.begin_loop(SANITY_CHECK)  # a loop of its own inside fit: its validation is not fit's
             if trainer.state.stage is _TRAINING:  # nearly every firing of a fit: _where's first case, inlined
                 fit_loop = trainer.fit_loop
                 mode, epoch = plan[_MODE], fit_loop.epoch_progress.current.completed
@@ -362,9 +364,11 @@ class LightningTracer:
             info = callback_info(obj, order=lambda o, p=position: p, base=owner_base(obj))
             cid = self.rec.callback_id(id(obj), lambda info=info: callback_facts(info))
             self.patches.put(obj, hook, self._timed(fn, cid))
-        sanity = 1 if hook == "on_sanity_check_start" else 2 if hook == "on_sanity_check_end" else 0
-        plan = self.plans[hook] = (weakref.ref(trainer), list(trainer.callbacks), self.rec.short_id(hook),
-                                   0 if hook in RUN_HOOKS else 1, sanity, bool(handlers))
+        # on_sanity_check_end's firings take the recorder's own path, on which `begin` looks for the end of the
+        # sanity check's loop
+        eid = -1 if hook == "on_sanity_check_end" else self.rec.short_id(hook)
+        plan = self.plans[hook] = (weakref.ref(trainer), list(trainer.callbacks), eid, 0 if hook in RUN_HOOKS else 1,
+                                   bool(handlers))
         return plan
 
     def _timed(self, fn: Callable[..., Any], cid: int) -> Callable[..., Any]:
