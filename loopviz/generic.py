@@ -150,6 +150,8 @@ class DispatchTracer:
         now: the host clock (ns) of every timestamp; time.perf_counter_ns unless a test injects a deterministic one.
         cancels: the exception classes that cancel part of the loop (a call or firing they end is 'cancelled', any
             other exception an 'error'); None: every exception class whose name starts with 'Cancel'.
+        advice: what `t.diagnose()` says in this loop's words: its work names, per-batch events, own callbacks and
+            fixes (the keys of `loopviz.trace.diagnose.ADVICE_KEYS`); None: framework-neutral words.
     """
 
     def __init__(self, obj: Any, method: str = "callback", *, callbacks: Callable[[], Iterable[Any]] = lambda: (),
@@ -160,7 +162,8 @@ class DispatchTracer:
                  max_calls: int = 1_000_000, max_firings: int = 250_000, base: type | None = None,
                  batch_events: tuple[str, str] | None = None, now: Callable[[], int] | None = None,
                  cancels: tuple[type[BaseException], ...] | None = None,
-                 where: Callable[[Any, str], tuple[int, int, int]] | None = None):
+                 where: Callable[[Any, str], tuple[int, int, int]] | None = None,
+                 advice: dict[str, Any] | None = None):
         if not callable(getattr(obj, method, None)):
             raise LoopvizError(f"{type(obj).__name__} has no method {method!r} to trace; pass the name of its dispatch method.")
         self._obj = _weak(obj)
@@ -174,7 +177,7 @@ class DispatchTracer:
         self.rec = Recorder(clock, max_calls=check_int("max_calls", max_calls),
                             max_firings=check_int("max_firings", max_firings), now=now)
         self.recording = _Recording(self.rec, dict(framework=framework, work_names=self.work_names,
-                                                   batch_events=batch_events))
+                                                   batch_events=batch_events, advice=advice))
         self.trace, self.patches = self.recording.trace, self.recording.patches
         # event -> (the callbacks its plan is for, a tally of its firings' base no-op calls, its row id): see `_plan`
         self.plans: dict[str, tuple[list[Any], list[None], int]] = {}

@@ -271,6 +271,34 @@ def trainer_spec(trainer: Any, loop: str = "train", cbs: Sequence[Any] = ()) -> 
                              base=TrainerCallback, notes=builder.notes(loop))
 
 
+# what t.diagnose() says of a Trainer's trace, in its words (loopviz.trace.diagnose.ADVICE_KEYS)
+ADVICE = {
+    "data_work": "data",
+    "compute_work": ["forward+backward", "optimizer step", "scheduler+zero_grad"],
+    "step_work": "optimizer step",
+    "forward_backward_work": ["forward+backward"],
+    "per_batch_events": ["on_step_begin", "on_step_end", "on_substep_end", "on_pre_optimizer_step",
+                         "on_optimizer_step", "on_log"],
+    "own_modules": ["transformers."],
+    "fixes": {
+        "loader": "TrainingArguments(..., dataloader_num_workers={workers}, dataloader_pin_memory=True)",
+        "loader_persistent": "TrainingArguments(..., dataloader_num_workers={workers}, "
+                             "dataloader_persistent_workers=True, dataloader_pin_memory=True)",
+        "stall": "TrainingArguments(..., dataloader_num_workers={workers}, dataloader_persistent_workers=True)",
+        "every_n": "if state.global_step % 10: return  # first line of {callback}.{event}: its work every 10th "
+                   "step (or every N), or make it cheaper",
+        "remove": "make {callback}.{event} cheaper, or trainer.remove_callback({callback})",
+        "validation": "TrainingArguments(..., eval_strategy='steps', eval_steps=1000, per_device_eval_batch_size=64)",
+        "batch_size": "TrainingArguments(..., per_device_train_batch_size=64)",
+        "step": "TrainingArguments(..., optim='adamw_torch_fused')",
+    },
+    "own_fixes": {
+        "ProgressCallback": "TrainingArguments(..., disable_tqdm=True)",
+        "PrinterCallback": "TrainingArguments(..., logging_steps=500)",
+    },
+}
+
+
 class _TrainerTracer(DispatchTracer):
     """A DispatchTracer on `callback_handler.call_event` whose loops are the trainer's `train`, `evaluate` and
     `predict` calls (wrapped on the trainer instance; one inside another belongs to it)."""
@@ -284,7 +312,8 @@ class _TrainerTracer(DispatchTracer):
         super().__init__(trainer.callback_handler, "call_event", callbacks=lambda: getattr(handler(), "callbacks", []),
                          framework=FRAMEWORK, loop_start=(), where=self._where_of(),
                          work_names=WORK_NAMES, base=TrainerCallback,
-                         batch_events=("on_step_begin", "on_step_end"), cancels=(), **kwargs)  # stops by flags
+                         batch_events=("on_step_begin", "on_step_end"), cancels=(), advice=ADVICE,
+                         **kwargs)  # stops by flags
 
     @property
     def trainer(self) -> Any:

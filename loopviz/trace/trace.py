@@ -71,14 +71,17 @@ class Trace:
         return trace
 
     def finish(self, framework: str = "", work_names: dict[tuple[str, str], str] | None = None,
-               batch_events: tuple[str, str] | None = None) -> None:
+               batch_events: tuple[str, str] | None = None, advice: dict[str, Any] | None = None) -> None:
         """Take over the recorder's data (resolving any deferred clock times). `batch_events`: the events that open
-        and close a batch in this loop, if not fastai's before_batch and after_batch (the per-batch charts use them)."""
+        and close a batch in this loop, if not fastai's before_batch and after_batch (the per-batch charts use them);
+        `advice`: what a diagnosis says in the framework's words (`loopviz.trace.diagnose.ADVICE_KEYS`)."""
         rec = self._recorder
         if rec is None:
             return
         data = rec.close()
         meta = {**data.meta, "batch_events": list(batch_events)} if batch_events else data.meta
+        if advice:
+            meta = {**meta, "advice": advice}
         self.data = replace(data, framework=framework, work_names=dict(work_names or {}), meta=meta)
         self._recorder = None
         self._stop = None
@@ -184,6 +187,14 @@ class Trace:
         self._check()
         check_str("attribute", attribute)
         return _reports().who_changed(self.data, attribute)
+
+    def diagnose(self) -> Any:
+        """What slows this run, named, with the fix for its framework: a `Diagnosis` (most severe finding first; an
+        empty one when nothing does). Reads only the trace's tables, so a loaded trace is diagnosed as it was."""
+        self._check()
+        from loopviz.trace.diagnose import diagnose
+
+        return diagnose(self.data)
 
     def gpu_waits(self) -> pd.DataFrame:
         """The callback calls and work that made the host wait for the GPU (trace with `waits=True`), most waited

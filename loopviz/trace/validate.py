@@ -181,9 +181,54 @@ def _meta(value: Any, field: str, version: int) -> None:
     if "batch_events" in value:
         for name in _list(value["batch_events"], field, "entry 'batch_events'", 2, "a list of 2 event names"):
             _text(name, field, "entry 'batch_events'")
+    if "cpus" in value:
+        _int(value["cpus"], field, "entry 'cpus'", 1)
+    if "loaders" in value:
+        _loaders(value["loaders"], field)
+    if "advice" in value:
+        _advice(value["advice"], field)
     if "selected_loops" in value:
         for number in _list(value["selected_loops"], field, "entry 'selected_loops'"):
             _int(number, field, "entry 'selected_loops'", 0)
+
+
+def _loaders(value: Any, field: str) -> None:
+    """meta['loaders']: per loader ('train', 'valid'), its settings as non-negative integers or true/false."""
+    if type(value) is not dict:
+        raise Invalid(field, f"is {_show(value)}, not an object", "entry 'loaders'")
+    for name, settings in value.items():
+        at = f"entry 'loaders', {_show(name)}"
+        if type(settings) is not dict:
+            raise Invalid(field, f"is {_show(settings)}, not an object", at)
+        for key, setting in settings.items():
+            if type(setting) is not bool:
+                _int(setting, field, f"{at}, {_show(key)}", 0)
+
+
+# meta['advice'] (what a diagnosis says in the framework's words, loopviz.trace.diagnose): its entries' shapes
+_ADVICE_TEXTS = ("data_work", "step_work")
+_ADVICE_LISTS = ("compute_work", "forward_backward_work", "per_batch_events", "own_modules")
+_ADVICE_TABLES = ("fixes", "own_fixes")
+
+
+def _advice(value: Any, field: str) -> None:
+    """meta['advice']: names, lists of names and tables of texts (other entries are left to later versions)."""
+    if type(value) is not dict:
+        raise Invalid(field, f"is {_show(value)}, not an object", "entry 'advice'")
+    for key in _ADVICE_TEXTS:
+        if key in value:
+            _text(value[key], field, f"entry 'advice', {key!r}")
+    for key in _ADVICE_LISTS:
+        if key in value:
+            for name in _list(value[key], field, f"entry 'advice', {key!r}"):
+                _text(name, field, f"entry 'advice', {key!r}")
+    for key in _ADVICE_TABLES:
+        if key in value:
+            table = value[key]
+            if type(table) is not dict:
+                raise Invalid(field, f"is {_show(table)}, not an object", f"entry 'advice', {key!r}")
+            for text in table.values():
+                _text(text, field, f"entry 'advice', {key!r}")
 
 
 def _work_names(value: Any, field: str, version: int) -> None:

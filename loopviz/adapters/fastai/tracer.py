@@ -20,6 +20,7 @@ or with `t.stop()`.
 from __future__ import annotations
 
 import functools
+import os
 import weakref
 from typing import Any, Callable
 
@@ -28,6 +29,7 @@ from fastai.callback.core import Callback
 from fastai.learner import Learner
 from fastcore.basics import patch
 
+from loopviz.adapters.fastai.advice import ADVICE
 from loopviz.adapters.fastai.descriptions import WORK_BETWEEN
 from loopviz.adapters.fastai.learner_trace import RANGE_PREFIX, SKIP_STATUS, LearnerTrace
 from loopviz.checks import check_bool, check_int, check_type
@@ -269,7 +271,29 @@ def _finish(key: int, state: LearnerTrace, trace: Trace) -> None:
             del _ACTIVE[key]
             if not _ACTIVE:
                 _PATCHES.restore()
-    trace.finish(framework=_fastai_version(), work_names=WORK_BETWEEN)
+    trace.finish(framework=_fastai_version(), work_names=WORK_BETWEEN, advice=ADVICE)
+
+
+def loader_facts(learn: Learner) -> dict[str, Any]:
+    """The learner's loaders' settings a diagnosis names (`meta['loaders']`: per 'train'/'valid', bs, num_workers,
+    persistent_workers, pin_memory, and `restarts_workers`: fastai's own loader starts its workers again every epoch
+    whatever persistent_workers says) and the machine's CPU cores (`meta['cpus']`)."""
+    loaders = {}
+    for name in ("train", "valid"):
+        try:
+            loader = getattr(learn.dls, name)
+            worker = getattr(loader, "fake_l", loader)  # a fastai loader keeps torch's settings on its _FakeLoader
+            facts = {"bs": getattr(loader, "bs", getattr(loader, "batch_size", None)),
+                     "num_workers": worker.num_workers, "persistent_workers": worker.persistent_workers,
+                     "pin_memory": worker.pin_memory, "restarts_workers": worker is not loader}
+        except Exception:  # a learner without loaders yet, or loaders of another kind: nothing to note
+            continue
+        kept = {key: value for key, value in facts.items()
+                if (type(value) is int and value >= 0) or type(value) is bool}
+        if kept:
+            loaders[name] = kept
+    cpus = os.cpu_count()
+    return {"loaders": loaders, **({"cpus": cpus} if cpus else {})}
 
 
 class TraceSession:
@@ -314,6 +338,7 @@ class TraceSession:
             if self.waits is not None:
                 self.waits.stop()
             raise
+        self.trace.meta.update(loader_facts(learn))
         # Ends the trace once: on exit, on t.stop(), or when the learner is collected (the finalizer holds
         # the state and the trace, which hold the learner only weakly).
         self._ending = weakref.finalize(learn, _end, id(learn), state, self.trace)

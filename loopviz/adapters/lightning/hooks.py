@@ -7,7 +7,7 @@ import lightning.pytorch as pl
 from lightning.pytorch.callbacks import Callback, Checkpoint, EarlyStopping
 from lightning.pytorch.utilities.model_helpers import is_overridden
 
-__all__ = ["LOOPS", "FRAMEWORK", "WORK_NAMES", "RUN_HOOKS", "STRATEGY_EVENTS", "LOADERS", "BOTH", "MODULE", "CALLBACKS",
+__all__ = ["ADVICE", "LOOPS", "FRAMEWORK", "WORK_NAMES", "RUN_HOOKS", "STRATEGY_EVENTS", "LOADERS", "BOTH", "MODULE", "CALLBACKS",
            "EPOCH_END", "hook_owners", "overrides", "handler_objects", "owner_base"]
 
 LOOPS = ("fit", "validate", "test", "predict")
@@ -36,6 +36,29 @@ _FETCH = {"on_train_epoch_start", "on_train_batch_end", "on_validation_epoch_sta
           "on_test_epoch_start", "on_test_batch_end", "on_predict_epoch_start", "on_predict_batch_end"}
 LOADERS = {"fit": ("train_dataloader", "val_dataloader"), "validate": ("val_dataloader",),
             "test": ("test_dataloader",), "predict": ("predict_dataloader",)}
+# what t.diagnose() says of a Lightning trace, in its words (loopviz.trace.diagnose.ADVICE_KEYS); no compute work:
+# the strategy's hooks wrap the step's own work, so the dispatch is not Lightning's alone
+ADVICE = {
+    "data_work": "data",
+    "per_batch_events": ["on_train_batch_start", "on_train_batch_end", "on_before_backward", "on_after_backward",
+                         "on_before_optimizer_step", "on_before_zero_grad", "on_validation_batch_end"],
+    "own_modules": ["lightning.", "pytorch_lightning."],
+    "fixes": {
+        "loader": "DataLoader(dataset, batch_size=..., num_workers={workers}, pin_memory=True)",
+        "loader_persistent": "DataLoader(dataset, batch_size=..., num_workers={workers}, persistent_workers=True, "
+                             "pin_memory=True)",
+        "stall": "DataLoader(dataset, batch_size=..., num_workers={workers}, persistent_workers=True)",
+        "every_n": "if batch_idx % 10: return  # first line of {callback}.{event}: its work every 10th batch (or "
+                   "every N), or make it cheaper",
+        "remove": "make {callback}.{event} cheaper, or leave {callback} out of Trainer(callbacks=[...])",
+        "validation": "Trainer(..., check_val_every_n_epoch=5, limit_val_batches=0.25)",
+    },
+    "own_fixes": {
+        "TQDMProgressBar": "Trainer(callbacks=[TQDMProgressBar(refresh_rate=50)])  # or enable_progress_bar=False",
+        "ModelCheckpoint": "ModelCheckpoint(every_n_epochs=5, save_top_k=1)",
+    },
+}
+
 WORK_NAMES: dict[tuple[str, str], str] = {
     **{(before, "on_before_batch_transfer"): "data" for before in _FETCH},
     ("on_before_backward", "on_after_backward"): "backward",

@@ -22,7 +22,7 @@ from lightning.pytorch.trainer import call as pl_call
 from lightning.pytorch.trainer.states import RunningStage
 
 from loopviz.adapters.lightning.hooks import (
-    FRAMEWORK, MODULE, RUN_HOOKS, STRATEGY_EVENTS, WORK_NAMES, handler_objects, hook_owners, owner_base,
+    ADVICE, FRAMEWORK, MODULE, RUN_HOOKS, STRATEGY_EVENTS, WORK_NAMES, handler_objects, hook_owners, owner_base,
 )
 from loopviz.errors import LoopvizError
 from loopviz.generic import callback_info
@@ -273,7 +273,7 @@ class LightningTracer:
             self.rec.end_firing(firing[_INDEX], 0 if firing is pending else ERROR, end=firing[_END] or None)
         self.rec.end_loops()
         self.trace.finish(framework=FRAMEWORK, work_names=WORK_NAMES,
-                          batch_events=("on_train_batch_start", "on_train_batch_end"))
+                          batch_events=("on_train_batch_start", "on_train_batch_end"), advice=ADVICE)
 
     def settle(self) -> None:
         """Close the pending firing, if any (no dispatch of the same hook joined it)."""

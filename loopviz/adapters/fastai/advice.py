@@ -1,0 +1,41 @@
+"""What a diagnosis of a fastai trace says in fastai's words (`Trace.finish(advice=...)`, kept in the trace's meta):
+the work names it weighs, the events fired once a batch, fastai's own callbacks, and each fix as fastai code."""
+from __future__ import annotations
+
+__all__ = ["ADVICE"]
+
+ADVICE = {
+    "data_work": "draw",
+    "compute_work": ["forward", "loss", "backward", "step", "zero_grad"],
+    "step_work": "step",
+    "forward_backward_work": ["forward", "loss", "backward"],
+    "per_batch_events": ["before_batch", "after_pred", "after_loss", "before_backward", "after_backward",
+                         "before_step", "after_step", "after_batch"],
+    "own_modules": ["fastai."],
+    "fixes": {
+        "loader": "dls = dblock.dataloaders(source, num_workers={workers})  # or DataLoaders.from_dsets(..., "
+                  "num_workers={workers})",
+        "loader_persistent": "dls = dblock.dataloaders(source, num_workers={workers}, persistent_workers=True)",
+        "stall": "# fastai's DataLoader starts its workers again every epoch, whatever persistent_workers says: "
+                 "torch's keep them\n"
+                 "dls = DataLoaders(torch.utils.data.DataLoader(train_ds, batch_size=64, shuffle=True, "
+                 "num_workers={workers}, persistent_workers=True),\n"
+                 "                  torch.utils.data.DataLoader(valid_ds, batch_size=64, num_workers={workers}, "
+                 "persistent_workers=True))",
+        "every_n": "if self.train_iter % 10: return  # first line of {callback}.{event}: its work every 10th batch "
+                   "(or every N: more if it already skips some), or make it cheaper",
+        "remove": "make {callback}.{event} cheaper, or leave it out of this fit: learn.fit(..., cbs=[...]) without it",
+        "validation": "dls = dblock.dataloaders(source, val_bs=256)  # larger validation batches\n"
+                      "splitter=RandomSplitter(valid_pct=0.1)  # or a smaller validation set",
+        "batch_size": "dls = dblock.dataloaders(source, bs=256)  # larger batches: fastai's cost per event is paid "
+                      "per batch",
+        "step": "from fastai.optimizer import OptimWrapper\n"
+                "learn = Learner(dls, model, opt_func=partial(OptimWrapper, opt=torch.optim.AdamW))  # torch's "
+                "multi-tensor step",
+    },
+    "own_fixes": {
+        "ProgressCallback": "learn.fit(...) inside `with learn.no_bar():`, or learn.remove_cb(ProgressCallback)",
+        "SaveModelCallback": "SaveModelCallback(every_epoch=False)  # the best model only, saved when it improves",
+        "CSVLogger": "leave CSVLogger out of this fit, or read the losses from learn.recorder.values",
+    },
+}

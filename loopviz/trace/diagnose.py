@@ -1,0 +1,506 @@
+"""`diagnose(data)`: what a trace says is slow, named, with the fix for the framework that ran it.
+
+Each finding reads the analysis layer only (the summary, the callbacks' table, the per-batch table, the waits for the
+GPU, and the loaders' settings the adapter noted), so a trace loaded from a file is diagnosed as the live one was.
+Every finding's figures come from those tables; its thresholds are `THRESHOLDS` (listed in docs/diagnose.md, which a
+test compares with this table). A finding's saving is an upper bound: the most time the trace shows the fix could
+take away, never an estimate of what it will.
+"""
+from __future__ import annotations
+
+import html
+import math
+import sys
+from dataclasses import asdict, dataclass, field
+from typing import Any, Iterator, NamedTuple
+
+import numpy as np
+import pandas as pd
+
+from loopviz.errors import LoopvizError
+from loopviz.trace.batches import loop_batches, resolve_loop
+from loopviz.trace.data import TraceData
+from loopviz.trace.reports import by_callback, gpu_waits, summary, total_ns
+
+__all__ = ["Finding", "Diagnosis", "diagnose", "THRESHOLDS", "SEVERITIES"]
+
+SEVERITIES = ("info", "warning", "critical")
+
+
+class Band(NamedTuple):
+    """A finding's thresholds on its measure: warning from `warning`, critical from `critical`."""
+
+    warning: float
+    critical: float
+    measure: str  # what is compared, for the docs
+
+
+_STALL_RATIO = 15.0  # a first batch's wait counts as a stall past this many times the median wait
+_STEP_FLOOR = 0.05  # the step finding needs the step to be at least this share of the run
+_MIN_STEPS = 5  # ... and this many steps
+THRESHOLDS: dict[str, Band] = {
+    "input_bound": Band(0.10, 0.20, "the time spent waiting for the next batch, as a share of the run"),
+    "epoch_start_stall": Band(0.02, 0.10, "the first batch's extra wait in every epoch after the first, as a share of "
+                                          f"the run (counted where that wait is over {_STALL_RATIO:g} times the median)"),
+    "slow_callback": Band(0.05, 0.20, "one handler's time (a callback's method for one event), as a share of the run"),
+    "framework_callback": Band(0.10, 0.25, "one handler of the framework's own callbacks at an event that is not "
+                                           "per batch (its per-batch ones count in 'dispatch'), as a share of the run"),
+    "validation": Band(0.25, 0.50, "validation's time in a fit, as a share of the run"),
+    "dispatch": Band(0.5, 1.0, "the framework's own work per batch (calling every callback, and its own callbacks' "
+                               "per-batch handlers) over the batches' forward, loss, backward and step"),
+    "step": Band(1.0, 2.0, f"the optimizer step over forward and backward together (when the step is over "
+                           f"{100 * _STEP_FLOOR:g} % of the run, in {_MIN_STEPS} steps or more)"),
+    "gpu_wait": Band(0.05, 0.20, "the GPU work one callback or piece of work waited out, as a share of the run"),
+}
+@dataclass(frozen=True)
+class Finding:
+    """One thing the trace shows slowing the run, with the figures behind it and the fix."""
+
+    kind: str  # a key of THRESHOLDS
+    severity: str  # one of SEVERITIES
+    title: str  # one line
+    evidence: tuple[str, ...]  # the measured figures, each saying which table it comes from
+    culprit: str  # the setting or the callback at fault
+    fix: str  # code for the traced framework
+    saving_ms: float  # the most time the fix could take away (an upper bound from the trace)
+    figures: dict[str, float] = field(default_factory=dict)  # the numbers the finding was decided on
+
+    def to_json(self) -> dict[str, Any]:
+        """A JSON-ready dict."""
+        out = asdict(self)
+        out["evidence"] = list(self.evidence)
+        return out
+
+    @classmethod
+    def from_json(cls, obj: dict[str, Any]) -> Finding:
+        """A finding back from `to_json()`."""
+        try:
+            return cls(str(obj["kind"]), str(obj["severity"]), str(obj["title"]), tuple(map(str, obj["evidence"])),
+                       str(obj["culprit"]), str(obj["fix"]), float(obj["saving_ms"]),
+                       {str(k): float(v) for k, v in dict(obj.get("figures", {})).items()})
+        except (KeyError, TypeError, ValueError) as error:
+            raise LoopvizError(f"not a finding loopviz wrote ({error}); pass what Finding.to_json() returned.") from None
+
+
+@dataclass(frozen=True)
+class Diagnosis:
+    """A trace's findings, most severe first (then the largest saving), and the figures each check looked at."""
+
+    framework: str  # the traced loop's framework and version, as its adapter named them
+    run_ms: float
+    findings: tuple[Finding, ...]
+    checked: dict[str, float] = field(default_factory=dict)  # what each check measured, found or not
+
+    def __iter__(self) -> Iterator[Finding]:
+        return iter(self.findings)
+
+    def __len__(self) -> int:
+        return len(self.findings)
+
+    def __getitem__(self, index: int) -> Finding:
+        return self.findings[index]
+
+    @property
+    def top(self) -> Finding | None:
+        """The first finding (the most severe), or None when nothing was found."""
+        return self.findings[0] if self.findings else None
+
+    def to_df(self) -> pd.DataFrame:
+        """One row per finding: severity, kind, title, culprit, fix, saving (ms and % of the run), evidence."""
+        rows = [(f.severity, f.kind, f.title, f.culprit, f.fix, f.saving_ms,
+                 round(100 * f.saving_ms / self.run_ms, 2) if self.run_ms else 0.0, "; ".join(f.evidence))
+                for f in self.findings]
+        return pd.DataFrame(rows, columns=["severity", "kind", "title", "culprit", "fix", "saving_ms", "saving_pct",
+                                           "evidence"])
+
+    def to_json(self) -> dict[str, Any]:
+        """A JSON-ready dict (what `from_json` reads back)."""
+        return {"framework": self.framework, "run_ms": self.run_ms, "checked": dict(self.checked),
+                "findings": [f.to_json() for f in self.findings]}
+
+    @classmethod
+    def from_json(cls, obj: dict[str, Any]) -> Diagnosis:
+        """A diagnosis back from `to_json()`."""
+        try:
+            return cls(str(obj["framework"]), float(obj["run_ms"]),
+                       tuple(Finding.from_json(f) for f in obj["findings"]),
+                       {str(k): float(v) for k, v in dict(obj.get("checked", {})).items()})
+        except (KeyError, TypeError, ValueError) as error:
+            raise LoopvizError(f"not a diagnosis loopviz wrote ({error}); pass what Diagnosis.to_json() "
+                               f"returned.") from None
+
+    def __str__(self) -> str:
+        if not self.findings:
+            return f"Nothing found to slow this run ({_ms(self.run_ms)}). Checked: {_checked_line(self.checked)}."
+        lines = [f"{len(self.findings)} finding{'s' if len(self.findings) > 1 else ''} in this run "
+                 f"({_ms(self.run_ms)}):"]
+        for number, f in enumerate(self.findings, 1):
+            lines.append(f"{number}. [{f.severity}] {_safe(f.title)}")
+            lines += [f"   - {_safe(line)}" for line in f.evidence]
+            lines.append(f"   at fault: {_safe(f.culprit)}")
+            lines += [f"   fix: {_safe(line)}" if i == 0 else f"        {_safe(line)}"
+                      for i, line in enumerate(f.fix.splitlines())]
+            lines.append(f"   saves at most {_ms(f.saving_ms)} ({_pct(f.saving_ms, self.run_ms)} of the run)")
+        return "\n".join(lines)
+
+    def __repr__(self) -> str:
+        kinds = ", ".join(f"{f.severity} {f.kind}" for f in self.findings) or "nothing found"
+        return f"<Diagnosis of a {_ms(self.run_ms)} run: {kinds}>"
+
+    def _repr_html_(self) -> str:
+        if not self.findings:
+            return (f"<p><b>Nothing found</b> to slow this run ({_ms(self.run_ms)}). Checked: "
+                    f"{html.escape(_checked_line(self.checked))}.</p>")
+        items = []
+        for f in self.findings:
+            evidence = "".join(f"<li>{html.escape(line)}</li>" for line in f.evidence)
+            items.append(f"<li><b>[{html.escape(f.severity)}] {html.escape(f.title)}</b><ul>{evidence}</ul>"
+                         f"at fault: <code>{html.escape(f.culprit)}</code><br>fix:<pre>{html.escape(f.fix)}</pre>"
+                         f"saves at most {_ms(f.saving_ms)} ({_pct(f.saving_ms, self.run_ms)} of the run)</li>")
+        return f"<div class='loopviz-diagnosis'><ol>{''.join(items)}</ol></div>"
+
+
+def _safe(text: str) -> str:
+    """`text` with control characters escaped, for a terminal."""
+    return "".join(c if c.isprintable() else repr(c)[1:-1] for c in text)
+
+
+def _ms(value: float) -> str:
+    return f"{value / 1000:.2f} s" if value >= 1000 else f"{value:.1f} ms" if value >= 1 else f"{value * 1000:.0f} us"
+
+
+def _pct(part: float, whole: float) -> str:
+    return f"{100 * part / whole:.1f} %" if whole else "0 %"
+
+
+def _checked_line(checked: dict[str, float]) -> str:
+    names = {"data_share": "waiting for data", "top_handler_share": "the largest handler",
+             "validation_share": "validation", "dispatch_per_compute": "dispatch per unit of compute"}
+    parts = [f"{label} {100 * checked[key]:.1f} %" if key != "dispatch_per_compute" else f"{label} {checked[key]:.2f}x"
+             for key, label in names.items() if key in checked]
+    return ", ".join(parts) if parts else "no batches to check"
+
+
+# -- the framework's words (the adapter's advice, kept in the trace's meta) ----------------------------------------
+
+
+# What a diagnosis says where the adapter gave no advice: framework-neutral. `{workers}`, `{callback}` and `{event}`
+# are filled in (by replacement: an advice from a file is never a format string).
+GENERIC_FIXES = {
+    "loader": "DataLoader(dataset, batch_size=..., num_workers={workers})",
+    "loader_persistent": "DataLoader(dataset, batch_size=..., num_workers={workers}, persistent_workers=True)",
+    "stall": "DataLoader(dataset, batch_size=..., num_workers={workers}, persistent_workers=True)",
+    "every_n": "if step % 10: return  # first line of {callback}.{event}: its work every 10th batch (or every N: more "
+               "if it already skips some), or make it cheaper",
+    "remove": "make {callback}.{event} cheaper, or run the loop without {callback}",
+    "validation": "validate less often, or on fewer or larger batches",
+    "batch_size": "larger batches: the loop's cost per event is paid per batch",
+    "step": "torch.optim.AdamW(params, foreach=True)  # a multi-tensor step (fused=True on CUDA)",
+}
+ADVICE_KEYS = {  # what an adapter's advice may hold (meta['advice']), and what each is
+    "data_work": "the work between batches that waits for the next one",
+    "compute_work": "the batch's own work (forward, loss, backward, step...): without it, no dispatch check",
+    "step_work": "the optimizer step's work", "forward_backward_work": "forward and backward's work",
+    "per_batch_events": "the events fired once a batch (a handler there may work every N batches)",
+    "own_modules": "the module prefixes of the framework's own callbacks",
+    "fixes": "the fixes in the framework's words (the keys of GENERIC_FIXES)",
+    "own_fixes": "per class of the framework's own callbacks, the setting that makes it cheaper",
+}
+
+
+class _Advice(NamedTuple):
+    data_work: str | None
+    compute_work: tuple[str, ...]
+    step_work: str | None
+    forward_backward_work: tuple[str, ...]
+    per_batch_events: frozenset[str]
+    own_modules: tuple[str, ...]
+    fixes: dict[str, str]
+    own_fixes: dict[str, str]
+
+
+def advice_of(data: TraceData) -> _Advice:
+    """The adapter's advice for this trace (its meta, checked as files are), with GENERIC_FIXES where it gave none."""
+    given = data.meta.get("advice")
+    given = given if isinstance(given, dict) else {}
+
+    def names(key: str) -> tuple[str, ...]:
+        value = given.get(key)
+        return tuple(str(v) for v in value) if isinstance(value, list) else ()
+
+    def text(key: str) -> str | None:
+        value = given.get(key)
+        return value if isinstance(value, str) and value else None
+
+    def table(key: str) -> dict[str, str]:
+        value = given.get(key)
+        return {str(k): str(v) for k, v in value.items()} if isinstance(value, dict) else {}
+
+    return _Advice(text("data_work"), names("compute_work"), text("step_work"), names("forward_backward_work"),
+                   frozenset(names("per_batch_events")), names("own_modules"), {**GENERIC_FIXES, **table("fixes")},
+                   table("own_fixes"))
+
+
+def _fix(run: "_Run", key: str, **words: Any) -> str:
+    """The advice's fix `key`, its {words} filled in."""
+    text = run.advice.fixes.get(key, GENERIC_FIXES[key])
+    for name, value in words.items():
+        text = text.replace("{" + name + "}", str(value))
+    return text
+
+
+# -- the checks -------------------------------------------------------------------------------------
+
+
+class _Run(NamedTuple):
+    data: TraceData
+    advice: _Advice
+    run_ms: float
+    summary: pd.DataFrame
+    callbacks: pd.DataFrame
+
+
+def _severity(value: float, band: Band) -> str | None:
+    return "critical" if value >= band.critical else "warning" if value >= band.warning else None
+
+
+def _row_line(row: Any, what: str) -> str:
+    """A summary row as evidence."""
+    phase = f" ({row.phase})" if row.phase else ""
+    named = f"{what} '{row.name}'" if what else str(row.name)
+    return (f"{named}{phase}: {int(row.count)} times, {row.total_ms:.1f} ms in all, {row.pct:.1f} % of "
+            f"the run; mean {row.mean_ms:.3f} ms, p95 {row.p95_ms:.3f} ms (summary)")
+
+
+def _work(run: _Run, names: tuple[str, ...], phase: str | None = "train") -> pd.DataFrame:
+    s = run.summary
+    rows = s[(s["kind"] == "work") & s["name"].isin(names)]
+    return rows if phase is None else rows[rows["phase"] == phase]
+
+
+def _loaders(run: _Run) -> dict[str, Any]:
+    loaders = run.data.meta.get("loaders")
+    return loaders if isinstance(loaders, dict) else {}
+
+
+def _input_bound(run: _Run, checked: dict[str, float]) -> list[Finding]:
+    name = run.advice.data_work
+    rows = _work(run, (name,)) if name else run.summary.iloc[0:0]  # training's waits (validation's are its own)
+    if not len(rows):
+        return []
+    waited = float(rows["total_ms"].sum())
+    share = waited / run.run_ms
+    checked["data_share"] = share
+    severity = _severity(share, THRESHOLDS["input_bound"])
+    if severity is None:
+        return []
+    train = _loaders(run).get("train", {})
+    workers = train.get("num_workers")
+    cpus = run.data.meta.get("cpus")
+    suggest = max(2, min(8, int(cpus) if isinstance(cpus, int) and cpus > 0 else 8))
+    setting = "the training loader" + (f" (num_workers={workers})" if workers is not None else "")
+    if isinstance(workers, int) and workers > 0:
+        suggest = max(suggest, 2 * workers)
+    evidence = tuple(_row_line(row, "work") for row in rows.itertuples())
+    if isinstance(cpus, int):
+        evidence += (f"the machine that ran it had {cpus} CPU cores (trace meta)",)
+    key = "loader" if train.get("restarts_workers") else "loader_persistent"  # (such a loader would not keep them)
+    return [Finding("input_bound", severity, f"The model waits for data: {100 * share:.0f} % of the run is spent "
+                    f"getting the next batch", evidence, setting, _fix(run, key, workers=suggest), waited,
+                    {"share": share, "waited_ms": waited})]
+
+
+def _epoch_stalls(run: _Run, checked: dict[str, float]) -> list[Finding]:
+    name = run.advice.data_work
+    if name is None:
+        return []
+    try:
+        table = loop_batches(run.data, resolve_loop(run.data, None)).table
+    except LoopvizError:
+        return []
+    if name not in table or table["epoch"].nunique() < 2:
+        return []
+    waits = table[name].to_numpy(float)
+    typical = float(np.median(waits))
+    firsts = table.groupby("epoch", sort=True).head(1)
+    later = firsts.iloc[1:]  # the first epoch's workers start once whatever the setting
+    stalls = later[name].to_numpy(float) - typical
+    stalled = stalls[(later[name].to_numpy(float) > _STALL_RATIO * max(typical, 1e-6)) & (stalls > 0)]
+    extra = float(stalled.sum())
+    share = extra / run.run_ms
+    checked["epoch_stall_share"] = share
+    severity = _severity(share, THRESHOLDS["epoch_start_stall"])
+    if severity is None or len(stalled) < max(1, len(later) // 2):
+        return []
+    train = _loaders(run).get("train", {})
+    workers, persistent = train.get("num_workers"), train.get("persistent_workers")
+    evidence = (f"the first batch of {len(stalled)} of {len(later)} later epochs waited {extra / len(stalled):.1f} ms "
+                f"more than the median wait for a batch ({typical:.2f} ms), {extra:.1f} ms in all (per-batch table, "
+                f"'{name}')",)
+    if workers == 0:  # no workers to start: the loader's own first items are slow
+        title, setting = "Every epoch starts with a stall", "the first items the loader makes each epoch (num_workers=0)"
+        fix = "look at what the dataset does for an epoch's first items (a cache filled, a file opened, a shuffle)"
+    else:
+        title = "Every epoch starts with a stall: the loader's workers start again"
+        setting = "the training loader's workers, started again every epoch"
+        if workers is not None:
+            setting += f" (num_workers={workers}, persistent_workers={persistent})"
+        fix = _fix(run, "stall", workers=max(2, int(workers or 0)))
+    return [Finding("epoch_start_stall", severity, title, evidence, setting, fix, extra,
+                    {"share": share, "stall_ms": extra, "typical_ms": typical})]
+
+
+def _own(run: _Run, callback: str) -> bool:
+    """True for one of the framework's own callbacks (by the module the trace noted for it)."""
+    prefixes = run.advice.own_modules
+    modules = {str(c.get("module", "")) for c in run.data.callbacks if c.get("cls") == callback}
+    return bool(modules) and all(module.startswith(prefixes) for module in modules) if prefixes else False
+
+
+def _source_of(run: _Run, callback: str, event: str) -> str:
+    """Where the handler is defined, when its class is already imported here (nothing is imported for it)."""
+    for facts in run.data.callbacks:
+        if facts.get("cls") != callback:
+            continue
+        module = sys.modules.get(str(facts.get("module", "")))
+        code = getattr(getattr(getattr(module, callback, None), event, None), "__code__", None)
+        if code is not None:
+            return f"{code.co_filename}:{code.co_firstlineno}"
+    return ""
+
+
+def _slow_callbacks(run: _Run, checked: dict[str, float]) -> list[Finding]:
+    table = run.callbacks
+    if not len(table):
+        return []
+    grouped = table.groupby(["callback", "event"], sort=False).agg(
+        total_ms=("total_ms", "sum"), calls=("calls", "sum"), ran=("ran", "sum")).reset_index()
+    grouped = grouped.sort_values("total_ms", ascending=False, kind="stable")
+    checked["top_handler_share"] = float(grouped["total_ms"].iloc[0]) / run.run_ms
+    found = []
+    per_batch = run.advice.per_batch_events
+    for row in grouped.itertuples():
+        share = row.total_ms / run.run_ms
+        own = _own(run, row.callback)
+        if own and row.event in per_batch:
+            continue  # the framework's own work per batch: the dispatch check weighs it against the batches' compute
+        severity = _severity(share, THRESHOLDS["framework_callback" if own else "slow_callback"])
+        if severity is None:
+            continue
+        per_call = row.total_ms / max(int(row.ran), 1)
+        evidence = [f"{row.callback}.{row.event}: {int(row.ran)} calls, {per_call:.3f} ms each, {row.total_ms:.1f} ms "
+                    f"in all, {100 * share:.1f} % of the run (callbacks' table)"]
+        where = _source_of(run, row.callback, row.event)
+        if where:
+            evidence.append(f"defined at {where}")
+        fix = (run.advice.own_fixes.get(row.callback) if own else None) or _fix(
+            run, "every_n" if row.event in per_batch else "remove", callback=row.callback, event=row.event)
+        kind = "framework_callback" if own else "slow_callback"
+        found.append(Finding(kind, severity, f"{row.callback}.{row.event} takes {100 * share:.0f} % of the run",
+                             tuple(evidence), f"{row.callback}.{row.event}", fix, float(row.total_ms),
+                             {"share": share, "per_call_ms": per_call, "calls": float(row.ran)}))
+    return found[:3]
+
+
+def _validation(run: _Run, checked: dict[str, float]) -> list[Finding]:
+    s = run.summary
+    tiles = s[s["kind"].isin(["event", "work"])]
+    if not (tiles["phase"] == "train").any():
+        return []  # not a fit: validating is the whole job
+    valid = tiles[tiles["phase"] == "valid"]
+    spent = float(valid["total_ms"].sum())
+    share = spent / run.run_ms
+    checked["validation_share"] = share
+    severity = _severity(share, THRESHOLDS["validation"])
+    if severity is None:
+        return []
+    train = float(tiles[tiles["phase"] == "train"]["total_ms"].sum())
+    evidence = (f"validation's events and work: {spent:.1f} ms, {100 * share:.1f} % of the run; training's "
+                f"{train:.1f} ms (summary, phase 'valid' against 'train')",)
+    return [Finding("validation", severity, f"Validation takes {100 * share:.0f} % of the fit", evidence,
+                    "how often, and on how much, the fit validates", _fix(run, "validation"), spent,
+                    {"share": share, "valid_ms": spent, "train_ms": train})]
+
+
+def _dispatch(run: _Run, checked: dict[str, float]) -> list[Finding]:
+    names = run.advice.compute_work
+    s = run.summary
+    dispatch = s[s["kind"] == "dispatch"]
+    compute = _work(run, names, None) if names else s.iloc[0:0]
+    if not names or not len(dispatch) or not len(compute):
+        return []  # (an adapter whose dispatch wraps the batch's own work gives no compute_work)
+    table, per_batch = run.callbacks, run.advice.per_batch_events
+    own = table[[_own(run, name) and event in per_batch for name, event in zip(table["callback"], table["event"])]]
+    spent, handlers = float(dispatch["total_ms"].sum()), float(own["total_ms"].sum())
+    work = float(compute["total_ms"].sum())
+    if work <= 0:
+        return []
+    ratio = (spent + handlers) / work
+    checked["dispatch_per_compute"] = ratio
+    severity = _severity(ratio, THRESHOLDS["dispatch"])
+    if severity is None:
+        return []
+    evidence = (_row_line(next(dispatch.itertuples()), ""),
+                f"the framework's own callbacks at per-batch events: {handlers:.1f} ms (callbacks' table: "
+                f"{', '.join(sorted(set(own['callback'] + '.' + own['event']))) or 'none'})",
+                f"the batches' own work ({', '.join(names)}): {work:.1f} ms (summary)")
+    return [Finding("dispatch", severity, f"The framework's own work per batch costs {ratio:.1f}x the batches' "
+                    f"compute: batches are too small", evidence, "the batch size", _fix(run, "batch_size"),
+                    spent + handlers, {"ratio": ratio, "dispatch_ms": spent, "own_handlers_ms": handlers,
+                                       "compute_ms": work})]
+
+
+def _step(run: _Run, checked: dict[str, float]) -> list[Finding]:
+    step_work, forward_backward_work = run.advice.step_work, run.advice.forward_backward_work
+    if step_work is None or not forward_backward_work:
+        return []
+    step, forward_backward = _work(run, (step_work,)), _work(run, forward_backward_work)
+    if not len(step) or not len(forward_backward) or int(step["count"].sum()) < _MIN_STEPS:
+        return []  # (the first steps make the optimizer's state: a few say nothing of the rest)
+    spent, other = float(step["total_ms"].sum()), float(forward_backward["total_ms"].sum())
+    share = spent / run.run_ms
+    if other <= 0 or share < _STEP_FLOOR:
+        return []
+    ratio = spent / other
+    severity = _severity(ratio, THRESHOLDS["step"])
+    if severity is None:
+        return []
+    evidence = (_row_line(next(step.itertuples()), "work"),
+                f"forward and backward ({', '.join(forward_backward_work)}): {other:.1f} ms (summary)")
+    return [Finding("step", severity, f"The optimizer step costs {ratio:.1f}x forward and backward together",
+                    evidence, "the optimizer", _fix(run, "step"), spent - other,
+                    {"ratio": ratio, "step_ms": spent, "forward_backward_ms": other})]
+
+
+def _gpu_waits(run: _Run, checked: dict[str, float]) -> list[Finding]:
+    if not run.data.tracked_waits:
+        return []
+    found = []
+    for row in gpu_waits(run.data).itertuples():
+        share = row.wait_ms / run.run_ms
+        severity = _severity(share, THRESHOLDS["gpu_wait"])
+        if severity is None:
+            continue
+        evidence = (f"{row.name} ({row.phase or 'run'}): {int(row.calls)} of {int(row.of)} synchronised with the GPU, "
+                    f"waiting out {row.wait_ms:.1f} ms of GPU work, {100 * share:.1f} % of the run (GPU waits)",)
+        site = f" at {row.site}" if row.site else ""
+        found.append(Finding("gpu_wait", severity, f"{row.name} makes the host wait for the GPU", evidence,
+                             f"{row.name}{site}", "keep values on the GPU (no .item(), .cpu() or print of a tensor) "
+                             "in that code, or do it every N batches", float(row.wait_ms), {"share": share}))
+    return found[:3]
+
+
+_CHECKS = (_input_bound, _epoch_stalls, _slow_callbacks, _validation, _dispatch, _step, _gpu_waits)
+
+
+def diagnose(data: TraceData) -> Diagnosis:
+    """Every check on one trace's data, findings most severe first (then the largest saving)."""
+    run_ms = total_ns(data) / 1e6
+    if run_ms <= 0 or not math.isfinite(run_ms):
+        return Diagnosis(data.framework, 0.0, ())
+    run = _Run(data, advice_of(data), run_ms, summary(data), by_callback(data))
+    checked: dict[str, float] = {}
+    findings = [finding for check in _CHECKS for finding in check(run, checked)]
+    order = {name: rank for rank, name in enumerate(reversed(SEVERITIES))}
+    findings.sort(key=lambda f: (order[f.severity], -f.saving_ms))
+    return Diagnosis(data.framework, run_ms, tuple(findings), checked)

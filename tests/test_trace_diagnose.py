@@ -1,0 +1,183 @@
+"""`t.diagnose()` on real fastai fits whose bottleneck is known: the top finding names it, its fix names the setting, its
+figures are the tables' own, and a healthy compute-bound fit gets no warning (a false alarm is a defect)."""
+from __future__ import annotations
+
+import json
+import re
+import time
+from pathlib import Path
+
+import pytest
+import torch
+from fastai.callback.core import Callback
+from fastai.callback.progress import ProgressCallback  # noqa: F401 (Learner.no_bar)
+from fastai.data.core import DataLoaders
+from fastai.learner import Learner
+from fastai.losses import MSELossFlat
+from torch import nn
+
+from loopviz.errors import LoopvizError
+from loopviz.trace.diagnose import THRESHOLDS, Diagnosis
+from loopviz.trace.trace import Trace
+
+DOCS = Path(__file__).parent.parent / "docs" / "diagnose.md"
+
+
+class Items(torch.utils.data.Dataset):
+    """`n` random items of `width` features; `sleep` seconds to make each, `first` more for item 0."""
+
+    def __init__(self, n: int, width: int, sleep: float = 0.0, first: float = 0.0):
+        gen = torch.Generator().manual_seed(0)
+        self.x, self.y = torch.randn(n, width, generator=gen), torch.randn(n, 1, generator=gen)
+        self.sleep, self.first = sleep, first
+
+    def __len__(self) -> int:
+        return len(self.x)
+
+    def __getitem__(self, i: int):
+        if self.sleep:
+            time.sleep(self.sleep)
+        if self.first and i == 0:
+            time.sleep(self.first)
+        return self.x[i], self.y[i]
+
+
+def learner(n_train: int = 640, n_valid: int = 64, bs: int = 64, width: int = 256, hidden: int = 1024,
+            sleep: float = 0.0, workers: int = 0, cbs: tuple = ()) -> Learner:
+    """A fastai learner of an MLP over in-memory items (the defaults: compute-bound, about 20 ms a batch here)."""
+    dls = DataLoaders.from_dsets(Items(n_train, width, sleep), Items(n_valid, width), bs=bs, num_workers=workers,
+                                 shuffle=False)
+    model = nn.Sequential(nn.Linear(width, hidden), nn.ReLU(), nn.Linear(hidden, hidden), nn.ReLU(),
+                          nn.Linear(hidden, 1))
+    return Learner(dls, model, loss_func=MSELossFlat(), cbs=list(cbs))
+
+
+def traced(learn: Learner, epochs: int = 1) -> Trace:
+    torch.manual_seed(0)
+    with learn.no_logging(), learn.no_bar():
+        with learn.trace() as t:
+            learn.fit(epochs)
+    return t
+
+
+class Sleepy(Callback):
+    """Sleeps 10 ms after every batch (a logger that flushes every step)."""
+
+    def after_batch(self):
+        time.sleep(0.01)
+
+
+@pytest.fixture(scope="module")
+def healthy() -> Trace:
+    return traced(learner())
+
+
+def test_a_healthy_compute_bound_fit_gets_no_warning(healthy: Trace) -> None:
+    d = healthy.diagnose()
+    assert [f for f in d if f.severity != "info"] == []
+    assert str(d).startswith("Nothing found to slow this run")
+    assert d.checked["data_share"] < THRESHOLDS["input_bound"].warning
+    assert d.checked["validation_share"] < THRESHOLDS["validation"].warning
+
+
+def test_a_callback_that_works_every_batch_is_named_with_its_handler_and_the_fix(tmp_path: Path) -> None:
+    t = traced(learner(cbs=(Sleepy(),)))
+    top = t.diagnose().top
+    assert top is not None and top.kind == "slow_callback" and top.culprit == "Sleepy.after_batch"
+    assert top.severity == "critical" and "self.train_iter % 10" in top.fix
+    row = t.by_callback().set_index(["callback", "event"]).loc[("Sleepy", "after_batch")]
+    assert top.saving_ms == pytest.approx(row["total_ms"].sum())  # the figures are the callbacks' table's
+    assert top.figures["per_call_ms"] >= 10
+    assert any(f"{Path(__file__).name}:" in line for line in top.evidence)  # where the handler is defined
+
+
+def test_items_slow_to_make_without_workers_make_the_fit_input_bound() -> None:
+    t = traced(learner(n_train=64, bs=8, width=16, hidden=16, sleep=0.001))
+    top = t.diagnose().top
+    assert top is not None and top.kind == "input_bound" and top.severity == "critical"
+    assert top.culprit == "the training loader (num_workers=0)" and "num_workers=" in top.fix
+    draw = t.summary().query("kind == 'work' and name == 'draw' and phase == 'train'")
+    assert top.saving_ms == pytest.approx(float(draw["total_ms"].sum()))
+
+
+def test_validation_ten_times_the_size_of_training_is_found() -> None:
+    t = traced(learner(n_train=64, n_valid=640))
+    top = t.diagnose().top
+    assert top is not None and top.kind == "validation" and top.severity == "critical"
+    assert "val_bs" in top.fix and top.figures["valid_ms"] > top.figures["train_ms"]
+    tiles = t.summary().query("kind in ['event', 'work']").groupby("phase")["total_ms"].sum()
+    assert (top.figures["valid_ms"], top.figures["train_ms"]) == pytest.approx((tiles["valid"], tiles["train"]))
+
+
+def test_batches_of_one_let_the_frameworks_own_work_weigh_on_the_fit() -> None:
+    t = traced(learner(n_train=64, n_valid=8, bs=1, width=4, hidden=4))
+    d = t.diagnose()
+    found = {f.kind: f for f in d}
+    assert "dispatch" in found and found["dispatch"].culprit == "the batch size" and "bs=" in found["dispatch"].fix
+    dispatch = t.summary().query("kind == 'dispatch'")["total_ms"].sum()
+    assert found["dispatch"].figures["dispatch_ms"] == pytest.approx(dispatch)
+    assert "Recorder" not in {f.culprit.split(".")[0] for f in d}  # fastai's own per-batch work counts in dispatch
+
+
+def test_workers_started_again_every_epoch_are_found_and_torchs_loaders_keep_them() -> None:
+    t = traced(learner(n_train=256, n_valid=32, bs=32, width=16, hidden=16, workers=2), epochs=3)
+    stall = {f.kind: f for f in t.diagnose()}.get("epoch_start_stall")
+    assert stall is not None and "num_workers=2" in stall.culprit and "persistent_workers=True" in stall.fix
+    assert "fastai's DataLoader starts its workers again every epoch" in stall.fix
+    train, valid = Items(256, 16), Items(32, 16)
+    dl = torch.utils.data.DataLoader
+    dls = DataLoaders(dl(train, batch_size=32, num_workers=2, persistent_workers=True),
+                      dl(valid, batch_size=32, num_workers=2, persistent_workers=True))
+    fixed = traced(Learner(dls, nn.Sequential(nn.Linear(16, 16), nn.ReLU(), nn.Linear(16, 1)),
+                           loss_func=MSELossFlat()), epochs=3)
+    d = fixed.diagnose()
+    assert "epoch_start_stall" not in {f.kind for f in d} and d.checked["epoch_stall_share"] < 0.02
+    assert fixed.meta["loaders"]["train"] == {"bs": 32, "num_workers": 2, "persistent_workers": True,
+                                              "pin_memory": False, "restarts_workers": False}
+
+
+def test_a_loaded_trace_is_diagnosed_as_the_live_one(tmp_path: Path) -> None:
+    t = traced(learner(cbs=(Sleepy(),)))
+    back = Trace.load(t.save(tmp_path / "fit.trace.json"))
+    live, loaded = t.diagnose(), back.diagnose()
+    assert [(f.kind, f.severity, f.culprit, f.fix) for f in live] == [(f.kind, f.severity, f.culprit, f.fix)
+                                                                       for f in loaded]
+    assert [f.saving_ms for f in loaded] == pytest.approx([f.saving_ms for f in live])
+
+
+def test_json_round_trip_and_table(healthy: Trace) -> None:
+    t = traced(learner(n_train=64, n_valid=640))
+    d = t.diagnose()
+    again = Diagnosis.from_json(json.loads(json.dumps(d.to_json())))
+    assert again == d
+    df = d.to_df()
+    assert list(df["kind"]) == [f.kind for f in d] and (df["saving_pct"] > 0).all()
+    assert Diagnosis.from_json(healthy.diagnose().to_json()).findings == ()
+    with pytest.raises(LoopvizError, match="not a diagnosis loopviz wrote"):
+        Diagnosis.from_json({"framework": "fastai"})
+
+
+def test_hostile_callback_names_are_escaped_in_text_and_html() -> None:
+    hostile = type("Bad<script>\x1b[31m", (Callback,), {"after_batch": lambda self: time.sleep(0.01)})
+    d = traced(learner(cbs=(hostile(),))).diagnose()
+    assert d.top is not None and d.top.culprit.startswith("Bad<script>")
+    assert "\x1b" not in str(d) and "\\x1b" in str(d)
+    page = d._repr_html_()
+    assert "<script>" not in page and "&lt;script&gt;" in page
+
+
+def test_the_docs_list_every_finding_with_its_thresholds() -> None:
+    rows = re.findall(r"^\| `(\w+)` \| (\d+(?:\.\d+)?)( %|x) \| (\d+(?:\.\d+)?)( %|x) \|", DOCS.read_text(), re.M)
+    scale = {" %": 100, "x": 1}
+    documented = {kind: (float(w) / scale[wu], float(c) / scale[cu]) for kind, w, wu, c, cu in rows}
+    assert documented == {kind: (band.warning, band.critical) for kind, band in THRESHOLDS.items()}
+
+
+def test_loader_settings_in_a_file_are_checked(tmp_path: Path, healthy: Trace) -> None:
+    path = healthy.save(tmp_path / "fit.trace.json")
+    data = json.loads(path.read_text())
+    assert data["meta"]["loaders"]["train"]["num_workers"] == 0
+    data["meta"]["loaders"]["train"]["num_workers"] = "eight"
+    path.write_text(json.dumps(data))
+    with pytest.raises(LoopvizError, match="loaders"):
+        Trace.load(path)

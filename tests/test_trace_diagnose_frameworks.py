@@ -1,0 +1,56 @@
+"""`t.diagnose()` on Hugging Face and Lightning fits with a known culprit: a callback that sleeps at every step is
+named, and its fix is in the framework's words (the adapter's advice, kept in the trace)."""
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+import pytest
+
+import loopviz
+
+
+def test_a_trainer_callback_sleeping_every_step_is_named_with_the_trainers_fix(tmp_path: Path) -> None:
+    pytest.importorskip("transformers")
+    from transformers import TrainerCallback
+
+    from loopviz.adapters import transformers as hf
+    from tests.hf_fixtures import tiny_trainer
+
+    class Flush(TrainerCallback):
+        """Flushes a log at every step."""
+
+        def on_step_end(self, args, state, control, **kwargs):
+            time.sleep(0.01)
+
+    trainer = tiny_trainer(tmp_path, callbacks=[Flush()])
+    with hf.trace_trainer(trainer) as t:
+        trainer.train()
+    top = t.diagnose().top
+    assert top is not None and top.kind == "slow_callback" and top.culprit == "Flush.on_step_end"
+    assert "state.global_step % 10" in top.fix and top.figures["calls"] == 4
+    assert t.meta["advice"]["fixes"]["batch_size"].startswith("TrainingArguments(")
+
+
+def test_a_lightning_callback_sleeping_every_batch_is_named_with_lightnings_fix(tmp_path: Path) -> None:
+    pytest.importorskip("lightning")
+    from lightning.pytorch import Callback
+
+    from tests.lightning_fixtures import TinyModule, quiet_lightning, trainer
+
+    quiet_lightning()
+
+    class Flush(Callback):
+        """Flushes a log after every training batch."""
+
+        def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx):
+            time.sleep(0.01)
+
+    fit = trainer(tmp_path, callbacks=[Flush()])
+    with loopviz.tracing(fit) as t:
+        fit.fit(TinyModule())
+    d = t.diagnose()
+    top = d.top
+    assert top is not None and top.kind == "slow_callback" and top.culprit == "Flush.on_train_batch_end"
+    assert "batch_idx % 10" in top.fix and top.figures["calls"] == 8
+    assert "dispatch" not in {f.kind for f in d} and "dispatch_per_compute" not in d.checked  # no compute work given
