@@ -10,6 +10,7 @@ command's name) shows the traceback instead. TARGET modules are imported with th
 from __future__ import annotations
 
 import importlib
+import json
 import os
 import runpy
 import sys
@@ -182,6 +183,27 @@ def _top_options(default: int) -> Callable[[Callable[..., Any]], Callable[..., A
 MORE = "--top N shows more, --all shows every row"
 
 
+def _report_findings(trace_files: tuple[str, ...], fmt: str | None, output: str | None) -> None:
+    """`report --findings`: the diagnosis of one trace file, as text, or as JSON where -o names a .json file."""
+    from loopviz.trace.trace import Trace
+
+    if len(trace_files) > 1:
+        raise click.UsageError("--findings reads one trace file; give one (a distributed fit: one rank's file).")
+    if fmt is not None:
+        raise click.UsageError("--findings writes text, or JSON where -o ends in .json; leave out --format.")
+    target = _file(output)
+    _output_path(target)
+    diagnosis = Trace.load(trace_files[0]).diagnose()
+    if target is None:
+        click.echo(visible(str(diagnosis)))
+        return
+    from loopviz.trace.files import write_bytes
+
+    as_json = target.lower().endswith(".json")
+    text = json.dumps(diagnosis.to_json(), indent=1) if as_json else str(diagnosis)
+    click.echo(f"wrote {write_bytes(_as_file(text), target)}")
+
+
 def report_text(subject: Any, top: int | None) -> str:
     """The report's tables as plain text, `top` rows each (None: all), a cut table naming --top / --all; a trace
     with state changes (`trace --changes`) gets a table of them, most frequent first."""
@@ -190,7 +212,8 @@ def report_text(subject: Any, top: int | None) -> str:
 
     if isinstance(subject, MergedTrace):
         return display.as_text(display.merged_tables(subject, top, MORE))
-    return display.as_text(display.trace_tables(subject, top, callbacks=top, more=MORE, changes=True))
+    return display.as_text(display.trace_tables(subject, top, callbacks=top, more=MORE, changes=True,
+                                                findings="loopviz report --findings"))
 
 
 def _min_change(ctx: click.Context, param: click.Parameter, value: tuple[str, ...]) -> tuple[str, ...]:
@@ -344,18 +367,24 @@ def trace(ctx: click.Context, target: str | None, epochs: int, clock: str, chang
               help=f"The report (default: from -o's ending, else table). -o endings: {known_endings(REPORT_FORMATS, ' ')}.")
 @click.option("--output", "-o", type=click.Path(dir_okay=False, allow_dash=True),
               help="Write the report here (-o -, or no -o: standard output).")
+@click.option("--findings", is_flag=True, help="Only what slows the run: each finding with its evidence, the culprit "
+              "and the fix (-o FILE.json: as JSON).")
 @_top_options(25)
 @_debug_option
 @click.pass_context
-def report(ctx: click.Context, trace_files: tuple[str, ...], fmt: str | None, output: str | None, top: int,
-           all_rows: bool) -> None:
-    """Report on a saved trace: its tables (with its state changes, if recorded), a CSV of every span, a
-    Chrome/Perfetto trace, or plots. Several files (one per rank of a distributed fit, e.g. trace.rank*.json)
-    are merged into one report. CSV, Chrome JSON and SVG piped or redirected from standard output are the exact
-    bytes -o FILE writes; on a terminal, control characters in them are shown escaped."""
+def report(ctx: click.Context, trace_files: tuple[str, ...], fmt: str | None, output: str | None, findings: bool,
+           top: int, all_rows: bool) -> None:
+    """Report on a saved trace: what slows it and its tables (with its state changes, if recorded), a CSV of every
+    span, a Chrome/Perfetto trace, or plots. Several files (one per rank of a distributed fit, e.g.
+    trace.rank*.json) are merged into one report. CSV, Chrome JSON and SVG piped or redirected from standard output
+    are the exact bytes -o FILE writes; on a terminal, control characters in them are shown escaped."""
 
     def run() -> None:
         from loopviz.trace.trace import Trace
+
+        if findings:
+            _report_findings(trace_files, fmt, output)
+            return
 
         chosen = choose(formats.REPORT_FORMATS, fmt, _file(output))
         _check_printable(chosen, output, "report")

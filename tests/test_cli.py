@@ -147,6 +147,25 @@ def test_report_infers_the_format_from_the_file_name(traces, tmp_path, name, che
     assert check(tmp_path / name)
 
 
+def test_report_opens_with_the_findings_and_findings_alone_are_text_or_json(traces, tmp_path):
+    from loopviz.trace.diagnosis import Diagnosis
+    from loopviz.trace.trace import Trace
+
+    a, b = traces
+    code, out, _ = run("report", str(a))
+    assert code == 0 and out.index("Largest shares of the run") < out.index("Events and work")
+    assert "Findings (loopviz report --findings" in out or "Findings: none" in out
+    code, out, err = run("report", str(a), "--findings")
+    assert code == 0 and out.strip() == str(Trace.load(a).diagnose()), err
+    code, out, err = run("report", str(a), "--findings", "-o", str(tmp_path / "findings.json"))
+    assert code == 0 and out.strip() == f"wrote {tmp_path / 'findings.json'}", err
+    back = Diagnosis.from_json(json.loads((tmp_path / "findings.json").read_text()))
+    assert back == Trace.load(a).diagnose()
+    for args, message in [([str(b)], "--findings reads one trace file"), (["-f", "csv"], "leave out --format")]:
+        code, _, err = run("report", str(a), "--findings", *args)
+        assert code == 2 and message in err, (args, err)
+
+
 def test_report_usage_errors_exit_2(traces):
     a, b = traces
     for args, message in [(["-f", "csv", "-o", "x.svg"], "--format csv contradicts"),

@@ -17,7 +17,8 @@ from fastai.losses import MSELossFlat
 from torch import nn
 
 from loopviz.errors import LoopvizError
-from loopviz.trace.diagnose import THRESHOLDS, Diagnosis
+from loopviz.trace.diagnose import THRESHOLDS
+from loopviz.trace.diagnosis import Diagnosis
 from loopviz.trace.trace import Trace
 
 DOCS = Path(__file__).parent.parent / "docs" / "diagnose.md"
@@ -42,7 +43,7 @@ class Items(torch.utils.data.Dataset):
         return self.x[i], self.y[i]
 
 
-def learner(n_train: int = 640, n_valid: int = 64, bs: int = 64, width: int = 256, hidden: int = 1024,
+def learner(n_train: int = 640, n_valid: int = 64, bs: int = 64, width: int = 256, hidden: int = 1536,
             sleep: float = 0.0, workers: int = 0, cbs: tuple = ()) -> Learner:
     """A fastai learner of an MLP over in-memory items (the defaults: compute-bound, about 20 ms a batch here)."""
     dls = DataLoaders.from_dsets(Items(n_train, width, sleep), Items(n_valid, width), bs=bs, num_workers=workers,

@@ -8,7 +8,6 @@ take away, never an estimate of what it will.
 """
 from __future__ import annotations
 
-import html
 import math
 import sys
 from dataclasses import asdict, dataclass, field
@@ -22,7 +21,7 @@ from loopviz.trace.batches import loop_batches, resolve_loop
 from loopviz.trace.data import TraceData
 from loopviz.trace.reports import by_callback, gpu_waits, summary, total_ns
 
-__all__ = ["Finding", "Diagnosis", "diagnose", "THRESHOLDS", "SEVERITIES"]
+__all__ = ["Finding", "Findings", "diagnose", "THRESHOLDS", "SEVERITIES", "ADVICE_KEYS", "GENERIC_FIXES", "advice_of"]
 
 SEVERITIES = ("info", "warning", "critical")
 
@@ -48,8 +47,8 @@ THRESHOLDS: dict[str, Band] = {
     "validation": Band(0.25, 0.50, "validation's time in a fit, as a share of the run"),
     "dispatch": Band(0.5, 1.0, "the framework's own work per batch (calling every callback, and its own callbacks' "
                                "per-batch handlers) over the batches' forward, loss, backward and step"),
-    "step": Band(1.0, 2.0, f"the optimizer step over forward and backward together (when the step is over "
-                           f"{100 * _STEP_FLOOR:g} % of the run, in {_MIN_STEPS} steps or more)"),
+    "step": Band(1.0, 2.0, f"the optimizer step's median over forward and backward's medians together (when the "
+                           f"steps are over {100 * _STEP_FLOOR:g} % of the run, {_MIN_STEPS} steps or more)"),
     "gpu_wait": Band(0.05, 0.20, "the GPU work one callback or piece of work waited out, as a share of the run"),
 }
 @dataclass(frozen=True)
@@ -82,9 +81,10 @@ class Finding:
             raise LoopvizError(f"not a finding loopviz wrote ({error}); pass what Finding.to_json() returned.") from None
 
 
-@dataclass(frozen=True)
-class Diagnosis:
-    """A trace's findings, most severe first (then the largest saving), and the figures each check looked at."""
+@dataclass(frozen=True, repr=False)
+class Findings:
+    """A trace's findings, most severe first (then the largest saving), and the figures each check looked at (the
+    data; `loopviz.trace.diagnosis.Diagnosis`, what `t.diagnose()` returns, adds how it shows itself)."""
 
     framework: str  # the traced loop's framework and version, as its adapter named them
     run_ms: float
@@ -119,7 +119,7 @@ class Diagnosis:
                 "findings": [f.to_json() for f in self.findings]}
 
     @classmethod
-    def from_json(cls, obj: dict[str, Any]) -> Diagnosis:
+    def from_json(cls, obj: dict[str, Any]) -> Findings:
         """A diagnosis back from `to_json()`."""
         try:
             return cls(str(obj["framework"]), float(obj["run_ms"]),
@@ -129,56 +129,9 @@ class Diagnosis:
             raise LoopvizError(f"not a diagnosis loopviz wrote ({error}); pass what Diagnosis.to_json() "
                                f"returned.") from None
 
-    def __str__(self) -> str:
-        if not self.findings:
-            return f"Nothing found to slow this run ({_ms(self.run_ms)}). Checked: {_checked_line(self.checked)}."
-        lines = [f"{len(self.findings)} finding{'s' if len(self.findings) > 1 else ''} in this run "
-                 f"({_ms(self.run_ms)}):"]
-        for number, f in enumerate(self.findings, 1):
-            lines.append(f"{number}. [{f.severity}] {_safe(f.title)}")
-            lines += [f"   - {_safe(line)}" for line in f.evidence]
-            lines.append(f"   at fault: {_safe(f.culprit)}")
-            lines += [f"   fix: {_safe(line)}" if i == 0 else f"        {_safe(line)}"
-                      for i, line in enumerate(f.fix.splitlines())]
-            lines.append(f"   saves at most {_ms(f.saving_ms)} ({_pct(f.saving_ms, self.run_ms)} of the run)")
-        return "\n".join(lines)
-
     def __repr__(self) -> str:
         kinds = ", ".join(f"{f.severity} {f.kind}" for f in self.findings) or "nothing found"
-        return f"<Diagnosis of a {_ms(self.run_ms)} run: {kinds}>"
-
-    def _repr_html_(self) -> str:
-        if not self.findings:
-            return (f"<p><b>Nothing found</b> to slow this run ({_ms(self.run_ms)}). Checked: "
-                    f"{html.escape(_checked_line(self.checked))}.</p>")
-        items = []
-        for f in self.findings:
-            evidence = "".join(f"<li>{html.escape(line)}</li>" for line in f.evidence)
-            items.append(f"<li><b>[{html.escape(f.severity)}] {html.escape(f.title)}</b><ul>{evidence}</ul>"
-                         f"at fault: <code>{html.escape(f.culprit)}</code><br>fix:<pre>{html.escape(f.fix)}</pre>"
-                         f"saves at most {_ms(f.saving_ms)} ({_pct(f.saving_ms, self.run_ms)} of the run)</li>")
-        return f"<div class='loopviz-diagnosis'><ol>{''.join(items)}</ol></div>"
-
-
-def _safe(text: str) -> str:
-    """`text` with control characters escaped, for a terminal."""
-    return "".join(c if c.isprintable() else repr(c)[1:-1] for c in text)
-
-
-def _ms(value: float) -> str:
-    return f"{value / 1000:.2f} s" if value >= 1000 else f"{value:.1f} ms" if value >= 1 else f"{value * 1000:.0f} us"
-
-
-def _pct(part: float, whole: float) -> str:
-    return f"{100 * part / whole:.1f} %" if whole else "0 %"
-
-
-def _checked_line(checked: dict[str, float]) -> str:
-    names = {"data_share": "waiting for data", "top_handler_share": "the largest handler",
-             "validation_share": "validation", "dispatch_per_compute": "dispatch per unit of compute"}
-    parts = [f"{label} {100 * checked[key]:.1f} %" if key != "dispatch_per_compute" else f"{label} {checked[key]:.2f}x"
-             for key, label in names.items() if key in checked]
-    return ", ".join(parts) if parts else "no batches to check"
+        return f"<{type(self).__name__} of a {self.run_ms:.1f} ms run: {kinds}>"
 
 
 # -- the framework's words (the adapter's advice, kept in the trace's meta) ----------------------------------------
@@ -190,8 +143,7 @@ GENERIC_FIXES = {
     "loader": "DataLoader(dataset, batch_size=..., num_workers={workers})",
     "loader_persistent": "DataLoader(dataset, batch_size=..., num_workers={workers}, persistent_workers=True)",
     "stall": "DataLoader(dataset, batch_size=..., num_workers={workers}, persistent_workers=True)",
-    "every_n": "if step % 10: return  # first line of {callback}.{event}: its work every 10th batch (or every N: more "
-               "if it already skips some), or make it cheaper",
+    "every_n": "if step % 10: return  # first line of {callback}.{event}: its work every 10th batch",
     "remove": "make {callback}.{event} cheaper, or run the loop without {callback}",
     "validation": "validate less often, or on fewer or larger batches",
     "batch_size": "larger batches: the loop's cost per event is paid per batch",
@@ -461,14 +413,20 @@ def _step(run: _Run, checked: dict[str, float]) -> list[Finding]:
     share = spent / run.run_ms
     if other <= 0 or share < _STEP_FLOOR:
         return []
-    ratio = spent / other
+    # medians, not totals: a step the machine paused in (another process, the collector) says nothing of the others
+    typical_step, typical_other = float(step["p50_ms"].iloc[0]), float(forward_backward["p50_ms"].sum())
+    if typical_other <= 0:
+        return []
+    ratio = typical_step / typical_other
+    checked["step_per_forward_backward"] = ratio
     severity = _severity(ratio, THRESHOLDS["step"])
     if severity is None:
         return []
     evidence = (_row_line(next(step.itertuples()), "work"),
-                f"forward and backward ({', '.join(forward_backward_work)}): {other:.1f} ms (summary)")
+                f"forward and backward ({', '.join(forward_backward_work)}): {other:.1f} ms in all, their medians "
+                f"adding up to {typical_other:.3f} ms a batch, the step's {typical_step:.3f} ms (summary)")
     return [Finding("step", severity, f"The optimizer step costs {ratio:.1f}x forward and backward together",
-                    evidence, "the optimizer", _fix(run, "step"), spent - other,
+                    evidence, "the optimizer", _fix(run, "step"), spent * (1 - 1 / ratio) if ratio > 1 else 0.0,
                     {"ratio": ratio, "step_ms": spent, "forward_backward_ms": other})]
 
 
@@ -493,14 +451,14 @@ def _gpu_waits(run: _Run, checked: dict[str, float]) -> list[Finding]:
 _CHECKS = (_input_bound, _epoch_stalls, _slow_callbacks, _validation, _dispatch, _step, _gpu_waits)
 
 
-def diagnose(data: TraceData) -> Diagnosis:
+def diagnose(data: TraceData) -> Findings:
     """Every check on one trace's data, findings most severe first (then the largest saving)."""
     run_ms = total_ns(data) / 1e6
     if run_ms <= 0 or not math.isfinite(run_ms):
-        return Diagnosis(data.framework, 0.0, ())
+        return Findings(data.framework, 0.0, ())
     run = _Run(data, advice_of(data), run_ms, summary(data), by_callback(data))
     checked: dict[str, float] = {}
     findings = [finding for check in _CHECKS for finding in check(run, checked)]
     order = {name: rank for rank, name in enumerate(reversed(SEVERITIES))}
     findings.sort(key=lambda f: (order[f.severity], -f.saving_ms))
-    return Diagnosis(data.framework, run_ms, tuple(findings), checked)
+    return Findings(data.framework, run_ms, tuple(findings), checked)

@@ -21,7 +21,7 @@ from rich.text import Text
 
 from loopviz.renderers.sanitise import TEXT_LIMIT, cut, cut_words, one_line, visible
 
-__all__ = ["as_text", "as_html", "pre_html", "bundle", "PRE_STYLE", "PYTHON_MORE", "CALLBACK_COLUMNS", "CHANGE_COLUMNS",
+__all__ = ["as_text", "as_html", "pre_html", "bundle", "diagnosis_renderable", "diagnosis_text", "first_look", "PRE_STYLE", "PYTHON_MORE", "CALLBACK_COLUMNS", "CHANGE_COLUMNS",
            "short_name", "rows_table", "cell", "with_approx", "APPROX", "trace_tables", "trace_text", "trace_html",
            "merged_tables", "merged_text"]
 
@@ -67,10 +67,11 @@ def short_name(text: str) -> str:
 
 
 def trace_tables(trace: Any, limit: int | None = 25, callbacks: int | None = 10, more: str = PYTHON_MORE,
-                 changes: bool = False) -> Group:
-    """A header line, the summary (slowest first), the costliest callbacks, with `changes` the state changes
-    (most frequent first) when the trace recorded them, and notes. `limit`/`callbacks`: rows shown (None: all);
-    `more`: where a cut table's other rows are."""
+                 changes: bool = False, findings: str = "t.diagnose()") -> Group:
+    """A header line, the run's largest shares and its findings (`first_look`), the summary (slowest first), the
+    costliest callbacks, with `changes` the state changes (most frequent first) when the trace recorded them, and
+    notes. `limit`/`callbacks`: rows shown (None: all); `more`: where a cut table's other rows are; `findings`: where
+    the findings are in full."""
     summary = trace.summary().sort_values("total_ms", ascending=False)
     by_cb = trace.by_callback()
     table = trace.loops_df()
@@ -87,7 +88,8 @@ def trace_tables(trace: Any, limit: int | None = 25, callbacks: int | None = 10,
     summary, summary_columns = with_approx(summary, {
         "kind": "kind", "name": "name", "phase": "phase", "count": "count", "total_ms": "total ms",
         "mean_ms": "mean ms", "p50_ms": "p50 ms", "p95_ms": "p95 ms", "pct": "% of run"})
-    parts: list[Any] = [head, rows_table(summary, title, summary_columns, limit, more)]
+    parts: list[Any] = [head, *first_look(trace, summary, findings),
+                        rows_table(summary, title, summary_columns, limit, more)]
     if len(by_cb):
         parts.append(rows_table(by_cb, "Callbacks (costliest first)", CALLBACK_COLUMNS, callbacks, more))
     if changes and trace.tracked_changes:
@@ -178,6 +180,82 @@ def trace_text(trace: Any, width: int = 120) -> str:
 def trace_html(trace: Any) -> str:
     """The tables as HTML, for notebooks."""
     return as_html(trace_tables(trace))
+
+
+# -- a diagnosis --------------------------------------------------------------------------------------------------
+
+
+SEVERITY_STYLE = {"critical": "bold red", "warning": "yellow", "info": "cyan"}
+_CHECKED = {"data_share": ("waiting for data", "%"), "top_handler_share": ("the largest handler", "%"),
+            "validation_share": ("validation", "%"), "dispatch_per_compute": ("the loop's own work per unit of the "
+                                                                            "batches' compute", "x")}
+
+
+def _ms(value: float) -> str:
+    return f"{value / 1000:.2f} s" if value >= 1000 else f"{value:.1f} ms" if value >= 1 else f"{value * 1000:.0f} µs"
+
+
+def _share(part: float, whole: float) -> str:
+    return f"{100 * part / whole:.1f} %" if whole else "0 %"
+
+
+def _checked(checked: dict[str, float]) -> str:
+    parts = [f"{label} {100 * checked[key]:.1f} %" if unit == "%" else f"{label} {checked[key]:.2f}x"
+             for key, (label, unit) in _CHECKED.items() if key in checked]
+    return ", ".join(parts) if parts else "no batches to check"
+
+
+def _line(text: str) -> str:
+    return cut(one_line(text), TEXT_LIMIT)
+
+
+def diagnosis_renderable(d: Any) -> Group:
+    """A diagnosis in full: each finding's title, its evidence, the culprit, the fix (code, kept as written, one
+    line each) and the most it could save; what each check measured when nothing was found."""
+    if not d.findings:
+        return Group(Text.assemble(("Nothing found", "bold"), f" to slow this run ({_ms(d.run_ms)}). Checked: "
+                                                              f"{_checked(d.checked)}."))
+    parts: list[Any] = [Text(f"{len(d.findings)} finding{'s' if len(d.findings) > 1 else ''} in this run "
+                             f"({_ms(d.run_ms)}):", style="bold")]
+    for number, f in enumerate(d.findings, 1):
+        parts.append(Text.assemble((f"{number}. [{f.severity}] ", SEVERITY_STYLE.get(f.severity, "")),
+                                   (_line(f.title), "bold")))
+        parts += [Text(f"   - {_line(line)}") for line in f.evidence]
+        parts.append(Text(f"   at fault: {_line(f.culprit)}"))
+        for i, line in enumerate(f.fix.splitlines() or [""]):  # code: one line each, never wrapped
+            parts.append(Text(("   fix: " if i == 0 else "        ") + _line(line)))
+        parts.append(Text(f"   saves at most {_ms(f.saving_ms)} ({_share(f.saving_ms, d.run_ms)} of the run)"))
+    return Group(*parts)
+
+
+def diagnosis_text(d: Any, width: int = 120) -> str:
+    """A diagnosis as plain text (`diagnosis_renderable`), each line whole (code and sentences are not broken)."""
+    out = io.StringIO()
+    console = Console(file=out, width=width, color_system=None, legacy_windows=False, force_jupyter=False)
+    console.print(diagnosis_renderable(d), soft_wrap=True)
+    return out.getvalue().rstrip("\n")
+
+
+def first_look(trace: Any, summary: pd.DataFrame, findings: str = "t.diagnose()") -> list[Any]:
+    """What a reader looks at first: the run's three largest shares (of the event and work rows, which tile it) and
+    the findings of `t.diagnose()`, one line each (`findings`: where they are in full; the tables follow)."""
+    tiles = summary[summary["kind"].isin(["event", "work"])].head(3)
+    costs = ", ".join(f"{short_name(str(row.name))}{f' ({row.phase})' if row.phase else ''} {row.pct:.1f} %"
+                      for row in tiles.itertuples())
+    d = trace.diagnose()
+    parts: list[Any] = [Text.assemble(("Largest shares of the run: ", "bold"), costs or "none")]
+    if not d.findings:
+        parts.append(Text.assemble(("Findings: ", "bold"), f"none; checked {_checked(d.checked)}."))
+        return parts
+    table = Table(title=f"Findings ({findings} gives the evidence and each fix)", title_justify="left",
+                  show_edge=False, header_style="bold")
+    for header in ("", "finding", "at fault", "saves at most"):
+        table.add_column(header, justify="right" if header == "saves at most" else "left")
+    for f in d.findings:
+        table.add_row(Text(f.severity, style=SEVERITY_STYLE.get(f.severity, "")), Text(_line(f.title)),
+                      Text(_line(f.culprit)), f"{_ms(f.saving_ms)} ({_share(f.saving_ms, d.run_ms)})")
+    parts.append(table)
+    return parts
 
 
 def merged_tables(m: Any, limit: int | None = 20, more: str = PYTHON_MORE) -> Group:

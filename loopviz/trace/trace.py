@@ -193,8 +193,10 @@ class Trace:
         empty one when nothing does). Reads only the trace's tables, so a loaded trace is diagnosed as it was."""
         self._check()
         from loopviz.trace.diagnose import diagnose
+        from loopviz.trace.diagnosis import Diagnosis
 
-        return diagnose(self.data)
+        found = diagnose(self.data)
+        return Diagnosis(found.framework, found.run_ms, found.findings, found.checked)
 
     def gpu_waits(self) -> pd.DataFrame:
         """The callback calls and work that made the host wait for the GPU (trace with `waits=True`), most waited

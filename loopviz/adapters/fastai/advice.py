@@ -16,14 +16,12 @@ ADVICE = {
         "loader": "dls = dblock.dataloaders(source, num_workers={workers})  # or DataLoaders.from_dsets(..., "
                   "num_workers={workers})",
         "loader_persistent": "dls = dblock.dataloaders(source, num_workers={workers}, persistent_workers=True)",
-        "stall": "# fastai's DataLoader starts its workers again every epoch, whatever persistent_workers says: "
-                 "torch's keep them\n"
-                 "dls = DataLoaders(torch.utils.data.DataLoader(train_ds, batch_size=64, shuffle=True, "
-                 "num_workers={workers}, persistent_workers=True),\n"
-                 "                  torch.utils.data.DataLoader(valid_ds, batch_size=64, num_workers={workers}, "
-                 "persistent_workers=True))",
-        "every_n": "if self.train_iter % 10: return  # first line of {callback}.{event}: its work every 10th batch "
-                   "(or every N: more if it already skips some), or make it cheaper",
+        "stall": "# fastai's DataLoader starts its workers again every epoch: torch's keep them\n"
+                 "from torch.utils.data import DataLoader\n"
+                 "dls = DataLoaders(DataLoader(train_ds, batch_size=64, shuffle=True, num_workers={workers}, "
+                 "persistent_workers=True),\n"
+                 "                  DataLoader(valid_ds, batch_size=64, num_workers={workers}, persistent_workers=True))",
+        "every_n": "if self.train_iter % 10: return  # first line of {callback}.{event}: its work every 10th batch",
         "remove": "make {callback}.{event} cheaper, or leave it out of this fit: learn.fit(..., cbs=[...]) without it",
         "validation": "dls = dblock.dataloaders(source, val_bs=256)  # larger validation batches\n"
                       "splitter=RandomSplitter(valid_pct=0.1)  # or a smaller validation set",

@@ -48,8 +48,7 @@ ADVICE = {
         "loader_persistent": "DataLoader(dataset, batch_size=..., num_workers={workers}, persistent_workers=True, "
                              "pin_memory=True)",
         "stall": "DataLoader(dataset, batch_size=..., num_workers={workers}, persistent_workers=True)",
-        "every_n": "if batch_idx % 10: return  # first line of {callback}.{event}: its work every 10th batch (or "
-                   "every N), or make it cheaper",
+        "every_n": "if batch_idx % 10: return  # first line of {callback}.{event}: its work every 10th batch",
         "remove": "make {callback}.{event} cheaper, or leave {callback} out of Trainer(callbacks=[...])",
         "validation": "Trainer(..., check_val_every_n_epoch=5, limit_val_batches=0.25)",
     },
