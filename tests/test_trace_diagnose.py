@@ -70,12 +70,15 @@ class Sleepy(Callback):
 
 @pytest.fixture(scope="module")
 def healthy() -> Trace:
-    return traced(learner())
+    learn = learner()
+    with learn.no_logging(), learn.no_bar():
+        learn.fit(1)  # warm: a process's first fit pays for torch's and fastai's first calls
+    return traced(learn)
 
 
 def test_a_healthy_compute_bound_fit_gets_no_warning(healthy: Trace) -> None:
     d = healthy.diagnose()
-    assert [f for f in d if f.severity != "info"] == []
+    assert [f for f in d if f.severity != "info"] == [], str(d)
     assert str(d).startswith("Nothing found to slow this run")
     assert d.checked["data_share"] < THRESHOLDS["input_bound"].warning
     assert d.checked["validation_share"] < THRESHOLDS["validation"].warning
@@ -182,3 +185,12 @@ def test_loader_settings_in_a_file_are_checked(tmp_path: Path, healthy: Trace) -
     path.write_text(json.dumps(data))
     with pytest.raises(LoopvizError, match="loaders"):
         Trace.load(path)
+
+
+def test_the_html_reports_first_screen_shows_the_findings_escaped(tmp_path: Path) -> None:
+    hostile = type("Bad<script>", (Callback,), {"after_batch": lambda self: time.sleep(0.01)})
+    t = traced(learner(cbs=(hostile(),)))
+    page = t.to_html(tmp_path / "fit.html").read_text(encoding="utf-8")
+    assert page.index("What slows this run") < page.index("The loop, heat-coloured by time")
+    assert "Bad&lt;script&gt;.after_batch" in page and "<script>.after_batch" not in page
+    assert "self.train_iter % 10" in page

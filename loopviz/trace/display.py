@@ -21,7 +21,8 @@ from rich.text import Text
 
 from loopviz.renderers.sanitise import TEXT_LIMIT, cut, cut_words, one_line, visible
 
-__all__ = ["as_text", "as_html", "pre_html", "bundle", "diagnosis_renderable", "diagnosis_text", "first_look", "PRE_STYLE", "PYTHON_MORE", "CALLBACK_COLUMNS", "CHANGE_COLUMNS",
+__all__ = ["as_text", "as_html", "pre_html", "bundle", "diagnosis_renderable", "diagnosis_text", "first_look",
+           "checked_line", "PRE_STYLE", "PYTHON_MORE", "CALLBACK_COLUMNS", "CHANGE_COLUMNS",
            "short_name", "rows_table", "cell", "with_approx", "APPROX", "trace_tables", "trace_text", "trace_html",
            "merged_tables", "merged_text"]
 
@@ -199,7 +200,8 @@ def _share(part: float, whole: float) -> str:
     return f"{100 * part / whole:.1f} %" if whole else "0 %"
 
 
-def _checked(checked: dict[str, float]) -> str:
+def checked_line(checked: dict[str, float]) -> str:
+    """What each check of a diagnosis measured, as one line."""
     parts = [f"{label} {100 * checked[key]:.1f} %" if unit == "%" else f"{label} {checked[key]:.2f}x"
              for key, (label, unit) in _CHECKED.items() if key in checked]
     return ", ".join(parts) if parts else "no batches to check"
@@ -214,7 +216,7 @@ def diagnosis_renderable(d: Any) -> Group:
     line each) and the most it could save; what each check measured when nothing was found."""
     if not d.findings:
         return Group(Text.assemble(("Nothing found", "bold"), f" to slow this run ({_ms(d.run_ms)}). Checked: "
-                                                              f"{_checked(d.checked)}."))
+                                                              f"{checked_line(d.checked)}."))
     parts: list[Any] = [Text(f"{len(d.findings)} finding{'s' if len(d.findings) > 1 else ''} in this run "
                              f"({_ms(d.run_ms)}):", style="bold")]
     for number, f in enumerate(d.findings, 1):
@@ -245,7 +247,7 @@ def first_look(trace: Any, summary: pd.DataFrame, findings: str = "t.diagnose()"
     d = trace.diagnose()
     parts: list[Any] = [Text.assemble(("Largest shares of the run: ", "bold"), costs or "none")]
     if not d.findings:
-        parts.append(Text.assemble(("Findings: ", "bold"), f"none; checked {_checked(d.checked)}."))
+        parts.append(Text.assemble(("Findings: ", "bold"), f"none; checked {checked_line(d.checked)}."))
         return parts
     table = Table(title=f"Findings ({findings} gives the evidence and each fix)", title_justify="left",
                   show_edge=False, header_style="bold")

@@ -16,7 +16,7 @@ import pandas as pd
 
 from loopviz.errors import LoopvizError
 from loopviz.renderers.palette import PALETTE
-from loopviz.renderers.sanitise import cut, json_island, one_line
+from loopviz.renderers.sanitise import cut, json_island, one_line, visible
 from loopviz.trace.display import APPROX, short_name
 
 __all__ = ["html_report", "MAX_BARS"]
@@ -34,6 +34,7 @@ def html_report(trace: Any, loop: Any = None) -> str:
     index = resolve_loop(trace.data, loop)
     sections = [
         _header(trace),
+        _findings_section(trace),
         _section("The loop, heat-coloured by time", _diagram(trace, index),
                  "Loop " + _text(f"{index} {trace.loops[index]!r}") + " as it ran: each box is an event (with the "
                  "callbacks that ran there), each green box the work before the event it leads to, each cluster a "
@@ -56,6 +57,28 @@ def html_report(trace: Any, loop: Any = None) -> str:
     return (f'<!DOCTYPE html><html lang="en"><head><meta charset="utf-8"><title>{title}</title>'
             f"<style>{_CSS}</style></head><body><main>{''.join(sections)}</main>"
             f'<aside id="details" hidden></aside><script>{_JS}</script></body></html>')
+
+
+def _findings_section(trace: Any) -> str:
+    """What slows the run (`t.diagnose()`): each finding with its evidence, the culprit, the fix and the most it could
+    save; what was checked when nothing was found."""
+    from loopviz.trace.display import checked_line
+
+    d = trace.diagnose()
+    caption = ("From t.diagnose(): each finding's figures come from the tables below; its saving is the most the fix "
+               "could take away (the time the culprit took), not a promise.")
+    if not d.findings:
+        return _section("What slows this run", f"<p>Nothing found. Checked: {_text(checked_line(d.checked))}.</p>",
+                        caption)
+    items = []
+    for f in d.findings:
+        evidence = "".join(f"<li>{_text(line, 2000)}</li>" for line in f.evidence)
+        fix = html.escape(cut(visible(f.fix), 4000), quote=False)
+        share = f"{100 * f.saving_ms / d.run_ms:.1f} %" if d.run_ms else "0 %"
+        items.append(f'<li class="finding {_text(f.severity)}"><b>{_text(f.severity)}</b>: {_text(f.title)}'
+                     f"<ul>{evidence}</ul><p>at fault: <code>{_text(f.culprit)}</code></p><pre>{fix}</pre>"
+                     f"<p>saves at most {_ms(f.saving_ms)} ({share} of the run)</p></li>")
+    return _section("What slows this run", f'<ol class="findings">{"".join(items)}</ol>', caption)
 
 
 def _waits_section(trace: Any) -> str:
@@ -300,6 +323,8 @@ th,td{padding:3px 8px;border-bottom:1px solid var(--line);text-align:left;white-
 td.n{text-align:right}thead th{background:var(--head);position:sticky;top:0;cursor:pointer;user-select:none}
 thead th[aria-sort=ascending]::after{content:" ▲"}thead th[aria-sort=descending]::after{content:" ▼"}
 table.facts th{background:none;cursor:default;color:var(--muted);font-weight:normal}
+ol.findings li.finding{margin:.4em 0}ol.findings li.critical>b{color:#b00020}ol.findings li.warning>b{color:#a35200}
+ol.findings pre{background:#f4f4f4;padding:.4em .6em;overflow-x:auto;white-space:pre}
 .diagram{overflow:auto;border:1px solid var(--line);border-radius:6px;padding:8px;background:#fff}
 .diagram svg{max-width:100%;height:auto}
 .chart,.timeline{border:1px solid var(--line);border-radius:6px;background:#fff}
