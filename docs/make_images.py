@@ -40,6 +40,7 @@ def main() -> None:
     record.print(t)
     (IMAGES / "trace_summary.svg").write_text(record.export_svg(title="loopviz: a traced fit"), encoding="utf-8")
     print(f"wrote {IMAGES / 'trace_summary.svg'}")
+    readme_text(str(t))
     diagram = learn.show_training_loop(fmt="graphviz", cbs=[SaveModelCallback()], hide_empty=True)
     print(f"wrote {diagram.save(IMAGES / 'loop_diagram.svg')}")
     print(f"wrote {diagram.save(IMAGES / 'loop_diagram.png')}")
@@ -50,8 +51,21 @@ def main() -> None:
     merged_timeline(IMAGES / "merged_timeline.png")
 
 
+def readme_text(text: str) -> None:
+    """Put the traced fit's text (what `t` shows) in the README, under the picture of the same run."""
+    readme = Path(__file__).parent.parent / "README.md"
+    opening = ">>> with learn.trace() as t: learn.fit_one_cycle(2)\n>>> t\n"
+    page = readme.read_text(encoding="utf-8")
+    start = page.index(opening) + len(opening)
+    end = page.index("```", start)
+    lines = "\n".join(line.rstrip() for line in text.rstrip().splitlines())
+    readme.write_text(page[:start] + lines + "\n" + page[end:], encoding="utf-8")
+    print(f"wrote the traced fit's text in {readme}")
+
+
 def screenshot(trace, out: Path) -> None:
-    """The top of the trace's HTML report (the header and the heat-coloured loop), drawn by headless Chromium."""
+    """The top of the trace's HTML report (the header, what slows the run, the heat-coloured loop), drawn by headless
+    Chromium."""
     chromium = shutil.which("chromium") or shutil.which("chromium-browser")
     if chromium is None:
         print(f"skipped {out}: needs Debian's chromium")

@@ -157,6 +157,8 @@ def test_json_round_trip_and_table(healthy: Trace) -> None:
     df = d.to_df()
     assert list(df["kind"]) == [f.kind for f in d] and (df["saving_pct"] > 0).all()
     assert Diagnosis.from_json(healthy.diagnose().to_json()).findings == ()
+    bundle = d._repr_mimebundle_()
+    assert bundle["text/plain"] == str(d) and bundle["text/html"] == d._repr_html_()
     with pytest.raises(LoopvizError, match="not a diagnosis loopviz wrote"):
         Diagnosis.from_json({"framework": "fastai"})
 

@@ -31,4 +31,4 @@ class Diagnosis(Findings):
     def _repr_mimebundle_(self, include: Any = None, exclude: Any = None, **kwargs: Any) -> dict[str, str]:
         from loopviz.trace import display
 
-        return display.bundle(display.diagnosis_renderable(self))
+        return {"text/plain": display.diagnosis_text(self), "text/html": self._repr_html_()}
