@@ -216,6 +216,13 @@ def _severity(value: float, band: Band) -> str | None:
     return "critical" if value >= band.critical else "warning" if value >= band.warning else None
 
 
+def _banded(checked: dict[str, float], name: str, kind: str, part: float, whole: float) -> tuple[float, str | None]:
+    """`part / whole`, noted in `checked` under `name`, and its severity in `kind`'s band."""
+    ratio = part / whole
+    checked[name] = ratio
+    return ratio, _severity(ratio, THRESHOLDS[kind])
+
+
 def _row_line(row: Any, what: str) -> str:
     """A summary row as evidence."""
     phase = f" ({row.phase})" if row.phase else ""
@@ -241,9 +248,7 @@ def _input_bound(run: _Run, checked: dict[str, float]) -> list[Finding]:
     if not len(rows):
         return []
     waited = float(rows["total_ms"].sum())
-    share = waited / run.run_ms
-    checked["data_share"] = share
-    severity = _severity(share, THRESHOLDS["input_bound"])
+    share, severity = _banded(checked, "data_share", "input_bound", waited, run.run_ms)
     if severity is None:
         return []
     train = _loaders(run).get("train", {})
@@ -279,9 +284,7 @@ def _epoch_stalls(run: _Run, checked: dict[str, float]) -> list[Finding]:
     stalls = later[name].to_numpy(float) - typical
     stalled = stalls[(later[name].to_numpy(float) > _STALL_RATIO * max(typical, 1e-6)) & (stalls > 0)]
     extra = float(stalled.sum())
-    share = extra / run.run_ms
-    checked["epoch_stall_share"] = share
-    severity = _severity(share, THRESHOLDS["epoch_start_stall"])
+    share, severity = _banded(checked, "epoch_stall_share", "epoch_start_stall", extra, run.run_ms)
     if severity is None or len(stalled) < max(1, len(later) // 2):
         return []
     train = _loaders(run).get("train", {})
@@ -361,9 +364,7 @@ def _validation(run: _Run, checked: dict[str, float]) -> list[Finding]:
         return []  # not a fit: validating is the whole job
     valid = tiles[tiles["phase"] == "valid"]
     spent = float(valid["total_ms"].sum())
-    share = spent / run.run_ms
-    checked["validation_share"] = share
-    severity = _severity(share, THRESHOLDS["validation"])
+    share, severity = _banded(checked, "validation_share", "validation", spent, run.run_ms)
     if severity is None:
         return []
     train = float(tiles[tiles["phase"] == "train"]["total_ms"].sum())
@@ -387,9 +388,7 @@ def _dispatch(run: _Run, checked: dict[str, float]) -> list[Finding]:
     work = float(compute["total_ms"].sum())
     if work <= 0:
         return []
-    ratio = (spent + handlers) / work
-    checked["dispatch_per_compute"] = ratio
-    severity = _severity(ratio, THRESHOLDS["dispatch"])
+    ratio, severity = _banded(checked, "dispatch_per_compute", "dispatch", spent + handlers, work)
     if severity is None:
         return []
     evidence = (_row_line(next(dispatch.itertuples()), ""),
@@ -417,9 +416,7 @@ def _step(run: _Run, checked: dict[str, float]) -> list[Finding]:
     typical_step, typical_other = float(step["p50_ms"].iloc[0]), float(forward_backward["p50_ms"].sum())
     if typical_other <= 0:
         return []
-    ratio = typical_step / typical_other
-    checked["step_per_forward_backward"] = ratio
-    severity = _severity(ratio, THRESHOLDS["step"])
+    ratio, severity = _banded(checked, "step_per_forward_backward", "step", typical_step, typical_other)
     if severity is None:
         return []
     evidence = (_row_line(next(step.itertuples()), "work"),
