@@ -37,11 +37,13 @@ class Band(NamedTuple):
 _STALL_RATIO = 15.0  # a first batch's wait counts as a stall past this many times the median wait
 _STEP_FLOOR = 0.05  # the step finding needs the step to be at least this share of the run
 _MIN_STEPS = 5  # ... and this many steps
+_ONE_OFF_MS = 1000.0  # a handler called once is named only past this (one first call of a short run is no culprit)
 THRESHOLDS: dict[str, Band] = {
     "input_bound": Band(0.10, 0.20, "the time spent waiting for the next batch, as a share of the run"),
     "epoch_start_stall": Band(0.02, 0.10, "the first batch's extra wait in every epoch after the first, as a share of "
                                           f"the run (counted where that wait is over {_STALL_RATIO:g} times the median)"),
-    "slow_callback": Band(0.05, 0.20, "one handler's time (a callback's method for one event), as a share of the run"),
+    "slow_callback": Band(0.05, 0.20, "one handler's time (a callback's method for one event), as a share of the "
+                                      f"run (called more than once, or taking {_ONE_OFF_MS / 1000:g} s or more)"),
     "framework_callback": Band(0.10, 0.25, "one handler of the framework's own callbacks at an event that is not "
                                            "per batch (its per-batch ones count in 'dispatch'), as a share of the run"),
     "validation": Band(0.25, 0.50, "validation's time in a fit, as a share of the run"),
@@ -339,6 +341,8 @@ def _slow_callbacks(run: _Run, checked: dict[str, float]) -> list[Finding]:
         own = _own(run, row.callback)
         if own and row.event in per_batch:
             continue  # the framework's own work per batch: the dispatch check weighs it against the batches' compute
+        if row.ran < 2 and row.total_ms < _ONE_OFF_MS:
+            continue  # a first call's cost in a short run (setting up at before_fit) is not what slows a fit
         severity = _severity(share, THRESHOLDS["framework_callback" if own else "slow_callback"])
         if severity is None:
             continue
