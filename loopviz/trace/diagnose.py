@@ -452,12 +452,14 @@ def _gpu_waits(run: _Run, checked: dict[str, float]) -> list[Finding]:
 _CHECKS = (_input_bound, _epoch_stalls, _slow_callbacks, _validation, _dispatch, _step, _gpu_waits)
 
 
-def diagnose(data: TraceData) -> Findings:
-    """Every check on one trace's data, findings most severe first (then the largest saving)."""
+def diagnose(data: TraceData, tables: tuple[pd.DataFrame, pd.DataFrame] | None = None) -> Findings:
+    """Every check on one trace's data, findings most severe first (then the largest saving). `tables`: its
+    `summary` and `by_callback` tables, where a view has them already (in any row order)."""
     run_ms = total_ns(data) / 1e6
     if run_ms <= 0 or not math.isfinite(run_ms):
         return Findings(data.framework, 0.0, ())
-    run = _Run(data, advice_of(data), run_ms, summary(data), by_callback(data))
+    run_summary, run_callbacks = tables if tables is not None else (summary(data), by_callback(data))
+    run = _Run(data, advice_of(data), run_ms, run_summary, run_callbacks)
     checked: dict[str, float] = {}
     findings = [finding for check in _CHECKS for finding in check(run, checked)]
     order = {name: rank for rank, name in enumerate(reversed(SEVERITIES))}

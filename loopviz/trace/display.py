@@ -89,7 +89,7 @@ def trace_tables(trace: Any, limit: int | None = 25, callbacks: int | None = 10,
     summary, summary_columns = with_approx(summary, {
         "kind": "kind", "name": "name", "phase": "phase", "count": "count", "total_ms": "total ms",
         "mean_ms": "mean ms", "p50_ms": "p50 ms", "p95_ms": "p95 ms", "pct": "% of run"})
-    parts: list[Any] = [head, *first_look(trace, summary, findings),
+    parts: list[Any] = [head, *first_look(trace, summary, by_cb, findings),
                         rows_table(summary, title, summary_columns, limit, more)]
     if len(by_cb):
         parts.append(rows_table(by_cb, "Callbacks (costliest first)", CALLBACK_COLUMNS, callbacks, more))
@@ -238,13 +238,16 @@ def diagnosis_text(d: Any, width: int = 120) -> str:
     return out.getvalue().rstrip("\n")
 
 
-def first_look(trace: Any, summary: pd.DataFrame, findings: str = "t.diagnose()") -> list[Any]:
-    """What a reader looks at first: the run's three largest shares (of the event and work rows, which tile it) and
-    the findings of `t.diagnose()`, one line each (`findings`: where they are in full; the tables follow)."""
+def first_look(trace: Any, summary: pd.DataFrame, by_cb: pd.DataFrame, findings: str = "t.diagnose()") -> list[Any]:
+    """What a reader looks at first: the run's three largest shares (of the event and work rows, which tile it;
+    `summary` slowest first) and the findings of `t.diagnose()` (from `summary` and `by_cb`, the tables the view
+    shows), one line each (`findings`: where they are in full; the tables follow)."""
+    from loopviz.trace.diagnose import diagnose
+
     tiles = summary[summary["kind"].isin(["event", "work"])].head(3)
     costs = ", ".join(f"{short_name(str(row.name))}{f' ({row.phase})' if row.phase else ''} {row.pct:.1f} %"
                       for row in tiles.itertuples())
-    d = trace.diagnose()
+    d = diagnose(trace.data, (summary, by_cb))
     parts: list[Any] = [Text.assemble(("Largest shares of the run: ", "bold"), costs or "none")]
     if not d.findings:
         parts.append(Text.assemble(("Findings: ", "bold"), f"none; checked {checked_line(d.checked)}."))
