@@ -54,3 +54,8 @@ def test_a_lightning_callback_sleeping_every_batch_is_named_with_lightnings_fix(
     assert top is not None and top.kind == "slow_callback" and top.culprit == "Flush.on_train_batch_end"
     assert "batch_idx % 10" in top.fix and top.figures["calls"] == 8
     assert "dispatch" not in {f.kind for f in d} and "dispatch_per_compute" not in d.checked  # no compute work given
+    plain = trainer(tmp_path / "plain")
+    with loopviz.tracing(plain) as t:
+        plain.fit(TinyModule())
+    named = {f.culprit for f in t.diagnose()}
+    assert not any("training_step" in culprit for culprit in named)  # the model's own step is no callback's culprit

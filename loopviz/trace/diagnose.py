@@ -156,6 +156,7 @@ ADVICE_KEYS = {  # what an adapter's advice may hold (meta['advice']), and what 
     "compute_work": "the batch's own work (forward, loss, backward, step...): without it, no dispatch check",
     "step_work": "the optimizer step's work", "forward_backward_work": "forward and backward's work",
     "per_batch_events": "the events fired once a batch (a handler there may work every N batches)",
+    "work_events": "the events whose handlers are the model's own work (a training step), never a callback's culprit",
     "own_modules": "the module prefixes of the framework's own callbacks",
     "fixes": "the fixes in the framework's words (the keys of GENERIC_FIXES)",
     "own_fixes": "per class of the framework's own callbacks, the setting that makes it cheaper",
@@ -168,6 +169,7 @@ class _Advice(NamedTuple):
     step_work: str | None
     forward_backward_work: tuple[str, ...]
     per_batch_events: frozenset[str]
+    work_events: frozenset[str]
     own_modules: tuple[str, ...]
     fixes: dict[str, str]
     own_fixes: dict[str, str]
@@ -191,7 +193,8 @@ def advice_of(data: TraceData) -> _Advice:
         return {str(k): str(v) for k, v in value.items()} if isinstance(value, dict) else {}
 
     return _Advice(text("data_work"), names("compute_work"), text("step_work"), names("forward_backward_work"),
-                   frozenset(names("per_batch_events")), names("own_modules"), {**GENERIC_FIXES, **table("fixes")},
+                   frozenset(names("per_batch_events")), frozenset(names("work_events")), names("own_modules"),
+                   {**GENERIC_FIXES, **table("fixes")},
                    table("own_fixes"))
 
 
@@ -341,6 +344,8 @@ def _slow_callbacks(run: _Run, checked: dict[str, float]) -> list[Finding]:
         own = _own(run, row.callback)
         if own and row.event in per_batch:
             continue  # the framework's own work per batch: the dispatch check weighs it against the batches' compute
+        if row.event in run.advice.work_events:
+            continue  # the model's own work (its training step): what the loop is for
         if row.ran < 2 and row.total_ms < _ONE_OFF_MS:
             continue  # a first call's cost in a short run (setting up at before_fit) is not what slows a fit
         severity = _severity(share, THRESHOLDS["framework_callback" if own else "slow_callback"])

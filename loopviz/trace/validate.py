@@ -207,7 +207,7 @@ def _loaders(value: Any, field: str) -> None:
 
 # meta['advice'] (what a diagnosis says in the framework's words, loopviz.trace.diagnose): its entries' shapes
 _ADVICE_TEXTS = ("data_work", "step_work")
-_ADVICE_LISTS = ("compute_work", "forward_backward_work", "per_batch_events", "own_modules")
+_ADVICE_LISTS = ("compute_work", "forward_backward_work", "per_batch_events", "work_events", "own_modules")
 _ADVICE_TABLES = ("fixes", "own_fixes")
 
 

@@ -42,6 +42,8 @@ ADVICE = {
     "data_work": "data",
     "per_batch_events": ["on_train_batch_start", "on_train_batch_end", "on_before_backward", "on_after_backward",
                          "on_before_optimizer_step", "on_before_zero_grad", "on_validation_batch_end"],
+    "work_events": ["training_step", "validation_step", "test_step", "predict_step", "forward", "backward",
+                    "optimizer_step", "optimizer_zero_grad", "lr_scheduler_step", "configure_gradient_clipping"],
     "own_modules": ["lightning.", "pytorch_lightning."],
     "fixes": {
         "loader": "DataLoader(dataset, batch_size=..., num_workers={workers}, pin_memory=True)",
