@@ -36,7 +36,7 @@ class Band(NamedTuple):
 
 _STALL_RATIO = 15.0  # a first batch's wait counts as a stall past this many times the median wait
 _STEP_FLOOR = 0.05  # the step finding needs the step to be at least this share of the run
-_MIN_STEPS = 5  # ... and this many steps
+_MIN_STEPS = 20  # ... and this many steps (the median of a few steps moves with whatever else the machine runs)
 _ONE_OFF_MS = 1000.0  # a handler called once is named only past this (one first call of a short run is no culprit)
 THRESHOLDS: dict[str, Band] = {
     "input_bound": Band(0.10, 0.20, "the time spent waiting for the next batch, as a share of the run"),
