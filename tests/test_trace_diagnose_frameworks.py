@@ -59,3 +59,44 @@ def test_a_lightning_callback_sleeping_every_batch_is_named_with_lightnings_fix(
         plain.fit(TinyModule())
     named = {f.culprit for f in t.diagnose()}
     assert not any("training_step" in culprit for culprit in named)  # the model's own step is no callback's culprit
+
+
+def test_trainer_items_slow_to_make_are_found_with_the_trainers_loader_setting(tmp_path: Path) -> None:
+    pytest.importorskip("transformers")
+    from loopviz.adapters import transformers as hf
+    from tests.hf_fixtures import TokenData, tiny_trainer
+
+    class SlowTokens(TokenData):
+        """Items that take 5 ms each to make (a tokenizer run per item)."""
+
+        def __getitem__(self, i: int):
+            time.sleep(0.005)
+            return super().__getitem__(i)
+
+    trainer = tiny_trainer(tmp_path)
+    trainer.train_dataset = SlowTokens(16)
+    with hf.trace_trainer(trainer) as t:
+        trainer.train()
+    top = t.diagnose().top
+    assert top is not None and top.kind == "input_bound" and top.severity == "critical"
+    assert "dataloader_num_workers=" in top.fix and top.fix.startswith("TrainingArguments(")
+
+
+def test_lightning_validation_far_larger_than_training_is_found_with_lightnings_setting(tmp_path: Path) -> None:
+    pytest.importorskip("lightning")
+    from tests.lightning_fixtures import TinyModule, loader, quiet_lightning, trainer
+
+    quiet_lightning()
+
+    class BigValidation(TinyModule):
+        """Validates on 40 batches for every 4 it trains on."""
+
+        def val_dataloader(self):
+            return loader(n=160)
+
+    fit = trainer(tmp_path, limit_val_batches=40, num_sanity_val_steps=0)
+    with loopviz.tracing(fit) as t:
+        fit.fit(BigValidation())
+    found = {f.kind: f for f in t.diagnose()}
+    assert "validation" in found and "check_val_every_n_epoch" in found["validation"].fix
+    assert found["validation"].figures["valid_ms"] > found["validation"].figures["train_ms"]
