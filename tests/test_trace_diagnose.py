@@ -202,3 +202,17 @@ def test_the_html_reports_first_screen_shows_the_findings_escaped(tmp_path: Path
     assert page.index("What slows this run") < page.index("The loop, heat-coloured by time")
     assert "Bad&lt;script&gt;.after_batch" in page and "<script>.after_batch" not in page
     assert "self.train_iter % 10" in page
+
+
+def test_advice_in_a_file_is_checked_and_never_formatted(tmp_path: Path, healthy: Trace) -> None:
+    path = healthy.save(tmp_path / "fit.trace.json")
+    data = json.loads(path.read_text())
+    data["meta"]["advice"]["fixes"]["loader"] = "{workers.__class__.__mro__} {workers}"
+    data["meta"]["advice"]["data_work"] = "forward"  # the file's word: this compute-bound fit's forward is large
+    path.write_text(json.dumps(data))
+    found = {f.kind: f for f in Trace.load(path).diagnose()}
+    assert found["input_bound"].fix.startswith("{workers.__class__.__mro__} ")  # filled in by replacement only
+    data["meta"]["advice"]["per_batch_events"] = "after_batch"
+    path.write_text(json.dumps(data))
+    with pytest.raises(LoopvizError, match="advice"):
+        Trace.load(path)
