@@ -67,10 +67,10 @@ def test_trainer_items_slow_to_make_are_found_with_the_trainers_loader_setting(t
     from tests.hf_fixtures import TokenData, tiny_trainer
 
     class SlowTokens(TokenData):
-        """Items that take 5 ms each to make (a tokenizer run per item)."""
+        """Items that take 20 ms each to make (a tokenizer run per item)."""
 
         def __getitem__(self, i: int):
-            time.sleep(0.005)
+            time.sleep(0.02)
             return super().__getitem__(i)
 
     trainer = tiny_trainer(tmp_path)
