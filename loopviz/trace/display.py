@@ -22,7 +22,7 @@ from rich.text import Text
 from loopviz.renderers.sanitise import TEXT_LIMIT, cut, cut_words, one_line, visible
 
 __all__ = ["as_text", "as_html", "pre_html", "bundle", "diagnosis_renderable", "diagnosis_text", "first_look",
-           "checked_line", "PRE_STYLE", "PYTHON_MORE", "CALLBACK_COLUMNS", "CHANGE_COLUMNS",
+           "checked_line", "duration", "share_of", "PRE_STYLE", "PYTHON_MORE", "CALLBACK_COLUMNS", "CHANGE_COLUMNS",
            "short_name", "rows_table", "cell", "with_approx", "APPROX", "trace_tables", "trace_text", "trace_html",
            "merged_tables", "merged_text"]
 
@@ -149,10 +149,11 @@ PRE_STYLE = ("white-space:pre;overflow-x:auto;line-height:normal;font-size:12px;
              "font-family:Menlo,'DejaVu Sans Mono',Consolas,'Liberation Mono','Courier New',monospace")
 
 
-def as_text(renderable: Any, width: int = 120) -> str:
-    """Any rich renderable as plain text (no colour)."""
+def as_text(renderable: Any, width: int = 120, soft_wrap: bool = False) -> str:
+    """Any rich renderable as plain text (no colour); `soft_wrap`: each line whole, not broken at `width`."""
     out = io.StringIO()
-    Console(file=out, width=width, color_system=None, legacy_windows=False, force_jupyter=False).print(renderable)
+    console = Console(file=out, width=width, color_system=None, legacy_windows=False, force_jupyter=False)
+    console.print(renderable, soft_wrap=soft_wrap)
     return out.getvalue().rstrip("\n")
 
 
@@ -192,11 +193,15 @@ _CHECKED = {"data_share": ("waiting for data", "%"), "top_handler_share": ("the 
                                                                             "batches' compute", "x")}
 
 
-def _ms(value: float) -> str:
-    return f"{value / 1000:.2f} s" if value >= 1000 else f"{value:.1f} ms" if value >= 1 else f"{value * 1000:.0f} µs"
+def duration(ms: float) -> str:
+    """A duration for people: µs below a millisecond, ms below ten seconds, else s (every view's)."""
+    if ms < 1:
+        return f"{ms * 1000:.0f} µs"
+    return f"{ms:.2f} ms" if ms < 10_000 else f"{ms / 1000:.2f} s"
 
 
-def _share(part: float, whole: float) -> str:
+def share_of(part: float, whole: float) -> str:
+    """`part` as a percentage of `whole`, one decimal."""
     return f"{100 * part / whole:.1f} %" if whole else "0 %"
 
 
@@ -215,10 +220,10 @@ def diagnosis_renderable(d: Any) -> Group:
     """A diagnosis in full: each finding's title, its evidence, the culprit, the fix (code, kept as written, one
     line each) and the most it could save; what each check measured when nothing was found."""
     if not d.findings:
-        return Group(Text.assemble(("Nothing found", "bold"), f" to slow this run ({_ms(d.run_ms)}). Checked: "
+        return Group(Text.assemble(("Nothing found", "bold"), f" to slow this run ({duration(d.run_ms)}). Checked: "
                                                               f"{checked_line(d.checked)}."))
     parts: list[Any] = [Text(f"{len(d.findings)} finding{'s' if len(d.findings) > 1 else ''} in this run "
-                             f"({_ms(d.run_ms)}):", style="bold")]
+                             f"({duration(d.run_ms)}):", style="bold")]
     for number, f in enumerate(d.findings, 1):
         parts.append(Text.assemble((f"{number}. [{f.severity}] ", SEVERITY_STYLE.get(f.severity, "")),
                                    (_line(f.title), "bold")))
@@ -226,16 +231,13 @@ def diagnosis_renderable(d: Any) -> Group:
         parts.append(Text(f"   at fault: {_line(f.culprit)}"))
         for i, line in enumerate(f.fix.splitlines() or [""]):  # code: one line each, never wrapped
             parts.append(Text(("   fix: " if i == 0 else "        ") + _line(line)))
-        parts.append(Text(f"   saves at most {_ms(f.saving_ms)} ({_share(f.saving_ms, d.run_ms)} of the run)"))
+        parts.append(Text(f"   saves at most {duration(f.saving_ms)} ({share_of(f.saving_ms, d.run_ms)} of the run)"))
     return Group(*parts)
 
 
 def diagnosis_text(d: Any, width: int = 120) -> str:
     """A diagnosis as plain text (`diagnosis_renderable`), each line whole (code and sentences are not broken)."""
-    out = io.StringIO()
-    console = Console(file=out, width=width, color_system=None, legacy_windows=False, force_jupyter=False)
-    console.print(diagnosis_renderable(d), soft_wrap=True)
-    return out.getvalue().rstrip("\n")
+    return as_text(diagnosis_renderable(d), width, soft_wrap=True)
 
 
 def first_look(trace: Any, summary: pd.DataFrame, by_cb: pd.DataFrame, findings: str = "t.diagnose()") -> list[Any]:
@@ -258,7 +260,7 @@ def first_look(trace: Any, summary: pd.DataFrame, by_cb: pd.DataFrame, findings:
         table.add_column(header, justify="right" if header == "saves at most" else "left")
     for f in d.findings:
         table.add_row(Text(f.severity, style=SEVERITY_STYLE.get(f.severity, "")), Text(_line(f.title)),
-                      Text(_line(f.culprit)), f"{_ms(f.saving_ms)} ({_share(f.saving_ms, d.run_ms)})")
+                      Text(_line(f.culprit)), f"{duration(f.saving_ms)} ({share_of(f.saving_ms, d.run_ms)})")
     parts.append(table)
     return parts
 

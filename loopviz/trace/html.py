@@ -17,7 +17,7 @@ import pandas as pd
 from loopviz.errors import LoopvizError
 from loopviz.renderers.palette import PALETTE
 from loopviz.renderers.sanitise import cut, json_island, one_line, visible
-from loopviz.trace.display import APPROX, short_name
+from loopviz.trace.display import APPROX, checked_line, duration, share_of, short_name
 
 __all__ = ["html_report", "MAX_BARS"]
 
@@ -32,17 +32,18 @@ def html_report(trace: Any, loop: Any = None) -> str:
     from loopviz.trace.batches import resolve_loop
 
     index = resolve_loop(trace.data, loop)
+    summary, by_callback = trace.summary(), trace.by_callback()
     sections = [
         _header(trace),
-        _findings_section(trace),
+        _findings_section(trace, summary, by_callback),
         _section("The loop, heat-coloured by time", _diagram(trace, index),
                  "Loop " + _text(f"{index} {trace.loops[index]!r}") + " as it ran: each box is an event (with the "
                  "callbacks that ran there), each green box the work before the event it leads to, each cluster a "
                  "phase or a stretch the loop repeated; the darker, the larger its share of the run. "
                  "Hover for count, total, mean and percentiles."),
-        _section("Where the time went", _table(trace.summary().rename(columns={"pct": "share"}), "summary"),
+        _section("Where the time went", _table(summary.rename(columns={"pct": "share"}), "summary"),
                  "Every event and kind of work, over all loops. Click a column to sort."),
-        _section("Callbacks", _table(trace.by_callback(), "callbacks"), "Per callback, event and phase."),
+        _section("Callbacks", _table(by_callback, "callbacks"), "Per callback, event and phase."),
     ]
     if trace.tracked_changes:
         sections.append(_section("State changes", _table(trace.changes(), "changes"),
@@ -59,12 +60,12 @@ def html_report(trace: Any, loop: Any = None) -> str:
             f'<aside id="details" hidden></aside><script>{_JS}</script></body></html>')
 
 
-def _findings_section(trace: Any) -> str:
-    """What slows the run (`t.diagnose()`): each finding with its evidence, the culprit, the fix and the most it could
-    save; what was checked when nothing was found."""
-    from loopviz.trace.display import checked_line
+def _findings_section(trace: Any, summary: pd.DataFrame, by_callback: pd.DataFrame) -> str:
+    """What slows the run (`t.diagnose()`, from the report's own `summary` and `by_callback` tables): each finding
+    with its evidence, the culprit, the fix and the most it could save; what was checked when nothing was found."""
+    from loopviz.trace.diagnose import diagnose
 
-    d = trace.diagnose()
+    d = diagnose(trace.data, (summary, by_callback))
     caption = ("From t.diagnose(): each finding's figures come from the tables below; its saving is the most the fix "
                "could take away (the time the culprit took), not a promise.")
     if not d.findings:
@@ -74,10 +75,10 @@ def _findings_section(trace: Any) -> str:
     for f in d.findings:
         evidence = "".join(f"<li>{_text(line, 2000)}</li>" for line in f.evidence)
         fix = html.escape(cut(visible(f.fix), 4000), quote=False)
-        share = f"{100 * f.saving_ms / d.run_ms:.1f} %" if d.run_ms else "0 %"
         items.append(f'<li class="finding {_text(f.severity)}"><b>{_text(f.severity)}</b>: {_text(f.title)}'
                      f"<ul>{evidence}</ul><p>at fault: <code>{_text(f.culprit)}</code></p><pre>{fix}</pre>"
-                     f"<p>saves at most {_ms(f.saving_ms)} ({share} of the run)</p></li>")
+                     f"<p>saves at most {duration(f.saving_ms)} ({share_of(f.saving_ms, d.run_ms)} of the run)"
+                     "</p></li>")
     return _section("What slows this run", f'<ol class="findings">{"".join(items)}</ol>', caption)
 
 
@@ -102,13 +103,6 @@ def _text(value: Any, limit: int = 400) -> str:
     return html.escape(cut(one_line(str(value)), limit), quote=True)
 
 
-def _ms(ms: float) -> str:
-    """A duration for people: µs below a millisecond, ms below ten seconds, else s."""
-    if ms < 1:
-        return f"{ms * 1000:.0f} µs"
-    return f"{ms:.2f} ms" if ms < 10_000 else f"{ms / 1000:.2f} s"
-
-
 def _section(title: str, body: str, caption: str) -> str:
     return f'<section><h2>{html.escape(title)}</h2><p class="caption">{caption}</p>{body}</section>'
 
@@ -117,7 +111,7 @@ def _header(trace: Any) -> str:
     loops = trace.loops_df()
     run_ms = float(loops.loc[loops["outermost"], "dur_ms"].sum()) if len(loops) else 0.0
     facts = [("framework", short_name(trace.framework) or "unknown"), ("clock", short_name(trace.clock)),
-             ("run", _ms(run_ms)),
+             ("run", duration(run_ms)),
              ("event firings", f"{trace.n_firings + trace.dropped_firings:,}"),
              ("callback calls with a handler", f"{trace.n_calls + trace.dropped_calls:,}"),
              ("loops", ", ".join(f"{i}: {short_name(label)}" for i, label in enumerate(trace.loops)) or "none")]
@@ -180,13 +174,14 @@ def _facts(step: Any, mode: str, summary: pd.DataFrame) -> dict[str, Any]:
     timing = step.timing
     kinds = ("event", "nested event") if isinstance(step, Event) else ("work", "nested work")
     row = summary[summary["kind"].isin(kinds) & (summary["name"] == step.name) & (summary["phase"] == mode)]
-    rows = [["count", f"{timing.count:,}"], ["total", _ms(timing.total_ms)], ["mean", _ms(timing.mean_ms)]]
+    rows = [["count", f"{timing.count:,}"], ["total", duration(timing.total_ms)], ["mean", duration(timing.mean_ms)]]
     if len(row) == 1 and int(row["count"].iloc[0]) == timing.count:
         mark = f" {APPROX}" if bool(row["approx"].iloc[0]) else ""
-        rows += [["p50", _ms(float(row["p50_ms"].iloc[0])) + mark], ["p95", _ms(float(row["p95_ms"].iloc[0])) + mark]]
+        rows += [["p50", duration(float(row["p50_ms"].iloc[0])) + mark],
+                 ["p95", duration(float(row["p95_ms"].iloc[0])) + mark]]
     rows.append(["share of the run", f"{timing.pct:.1f} %"])
     ran = sorted((h for h in getattr(step, "handlers", []) if h.timing is not None), key=lambda h: -h.timing.total_ms)
-    callbacks = [f"{h.callback.cls}: {_ms(h.timing.total_ms)} in {h.timing.count:,} calls" for h in ran]
+    callbacks = [f"{h.callback.cls}: {duration(h.timing.total_ms)} in {h.timing.count:,} calls" for h in ran]
     title = f"{step.name} ({mode})" if mode else step.name
     return {"title": one_line(title), "rows": [[k, one_line(v)] for k, v in rows],
             "callbacks": [one_line(c) for c in callbacks]}
@@ -245,8 +240,9 @@ def _batch_sections(trace: Any, main: int) -> list[str]:
             worst = int(series.sum(axis=1).to_numpy().argmax())
             spans = batches.spans[batches.spans["batch"] == worst]
             epoch, iteration = batches.table.loc[worst, ["epoch", "iter"]]
+            took = duration(float(series.iloc[worst].sum()))
             out.append(_section(f"The slowest {batches.what} of loop {index}", _timeline_svg(spans, colours),
-                                f"#{worst} (epoch {epoch}, iter {iteration}): {_ms(float(series.iloc[worst].sum()))}. "
+                                f"#{worst} (epoch {epoch}, iter {iteration}): {took}. "
                                 "Rows: the work between events, the events, and the callbacks called in them."))
     return out
 
@@ -273,11 +269,11 @@ def _stacked_svg(series: pd.DataFrame, table: pd.DataFrame, colours: dict[str, s
                          f'fill="{colours[name]}"/>')
         which = f"#{first}" if first == last else f"#{first}–#{last} (mean)"
         epoch, iteration = table["epoch"].iloc[first], table["iter"].iloc[first]
-        figures = "; ".join(f"{one_line(str(n))} {_ms(v)}" for n, v in zip(series.columns, bar) if v > 0)
-        tip = html.escape(f"{which}, epoch {epoch} iter {iteration}: {_ms(float(bar.sum()))} ({figures})")
+        figures = "; ".join(f"{one_line(str(n))} {duration(v)}" for n, v in zip(series.columns, bar) if v > 0)
+        tip = html.escape(f"{which}, epoch {epoch} iter {iteration}: {duration(float(bar.sum()))} ({figures})")
         parts.append(f'<rect class="hit" x="{x:.2f}" y="0" width="{width:.2f}" height="{CHART_HEIGHT}">'
                      f"<title>{tip}</title></rect>")
-    axis = f'<text x="2" y="10" class="axis">{_ms(top)}</text>'
+    axis = f'<text x="2" y="10" class="axis">{duration(top)}</text>'
     return (f'<svg class="chart" viewBox="0 0 {CHART_WIDTH} {CHART_HEIGHT}" width="100%" '
             f'preserveAspectRatio="none" role="img">{"".join(parts)}{axis}</svg>')
 
@@ -293,7 +289,7 @@ def _timeline_svg(spans: pd.DataFrame, colours: dict[str, str]) -> str:
         y = rows[kind] * TIMELINE_ROW
         colour = colours.get(name, PALETTE[7])
         label = f"{callback}.{name}" if kind == "callback" else name
-        tip = html.escape(f"{one_line(str(label))} ({kind}): {_ms(dur / 1e6)} at {_ms(begin / 1e6)}")
+        tip = html.escape(f"{one_line(str(label))} ({kind}): {duration(dur / 1e6)} at {duration(begin / 1e6)}")
         parts.append(f'<rect x="{x:.2f}" y="{y + 2}" width="{w:.2f}" height="{TIMELINE_ROW - 4}" fill="{colour}" '
                      f'stroke="white" stroke-width="0.3"><title>{tip}</title></rect>')
         if w > 7 * len(str(label)):
