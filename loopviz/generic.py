@@ -26,7 +26,8 @@ from loopviz import introspect
 from loopviz.checks import check_int
 from loopviz.errors import LoopvizError
 from loopviz.model import CallbackInfo, CancelPath, Event, Handler, LoopSpec, Mode, Phase, Role, Step, Work
-from loopviz.trace.clock import Clock
+from loopviz.trace.clock import Clock, make_clock
+from loopviz.trace.cost import measure, unmeasured
 from loopviz.trace import instrument
 from loopviz.trace.instrument import PatchSet, invisible, outcome
 from loopviz.trace.data import callback_facts
@@ -42,10 +43,10 @@ class _Recording:
     """What a DispatchTracer's handler wrappers, its trace and its ending share: its patches and its trace, nothing
     of the traced loop, so that neither a callback that outlives the loop nor the trace keeps the loop alive."""
 
-    def __init__(self, rec: Recorder, finish: dict[str, Any]):
+    def __init__(self, rec: Recorder, finish: dict[str, Any], measure_cost: Callable[[], dict[str, Any]] | None = None):
         self.rec, self.finish = rec, finish
         self.patches = PatchSet()  # the wrapped dispatch method and the timed handlers (instrumentation kernel)
-        self.trace = Trace.recording(rec, stop=self.end)
+        self.trace = Trace.recording(rec, stop=self.end, measure_cost=measure_cost)
         self.active = False
         self.ending: Callable[[], Any] | None = None  # ends it once (a weakref.finalize of the traced object)
 
@@ -176,8 +177,10 @@ class DispatchTracer:
         self.batch_events = batch_events
         self.rec = Recorder(clock, max_calls=check_int("max_calls", max_calls),
                             max_firings=check_int("max_firings", max_firings), now=now)
+        measured = (lambda: unmeasured("the trace ran on a clock given by the caller, not the machine's")) if (
+            now is not None) else functools.partial(_measured_cost, self.rec.clock.name)
         self.recording = _Recording(self.rec, dict(framework=framework, work_names=self.work_names,
-                                                   batch_events=batch_events, advice=advice))
+                                                   batch_events=batch_events, advice=advice), measured)
         self.trace, self.patches = self.recording.trace, self.recording.patches
         # event -> (the callbacks its plan is for, a tally of its firings' base no-op calls, its row id): see `_plan`
         self.plans: dict[str, tuple[list[Any], list[None], int]] = {}
@@ -368,3 +371,57 @@ def _int(value: Any) -> int:
         return int(value)
     except (TypeError, ValueError):
         return -1
+
+
+_STAND_IN_EVENTS = ("before_batch", "after_pred", "after_loss", "after_backward", "after_step", "after_batch")
+
+
+class _StandInHandler:
+    """A callback whose handlers for the stand-in's events do nothing."""
+
+    def before_batch(self) -> None: pass
+    def after_pred(self) -> None: pass
+    def after_loss(self) -> None: pass
+    def after_backward(self) -> None: pass
+    def after_step(self) -> None: pass
+    def after_batch(self) -> None: pass
+
+
+class _StandInLoop:
+    """The least a dispatching loop does: call each callback's handler for the event."""
+
+    def __init__(self, callbacks: int):
+        self.cbs = [_StandInHandler() for _ in range(callbacks)]
+
+    def callback(self, name: str) -> None:
+        for cb in self.cbs:
+            getattr(cb, name)()
+
+
+@functools.lru_cache(maxsize=8)
+def _measured_cost(clock: str) -> dict[str, Any]:
+    """What a DispatchTracer adds per firing and per handler call on this machine: a stand-in loop's batch events
+    dispatched traced and untraced, with no callback and with two (`loopviz.trace.cost.measure`); once per process."""
+    import time
+
+    loops = {0: _StandInLoop(0), 2: _StandInLoop(2)}
+    names = _STAND_IN_EVENTS
+
+    def run(handlers: int, traced: bool, n: int) -> float:
+        loop, rounds = loops[handlers], max(n // len(names), 1)
+        tracer = DispatchTracer(loop, "callback", callbacks=lambda: loop.cbs, clock=make_clock(clock),
+                                loop_start=(), max_firings=n + 16, max_calls=2 * n + 32) if traced else None
+        if tracer is not None:
+            tracer.__enter__()
+        try:
+            start = time.perf_counter_ns()
+            for _ in range(rounds):
+                for name in names:
+                    loop.callback(name)
+            spent = time.perf_counter_ns() - start
+        finally:
+            if tracer is not None:
+                tracer.__exit__(None, None, None)
+        return spent / (rounds * len(names))
+
+    return measure(run, handlers=2)

@@ -10,6 +10,8 @@ loops' aggregates. Files written before version 2 had no loop in those keys: the
 """
 from __future__ import annotations
 
+import copy
+
 from array import array
 from dataclasses import dataclass, field, replace
 from typing import Any, Callable, NamedTuple
@@ -105,7 +107,7 @@ def _keyed(encode_value: Callable[[Any], Any], decode_value: Callable[[Any], Any
     )
 
 
-PLAIN = Codec(_same, _same)
+PLAIN = Codec(copy.deepcopy, _same)  # (a copy out: what to_json gives is the caller's, not the trace's)
 INTS = Codec(lambda a: a.tolist(), lambda v: array("q", v))
 FIRINGS = Codec(FiringRecords.tolist, FiringRecords.flat_matrix, build=FiringRecords.from_matrix)
 CALLS = Codec(CallRecords.tolist, CallRecords.flat_matrix, build=CallRecords.from_matrix)

@@ -18,6 +18,7 @@ import pandas as pd
 
 from loopviz.errors import LoopvizError
 from loopviz.trace.batches import loop_batches, resolve_loop
+from loopviz.trace.cost import TracingCost, cost_entry
 from loopviz.trace.data import TraceData
 from loopviz.trace.reports import by_callback, gpu_waits, summary, total_ns
 
@@ -92,6 +93,7 @@ class Findings:
     run_ms: float
     findings: tuple[Finding, ...]
     checked: dict[str, float] = field(default_factory=dict)  # what each check measured, found or not
+    tracing: dict[str, Any] = field(default_factory=dict)  # tracing's own cost (`loopviz.trace.cost.cost_entry`)
 
     def __iter__(self) -> Iterator[Finding]:
         return iter(self.findings)
@@ -118,7 +120,7 @@ class Findings:
     def to_json(self) -> dict[str, Any]:
         """A JSON-ready dict (what `from_json` reads back)."""
         return {"framework": self.framework, "run_ms": self.run_ms, "checked": dict(self.checked),
-                "findings": [f.to_json() for f in self.findings]}
+                "tracing": dict(self.tracing), "findings": [f.to_json() for f in self.findings]}
 
     @classmethod
     def from_json(cls, obj: dict[str, Any]) -> Findings:
@@ -126,7 +128,8 @@ class Findings:
         try:
             return cls(str(obj["framework"]), float(obj["run_ms"]),
                        tuple(Finding.from_json(f) for f in obj["findings"]),
-                       {str(k): float(v) for k, v in dict(obj.get("checked", {})).items()})
+                       {str(k): float(v) for k, v in dict(obj.get("checked", {})).items()},
+                       _tracing(obj.get("tracing", {})))
         except (KeyError, TypeError, ValueError) as error:
             raise LoopvizError(f"not a diagnosis loopviz wrote ({error}); pass what Diagnosis.to_json() "
                                f"returned.") from None
@@ -134,6 +137,14 @@ class Findings:
     def __repr__(self) -> str:
         kinds = ", ".join(f"{f.severity} {f.kind}" for f in self.findings) or "nothing found"
         return f"<{type(self).__name__} of a {self.run_ms:.1f} ms run: {kinds}>"
+
+
+def _tracing(obj: Any) -> dict[str, Any]:
+    """A diagnosis's tracing cost back from JSON: the estimate's figures, or why it is unknown."""
+    entry = dict(obj)
+    if "unmeasured" in entry:
+        return {"unmeasured": str(entry["unmeasured"])}
+    return {key: (int if key in ("firings", "calls") else float)(entry[key]) for key in TracingCost._fields if key in entry}
 
 
 # -- the framework's words (the adapter's advice, kept in the trace's meta) ----------------------------------------
@@ -462,11 +473,11 @@ def diagnose(data: TraceData, tables: tuple[pd.DataFrame, pd.DataFrame] | None =
     `summary` and `by_callback` tables, where a view has them already (in any row order)."""
     run_ms = total_ns(data) / 1e6
     if run_ms <= 0 or not math.isfinite(run_ms):
-        return Findings(data.framework, 0.0, ())
+        return Findings(data.framework, 0.0, (), {}, cost_entry(data))
     run_summary, run_callbacks = tables if tables is not None else (summary(data), by_callback(data))
     run = _Run(data, advice_of(data), run_ms, run_summary, run_callbacks)
     checked: dict[str, float] = {}
     findings = [finding for check in _CHECKS for finding in check(run, checked)]
     order = {name: rank for rank, name in enumerate(reversed(SEVERITIES))}
     findings.sort(key=lambda f: (order[f.severity], -f.saving_ms))
-    return Findings(data.framework, run_ms, tuple(findings), checked)
+    return Findings(data.framework, run_ms, tuple(findings), checked, cost_entry(data))

@@ -22,7 +22,7 @@ from rich.text import Text
 from loopviz.renderers.sanitise import TEXT_LIMIT, cut, cut_words, one_line, visible
 
 __all__ = ["as_text", "as_html", "pre_html", "bundle", "diagnosis_renderable", "diagnosis_text", "first_look",
-           "checked_line", "duration", "share_of", "PRE_STYLE", "PYTHON_MORE", "CALLBACK_COLUMNS", "CHANGE_COLUMNS",
+           "checked_line", "cost_line", "duration", "share_of", "PRE_STYLE", "PYTHON_MORE", "CALLBACK_COLUMNS", "CHANGE_COLUMNS",
            "short_name", "rows_table", "cell", "with_approx", "APPROX", "trace_tables", "trace_text", "trace_html",
            "merged_tables", "merged_text"]
 
@@ -212,6 +212,18 @@ def checked_line(checked: dict[str, float]) -> str:
     return ", ".join(parts) if parts else "no batches to check"
 
 
+def cost_line(entry: dict[str, Any], capital: bool = False) -> str:
+    """Tracing's own cost in words (`loopviz.trace.cost.cost_entry`): how much it added, and per firing and call."""
+    if "added_ms" not in entry:
+        line = f"tracing's own cost is unknown: {_line(str(entry.get('unmeasured', 'not measured')))}"
+    else:
+        line = (f"tracing added about {duration(entry['added_ms'])} ({100 * entry['share']:.1f} % of the run): "
+                f"{entry['firings']} firings at {entry['per_firing_us']:.1f} µs and {entry['calls']} handler calls at "
+                f"{entry['per_call_us']:.1f} µs each, measured on this machine after the run; rows near those sizes "
+                f"are mostly tracing")
+    return "T" + line[1:] if capital else line
+
+
 def _line(text: str) -> str:
     return cut(one_line(text), TEXT_LIMIT)
 
@@ -219,9 +231,10 @@ def _line(text: str) -> str:
 def diagnosis_renderable(d: Any) -> Group:
     """A diagnosis in full: each finding's title, its evidence, the culprit, the fix (code, kept as written, one
     line each) and the most it could save; what each check measured when nothing was found."""
+    tracing = Text(f"{cost_line(d.tracing, capital=True)}.", style="dim")
     if not d.findings:
         return Group(Text.assemble(("Nothing found", "bold"), f" to slow this run ({duration(d.run_ms)}). Checked: "
-                                                              f"{checked_line(d.checked)}."))
+                                                              f"{checked_line(d.checked)}."), tracing)
     parts: list[Any] = [Text(f"{len(d.findings)} finding{'s' if len(d.findings) > 1 else ''} in this run "
                              f"({duration(d.run_ms)}):", style="bold")]
     for number, f in enumerate(d.findings, 1):
@@ -232,6 +245,7 @@ def diagnosis_renderable(d: Any) -> Group:
         for i, line in enumerate(f.fix.splitlines() or [""]):  # code: one line each, never wrapped
             parts.append(Text(("   fix: " if i == 0 else "        ") + _line(line)))
         parts.append(Text(f"   saves at most {duration(f.saving_ms)} ({share_of(f.saving_ms, d.run_ms)} of the run)"))
+    parts.append(tracing)
     return Group(*parts)
 
 
@@ -250,7 +264,8 @@ def first_look(trace: Any, summary: pd.DataFrame, by_cb: pd.DataFrame, findings:
     costs = ", ".join(f"{short_name(str(row.name))}{f' ({row.phase})' if row.phase else ''} {row.pct:.1f} %"
                       for row in tiles.itertuples())
     d = diagnose(trace.data, (summary, by_cb))
-    parts: list[Any] = [Text.assemble(("Largest shares of the run: ", "bold"), costs or "none")]
+    parts: list[Any] = [Text.assemble(("Largest shares of the run: ", "bold"), costs or "none"),
+                        Text(f"{cost_line(d.tracing, capital=True)}.", style="dim")]
     if not d.findings:
         parts.append(Text.assemble(("Findings: ", "bold"), f"none; checked {checked_line(d.checked)}."))
         return parts

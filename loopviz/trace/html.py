@@ -17,7 +17,7 @@ import pandas as pd
 from loopviz.errors import LoopvizError
 from loopviz.renderers.palette import PALETTE
 from loopviz.renderers.sanitise import cut, json_island, one_line, visible
-from loopviz.trace.display import APPROX, checked_line, duration, share_of, short_name
+from loopviz.trace.display import APPROX, checked_line, cost_line, duration, share_of, short_name
 
 __all__ = ["html_report", "MAX_BARS"]
 
@@ -68,9 +68,10 @@ def _findings_section(trace: Any, summary: pd.DataFrame, by_callback: pd.DataFra
     d = diagnose(trace.data, (summary, by_callback))
     caption = ("From t.diagnose(): each finding's figures come from the tables below; its saving is the most the fix "
                "could take away (the time the culprit took), not a promise.")
+    tracing = f'<p class="tracing">{_text(cost_line(d.tracing, capital=True), 2000)}.</p>'
     if not d.findings:
-        return _section("What slows this run", f"<p>Nothing found. Checked: {_text(checked_line(d.checked))}.</p>",
-                        caption)
+        return _section("What slows this run", f"<p>Nothing found. Checked: {_text(checked_line(d.checked))}.</p>"
+                                               f"{tracing}", caption)
     items = []
     for f in d.findings:
         evidence = "".join(f"<li>{_text(line, 2000)}</li>" for line in f.evidence)
@@ -79,7 +80,7 @@ def _findings_section(trace: Any, summary: pd.DataFrame, by_callback: pd.DataFra
                      f"<ul>{evidence}</ul><p>at fault: <code>{_text(f.culprit)}</code></p><pre>{fix}</pre>"
                      f"<p>saves at most {duration(f.saving_ms)} ({share_of(f.saving_ms, d.run_ms)} of the run)"
                      "</p></li>")
-    return _section("What slows this run", f'<ol class="findings">{"".join(items)}</ol>', caption)
+    return _section("What slows this run", f'<ol class="findings">{"".join(items)}</ol>{tracing}', caption)
 
 
 def _waits_section(trace: Any) -> str:

@@ -54,6 +54,7 @@ class Trace:
         self.data = data if data is not None else TraceData()
         self._recorder: Recorder | None = None
         self._stop: Callable[[], None] | None = None
+        self._measure_cost: Callable[[], dict[str, Any]] | None = None
 
     if TYPE_CHECKING:  # the TraceData fields, added as properties below, for type checkers
         def __getattr__(self, name: str) -> Any: ...
@@ -61,12 +62,15 @@ class Trace:
     # -- life cycle ---------------------------------------------------------------------------
 
     @classmethod
-    def recording(cls, recorder: Recorder, stop: Callable[[], None] | None = None) -> Trace:
+    def recording(cls, recorder: Recorder, stop: Callable[[], None] | None = None,
+                  measure_cost: Callable[[], dict[str, Any]] | None = None) -> Trace:
         """A trace that `recorder` fills; usable once `finish()` is called. `stop` ends the recording (what leaving
-        the `with` block does), for `stop()`."""
+        the `with` block does), for `stop()`; `measure_cost` measures what the tracer adds per firing and per handler
+        call (`loopviz.trace.cost`), called once, when the trace is first read."""
         trace = cls(recorder.data)
         trace._recorder = recorder
         trace._stop = stop
+        trace._measure_cost = measure_cost
         trace.meta.update(pid=os.getpid(), host=socket.gethostname(), **_process_identity(), **_clock_origin())
         return trace
 
@@ -103,6 +107,32 @@ class Trace:
         if self._recorder is not None:
             raise LoopvizError("this trace is still recording; read it after the `with learn.trace()` block ends, "
                                "or end it now with `t.stop()`.")
+        if self._measure_cost is not None:
+            self._measure()
+
+    def _measure(self) -> None:
+        """Measure, once, what recording cost (after the run: measuring during it would change what it measures)."""
+        from loopviz.trace.cost import COST_KEY, unmeasured
+
+        measure, self._measure_cost = self._measure_cost, None
+        if measure is None or COST_KEY in self.meta:
+            return
+        try:
+            self.meta[COST_KEY] = measure()
+        except Exception as exc:  # the views still show the trace, saying why its cost is unknown
+            self.meta[COST_KEY] = unmeasured(f"measuring it failed ({type(exc).__name__}: {exc})")
+        except BaseException:  # Ctrl-C while measuring: measured at the next read instead
+            self._measure_cost = measure
+            raise
+
+    def tracing_cost(self) -> Any:
+        """What recording this trace added to its run, about: a `TracingCost` (ms added, share of the run, per firing
+        and per handler call, measured once per process on a stand-in loop with this trace's options), or None when
+        it was not measured (`loopviz.trace.cost.why_unmeasured(t.data)` says why)."""
+        self._check()
+        from loopviz.trace.cost import tracing_cost
+
+        return tracing_cost(self.data)
 
     def select(self, loops: str | int | Iterable[str | int]) -> Trace:
         """A trace of only the given loops (a label such as 'fit' or an index into `loops`, or a list of them), with
@@ -196,7 +226,7 @@ class Trace:
         from loopviz.trace.diagnosis import Diagnosis
 
         found = diagnose(self.data)
-        return Diagnosis(found.framework, found.run_ms, found.findings, found.checked)
+        return Diagnosis(found.framework, found.run_ms, found.findings, found.checked, found.tracing)
 
     def gpu_waits(self) -> pd.DataFrame:
         """The callback calls and work that made the host wait for the GPU (trace with `waits=True`), most waited
@@ -217,6 +247,7 @@ class Trace:
     def __rich__(self) -> Any:
         if self.recording_now:
             return _RECORDING
+        self._check()
         from loopviz.trace.display import trace_tables
 
         return trace_tables(self)
@@ -224,6 +255,7 @@ class Trace:
     def __str__(self) -> str:
         if self.recording_now:
             return _RECORDING
+        self._check()
         from loopviz.trace.display import trace_text
 
         return trace_text(self)
@@ -234,6 +266,7 @@ class Trace:
     def _repr_html_(self) -> str:
         if self.recording_now:
             return f"<p><code>{html.escape(_RECORDING)}</code></p>"
+        self._check()
         from loopviz.trace.display import trace_html
 
         return trace_html(self)
@@ -243,6 +276,7 @@ class Trace:
         once (IPython then calls neither `_repr_html_` nor `__repr__`, nor rich's pretty-printer if installed)."""
         if self.recording_now:
             return {"text/plain": _RECORDING, "text/html": self._repr_html_()}
+        self._check()
         from loopviz.trace.display import bundle, trace_tables
 
         return bundle(trace_tables(self))

@@ -187,6 +187,8 @@ def _meta(value: Any, field: str, version: int) -> None:
         _loaders(value["loaders"], field)
     if "advice" in value:
         _advice(value["advice"], field)
+    if "tracing_cost" in value:
+        _tracing_cost(value["tracing_cost"], field)
     if "selected_loops" in value:
         for number in _list(value["selected_loops"], field, "entry 'selected_loops'"):
             _int(number, field, "entry 'selected_loops'", 0)
@@ -203,6 +205,24 @@ def _loaders(value: Any, field: str) -> None:
         for key, setting in settings.items():
             if type(setting) is not bool:
                 _int(setting, field, f"{at}, {_show(key)}", 0)
+
+
+_COST_FIGURES = ("per_firing_ns", "per_call_ns", "firings", "rounds")
+
+
+def _tracing_cost(value: Any, field: str) -> None:
+    """meta['tracing_cost'] (`loopviz.trace.cost`): what recording added per firing and per call, in ns (finite, not
+    negative), or why it was not measured."""
+    at = "entry 'tracing_cost'"
+    if type(value) is not dict:
+        raise Invalid(field, f"is {_show(value)}, not an object", at)
+    if "unmeasured" in value:
+        _text(value["unmeasured"], field, f"{at}, 'unmeasured'")
+        return
+    for key in _COST_FIGURES:
+        figure = value.get(key)
+        if type(figure) not in (int, float) or not math.isfinite(figure) or figure < 0:
+            raise Invalid(field, f"is {_show(figure)}, not a finite number of 0 or more", f"{at}, {key!r}")
 
 
 # meta['advice'] (what a diagnosis says in the framework's words, loopviz.trace.diagnose): its entries' shapes

@@ -30,6 +30,7 @@ from fastai.learner import Learner
 from fastcore.basics import patch
 
 from loopviz.adapters.fastai.advice import ADVICE
+from loopviz.adapters.fastai.cost import cost_measure
 from loopviz.adapters.fastai.descriptions import WORK_BETWEEN
 from loopviz.adapters.fastai.learner_trace import RANGE_PREFIX, SKIP_STATUS, LearnerTrace
 from loopviz.checks import check_bool, check_int, check_type
@@ -318,7 +319,8 @@ class TraceSession:
         self.recorder.vocabulary(dispatch_label=DISPATCH_LABEL, range_prefix=RANGE_PREFIX,
                                  batch_events=("before_batch", "after_batch"),
                                  skip_statuses={STATUS[code]: why for why, code in SKIP_STATUS.items() if why})
-        self.trace = Trace.recording(self.recorder, stop=self._stop)
+        self.trace = Trace.recording(self.recorder, stop=self._stop, measure_cost=cost_measure(
+            self.changes, self.tensors, self.ranges, self.waits is not None, self.clock.name, now is not None))
         self.trace.tracked_changes = self.changes or self.tensors
         self.trace.tracked_waits = self.waits is not None
         self.trace.meta.update(ranges=self.ranges, tensors=self.tensors)  # so a diff can tell traces recorded apart
