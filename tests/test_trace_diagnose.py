@@ -64,10 +64,18 @@ def traced(learn: Learner, epochs: int = 1) -> Trace:
 
 
 class Sleepy(Callback):
-    """Sleeps 30 ms after every batch (a logger that flushes every step): about the batch's own compute here."""
+    """Sleeps 50 ms after every batch (a logger that flushes every step): more than the batch's own compute here."""
 
     def after_batch(self):
-        time.sleep(0.03)
+        time.sleep(0.05)
+
+
+class Flusher(Callback):
+    """A logger that already writes every 5th batch only, and takes 60 ms to flush then."""
+
+    def after_batch(self):
+        if self.train_iter % 5 == 4:
+            time.sleep(0.06)
 
 
 class Quiet(Callback):
@@ -95,9 +103,10 @@ def test_a_callback_that_works_every_batch_is_named_with_its_handler_and_the_fix
     top = t.diagnose().top
     assert top is not None and top.kind == "slow_callback" and top.culprit == "Sleepy.after_batch"
     assert top.severity == "critical" and "self.train_iter % 10" in top.fix
+    assert any(line.startswith("it works at every call: its median call takes") for line in top.evidence)
     row = t.by_callback().set_index(["callback", "event"]).loc[("Sleepy", "after_batch")]
     assert top.saving_ms == pytest.approx(row["total_ms"].sum())  # the figures are the callbacks' table's
-    assert top.figures["per_call_ms"] >= 30
+    assert top.figures["per_call_ms"] >= 50
     assert any(f"{Path(__file__).name}:" in line for line in top.evidence)  # where the handler is defined
 
 
@@ -146,6 +155,16 @@ def test_workers_started_again_every_epoch_are_found_and_torchs_loaders_keep_the
                                               "pin_memory": False, "restarts_workers": False}
 
 
+def test_a_callback_that_already_works_every_few_batches_is_told_to_do_so_less_often() -> None:
+    t = traced(learner(n_train=1280, cbs=(Flusher(),)))  # 20 training batches (4 flushes) and 1 validation batch
+    top = t.diagnose().top
+    assert top is not None and top.kind == "slow_callback" and top.culprit == "Flusher.after_batch", str(t.diagnose())
+    rhythm = [line for line in top.evidence if line.startswith("it already works on only")]
+    assert rhythm and rhythm[0].startswith("it already works on only 4 of its 21 calls"), top.evidence
+    assert "self.train_iter % 100" in top.fix and "already skips most batches" in top.fix
+    assert "% 10:" not in top.fix
+
+
 def test_a_loaded_trace_is_diagnosed_as_the_live_one(tmp_path: Path) -> None:
     t = traced(learner(cbs=(Sleepy(),)))
     back = Trace.load(t.save(tmp_path / "fit.trace.json"))
@@ -153,6 +172,9 @@ def test_a_loaded_trace_is_diagnosed_as_the_live_one(tmp_path: Path) -> None:
     assert [(f.kind, f.severity, f.culprit, f.fix) for f in live] == [(f.kind, f.severity, f.culprit, f.fix)
                                                                        for f in loaded]
     assert [f.saving_ms for f in loaded] == pytest.approx([f.saving_ms for f in live])
+    with open(tmp_path / "fit.trace.json") as file:  # the file holds the diagnosis for readers without loopviz
+        saved = json.load(file)["diagnosis"]
+    assert Diagnosis.from_json(saved) == live and saved["findings"][0]["culprit"] == "Sleepy.after_batch"
 
 
 def test_json_round_trip_and_table(healthy: Trace) -> None:

@@ -286,6 +286,8 @@ ADVICE = {
                              "dataloader_persistent_workers=True, dataloader_pin_memory=True)",
         "stall": "TrainingArguments(..., dataloader_num_workers={workers}, dataloader_persistent_workers=True)",
         "every_n": "if state.global_step % 10: return  # first line of {callback}.{event}: its work every 10th step",
+        "rarer": "if state.global_step % 100: return  # {callback}.{event} already skips most steps: its heavy calls "
+                 "less often still (or move them to on_epoch_end), or make them cheaper",
         "remove": "make {callback}.{event} cheaper, or trainer.remove_callback({callback})",
         "validation": "TrainingArguments(..., eval_strategy='steps', eval_steps=1000, per_device_eval_batch_size=64)",
         "batch_size": "TrainingArguments(..., per_device_train_batch_size=64)",

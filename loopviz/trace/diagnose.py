@@ -157,6 +157,8 @@ GENERIC_FIXES = {
     "loader_persistent": "DataLoader(dataset, batch_size=..., num_workers={workers}, persistent_workers=True)",
     "stall": "DataLoader(dataset, batch_size=..., num_workers={workers}, persistent_workers=True)",
     "every_n": "if step % 10: return  # first line of {callback}.{event}: its work every 10th batch",
+    "rarer": "{callback}.{event} already skips most batches: do its heavy calls less often (every 100 batches, or "
+             "once an epoch), or make them cheaper",
     "remove": "make {callback}.{event} cheaper, or run the loop without {callback}",
     "validation": "validate less often, or on fewer or larger batches",
     "batch_size": "larger batches: the loop's cost per event is paid per batch",
@@ -340,6 +342,34 @@ def _source_of(run: _Run, callback: str, event: str) -> str:
     return ""
 
 
+_HEAVY = 10.0  # a call counts as one of a handler's heavy ones past this many times its median call
+_SKIPS = 0.8  # a handler 'already works every N batches' when its heavy calls are at most half and hold this share
+
+
+def _rhythm(run: _Run, callback: str, event: str) -> tuple[bool, str] | None:
+    """Whether a per-batch handler works at every call or already on a few (its raw calls' durations): (True when it
+    already skips, the evidence), or None without raw calls to tell."""
+    from loopviz.trace.layout import C_CALLBACK, C_DUR, C_FIRING, F_EVENT
+    from loopviz.trace.reports import call_matrix, firing_matrix
+
+    ids = [i for i, facts in enumerate(run.data.callbacks) if facts.get("cls") == callback]
+    if event not in run.data.events or not ids:
+        return None
+    calls, firings = call_matrix(run.data), firing_matrix(run.data)
+    mine = np.isin(calls[:, C_CALLBACK], ids) & (firings[calls[:, C_FIRING], F_EVENT] == run.data.events.index(event))
+    spent = calls[mine, C_DUR].astype(np.float64) / 1e6
+    if len(spent) < 4 or spent.sum() <= 0:
+        return None
+    median = float(np.median(spent))
+    heavy = spent > max(_HEAVY * median, 1e-3)  # (1 µs: a handler that returns at once has a median near 0)
+    share = float(spent[heavy].sum() / spent.sum())
+    if heavy.sum() <= len(spent) / 2 and share >= _SKIPS:
+        return True, (f"it already works on only {int(heavy.sum())} of its {len(spent)} calls (over {_HEAVY:g} times "
+                      f"its median call of {median:.3f} ms), which take {100 * share:.0f} % of its time (raw calls)")
+    return False, (f"it works at every call: its median call takes {median:.3f} ms, its mean "
+                   f"{float(spent.mean()):.3f} ms (raw calls)")
+
+
 def _slow_callbacks(run: _Run, checked: dict[str, float]) -> list[Finding]:
     table = run.callbacks
     if not len(table):
@@ -368,8 +398,13 @@ def _slow_callbacks(run: _Run, checked: dict[str, float]) -> list[Finding]:
         where = _source_of(run, row.callback, row.event)
         if where:
             evidence.append(f"defined at {where}")
+        rhythm = _rhythm(run, row.callback, row.event) if row.event in per_batch and not own else None
+        if rhythm is not None:
+            evidence.append(rhythm[1])
+        key = ("rarer" if rhythm[0] else "every_n") if rhythm is not None else (
+            "every_n" if row.event in per_batch else "remove")
         fix = (run.advice.own_fixes.get(row.callback) if own else None) or _fix(
-            run, "every_n" if row.event in per_batch else "remove", callback=row.callback, event=row.event)
+            run, key, callback=row.callback, event=row.event)
         kind = "framework_callback" if own else "slow_callback"
         found.append(Finding(kind, severity, f"{row.callback}.{row.event} takes {100 * share:.0f} % of the run",
                              tuple(evidence), f"{row.callback}.{row.event}", fix, float(row.total_ms),

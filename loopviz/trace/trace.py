@@ -284,9 +284,12 @@ class Trace:
     # -- files --------------------------------------------------------------------------------
 
     def to_json(self) -> dict[str, Any]:
-        """Everything in the trace as JSON-ready data."""
+        """Everything in the trace as JSON-ready data, with its diagnosis (`diagnosis`: what `t.diagnose().to_json()`
+        gives, for readers of the file without loopviz; loopviz diagnoses a loaded trace again from its tables)."""
         self._check()
-        return files.to_json(self.data)
+        from loopviz.trace.diagnose import diagnose
+
+        return {**files.to_json(self.data), "diagnosis": diagnose(self.data).to_json()}
 
     @classmethod
     def from_json(cls, data: dict[str, Any]) -> Trace:

@@ -22,6 +22,8 @@ ADVICE = {
                  "persistent_workers=True),\n"
                  "                  DataLoader(valid_ds, batch_size=64, num_workers={workers}, persistent_workers=True))",
         "every_n": "if self.train_iter % 10: return  # first line of {callback}.{event}: its work every 10th batch",
+        "rarer": "if self.train_iter % 100: return  # {callback}.{event} already skips most batches: its heavy calls "
+                 "less often still (or move them to after_epoch), or make them cheaper",
         "remove": "make {callback}.{event} cheaper, or leave it out of this fit: learn.fit(..., cbs=[...]) without it",
         "validation": "dls = dblock.dataloaders(source, val_bs=256)  # larger validation batches\n"
                       "splitter=RandomSplitter(valid_pct=0.1)  # or a smaller validation set",

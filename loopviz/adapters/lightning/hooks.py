@@ -51,6 +51,8 @@ ADVICE = {
                              "pin_memory=True)",
         "stall": "DataLoader(dataset, batch_size=..., num_workers={workers}, persistent_workers=True)",
         "every_n": "if batch_idx % 10: return  # first line of {callback}.{event}: its work every 10th batch",
+        "rarer": "if batch_idx % 100: return  # {callback}.{event} already skips most batches: its heavy calls less "
+                 "often still (or move them to on_train_epoch_end), or make them cheaper",
         "remove": "make {callback}.{event} cheaper, or leave {callback} out of Trainer(callbacks=[...])",
         "validation": "Trainer(..., check_val_every_n_epoch=5, limit_val_batches=0.25)",
     },
