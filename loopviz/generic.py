@@ -153,6 +153,8 @@ class DispatchTracer:
             other exception an 'error'); None: every exception class whose name starts with 'Cancel'.
         advice: what `t.diagnose()` says in this loop's words: its work names, per-batch events, own callbacks and
             fixes (the keys of `loopviz.trace.diagnose.ADVICE_KEYS`); None: framework-neutral words.
+        measure_cost: measures what this tracer adds per firing and per handler call (`loopviz.trace.cost`), called
+            once when the trace is first read; None: a stand-in loop's events dispatched through a DispatchTracer.
     """
 
     def __init__(self, obj: Any, method: str = "callback", *, callbacks: Callable[[], Iterable[Any]] = lambda: (),
@@ -164,7 +166,7 @@ class DispatchTracer:
                  batch_events: tuple[str, str] | None = None, now: Callable[[], int] | None = None,
                  cancels: tuple[type[BaseException], ...] | None = None,
                  where: Callable[[Any, str], tuple[int, int, int]] | None = None,
-                 advice: dict[str, Any] | None = None):
+                 advice: dict[str, Any] | None = None, measure_cost: Callable[[], dict[str, Any]] | None = None):
         if not callable(getattr(obj, method, None)):
             raise LoopvizError(f"{type(obj).__name__} has no method {method!r} to trace; pass the name of its dispatch method.")
         self._obj = _weak(obj)
@@ -177,8 +179,9 @@ class DispatchTracer:
         self.batch_events = batch_events
         self.rec = Recorder(clock, max_calls=check_int("max_calls", max_calls),
                             max_firings=check_int("max_firings", max_firings), now=now)
-        measured = (lambda: unmeasured("the trace ran on a clock given by the caller, not the machine's")) if (
-            now is not None) else functools.partial(_measured_cost, self.rec.clock.name)
+        measured = measure_cost or ((lambda: unmeasured("the trace ran on a clock given by the caller, not the "
+                                                        "machine's")) if now is not None else
+                                    functools.partial(_measured_cost, self.rec.clock.name))
         self.recording = _Recording(self.rec, dict(framework=framework, work_names=self.work_names,
                                                    batch_events=batch_events, advice=advice), measured)
         self.trace, self.patches = self.recording.trace, self.recording.patches
@@ -400,28 +403,17 @@ class _StandInLoop:
 
 @functools.lru_cache(maxsize=8)
 def _measured_cost(clock: str) -> dict[str, Any]:
-    """What a DispatchTracer adds per firing and per handler call on this machine: a stand-in loop's batch events
-    dispatched traced and untraced, with no callback and with two (`loopviz.trace.cost.measure`); once per process."""
-    import time
-
+    """What a DispatchTracer adds on this machine: a stand-in loop's batch events dispatched traced and untraced, with
+    no callback and with two (`loopviz.trace.cost.measure`); once per process."""
     loops = {0: _StandInLoop(0), 2: _StandInLoop(2)}
-    names = _STAND_IN_EVENTS
 
-    def run(handlers: int, traced: bool, n: int) -> float:
-        loop, rounds = loops[handlers], max(n // len(names), 1)
-        tracer = DispatchTracer(loop, "callback", callbacks=lambda: loop.cbs, clock=make_clock(clock),
-                                loop_start=(), max_firings=n + 16, max_calls=2 * n + 32) if traced else None
-        if tracer is not None:
-            tracer.__enter__()
-        try:
-            start = time.perf_counter_ns()
-            for _ in range(rounds):
-                for name in names:
-                    loop.callback(name)
-            spent = time.perf_counter_ns() - start
-        finally:
-            if tracer is not None:
-                tracer.__exit__(None, None, None)
-        return spent / (rounds * len(names))
+    def events(handlers: int) -> list[Callable[[], Any]]:
+        return [functools.partial(loops[handlers].callback, name) for name in _STAND_IN_EVENTS]
 
-    return measure(run, handlers=2)
+    def tracing(handlers: int) -> DispatchTracer:
+        loop = loops[handlers]
+        tracer = DispatchTracer(loop, "callback", callbacks=lambda: loop.cbs, clock=make_clock(clock), loop_start=())
+        tracer.trace._measure_cost = None  # its own trace is never measured (nor read)
+        return tracer
+
+    return measure(events, tracing, handlers=2)

@@ -177,18 +177,17 @@ _STAND_IN_EVENTS = ("before_batch", "after_pred", "after_loss", "after_backward"
 def _measured_cost() -> dict[str, float]:
     """What a `Loop`'s trace adds per event on this machine (`loopviz.trace.cost.measure`): a stand-in loop's batch
     events fired traced and untraced; a Loop calls no handlers. Once per process."""
-    import time
-
     from loopviz.trace.cost import measure
 
-    def run(handlers: int, traced: bool, n: int) -> float:
-        loop, rounds = Loop("stand-in"), max(n // len(_STAND_IN_EVENTS), 1)
-        with loop.trace(max_firings=n + 16) if traced else contextlib.nullcontext():
-            start = time.perf_counter_ns()
-            for _ in range(rounds):
-                for name in _STAND_IN_EVENTS:
-                    loop.event(name)
-            spent = time.perf_counter_ns() - start
-        return spent / (rounds * len(_STAND_IN_EVENTS))
+    loop = Loop("stand-in")
 
-    return measure(run, handlers=0)
+    def events(handlers: int) -> list[Any]:
+        return [functools.partial(loop.event, name) for name in _STAND_IN_EVENTS]
+
+    @contextlib.contextmanager
+    def tracing(handlers: int) -> Iterator[Trace]:
+        with loop.trace() as t:
+            t._measure_cost = None  # its own trace is never measured (nor read)
+            yield t
+
+    return measure(events, tracing, handlers=0)

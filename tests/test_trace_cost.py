@@ -21,6 +21,7 @@ from loopviz.adapters.fastai import tracer as fastai_tracer
 from loopviz.errors import LoopvizError
 from loopviz.generic import DispatchTracer
 from loopviz.loop import Loop
+from loopviz.trace import cost as cost_module
 from loopviz.trace.cost import COST_KEY, TracingCost, measure
 from loopviz.trace.diagnose import Findings
 from loopviz.trace.trace import Trace
@@ -52,11 +53,19 @@ def test_the_estimate_is_the_traces_firings_and_calls_at_the_measured_costs(trac
     found = traced.tracing_cost()
     assert isinstance(found, TracingCost)
     entry = traced.meta[COST_KEY]
-    assert entry["per_firing_ns"] > 0 and entry["rounds"] >= 3 and entry["firings"] >= 100
+    assert entry["per_firing_ns"] > 0 and entry["rounds"] >= 3 and entry["batches"] >= 10
     assert 0 < found.per_firing_us < 1000 and 0 <= found.per_call_us < 1000
     assert found.firings == traced.n_firings + traced.dropped_firings
     assert found.calls == traced.n_calls + traced.dropped_calls > 0
-    added_ns = found.firings * entry["per_firing_ns"] + found.calls * entry["per_call_ns"]
+    # the first firing of each (loop, event) and first call of each (loop, callback, event), counted from the records
+    calls = traced.calls_df()
+    firings = traced.firings_df()
+    loops_of_calls = firings["loop"].to_numpy()[calls["firing"].to_numpy()]
+    assert found.events == len(set(zip(firings["loop"], firings["event"])))
+    assert found.handlers == len(set(zip(loops_of_calls, calls["callback"], calls["event"])))
+    setup_ns = found.events * entry["per_event_ns"] + found.handlers * entry["per_handler_ns"]
+    assert found.setup_ms == pytest.approx(setup_ns / 1e6)
+    added_ns = found.firings * entry["per_firing_ns"] + found.calls * entry["per_call_ns"] + setup_ns
     assert found.added_ms == pytest.approx(added_ns / 1e6)
     assert found.share == pytest.approx(added_ns / traced.total_ns())
 
@@ -82,7 +91,7 @@ def test_it_is_measured_once_per_process_for_a_set_of_options(monkeypatch: pytes
     fastai_cost._measured.cache_clear()
     runs = []
     real = fastai_cost.measure
-    monkeypatch.setattr(fastai_cost, "measure", lambda run, **kw: runs.append(1) or real(run, **kw))
+    monkeypatch.setattr(fastai_cost, "measure", lambda *args, **kw: runs.append(1) or real(*args, **kw))
     first, second = fit_trace(), fit_trace()
     first.tracing_cost(), second.tracing_cost(), first.tracing_cost()
     assert len(runs) == 1
@@ -159,9 +168,10 @@ def test_a_file_without_it_says_it_was_not_measured(traced: Trace, tmp_path: Pat
 
 
 @pytest.mark.parametrize("bad, said", [
-    ({"per_firing_ns": -1.0, "per_call_ns": 1.0, "firings": 200.0, "rounds": 5.0}, "-1.0"),
-    ({"per_firing_ns": "fast", "per_call_ns": 1.0, "firings": 200.0, "rounds": 5.0}, "'fast'"),
-    ({"per_firing_ns": 1.0, "firings": 200.0, "rounds": 5.0}, "'per_call_ns': is null"),
+    ({"per_firing_ns": -1.0, "per_call_ns": 1.0, "batches": 25.0, "rounds": 5.0}, "-1.0"),
+    ({"per_firing_ns": "fast", "per_call_ns": 1.0, "batches": 25.0, "rounds": 5.0}, "'fast'"),
+    ({"per_firing_ns": 1.0, "batches": 25.0, "rounds": 5.0}, "'per_call_ns': is null"),
+    ({"per_firing_ns": 1.0, "per_call_ns": 1.0, "per_event_ns": True}, "'per_event_ns'"),
     ({"unmeasured": 3}, "'unmeasured'"),
     ([1, 2], "a list of 2"),
 ])
@@ -177,7 +187,7 @@ def test_a_damaged_cost_in_a_file_is_refused_by_name(traced: Trace, tmp_path: Pa
 
 def test_a_nan_cost_in_a_file_is_refused(traced: Trace, tmp_path: Path) -> None:
     data = json.loads(json.dumps(traced.to_json()))
-    data["meta"][COST_KEY] = {"per_firing_ns": math.nan, "per_call_ns": 1.0, "firings": 200.0, "rounds": 5.0}
+    data["meta"][COST_KEY] = {"per_firing_ns": math.nan, "per_call_ns": 1.0, "batches": 25.0, "rounds": 5.0}
     path = tmp_path / "nan.json"
     path.write_text(json.dumps(data))
     with pytest.raises(LoopvizError, match="tracing_cost"):
@@ -226,22 +236,57 @@ def test_a_caller_given_clock_measures_nothing() -> None:
     assert "clock given by the caller" in t.meta[COST_KEY]["unmeasured"]
 
 
-def test_measure_keeps_the_fastest_round_and_never_goes_below_zero() -> None:
-    costs = {(0, False): [10.0, 9.0, 12.0], (0, True): [14.0, 12.5, 13.0], (2, False): [20.0, 21.0, 19.0],
-             (2, True): [26.0, 25.0, 27.0]}
-    seen: dict = {}
+class Scripted:
+    """A stand-in whose firings cost what a script says: `cost[handlers, traced]` ns a steady firing and `first[...]`
+    ns an event's first firing, plus `noise` ns on all but one round; time is read from a fake clock."""
 
-    def run(handlers: int, traced: bool, n: int) -> float:
-        if n == 8:
-            return 1e9  # the warm-up runs are never counted
-        i = seen.setdefault((handlers, traced), 0)
-        seen[handlers, traced] = i + 1
-        return costs[handlers, traced][i]
+    def __init__(self, monkeypatch: pytest.MonkeyPatch, steady: dict, first: dict, noise: float = 0.0):
+        self.now, self.steady, self.first, self.noise = 0, steady, first, noise
+        self.traced = False
+        self.runs: dict = {}  # runs of each configuration so far: every other one is disturbed by `noise`
+        monkeypatch.setattr(cost_module.time, "perf_counter_ns", lambda: self.now)
+        monkeypatch.setattr(cost_module, "batch_work", lambda: lambda: None)
 
-    found = measure(run, handlers=2, rounds=3)
-    assert found["per_firing_ns"] == 12.5 - 9.0
-    assert found["per_call_ns"] == pytest.approx(((25.0 - 19.0) - 3.5) / 2, abs=0.06)
-    assert measure(lambda h, t, n: 5.0 if t else 7.0, handlers=2, rounds=2)["per_firing_ns"] == 0.0
+    def events(self, handlers: int):
+        seen: set[int] = set()
+        key = (handlers, self.traced)
+        self.runs[key] = self.runs.get(key, 0) + 1
+        noise = self.noise if self.runs[key] % 2 else 0
+
+        def fire(i: int) -> None:
+            self.now += (self.first if i not in seen else self.steady)[key] + noise
+            seen.add(i)
+        return [lambda i=i: fire(i) for i in range(4)]
+
+    def tracing(self, handlers: int):
+        scripted = self
+
+        class Tracing:
+            def __enter__(self):
+                scripted.traced = True
+
+            def __exit__(self, *exc):
+                scripted.traced = False
+        return Tracing()
+
+
+def test_measure_takes_each_part_from_the_fastest_runs(monkeypatch: pytest.MonkeyPatch) -> None:
+    steady = {(0, False): 10_000, (0, True): 13_000, (2, False): 20_000, (2, True): 25_000}
+    first = {(0, False): 10_000, (0, True): 23_000, (2, False): 20_000, (2, True): 85_000}
+    scripted = Scripted(monkeypatch, steady, first, noise=7_000)
+    found = measure(scripted.events, scripted.tracing, handlers=2, rounds=4, batches=5)
+    assert found["per_firing_ns"] == 3_000  # 13 - 10 µs
+    assert found["per_call_ns"] == 1_000  # (25 - 20 - 3) / 2
+    assert found["per_event_ns"] == 10_000  # (23 - 10) - 3
+    assert found["per_handler_ns"] == 25_000  # ((85 - 20) - 3 - 10) / 2 - 1
+    assert (found["batches"], found["rounds"]) == (5, 4)
+
+
+def test_measure_never_goes_below_zero(monkeypatch: pytest.MonkeyPatch) -> None:
+    steady = {(0, False): 10_000, (0, True): 9_000, (2, False): 20_000, (2, True): 19_000}
+    scripted = Scripted(monkeypatch, steady, steady)
+    found = measure(scripted.events, scripted.tracing, handlers=2, rounds=2, batches=3)
+    assert all(found[key] == 0 for key in ("per_firing_ns", "per_call_ns", "per_event_ns", "per_handler_ns"))
 
 
 def test_what_to_json_gives_is_the_callers(traced: Trace) -> None:

@@ -31,7 +31,8 @@ def traced(max_firings: int = 250_000):
 
 # what recording costs, as a trace measures it when first read (a test clock's trace measures nothing: the capped
 # fit's views say so); pinned here so that the views' line for a measured cost is pinned too
-COST = {"per_firing_ns": 2500.0, "per_call_ns": 1000.0, "firings": 200.0, "rounds": 5.0}
+COST = {"per_firing_ns": 2500.0, "per_call_ns": 1000.0, "per_event_ns": 10000.0, "per_handler_ns": 20000.0,
+        "batches": 25.0, "rounds": 5.0}
 
 
 @pytest.fixture(scope="module")

@@ -23,6 +23,7 @@ import transformers
 from transformers import TrainerCallback
 
 from loopviz.errors import LoopvizError
+from loopviz.adapters.transformers_cost import cost_measure
 from loopviz.generic import DispatchTracer, cancel, event, phase, work
 from loopviz.generic import loop_spec as generic_loop_spec
 from loopviz.model import Event, LoopSpec, Mode, Phase, Role, Step
@@ -314,6 +315,8 @@ class _TrainerTracer(DispatchTracer):
                          framework=FRAMEWORK, loop_start=(), where=self._where_of(),
                          work_names=WORK_NAMES, base=TrainerCallback,
                          batch_events=("on_step_begin", "on_step_end"), cancels=(), advice=ADVICE,
+                         measure_cost=cost_measure(getattr(kwargs.get("clock"), "name", "host"),
+                                                   kwargs.get("now") is not None),
                          **kwargs)  # stops by flags
 
     @property

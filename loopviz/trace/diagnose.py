@@ -144,7 +144,7 @@ def _tracing(obj: Any) -> dict[str, Any]:
     entry = dict(obj)
     if "unmeasured" in entry:
         return {"unmeasured": str(entry["unmeasured"])}
-    return {key: (int if key in ("firings", "calls") else float)(entry[key]) for key in TracingCost._fields if key in entry}
+    return {key: (int if key in ("firings", "calls", "events", "handlers") else float)(entry[key]) for key in TracingCost._fields if key in entry}
 
 
 # -- the framework's words (the adapter's advice, kept in the trace's meta) ----------------------------------------
@@ -342,7 +342,7 @@ def _source_of(run: _Run, callback: str, event: str) -> str:
     return ""
 
 
-_HEAVY = 10.0  # a call counts as one of a handler's heavy ones past this many times its median call
+_HEAVY = 10.0  # a handler's heavy calls: past this many times its median call, within this many times its heaviest
 _SKIPS = 0.8  # a handler 'already works every N batches' when its heavy calls are at most half and hold this share
 
 
@@ -361,11 +361,12 @@ def _rhythm(run: _Run, callback: str, event: str) -> tuple[bool, str] | None:
     if len(spent) < 4 or spent.sum() <= 0:
         return None
     median = float(np.median(spent))
-    heavy = spent > max(_HEAVY * median, 1e-3)  # (1 µs: a handler that returns at once has a median near 0)
+    heavy = spent > max(_HEAVY * median, float(spent.max()) / _HEAVY)  # (near the heaviest: not a call's jitter)
     share = float(spent[heavy].sum() / spent.sum())
     if heavy.sum() <= len(spent) / 2 and share >= _SKIPS:
         return True, (f"it already works on only {int(heavy.sum())} of its {len(spent)} calls (over {_HEAVY:g} times "
-                      f"its median call of {median:.3f} ms), which take {100 * share:.0f} % of its time (raw calls)")
+                      f"its median call of {median:.3f} ms, and within {_HEAVY:g} times its heaviest), which take "
+                      f"{100 * share:.0f} % of its time (raw calls)")
     return False, (f"it works at every call: its median call takes {median:.3f} ms, its mean "
                    f"{float(spent.mean()):.3f} ms (raw calls)")
 

@@ -217,10 +217,12 @@ def cost_line(entry: dict[str, Any], capital: bool = False) -> str:
     if "added_ms" not in entry:
         line = f"tracing's own cost is unknown: {_line(str(entry.get('unmeasured', 'not measured')))}"
     else:
+        setup = (f", and {duration(entry['setup_ms'])} for the first firing of {entry['events']} events and call of "
+                 f"{entry['handlers']} handlers" if entry.get("setup_ms") else "")
         line = (f"tracing added about {duration(entry['added_ms'])} ({100 * entry['share']:.1f} % of the run): "
                 f"{entry['firings']} firings at {entry['per_firing_us']:.1f} µs and {entry['calls']} handler calls at "
-                f"{entry['per_call_us']:.1f} µs each, measured on this machine after the run; rows near those sizes "
-                f"are mostly tracing")
+                f"{entry['per_call_us']:.1f} µs each{setup}, as measured on this machine after the run; rows near "
+                f"those sizes are mostly tracing")
     return "T" + line[1:] if capital else line
 
 

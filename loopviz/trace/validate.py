@@ -207,7 +207,8 @@ def _loaders(value: Any, field: str) -> None:
                 _int(setting, field, f"{at}, {_show(key)}", 0)
 
 
-_COST_FIGURES = ("per_firing_ns", "per_call_ns", "firings", "rounds")
+_COST_FIGURES = ("per_firing_ns", "per_call_ns", "per_event_ns", "per_handler_ns", "batches", "rounds")
+_COST_NEEDED = ("per_firing_ns", "per_call_ns")
 
 
 def _tracing_cost(value: Any, field: str) -> None:
@@ -220,6 +221,8 @@ def _tracing_cost(value: Any, field: str) -> None:
         _text(value["unmeasured"], field, f"{at}, 'unmeasured'")
         return
     for key in _COST_FIGURES:
+        if key not in value and key not in _COST_NEEDED:
+            continue
         figure = value.get(key)
         if type(figure) not in (int, float) or not math.isfinite(figure) or figure < 0:
             raise Invalid(field, f"is {_show(figure)}, not a finite number of 0 or more", f"{at}, {key!r}")

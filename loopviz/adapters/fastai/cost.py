@@ -1,8 +1,9 @@
 """What `learn.trace()` adds per firing and per handler call on this machine (`loopviz.trace.cost`).
 
 The stand-in is a learner of its own (a one-weight model, no loaders' items drawn, no default callbacks) that
-dispatches a training batch's events through fastai's own `Learner.__call__`, traced and untraced: with no callback,
-then with callbacks whose handlers do nothing. Measured once per process for each set of options.
+dispatches a training batch's events through fastai's own `Learner.__call__`, each batch followed by a small model's
+forward and backward (`loopviz.trace.cost.batch_work`), traced and untraced: with no callback, then with callbacks
+whose handlers do nothing. Measured once per process for each set of options.
 """
 from __future__ import annotations
 
@@ -49,28 +50,19 @@ def _stand_in(callbacks: int) -> Learner:
 @functools.lru_cache(maxsize=16)
 def _measured(changes: bool, ranges: bool, clock: str) -> tuple[tuple[str, float], ...]:
     """The stand-in's figures for one set of options (measured on the first call of each)."""
+    from loopviz.adapters.fastai.tracer import TraceSession
+
     learners = {0: _stand_in(0), _HANDLERS: _stand_in(_HANDLERS)}
-    batches = len(BATCH_EVENTS)
 
-    def run(handlers: int, traced: bool, n: int) -> float:
-        import time
+    def events(handlers: int) -> list[Callable[[], Any]]:
+        return [functools.partial(learners[handlers], name) for name in BATCH_EVENTS]
 
-        learn, rounds = learners[handlers], max(n // batches, 1)
-        if not traced:
-            start = time.perf_counter_ns()
-            for _ in range(rounds):
-                for name in BATCH_EVENTS:
-                    learn(name)
-            return (time.perf_counter_ns() - start) / (rounds * batches)
-        with learn.trace(clock=clock, changes=changes, ranges=ranges, max_firings=n + 16, max_calls=2 * n + 32):
-            start = time.perf_counter_ns()
-            for _ in range(rounds):
-                for name in BATCH_EVENTS:
-                    learn(name)
-            spent = time.perf_counter_ns() - start
-        return spent / (rounds * batches)
+    def tracing(handlers: int) -> TraceSession:
+        session = TraceSession(learners[handlers], clock=clock, changes=changes, ranges=ranges)
+        session.trace._measure_cost = None  # its own trace is never measured (nor read)
+        return session
 
-    return tuple(measure(run, handlers=_HANDLERS).items())
+    return tuple(measure(events, tracing, handlers=_HANDLERS).items())
 
 
 def cost_measure(changes: bool, tensors: bool, ranges: bool, waits: bool, clock: str,

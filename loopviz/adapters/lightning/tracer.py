@@ -21,6 +21,7 @@ import lightning.pytorch as pl
 from lightning.pytorch.trainer import call as pl_call
 from lightning.pytorch.trainer.states import RunningStage
 
+from loopviz.adapters.lightning.cost import cost_measure
 from loopviz.adapters.lightning.hooks import (
     ADVICE, FRAMEWORK, MODULE, RUN_HOOKS, STRATEGY_EVENTS, WORK_NAMES, handler_objects, hook_owners, owner_base,
 )
@@ -219,7 +220,8 @@ class LightningTracer:
         self.target_name = type(target).__name__
         self.rec = Recorder(clock, max_calls=max_calls, max_firings=max_firings, now=now)  # now: the host clock
         self.now = self.rec.now
-        self.trace = Trace.recording(self.rec, stop=self._stop)
+        self.trace = Trace.recording(self.rec, stop=self._stop,
+                                     measure_cost=cost_measure(self.rec.clock.name, now is not None))
         self.open: list[list[Any]] = []  # the open firings, innermost last (see _HOOK...)
         # the pending firing: the innermost open one, once its dispatch returned, until the next dispatch (which joins
         # it if it is of the same hook) or the end of the dispatch it is nested in; else None
