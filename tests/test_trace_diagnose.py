@@ -243,3 +243,38 @@ def test_advice_in_a_file_is_checked_and_never_formatted(tmp_path: Path, healthy
     path.write_text(json.dumps(data))
     with pytest.raises(LoopvizError, match="advice"):
         Trace.load(path)
+
+
+def on(trace: Trace, **meta) -> Trace:
+    """`trace` as if it had run with these meta entries (a CUDA device: what this CPU machine cannot run)."""
+    data = json.loads(json.dumps(trace.to_json()))
+    data["meta"].update(meta)
+    return Trace.from_json(data)
+
+
+def test_full_precision_on_a_gpu_is_found_and_mixed_precision_or_a_cpu_is_not(healthy: Trace) -> None:
+    assert (healthy.meta["device"], healthy.meta["precision"]) == ("cpu", "32")
+    assert "mixed_precision" not in {f.kind for f in healthy.diagnose()}  # on a CPU: nothing to say
+    gpu = on(healthy, device="cuda:0")
+    found = {f.kind: f for f in gpu.diagnose()}["mixed_precision"]
+    rows = gpu.summary().query("kind == 'work' and name in ['forward', 'loss', 'backward']")
+    assert found.saving_ms == pytest.approx(rows["total_ms"].sum())
+    assert found.figures["share"] == pytest.approx(rows["total_ms"].sum() / (gpu.total_ns() / 1e6))
+    assert found.severity == "critical" and found.fix.startswith("learn = learn.to_bf16()")
+    assert found.evidence[0] == "the model ran on cuda:0 in full precision (32) (trace meta)"
+    for mixed in ("bf16-mixed", "fp16-mixed"):
+        assert "mixed_precision" not in {f.kind for f in on(healthy, device="cuda:0", precision=mixed).diagnose()}
+
+
+def test_the_trace_notes_the_models_device_and_precision() -> None:
+    for make, precision in ((lambda l: l, "32"), (lambda l: l.to_fp16(), "fp16-mixed"),
+                            (lambda l: l.to_bf16(), "bf16-mixed")):
+        learn = make(learner(n_train=64, n_valid=64, width=4, hidden=4))
+        with learn.trace() as t:
+            pass
+        assert (t.meta["device"], t.meta["precision"]) == ("cpu", precision)
+    learn = learner(n_train=64, n_valid=64, width=4, hidden=4)
+    learn.model.double()
+    with learn.trace() as t:
+        pass
+    assert t.meta["precision"] == "64"

@@ -100,3 +100,35 @@ def test_lightning_validation_far_larger_than_training_is_found_with_lightnings_
     found = {f.kind: f for f in t.diagnose()}
     assert "validation" in found and "check_val_every_n_epoch" in found["validation"].fix
     assert found["validation"].figures["valid_ms"] > found["validation"].figures["train_ms"]
+
+
+def test_trainer_and_lightning_traces_note_device_and_precision_and_say_their_fix(tmp_path: Path) -> None:
+    pytest.importorskip("transformers")
+    pytest.importorskip("lightning")
+    import json
+
+    from loopviz.adapters import transformers as hf
+    from loopviz.trace.diagnose import advice_of
+    from loopviz.trace.trace import Trace
+    from tests.hf_fixtures import tiny_trainer
+    from tests.lightning_fixtures import TinyModule, quiet_lightning, trainer
+
+    hf_trainer = tiny_trainer(tmp_path / "hf")
+    with hf.trace_trainer(hf_trainer) as t:
+        hf_trainer.train()
+    assert (t.meta["device"], t.meta["precision"]) == ("cpu", "32")
+    quiet_lightning()
+    fit = trainer(tmp_path / "pl")
+    with loopviz.tracing(fit) as lt:
+        fit.fit(TinyModule())
+    assert (lt.meta["device"], lt.meta["precision"]) == ("cpu", "32-true")
+    for trace, fix, model in ((t, "TrainingArguments(..., bf16=True)", ("summary", "forward+backward")),
+                              (lt, "Trainer(..., precision='bf16-mixed')", ("callbacks", "training_step"))):
+        data = json.loads(json.dumps(trace.to_json()))
+        data["meta"]["device"] = "cuda:0"  # as if it had run on a GPU (this machine has none)
+        gpu = Trace.from_json(data)
+        table = gpu.summary() if model[0] == "summary" else gpu.by_callback().rename(columns={"event": "name"})
+        model_ms = table[table["name"].isin(["forward+backward", "training_step", "validation_step", "backward"])]
+        share = gpu.diagnose().checked["full_precision_share"]
+        assert share == pytest.approx(model_ms["total_ms"].sum() / (gpu.total_ns() / 1e6)) and share > 0
+        assert advice_of(gpu.data).fixes["precision"].startswith(fix)

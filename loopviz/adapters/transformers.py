@@ -23,6 +23,7 @@ import transformers
 from transformers import TrainerCallback
 
 from loopviz.errors import LoopvizError
+from loopviz.adapters.precision import weights_precision
 from loopviz.adapters.transformers_cost import cost_measure
 from loopviz.generic import DispatchTracer, cancel, event, phase, work
 from loopviz.generic import loop_spec as generic_loop_spec
@@ -290,6 +291,7 @@ ADVICE = {
         "rarer": "if state.global_step % 100: return  # {callback}.{event} already skips most steps: its heavy calls "
                  "less often still (or move them to on_epoch_end), or make them cheaper",
         "remove": "make {callback}.{event} cheaper, or trainer.remove_callback({callback})",
+        "precision": "TrainingArguments(..., bf16=True)  # mixed precision (fp16=True on GPUs without bfloat16)",
         "validation": "TrainingArguments(..., eval_strategy='steps', eval_steps=1000, per_device_eval_batch_size=64)",
         "batch_size": "TrainingArguments(..., per_device_train_batch_size=64)",
         "step": "TrainingArguments(..., optim='adamw_torch_fused')",
@@ -299,6 +301,18 @@ ADVICE = {
         "PrinterCallback": "TrainingArguments(..., logging_steps=500)",
     },
 }
+
+
+def _model_facts(trainer: Any) -> dict[str, str]:
+    """The model's device and precision as the trace starts (`meta['device']`, `meta['precision']`: 'bf16-mixed' or
+    'fp16-mixed' from the TrainingArguments, else the weights' own: '32', '16-true'...)."""
+    try:
+        device = str(next(trainer.model.parameters()).device)
+    except (StopIteration, AttributeError, TypeError):
+        return {}
+    args = trainer.args
+    mixed = "bf16-mixed" if getattr(args, "bf16", False) else "fp16-mixed" if getattr(args, "fp16", False) else None
+    return {"device": device, "precision": mixed or weights_precision(trainer.model)}
 
 
 class _TrainerTracer(DispatchTracer):
@@ -326,6 +340,7 @@ class _TrainerTracer(DispatchTracer):
 
     def __enter__(self) -> Any:
         trace = super().__enter__()
+        trace.meta.update(_model_facts(self.trainer))
         for name in LOOPS:  # put back with the dispatch method and the handlers when the trace ends
             self.patches.put(self.trainer, name, self._entry(name, getattr(self.trainer, name)))
         self.patches.put(self.obj, "on_epoch_begin", self._epoch_begin(self.obj.on_epoch_begin))

@@ -53,7 +53,10 @@ THRESHOLDS: dict[str, Band] = {
     "step": Band(1.0, 2.0, f"the optimizer step's median over forward and backward's medians together (when the "
                            f"steps are over {100 * _STEP_FLOOR:g} % of the run, {_MIN_STEPS} steps or more)"),
     "gpu_wait": Band(0.05, 0.20, "the GPU work one callback or piece of work waited out, as a share of the run"),
+    "mixed_precision": Band(0.25, 0.50, "the model's forward and backward on a CUDA device in full precision (no "
+                                        "mixed precision), as a share of the run"),
 }
+_FULL_PRECISION = ("32", "32-true", "64", "64-true")  # precisions (as `meta['precision']` names them) without AMP
 @dataclass(frozen=True)
 class Finding:
     """One thing the trace shows slowing the run, with the figures behind it and the fix."""
@@ -163,6 +166,7 @@ GENERIC_FIXES = {
     "validation": "validate less often, or on fewer or larger batches",
     "batch_size": "larger batches: the loop's cost per event is paid per batch",
     "step": "torch.optim.AdamW(params, foreach=True)  # a multi-tensor step (fused=True on CUDA)",
+    "precision": "with torch.autocast('cuda', dtype=torch.bfloat16): loss = loss_func(model(x), y)  # mixed precision",
 }
 ADVICE_KEYS = {  # what an adapter's advice may hold (meta['advice']), and what each is
     "data_work": "the work between batches that waits for the next one",
@@ -170,6 +174,7 @@ ADVICE_KEYS = {  # what an adapter's advice may hold (meta['advice']), and what 
     "step_work": "the optimizer step's work", "forward_backward_work": "forward and backward's work",
     "per_batch_events": "the events fired once a batch (a handler there may work every N batches)",
     "work_events": "the events whose handlers are the model's own work (a training step), never a callback's culprit",
+    "model_events": "the events whose handlers are the model's forward and backward (where no work names them)",
     "own_modules": "the module prefixes of the framework's own callbacks",
     "fixes": "the fixes in the framework's words (the keys of GENERIC_FIXES)",
     "own_fixes": "per class of the framework's own callbacks, the setting that makes it cheaper",
@@ -183,6 +188,7 @@ class _Advice(NamedTuple):
     forward_backward_work: tuple[str, ...]
     per_batch_events: frozenset[str]
     work_events: frozenset[str]
+    model_events: tuple[str, ...]
     own_modules: tuple[str, ...]
     fixes: dict[str, str]
     own_fixes: dict[str, str]
@@ -206,7 +212,8 @@ def advice_of(data: TraceData) -> _Advice:
         return {str(k): str(v) for k, v in value.items()} if isinstance(value, dict) else {}
 
     return _Advice(text("data_work"), names("compute_work"), text("step_work"), names("forward_backward_work"),
-                   frozenset(names("per_batch_events")), frozenset(names("work_events")), names("own_modules"),
+                   frozenset(names("per_batch_events")), frozenset(names("work_events")), names("model_events"),
+                   names("own_modules"),
                    {**GENERIC_FIXES, **table("fixes")},
                    table("own_fixes"))
 
@@ -501,7 +508,29 @@ def _gpu_waits(run: _Run, checked: dict[str, float]) -> list[Finding]:
     return found[:3]
 
 
-_CHECKS = (_input_bound, _epoch_stalls, _slow_callbacks, _validation, _dispatch, _step, _gpu_waits)
+def _mixed_precision(run: _Run, checked: dict[str, float]) -> list[Finding]:
+    device, precision = run.data.meta.get("device"), run.data.meta.get("precision")
+    if not isinstance(device, str) or not device.startswith("cuda") or precision not in _FULL_PRECISION:
+        return []  # (on a CPU, or already mixed: nothing to say; a trace that noted neither says nothing)
+    spent, evidence = 0.0, [f"the model ran on {device} in full precision ({precision}) (trace meta)"]
+    names, events = run.advice.forward_backward_work, run.advice.model_events
+    if names:
+        rows = _work(run, names, None)
+        spent += float(rows["total_ms"].sum())
+        evidence.append(f"forward and backward ({', '.join(names)}): {float(rows['total_ms'].sum()):.1f} ms (summary)")
+    if events:
+        rows = run.callbacks[run.callbacks["event"].isin(events)]
+        spent += float(rows["total_ms"].sum())
+        evidence.append(f"the model's {', '.join(events)}: {float(rows['total_ms'].sum()):.1f} ms (callbacks' table)")
+    share, severity = _banded(checked, "full_precision_share", "mixed_precision", spent, run.run_ms)
+    if severity is None or spent <= 0:
+        return []
+    return [Finding("mixed_precision", severity, f"The model trains in full precision on the GPU: its forward and "
+                    f"backward take {100 * share:.0f} % of the run", tuple(evidence), "the training's precision",
+                    _fix(run, "precision"), spent, {"share": share, "model_ms": spent})]
+
+
+_CHECKS = (_input_bound, _epoch_stalls, _slow_callbacks, _validation, _dispatch, _step, _gpu_waits, _mixed_precision)
 
 
 def diagnose(data: TraceData, tables: tuple[pd.DataFrame, pd.DataFrame] | None = None) -> Findings:

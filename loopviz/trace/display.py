@@ -190,7 +190,8 @@ def trace_html(trace: Any) -> str:
 SEVERITY_STYLE = {"critical": "bold red", "warning": "yellow", "info": "cyan"}
 _CHECKED = {"data_share": ("waiting for data", "%"), "top_handler_share": ("the largest handler", "%"),
             "validation_share": ("validation", "%"), "dispatch_per_compute": ("the loop's own work per unit of the "
-                                                                            "batches' compute", "x")}
+                                                                            "batches' compute", "x"),
+            "full_precision_share": ("full-precision forward and backward on the GPU", "%")}
 
 
 def duration(ms: float) -> str:

@@ -173,8 +173,9 @@ def _meta(value: Any, field: str, version: int) -> None:
     for key, low in META_INTS.items():
         if key in value:
             _int(value[key], field, f"entry {key!r}", low)
-    if "host" in value:
-        _text(value["host"], field, "entry 'host'")
+    for key in ("host", "device", "precision"):
+        if key in value:
+            _text(value[key], field, f"entry {key!r}")
     if COARSE_PERCENTILES in value and type(value[COARSE_PERCENTILES]) is not bool:
         raise Invalid(field, f"is {_show(value[COARSE_PERCENTILES])}, not true or false",
                       f"entry {COARSE_PERCENTILES!r}")
@@ -230,7 +231,8 @@ def _tracing_cost(value: Any, field: str) -> None:
 
 # meta['advice'] (what a diagnosis says in the framework's words, loopviz.trace.diagnose): its entries' shapes
 _ADVICE_TEXTS = ("data_work", "step_work")
-_ADVICE_LISTS = ("compute_work", "forward_backward_work", "per_batch_events", "work_events", "own_modules")
+_ADVICE_LISTS = ("compute_work", "forward_backward_work", "per_batch_events", "work_events", "model_events",
+                 "own_modules")
 _ADVICE_TABLES = ("fixes", "own_fixes")
 
 

@@ -29,6 +29,7 @@ ADVICE = {
                       "splitter=RandomSplitter(valid_pct=0.1)  # or a smaller validation set",
         "batch_size": "dls = dblock.dataloaders(source, bs=256)  # larger batches: fastai's cost per event is paid "
                       "per batch",
+        "precision": "learn = learn.to_bf16()  # mixed precision (learn.to_fp16() on GPUs without bfloat16)",
         "step": "from fastai.optimizer import OptimWrapper\n"
                 "learn = Learner(dls, model, opt_func=partial(OptimWrapper, opt=torch.optim.AdamW))  # torch's "
                 "multi-tensor step",

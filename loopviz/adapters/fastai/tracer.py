@@ -31,6 +31,7 @@ from fastcore.basics import patch
 
 from loopviz.adapters.fastai.advice import ADVICE
 from loopviz.adapters.fastai.cost import cost_measure
+from loopviz.adapters.precision import weights_precision
 from loopviz.adapters.fastai.descriptions import WORK_BETWEEN
 from loopviz.adapters.fastai.learner_trace import RANGE_PREFIX, SKIP_STATUS, LearnerTrace
 from loopviz.checks import check_bool, check_int, check_type
@@ -297,6 +298,15 @@ def loader_facts(learn: Learner) -> dict[str, Any]:
     return {"loaders": loaders, **({"cpus": cpus} if cpus else {})}
 
 
+def model_facts(learn: Learner) -> dict[str, str]:
+    """The model's device and precision as the trace starts (`meta['device']`, `meta['precision']`: '32' for float32
+    weights, 'fp16-mixed' or 'bf16-mixed' under fastai's MixedPrecision, '16-true' for half weights...)."""
+    mixed = next((cb for cb in learn.cbs if type(cb).__name__ == "MixedPrecision"), None)
+    amp_mode = getattr(getattr(mixed, "amp_mode", None), "value", None)
+    return {"device": _model_device(learn), "precision": f"{amp_mode}-mixed" if amp_mode else
+            weights_precision(learn.model)}
+
+
 class TraceSession:
     """Context manager returned by `learn.trace()`: records everything the learner does inside it.
 
@@ -340,7 +350,7 @@ class TraceSession:
             if self.waits is not None:
                 self.waits.stop()
             raise
-        self.trace.meta.update(loader_facts(learn))
+        self.trace.meta.update(loader_facts(learn), **model_facts(learn))
         # Ends the trace once: on exit, on t.stop(), or when the learner is collected (the finalizer holds
         # the state and the trace, which hold the learner only weakly).
         self._ending = weakref.finalize(learn, _end, id(learn), state, self.trace)

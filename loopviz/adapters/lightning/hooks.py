@@ -44,6 +44,7 @@ ADVICE = {
                          "on_before_optimizer_step", "on_before_zero_grad", "on_validation_batch_end"],
     "work_events": ["training_step", "validation_step", "test_step", "predict_step", "forward", "backward",
                     "optimizer_step", "optimizer_zero_grad", "lr_scheduler_step", "configure_gradient_clipping"],
+    "model_events": ["training_step", "validation_step", "backward"],
     "own_modules": ["lightning.", "pytorch_lightning."],
     "fixes": {
         "loader": "DataLoader(dataset, batch_size=..., num_workers={workers}, pin_memory=True)",
@@ -54,6 +55,7 @@ ADVICE = {
         "rarer": "if batch_idx % 100: return  # {callback}.{event} already skips most batches: its heavy calls less "
                  "often still (or move them to on_train_epoch_end), or make them cheaper",
         "remove": "make {callback}.{event} cheaper, or leave {callback} out of Trainer(callbacks=[...])",
+        "precision": "Trainer(..., precision='bf16-mixed')  # mixed precision ('16-mixed' on GPUs without bfloat16)",
         "validation": "Trainer(..., check_val_every_n_epoch=5, limit_val_batches=0.25)",
     },
     "own_fixes": {

@@ -208,6 +208,16 @@ def _where(trainer: Any, hook: str) -> tuple[int, int, int]:
     return mode, int(trainer.current_epoch), (int(progress.current.ready) - 1 if progress is not None else -1)
 
 
+def _model_facts(target: Any) -> dict[str, str]:
+    """The trainer's device and precision as the trace starts (`meta['device']`, `meta['precision']`, Lightning's
+    own names: '32-true', 'bf16-mixed'...); nothing for a target that has no trainer yet."""
+    trainer = target if isinstance(target, pl.Trainer) else getattr(target, "_trainer", None)
+    try:
+        return {"device": str(trainer.strategy.root_device), "precision": str(trainer.precision)}
+    except Exception:  # a module without a trainer, or a strategy not set up: nothing noted
+        return {}
+
+
 class LightningTracer:
     """Traces every hook a trainer (or any trainer running a given module) dispatches; `with` gives the `Trace`."""
 
@@ -248,6 +258,7 @@ class LightningTracer:
             # Ends the trace once: on exit, on t.stop(), or when the target is collected (the finalizer holds this
             # tracer, which holds its target only weakly).
             self._ending = weakref.finalize(target, instrument.run_or_defer, self._end)
+        self.trace.meta.update(_model_facts(target))
         return self.trace
 
     def __exit__(self, *exc: Any) -> None:
