@@ -117,6 +117,13 @@ def test_items_slow_to_make_without_workers_make_the_fit_input_bound() -> None:
     assert top.culprit == "the training loader (num_workers=0)" and "num_workers=" in top.fix
     draw = t.summary().query("kind == 'work' and name == 'draw' and phase == 'train'")
     assert top.saving_ms == pytest.approx(float(draw["total_ms"].sum()))
+    cores = t.meta["cpus"]
+    assert f"num_workers={max(2, min(8, cores))}" in top.fix  # as many workers as the machine has cores (at most 8)
+    for workers, cpus, said in ((2, 16, "num_workers=4"), (2, 2, "the loader's 2 workers already use every core"),
+                                (8, 4, "the loader's 8 workers already use every core")):
+        loaders = {"train": {**t.meta["loaders"]["train"], "num_workers": workers}}
+        top = on(t, loaders=loaders, cpus=cpus).diagnose().top  # as if it had run with these workers and cores
+        assert top.kind == "input_bound" and said in top.fix, (workers, cpus, top.fix)
 
 
 def test_validation_twenty_times_the_size_of_training_is_found() -> None:

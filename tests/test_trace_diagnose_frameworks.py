@@ -132,3 +132,53 @@ def test_trainer_and_lightning_traces_note_device_and_precision_and_say_their_fi
         share = gpu.diagnose().checked["full_precision_share"]
         assert share == pytest.approx(model_ms["total_ms"].sum() / (gpu.total_ns() / 1e6)) and share > 0
         assert advice_of(gpu.data).fixes["precision"].startswith(fix)
+
+
+def test_trainer_and_lightning_workers_started_every_epoch_are_found_and_persistent_ones_are_not(
+        tmp_path: Path) -> None:
+    pytest.importorskip("transformers")
+    pytest.importorskip("lightning")
+    import torch
+    from torch.utils.data import DataLoader, TensorDataset
+
+    from loopviz.adapters import transformers as hf
+    from tests.hf_fixtures import tiny_trainer
+    from tests.lightning_fixtures import TinyModule, quiet_lightning, trainer
+
+    def stall(trace):
+        d = trace.diagnose()
+        return {f.kind: f for f in d}.get("epoch_start_stall"), d.checked["epoch_stall_share"]
+
+    for persistent in (False, True):
+        hf_trainer = tiny_trainer(tmp_path / f"hf{persistent}", n_train=64, num_train_epochs=3,
+                                  dataloader_num_workers=2, dataloader_persistent_workers=persistent)
+        with hf.trace_trainer(hf_trainer) as t:
+            hf_trainer.train()
+        assert t.meta["loaders"]["train"]["persistent_workers"] is persistent
+        found, share = stall(t)
+        if persistent:
+            assert found is None and share < 0.02
+        else:
+            assert found is not None and "(num_workers=2, persistent_workers=False)" in found.culprit
+            assert "dataloader_persistent_workers=True" in found.fix and found.fix.startswith("TrainingArguments(")
+    quiet_lightning()
+    for persistent in (False, True):
+        class Workers(TinyModule):
+            """Trains on 16 batches a epoch from two worker processes."""
+
+            def train_dataloader(self):
+                g = torch.Generator().manual_seed(0)
+                data = TensorDataset(torch.randn(64, 4, generator=g), torch.randn(64, 1, generator=g))
+                return DataLoader(data, batch_size=4, num_workers=2, persistent_workers=persistent)
+
+        fit = trainer(tmp_path / f"pl{persistent}", max_epochs=3, limit_train_batches=16, limit_val_batches=0,
+                      num_sanity_val_steps=0)
+        with loopviz.tracing(fit) as lt:
+            fit.fit(Workers())
+        assert lt.meta["loaders"]["train"] == {"bs": 4, "num_workers": 2, "persistent_workers": persistent,
+                                               "pin_memory": False, "restarts_workers": False}
+        found, share = stall(lt)
+        if persistent:
+            assert found is None and share < 0.02
+        else:
+            assert found is not None and "persistent_workers=True" in found.fix and found.fix.startswith("DataLoader(")

@@ -17,13 +17,14 @@ from __future__ import annotations
 import functools
 import importlib
 import weakref
+from types import SimpleNamespace
 from typing import Any, Callable, Sequence
 
 import transformers
 from transformers import TrainerCallback
 
 from loopviz.errors import LoopvizError
-from loopviz.adapters.precision import weights_precision
+from loopviz.adapters.facts import cpu_facts, torch_loader_facts, weights_precision
 from loopviz.adapters.transformers_cost import cost_measure
 from loopviz.generic import DispatchTracer, cancel, event, phase, work
 from loopviz.generic import loop_spec as generic_loop_spec
@@ -312,7 +313,18 @@ def _model_facts(trainer: Any) -> dict[str, str]:
         return {}
     args = trainer.args
     mixed = "bf16-mixed" if getattr(args, "bf16", False) else "fp16-mixed" if getattr(args, "fp16", False) else None
-    return {"device": device, "precision": mixed or weights_precision(trainer.model)}
+    return {"device": device, "precision": mixed or weights_precision(trainer.model), **_loader_facts(args),
+            **cpu_facts()}
+
+
+def _loader_facts(args: Any) -> dict[str, Any]:
+    """The training loader's settings from the TrainingArguments (`meta['loaders']`, as fastai's adapter notes)."""
+    facts = torch_loader_facts(SimpleNamespace(
+        batch_size=getattr(args, "per_device_train_batch_size", None),
+        num_workers=getattr(args, "dataloader_num_workers", None),
+        persistent_workers=getattr(args, "dataloader_persistent_workers", None),
+        pin_memory=getattr(args, "dataloader_pin_memory", None)))
+    return {"loaders": {"train": facts}} if facts else {}
 
 
 class _TrainerTracer(DispatchTracer):

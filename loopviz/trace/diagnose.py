@@ -17,10 +17,9 @@ import numpy as np
 import pandas as pd
 
 from loopviz.errors import LoopvizError
-from loopviz.trace.batches import loop_batches, resolve_loop
 from loopviz.trace.cost import TracingCost, cost_entry
 from loopviz.trace.data import TraceData
-from loopviz.trace.reports import by_callback, gpu_waits, summary, total_ns
+from loopviz.trace.reports import by_callback, gpu_waits, summary, total_ns, work_df
 
 __all__ = ["Finding", "Findings", "diagnose", "THRESHOLDS", "SEVERITIES", "ADVICE_KEYS", "GENERIC_FIXES", "advice_of"]
 
@@ -159,6 +158,8 @@ GENERIC_FIXES = {
     "loader": "DataLoader(dataset, batch_size=..., num_workers={workers})",
     "loader_persistent": "DataLoader(dataset, batch_size=..., num_workers={workers}, persistent_workers=True)",
     "stall": "DataLoader(dataset, batch_size=..., num_workers={workers}, persistent_workers=True)",
+    "items": "make each item cheaper to make (decode or tokenize once and cache; augment on the GPU): the loader's "
+             "{workers} workers already use every core",
     "every_n": "if step % 10: return  # first line of {callback}.{event}: its work every 10th batch",
     "rarer": "{callback}.{event} already skips most batches: do its heavy calls less often (every 100 batches, or "
              "once an epoch), or make them cheaper",
@@ -279,14 +280,17 @@ def _input_bound(run: _Run, checked: dict[str, float]) -> list[Finding]:
     train = _loaders(run).get("train", {})
     workers = train.get("num_workers")
     cpus = run.data.meta.get("cpus")
-    suggest = max(2, min(8, int(cpus) if isinstance(cpus, int) and cpus > 0 else 8))
+    cores = int(cpus) if isinstance(cpus, int) and cpus > 0 else None
+    most = max(2, min(8, cores or 8))  # workers worth suggesting: the cores (8 where they are not known)
     setting = "the training loader" + (f" (num_workers={workers})" if workers is not None else "")
-    if isinstance(workers, int) and workers > 0:
-        suggest = max(suggest, 2 * workers)
     evidence = tuple(_row_line(row, "work") for row in rows.itertuples())
-    if isinstance(cpus, int):
-        evidence += (f"the machine that ran it had {cpus} CPU cores (trace meta)",)
+    if cores is not None:
+        evidence += (f"the machine that ran it had {cores} CPU cores (trace meta)",)
     key = "loader" if train.get("restarts_workers") else "loader_persistent"  # (such a loader would not keep them)
+    suggest = min(max(2, 2 * workers), most) if isinstance(workers, int) and workers > 0 else most
+    if isinstance(workers, int) and workers >= most:  # more workers than cores would not help: cheaper items would
+        key, suggest = "items", workers
+        evidence += (f"the loader already has {workers} workers for {cores or 'unknown'} cores",)
     return [Finding("input_bound", severity, f"The model waits for data: {100 * share:.0f} % of the run is spent "
                     f"getting the next batch", evidence, setting, _fix(run, key, workers=suggest), waited,
                     {"share": share, "waited_ms": waited})]
@@ -296,18 +300,19 @@ def _epoch_stalls(run: _Run, checked: dict[str, float]) -> list[Finding]:
     name = run.advice.data_work
     if name is None:
         return []
-    try:
-        table = loop_batches(run.data, resolve_loop(run.data, None)).table
-    except LoopvizError:
+    work = work_df(run.data)
+    work = work[(work["work"] == name) & (work["phase"] == "train") & (work["epoch"] >= 0)].sort_values(
+        "start", kind="stable")
+    if len(work) < 4 or len(work[["loop", "epoch"]].drop_duplicates()) < 2:
         return []
-    if name not in table or table["epoch"].nunique() < 2:
-        return []
-    waits = table[name].to_numpy(float)
+    waits = work["dur"].to_numpy(float) / 1e6
     typical = float(np.median(waits))
-    firsts = table.groupby("epoch", sort=True).head(1)
-    later = firsts.iloc[1:]  # the first epoch's workers start once whatever the setting
-    stalls = later[name].to_numpy(float) - typical
-    stalled = stalls[(later[name].to_numpy(float) > _STALL_RATIO * max(typical, 1e-6)) & (stalls > 0)]
+    firsts = work.groupby(["loop", "epoch"], sort=False).head(1)
+    later = firsts[firsts["loop"].duplicated()]["dur"].to_numpy(float) / 1e6  # a loop's first epoch starts workers once
+    if not len(later):
+        return []
+    stalls = later - typical
+    stalled = stalls[(later > _STALL_RATIO * max(typical, 1e-6)) & (stalls > 0)]
     extra = float(stalled.sum())
     share, severity = _banded(checked, "epoch_stall_share", "epoch_start_stall", extra, run.run_ms)
     if severity is None or len(stalled) < max(1, len(later) // 2):
@@ -315,8 +320,8 @@ def _epoch_stalls(run: _Run, checked: dict[str, float]) -> list[Finding]:
     train = _loaders(run).get("train", {})
     workers, persistent = train.get("num_workers"), train.get("persistent_workers")
     evidence = (f"the first batch of {len(stalled)} of {len(later)} later epochs waited {extra / len(stalled):.1f} ms "
-                f"more than the median wait for a batch ({typical:.2f} ms), {extra:.1f} ms in all (per-batch table, "
-                f"'{name}')",)
+                f"more than the median wait for a batch ({typical:.2f} ms), {extra:.1f} ms in all (work '{name}', "
+                f"training's, the first of each epoch)",)
     if workers == 0:  # no workers to start: the loader's own first items are slow
         title, setting = "Every epoch starts with a stall", "the first items the loader makes each epoch (num_workers=0)"
         fix = "look at what the dataset does for an epoch's first items (a cache filled, a file opened, a shuffle)"

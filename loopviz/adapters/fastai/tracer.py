@@ -20,7 +20,6 @@ or with `t.stop()`.
 from __future__ import annotations
 
 import functools
-import os
 import weakref
 from typing import Any, Callable
 
@@ -31,7 +30,7 @@ from fastcore.basics import patch
 
 from loopviz.adapters.fastai.advice import ADVICE
 from loopviz.adapters.fastai.cost import cost_measure
-from loopviz.adapters.precision import weights_precision
+from loopviz.adapters.facts import cpu_facts, weights_precision
 from loopviz.adapters.fastai.descriptions import WORK_BETWEEN
 from loopviz.adapters.fastai.learner_trace import RANGE_PREFIX, SKIP_STATUS, LearnerTrace
 from loopviz.checks import check_bool, check_int, check_type
@@ -294,8 +293,7 @@ def loader_facts(learn: Learner) -> dict[str, Any]:
                 if (type(value) is int and value >= 0) or type(value) is bool}
         if kept:
             loaders[name] = kept
-    cpus = os.cpu_count()
-    return {"loaders": loaders, **({"cpus": cpus} if cpus else {})}
+    return {"loaders": loaders, **cpu_facts()}
 
 
 def model_facts(learn: Learner) -> dict[str, str]:

@@ -21,6 +21,7 @@ import lightning.pytorch as pl
 from lightning.pytorch.trainer import call as pl_call
 from lightning.pytorch.trainer.states import RunningStage
 
+from loopviz.adapters.facts import cpu_facts, torch_loader_facts
 from loopviz.adapters.lightning.cost import cost_measure
 from loopviz.adapters.lightning.hooks import (
     ADVICE, FRAMEWORK, MODULE, RUN_HOOKS, STRATEGY_EVENTS, WORK_NAMES, handler_objects, hook_owners, owner_base,
@@ -218,6 +219,20 @@ def _model_facts(target: Any) -> dict[str, str]:
         return {}
 
 
+def _loader_facts(target: Any) -> dict[str, Any]:
+    """The training loader's settings once a fit made it (`meta['loaders']`, as fastai's adapter notes), and the
+    machine's CPU cores."""
+    trainer = target if isinstance(target, pl.Trainer) else getattr(target, "_trainer", None)
+    try:
+        loaders = trainer.train_dataloader
+    except Exception:  # no trainer, or no fit yet: no loader to note
+        loaders = None
+    while isinstance(loaders, (list, tuple, dict)) and loaders:  # several loaders: the first one's
+        loaders = next(iter(loaders.values())) if isinstance(loaders, dict) else loaders[0]
+    facts = torch_loader_facts(loaders) if loaders is not None else {}
+    return {**({"loaders": {"train": facts}} if facts else {}), **cpu_facts()}
+
+
 class LightningTracer:
     """Traces every hook a trainer (or any trainer running a given module) dispatches; `with` gives the `Trace`."""
 
@@ -280,6 +295,9 @@ class LightningTracer:
                 _uninstall()
         self.patches.restore()
         self.plans.clear()
+        target = self.target_ref()
+        if target is not None:
+            self.trace.meta.update(_loader_facts(target))
         pending, self.pending = self.pending, None
         while self.open:
             firing = self.open.pop()
