@@ -23,7 +23,7 @@ from loopviz.renderers.sanitise import TEXT_LIMIT, cut, cut_words, one_line, vis
 
 __all__ = ["as_text", "as_html", "pre_html", "bundle", "diagnosis_renderable", "diagnosis_text", "first_look",
            "checked_line", "cost_line", "duration", "share_of", "PRE_STYLE", "PYTHON_MORE", "CALLBACK_COLUMNS", "CHANGE_COLUMNS",
-           "short_name", "rows_table", "cell", "with_approx", "APPROX", "trace_tables", "trace_text", "trace_html",
+           "SUMMARY_HEADERS", "CALLBACK_HEADERS", "short_name", "rows_table", "cell", "with_approx", "APPROX", "trace_tables", "trace_text", "trace_html",
            "merged_tables", "merged_text"]
 
 
@@ -58,6 +58,10 @@ def cell(value: Any) -> str:
 
 CALLBACK_COLUMNS = {"callback": "callback", "event": "event", "phase": "phase", "calls": "calls", "ran": "ran",
                     "skipped": "skipped", "total_ms": "total ms", "mean_us": "mean µs", "pct": "% of run"}
+# every column of the summary and the callbacks' table, named for people (the HTML report shows them all)
+SUMMARY_HEADERS = {"kind": "kind", "name": "name", "phase": "phase", "count": "count", "total_ms": "total ms",
+                   "mean_ms": "mean ms", "p50_ms": "p50 ms", "p95_ms": "p95 ms", "max_ms": "max ms", "pct": "% of run"}
+CALLBACK_HEADERS = {**CALLBACK_COLUMNS, "cancelled": "cancelled", "errors": "errors", "p95_us": "p95 µs"}
 CHANGE_COLUMNS = {"callback": "callback", "event": "event", "phase": "phase", "attribute": "attribute",
                   "count": "times", "first": "first (epoch, iter)", "last": "last (epoch, iter)"}
 

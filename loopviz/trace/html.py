@@ -17,7 +17,9 @@ import pandas as pd
 from loopviz.errors import LoopvizError
 from loopviz.renderers.palette import PALETTE
 from loopviz.renderers.sanitise import cut, json_island, one_line, visible
-from loopviz.trace.display import APPROX, checked_line, cost_line, duration, share_of, short_name
+from loopviz.trace.display import (
+    APPROX, CALLBACK_HEADERS, SUMMARY_HEADERS, checked_line, cost_line, duration, share_of, short_name,
+)
 
 __all__ = ["html_report", "MAX_BARS"]
 
@@ -41,9 +43,10 @@ def html_report(trace: Any, loop: Any = None) -> str:
                  "callbacks that ran there), each green box the work before the event it leads to, each cluster a "
                  "phase or a stretch the loop repeated; the darker, the larger its share of the run. "
                  "Hover for count, total, mean and percentiles."),
-        _section("Where the time went", _table(summary.rename(columns={"pct": "share"}), "summary"),
-                 "Every event and kind of work, over all loops. Click a column to sort."),
-        _section("Callbacks", _table(by_callback, "callbacks"), "Per callback, event and phase."),
+        _section("Where the time went", _table(_slowest_first(summary, SUMMARY_HEADERS), "summary"),
+                 "Every event and kind of work, over all loops, slowest first. Click a column to sort."),
+        _section("Callbacks", _table(_slowest_first(by_callback, CALLBACK_HEADERS), "callbacks"),
+                 "Per callback, event and phase, slowest first."),
     ]
     if trace.tracked_changes:
         sections.append(_section("State changes", _table(trace.changes(), "changes"),
@@ -58,6 +61,11 @@ def html_report(trace: Any, loop: Any = None) -> str:
     return (f'<!DOCTYPE html><html lang="en"><head><meta charset="utf-8"><title>{title}</title>'
             f"<style>{_CSS}</style></head><body><main>{''.join(sections)}</main>"
             f'<aside id="details" hidden></aside><script>{_JS}</script></body></html>')
+
+
+def _slowest_first(table: pd.DataFrame, headers: dict[str, str]) -> pd.DataFrame:
+    """A report table sorted by total time, largest first, its columns named for people."""
+    return table.sort_values("total_ms", ascending=False, kind="stable").rename(columns=headers)
 
 
 def _findings_section(trace: Any, summary: pd.DataFrame, by_callback: pd.DataFrame) -> str:
