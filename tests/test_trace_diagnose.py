@@ -285,3 +285,31 @@ def test_the_trace_notes_the_models_device_and_precision() -> None:
     with learn.trace() as t:
         pass
     assert t.meta["precision"] == "64"
+
+
+def on_device(trace: Trace, clock: str, lag_ns: int) -> Trace:
+    """`trace` as if its clock had been `clock`, the GPU reaching each boundary `lag_ns` after the host recorded it
+    (0: the GPU always caught up, waiting for the host; a large lag: the host always ahead, the GPU never idle)."""
+    from loopviz.trace.layout import F_DEV_END, F_DEV_START, F_END, F_START, FIRING_FIELDS
+
+    data = json.loads(json.dumps(trace.to_json()))
+    data["clock"] = clock
+    flat, width = data["firings"], len(FIRING_FIELDS)  # the file's firings: rows of FIRING_FIELDS, flat
+    for at in range(0, len(flat), width):
+        flat[at + F_DEV_START], flat[at + F_DEV_END] = flat[at + F_START] + lag_ns, flat[at + F_END] + lag_ns
+    return Trace.from_json(data)
+
+
+def test_a_gpu_waiting_for_the_host_between_batches_is_found_and_a_busy_one_is_not() -> None:
+    t = traced(learner(n_train=256, bs=8, width=16, hidden=16, sleep=0.001))  # 32 batches, slow items
+    idle = on_device(t, "cuda", 0)
+    found = {f.kind: f for f in idle.diagnose()}["gpu_idle"]
+    work = idle.work_df()
+    draws = work[(work["work"] == "draw") & (work["phase"] == "train") & (work["after"] == "after_batch") &
+                 (work["before"] == "before_batch")]
+    assert found.saving_ms == pytest.approx(draws["dur"].sum() / 1e6)  # every draw between batches: the GPU idle
+    assert found.severity == "critical" and "pin_memory=True" in found.fix and found.figures["gaps"] == len(draws)
+    busy = on_device(t, "cuda", 50_000_000).diagnose()  # the GPU 50 ms behind the host at every boundary
+    assert "gpu_idle" not in {f.kind for f in busy} and busy.checked["gpu_idle_share"] == 0
+    assert "gpu_idle" not in {f.kind for f in on_device(t, "sync", 0).diagnose()}  # a sync clock stalls it itself
+    assert "gpu_idle" not in {f.kind for f in t.diagnose()}  # the host clock has no device times

@@ -52,6 +52,8 @@ THRESHOLDS: dict[str, Band] = {
     "step": Band(1.0, 2.0, f"the optimizer step's median over forward and backward's medians together (when the "
                            f"steps are over {100 * _STEP_FLOOR:g} % of the run, {_MIN_STEPS} steps or more)"),
     "gpu_wait": Band(0.05, 0.20, "the GPU work one callback or piece of work waited out, as a share of the run"),
+    "gpu_idle": Band(0.10, 0.25, "the time the GPU sat idle between training batches, waiting for the host to start "
+                                 "the next one, as a share of the run (a trace on the 'cuda' clock)"),
     "mixed_precision": Band(0.25, 0.50, "the model's forward and backward on a CUDA device in full precision (no "
                                         "mixed precision), as a share of the run"),
 }
@@ -167,6 +169,8 @@ GENERIC_FIXES = {
     "validation": "validate less often, or on fewer or larger batches",
     "batch_size": "larger batches: the loop's cost per event is paid per batch",
     "step": "torch.optim.AdamW(params, foreach=True)  # a multi-tensor step (fused=True on CUDA)",
+    "host_bound": "keep the GPU fed: DataLoader(..., num_workers={workers}, pin_memory=True) with "
+                  "batch.to(device, non_blocking=True), and no .item() or print of a tensor between batches",
     "precision": "with torch.autocast('cuda', dtype=torch.bfloat16): loss = loss_func(model(x), y)  # mixed precision",
 }
 ADVICE_KEYS = {  # what an adapter's advice may hold (meta['advice']), and what each is
@@ -514,6 +518,50 @@ def _gpu_waits(run: _Run, checked: dict[str, float]) -> list[Finding]:
     return found[:3]
 
 
+def _gpu_idle(run: _Run, checked: dict[str, float]) -> list[Finding]:
+    """The GPU's idle time between training batches: from when the GPU finished a batch (the device time at the end of
+    its closing event) to when the host started the next (the host time at the start of its opening event)."""
+    from loopviz.trace.batches import batch_events
+    from loopviz.trace.layout import F_DEV_END, F_EPOCH, F_EVENT, F_LOOP, F_MODE, F_START
+    from loopviz.trace.reports import firing_matrix
+
+    if run.data.clock != "cuda":
+        return []  # (the host clock has no device times; the sync clock stalls the GPU at every boundary itself)
+    opens, closes = batch_events(run.data)
+    if opens not in run.data.events or closes not in run.data.events:
+        return []
+    m = firing_matrix(run.data)
+    m = m[(m[:, F_MODE] == 1) & (m[:, F_DEV_END] >= 0)]  # training's, with device times
+    m = m[np.argsort(m[:, F_START], kind="stable")]
+    opened = m[m[:, F_EVENT] == run.data.events.index(opens)]
+    closed = m[m[:, F_EVENT] == run.data.events.index(closes)]
+    idle: list[float] = []
+    at = 0
+    for row in closed:  # each batch's close, and the next batch's open in the same loop and epoch
+        while at < len(opened) and opened[at, F_START] <= row[F_START]:
+            at += 1
+        if at == len(opened):
+            break
+        following = opened[at]
+        if following[F_LOOP] == row[F_LOOP] and following[F_EPOCH] == row[F_EPOCH]:
+            idle.append(max(0.0, float(following[F_START] - row[F_DEV_END]) / 1e6))
+    if len(idle) < _MIN_STEPS // 2:
+        return []  # (a few batches' gaps say little: the first ones pay for warm-up)
+    waited = float(sum(idle))
+    share, severity = _banded(checked, "gpu_idle_share", "gpu_idle", waited, run.run_ms)
+    if severity is None:
+        return []
+    workers = _loaders(run).get("train", {}).get("num_workers")
+    evidence = (f"the GPU finished a training batch and waited for the host to start the next one in "
+                f"{sum(1 for gap in idle if gap > 0)} of {len(idle)} gaps between batches: {waited:.1f} ms in all, "
+                f"{100 * share:.1f} % of the run, {float(np.median(idle)):.3f} ms a gap at the median (firings' device "
+                f"and host times, '{closes}' to '{opens}')",)
+    return [Finding("gpu_idle", severity, f"The GPU waits for the host between batches: idle {100 * share:.0f} % of "
+                    f"the run", evidence, "the host's work between batches (data, callbacks, syncs)",
+                    _fix(run, "host_bound", workers=max(2, 2 * int(workers or 0))), waited,
+                    {"share": share, "idle_ms": waited, "gaps": float(len(idle))})]
+
+
 def _mixed_precision(run: _Run, checked: dict[str, float]) -> list[Finding]:
     device, precision = run.data.meta.get("device"), run.data.meta.get("precision")
     if not isinstance(device, str) or not device.startswith("cuda") or precision not in _FULL_PRECISION:
@@ -536,7 +584,8 @@ def _mixed_precision(run: _Run, checked: dict[str, float]) -> list[Finding]:
                     _fix(run, "precision"), spent, {"share": share, "model_ms": spent})]
 
 
-_CHECKS = (_input_bound, _epoch_stalls, _slow_callbacks, _validation, _dispatch, _step, _gpu_waits, _mixed_precision)
+_CHECKS = (_input_bound, _epoch_stalls, _slow_callbacks, _validation, _dispatch, _step, _gpu_waits, _gpu_idle,
+           _mixed_precision)
 
 
 def diagnose(data: TraceData, tables: tuple[pd.DataFrame, pd.DataFrame] | None = None) -> Findings:
