@@ -20,7 +20,9 @@ ADVICE = {
                  "from torch.utils.data import DataLoader\n"
                  "dls = DataLoaders(DataLoader(train_ds, batch_size=64, shuffle=True, num_workers={workers}, "
                  "persistent_workers=True),\n"
-                 "                  DataLoader(valid_ds, batch_size=64, num_workers={workers}, persistent_workers=True))",
+                 "                  DataLoader(valid_ds, batch_size=64, num_workers={workers}, persistent_workers=True))\n"
+                 "# when done with the learner: for dl in dls.loaders: dl._iterator = None  # ends the workers now "
+                 "(left to the garbage collector with the learner, each waits out torch's 5 s timeout)",
         "every_n": "if self.train_iter % 10: return  # first line of {callback}.{event}: its work every 10th batch",
         "rarer": "if self.train_iter % 100: return  # {callback}.{event} already skips most batches: its heavy calls "
                  "less often still (or move them to after_epoch), or make them cheaper",
