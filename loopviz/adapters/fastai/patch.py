@@ -6,6 +6,7 @@ from typing import TYPE_CHECKING
 from fastai.learner import Learner
 from fastcore.basics import patch
 
+from loopviz.adapters.fastai import dataloop as _dataloop  # noqa: F401  (patches Learner.data_loop, show_data_loop)
 from loopviz.adapters.fastai import tracer as _tracer  # noqa: F401  (patches Learner.trace)
 from loopviz.adapters.fastai.creation import record_creations
 from loopviz.adapters.fastai.spec import LOOPS, as_callbacks, build_spec

@@ -1,0 +1,165 @@
+"""The data loop of a fastai loader (`learn.data_loop()`): what `draw` does, stage by stage (`loopviz.dataloop`).
+
+fastai's `DataLoader.__iter__` (fastai/data/load.py): in the worker processes when `num_workers > 0` (its
+`_FakeLoader` runs `create_batches` there), else in the main process, per item `create_item` (the dataset's
+`__getitem__`: a `Datasets`' or `TfmdLists`' type transforms) then `after_item`; per batch `before_batch`,
+`create_batch` (`fa_collate`, or `fa_convert` without a batch size) and `retain` (types kept); then in the main
+process the move to the loader's device and `after_batch`. A `Pipeline` applies its transforms sorted by `order`; a
+transform whose `split_idx` is not the loader's is skipped. A torch `DataLoader` in a fastai `DataLoaders` is
+described by its own stages: the dataset's `__getitem__` and `collate_fn`; the Learner moves its batches.
+"""
+from __future__ import annotations
+
+import inspect
+from typing import Any
+
+from fastai.data.load import DataLoader as FastaiLoader
+from fastai.learner import Learner
+from fastcore.basics import patch
+
+from loopviz.checks import check_choice
+from loopviz.dataloop import DataLoop, DataStage, DataStep, Split
+from loopviz.errors import LoopvizError
+from loopviz.model import SourceRef
+
+__all__ = ["data_loop", "show_data_loop"]
+
+_SPLITS: dict[Any, Split] = {None: "both", 0: "train only", 1: "valid only"}
+
+
+def _first_line(text: str | None) -> str:
+    return (text or "").strip().splitlines()[0] if (text or "").strip() else ""
+
+
+def _source(obj: Any) -> SourceRef | None:
+    """Where `obj` (a function or class) is defined, when Python knows."""
+    try:
+        target = inspect.unwrap(obj)
+        return SourceRef(inspect.getsourcefile(target) or "", inspect.getsourcelines(target)[1])
+    except (TypeError, OSError):
+        return None
+
+
+_BASE_MODULES = ("fasttransform.transform", "fastcore.transform")  # where fastai's Transform class comes from
+
+
+def _step(tfm: Any, split: Any) -> DataStep:
+    """A fastai Transform (or any callable) as a step, with whether it runs on the loader's split. A Transform made
+    from a function (`Transform(f)`, a DataBlock's getters) is described by that function."""
+    name = str(getattr(tfm, "name", None) or getattr(tfm, "__name__", None) or type(tfm).__name__)
+    wrapped = type(tfm).__name__ == "Transform" and type(tfm).__module__ in _BASE_MODULES
+    defined = getattr(getattr(tfm, "encodes", None), "_f", None) if wrapped else type(tfm)
+    doc = _first_line(getattr(defined, "__doc__", None)) if defined is not None else ""
+    tfm_split = getattr(tfm, "split_idx", None)
+    order = getattr(tfm, "order", None)
+    note = ""
+    if not (split is None or tfm_split is None or tfm_split == split):
+        note = "for the other split's loader only"
+    elif not hasattr(tfm, "encodes") and hasattr(tfm, "split_idx"):  # a Transform with nothing registered to run
+        note = "no encodes registered: it passes items through unchanged"
+    return DataStep(name, doc, order if isinstance(order, int) else None, _SPLITS.get(tfm_split, "both"), not note,
+                    _source(defined) if defined is not None else None, note)
+
+
+def _pipeline(pipe: Any, split: Any) -> tuple[DataStep, ...]:
+    """A Pipeline's transforms in the order it applies them (its `fs`, sorted by `order`)."""
+    return tuple(_step(tfm, split) for tfm in getattr(pipe, "fs", ()) or ())
+
+
+def _item_steps(dataset: Any, split: Any) -> tuple[DataStep, ...]:
+    """What making an item runs: a Datasets' type transforms (per element), a TfmdLists', or `__getitem__`."""
+    if hasattr(dataset, "tls"):  # Datasets: one TfmdLists per element of the tuple
+        steps: list[DataStep] = []
+        for index, tl in enumerate(dataset.tls):
+            for step in _pipeline(getattr(tl, "tfms", None), split):
+                steps.append(DataStep(f"{step.name} (element {index})", step.doc, step.order, step.split, step.runs,
+                                      step.source, step.note))
+        return tuple(steps)
+    if hasattr(dataset, "tfms") and hasattr(dataset, "items"):  # TfmdLists
+        return _pipeline(dataset.tfms, split)
+    getitem = getattr(type(dataset), "__getitem__", None)
+    return (DataStep(f"{type(dataset).__name__}.__getitem__", _first_line(getattr(getitem, "__doc__", None)),
+                     source=_source(getitem)),)
+
+
+def _fastai_loop(dl: FastaiLoader, name: str) -> DataLoop:
+    workers = int(getattr(dl.fake_l, "num_workers", 0) or 0)
+    where = "worker processes" if workers > 0 else "main process"
+    split = getattr(dl, "split_idx", None)
+    split = split if split in (0, 1) else None
+    device = str(dl.device) if dl.device is not None else "cpu"
+    collate = "fa_convert" if dl.bs is None else "fa_collate"
+    stages = (
+        DataStage("create_item", "item", where, "the dataset makes the item: its __getitem__ or type transforms",
+                  _item_steps(dl.dataset, split)),
+        DataStage("after_item", "item", where, "the item transforms", _pipeline(dl.after_item, split)),
+        DataStage("before_batch", "batch", where, "the transforms of the batch's items before collating",
+                  _pipeline(dl.before_batch, split)),
+        DataStage("create_batch", "batch", where, f"{collate}: the items collated into one batch",
+                  (DataStep(collate, "collates the items into tensors" if collate == "fa_collate" else
+                            "converts a batch the dataset made"),)),
+        DataStage("retain", "batch", where, "the items' types given back to the batch (retain_types)"),
+        DataStage("to_device", "batch", "main process", f"the batch moved to {device}", device=device),
+        DataStage("after_batch", "batch", "main process", "the batch transforms", _pipeline(dl.after_batch, split),
+                  device=device),
+    )
+    settings = {"bs": dl.bs, "num_workers": workers,
+                "persistent_workers": bool(getattr(dl.fake_l, "persistent_workers", False)),
+                "pin_memory": bool(dl.pin_memory), "drop_last": bool(dl.drop_last), "shuffle": bool(dl.shuffle),
+                "device": device}
+    notes = ("fastai's DataLoader starts its worker processes again at every pass, whatever persistent_workers "
+             "says",) if workers > 0 else ()
+    return DataLoop(name, type(dl).__name__, "fastai", stages, settings, notes)
+
+
+def _torch_loop(dl: Any, name: str) -> DataLoop:
+    workers = int(getattr(dl, "num_workers", 0) or 0)
+    where = "worker processes" if workers > 0 else "main process"
+    collate = getattr(dl, "collate_fn", None)
+    collate_name = getattr(collate, "__name__", type(collate).__name__)
+    stages = (
+        DataStage("create_item", "item", where, "the dataset makes the item", _item_steps(dl.dataset, None)),
+        DataStage("create_batch", "batch", where, f"{collate_name}: the items collated into one batch",
+                  (DataStep(collate_name, _first_line(getattr(collate, "__doc__", None)), source=_source(collate)),)),
+        DataStage("pin_memory", "batch", "main process", "the batch copied to pinned memory (a thread of the main "
+                  "process)") if getattr(dl, "pin_memory", False) else None,
+    )
+    settings = {"bs": dl.batch_size, "num_workers": workers,
+                "persistent_workers": bool(getattr(dl, "persistent_workers", False)),
+                "pin_memory": bool(getattr(dl, "pin_memory", False)), "drop_last": bool(dl.drop_last)}
+    notes = ("a torch DataLoader: the Learner moves each batch to the device in its training step",)
+    return DataLoop(name, type(dl).__name__, "torch", tuple(s for s in stages if s is not None), settings, notes)
+
+
+def data_loop(dl: Any, name: str = "train") -> DataLoop:
+    """The data loop of one loader: a fastai DataLoader (TfmdDL included) or a torch DataLoader."""
+    import torch
+
+    if isinstance(dl, FastaiLoader):
+        return _fastai_loop(dl, name)
+    if isinstance(dl, torch.utils.data.DataLoader):
+        return _torch_loop(dl, name)
+    raise LoopvizError(f"{type(dl).__name__} is not a fastai or torch DataLoader: loopviz describes those loaders' "
+                       "loops only; pass learn.dls.train or learn.dls.valid.")
+
+
+@patch
+def data_loop(self: Learner,
+              which: str = "train",  # 'train' or 'valid': which of the learner's loaders
+              ) -> DataLoop:
+    "The loop the learner's `which` loader runs for each batch (what `draw` does), stage by stage"
+    check_choice("which", which, ["train", "valid"])
+    dls = getattr(self, "dls", None)
+    if dls is None:
+        raise LoopvizError("this learner has no DataLoaders (learn.dls); create it with its data first.")
+    return data_loop(getattr(dls, which), which)
+
+
+@patch
+def show_data_loop(self: Learner,
+                   which: str = "train",  # 'train' or 'valid': which of the learner's loaders
+                   ) -> Any:
+    "Show the loop the learner's `which` loader runs for each batch (what `draw` does): its stages and transforms"
+    from loopviz.renderers.dataloop import DataLoopView
+
+    return DataLoopView(self.data_loop(which))

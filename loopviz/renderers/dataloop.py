@@ -1,0 +1,83 @@
+"""A `DataLoop` as a rich tree and as text: the loader's settings, then each stage in the order it runs, with where
+it runs and its steps (order, split, what each does). Names from user code are escaped here, at the sink."""
+from __future__ import annotations
+
+import io
+from typing import Any
+
+from rich.console import Console, Group
+from rich.text import Text
+from rich.tree import Tree
+
+from loopviz.dataloop import DataLoop, DataStage, DataStep
+from loopviz.renderers.sanitise import TEXT_LIMIT, cut, one_line
+
+__all__ = ["data_loop_renderable", "data_loop_text", "DataLoopView"]
+
+
+def _name(text: str) -> str:
+    return cut(one_line(text))
+
+
+def _settings(loop: DataLoop) -> str:
+    return ", ".join(f"{key}={value}" for key, value in loop.settings.items())
+
+
+def _step_line(step: DataStep) -> Text:
+    line = Text(_name(step.name), style="bold" if step.runs else "dim strike")
+    facts = [f"order {step.order}"] if step.order is not None else []
+    if step.split != "both":
+        facts.append(step.split)
+    if step.note:
+        facts.append(step.note if step.runs else f"does not run: {step.note}")
+    if facts:
+        line.append(f"  ({', '.join(facts)})", style="dim")
+    if step.doc:
+        line.append(f"  {cut(one_line(step.doc), TEXT_LIMIT)}")
+    if step.source is not None:
+        line.append(f"  {_name(step.source.short())}", style="dim")
+    return line
+
+
+def _stage(tree: Tree, stage: DataStage) -> None:
+    where = stage.where + (f", {stage.device}" if stage.device != "cpu" else "")
+    label = Text.assemble((stage.name, "bold cyan"), f"  per {stage.per}, in the {where}: ",
+                          cut(one_line(stage.description), TEXT_LIMIT))
+    branch = tree.add(label)
+    for step in stage.steps:
+        branch.add(_step_line(step))
+
+
+def data_loop_renderable(loop: DataLoop) -> Group:
+    """The data loop as a rich renderable: a header, the stages as a tree, the notes."""
+    tree = Tree(Text.assemble(("draw", "bold"), f": the {_name(loop.name)} loader's loop ",
+                              (f"({_name(loop.loader)}, {_name(loop.framework)})", "dim")))
+    for stage in loop.stages:
+        _stage(tree, stage)
+    parts: list[Any] = [tree, Text(f"settings: {_name(_settings(loop))}", style="dim")]
+    parts += [Text(f"note: {cut(one_line(note), TEXT_LIMIT)}", style="dim") for note in loop.notes]
+    return Group(*parts)
+
+
+def data_loop_text(loop: DataLoop, width: int = 120) -> str:
+    """The data loop as plain text."""
+    out = io.StringIO()
+    Console(file=out, width=width, color_system=None, legacy_windows=False, force_jupyter=False).print(
+        data_loop_renderable(loop))
+    return out.getvalue().rstrip("\n")
+
+
+class DataLoopView:
+    """What `learn.show_data_loop()` returns: the loop, shown as a tree in a terminal and as text elsewhere."""
+
+    def __init__(self, loop: DataLoop):
+        self.loop = loop
+
+    def __rich__(self) -> Group:
+        return data_loop_renderable(self.loop)
+
+    def __str__(self) -> str:
+        return data_loop_text(self.loop)
+
+    def __repr__(self) -> str:
+        return str(self)

@@ -1,0 +1,177 @@
+"""`learn.data_loop()` against what a real pass of the loader runs: an independent spy of fastai's transforms (a
+wrapper of `Transform._do_call`, which runs only when a transform applies, written without loopviz) records each
+transform that ran, in order, and the process it ran in."""
+from __future__ import annotations
+
+import os
+import threading
+from pathlib import Path
+
+import pytest
+import torch
+from fastai.data.all import DataBlock, DataLoaders, RandomSplitter, Transform, TransformBlock, tensor
+from fastai.learner import Learner
+from torch import nn
+
+from loopviz.adapters.fastai.dataloop import data_loop
+from loopviz.errors import LoopvizError
+from loopviz.renderers.dataloop import data_loop_text
+
+TRANSFORM = type(Transform(lambda x: x))  # fastai's Transform class (from fasttransform)
+
+
+class TrainNoise(Transform):
+    "Adds a little noise, in training only"
+    split_idx = 0
+    order = 3
+
+    def encodes(self, x: torch.Tensor):
+        return x + 0.01
+
+
+class Scale(Transform):
+    "Halves each number"
+    order = 1
+
+    def encodes(self, x: torch.Tensor):
+        return x / 2
+
+
+def as_number(x):
+    "One number as a float tensor"
+    return tensor([float(x)])
+
+
+def block_loaders(workers: int = 0):
+    block = DataBlock(blocks=(TransformBlock(type_tfms=[as_number]), TransformBlock()),
+                      get_items=lambda _: list(range(40)), get_y=lambda o: float(o % 2),
+                      splitter=RandomSplitter(seed=0), batch_tfms=[TrainNoise(), Scale()])
+    return block.dataloaders(None, bs=4, num_workers=workers)
+
+
+class Spy:
+    """Every transform that ran, in order: (name, process id), the outermost call only (a transform of a tuple runs
+    once per element inside one call); lines appended to a file, so worker processes report too."""
+
+    def __init__(self, path: Path):
+        self.path, self.depth = path, threading.local()
+
+    def __enter__(self):
+        original, spy = TRANSFORM._do_call, self
+
+        def _do_call(tfm, nm, *args, **kwargs):
+            depth = getattr(spy.depth, "n", 0)
+            if depth == 0 and nm == "encodes":
+                with open(spy.path, "a") as f:
+                    f.write(f"{getattr(tfm, 'name', type(tfm).__name__)}\t{os.getpid()}\n")
+            spy.depth.n = depth + 1
+            try:
+                return original(tfm, nm, *args, **kwargs)
+            finally:
+                spy.depth.n = depth
+
+        self.original = original
+        TRANSFORM._do_call = _do_call
+        return self
+
+    def __exit__(self, *exc):
+        TRANSFORM._do_call = self.original
+
+    def ran(self) -> list[tuple[str, int]]:
+        if not self.path.exists():
+            return []
+        return [(name, int(pid)) for name, pid in (line.split("\t") for line in self.path.read_text().splitlines())]
+
+
+def expected(loop, items: int) -> list[str]:
+    """The transforms the loop says run for one batch of `items` items, in order."""
+    per_item = [step.name.split(" (element")[0] for stage in loop.stages if stage.per == "item"
+                for step in stage.steps if step.runs]
+    per_batch = [step.name for stage in loop.stages if stage.per == "batch" and stage.name != "create_batch"
+                 for step in stage.steps if step.runs]
+    return per_item * items + per_batch
+
+
+@pytest.mark.parametrize("which, split", [("train", 0), ("valid", 1)])
+def test_the_loop_says_what_one_batch_runs_in_order(tmp_path: Path, which: str, split: int) -> None:
+    dls = block_loaders()
+    dl = getattr(dls, which)
+    loop = data_loop(dl, which)
+    with Spy(tmp_path / "ran.tsv") as spy:
+        next(iter(dl))
+    assert [name for name, _ in spy.ran()] == expected(loop, 4)
+    after_batch = {stage.name: stage for stage in loop.stages}["after_batch"]
+    assert [(s.name, s.order, s.split, s.runs) for s in after_batch.steps] == [
+        ("Scale", 1, "both", True), ("TrainNoise", 3, "train only", split == 0)]  # sorted by order, as fastai does
+    assert [s.name for s in loop.stages] == ["create_item", "after_item", "before_batch", "create_batch", "retain",
+                                             "to_device", "after_batch"]
+
+
+def test_with_workers_the_items_are_made_in_worker_processes_and_the_batch_transformed_in_the_main_one(
+        tmp_path: Path) -> None:
+    dl = block_loaders(workers=2).train
+    loop = data_loop(dl)
+    with Spy(tmp_path / "ran.tsv") as spy:
+        for _ in dl:
+            pass
+    main = os.getpid()
+    ran_in = {name: pid == main for name, pid in spy.ran()}  # name -> ran in the main process
+    where = {step.name.split(" (element")[0]: stage.where for stage in loop.stages for step in stage.steps
+             if step.runs and stage.name != "create_batch"}
+    assert set(ran_in) == set(where)
+    for name, in_main in ran_in.items():
+        assert (where[name] == "main process") == in_main, name
+    assert loop.settings["num_workers"] == 2 and "starts its worker processes again" in loop.notes[0]
+
+
+def test_a_torch_loader_is_its_datasets_getitem_and_collate(tmp_path: Path) -> None:
+    seen: list[str] = []
+
+    class Items(torch.utils.data.Dataset):
+        "Eight random pairs"
+
+        def __len__(self):
+            return 8
+
+        def __getitem__(self, i):
+            seen.append("item")
+            return torch.randn(2), torch.randn(1)
+
+    def collate(batch):
+        "Stacks the pairs"
+        seen.append("collate")
+        return torch.utils.data.default_collate(batch)
+
+    dl = torch.utils.data.DataLoader(Items(), batch_size=4, collate_fn=collate)
+    loop = data_loop(dl)
+    next(iter(dl))
+    assert seen == ["item"] * 4 + ["collate"]
+    assert [(stage.name, stage.per, [s.name for s in stage.steps]) for stage in loop.stages] == [
+        ("create_item", "item", ["Items.__getitem__"]), ("create_batch", "batch", ["collate"])]
+    assert loop.stages[0].steps[0].doc == "Eight random pairs" or loop.stages[0].steps[0].source is not None
+    assert loop.settings == {"bs": 4, "num_workers": 0, "persistent_workers": False, "pin_memory": False,
+                             "drop_last": False}
+
+
+def test_the_learner_shows_it_and_names_from_user_code_are_escaped() -> None:
+    dls = block_loaders()
+    learn = Learner(dls, nn.Linear(1, 1), loss_func=nn.MSELoss())
+    text = str(learn.show_data_loop())
+    lines = text.splitlines()
+    assert lines[0] == "draw: the train loader's loop (TfmdDL, fastai)"
+    assert any("Scale  (order 1)  Halves each number" in line for line in lines)
+    assert any("TrainNoise  (order 3, train only)  Adds a little noise, in training only" in line for line in lines)
+    assert "train only, does not run: for the other split's loader only" in str(learn.show_data_loop("valid"))
+    assert "ToTensor  (order 5, does not run: no encodes registered" in text  # (fastai.vision registers its encodes)
+    class Evil(Transform):
+        def encodes(self, x: torch.Tensor):
+            return x
+
+    Evil.__name__, Evil.__qualname__, Evil.__doc__ = "Evil\x1b[31m", "Evil\x1b[31m", "bad\x07doc"
+    dls.train.after_batch.add(Evil())
+    shown = data_loop_text(learn.data_loop())
+    assert "\x1b" not in shown and "\x07" not in shown and "Evil\\x1b[31m" in shown
+    with pytest.raises(LoopvizError, match="'train' or 'valid'|one of"):
+        learn.data_loop("test")
+    with pytest.raises(LoopvizError, match="not a fastai or torch DataLoader"):
+        data_loop([1, 2, 3])
