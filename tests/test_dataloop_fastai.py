@@ -175,3 +175,17 @@ def test_the_learner_shows_it_and_names_from_user_code_are_escaped() -> None:
         learn.data_loop("test")
     with pytest.raises(LoopvizError, match="not a fastai or torch DataLoader"):
         data_loop([1, 2, 3])
+
+
+def test_a_function_given_for_a_stage_is_its_step_and_the_loaders_own_noop_is_none() -> None:
+    from fastai.data.load import DataLoader
+
+    def halve(batch):
+        "Halves the batch"
+        return [b / 2 for b in batch]
+
+    dl = DataLoader(list(range(8)), bs=4, after_batch=halve)
+    loop = data_loop(dl)
+    stages = {stage.name: [step.name for step in stage.steps] for stage in loop.stages}
+    assert stages["after_batch"] == ["halve"] and stages["after_item"] == [] and stages["before_batch"] == []
+    assert next(iter(dl))[0] == 0 and loop.stages[-1].steps[0].doc == "Halves the batch"

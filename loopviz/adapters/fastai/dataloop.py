@@ -48,7 +48,8 @@ def _step(tfm: Any, split: Any) -> DataStep:
     from a function (`Transform(f)`, a DataBlock's getters) is described by that function."""
     name = str(getattr(tfm, "name", None) or getattr(tfm, "__name__", None) or type(tfm).__name__)
     wrapped = type(tfm).__name__ == "Transform" and type(tfm).__module__ in _BASE_MODULES
-    defined = getattr(getattr(tfm, "encodes", None), "_f", None) if wrapped else type(tfm)
+    defined = (getattr(getattr(tfm, "encodes", None), "_f", None) if wrapped else
+               tfm if inspect.isfunction(tfm) or inspect.ismethod(tfm) else type(tfm))
     doc = _first_line(getattr(defined, "__doc__", None)) if defined is not None else ""
     tfm_split = getattr(tfm, "split_idx", None)
     order = getattr(tfm, "order", None)
@@ -62,8 +63,13 @@ def _step(tfm: Any, split: Any) -> DataStep:
 
 
 def _pipeline(pipe: Any, split: Any) -> tuple[DataStep, ...]:
-    """A Pipeline's transforms in the order it applies them (its `fs`, sorted by `order`)."""
-    return tuple(_step(tfm, split) for tfm in getattr(pipe, "fs", ()) or ())
+    """A Pipeline's transforms in the order it applies them (its `fs`, sorted by `order`); a function given in its
+    place (`DataLoader(after_batch=f)`) as one step; the loader's own no-op method as none."""
+    if hasattr(pipe, "fs"):
+        return tuple(_step(tfm, split) for tfm in pipe.fs or ())
+    if pipe is None or isinstance(getattr(pipe, "__self__", None), FastaiLoader):
+        return ()
+    return (_step(pipe, split),)
 
 
 def _item_steps(dataset: Any, split: Any) -> tuple[DataStep, ...]:
