@@ -189,3 +189,30 @@ def test_a_function_given_for_a_stage_is_its_step_and_the_loaders_own_noop_is_no
     stages = {stage.name: [step.name for step in stage.steps] for stage in loop.stages}
     assert stages["after_batch"] == ["halve"] and stages["after_item"] == [] and stages["before_batch"] == []
     assert next(iter(dl))[0] == 0 and loop.stages[-1].steps[0].doc == "Halves the batch"
+
+
+def test_a_tabular_loader_reads_rows_per_batch_and_its_procs_ran_once(tmp_path: Path, monkeypatch) -> None:
+    import pandas as pd
+    from fastai.tabular.core import Categorify, FillMissing, Normalize, TabDataLoader, TabularPandas
+
+    df = pd.DataFrame({"a": [1.0, 2.0, None, 4.0] * 8, "c": ["x", "y"] * 16, "y": [0.0, 1.0] * 16})
+    to = TabularPandas(df, procs=[Categorify, FillMissing, Normalize], cat_names=["c"], cont_names=["a"],
+                       y_names="y", splits=(list(range(24)), list(range(24, 32))))
+    dl = to.dataloaders(bs=8).train
+    loop = data_loop(dl)
+    called: list[str] = []
+    for method in ("do_item", "create_item", "create_batch"):  # the spy: which of the loader's methods ran
+        original = getattr(TabDataLoader, method)
+        monkeypatch.setattr(TabDataLoader, method,
+                            lambda self, x, _m=method, _o=original: called.append(_m) or _o(self, x))
+    with Spy(tmp_path / "ran.tsv") as spy:
+        next(iter(dl))
+    assert set(called) == {"do_item", "create_batch"} and called.count("create_batch") == 1  # never create_item
+    stages = {stage.name: [step.name for step in stage.steps] for stage in loop.stages}
+    assert list(stages) == ["do_item", "before_batch", "create_batch", "retain", "to_device", "after_batch"]
+    assert stages["do_item"] == ["TabDataLoader.do_item"] and stages["create_batch"] == ["TabDataLoader.create_batch"]
+    assert [name for name, _ in spy.ran()] == [s for s in stages["after_batch"]
+                                               if next(t for t in loop.stages[-1].steps if t.name == s).runs]
+    assert "ReadTabBatch" in stages["after_batch"]
+    assert loop.notes[-1].endswith("procs ran once, when the data was made, not per batch: FillMissing, "
+                                  "RegressionSetup, Categorify, Normalize")  # (in the order fastai ran them)

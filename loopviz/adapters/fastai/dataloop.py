@@ -95,15 +95,23 @@ def _fastai_loop(dl: FastaiLoader, name: str) -> DataLoop:
     split = split if split in (0, 1) else None
     device = str(dl.device) if dl.device is not None else "cpu"
     collate = "fa_convert" if dl.bs is None else "fa_collate"
+    if _overrides(dl, "do_item"):  # (a tabular loader: an item is its index, the rows are read per batch)
+        items = (DataStage("do_item", "item", where, "the loader's own do_item, in place of create_item and "
+                           "after_item", (_method_step(dl, "do_item"),)),)
+    else:
+        made = ((_method_step(dl, "create_item"),) if _overrides(dl, "create_item") else
+                _item_steps(dl.dataset, split))
+        items = (DataStage("create_item", "item", where, "the item is made: the dataset's __getitem__ or type "
+                           "transforms, or the loader's own create_item", made),
+                 DataStage("after_item", "item", where, "the item transforms", _pipeline(dl.after_item, split)))
+    batch = ((_method_step(dl, "create_batch"),) if _overrides(dl, "create_batch") else
+             (DataStep(collate, "collates the items into tensors" if collate == "fa_collate" else
+                       "converts a batch the dataset made"),))
     stages = (
-        DataStage("create_item", "item", where, "the dataset makes the item: its __getitem__ or type transforms",
-                  _item_steps(dl.dataset, split)),
-        DataStage("after_item", "item", where, "the item transforms", _pipeline(dl.after_item, split)),
+        *items,
         DataStage("before_batch", "batch", where, "the transforms of the batch's items before collating",
                   _pipeline(dl.before_batch, split)),
-        DataStage("create_batch", "batch", where, f"{collate}: the items collated into one batch",
-                  (DataStep(collate, "collates the items into tensors" if collate == "fa_collate" else
-                            "converts a batch the dataset made"),)),
+        DataStage("create_batch", "batch", where, "the items made into one batch", batch),
         DataStage("retain", "batch", where, "the items' types given back to the batch (retain_types)"),
         DataStage("to_device", "batch", "main process", f"the batch moved to {device}", device=device),
         DataStage("after_batch", "batch", "main process", "the batch transforms", _pipeline(dl.after_batch, split),
@@ -115,7 +123,25 @@ def _fastai_loop(dl: FastaiLoader, name: str) -> DataLoop:
                 "device": device}
     notes = ("fastai's DataLoader starts its worker processes again at every pass, whatever persistent_workers "
              "says",) if workers > 0 else ()
+    procs = getattr(getattr(dl.dataset, "procs", None), "fs", None)
+    if procs:  # TabularPandas: processed once, when it was made, not per batch
+        notes += (f"its procs ran once, when the data was made, not per batch: "
+                  f"{', '.join(type(p).__name__ for p in procs)}",)
     return DataLoop(name, type(dl).__name__, "fastai", stages, settings, notes)
+
+
+def _overrides(dl: Any, method: str) -> bool:
+    """True when the loader's class replaces fastai's DataLoader method (or the loader was given a function for it)."""
+    own = getattr(dl, method, None)
+    return getattr(own, "__func__", own) is not getattr(FastaiLoader, method)
+
+
+def _method_step(dl: Any, method: str) -> DataStep:
+    """The loader's own method (or the function it was given) as a step."""
+    own = getattr(dl, method)
+    func = getattr(own, "__func__", own)
+    name = getattr(func, "__qualname__" if hasattr(own, "__func__") else "__name__", method)  # (the defining class's)
+    return DataStep(str(name), _first_line(getattr(func, "__doc__", None)), source=_source(func))
 
 
 def _torch_loop(dl: Any, name: str) -> DataLoop:
