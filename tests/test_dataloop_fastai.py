@@ -216,3 +216,4 @@ def test_a_tabular_loader_reads_rows_per_batch_and_its_procs_ran_once(tmp_path: 
     assert "ReadTabBatch" in stages["after_batch"]
     assert loop.notes[-1].endswith("procs ran once, when the data was made, not per batch: FillMissing, "
                                   "RegressionSetup, Categorify, Normalize")  # (in the order fastai ran them)
+

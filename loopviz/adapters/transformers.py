@@ -25,7 +25,9 @@ from transformers import TrainerCallback
 
 from loopviz.errors import LoopvizError
 from loopviz.adapters.facts import cpu_facts, torch_loader_facts, weights_precision
+from loopviz.adapters.torch_loader import torch_data_loop
 from loopviz.adapters.transformers_cost import cost_measure
+from loopviz.dataloop import DataLoop
 from loopviz.generic import DispatchTracer, cancel, event, phase, work
 from loopviz.generic import loop_spec as generic_loop_spec
 from loopviz.model import Event, LoopSpec, Mode, Phase, Role, Step
@@ -434,6 +436,31 @@ def trace(trainer: Any, clock: str = "auto", changes: bool = False, waits: bool 
     if waits:
         raise LoopvizError("waits for the GPU are recorded for fastai learners only; trace a Trainer without waits.")
     return trace_trainer(trainer, clock=make_clock(clock, str(getattr(trainer.model, "device", "cpu"))), **options)
+
+
+def data_loop(trainer: Any, which: str = "train") -> DataLoop:
+    """The loop the Trainer's `which` loader ('train' or 'eval') runs for each step: its dataset's `__getitem__` and
+    its data collator, where the TrainingArguments say (read from the trainer: no loader is made)."""
+    from loopviz.checks import check_choice
+
+    check_choice("which", which, ["train", "eval"])
+    dataset = trainer.train_dataset if which == "train" else trainer.eval_dataset
+    notes = ["the Trainer moves each batch to the device in its training step (_prepare_inputs)",
+             "its loader (accelerate's) makes the next batch before it yields one: one batch ahead"]
+    if isinstance(dataset, dict) and dataset:
+        notes.append(f"one loader per evaluation dataset ({', '.join(map(str, dataset))}): the first shown")
+        dataset = next(iter(dataset.values()))
+    if dataset is None:
+        raise LoopvizError(f"this Trainer has no {which}_dataset: give it one (Trainer({which}_dataset=...)) to see "
+                           f"its loader's loop.")
+    args = trainer.args
+    if getattr(args, "remove_unused_columns", False) and hasattr(dataset, "column_names"):
+        notes.append("the columns the model's forward does not take are removed first (remove_unused_columns)")
+    settings = {"bs": args.per_device_train_batch_size if which == "train" else args.per_device_eval_batch_size,
+                "num_workers": args.dataloader_num_workers,
+                "persistent_workers": bool(args.dataloader_persistent_workers),
+                "pin_memory": bool(args.dataloader_pin_memory), "drop_last": bool(args.dataloader_drop_last)}
+    return torch_data_loop(None, which, FRAMEWORK, tuple(notes), dataset, trainer.data_collator, settings)
 
 
 def fit(trainer: Any, epochs: int, cbs: Sequence[Any] = ()) -> None:

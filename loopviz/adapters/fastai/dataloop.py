@@ -17,27 +17,15 @@ from fastai.data.load import DataLoader as FastaiLoader
 from fastai.learner import Learner
 from fastcore.basics import patch
 
+from loopviz.adapters.torch_loader import first_line as _first_line
+from loopviz.adapters.torch_loader import getitem_step, source_of as _source, torch_data_loop
 from loopviz.checks import check_choice
 from loopviz.dataloop import DataLoop, DataStage, DataStep, Split
 from loopviz.errors import LoopvizError
-from loopviz.model import SourceRef
 
 __all__ = ["data_loop", "show_data_loop"]
 
 _SPLITS: dict[Any, Split] = {None: "both", 0: "train only", 1: "valid only"}
-
-
-def _first_line(text: str | None) -> str:
-    return (text or "").strip().splitlines()[0] if (text or "").strip() else ""
-
-
-def _source(obj: Any) -> SourceRef | None:
-    """Where `obj` (a function or class) is defined, when Python knows."""
-    try:
-        target = inspect.unwrap(obj)
-        return SourceRef(inspect.getsourcefile(target) or "", inspect.getsourcelines(target)[1])
-    except (TypeError, OSError):
-        return None
 
 
 _BASE_MODULES = ("fasttransform.transform", "fastcore.transform")  # where fastai's Transform class comes from
@@ -83,9 +71,7 @@ def _item_steps(dataset: Any, split: Any) -> tuple[DataStep, ...]:
         return tuple(steps)
     if hasattr(dataset, "tfms") and hasattr(dataset, "items"):  # TfmdLists
         return _pipeline(dataset.tfms, split)
-    getitem = getattr(type(dataset), "__getitem__", None)
-    return (DataStep(f"{type(dataset).__name__}.__getitem__", _first_line(getattr(getitem, "__doc__", None)),
-                     source=_source(getitem)),)
+    return (getitem_step(dataset),)
 
 
 def _fastai_loop(dl: FastaiLoader, name: str) -> DataLoop:
@@ -144,25 +130,6 @@ def _method_step(dl: Any, method: str) -> DataStep:
     return DataStep(str(name), _first_line(getattr(func, "__doc__", None)), source=_source(func))
 
 
-def _torch_loop(dl: Any, name: str) -> DataLoop:
-    workers = int(getattr(dl, "num_workers", 0) or 0)
-    where = "worker processes" if workers > 0 else "main process"
-    collate = getattr(dl, "collate_fn", None)
-    collate_name = getattr(collate, "__name__", type(collate).__name__)
-    stages = (
-        DataStage("create_item", "item", where, "the dataset makes the item", _item_steps(dl.dataset, None)),
-        DataStage("create_batch", "batch", where, f"{collate_name}: the items collated into one batch",
-                  (DataStep(collate_name, _first_line(getattr(collate, "__doc__", None)), source=_source(collate)),)),
-        DataStage("pin_memory", "batch", "main process", "the batch copied to pinned memory (a thread of the main "
-                  "process)") if getattr(dl, "pin_memory", False) else None,
-    )
-    settings = {"bs": dl.batch_size, "num_workers": workers,
-                "persistent_workers": bool(getattr(dl, "persistent_workers", False)),
-                "pin_memory": bool(getattr(dl, "pin_memory", False)), "drop_last": bool(dl.drop_last)}
-    notes = ("a torch DataLoader: the Learner moves each batch to the device in its training step",)
-    return DataLoop(name, type(dl).__name__, "torch", tuple(s for s in stages if s is not None), settings, notes)
-
-
 def data_loop(dl: Any, name: str = "train") -> DataLoop:
     """The data loop of one loader: a fastai DataLoader (TfmdDL included) or a torch DataLoader."""
     import torch
@@ -170,7 +137,8 @@ def data_loop(dl: Any, name: str = "train") -> DataLoop:
     if isinstance(dl, FastaiLoader):
         return _fastai_loop(dl, name)
     if isinstance(dl, torch.utils.data.DataLoader):
-        return _torch_loop(dl, name)
+        return torch_data_loop(dl, name, notes=("a torch DataLoader: the Learner moves each batch to the device in "
+                                                "its training step",))
     raise LoopvizError(f"{type(dl).__name__} is not a fastai or torch DataLoader: loopviz describes those loaders' "
                        "loops only; pass learn.dls.train or learn.dls.valid.")
 
