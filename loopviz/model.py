@@ -6,7 +6,10 @@ Nothing in this module knows about fastai.
 from __future__ import annotations
 
 from dataclasses import dataclass, field, replace
-from typing import Callable, Iterator, Literal, Optional, Union
+from typing import TYPE_CHECKING, Callable, Iterator, Literal, Optional, Union
+
+if TYPE_CHECKING:
+    from loopviz.dataloop import DataLoop
 
 __all__ = [
     "Timing", "SourceRef", "CallbackInfo", "Handler", "CancelPath", "Event", "Work", "Phase", "Step",
@@ -148,6 +151,7 @@ class Work:
     description: str
     condition: str | None = None
     timing: Timing | None = None
+    data_loop: Optional["DataLoop"] = None  # for the work that draws a batch: the loader's own loop
 
 
 Step = Union[Event, Work, "Phase"]

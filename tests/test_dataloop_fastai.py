@@ -217,3 +217,15 @@ def test_a_tabular_loader_reads_rows_per_batch_and_its_procs_ran_once(tmp_path: 
     assert loop.notes[-1].endswith("procs ran once, when the data was made, not per batch: FillMissing, "
                                   "RegressionSetup, Categorify, Normalize")  # (in the order fastai ran them)
 
+
+
+def test_the_loop_views_show_each_draw_with_the_loop_of_its_loader() -> None:
+    dls = block_loaders()
+    learn = Learner(dls, nn.Linear(1, 1), loss_func=nn.MSELoss())
+    draws = []
+    learn.loop_spec().map(work=lambda w, phase: draws.append((phase.mode, w.data_loop)) or w)
+    found = {mode: loop for mode, loop in draws if loop is not None}
+    assert found["train"] == data_loop(dls.train, "train") and found["valid"] == data_loop(dls.valid, "valid")
+    text = " ".join(str(learn.show_training_loop(verbose=True)).split())  # (lines wrapped at the view's width)
+    assert "the train loader's loop (TfmdDL, num_workers=0): create_item [noop (element 0), as_number (element 0)," in text
+    assert "after_batch [Scale, TrainNoise (does not run)]" in text  # validation's: TrainNoise not in it

@@ -12,7 +12,7 @@ from rich.tree import Tree
 from loopviz.dataloop import DataLoop, DataStage, DataStep
 from loopviz.renderers.sanitise import TEXT_LIMIT, cut, one_line
 
-__all__ = ["data_loop_renderable", "data_loop_text", "DataLoopView"]
+__all__ = ["data_loop_renderable", "data_loop_text", "data_loop_line", "DataLoopView"]
 
 
 def _name(text: str) -> str:
@@ -46,6 +46,17 @@ def _stage(tree: Tree, stage: DataStage) -> None:
     branch = tree.add(label)
     for step in stage.steps:
         branch.add(_step_line(step))
+
+
+def data_loop_line(loop: DataLoop) -> str:
+    """The data loop in one line, for a loop view's `draw`: each stage and the steps that run in it."""
+    workers = loop.settings.get("num_workers")
+    parts = []
+    for stage in loop.stages:
+        steps = [_name(s.name) + ("" if s.runs else " (does not run)") for s in stage.steps]
+        parts.append(f"{stage.name} [{', '.join(steps)}]" if steps else stage.name)
+    head = f"the {_name(loop.name)} loader's loop ({_name(loop.loader)}, num_workers={workers})"
+    return f"{head}: {', '.join(parts)}"
 
 
 def data_loop_renderable(loop: DataLoop) -> Group:

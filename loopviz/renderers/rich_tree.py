@@ -153,7 +153,11 @@ class _TreeBuilder:
             label.append(f"  ({work.condition})", style="dim italic")
         if work.timing:
             label.append(f"  {work.timing.short()}", style="magenta")
-        parent.add(label)
+        node = parent.add(label)
+        if work.data_loop is not None:
+            from loopviz.renderers.dataloop import data_loop_line
+
+            node.add(Text(data_loop_line(work.data_loop), style="dim"))
 
     def legend(self) -> Text:
         """Which colour is which callback, in call order, and what the symbols mean."""

@@ -162,6 +162,10 @@ class _TextWriter:
         condition = f"  ({work.condition})" if work.condition else ""
         measured = f"  [{work.timing.short()}]" if work.timing else ""
         self.wrap(f"{work.code}{condition}{measured}", indent, first=f" ~ {work.name}: ", hang=5)
+        if work.data_loop is not None:
+            from loopviz.renderers.dataloop import data_loop_line
+
+            self.wrap(data_loop_line(work.data_loop), indent + 5)
 
     def header(self, spec: LoopSpec) -> None:
         """Verbose preamble: which loop, which framework, which callbacks in which order."""

@@ -400,7 +400,24 @@ def build_spec(learn: Any, loop: str = "fit", cbs: Any = None, start_epoch: int 
         for name in unplaced:
             notes.append(f"fastai event {name} has no place in loopviz's loop structure; it is listed with custom events.")
             custom.append(Event(name, describe_event(name), builder.handlers(name, None)))
-    return LoopSpec(
+    spec = LoopSpec(
         loop=loop, framework=f"fastai {fastai.__version__}", phases=phases,
         callbacks=builder.infos, custom_events=custom, notes=notes,
     )
+    return _with_data_loops(spec, learn)
+
+
+def _with_data_loops(spec: LoopSpec, learn: Any) -> LoopSpec:
+    """The spec with each `draw` holding the loop of the loader it draws from (training's or validation's)."""
+    from loopviz.adapters.fastai.dataloop import data_loop
+
+    loops = {}
+    for mode, name in (("train", "train"), ("valid", "valid")):
+        try:
+            loops[mode] = data_loop(getattr(learn.dls, name), name)
+        except Exception:  # no loaders, or loaders of another kind: draw stays as it was
+            continue
+    if not loops:
+        return spec
+    return spec.map(work=lambda w, phase: replace(w, data_loop=loops[phase.mode])
+                    if w.name == "draw" and phase.mode in loops else w)
