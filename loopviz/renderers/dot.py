@@ -340,6 +340,10 @@ class _DotBuilder(FlowWriter):
         label = "<" + self.title(work, text)
         if self.verbose:
             label += f'<BR/><FONT FACE="{MONO}" POINT-SIZE="8" COLOR="{text or "#000000"}">{_lines(work.code, 70)}</FONT>'
+        if self.verbose and work.data_loop is not None:  # the loader's own loop, for the work that draws a batch
+            from loopviz.renderers.dataloop import data_loop_line
+
+            label += f'<FONT POINT-SIZE="8" COLOR="{text or MUTED}">{_lines(data_loop_line(work.data_loop), 70)}</FONT>'
         if work.condition:
             label += f'<BR/><FONT POINT-SIZE="8" COLOR="{text or MUTED}">{_name(work.condition)}</FONT>'
         if heat and work.timing:

@@ -124,6 +124,10 @@ class _MermaidWriter(FlowWriter):
         """Work between events as a rounded node."""
         node = self.new_id()
         label = f"<b>{_name(work.name)}</b>" + (f"<br/><small>{_esc(work.code)}</small>" if self.verbose else "")
+        if self.verbose and work.data_loop is not None:  # the loader's own loop, for the work that draws a batch
+            from loopviz.renderers.dataloop import data_loop_line
+
+            label += f"<br/><small>{_esc(data_loop_line(work.data_loop))}</small>"
         if work.timing:
             label += f"<br/><small>{_esc(work.timing.short())}</small>"
         self.add(depth, f'{node}("{label}")')
