@@ -27,7 +27,7 @@ from loopviz.checks import check_int
 from loopviz.errors import LoopvizError
 from loopviz.model import CallbackInfo, CancelPath, Event, Handler, LoopSpec, Mode, Phase, Role, Step, Work
 from loopviz.trace.clock import Clock, make_clock
-from loopviz.trace.cost import measure, unmeasured
+from loopviz.trace.cost import STAND_IN_EVENTS, measure, on_test_clock
 from loopviz.trace import instrument
 from loopviz.trace.instrument import PatchSet, invisible, outcome
 from loopviz.trace.data import callback_facts
@@ -179,8 +179,7 @@ class DispatchTracer:
         self.batch_events = batch_events
         self.rec = Recorder(clock, max_calls=check_int("max_calls", max_calls),
                             max_firings=check_int("max_firings", max_firings), now=now)
-        measured = measure_cost or ((lambda: unmeasured("the trace ran on a clock given by the caller, not the "
-                                                        "machine's")) if now is not None else
+        measured = measure_cost or (on_test_clock if now is not None else
                                     functools.partial(_measured_cost, self.rec.clock.name))
         self.recording = _Recording(self.rec, dict(framework=framework, work_names=self.work_names,
                                                    batch_events=batch_events, advice=advice), measured)
@@ -376,9 +375,6 @@ def _int(value: Any) -> int:
         return -1
 
 
-_STAND_IN_EVENTS = ("before_batch", "after_pred", "after_loss", "after_backward", "after_step", "after_batch")
-
-
 class _StandInHandler:
     """A callback whose handlers for the stand-in's events do nothing."""
 
@@ -408,7 +404,7 @@ def _measured_cost(clock: str) -> dict[str, Any]:
     loops = {0: _StandInLoop(0), 2: _StandInLoop(2)}
 
     def events(handlers: int) -> list[Callable[[], Any]]:
-        return [functools.partial(loops[handlers].callback, name) for name in _STAND_IN_EVENTS]
+        return [functools.partial(loops[handlers].callback, name) for name in STAND_IN_EVENTS]
 
     def tracing(handlers: int) -> DispatchTracer:
         loop = loops[handlers]

@@ -170,19 +170,16 @@ class _PhaseContext(contextlib.ContextDecorator):
         loop._fire(f"after_{self.name}", ERROR if exc_type is not None else 0)
 
 
-_STAND_IN_EVENTS = ("before_batch", "after_pred", "after_loss", "after_backward", "after_step", "after_batch")
-
-
 @functools.lru_cache(maxsize=1)
 def _measured_cost() -> dict[str, float]:
     """What a `Loop`'s trace adds per event on this machine (`loopviz.trace.cost.measure`): a stand-in loop's batch
     events fired traced and untraced; a Loop calls no handlers. Once per process."""
-    from loopviz.trace.cost import measure
+    from loopviz.trace.cost import STAND_IN_EVENTS, measure
 
     loop = Loop("stand-in")
 
     def events(handlers: int) -> list[Any]:
-        return [functools.partial(loop.event, name) for name in _STAND_IN_EVENTS]
+        return [functools.partial(loop.event, name) for name in STAND_IN_EVENTS]
 
     @contextlib.contextmanager
     def tracing(handlers: int) -> Iterator[Trace]:

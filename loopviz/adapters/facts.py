@@ -3,7 +3,7 @@ the model's precision in Lightning's words, a torch loader's settings, the machi
 from __future__ import annotations
 
 import os
-from typing import Any
+from typing import Any, Mapping
 
 __all__ = ["weights_precision", "torch_loader_facts", "cpu_facts"]
 
@@ -19,12 +19,14 @@ def weights_precision(model: Any) -> str:
     return _NAMES.get(dtype, "32")
 
 
-def torch_loader_facts(loader: Any) -> dict[str, Any]:
-    """A torch DataLoader's settings a diagnosis names (`meta['loaders'][name]`): bs, num_workers,
-    persistent_workers, pin_memory; only those it has, as non-negative ints and bools."""
-    facts = {"bs": getattr(loader, "batch_size", None), "num_workers": getattr(loader, "num_workers", None),
-             "persistent_workers": getattr(loader, "persistent_workers", None),
-             "pin_memory": getattr(loader, "pin_memory", None), "restarts_workers": False}
+_NOTED = ("bs", "num_workers", "persistent_workers", "pin_memory")  # the loader settings a diagnosis names
+
+
+def torch_loader_facts(settings: Mapping[str, Any]) -> dict[str, Any]:
+    """What a diagnosis names of a torch loader's settings (`loopviz.adapters.torch_loader.loader_settings`, or a
+    framework's own for the loader it will make), as `meta['loaders'][name]`: bs, num_workers, persistent_workers,
+    pin_memory (those that are non-negative ints or bools), and that the loader keeps its workers' restarts to torch."""
+    facts = {**{key: settings.get(key) for key in _NOTED}, "restarts_workers": False}
     return {key: value for key, value in facts.items()
             if (type(value) is int and value >= 0) or type(value) is bool}
 

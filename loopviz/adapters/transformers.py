@@ -17,7 +17,6 @@ from __future__ import annotations
 import functools
 import importlib
 import weakref
-from types import SimpleNamespace
 from typing import Any, Callable, Sequence
 
 import transformers
@@ -319,13 +318,17 @@ def _model_facts(trainer: Any) -> dict[str, str]:
             **cpu_facts()}
 
 
+def _loader_settings(args: Any, which: str) -> dict[str, object]:
+    """The settings of the loader the Trainer makes for `which` ('train' or 'eval'), from its TrainingArguments."""
+    return {"bs": args.per_device_train_batch_size if which == "train" else args.per_device_eval_batch_size,
+            "num_workers": args.dataloader_num_workers,
+            "persistent_workers": bool(args.dataloader_persistent_workers),
+            "pin_memory": bool(args.dataloader_pin_memory), "drop_last": bool(args.dataloader_drop_last)}
+
+
 def _loader_facts(args: Any) -> dict[str, Any]:
     """The training loader's settings from the TrainingArguments (`meta['loaders']`, as fastai's adapter notes)."""
-    facts = torch_loader_facts(SimpleNamespace(
-        batch_size=getattr(args, "per_device_train_batch_size", None),
-        num_workers=getattr(args, "dataloader_num_workers", None),
-        persistent_workers=getattr(args, "dataloader_persistent_workers", None),
-        pin_memory=getattr(args, "dataloader_pin_memory", None)))
+    facts = torch_loader_facts(_loader_settings(args, "train"))
     return {"loaders": {"train": facts}} if facts else {}
 
 
@@ -456,11 +459,8 @@ def data_loop(trainer: Any, which: str = "train") -> DataLoop:
     args = trainer.args
     if getattr(args, "remove_unused_columns", False) and hasattr(dataset, "column_names"):
         notes.append("the columns the model's forward does not take are removed first (remove_unused_columns)")
-    settings = {"bs": args.per_device_train_batch_size if which == "train" else args.per_device_eval_batch_size,
-                "num_workers": args.dataloader_num_workers,
-                "persistent_workers": bool(args.dataloader_persistent_workers),
-                "pin_memory": bool(args.dataloader_pin_memory), "drop_last": bool(args.dataloader_drop_last)}
-    return torch_data_loop(None, which, FRAMEWORK, tuple(notes), dataset, trainer.data_collator, settings)
+    return torch_data_loop(None, which, FRAMEWORK, tuple(notes), dataset, trainer.data_collator,
+                           _loader_settings(args, which))
 
 
 def fit(trainer: Any, epochs: int, cbs: Sequence[Any] = ()) -> None:

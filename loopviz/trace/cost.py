@@ -4,10 +4,11 @@ An adapter measures its own tracer (`measure`): it dispatches a stand-in loop of
 untraced, with no handler and with handlers, and keeps the fastest of several interleaved rounds of each (the fastest
 is the run least disturbed by whatever else the machine does). Each stand-in batch of events is followed by a small
 model's forward and backward (`batch_work`), as a fit's batches are: without it the tracer's code stays warm in the
-CPU's caches and runs about twice as fast as in a fit (measured: `benchmarks/tracing_cost.py`). The difference is what recording adds per firing and
-per handler call on this machine, with this trace's options. The trace keeps those two figures under
-`meta['tracing_cost']`; `tracing_cost(data)` multiplies them by the trace's firings and handler calls. It is an
-estimate, stated as one: a fit's caches and memory differ from the stand-in's.
+CPU's caches and runs about twice as fast as in a fit (measured: `benchmarks/tracing_cost.py`). The differences are
+what recording adds per firing, per handler call, and for each event's first firing and each handler's first call,
+on this machine, with this trace's options. The trace keeps them under `meta['tracing_cost']`; `tracing_cost(data)`
+counts the trace's firings, calls, events and handlers at those costs. It is an estimate, stated as one: a fit's
+caches and memory differ from the stand-in's.
 """
 from __future__ import annotations
 
@@ -19,12 +20,14 @@ from typing import Any, Callable, ContextManager, NamedTuple, Sequence
 
 from loopviz.trace.data import TraceData
 
-__all__ = ["COST_KEY", "TracingCost", "measure", "batch_work", "unmeasured", "tracing_cost", "why_unmeasured", "cost_entry", "ROUNDS",
-           "BATCHES"]
+__all__ = ["COST_KEY", "TracingCost", "measure", "batch_work", "unmeasured", "on_test_clock", "tracing_cost",
+           "why_unmeasured", "cost_entry", "ROUNDS", "BATCHES", "STAND_IN_EVENTS"]
 
 COST_KEY = "tracing_cost"  # the meta entry: `measure`'s figures, or {"unmeasured": why}
 ROUNDS = 5  # interleaved rounds of each stand-in run; the fastest counts
 BATCHES = 25  # batches of events per stand-in run
+# a batch's events, for the stand-ins of loops that have no events of their own (a DispatchTracer's, a Loop's)
+STAND_IN_EVENTS = ("before_batch", "after_pred", "after_loss", "after_backward", "after_step", "after_batch")
 
 
 class TracingCost(NamedTuple):
@@ -115,6 +118,11 @@ def batch_work() -> Callable[[], None]:
 def unmeasured(why: str) -> dict[str, str]:
     """The meta entry of a trace whose recording cost could not be measured, and why."""
     return {"unmeasured": why}
+
+
+def on_test_clock() -> dict[str, str]:
+    """The meta entry of a trace recorded on a clock its caller gave (`now=`, tests): nothing to measure against."""
+    return unmeasured("the trace ran on a clock given by the caller, not the machine's")
 
 
 def tracing_cost(data: TraceData) -> TracingCost | None:

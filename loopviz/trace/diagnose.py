@@ -148,7 +148,8 @@ def _tracing(obj: Any) -> dict[str, Any]:
     entry = dict(obj)
     if "unmeasured" in entry:
         return {"unmeasured": str(entry["unmeasured"])}
-    return {key: (int if key in ("firings", "calls", "events", "handlers") else float)(entry[key]) for key in TracingCost._fields if key in entry}
+    counts = ("firings", "calls", "events", "handlers")
+    return {key: (int if key in counts else float)(entry[key]) for key in TracingCost._fields if key in entry}
 
 
 # -- the framework's words (the adapter's advice, kept in the trace's meta) ----------------------------------------

@@ -22,9 +22,9 @@ from rich.text import Text
 from loopviz.renderers.sanitise import TEXT_LIMIT, cut, cut_words, one_line, visible
 
 __all__ = ["as_text", "as_html", "pre_html", "bundle", "diagnosis_renderable", "diagnosis_text", "first_look",
-           "checked_line", "cost_line", "duration", "share_of", "PRE_STYLE", "PYTHON_MORE", "CALLBACK_COLUMNS", "CHANGE_COLUMNS",
-           "SUMMARY_HEADERS", "CALLBACK_HEADERS", "short_name", "rows_table", "cell", "with_approx", "APPROX", "trace_tables", "trace_text", "trace_html",
-           "merged_tables", "merged_text"]
+           "checked_line", "cost_line", "duration", "share_of", "PRE_STYLE", "PYTHON_MORE", "CALLBACK_COLUMNS",
+           "CHANGE_COLUMNS", "SUMMARY_HEADERS", "CALLBACK_HEADERS", "short_name", "rows_table", "cell", "with_approx",
+           "APPROX", "trace_tables", "trace_text", "trace_html", "merged_tables", "merged_text"]
 
 
 PYTHON_MORE = "see .summary() / .by_callback()"  # where the rows a cut table leaves out are, from Python
@@ -90,9 +90,8 @@ def trace_tables(trace: Any, limit: int | None = 25, callbacks: int | None = 10,
         f"loop(s){nested} ({loops})",
     )
     title = "Events and work (event and work rows add up to the run; nested and dispatch rows are inside events)"
-    summary, summary_columns = with_approx(summary, {
-        "kind": "kind", "name": "name", "phase": "phase", "count": "count", "total_ms": "total ms",
-        "mean_ms": "mean ms", "p50_ms": "p50 ms", "p95_ms": "p95 ms", "pct": "% of run"})
+    summary, summary_columns = with_approx(summary, {key: header for key, header in SUMMARY_HEADERS.items()
+                                                     if key != "max_ms"})  # (the text view leaves out the max)
     parts: list[Any] = [head, *first_look(trace, summary, by_cb, findings),
                         rows_table(summary, title, summary_columns, limit, more)]
     if len(by_cb):

@@ -13,7 +13,7 @@ from typing import Any, Callable
 from fastai.callback.core import Callback
 from fastai.learner import Learner
 
-from loopviz.trace.cost import measure, unmeasured
+from loopviz.trace.cost import measure, on_test_clock, unmeasured
 
 __all__ = ["cost_measure"]
 
@@ -69,7 +69,7 @@ def cost_measure(changes: bool, tensors: bool, ranges: bool, waits: bool, clock:
                  test_clock: bool) -> Callable[[], dict[str, Any]]:
     """What a trace with these options calls, when first read, to learn what its recording cost."""
     if test_clock:
-        return lambda: unmeasured("the trace ran on a clock given by the caller, not the machine's")
+        return on_test_clock
     if tensors:
         return lambda: unmeasured("with tensors=True the cost grows with the model's tensors; not estimated")
     if waits:

@@ -10,15 +10,13 @@ described by its own stages: the dataset's `__getitem__` and `collate_fn`; the L
 """
 from __future__ import annotations
 
-import inspect
 from typing import Any
 
 from fastai.data.load import DataLoader as FastaiLoader
 from fastai.learner import Learner
 from fastcore.basics import patch
 
-from loopviz.adapters.torch_loader import first_line as _first_line
-from loopviz.adapters.torch_loader import getitem_step, source_of as _source, torch_data_loop
+from loopviz.adapters.torch_loader import callable_step, first_line, getitem_step, source_of, torch_data_loop
 from loopviz.checks import check_choice
 from loopviz.dataloop import DataLoop, DataStage, DataStep, Split
 from loopviz.errors import LoopvizError
@@ -32,13 +30,12 @@ _BASE_MODULES = ("fasttransform.transform", "fastcore.transform")  # where fasta
 
 
 def _step(tfm: Any, split: Any) -> DataStep:
-    """A fastai Transform (or any callable) as a step, with whether it runs on the loader's split. A Transform made
-    from a function (`Transform(f)`, a DataBlock's getters) is described by that function."""
-    name = str(getattr(tfm, "name", None) or getattr(tfm, "__name__", None) or type(tfm).__name__)
+    """A fastai Transform as a step, with whether it runs on the loader's split. A Transform made from a function
+    (`Transform(f)`, a DataBlock's getters) is described by that function."""
+    name = str(getattr(tfm, "name", None) or type(tfm).__name__)
     wrapped = type(tfm).__name__ == "Transform" and type(tfm).__module__ in _BASE_MODULES
-    defined = (getattr(getattr(tfm, "encodes", None), "_f", None) if wrapped else
-               tfm if inspect.isfunction(tfm) or inspect.ismethod(tfm) else type(tfm))
-    doc = _first_line(getattr(defined, "__doc__", None)) if defined is not None else ""
+    defined = getattr(getattr(tfm, "encodes", None), "_f", None) if wrapped else type(tfm)
+    doc = first_line(getattr(defined, "__doc__", None)) if defined is not None else ""
     tfm_split = getattr(tfm, "split_idx", None)
     order = getattr(tfm, "order", None)
     note = ""
@@ -47,7 +44,7 @@ def _step(tfm: Any, split: Any) -> DataStep:
     elif not hasattr(tfm, "encodes") and hasattr(tfm, "split_idx"):  # a Transform with nothing registered to run
         note = "no encodes registered: it passes items through unchanged"
     return DataStep(name, doc, order if isinstance(order, int) else None, _SPLITS.get(tfm_split, "both"), not note,
-                    _source(defined) if defined is not None else None, note)
+                    source_of(defined) if defined is not None else None, note)
 
 
 def _pipeline(pipe: Any, split: Any) -> tuple[DataStep, ...]:
@@ -57,7 +54,7 @@ def _pipeline(pipe: Any, split: Any) -> tuple[DataStep, ...]:
         return tuple(_step(tfm, split) for tfm in pipe.fs or ())
     if pipe is None or isinstance(getattr(pipe, "__self__", None), FastaiLoader):
         return ()
-    return (_step(pipe, split),)
+    return (callable_step(pipe),)
 
 
 def _item_steps(dataset: Any, split: Any) -> tuple[DataStep, ...]:
@@ -83,14 +80,14 @@ def _fastai_loop(dl: FastaiLoader, name: str) -> DataLoop:
     collate = "fa_convert" if dl.bs is None else "fa_collate"
     if _overrides(dl, "do_item"):  # (a tabular loader: an item is its index, the rows are read per batch)
         items = (DataStage("do_item", "item", where, "the loader's own do_item, in place of create_item and "
-                           "after_item", (_method_step(dl, "do_item"),)),)
+                           "after_item", (callable_step(dl.do_item),)),)
     else:
-        made = ((_method_step(dl, "create_item"),) if _overrides(dl, "create_item") else
+        made = ((callable_step(dl.create_item),) if _overrides(dl, "create_item") else
                 _item_steps(dl.dataset, split))
         items = (DataStage("create_item", "item", where, "the item is made: the dataset's __getitem__ or type "
                            "transforms, or the loader's own create_item", made),
                  DataStage("after_item", "item", where, "the item transforms", _pipeline(dl.after_item, split)))
-    batch = ((_method_step(dl, "create_batch"),) if _overrides(dl, "create_batch") else
+    batch = ((callable_step(dl.create_batch),) if _overrides(dl, "create_batch") else
              (DataStep(collate, "collates the items into tensors" if collate == "fa_collate" else
                        "converts a batch the dataset made"),))
     stages = (
@@ -120,14 +117,6 @@ def _overrides(dl: Any, method: str) -> bool:
     """True when the loader's class replaces fastai's DataLoader method (or the loader was given a function for it)."""
     own = getattr(dl, method, None)
     return getattr(own, "__func__", own) is not getattr(FastaiLoader, method)
-
-
-def _method_step(dl: Any, method: str) -> DataStep:
-    """The loader's own method (or the function it was given) as a step."""
-    own = getattr(dl, method)
-    func = getattr(own, "__func__", own)
-    name = getattr(func, "__qualname__" if hasattr(own, "__func__") else "__name__", method)  # (the defining class's)
-    return DataStep(str(name), _first_line(getattr(func, "__doc__", None)), source=_source(func))
 
 
 def data_loop(dl: Any, name: str = "train") -> DataLoop:

@@ -28,7 +28,7 @@ from lightning.pytorch.callbacks import Callback
 from loopviz.adapters.lightning.hooks import FRAMEWORK, LOOPS, handler_objects, hook_owners, overrides
 from loopviz.adapters.lightning.spec import default_trainer, lightning_spec, quiet
 from loopviz.adapters.lightning.tracer import LightningTracer
-from loopviz.adapters.torch_loader import torch_data_loop
+from loopviz.adapters.torch_loader import first_loader, torch_data_loop
 from loopviz.dataloop import DataLoop
 from loopviz.errors import LoopvizError
 from loopviz.model import LoopSpec
@@ -73,14 +73,13 @@ def data_loop(trainer: pl.Trainer, which: str = "train") -> DataLoop:
     if not isinstance(trainer, pl.Trainer):
         raise LoopvizError(f"{type(trainer).__name__} is not a Lightning Trainer: pass the trainer a fit ran with.")
     loaders = trainer.train_dataloader if which == "train" else trainer.val_dataloaders
-    notes = ["Lightning moves each batch to the device after the loader (transfer_batch_to_device and its hooks)"]
-    while isinstance(loaders, (list, tuple, dict)) and loaders:
-        notes.append("several loaders: the first shown")
-        loaders = next(iter(loaders.values())) if isinstance(loaders, dict) else loaders[0]
-    if loaders is None:
+    loader, several = first_loader(loaders)
+    if loader is None:
         raise LoopvizError(f"this trainer has no {which} loader yet: Lightning makes its loaders when a fit starts; "
                            f"ask after trainer.fit(...).")
-    return torch_data_loop(loaders, which, FRAMEWORK, tuple(dict.fromkeys(notes)))
+    notes = ("Lightning moves each batch to the device after the loader (transfer_batch_to_device and its hooks)",
+             *(("several loaders: the first shown",) if several else ()))
+    return torch_data_loop(loader, which, FRAMEWORK, notes)
 
 
 def fit(obj: Any, epochs: int, cbs: Sequence[Any] = ()) -> None:

@@ -19,7 +19,7 @@ from typing import Any, Callable
 
 import lightning.pytorch as pl
 
-from loopviz.trace.cost import measure, unmeasured
+from loopviz.trace.cost import measure, on_test_clock, unmeasured
 
 __all__ = ["cost_measure", "BATCH_HOOKS"]
 
@@ -142,5 +142,5 @@ def cost_measure(clock: str, test_clock: bool) -> Callable[[], dict[str, Any]]:
     `test_clock`: the trace ran on a `now` given by the caller. (Lightning traces record no changes nor waits:
     `loopviz.adapters.lightning.trace` refuses both.)"""
     if test_clock:
-        return lambda: unmeasured("the trace ran on a clock given by the caller, not the machine's")
+        return on_test_clock
     return functools.partial(_measured, clock)

@@ -20,12 +20,14 @@ from typing import Any, Callable
 import lightning.pytorch as pl
 from lightning.pytorch.trainer import call as pl_call
 from lightning.pytorch.trainer.states import RunningStage
+from torch.utils.data import DataLoader
 
 from loopviz.adapters.facts import cpu_facts, torch_loader_facts
 from loopviz.adapters.lightning.cost import cost_measure
 from loopviz.adapters.lightning.hooks import (
     ADVICE, FRAMEWORK, MODULE, RUN_HOOKS, STRATEGY_EVENTS, WORK_NAMES, handler_objects, hook_owners, owner_base,
 )
+from loopviz.adapters.torch_loader import first_loader, loader_settings
 from loopviz.errors import LoopvizError
 from loopviz.generic import callback_info
 from loopviz.trace import instrument
@@ -209,10 +211,15 @@ def _where(trainer: Any, hook: str) -> tuple[int, int, int]:
     return mode, int(trainer.current_epoch), (int(progress.current.ready) - 1 if progress is not None else -1)
 
 
+def _trainer_of(target: Any) -> Any:
+    """The traced trainer, or the traced module's trainer (None before it has one)."""
+    return target if isinstance(target, pl.Trainer) else getattr(target, "_trainer", None)
+
+
 def _model_facts(target: Any) -> dict[str, str]:
     """The trainer's device and precision as the trace starts (`meta['device']`, `meta['precision']`, Lightning's
     own names: '32-true', 'bf16-mixed'...); nothing for a target that has no trainer yet."""
-    trainer = target if isinstance(target, pl.Trainer) else getattr(target, "_trainer", None)
+    trainer = _trainer_of(target)
     try:
         return {"device": str(trainer.strategy.root_device), "precision": str(trainer.precision)}
     except Exception:  # a module without a trainer, or a strategy not set up: nothing noted
@@ -222,14 +229,11 @@ def _model_facts(target: Any) -> dict[str, str]:
 def _loader_facts(target: Any) -> dict[str, Any]:
     """The training loader's settings once a fit made it (`meta['loaders']`, as fastai's adapter notes), and the
     machine's CPU cores."""
-    trainer = target if isinstance(target, pl.Trainer) else getattr(target, "_trainer", None)
     try:
-        loaders = trainer.train_dataloader
+        loader, _ = first_loader(_trainer_of(target).train_dataloader)
     except Exception:  # no trainer, or no fit yet: no loader to note
-        loaders = None
-    while isinstance(loaders, (list, tuple, dict)) and loaders:  # several loaders: the first one's
-        loaders = next(iter(loaders.values())) if isinstance(loaders, dict) else loaders[0]
-    facts = torch_loader_facts(loaders) if loaders is not None else {}
+        loader = None
+    facts = torch_loader_facts(loader_settings(loader)) if isinstance(loader, DataLoader) else {}
     return {**({"loaders": {"train": facts}} if facts else {}), **cpu_facts()}
 
 
