@@ -21,7 +21,7 @@ from loopviz.trace.layout import F_END, F_LOOP, F_START, NCH, UNKNOWN_LOOP
 from loopviz.trace.records import CallRecords, FiringRecords
 from loopviz.trace.sketch import Sketch
 
-__all__ = ["TraceData", "Aggregate", "Codec", "HIST_BUCKETS", "ADDED_IN_3", "ADDED_IN_4", "COARSE_PERCENTILES",
+__all__ = ["TraceData", "Aggregate", "Codec", "HIST_BUCKETS", "ADDED_IN_3", "ADDED_IN_4", "ADDED_IN_6", "COARSE_PERCENTILES",
            "callback_facts", "callback_of_facts", "recount", "without_loop", "merged_changes", "spans_from_firings", "is_outermost"]
 
 HIST_BUCKETS = 64  # the log2 histogram of files before version 5
@@ -191,6 +191,12 @@ class TraceData:
         "firing (-1: none); [calls that synchronised, synchronising operations, ns of GPU work waited out in all, "
         "the longest wait of one call (ns), where the first synchronisation was made]", factory=dict, codec=WAITS)
 
+    data_steps: list[list[str]] = _field(
+        "the data loop's timed steps (data=True): [loader, stage, step, per]; step '' is the stage as a whole",
+        factory=list)
+    data_work: array = _field("the data loop's work per step per batch, in each process, DATA_FIELDS per row, flat",
+                              factory=_ints, codec=INTS)
+
     @property
     def n_firings(self) -> int:
         """Event firings recorded raw (not counting dropped ones)."""
@@ -205,6 +211,7 @@ class TraceData:
 # Fields that files before version 3 lack: they read as empty, and loop spans are rebuilt from the firings.
 ADDED_IN_3 = ("loop_spans", "no_handler_by_loop", "overflow_nested", "overflow_work")
 ADDED_IN_4 = ("tracked_waits", "wait_agg")  # fields files before version 4 lack: they read as no waits recorded
+ADDED_IN_6 = ("data_steps", "data_work")  # fields files before version 6 lack: they read as no data loop timed
 # Files before version 5 kept a log2 histogram per aggregate: read into a sketch, their percentiles past the cap are
 # within a factor of sqrt(2), not the sketch's ALPHA; the trace's meta says so under this key.
 COARSE_PERCENTILES = "percentiles_from_log2"

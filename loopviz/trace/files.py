@@ -23,17 +23,20 @@ from loopviz.checks import check_int, check_type
 from loopviz.errors import LoopvizError
 from loopviz.trace import validate
 from loopviz.trace.jsontext import compact_json
-from loopviz.trace.data import ADDED_IN_3, ADDED_IN_4, COARSE_PERCENTILES, TraceData, spans_from_firings
+from loopviz.trace.data import ADDED_IN_3, ADDED_IN_4, ADDED_IN_6, COARSE_PERCENTILES, TraceData, spans_from_firings
+from loopviz.trace.datawork import DATA_FIELDS
 from loopviz.trace.layout import CALL_FIELDS, CHANGE_FIELDS, FIRING_FIELDS
 from loopviz.trace.records import Unfit
 
 __all__ = ["FORMAT_VERSION", "READS", "MAX_BYTES", "MAX_JSON_BYTES", "MAX_BYTES_ENV", "MAX_JSON_BYTES_ENV",
            "to_json", "from_json", "write_json", "write_text", "write_bytes", "read_json", "read_trace"]
 
-FORMAT_VERSION = 5  # 2: aggregates past the cap keyed by loop too; 3: loop spans, work and nesting past the cap;
-# 4: waits for the GPU; 5: aggregates keep a quantile sketch (loopviz.trace.sketch), not a log2 histogram
-READS = (1, 2, 3, 4, 5)
-_LAYOUTS = {"firing_fields": FIRING_FIELDS, "call_fields": CALL_FIELDS, "change_fields": CHANGE_FIELDS}
+FORMAT_VERSION = 6  # 2: aggregates past the cap keyed by loop too; 3: loop spans, work and nesting past the cap;
+# 4: waits for the GPU; 5: aggregates keep a quantile sketch (loopviz.trace.sketch), not a log2 histogram; 6: the
+# data loop's timed work (data=True)
+READS = (1, 2, 3, 4, 5, 6)
+_LAYOUTS = {"firing_fields": FIRING_FIELDS, "call_fields": CALL_FIELDS, "change_fields": CHANGE_FIELDS,
+            "data_fields": DATA_FIELDS}
 
 # Limits on reading a trace file; the environment variables override these defaults, keyword arguments both.
 MAX_BYTES = 512 * 2**20  # bytes read from disk
@@ -67,7 +70,8 @@ def from_json(obj: Any, source: str | None = None) -> TraceData:
                            f"{', '.join(map(str, READS))}.")
     if any(obj.get(name, list(layout)) != list(layout) for name, layout in _LAYOUTS.items()):
         raise LoopvizError(f"{where}: this loopviz trace has different record fields than this loopviz version reads.")
-    optional = (ADDED_IN_3 if version < 3 else ()) + (ADDED_IN_4 if version < 4 else ())
+    optional = ((ADDED_IN_3 if version < 3 else ()) + (ADDED_IN_4 if version < 4 else ())
+                + (ADDED_IN_6 if version < 6 else ()))
     missing = [f.name for f in fields(TraceData) if f.name not in obj and f.name not in optional]
     if missing:
         raise LoopvizError(f"{where}: this loopviz trace lacks the fields {', '.join(missing)}: the file is incomplete "

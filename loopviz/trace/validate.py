@@ -16,6 +16,7 @@ from array import array
 from typing import TYPE_CHECKING, Any, Callable
 
 from loopviz.trace.data import COARSE_PERCENTILES, HIST_BUCKETS, TraceData, is_outermost
+from loopviz.trace.datawork import D_COUNT, D_END, D_PASS, D_PID, D_START, D_STEP, D_TOTAL, D_WORKER, DATA_FIELDS, ND
 from loopviz.trace.layout import (
     C_CALLBACK, C_DUR, C_FIRING, C_START, C_STATUS, CALL_FIELDS, CH_ATTR, CH_CALLBACK, CH_FIRING, CHANGE_FIELDS,
     F_DEV_END, F_DEV_START, F_END, F_EVENT, F_LOOP, F_MODE, F_PARENT, F_START, F_STATUS, FIRING_FIELDS, MODES,
@@ -32,7 +33,7 @@ INT64_MIN, INT64_MAX = -(2**63), 2**63 - 1
 # The longest name (event, loop, callback, attribute, framework, clock...) a file may hold: far past any real one,
 # short enough that no view spends long on it (each view cuts names to NAME_LIMIT characters anyway).
 MAX_NAME = 10_000
-RECORDS = {"firings": FIRING_FIELDS, "calls": CALL_FIELDS, "change_log": CHANGE_FIELDS}
+RECORDS = {"firings": FIRING_FIELDS, "calls": CALL_FIELDS, "change_log": CHANGE_FIELDS, "data_work": DATA_FIELDS}
 # meta entries the reports read, and the least each may be
 META_INTS = {"pid": 0, "rank": 0, "local_rank": 0, "world_size": 1, "start_unix_ns": 0, "perf_origin_ns": 0,
              "origin_error_ns": 0, "max_calls": 0, "max_firings": 0}
@@ -158,6 +159,18 @@ def _callbacks(value: Any, field: str, version: int) -> None:
             raise Invalid(field, f"is {_show(order)}, not a number", f"{at} 'order'")
         if type(order) is float and not math.isfinite(order):  # JSON has no NaN: a chrome trace could not hold it
             raise Invalid(field, f"is {_show(order)}, not a finite number", f"{at} 'order'")
+
+
+_PERS = ("item", "batch", "pass")
+
+
+def _data_steps(value: Any, field: str, version: int) -> None:
+    for i, entry in enumerate(_list(value, field)):
+        at = f"entry {i}"
+        for text in _list(entry, field, at, 4, "a list of 4 strings (loader, stage, step, per)"):
+            _text(text, field, at)
+        if entry[3] not in _PERS:
+            raise Invalid(field, f"per is {_show(entry[3])}, not one of {', '.join(_PERS)}", at)
 
 
 def _spans(value: Any, field: str, version: int) -> None:
@@ -342,6 +355,7 @@ JSON_CHECKS: dict[str, Check] = {
     "overflow_nested": _keyed(3, _aggregate), "overflow_work": _keyed(5, _aggregate), "work_names": _work_names,
     "tracked_changes": _flag, "attrs": _names(unique=False), "change_agg": _keyed(5, _change),
     "change_log": _records, "dropped_changes": _count, "tracked_waits": _flag, "wait_agg": _keyed(5, _wait),
+    "data_steps": _data_steps, "data_work": _records,
 }
 
 
@@ -453,6 +467,23 @@ def check_data(data: TraceData, spans: bool = True) -> None:
     _keys("wait_agg", data.wait_agg, [loop, maybe_event, mode, _index("callback index", callbacks, "callbacks", none=True),
                                          _index("next event index", events, "events", none=True)])
     _check_loops(data, spans)
+    _check_data_work(data)
+
+
+def _check_data_work(data: TraceData) -> None:
+    """The data loop's rows: whole, each naming a step the trace has, times and totals not negative."""
+    import numpy as np
+
+    size = len(data.data_work)
+    if size % ND:
+        raise Invalid("data_work", f"holds {size:,} integers, not a whole number of {ND}-integer records "
+                                   f"({', '.join(DATA_FIELDS)})")
+    rows = np.frombuffer(data.data_work, np.int64).reshape(-1, ND) if size else np.zeros((0, ND), np.int64)
+    _columns("data_work", rows, {
+        D_STEP: _index("step index", len(data.data_steps), "data steps"), D_PASS: _at_least("pass", 0),
+        D_WORKER: _at_least("worker", -1), D_PID: _at_least("pid", 0), D_START: _at_least("start time", 0),
+        D_END: _at_least("end time", 0), D_TOTAL: _at_least("total", 0), D_COUNT: _at_least("count", 0)})
+    _first("data_work", rows[:, D_END] < rows[:, D_START], lambda i: "its end is before its start")
 
 
 def _first(field: str, bad: np.ndarray, says: Callable[[int], str]) -> None:

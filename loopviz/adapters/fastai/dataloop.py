@@ -21,7 +21,7 @@ from loopviz.checks import check_choice
 from loopviz.dataloop import DataLoop, DataStage, DataStep, Split
 from loopviz.errors import LoopvizError
 
-__all__ = ["data_loop", "show_data_loop"]
+__all__ = ["data_loop", "show_data_loop", "transform_step", "overrides", "stage_of"]
 
 _SPLITS: dict[Any, Split] = {None: "both", 0: "train only", 1: "valid only"}
 
@@ -29,11 +29,13 @@ _SPLITS: dict[Any, Split] = {None: "both", 0: "train only", 1: "valid only"}
 _BASE_MODULES = ("fasttransform.transform", "fastcore.transform")  # where fastai's Transform class comes from
 
 
-def _step(tfm: Any, split: Any) -> DataStep:
+def transform_step(tfm: Any, split: Any) -> DataStep:
     """A fastai Transform as a step, with whether it runs on the loader's split. A Transform made from a function
     (`Transform(f)`, a DataBlock's getters) is described by that function."""
-    name = str(getattr(tfm, "name", None) or type(tfm).__name__)
     wrapped = type(tfm).__name__ == "Transform" and type(tfm).__module__ in _BASE_MODULES
+    # a transform made from a function by its name (a DataBlock's getters), any other by its class: `tfm.name` may be
+    # a repr of its state (Normalize's, with newlines)
+    name = str(getattr(tfm, "name", None) or type(tfm).__name__) if wrapped else type(tfm).__name__
     defined = getattr(getattr(tfm, "encodes", None), "_f", None) if wrapped else type(tfm)
     doc = first_line(getattr(defined, "__doc__", None)) if defined is not None else ""
     tfm_split = getattr(tfm, "split_idx", None)
@@ -51,7 +53,7 @@ def _pipeline(pipe: Any, split: Any) -> tuple[DataStep, ...]:
     """A Pipeline's transforms in the order it applies them (its `fs`, sorted by `order`); a function given in its
     place (`DataLoader(after_batch=f)`) as one step; the loader's own no-op method as none."""
     if hasattr(pipe, "fs"):
-        return tuple(_step(tfm, split) for tfm in pipe.fs or ())
+        return tuple(transform_step(tfm, split) for tfm in pipe.fs or ())
     if pipe is None or isinstance(getattr(pipe, "__self__", None), FastaiLoader):
         return ()
     return (callable_step(pipe),)
@@ -78,26 +80,26 @@ def _fastai_loop(dl: FastaiLoader, name: str) -> DataLoop:
     split = split if split in (0, 1) else None
     device = str(dl.device) if dl.device is not None else "cpu"
     collate = "fa_convert" if dl.bs is None else "fa_collate"
-    if _overrides(dl, "do_item"):  # (a tabular loader: an item is its index, the rows are read per batch)
+    if overrides(dl, "do_item"):  # (a tabular loader: an item is its index, the rows are read per batch)
         items = (DataStage("do_item", "item", where, "the loader's own do_item, in place of create_item and "
-                           "after_item", (callable_step(dl.do_item),)),)
+                           "after_item", (callable_step(stage_of(dl, "do_item")),)),)
     else:
-        made = ((callable_step(dl.create_item),) if _overrides(dl, "create_item") else
+        made = ((callable_step(stage_of(dl, "create_item")),) if overrides(dl, "create_item") else
                 _item_steps(dl.dataset, split))
         items = (DataStage("create_item", "item", where, "the item is made: the dataset's __getitem__ or type "
                            "transforms, or the loader's own create_item", made),
-                 DataStage("after_item", "item", where, "the item transforms", _pipeline(dl.after_item, split)))
-    batch = ((callable_step(dl.create_batch),) if _overrides(dl, "create_batch") else
+                 DataStage("after_item", "item", where, "the item transforms", _pipeline(stage_of(dl, "after_item"), split)))
+    batch = ((callable_step(stage_of(dl, "create_batch")),) if overrides(dl, "create_batch") else
              (DataStep(collate, "collates the items into tensors" if collate == "fa_collate" else
                        "converts a batch the dataset made"),))
     stages = (
         *items,
         DataStage("before_batch", "batch", where, "the transforms of the batch's items before collating",
-                  _pipeline(dl.before_batch, split)),
+                  _pipeline(stage_of(dl, "before_batch"), split)),
         DataStage("create_batch", "batch", where, "the items made into one batch", batch),
         DataStage("retain", "batch", where, "the items' types given back to the batch (retain_types)"),
         DataStage("to_device", "batch", "main process", f"the batch moved to {device}", device=device),
-        DataStage("after_batch", "batch", "main process", "the batch transforms", _pipeline(dl.after_batch, split),
+        DataStage("after_batch", "batch", "main process", "the batch transforms", _pipeline(stage_of(dl, "after_batch"), split),
                   device=device),
     )
     settings = {"bs": dl.bs, "num_workers": workers,
@@ -113,9 +115,16 @@ def _fastai_loop(dl: FastaiLoader, name: str) -> DataLoop:
     return DataLoop(name, type(dl).__name__, "fastai", stages, settings, notes)
 
 
-def _overrides(dl: Any, method: str) -> bool:
-    """True when the loader's class replaces fastai's DataLoader method (or the loader was given a function for it)."""
+def stage_of(dl: Any, method: str) -> Any:
+    """The loader's own stage `method` (a bound method, or the function it was given), seen through a trace's timing
+    wrapper (`loopviz.adapters.fastai.datatimer`)."""
     own = getattr(dl, method, None)
+    return own.original if getattr(own, "__loopviz_wrapper__", False) else own
+
+
+def overrides(dl: Any, method: str) -> bool:
+    """True when the loader's class replaces fastai's DataLoader method (or the loader was given a function for it)."""
+    own = stage_of(dl, method)
     return getattr(own, "__func__", own) is not getattr(FastaiLoader, method)
 
 

@@ -88,6 +88,7 @@ class LearnerTrace:
         self.calling: list[tuple[Any, str]] = []  # calls of callbacks that override __call__ being timed, innermost last
         self.overriders: dict[type, bool] = {}  # callback class -> replaces Callback.__call__
         self.call_patch: Any = None  # the kernel's patch of the learner's own `_call_one` (see `firing`)
+        self.data_timing: Any = None  # the loaders' timing (data=True): a `datatimer.DataTiming`
 
     @property
     def learn(self) -> Learner | None:

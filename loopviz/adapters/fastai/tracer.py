@@ -30,6 +30,7 @@ from fastcore.basics import patch
 
 from loopviz.adapters.fastai.advice import ADVICE
 from loopviz.adapters.fastai.cost import cost_measure
+from loopviz.adapters.fastai.datatimer import DataTiming
 from loopviz.adapters.facts import cpu_facts, weights_precision
 from loopviz.adapters.fastai.descriptions import WORK_BETWEEN
 from loopviz.adapters.fastai.learner_trace import RANGE_PREFIX, SKIP_STATUS, LearnerTrace
@@ -263,6 +264,9 @@ def _finish(key: int, state: LearnerTrace, trace: Trace) -> None:
         if state.work_wait is not None:
             state.close_work_wait()
         state.waits.stop()
+    if state.data_timing is not None:
+        state.data_timing.finish(trace.data)
+        state.data_timing = None
     with _guarded():
         state.unwrap_all()
         if state.call_patch is not None:
@@ -313,12 +317,13 @@ class TraceSession:
 
     def __init__(self, learn: Learner, clock: str = "auto", max_calls: int = 1_000_000, max_firings: int = 250_000,
                  changes: bool = False, tensors: bool = False, ranges: bool = False, waits: bool = False,
-                 now: Callable[[], int] | None = None):
+                 data: bool = False, now: Callable[[], int] | None = None):
         check_type("learn", learn, Learner, "a fastai Learner")
         self.max_calls = check_int("max_calls", max_calls)
         self.max_firings = check_int("max_firings", max_firings)
         self.changes, self.tensors = check_bool("changes", changes), check_bool("tensors", tensors)
         self.ranges = check_bool("ranges", ranges)
+        self.data = check_bool("data", data)
         self.waits = wait_watch(_DISPATCH_FILES) if check_bool("waits", waits) else None
         self.learn_ref = weakref.ref(learn)
         self.clock = make_clock(clock, _model_device(learn))
@@ -331,7 +336,8 @@ class TraceSession:
             self.changes, self.tensors, self.ranges, self.waits is not None, self.clock.name, now is not None))
         self.trace.tracked_changes = self.changes or self.tensors
         self.trace.tracked_waits = self.waits is not None
-        self.trace.meta.update(ranges=self.ranges, tensors=self.tensors)  # so a diff can tell traces recorded apart
+        self.trace.meta.update(ranges=self.ranges, tensors=self.tensors, data=self.data)  # so a diff can tell traces
+        # recorded apart
         self._ending: weakref.finalize | None = None
 
     def __enter__(self) -> Trace:
@@ -349,11 +355,14 @@ class TraceSession:
                 self.waits.stop()
             raise
         self.trace.meta.update(loader_facts(learn), **model_facts(learn))
+        state.data_timing = DataTiming() if self.data else None
         # Ends the trace once: on exit, on t.stop(), or when the learner is collected (the finalizer holds
         # the state and the trace, which hold the learner only weakly).
         self._ending = weakref.finalize(learn, _end, id(learn), state, self.trace)
         try:
             _patch_overriding_classes(learn)
+            if state.data_timing is not None:
+                _time_loaders(learn, state.data_timing)
         except BaseException:
             self._stop()
             raise
@@ -365,6 +374,13 @@ class TraceSession:
     def _stop(self) -> None:
         if self._ending is not None:
             self._ending()
+
+
+def _time_loaders(learn: Learner, timing: DataTiming) -> None:
+    """Time the loops of the learner's loaders (`learn.dls.loaders`: train, valid, then any others) from now on."""
+    loaders = list(getattr(getattr(learn, "dls", None), "loaders", None) or ())
+    for index, loader in enumerate(loaders):
+        timing.watch(loader, ("train", "valid")[index] if index < 2 else f"loader {index}")
 
 
 def _model_device(learn: Learner) -> str:
@@ -390,7 +406,8 @@ def trace(
     tensors: bool = False,  # Also record tensors changed in place (loss_grad, gradients, parameters...): costlier
     ranges: bool = False,  # Also open a torch.profiler range (record_function) per event, handler call and piece of work, while a profiler (or emit_nvtx) is recording
     waits: bool = False,  # Also find the callback calls and work that make the host wait for the GPU (.item(), .cpu(), printing a tensor), and how long: needs CUDA
+    data: bool = False,  # Also time the data loop inside `draw`: each stage and transform of every batch, in the loader's worker processes too
 ) -> TraceSession:
     "Record every event firing, callback call and the work between events of what runs inside `with`"
     return TraceSession(self, clock=clock, max_calls=max_calls, max_firings=max_firings, changes=changes,
-                        tensors=tensors, ranges=ranges, waits=waits)
+                        tensors=tensors, ranges=ranges, waits=waits, data=data)
