@@ -32,7 +32,10 @@ ARGS = {
     "event": (("phase", "s"), ("epoch", "d"), ("iter", "d"), ("loop", "s"), ("status", "s"), ("firing", "d")),
     "callback": (("callback", "s"), ("order", "s"), ("status", "s"), ("firing", "d")),
     "work": (("after", "s"), ("before", "s"), ("phase", "s"), ("epoch", "d"), ("iter", "d")),
+    "data": (("loader", "s"), ("pass", "d"), ("batch", "d"), ("items", "d"), ("pid", "d"), ("steps", "s")),
 }
+DATA_MAIN_TID = 3  # the main process's part of the data loop (the move to the device, the batch transforms)
+DATA_TID = 10  # the first worker track: one per loader and worker id (each pass's worker with that id), from here
 
 
 class _Header:
@@ -107,6 +110,7 @@ def _spans(trace: Any, head: _Header, shown: Callable[[Any], Any] = lambda v: v)
     yield _event_spans(trace, head, table)
     yield _callback_spans(trace, head, table, shown)
     yield _work_spans(trace, head, table)
+    yield from _data_spans(trace, head, table)
 
 
 def _loop_spans(trace: Any, head: _Header, table: _Table) -> _Spans:
@@ -150,6 +154,67 @@ def _work_spans(trace: Any, head: _Header, table: _Table) -> _Spans:
     args = [afters, befores, phases, _int64(work["epoch"]), _int64(work["iter"])]
     return _Spans("work", DEVICE_TID if head.device else HOST_TID, names, _int64(work["start"]) - head.origin,
                   _int64(work["dur"]), args)
+
+
+def _data_tracks(trace: Any) -> dict[tuple[str, int], int]:
+    """(loader, worker id) -> its track's thread id: the main process's part first, then each loader's workers."""
+    if not trace.data_work:
+        return {}
+    from loopviz.trace.datawork import D_STEP, D_WORKER, MAIN, ND
+
+    m = np.frombuffer(trace.data_work, np.int64).reshape(-1, ND)
+    pairs = sorted({(trace.data_steps[s][0], w) for s, w in zip(m[:, D_STEP].tolist(), m[:, D_WORKER].tolist())},
+                   key=lambda p: (p[1] != MAIN, p))
+    tracks: dict[tuple[str, int], int] = {}
+    for loader, worker in pairs:
+        tracks[(loader, worker)] = DATA_MAIN_TID if worker == MAIN else DATA_TID + len(tracks)
+    return tracks
+
+
+def _data_metadata(trace: Any, head: _Header) -> list[dict[str, Any]]:
+    """The data loop's track names: the main process's part, and each loader's worker processes."""
+    out, named = [], set()
+    for (loader, worker), tid in _data_tracks(trace).items():
+        if tid in named:
+            continue
+        named.add(tid)
+        name = "main process: data loop (to_device, after_batch)" if worker < 0 else f"{loader} loader: worker {worker}"
+        out.append({"ph": "M", "name": "thread_name", "pid": head.pid, "tid": tid, "args": {"name": name}})
+    return out
+
+
+def _data_spans(trace: Any, head: _Header, table: _Table) -> Iterator[_Spans]:
+    """The data loop (data=True): per batch, each worker's making of it on the worker's track (its steps' times in
+    `steps`: items interleave, so only the batch's window is on the timeline), and in the main process each batch's
+    move to the device then its batch transforms, each one call, so placed exactly."""
+    tracks = _data_tracks(trace)
+    if not tracks:
+        return
+    from loopviz.trace.datatiming import data_df
+    from loopviz.trace.datawork import BATCH, MAIN, MOVE, PASS
+
+    df = data_df(trace.data).rename(columns={"pass": "pass_no"})
+    df = df[df["stage"] != PASS]
+    key = ["loader", "pass_no", "worker", "batch"]
+    detail = df[df["stage"] != BATCH]
+    labels = [f"{step or stage} {total / 1e6:.3f} ms" for stage, step, total in
+              zip(detail["stage"], detail["step"], detail["total"])]
+    steps = detail.assign(label=labels).groupby(key, sort=False)["label"].agg(", ".join).to_dict()
+    rows: list[tuple[Any, ...]] = []  # (tid, name, start, dur, loader, pass, batch, items, pid, steps)
+    for r in df[df["stage"] == BATCH].itertuples():
+        rows.append((tracks[(r.loader, r.worker)], f"{r.loader} batch {r.batch}", r.start, r.end - r.start, r.loader,
+                     r.pass_no, r.batch, r.count, r.pid, steps.get((r.loader, r.pass_no, r.worker, r.batch), "")))
+    main = df[(df["worker"] == MAIN) & (df["step"] == "") & df["stage"].isin([MOVE, "after_batch"])]
+    for r in main.itertuples():  # the move starts the batch's main-process window; after_batch ends it
+        start = r.start if r.stage == MOVE else r.end - r.total
+        rows.append((DATA_MAIN_TID, f"{r.loader} {r.stage}", start, r.total, r.loader, r.pass_no, r.batch, 0, r.pid,
+                     steps.get((r.loader, r.pass_no, r.worker, r.batch), "") if r.stage == "after_batch" else ""))
+    for tid in dict.fromkeys(row[0] for row in rows):
+        _, names, start, dur, loader, pass_no, batch, items, pid, summary = zip(*[row for row in rows if row[0] == tid])
+        yield _Spans("data", tid, _Column(table(names)), np.array(start, np.int64) - head.origin,
+                     np.array(dur, np.int64), [_Column(table(loader)), np.array(pass_no, np.int64),
+                                               np.array(batch, np.int64), np.array(items, np.int64),
+                                               np.array(pid, np.int64), _Column(table(summary))])
 
 
 def _statuses(table: _Table, codes: np.ndarray) -> _Column:
@@ -196,7 +261,7 @@ def chrome_trace(trace: Any, origin_unix_ns: int | None = None, pid: int | None 
         for name, start, dur, *values in zip(*(_values(c) for c in columns)):
             out.append({"ph": "X", "name": name, "cat": spans.cat, "pid": head.pid, "tid": spans.tid,
                         "ts": start / 1000, "dur": dur / 1000, "args": dict(zip(keys, values))})
-    out += head.device_metadata(trace.clock)
+    out += head.device_metadata(trace.clock) + _data_metadata(trace, head)
     return {"traceEvents": out, "displayTimeUnit": "ms", "otherData": _other_data(trace, head)}
 
 
@@ -211,7 +276,7 @@ def chrome_text(trace: Any) -> str:
     parts = ['{"traceEvents":[', ",".join(map(_compact, head.metadata()))]  # never empty: each span follows a comma
     for spans in _spans(trace, head, shown=json.dumps):
         parts.append(_spans_text(spans, head.pid))
-    parts += ["," + _compact(m) for m in head.device_metadata(trace.clock)]
+    parts += ["," + _compact(m) for m in head.device_metadata(trace.clock) + _data_metadata(trace, head)]
     parts.append(f'],"displayTimeUnit":"ms","otherData":{_compact(_other_data(trace, head))}}}')
     return "".join(parts)
 

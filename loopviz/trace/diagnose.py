@@ -19,6 +19,7 @@ import pandas as pd
 from loopviz.errors import LoopvizError
 from loopviz.trace.cost import TracingCost, cost_entry
 from loopviz.trace.data import TraceData
+from loopviz.trace.datatiming import has_data, loader_timing
 from loopviz.trace.reports import by_callback, gpu_waits, summary, total_ns, work_df
 
 __all__ = ["Finding", "Findings", "diagnose", "THRESHOLDS", "SEVERITIES", "ADVICE_KEYS", "GENERIC_FIXES", "advice_of"]
@@ -293,12 +294,43 @@ def _input_bound(run: _Run, checked: dict[str, float]) -> list[Finding]:
         evidence += (f"the machine that ran it had {cores} CPU cores (trace meta)",)
     key = "loader" if train.get("restarts_workers") else "loader_persistent"  # (such a loader would not keep them)
     suggest = min(max(2, 2 * workers), most) if isinstance(workers, int) and workers > 0 else most
+    timing = _timed_loader(run, "train")
+    if timing is not None:  # the data loop was timed (data=True): the workers it needs, and the transform to blame
+        evidence += _loader_evidence(timing)
+        setting = _loader_culprit(timing, setting)
+        if timing.delivered_per_s > 0 and timing.consumed_per_s > timing.delivered_per_s:
+            needed = math.ceil(max(1, timing.workers) * timing.consumed_per_s / timing.delivered_per_s)
+            suggest = min(max(2, needed), most)
     if isinstance(workers, int) and workers >= most:  # more workers than cores would not help: cheaper items would
         key, suggest = "items", workers
         evidence += (f"the loader already has {workers} workers for {cores or 'unknown'} cores",)
     return [Finding("input_bound", severity, f"The model waits for data: {100 * share:.0f} % of the run is spent "
                     f"getting the next batch", evidence, setting, _fix(run, key, workers=suggest), waited,
                     {"share": share, "waited_ms": waited})]
+
+
+def _timed_loader(run: _Run, name: str) -> Any:
+    """The loader's timing when the trace timed its data loop (data=True), else None."""
+    if not has_data(run.data):
+        return None
+    return next((timing for timing in loader_timing(run.data) if timing.loader == name and timing.batches), None)
+
+
+def _loader_evidence(timing: Any) -> tuple[str, ...]:
+    """What the timed data loop says: the slowest step's share, and batches delivered against consumed."""
+    stage, step, share = timing.slowest
+    where = f"in the {timing.workers} workers" if timing.workers else "in the main process (num_workers=0)"
+    lines = (f"{where}, {step or stage} ({stage}) takes {100 * share:.0f} % of the loader's work "
+             f"(data loop, t.data_summary())",) if stage else ()
+    return lines + (f"the loader delivers {timing.delivered_per_s:.1f} batches/s ({timing.batch_ms:.2f} ms a batch "
+                    f"in each of {max(1, timing.workers)} processes) against {timing.consumed_per_s:.1f} the loop "
+                    f"consumes; the main process waited {timing.wait_ms:.2f} ms a batch past each pass's first",)
+
+
+def _loader_culprit(timing: Any, setting: str) -> str:
+    """The culprit named down to the transform when the data loop was timed."""
+    stage, step, share = timing.slowest
+    return f"{setting}: its {step or stage} ({stage}, {100 * share:.0f} % of its work)" if stage else setting
 
 
 def _epoch_stalls(run: _Run, checked: dict[str, float]) -> list[Finding]:

@@ -24,7 +24,7 @@ from loopviz.renderers.sanitise import TEXT_LIMIT, cut, cut_words, one_line, vis
 __all__ = ["as_text", "as_html", "pre_html", "bundle", "diagnosis_renderable", "diagnosis_text", "first_look",
            "checked_line", "cost_line", "duration", "share_of", "PRE_STYLE", "PYTHON_MORE", "CALLBACK_COLUMNS",
            "CHANGE_COLUMNS", "SUMMARY_HEADERS", "CALLBACK_HEADERS", "short_name", "rows_table", "cell", "with_approx",
-           "APPROX", "trace_tables", "trace_text", "trace_html", "merged_tables", "merged_text"]
+           "APPROX", "trace_tables", "data_parts", "loader_line", "DATA_COLUMNS", "trace_text", "trace_html", "merged_tables", "merged_text"]
 
 
 PYTHON_MORE = "see .summary() / .by_callback()"  # where the rows a cut table leaves out are, from Python
@@ -100,8 +100,39 @@ def trace_tables(trace: Any, limit: int | None = 25, callbacks: int | None = 10,
         parts.append(_changes_table(trace.changes(), limit, more))
     if trace.tracked_waits:
         parts += _waits_parts(trace.gpu_waits(), limit, more)
+    parts += data_parts(trace, limit, more)
     parts += [Text(cut_words(cut(visible(cut(note, TEXT_LIMIT)), TEXT_LIMIT)), style="dim") for note in trace.notes()]
     return Group(*parts)
+
+
+DATA_COLUMNS = {"loader": "loader", "stage": "stage", "step": "transform", "where": "where", "calls": "calls",
+                "ms_per_batch": "ms/batch", "us_per_call": "µs/call", "total_ms": "total ms", "pct": "% of loader"}
+
+
+def loader_line(timing: Any) -> str:
+    """One loader's loop in a sentence: who made its batches, how fast against the loop, and the slowest step."""
+    makers = f"{timing.workers} worker processes" if timing.workers else "the main process"
+    verdict = ("the loop waits for data" if timing.input_bound else "the makers keep up")
+    stage, step, share = timing.slowest
+    slowest = f"; slowest: {short_name(step or stage)} ({stage}, {100 * share:.0f} % of its work)" if stage else ""
+    firsts = timing.first_batch_ms
+    first = f"; first batch of a pass after {duration(max(firsts))} at most" if firsts else ""
+    return (f"{short_name(timing.loader)}: {timing.batches:,} batches in {timing.passes} passes made by {makers}, "
+            f"{duration(timing.batch_ms)} per batch each: {timing.delivered_per_s:,.1f} batches/s delivered against "
+            f"{timing.consumed_per_s:,.1f} consumed ({verdict}); the main process spent {duration(timing.get_ms)} "
+            f"getting them, {duration(timing.wait_ms)} a batch past a pass's first{first}{slowest}")
+
+
+def data_parts(trace: Any, limit: int | None, more: str) -> list[Any]:
+    """The data loop's timing (a trace with data=True): a line per loader and the table of its stages and transforms."""
+    if not trace.data_work:
+        return []
+    parts: list[Any] = [Text.assemble(("Data loop: ", "bold"), line) for line in map(loader_line, trace.loader_timing())]
+    table = trace.data_summary()
+    if len(table):
+        parts.append(rows_table(table, "Data loop: each stage (transform blank) and transform, in the order it runs",
+                                DATA_COLUMNS, limit, "see .data_summary()"))
+    return parts
 
 
 APPROX = "approx."  # the mark of a row whose percentiles are from the sketch past the raw-record cap

@@ -228,6 +228,24 @@ class Trace:
         found = diagnose(self.data)
         return Diagnosis(found.framework, found.run_ms, found.findings, found.checked, found.tracing)
 
+    def data_summary(self) -> pd.DataFrame:
+        """The data loop's work (trace with `data=True`): per loader, stage and transform, where it ran (worker
+        processes or the main process), batches, calls, total ms, ms per batch, µs per call and % of the loader's work,
+        in the order the loop runs them."""
+        self._check()
+        from loopviz.trace.datatiming import data_summary
+
+        return data_summary(self.data)
+
+    def loader_timing(self) -> list[Any]:
+        """Per loader timed (`data=True`): who made its batches and how fast, against what the loop consumed and what
+        the main process waited (`LoaderTiming`: batches, workers, busy and wait times, batches per second delivered
+        and consumed, each pass's first batch, each worker's busy share, the slowest step)."""
+        self._check()
+        from loopviz.trace.datatiming import loader_timing
+
+        return loader_timing(self.data)
+
     def gpu_waits(self) -> pd.DataFrame:
         """The callback calls and work that made the host wait for the GPU (trace with `waits=True`), most waited
         first: how many synchronised, of how many, the GPU work they waited out (ms) and where."""
