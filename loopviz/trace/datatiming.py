@@ -100,11 +100,12 @@ def data_summary(data: TraceData) -> pd.DataFrame:
     if not len(df):
         return pd.DataFrame(columns=columns)
     df = df.assign(where=["main" if w == MAIN else "workers" for w in df["worker"].tolist()])
+    df = df.assign(made=df["batch"] >= 0)  # (batch -1: items made for no batch, the short last one drop_last drops)
     out = df.groupby(["loader", "stage", "step", "where", "per"], sort=False).agg(
-        batches=("total", "size"), calls=("count", "sum"), total=("total", "sum")).reset_index()
+        batches=("made", "sum"), calls=("count", "sum"), total=("total", "sum")).reset_index()
     stage_totals = out[out["step"] == ""].groupby("loader")["total"].sum()
     out["total_ms"] = out["total"] / 1e6
-    out["ms_per_batch"] = out["total_ms"] / out["batches"]
+    out["ms_per_batch"] = out["total_ms"] / out["batches"].clip(lower=1)
     out["us_per_call"] = out["total"] / 1e3 / out["calls"].clip(lower=1)
     out["pct"] = [100 * total / stage_totals.get(loader, 0) if stage_totals.get(loader, 0) else 0.0
                   for loader, total in zip(out["loader"], out["total"])]

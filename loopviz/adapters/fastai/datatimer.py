@@ -143,20 +143,51 @@ class LoaderTimer:
         self.batch_start = 0
         self.made += 1
 
+    def end_making(self) -> None:
+        """This process made its last batch of the pass: the items it made for none (batch -1), if any."""
+        if self.acc:
+            rows = array("q")
+            end = perf_counter_ns()
+            for step, (total, calls) in self.acc.items():
+                rows.extend((step, self.pass_no, self.worker, self.pid, -1, self.batch_start or end, end, total, calls))
+            self.spool.write(rows) if self.worker >= 0 else self.sink.extend(rows)
+            self.acc.clear()
+        self.making = False
+
     def recording(self) -> bool:
         """True while this process makes batches of a pass of the traced loader."""
         return self.making and self.active
 
 
 class _Wrapper:
-    """A stage of a loader, called as the loader would call it: `func` with `owner` first when it was a method."""
+    """A stage of a loader, called as the loader would call it: `func` with `owner` first when it was a method. A
+    method is pickled as the name of its class's attribute (fastai makes its no-op stages with `exec`: they cannot be
+    pickled by reference) and looked up again on first use."""
 
-    def __init__(self, timer: LoaderTimer, original: Any, owner: Any):
+    def __init__(self, timer: LoaderTimer, original: Any, owner: Any, attr: str):
         self.timer = timer
         bound = getattr(original, "__self__", None) is owner and hasattr(original, "__func__")
         self.func = original.__func__ if bound else original
         self.owner = owner if bound else None
+        self.attr = attr if bound and getattr(type(owner), attr, None) is self.func else None
         self.__doc__ = getattr(original, "__doc__", None)
+
+    def __getstate__(self) -> dict[str, Any]:
+        state = dict(vars(self))
+        if state["attr"] is not None:
+            state["func"] = None
+        return state
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        vars(self).update(state)
+        if self.func is None:
+            vars(self).pop("func")  # looked up on first use (`__getattr__`): the owner may not be unpickled yet
+
+    def __getattr__(self, name: str) -> Any:
+        if name == "func" and vars(self).get("attr") is not None and vars(self).get("owner") is not None:
+            self.func = getattr(type(self.owner), self.attr)
+            return self.func
+        raise AttributeError(name)
 
     __loopviz_wrapper__ = True
 
@@ -172,8 +203,8 @@ class _Wrapper:
 class TimedStage(_Wrapper):
     """A stage timed as a whole, per call, while the process makes batches."""
 
-    def __init__(self, timer: LoaderTimer, original: Any, owner: Any, step: int):
-        super().__init__(timer, original, owner)
+    def __init__(self, timer: LoaderTimer, original: Any, owner: Any, attr: str, step: int):
+        super().__init__(timer, original, owner, attr)
         self.step = step
 
     def __call__(self, *args: Any, **kwargs: Any) -> Any:
@@ -188,13 +219,23 @@ class TimedStage(_Wrapper):
 
 
 class _MakingStart(_Wrapper):
-    """`create_batches`: this process begins making the pass's batches."""
+    """`create_batches`: this process begins making the pass's batches; when they run out (or the pass is left),
+    the items made for no batch (the last, short one that `drop_last` drops) are recorded too."""
 
     def __call__(self, *args: Any, **kwargs: Any) -> Any:
         timer = self.timer
-        if timer.active and (timer.open or os.getpid() != timer.main_pid):
-            timer.begin_making()
-        return self.run(*args, **kwargs)
+        if not (timer.active and (timer.open or os.getpid() != timer.main_pid)):
+            return self.run(*args, **kwargs)
+        timer.begin_making()
+        return _drained(timer, self.run(*args, **kwargs))
+
+
+def _drained(timer: LoaderTimer, batches: Any) -> Any:
+    try:
+        yield from batches
+    finally:
+        if timer.making and timer.active:
+            timer.end_making()
 
 
 class _BatchEnd(_Wrapper):
@@ -212,8 +253,8 @@ class _BatchEnd(_Wrapper):
 class _PassEdge(_Wrapper):
     """`before_iter` / `after_iter`: a pass of the loader begins or ends, in the main process."""
 
-    def __init__(self, timer: LoaderTimer, original: Any, owner: Any, begins: bool):
-        super().__init__(timer, original, owner)
+    def __init__(self, timer: LoaderTimer, original: Any, owner: Any, attr: str, begins: bool):
+        super().__init__(timer, original, owner, attr)
         self.begins = begins
 
     def __call__(self, *args: Any, **kwargs: Any) -> Any:
@@ -402,18 +443,18 @@ def _wrappers(dl: DataLoader, timer: LoaderTimer) -> list[tuple[str, Any]]:
     """(attribute, wrapper) for each stage of the loader that its loop looks up on the instance."""
     register = timer.register
     out: list[tuple[str, Any]] = [
-        ("before_iter", _PassEdge(timer, dl.before_iter, dl, True)),
-        ("after_iter", _PassEdge(timer, dl.after_iter, dl, False)),
-        ("create_batches", _MakingStart(timer, dl.create_batches, dl)),
-        ("do_batch", _BatchEnd(timer, dl.do_batch, dl)),
+        ("before_iter", _PassEdge(timer, dl.before_iter, dl, "before_iter", True)),
+        ("after_iter", _PassEdge(timer, dl.after_iter, dl, "after_iter", False)),
+        ("create_batches", _MakingStart(timer, dl.create_batches, dl, "create_batches")),
+        ("do_batch", _BatchEnd(timer, dl.do_batch, dl, "do_batch")),
     ]
     if overrides(dl, "do_item"):  # a tabular loader: an item is its index, do_item reads nothing yet
         timer.item_id = register("do_item", "", "item")
-        out.append(("do_item", TimedStage(timer, dl.do_item, dl, timer.item_id)))
+        out.append(("do_item", TimedStage(timer, dl.do_item, dl, "do_item", timer.item_id)))
         stages = (("before_batch", "batch"), ("create_batch", "batch"), ("retain", "batch"))
     else:
         timer.item_id = register("create_item", "", "item")
-        out.append(("create_item", TimedStage(timer, dl.create_item, dl, timer.item_id)))
+        out.append(("create_item", TimedStage(timer, dl.create_item, dl, "create_item", timer.item_id)))
         stages = (("after_item", "item"), ("before_batch", "batch"), ("create_batch", "batch"), ("retain", "batch"))
     for stage, per in stages:
         out.append((stage, _timed(dl, timer, stage, per)))
@@ -428,7 +469,7 @@ def _timed(dl: DataLoader, timer: LoaderTimer, stage: str, per: str, main: bool 
     stage_id = timer.register(stage, "", per)
     if isinstance(original, Pipeline):
         return _timed_pipeline(original, timer, stage, per, stage_id, main)
-    return TimedStage(timer, original, dl, stage_id)
+    return TimedStage(timer, original, dl, stage, stage_id)
 
 
 def _timed_pipeline(pipe: Pipeline, timer: LoaderTimer, stage: str, per: str, stage_id: int, main: bool = False,

@@ -30,7 +30,6 @@ from fastcore.basics import patch
 
 from loopviz.adapters.fastai.advice import ADVICE
 from loopviz.adapters.fastai.cost import cost_measure
-from loopviz.adapters.fastai.datatimer import DataTiming
 from loopviz.adapters.facts import cpu_facts, weights_precision
 from loopviz.adapters.fastai.descriptions import WORK_BETWEEN
 from loopviz.adapters.fastai.learner_trace import RANGE_PREFIX, SKIP_STATUS, LearnerTrace
@@ -355,7 +354,10 @@ class TraceSession:
                 self.waits.stop()
             raise
         self.trace.meta.update(loader_facts(learn), **model_facts(learn))
-        state.data_timing = DataTiming() if self.data else None
+        if self.data:  # (imported here: a worker process started by spawn imports it to unpickle a loader)
+            from loopviz.adapters.fastai.datatimer import DataTiming
+
+            state.data_timing = DataTiming()
         # Ends the trace once: on exit, on t.stop(), or when the learner is collected (the finalizer holds
         # the state and the trace, which hold the learner only weakly).
         self._ending = weakref.finalize(learn, _end, id(learn), state, self.trace)
@@ -376,7 +378,7 @@ class TraceSession:
             self._ending()
 
 
-def _time_loaders(learn: Learner, timing: DataTiming) -> None:
+def _time_loaders(learn: Learner, timing: Any) -> None:
     """Time the loops of the learner's loaders (`learn.dls.loaders`: train, valid, then any others) from now on."""
     loaders = list(getattr(getattr(learn, "dls", None), "loaders", None) or ())
     for index, loader in enumerate(loaders):
