@@ -399,3 +399,14 @@ def test_workers_started_by_spawn_time_the_same_loop(tmp_path: Path) -> None:
     assert done.returncode == 0, done.stderr[-3000:]
     assert "workers [0, 1] processes 4" in done.stdout
     assert "could not patch" not in done.stderr
+
+
+def test_a_trace_cut_to_one_loop_keeps_the_data_work_done_inside_it() -> None:
+    learn = learner(0)
+    with learn.trace(data=True) as t:
+        learn.fit(1)
+        learn.validate()
+    fit_only, validate_only = t.select("fit"), t.select("validate")
+    count = lambda trace: {lt.loader: lt.batches for lt in trace.loader_timing()}
+    assert count(t) == {"train": 9, "valid": 6} and count(fit_only) == {"train": 9, "valid": 3}
+    assert count(validate_only) == {"valid": 3}

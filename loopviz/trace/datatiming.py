@@ -22,12 +22,15 @@ if TYPE_CHECKING:
     import numpy as np
     import pandas as pd
 
-__all__ = ["LoaderTiming", "STAGE_ORDER", "data_df", "data_summary", "loader_timing", "has_data"]
+__all__ = ["LoaderTiming", "STAGE_ORDER", "WAIT_LANE", "MAIN_LANE", "data_df", "data_summary", "loader_timing",
+           "has_data", "pass_lanes"]
 
 # the stages of a loader's loop in the order they run for a batch (others after them, in the order first timed)
 STAGE_ORDER = ("do_item", "create_item", "after_item", "before_batch", "create_batch", "collate_fn", "retain", MOVE,
                "after_batch")
 _MAIN_STAGES = (MOVE, "after_batch")  # what the main process does to a batch it is given
+WAIT_LANE = "main: getting the batch"  # from the loop's ask to the batch's main-process part
+MAIN_LANE = "main: to_device, after_batch"
 
 
 @dataclass(frozen=True)
@@ -242,3 +245,40 @@ def _slowest(rows: np.ndarray, steps: list[list[str]]) -> tuple[str, str, float]
         return ("", "", 0.0)
     best = max(candidates, key=lambda i: candidates[i])
     return (steps[best][1], steps[best][2], candidates[best] / whole)
+
+
+def pass_lanes(data: TraceData, loader: str) -> tuple[int, pd.DataFrame]:
+    """The loader's longest pass as lanes of spans (ms from the pass's start): the main process getting each batch
+    (from the loop's ask), its move and batch transforms, and each worker making its batches: (pass, spans with
+    lane, batch, start, dur). Empty when the loader has no timed pass."""
+    import numpy as np
+    import pandas as pd
+
+    columns = ["lane", "batch", "start", "dur"]
+    df = data_df(data)
+    mine = df[df["loader"] == loader]
+    passes = mine[mine["stage"] == PASS]
+    if not len(passes):
+        return -1, pd.DataFrame(columns=columns)
+    longest = passes.loc[(passes["end"] - passes["start"]).idxmax()]
+    pass_no, origin = int(longest["pass"]), int(longest["start"])
+    one = mine[mine["pass"] == pass_no]
+    spans: list[tuple[str, int, float, float]] = []
+    made = one[(one["stage"] == BATCH) & (one["batch"] >= 0)]
+    for r in made.itertuples():
+        lane = "main: making the batch" if r.worker == MAIN else f"worker {r.worker}"
+        spans.append((lane, r.batch, (r.start - origin) / 1e6, (r.end - r.start) / 1e6))
+    ids = [i for i, step in enumerate(data.data_steps) if step[0] == loader and step[1] in _MAIN_STAGES and not step[2]]
+    main = _matrix(data)
+    main = main[np.isin(main[:, D_STEP], ids) & (main[:, D_WORKER] == MAIN) & (main[:, D_PASS] == pass_no)]
+    given = _given(main)
+    firing_ends = np.sort(data.firings.matrix()[:, F_END]) if data.n_firings else np.zeros(0, np.int64)
+    pass_ids = [i for i, step in enumerate(data.data_steps) if step[0] == loader and step[1] == PASS]
+    whole = _matrix(data)
+    pass_rows = whole[np.isin(whole[:, D_STEP], pass_ids) & (whole[:, D_PASS] == pass_no)]
+    gets, _, _ = _main_timeline(given, pass_rows, firing_ends)
+    for (_, batch, start, end), got in zip(given.tolist(), gets.tolist() if len(gets) else [0.0] * len(given)):
+        spans.append((WAIT_LANE, batch, (start - origin) / 1e6 - got, got))
+        spans.append((MAIN_LANE, batch, (start - origin) / 1e6, (end - start) / 1e6))
+    return pass_no, pd.DataFrame(spans, columns=columns)
+

@@ -24,7 +24,7 @@ from loopviz.renderers.sanitise import TEXT_LIMIT, cut, cut_words, one_line, vis
 __all__ = ["as_text", "as_html", "pre_html", "bundle", "diagnosis_renderable", "diagnosis_text", "first_look",
            "checked_line", "cost_line", "duration", "share_of", "PRE_STYLE", "PYTHON_MORE", "CALLBACK_COLUMNS",
            "CHANGE_COLUMNS", "SUMMARY_HEADERS", "CALLBACK_HEADERS", "short_name", "rows_table", "cell", "with_approx",
-           "APPROX", "trace_tables", "data_parts", "loader_line", "DATA_COLUMNS", "trace_text", "trace_html", "merged_tables", "merged_text"]
+           "APPROX", "trace_tables", "data_parts", "loader_line", "DATA_COLUMNS", "DATA_HEADERS", "trace_text", "trace_html", "merged_tables", "merged_text"]
 
 
 PYTHON_MORE = "see .summary() / .by_callback()"  # where the rows a cut table leaves out are, from Python
@@ -107,6 +107,10 @@ def trace_tables(trace: Any, limit: int | None = 25, callbacks: int | None = 10,
 
 DATA_COLUMNS = {"loader": "loader", "stage": "stage", "step": "transform", "where": "where", "calls": "calls",
                 "ms_per_batch": "ms/batch", "us_per_call": "µs/call", "total_ms": "total ms", "pct": "% of loader"}
+# every column of the data loop's table, named for people (the HTML report shows them all)
+DATA_HEADERS = {"loader": "loader", "stage": "stage", "step": "transform", "where": "where", "per": "per",
+                "batches": "batches", "calls": "calls", "total_ms": "total ms", "ms_per_batch": "ms per batch",
+                "us_per_call": "µs per call", "pct": "% of loader's work"}
 
 
 def loader_line(timing: Any) -> str:

@@ -18,7 +18,7 @@ from loopviz.errors import LoopvizError
 from loopviz.renderers.palette import PALETTE
 from loopviz.renderers.sanitise import cut, json_island, one_line, visible
 from loopviz.trace.display import (
-    APPROX, CALLBACK_HEADERS, SUMMARY_HEADERS, checked_line, cost_line, duration, share_of, short_name,
+    APPROX, CALLBACK_HEADERS, DATA_HEADERS, SUMMARY_HEADERS, checked_line, cost_line, duration, loader_line, share_of, short_name,
 )
 
 __all__ = ["html_report", "MAX_BARS"]
@@ -54,6 +54,7 @@ def html_report(trace: Any, loop: Any = None) -> str:
     if trace.tracked_waits:
         sections.append(_waits_section(trace))
     sections += _batch_sections(trace, index)
+    sections += _data_sections(trace)
     notes = "".join(f"<li>{_text(n)}</li>" for n in trace.notes())
     if notes:
         sections.append(_section("Notes", f"<ul>{notes}</ul>", ""))
@@ -254,6 +255,54 @@ def _batch_sections(trace: Any, main: int) -> list[str]:
                                 f"#{worst} (epoch {epoch}, iter {iteration}): {took}. "
                                 "Rows: the work between events, the events, and the callbacks called in them."))
     return out
+
+
+def _data_sections(trace: Any) -> list[str]:
+    """The data loop (data=True): a sentence per loader, each loader's longest pass as lanes (the main process getting
+    each batch, its move and batch transforms, each worker making its batches), and the table of stages and
+    transforms."""
+    if not trace.data_work:
+        return []
+    from loopviz.trace.datatiming import MAIN_LANE, WAIT_LANE, pass_lanes
+
+    lines = "".join(f"<li>{_text(loader_line(timing), 1000)}</li>" for timing in trace.loader_timing())
+    out = [_section("The data loop: what draw does", f"<ul>{lines}</ul>" + _table(trace.data_summary().rename(columns=DATA_HEADERS), "data"),
+                    "Each loader's stages and transforms, in the order its loop runs them, where they ran, and "
+                    "their share of the loader's work (a stage's row holds its transforms' rows).")]
+    for timing in trace.loader_timing():
+        pass_no, spans = pass_lanes(trace.data, timing.loader)
+        if not len(spans):
+            continue
+        lanes = [WAIT_LANE, MAIN_LANE, *sorted(set(spans["lane"]) - {WAIT_LANE, MAIN_LANE})]
+        out.append(_section(f"The {timing.loader} loader's pass {pass_no}, lane by lane", _lanes_svg(spans, lanes),
+                            "Each bar a batch: made in a worker (or the main process), then in the main process "
+                            "its move to the device and batch transforms; the first lane is the main process "
+                            "getting it, from the moment the loop asked (waiting, when workers make it). Hover a "
+                            "bar for its figures."))
+    return out
+
+
+def _lanes_svg(spans: pd.DataFrame, lanes: list[str]) -> str:
+    extent = float((spans["start"] + spans["dur"]).max()) or 1.0
+    low = min(0.0, float(spans["start"].min()))
+    extent -= low
+    colours = {lane: PALETTE[i % len(PALETTE)] for i, lane in enumerate(lanes)}
+    parts = []
+    for lane, batch, begin, dur in spans[["lane", "batch", "start", "dur"]].itertuples(index=False):
+        x, w = (begin - low) / extent * CHART_WIDTH, max(dur / extent * CHART_WIDTH, 0.5)
+        y = lanes.index(lane) * TIMELINE_ROW
+        tip = html.escape(f"{one_line(str(lane))}: batch {batch}, {duration(dur)} at {duration(begin)}")
+        parts.append(f'<rect x="{x:.2f}" y="{y + 2}" width="{w:.2f}" height="{TIMELINE_ROW - 4}" '
+                     f'fill="{colours[lane]}" stroke="white" stroke-width="0.3"><title>{tip}</title></rect>')
+        if w > 9 * len(str(batch)) + 4:
+            parts.append(f'<text x="{x + w / 2:.2f}" y="{y + TIMELINE_ROW / 2 + 4}" text-anchor="middle" '
+                         f'class="inbar">{batch}</text>')
+    names = "".join(f'<text x="-6" y="{r * TIMELINE_ROW + TIMELINE_ROW / 2 + 4}" text-anchor="end" class="axis">'
+                    f"{_text(lane, 40)}</text>" for r, lane in enumerate(lanes))
+    axis = f'<text x="{CHART_WIDTH}" y="{TIMELINE_ROW * len(lanes) + 12}" text-anchor="end" class="axis">' \
+           f"{duration(extent + low)}</text>"
+    return (f'<svg class="timeline" viewBox="-190 0 {CHART_WIDTH + 190} {TIMELINE_ROW * len(lanes) + 16}" '
+            f'width="100%" role="img">{names}{"".join(parts)}{axis}</svg>')
 
 
 def _binned(series: pd.DataFrame) -> tuple[np.ndarray, list[tuple[int, int]]]:

@@ -65,8 +65,24 @@ def select_loops(data: TraceData, loops: Iterable[str | int]) -> TraceData:
         overflow_calls=_of_loops(data.overflow_calls, kept_loops),
         change_agg=_of_loops(data.change_agg, kept_loops),
         wait_agg=_of_loops(data.wait_agg, kept_loops),
+        data_work=_data_within(data, wanted),
     )
     return recount(cut)
+
+
+def _data_within(data: TraceData, wanted: set[int]) -> array:
+    """The data loop's rows that ended inside one of the kept loops' spans (rows carry times, not loops)."""
+    from loopviz.trace.datawork import D_END, ND
+
+    if not data.data_work:
+        return array("q")
+    rows = np.frombuffer(data.data_work, np.int64).reshape(-1, ND)
+    inside = np.zeros(len(rows), bool)
+    for index in wanted:
+        if index < len(data.loop_spans) and data.loop_spans[index][0] >= 0:
+            start, end = data.loop_spans[index][:2]
+            inside |= (rows[:, D_END] >= start) & (rows[:, D_END] <= end)
+    return _flat(rows[inside])
 
 
 def _spans(spans: list[list[int]], wanted: set[int], new_index: np.ndarray) -> list[list[int]]:
