@@ -14,9 +14,9 @@ import pytest
 PACKAGE = Path(__file__).resolve().parents[1] / "loopviz"
 TRACE = PACKAGE / "trace"
 
-MODEL = {"data", "layout", "records", "sketch"}  # what a trace holds
-RECORDING = {"record", "clock", "waits", "instrument"}  # what writes it while a loop runs
-ANALYSIS = {"reports", "select", "notes", "batches", "observed", "compare", "diagnose", "cost"}  # pure functions of the model
+MODEL = {"data", "layout", "records", "sketch", "datawork"}  # what a trace holds
+RECORDING = {"record", "clock", "waits", "instrument", "spool"}  # what writes it while a loop runs
+ANALYSIS = {"reports", "select", "notes", "batches", "observed", "compare", "diagnose", "cost", "datatiming"}  # pure functions of the model
 VIEWS = {"display", "html", "plot", "chrome", "profiler"}  # what users see and save
 STORAGE = {"files", "validate", "jsontext"}  # files in and out, and JSON text
 FACADE = {"trace", "merge", "outputs", "diagnosis", "__init__"}  # `Trace`, a `MergedTrace` of ranks, what either writes: every layer

@@ -31,7 +31,8 @@ from fasttransform.transform import Pipeline
 
 from loopviz.adapters.fastai.dataloop import overrides, transform_step
 from loopviz.trace import instrument
-from loopviz.trace.datawork import BATCH, MAIN, MOVE, PASS, Spool
+from loopviz.trace.datawork import BATCH, MAIN, MOVE, PASS
+from loopviz.trace.spool import Spool
 
 __all__ = ["DataTiming", "LoaderTimer", "TimedPipeline", "timed_loaders"]
 

@@ -323,6 +323,9 @@ class TraceSession:
         self.changes, self.tensors = check_bool("changes", changes), check_bool("tensors", tensors)
         self.ranges = check_bool("ranges", ranges)
         self.data = check_bool("data", data)
+        if self.data and now is not None:
+            raise LoopvizError("data=True times the loader's worker processes on the system's clock "
+                               "(time.perf_counter_ns): it cannot run on an injected clock (now=).")
         self.waits = wait_watch(_DISPATCH_FILES) if check_bool("waits", waits) else None
         self.learn_ref = weakref.ref(learn)
         self.clock = make_clock(clock, _model_device(learn))
