@@ -23,10 +23,10 @@ ROOT = Path(__file__).resolve().parents[1]
 
 def traced_fine_tune(path: Path, nested: bool = False, **caps: int) -> Trace:
     """A fine_tune(1, freeze_epochs=1): two loops with the same label, state changes recorded; `nested`: each fit
-    with a get_preds nested in its after_validate (FetchPredsCallback), as loops 1 and 3."""
+    with a get_preds nested in its after_validate (FetchPredsCallback), as loops 1 and 3, and its data loop timed."""
     learn = synth_learner(path=path)
     with learn.no_bar(), learn.no_logging():
-        with learn.trace(changes=True, **caps) as t:
+        with learn.trace(changes=True, data=nested, **caps) as t:
             learn.fine_tune(1, freeze_epochs=1, cbs=FetchPredsCallback() if nested else None)
     return t
 
@@ -203,8 +203,8 @@ def test_select_on_a_version_1_file_keeps_its_aggregates_and_says_so(version_1, 
 
 
 def test_other_versions_are_refused(capped):
-    data = {**capped.to_json(), "version": 6}
-    with pytest.raises(LoopvizError, match="version 6 is not supported; this loopviz reads versions 1, 2, 3, 4, 5"):
+    data = {**capped.to_json(), "version": 7}
+    with pytest.raises(LoopvizError, match="version 7 is not supported; this loopviz reads versions 1, 2, 3, 4, 5, 6"):
         Trace.from_json(data)
     data = {**capped.to_json(), "firing_fields": ["event"]}
     with pytest.raises(LoopvizError, match="different record fields"):

@@ -33,6 +33,7 @@ from loopviz.trace.layout import (
     F_EVENT,
     F_LOOP, F_MODE, F_PARENT, F_START, F_STATUS, MODES, NC, NCH, NF, STATUS,
 )
+from loopviz.trace.datawork import D_COUNT, D_END, D_STEP, D_TOTAL, D_WORKER, ND
 from loopviz.trace.trace import Trace
 from loopviz.trace.sketch import MAX_KEY
 from loopviz.trace.html import html_report
@@ -48,7 +49,7 @@ def real(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
     (get_preds in after_validate), and records past small caps, so every aggregate has rows."""
     learn = synth_learner(path=tmp_path_factory.mktemp("learn"))
     with learn.no_bar(), learn.no_logging():
-        with learn.trace(changes=True, max_calls=60, max_firings=40) as t:
+        with learn.trace(changes=True, max_calls=60, max_firings=40, data=True) as t:
             learn.fit(1, cbs=FetchPredsCallback())
     obj = t.to_json()
     # waits for the GPU need one (test_trace_waits.py records them with a fake GPU): rows of the shape it records
@@ -219,6 +220,20 @@ CORPUS: list[tuple[str, Callable[[dict], None], str, str]] = [
     ("change callback index", record("change_log", NCH, 1, CH_CALLBACK, 99), "change_log", "callback index 99"),
     ("change attr index", record("change_log", NCH, 1, CH_ATTR, 99), "change_log",
      "record 1: attribute index 99 is out of range (the trace has {attrs} attributes)"),
+    # the data loop's rows and steps
+    ("data_work not whole records", lambda o: o["data_work"].pop(), "data_work", "not a whole number of 9-integer"),
+    ("data_work step index", record("data_work", ND, 2, D_STEP, lambda o: len(o["data_steps"])), "data_work",
+     "record 2: step index {data_steps} is out of range (the trace has {data_steps} data steps)"),
+    ("data_work worker -2", record("data_work", ND, 0, D_WORKER, -2), "data_work", "record 0: worker -2 is out of range"),
+    ("data_work negative total", record("data_work", ND, 1, D_TOTAL, -4), "data_work", "record 1: total -4"),
+    ("data_work end before start", record("data_work", ND, 3, D_END, 1), "data_work",
+     "record 3: its end is before its start"),
+    ("data_work a string", record("data_work", ND, 0, D_COUNT, "8"), "data_work", "record 0: count is '8'"),
+    ("data_steps entry of 3", at("data_steps", 0, ["train", "after_item", "Flip"]), "data_steps",
+     "entry 0: is a list of 3, not a list of 4 strings"),
+    ("data_steps per unknown", at("data_steps", 1, ["train", "after_item", "Flip", "epoch"]), "data_steps",
+     "entry 1: per is 'epoch', not one of item, batch, pass"),
+    ("data_steps a number", at("data_steps", 0, ["train", 3, "", "item"]), "data_steps", "entry 0: is 3, not a string"),
     # names
     ("callbacks [{}]", setting("callbacks", [{}]), "callbacks", "entry 0: has no 'cls'"),
     ("callback without name", lambda o: o["callbacks"][1].pop("name"), "callbacks", "entry 1: has no 'name'"),
@@ -379,7 +394,7 @@ CORPUS: list[tuple[str, Callable[[dict], None], str, str]] = [
 def test_a_broken_field_is_refused_naming_the_file_and_the_field(real, tmp_path, change, field, says):
     obj = copy.deepcopy(real)
     change(obj)
-    sizes = {name: len(real[name]) for name in ("events", "callbacks", "loops", "attrs")}
+    sizes = {name: len(real[name]) for name in ("events", "callbacks", "loops", "attrs", "data_steps")}
     says = says.format(firings=n_firings(real), **sizes)
     message = refused(save(obj, tmp_path / "bad.json"), f"field {field!r}", says)
     assert "record the trace again" in message

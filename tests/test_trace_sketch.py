@@ -164,8 +164,8 @@ def test_an_old_file_loads_with_coarse_percentiles_and_says_so(tmp_path):
     assert (events["p50_ms"] <= events["p95_ms"]).all() and (events["p95_ms"] <= events["max_ms"] + 1e-12).all()
     note = next(n for n in old.notes() if "past the raw-record cap" in n)
     assert "within a factor of 1.42" in note
-    again = Trace.load(old.save(tmp_path / "v5.json"))  # saved as version 5, still said to be coarse
-    assert again.to_json()["version"] == FORMAT_VERSION == 5
+    again = Trace.load(old.save(tmp_path / "v5.json"))  # saved as this version, still said to be coarse
+    assert again.to_json()["version"] == FORMAT_VERSION == 6
     assert again.meta[COARSE_PERCENTILES] is True and "within a factor of 1.42" in str(again)
     assert again.summary().equals(summary)
 
