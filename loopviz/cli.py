@@ -331,12 +331,14 @@ def show(ctx: click.Context, target: str | None, verbose: bool, fmt: str | None,
 @click.option("--changes", is_flag=True, help="Also record which learner state each callback changes.")
 @click.option("--waits", is_flag=True, help="Also find the callbacks and work that make the host wait for the GPU "
                                             "(.item(), .cpu()...) and how long; needs CUDA.")
+@click.option("--data", is_flag=True, help="Also time the data loop inside draw: each stage and transform of every "
+                                           "batch, in the loader's worker processes too (fastai).")
 @click.option("--output", "-o", type=click.Path(dir_okay=False), help="Write the trace here (.json or .json.gz).")
 @click.option("--cbs", multiple=True, metavar="MODULE:CLASS", help="Fit with this callback too (repeatable).")
 @_top_options(25)
 @_debug_option
 @click.pass_context
-def trace(ctx: click.Context, target: str | None, epochs: int, clock: str, changes: bool, waits: bool,
+def trace(ctx: click.Context, target: str | None, epochs: int, clock: str, changes: bool, waits: bool, data: bool,
           output: str | None, cbs: tuple[str, ...], top: int, all_rows: bool) -> None:
     """Fit TARGET under a trace, print where the time went (and, with --changes, which state each callback
     changed), write the trace. fastai's progress bar is shown only when standard output is a terminal: piped or
@@ -348,11 +350,14 @@ def trace(ctx: click.Context, target: str | None, epochs: int, clock: str, chang
 
         _output_path(output)  # before the fit, not after it
         obj, adapter = load_target(target)
+        if data and adapter.name != "fastai":
+            raise click.UsageError(f"--data times the data loop of fastai loaders; {target!r} is a {adapter.name} "
+                                   "target: trace it without --data.")
         module = adapter.load()
         callbacks = _callbacks(adapter, cbs)
         quiet = adapter.name == "fastai" and not _stdout_is_terminal()
         with obj.no_bar() if quiet else nullcontext():  # outside the trace: the trace is of the fit that ran
-            with module.trace(obj, clock=clock, changes=changes, waits=waits) as t:
+            with module.trace(obj, clock=clock, changes=changes, waits=waits, **({"data": True} if data else {})) as t:
                 module.fit(obj, epochs, callbacks)
         click.echo(report_text(t, None if all_rows else top))
         if output:

@@ -231,7 +231,7 @@ def test_with_workers_the_main_process_waits_and_the_diagnosis_names_the_transfo
     assert timing.consumed_per_s > timing.delivered_per_s
     assert timing.first_batch_ms and min(timing.first_batch_ms) >= 4 * SLEEP * 1e3
     finding = next(f for f in t.diagnose().findings if f.kind == "input_bound")
-    assert "SlowItem (after_item)" in " ".join(finding.evidence) and "SlowItem" in finding.culprit
+    assert "SlowItem (after_item)" in " ".join(finding.evidence) and "SlowItem (after_item)" in finding.culprit
     assert "batches/s" in " ".join(finding.evidence)
     text = str(t)
     assert "Data loop: train:" in text and "SlowItem" in text
@@ -410,3 +410,21 @@ def test_a_trace_cut_to_one_loop_keeps_the_data_work_done_inside_it() -> None:
     count = lambda trace: {lt.loader: lt.batches for lt in trace.loader_timing()}
     assert count(t) == {"train": 9, "valid": 6} and count(fit_only) == {"train": 9, "valid": 3}
     assert count(validate_only) == {"valid": 3}
+
+
+def test_a_stage_called_outside_the_loaders_loop_is_not_counted_in_it() -> None:
+    class Decoding(Callback):
+        "Runs the loader's stages on one item itself, as decode does the first time"
+
+        def before_batch(self):
+            if self.training and self.iter == 2:
+                self.learn.dls.train._one_pass()
+
+    learn = learner(0)
+    with learn.trace(data=True) as t:
+        learn.fit(1, cbs=Decoding())
+    timing = {lt.loader: lt for lt in t.loader_timing()}["train"]
+    df = rows(t)
+    made = df[(df["loader"] == "train") & (df["stage"] == "batch") & (df["batch"] >= 0)]
+    assert timing.batches == len(made) == len(learn.dls.train)
+    assert sorted(made["batch"]) == list(range(len(learn.dls.train)))

@@ -45,7 +45,7 @@ class LoaderTiming:
     busy_ms: float  # time making batches, summed over the processes that made them
     batch_ms: float  # median time one process took to make one batch
     get_ms: float  # the main process's time getting its batches: waiting for a worker's (or making it), all batches
-    wait_ms: float  # of that, the median per batch, a pass's first batch left out
+    wait_ms: float  # of that, the mean per batch, a pass's first batch left out
     move_ms: float  # moving batches to the device
     after_batch_ms: float  # the batch transforms in the main process
     model_ms: float  # median time the loop spent with a batch before asking for the next
@@ -168,7 +168,7 @@ def _one_loader(loader: str, rows: np.ndarray, steps: list[list[str]], firing_en
     return LoaderTiming(
         loader=loader, passes=len(passes) or len({int(p) for p in rows[:, D_PASS].tolist()}), batches=len(given),
         items=int(batches[:, D_COUNT].sum()), workers=len(workers), busy_ms=busy, batch_ms=batch_ms,
-        get_ms=float(gets.sum()) if len(gets) else 0.0, wait_ms=float(np.median(later)) if len(later) else 0.0,
+        get_ms=float(gets.sum()) if len(gets) else 0.0, wait_ms=float(later.mean()) if len(later) else 0.0,
         move_ms=float(move[:, D_TOTAL].sum()) / 1e6, after_batch_ms=float(after[:, D_TOTAL].sum()) / 1e6,
         model_ms=model_ms, delivered_per_s=1000 * makers / batch_ms if batch_ms else 0.0,
         consumed_per_s=1000 / per_batch if per_batch else 0.0, first_batch_ms=first_batch,

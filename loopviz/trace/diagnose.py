@@ -320,7 +320,7 @@ def _loader_evidence(timing: Any) -> tuple[str, ...]:
     """What the timed data loop says: the slowest step's share, and batches delivered against consumed."""
     stage, step, share = timing.slowest
     where = f"in the {timing.workers} workers" if timing.workers else "in the main process (num_workers=0)"
-    lines = (f"{where}, {step or stage} ({stage}) takes {100 * share:.0f} % of the loader's work "
+    lines = (f"{where}, {_step_name(stage, step)} takes {100 * share:.0f} % of the loader's work "
              f"(data loop, t.data_summary())",) if stage else ()
     return lines + (f"the loader delivers {timing.delivered_per_s:.1f} batches/s ({timing.batch_ms:.2f} ms a batch "
                     f"in each of {max(1, timing.workers)} processes) against {timing.consumed_per_s:.1f} the loop "
@@ -330,7 +330,12 @@ def _loader_evidence(timing: Any) -> tuple[str, ...]:
 def _loader_culprit(timing: Any, setting: str) -> str:
     """The culprit named down to the transform when the data loop was timed."""
     stage, step, share = timing.slowest
-    return f"{setting}: its {step or stage} ({stage}, {100 * share:.0f} % of its work)" if stage else setting
+    return f"{setting}: its {_step_name(stage, step)} ({100 * share:.0f} % of its work)" if stage else setting
+
+
+def _step_name(stage: str, step: str) -> str:
+    """A transform with its stage ('Decode (after_item)'), or a stage timed whole ('create_batch')."""
+    return f"{step} ({stage})" if step else stage
 
 
 def _epoch_stalls(run: _Run, checked: dict[str, float]) -> list[Finding]:

@@ -118,7 +118,8 @@ def loader_line(timing: Any) -> str:
     makers = f"{timing.workers} worker processes" if timing.workers else "the main process"
     verdict = ("the loop waits for data" if timing.input_bound else "the makers keep up")
     stage, step, share = timing.slowest
-    slowest = f"; slowest: {short_name(step or stage)} ({stage}, {100 * share:.0f} % of its work)" if stage else ""
+    named = f"{short_name(step)} ({stage}, " if step else f"{stage} ("
+    slowest = f"; slowest: {named}{100 * share:.0f} % of its work)" if stage else ""
     firsts = timing.first_batch_ms
     first = f"; first batch of a pass after {duration(max(firsts))} at most" if firsts else ""
     return (f"{short_name(timing.loader)}: {timing.batches:,} batches in {timing.passes} passes made by {makers}, "

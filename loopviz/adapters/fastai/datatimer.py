@@ -20,6 +20,7 @@ a wrapper.
 from __future__ import annotations
 
 import os
+import sys
 import threading
 from array import array
 from time import perf_counter_ns
@@ -54,7 +55,7 @@ class LoaderTimer:
         self.active = True  # False once the trace ended: every wrapper passes straight through
         self.pass_no = -1
         self.open = False  # the main process is inside a pass of the loader (before_iter to after_iter)
-        self.making = False  # this process is making batches (its create_batches began)
+        self.making = False  # this process is making a batch of the pass (inside its create_batches generator)
         self.worker, self.workers, self.pid = MAIN, 1, self.main_pid
         self.made = 0  # batches made in this process in this pass
         self.given = 0  # batches the main process has given out in this pass
@@ -111,7 +112,6 @@ class LoaderTimer:
             info = get_worker_info()
             self.worker, self.workers = (info.id, info.num_workers) if info is not None else (0, 1)
             self.pid = os.getpid()
-        self.making = True
         self.made = 0
         self.acc.clear()
         self.batch_start = 0
@@ -146,7 +146,7 @@ class LoaderTimer:
 
     def end_making(self) -> None:
         """This process made its last batch of the pass: the items it made for none (batch -1), if any."""
-        if self.acc:
+        if self.acc and self.batch_start:
             rows = array("q")
             end = perf_counter_ns()
             for step, (total, calls) in self.acc.items():
@@ -232,10 +232,21 @@ class _MakingStart(_Wrapper):
 
 
 def _drained(timer: LoaderTimer, batches: Any) -> Any:
+    """The loader's batches, recorded only while the generator makes one: a stage called at any other time (fastai's
+    `TfmdDL._one_pass`, run by `decode` from a callback in the middle of a pass) is not part of the loop."""
+    made = iter(batches)
     try:
-        yield from batches
+        while True:
+            timer.making = True
+            try:
+                batch = next(made)
+            except StopIteration:
+                return
+            finally:
+                timer.making = False
+            yield batch
     finally:
-        if timer.making and timer.active:
+        if timer.active:
             timer.end_making()
 
 
@@ -279,7 +290,7 @@ class _Given:
 
     def __call__(self, *args: Any, **kwargs: Any) -> Any:
         timer = self.stage.timer
-        if not (timer.open and timer.active):
+        if not (timer.open and timer.active and _from_iter()):
             return self.stage.run(*args, **kwargs)
         start = _take_move(timer)
         begin = perf_counter_ns()
@@ -288,6 +299,12 @@ class _Given:
         _add(timer.given_acc, self.step, end - begin)
         timer.give(start or begin, end)
         return result
+
+
+def _from_iter() -> bool:
+    """True when the loader's `__iter__` called the main process's after_batch (its wrapper is the caller's callee):
+    not `TfmdDL._one_pass`, which `decode` runs from a callback in the middle of a pass."""
+    return sys._getframe(2).f_code.co_name == "__iter__"
 
 
 def _take_move(timer: LoaderTimer) -> int:
@@ -338,7 +355,7 @@ class TimedPipeline(Pipeline):
 
     def __call__(self, o: Any) -> Any:
         timer = self.timer
-        if not timer.active or not (timer.open if self.main else timer.making):
+        if not timer.active or not ((timer.open and _from_iter()) if self.main else timer.making):
             return self.pipe(o)
         acc = timer.given_acc if self.main else None
         moved = _take_move(timer) if self.main else 0
