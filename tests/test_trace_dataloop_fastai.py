@@ -22,7 +22,8 @@ from fastai.torch_core import set_seed
 import fastai.data.load as fastai_load
 from torch import nn
 
-from loopviz.adapters.fastai.datatimer import TimedPipeline, timed_loaders
+from loopviz.adapters.fastai.datatimer import TimedPipeline
+from loopviz.adapters.loader_timer import timed_loaders
 from loopviz.errors import LoopvizError
 from loopviz.trace import instrument
 from loopviz.trace.chrome import chrome_trace

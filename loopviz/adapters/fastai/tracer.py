@@ -358,9 +358,9 @@ class TraceSession:
             raise
         self.trace.meta.update(loader_facts(learn), **model_facts(learn))
         if self.data:  # (imported here: a worker process started by spawn imports it to unpickle a loader)
-            from loopviz.adapters.fastai.datatimer import DataTiming
+            from loopviz.adapters.fastai.datatimer import FastaiTiming
 
-            state.data_timing = DataTiming()
+            state.data_timing = FastaiTiming()
         # Ends the trace once: on exit, on t.stop(), or when the learner is collected (the finalizer holds
         # the state and the trace, which hold the learner only weakly).
         self._ending = weakref.finalize(learn, _end, id(learn), state, self.trace)
