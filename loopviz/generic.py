@@ -49,6 +49,7 @@ class _Recording:
         self.trace = Trace.recording(rec, stop=self.end, measure_cost=measure_cost)
         self.active = False
         self.ending: Callable[[], Any] | None = None  # ends it once (a weakref.finalize of the traced object)
+        self.closing: list[Callable[[Any], None]] = []  # run with the trace's data as it ends, before the patches go
 
     def start(self, obj: Any) -> None:
         """Mark it recording; it ends when `end()` is called or `obj` is collected, whichever comes first."""
@@ -68,8 +69,12 @@ class _Recording:
             if not self.active:
                 return
             self.active = False
-        self.patches.restore()
-        self.trace.finish(**self.finish)
+        try:
+            for close in self.closing:
+                close(self.trace.data)
+        finally:
+            self.patches.restore()
+            self.trace.finish(**self.finish)
 
 
 def _bases(base: type | None) -> tuple[type, ...]:

@@ -96,14 +96,14 @@ class LoaderTimer:
         self.acc.clear()
         self.batch_start = 0
 
-    def add(self, step: int, start: int, end: int) -> None:
-        """One call of a step in the batch being made."""
+    def add(self, step: int, start: int, end: int, calls: int = 1) -> None:
+        """A call of a step in the batch being made (`calls`: one call that did that many, a batch's items)."""
         entry = self.acc.get(step)
         if entry is None:
-            self.acc[step] = [end - start, 1]
+            self.acc[step] = [end - start, calls]
         else:
             entry[0] += end - start
-            entry[1] += 1
+            entry[1] += calls
         if not self.batch_start:
             self.batch_start = start
 
@@ -248,6 +248,8 @@ class DataTiming:
 
     def watch(self, loader: Any, name: str) -> LoaderTimer | None:
         """Time this loader's loop from now on; one that cannot be is noted (`skipped`) with the reason."""
+        if id(loader) in self.loaders:  # timed by this trace already
+            return next((timer for timer, key in zip(self.timers, self.loaders) if key == id(loader)), None)
         why = self.refuses(loader)
         if why is None and id(loader) in _LOADERS:
             why = "timed by another trace already"

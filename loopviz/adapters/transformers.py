@@ -336,8 +336,9 @@ class _TrainerTracer(DispatchTracer):
     """A DispatchTracer on `callback_handler.call_event` whose loops are the trainer's `train`, `evaluate` and
     `predict` calls (wrapped on the trainer instance; one inside another belongs to it)."""
 
-    def __init__(self, trainer: Any, **kwargs: Any):
+    def __init__(self, trainer: Any, data: bool = False, **kwargs: Any):
         self._trainer = weakref.ref(trainer)  # weakly: a trace never exited ends when the trainer is collected
+        self.data = data  # also time the loaders' loops (`loopviz.adapters.torch_timer`)
         handler = weakref.ref(trainer.callback_handler)
         self.training = self.evaluating = 0  # train / evaluate-or-predict calls open now
         self.epoch = -1  # the epoch `train` is in, read from state.epoch at on_epoch_begin, where it is exact
@@ -361,7 +362,23 @@ class _TrainerTracer(DispatchTracer):
         for name in LOOPS:  # put back with the dispatch method and the handlers when the trace ends
             self.patches.put(self.trainer, name, self._entry(name, getattr(self.trainer, name)))
         self.patches.put(self.obj, "on_epoch_begin", self._epoch_begin(self.obj.on_epoch_begin))
+        if self.data:
+            self._time_loaders(trace)
         return trace
+
+    def _time_loaders(self, trace: Any) -> None:
+        """Time the loop of each loader the trainer makes from now on (`get_train_dataloader`...): their timing ends
+        with the trace, before the trainer's patches are taken off."""
+        from loopviz.adapters.torch_timer import TorchTiming
+
+        timing = TorchTiming()
+        self.recording.closing.append(timing.finish)
+        trace.meta["data"] = True
+        for method, name in (("get_train_dataloader", "train"), ("get_eval_dataloader", "eval"),
+                             ("get_test_dataloader", "test")):
+            if hasattr(self.trainer, method):
+                self.patches.put(self.trainer, method, _watched(getattr(self.trainer, method), timing, name,
+                                                                lambda: self.active))
 
     def _entry(self, label: str, original: Callable[..., Any]) -> Callable[..., Any]:
         """`trainer.<label>` recorded as a loop of its own when no other loop is open."""
@@ -415,6 +432,19 @@ class _TrainerTracer(DispatchTracer):
         return where
 
 
+def _watched(original: Callable[..., Any], timing: Any, name: str, active: Callable[[], bool]) -> Callable[..., Any]:
+    """A trainer's `get_*_dataloader`: the loader it makes is timed while the trace records."""
+
+    @functools.wraps(original)
+    def make(*args: Any, **kwargs: Any) -> Any:
+        loader = original(*args, **kwargs)
+        if active():
+            timing.watch(loader, name)
+        return loader
+
+    return make
+
+
 def trace_trainer(trainer: Any, **kwargs: Any) -> DispatchTracer:
     """A context manager tracing the trainer's events, its callbacks' handlers and the work between them; gives a
     `Trace`. Each `train()`, `evaluate()` and `predict()` called inside is a loop; the trainer is left as it was."""
@@ -429,16 +459,21 @@ def loop_spec(trainer: Any, loop: str = "train", cbs: Sequence[Any] = ()) -> Loo
     return trainer_spec(trainer, loop, cbs)
 
 
-def trace(trainer: Any, clock: str = "auto", changes: bool = False, waits: bool = False,
+def trace(trainer: Any, clock: str = "auto", changes: bool = False, waits: bool = False, data: bool = False,
           **options: Any) -> DispatchTracer:
-    """A context manager tracing the trainer (`clock` as for fastai; no state changes or waits)."""
+    """A context manager tracing the trainer (`clock` as for fastai; no state changes or waits; `data`: also time its
+    loaders' loops, the dataset's items and the data collator, in the worker processes too)."""
     from loopviz.trace.clock import make_clock
 
     if changes:
         raise LoopvizError("state changes are recorded for fastai learners only; trace a Trainer without changes.")
     if waits:
         raise LoopvizError("waits for the GPU are recorded for fastai learners only; trace a Trainer without waits.")
-    return trace_trainer(trainer, clock=make_clock(clock, str(getattr(trainer.model, "device", "cpu"))), **options)
+    if data and options.get("now") is not None:
+        raise LoopvizError("data=True times the loader's worker processes on the system's clock "
+                           "(time.perf_counter_ns): it cannot run on an injected clock (now=).")
+    return trace_trainer(trainer, clock=make_clock(clock, str(getattr(trainer.model, "device", "cpu"))), data=data,
+                         **options)
 
 
 def data_loop(trainer: Any, which: str = "train") -> DataLoop:

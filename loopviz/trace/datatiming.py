@@ -14,7 +14,8 @@ from typing import TYPE_CHECKING, Any
 
 from loopviz.trace.data import TraceData
 from loopviz.trace.datawork import (
-    BATCH, D_BATCH, D_COUNT, D_END, D_PASS, D_START, D_STEP, D_TOTAL, D_WORKER, DATA_FIELDS, MAIN, MOVE, ND, PASS,
+    BATCH, D_BATCH, D_COUNT, D_END, D_PASS, D_START, D_STEP, D_TOTAL, D_WORKER, DATA_FIELDS, FETCH, MAIN, MOVE, ND,
+    PASS,
 )
 from loopviz.trace.layout import F_END
 
@@ -26,9 +27,9 @@ __all__ = ["LoaderTiming", "STAGE_ORDER", "WAIT_LANE", "MAIN_LANE", "data_df", "
            "has_data", "pass_lanes"]
 
 # the stages of a loader's loop in the order they run for a batch (others after them, in the order first timed)
-STAGE_ORDER = ("do_item", "create_item", "after_item", "before_batch", "create_batch", "collate_fn", "retain", MOVE,
+STAGE_ORDER = ("do_item", "create_item", "after_item", "before_batch", "create_batch", "retain", FETCH, MOVE,
                "after_batch")
-_MAIN_STAGES = (MOVE, "after_batch")  # what the main process does to a batch it is given
+_MAIN_STAGES = (FETCH, MOVE, "after_batch")  # what the main process does to get a batch and to one it is given
 WAIT_LANE = "main: getting the batch"  # from the loop's ask to the batch's main-process part
 MAIN_LANE = "main: to_device, after_batch"
 
@@ -92,8 +93,9 @@ def _stage_rank(stage: str) -> int:
 
 def data_summary(data: TraceData) -> pd.DataFrame:
     """Per loader, stage and step (step '' for the stage as a whole) and where it ran ('workers': the loader's worker
-    processes, 'main': the main process): batches, calls, total ms, ms per batch, µs per call, and its share of the loader's making time (the
-    time its processes spent on batches), in the order the loop runs them."""
+    processes, 'main': the main process): batches, calls, total ms, ms per batch, µs per call, and its share of the
+    loader's work (its stages' time; none for a torch loader's fetch, the main process getting a batch, which waits
+    for or holds that work), in the order the loop runs them."""
     import pandas as pd
 
     columns = ["loader", "stage", "step", "where", "per", "batches", "calls", "total_ms", "ms_per_batch",
@@ -106,12 +108,13 @@ def data_summary(data: TraceData) -> pd.DataFrame:
     df = df.assign(made=df["batch"] >= 0)  # (batch -1: items made for no batch, the short last one drop_last drops)
     out = df.groupby(["loader", "stage", "step", "where", "per"], sort=False).agg(
         batches=("made", "sum"), calls=("count", "sum"), total=("total", "sum")).reset_index()
-    stage_totals = out[out["step"] == ""].groupby("loader")["total"].sum()
+    stage_totals = out[(out["step"] == "") & (out["stage"] != FETCH)].groupby("loader")["total"].sum()
     out["total_ms"] = out["total"] / 1e6
     out["ms_per_batch"] = out["total_ms"] / out["batches"].clip(lower=1)
     out["us_per_call"] = out["total"] / 1e3 / out["calls"].clip(lower=1)
-    out["pct"] = [100 * total / stage_totals.get(loader, 0) if stage_totals.get(loader, 0) else 0.0
-                  for loader, total in zip(out["loader"], out["total"])]
+    out["pct"] = [float("nan") if stage == FETCH else 100 * total / stage_totals.get(loader, 0)
+                  if stage_totals.get(loader, 0) else 0.0
+                  for loader, stage, total in zip(out["loader"], out["stage"], out["total"])]
     first = {loader: i for i, loader in enumerate(dict.fromkeys(step[0] for step in data.data_steps))}
     out["_order"] = [(first.get(loader, 0), _stage_rank(stage), step != "")
                      for loader, stage, step in zip(out["loader"], out["stage"], out["step"])]
@@ -152,7 +155,7 @@ def _one_loader(loader: str, rows: np.ndarray, steps: list[list[str]], firing_en
     passes = _kind(steps, rows, PASS)
     main_ids = {i for i, step in enumerate(steps) if step[0] == loader and step[1] in _MAIN_STAGES and not step[2]}
     main = rows[np.isin(rows[:, D_STEP], list(main_ids)) & (rows[:, D_WORKER] == MAIN)]
-    given = _given(main)  # one row per batch given: pass, batch, start, end
+    given = _given(main, {i for i in main_ids if steps[i][1] == FETCH})  # per batch given: pass, batch, had, end
     workers = sorted({int(w) for w in batches[:, D_WORKER].tolist() if w != MAIN})
     busy = float(batches[:, D_TOTAL].sum()) / 1e6
     batch_ms = float(np.median(batches[:, D_TOTAL])) / 1e6 if len(batches) else 0.0
@@ -175,8 +178,9 @@ def _one_loader(loader: str, rows: np.ndarray, steps: list[list[str]], firing_en
         worker_busy=_worker_busy(batches, passes, workers), slowest=_slowest(rows, steps))
 
 
-def _given(main: np.ndarray) -> np.ndarray:
-    """(pass, batch, start, end) of each batch given in the main process: its move and batch transforms together."""
+def _given(main: np.ndarray, fetch_ids: set[int] = frozenset()) -> np.ndarray:
+    """(pass, batch, had, end) of each batch given in the main process: when the main process had it (the end of its
+    fetch from a torch loader's iterator, else the start of its move and batch transforms) and when those ended."""
     import numpy as np
 
     if not len(main):
@@ -185,9 +189,16 @@ def _given(main: np.ndarray) -> np.ndarray:
     order = np.argsort(keys, kind="stable")
     keys, main = keys[order], main[order]
     first = np.r_[True, keys[1:] != keys[:-1]]
-    start = np.minimum.reduceat(main[:, D_START], np.flatnonzero(first))
-    end = np.maximum.reduceat(main[:, D_END], np.flatnonzero(first))
-    return np.column_stack([main[first, D_PASS], main[first, D_BATCH], start, end])
+    fetched = np.isin(main[:, D_STEP], list(fetch_ids))
+    big = np.iinfo(np.int64).max
+    # had: a fetch's end where the batch was fetched, else the first main-process stage's start
+    had_at = np.where(fetched, main[:, D_END], big)
+    start_at = np.where(fetched, big, main[:, D_START])
+    starts = np.flatnonzero(first)
+    had = np.minimum.reduceat(had_at, starts)
+    had = np.where(had == big, np.minimum.reduceat(start_at, starts), had)
+    end = np.maximum.reduceat(main[:, D_END], starts)
+    return np.column_stack([main[first, D_PASS], main[first, D_BATCH], had, end])
 
 
 def _main_timeline(given: np.ndarray, passes: np.ndarray, firing_ends: np.ndarray
@@ -235,9 +246,10 @@ def _slowest(rows: np.ndarray, steps: list[list[str]]) -> tuple[str, str, float]
     totals: dict[int, int] = {}
     for step, total in zip(rows[:, D_STEP].tolist(), rows[:, D_TOTAL].tolist()):
         totals[step] = totals.get(step, 0) + total
-    stages = {i: t for i, t in totals.items() if steps[i][1] not in (BATCH, PASS) and not steps[i][2]}
+    kept = (BATCH, PASS, FETCH)  # (a fetch is the main process waiting for, or making, the work the stages hold)
+    stages = {i: t for i, t in totals.items() if steps[i][1] not in kept and not steps[i][2]}
     whole = sum(stages.values())
-    named = {i: t for i, t in totals.items() if steps[i][1] not in (BATCH, PASS) and steps[i][2]}
+    named = {i: t for i, t in totals.items() if steps[i][1] not in kept and steps[i][2]}
     # a stage's steps stand for it; a stage without steps (collate, a getitem) stands for itself
     covered = {steps[i][1] for i in named}
     candidates = {**named, **{i: t for i, t in stages.items() if steps[i][1] not in covered}}
@@ -271,7 +283,7 @@ def pass_lanes(data: TraceData, loader: str) -> tuple[int, pd.DataFrame]:
     ids = [i for i, step in enumerate(data.data_steps) if step[0] == loader and step[1] in _MAIN_STAGES and not step[2]]
     main = _matrix(data)
     main = main[np.isin(main[:, D_STEP], ids) & (main[:, D_WORKER] == MAIN) & (main[:, D_PASS] == pass_no)]
-    given = _given(main)
+    given = _given(main, {i for i in ids if data.data_steps[i][1] == FETCH})
     firing_ends = np.sort(data.firings.matrix()[:, F_END]) if data.n_firings else np.zeros(0, np.int64)
     pass_ids = [i for i, step in enumerate(data.data_steps) if step[0] == loader and step[1] == PASS]
     whole = _matrix(data)

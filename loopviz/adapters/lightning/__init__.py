@@ -53,7 +53,8 @@ def loop_spec(obj: Any, loop: str = "fit", cbs: Sequence[Any] = ()) -> LoopSpec:
 
 
 def trace(obj: Any, clock: str = "auto", changes: bool = False, waits: bool = False, **options: Any) -> LightningTracer:
-    """A context manager tracing the hooks of a Trainer (or of any trainer running a LightningModule)."""
+    """A context manager tracing the hooks of a Trainer (or of any trainer running a LightningModule); `data=True`
+    also times its loaders' loops (the dataset's items and the collate function, in the worker processes too)."""
     from loopviz.trace.clock import make_clock
 
     if changes:

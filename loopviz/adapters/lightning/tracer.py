@@ -237,11 +237,50 @@ def _loader_facts(target: Any) -> dict[str, Any]:
     return {**({"loaders": {"train": facts}} if facts else {}), **cpu_facts()}
 
 
+# the trainer's loops that make loaders, by the path to each from the trainer: the method each calls once its loaders
+# are made and before it iterates them (the fit loop iterates them inside its `setup_data`, right after loading their
+# states; an evaluation loop in its `reset`), and the name their loaders are timed under
+_DATA_LOOPS = {("fit_loop",): ("_load_combined_loader_states", "train"),
+               ("fit_loop", "epoch_loop", "val_loop"): ("setup_data", "val"), ("validate_loop",): ("setup_data", "val"),
+               ("test_loop",): ("setup_data", "test"), ("predict_loop",): ("setup_data", "predict")}
+
+
+def _watching(original: Callable[..., Any], loop: Any, timing: Any, name: str,
+              active: Callable[[], bool]) -> Callable[..., Any]:
+    """A loop's method that runs once its loaders are made (see _DATA_LOOPS): the loaders are timed from then on,
+    while the trace records."""
+
+    @functools.wraps(original)
+    def made(*args: Any, **kwargs: Any) -> Any:
+        result = original(*args, **kwargs)
+        if active():
+            for loader in _loaders_of(getattr(loop, "_combined_loader", None)):
+                timing.watch(loader, name)
+        return result
+
+    return made
+
+
+def _loaders_of(held: Any) -> list[Any]:
+    """The torch DataLoaders a trainer holds for a loop: one, a list or dict of them, or a CombinedLoader's."""
+    if held is None:
+        return []
+    if isinstance(held, DataLoader):
+        return [held]
+    if hasattr(held, "flattened"):
+        return [loader for loader in held.flattened if isinstance(loader, DataLoader)]
+    if isinstance(held, dict):
+        held = list(held.values())
+    if isinstance(held, (list, tuple)):
+        return [loader for item in held for loader in _loaders_of(item)]
+    return []
+
+
 class LightningTracer:
     """Traces every hook a trainer (or any trainer running a given module) dispatches; `with` gives the `Trace`."""
 
     def __init__(self, target: Any, clock: Any = None, max_calls: int = 1_000_000, max_firings: int = 250_000,
-                 now: Callable[[], int] | None = None):
+                 now: Callable[[], int] | None = None, data: bool = False):
         if not isinstance(target, (pl.Trainer, pl.LightningModule)):
             raise LoopvizError(f"trace a Lightning Trainer or LightningModule, not a {type(target).__name__}.")
         self.target_ref = weakref.ref(target)
@@ -261,6 +300,15 @@ class LightningTracer:
         self.begin = self._make_begin()
         self.active = False
         self._ending: weakref.finalize | None = None
+        if data and now is not None:
+            raise LoopvizError("data=True times the loader's worker processes on the system's clock "
+                               "(time.perf_counter_ns): it cannot run on an injected clock (now=).")
+        self.data_timing: Any = None  # the loaders' timing (data=True), a `loopviz.adapters.torch_timer.TorchTiming`
+        if data:
+            from loopviz.adapters.torch_timer import TorchTiming
+
+            self.data_timing = TorchTiming()
+            self.trace.meta["data"] = True
 
     def __enter__(self) -> Trace:
         target = self.target_ref()
@@ -297,7 +345,11 @@ class LightningTracer:
                 _sole()
             if not _ACTIVE:
                 _uninstall()
-        self.patches.restore()
+        try:
+            if self.data_timing is not None:
+                self.data_timing.finish(self.trace.data)
+        finally:
+            self.patches.restore()
         self.plans.clear()
         target = self.target_ref()
         if target is not None:
@@ -376,6 +428,19 @@ class LightningTracer:
 
         return begin
 
+    def _time_loaders(self, trainer: Any) -> None:
+        """With data=True: time the loaders each of the trainer's loops makes (see _DATA_LOOPS: wrapped on the loop
+        instance; again when a loop reloads them), from the moment they are made."""
+        self.patches.put(trainer, "setup_data", True)  # (a mark: this trainer's loops are wrapped; taken off at the end)
+        timing = self.data_timing
+        for path, (method, name) in _DATA_LOOPS.items():
+            loop = trainer
+            for step in path:
+                loop = getattr(loop, step, None)
+            if loop is None or not callable(getattr(loop, method, None)):
+                continue
+            self.patches.put(loop, method, _watching(getattr(loop, method), loop, timing, name, lambda: self.active))
+
     def failed(self, firing: list[Any], error: BaseException) -> None:
         """The dispatch of `firing` raised `error`: the firing ends with it."""
         if not self.active:
@@ -387,7 +452,10 @@ class LightningTracer:
 
     def _wrap_handlers(self, trainer: Any, hook: str) -> tuple[Any, ...]:
         """Time the handlers of `hook` by an attribute on each callback and module instance; returns the hook's plan,
-        kept until the trainer's callbacks change or a loop starts."""
+        kept until the trainer's callbacks change or a loop starts. With data=True, the loaders a loop is about to
+        iterate are timed from its start hook on (their first iteration follows it)."""
+        if self.data_timing is not None and (id(trainer), "setup_data") not in self.patches:
+            self._time_loaders(trainer)
         module = trainer.lightning_module
         callbacks = [] if hook_owners(hook) == MODULE else list(trainer.callbacks)
         handlers = list(handler_objects(callbacks, module, hook, trainer.datamodule))
