@@ -123,7 +123,8 @@ class TraceDiff:
     the size of their change, biggest first, whichever its sign.
 
     `min_change`: '5%', '0.5ms', a number (ms), or a list of these (a change must pass every one). `totals`: the run,
-    events and work, and all callbacks. `warnings`: how the two traces were recorded differently (options, clock,
+    events and work, and all callbacks. `data`: with a data loop timed (data=True) in either trace, its steps per
+    loader, stage and transform, judged per batch in the same way (None otherwise). `warnings`: how the two traces were recorded differently (options, clock,
     framework, loops). `labels` name the two traces in errors."""
 
     def __init__(self, before: Any, after: Any, min_change: Any = DEFAULT_MIN_CHANGE,
@@ -144,9 +145,11 @@ class TraceDiff:
                                              (callbacks, old.durations.by_callback, new.durations.by_callback)):
             assess(df, samples_old, samples_new, old.run_ms)
         totals = run_totals(old, new)
-        self.tested = holm_adjust(events, callbacks)
+        data = _data_side_by_side(old, new)  # the data loop's steps, when either trace timed it (data=True)
+        self.tested = holm_adjust(events, callbacks, *([data] if data is not None else []))
         self.events = self._judge(events)
         self.callbacks = self._judge(callbacks)
+        self.data = self._judge(data) if data is not None else None
         self.steps = (len(old.durations.steps), len(new.durations.steps))
         self.totals = self._judge_totals(totals)
 
@@ -206,7 +209,10 @@ class TraceDiff:
         import pandas as pd
 
         parts = [self.totals[self.totals["total"] == "run"].assign(table="run", row="run")]
-        for table, df, sep in (("events", self.events, " "), ("callbacks", self.callbacks, ".")):
+        tables = [("events", self.events, " "), ("callbacks", self.callbacks, ".")]
+        if self.data is not None:
+            tables.append(("data loop", self.data.assign(phase=""), " "))
+        for table, df, sep in tables:
             names = [f"{a}{sep}{b}" + (f" ({phase})" if phase else "") for a, b, phase in df.iloc[:, :3].itertuples(
                 index=False)]
             parts.append(df.assign(table=table, row=names))
@@ -239,6 +245,11 @@ class TraceDiff:
             table.add_row(*[Text("total" if i == 0 else total if i == 1 else "") for i in range(len(keys))],
                           *[Text(display.cell(row[key]), style="bold") for key in _COLUMNS])
             parts.append(table)
+        if self.data is not None and len(self.data):
+            shown = len(self.data) if limit is None else limit
+            parts.append(display.rows_table(_for_display(self.data), "Data loop: before / after (per batch)",
+                                            {"loader": "loader", "stage": "stage", "step": "transform", **_COLUMNS},
+                                            shown, "see .data"))
         parts.append(Text(self.method))
         return Group(*parts)
 
@@ -291,6 +302,18 @@ def _side(label: str, trace: Any) -> Side:
                      trace.data)
     except Exception as e:
         raise LoopvizError(f"{label}: cannot compare this trace ({type(e).__name__}: {e})") from e
+
+
+def _data_side_by_side(old: Side, new: Side) -> "pd.DataFrame | None":
+    """The data loop's steps side by side and assessed (per batch), or None when neither trace timed it."""
+    from loopviz.trace.datatiming import data_rows
+
+    (before, old_samples), (after, new_samples) = data_rows(old.data), data_rows(new.data)
+    if not len(before) and not len(after):
+        return None
+    table = side_by_side(before, after, ["loader", "stage", "step"])
+    assess(table, old_samples, new_samples, old.run_ms)
+    return table
 
 
 def _for_display(df: "pd.DataFrame") -> "pd.DataFrame":

@@ -24,7 +24,7 @@ if TYPE_CHECKING:
     import pandas as pd
 
 __all__ = ["LoaderTiming", "STAGE_ORDER", "WAIT_LANE", "MAIN_LANE", "data_df", "data_summary", "loader_timing",
-           "has_data", "pass_lanes"]
+           "has_data", "pass_lanes", "data_rows"]
 
 # the stages of a loader's loop in the order they run for a batch (others after them, in the order first timed)
 STAGE_ORDER = ("do_item", "create_item", "after_item", "before_batch", "create_batch", "retain", FETCH, MOVE,
@@ -294,3 +294,25 @@ def pass_lanes(data: TraceData, loader: str) -> tuple[int, pd.DataFrame]:
         spans.append((MAIN_LANE, batch, (start - origin) / 1e6, (end - start) / 1e6))
     return pass_no, pd.DataFrame(spans, columns=columns)
 
+
+
+def data_rows(data: TraceData) -> tuple[pd.DataFrame, dict[tuple[str, str, str], np.ndarray]]:
+    """What a comparison of two traces reads of the data loop: per (loader, stage, step), the batches it ran in
+    (`count`), total, p50 and p95 of its time per batch (ms), and each batch's time (ns) for the rank test."""
+    import numpy as np
+    import pandas as pd
+
+    columns = ["loader", "stage", "step", "count", "total_ms", "p50_ms", "p95_ms", "ran"]
+    df = data_df(data)
+    df = df[~df["stage"].isin([BATCH, PASS]) & (df["batch"] >= 0)]
+    if not len(df):
+        return pd.DataFrame(columns=columns), {}
+    samples: dict[tuple[str, str, str], np.ndarray] = {}
+    rows = []
+    for key, group in df.groupby(["loader", "stage", "step"], sort=False):
+        per_batch = group.groupby(["pass", "worker", "batch"], sort=False)["total"].sum().to_numpy(np.int64)
+        samples[key] = per_batch
+        ms = per_batch / 1e6
+        rows.append((*key, len(per_batch), float(ms.sum()), float(np.percentile(ms, 50)), float(np.percentile(ms, 95)),
+                     len(per_batch)))
+    return pd.DataFrame(rows, columns=columns), samples
