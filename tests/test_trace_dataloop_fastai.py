@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import os
 import pickle
+import sys
 import random
 import threading
 import time
@@ -429,3 +430,21 @@ def test_a_stage_called_outside_the_loaders_loop_is_not_counted_in_it() -> None:
     made = df[(df["loader"] == "train") & (df["stage"] == "batch") & (df["batch"] >= 0)]
     assert timing.batches == len(made) == len(learn.dls.train)
     assert sorted(made["batch"]) == list(range(len(learn.dls.train)))
+
+
+def test_a_diff_names_the_transform_that_got_slower(monkeypatch) -> None:
+    from loopviz.diff import diff_traces
+
+    _, before = fit(learner(0), data=True, epochs=2)
+    monkeypatch.setattr(sys.modules[__name__], "SLEEP", 3 * SLEEP)  # SlowItem reads it at each call
+    _, after = fit(learner(0), data=True, epochs=2)
+    d = diff_traces(before, after)
+    slower = d.data[(d.data["verdict"] == "regression")]
+    assert ("train", "after_item", "SlowItem") in set(zip(slower["loader"], slower["stage"], slower["step"]))
+    row = d.data[(d.data["step"] == "SlowItem") & (d.data["loader"] == "train")].iloc[0]
+    assert row["change_pct"] > 100 and "Data loop: before / after" in d.text()
+    assert "train after_item (SlowItem)" in set(d.regressions()["row"])
+    learn = learner(0)
+    with learn.trace() as plain:
+        learn.fit(1)
+    assert diff_traces(plain, plain).data is None
