@@ -135,9 +135,15 @@ def annotate(spec: LoopSpec, trace: Any, loops: Any = "auto") -> LoopSpec:
         handlers.sort(key=lambda h: h.callback.order)  # stable: fastai's call order
         return replace(ev, handlers=handlers, timing=measured.event(ev.name, mode))
 
+    data_timing = _data_timing(trace)
+
     def work_timing(step: Work, phase: Phase) -> Work:
         measured, key = owner.get(id(step), times), (step.name, phase.mode or "")
-        return replace(step, timing=measured.work.get(key) or measured.nested_work.get(key))
+        timed = measured.work.get(key) or measured.nested_work.get(key)
+        loop = step.data_loop
+        if loop is not None and loop.name in data_timing:
+            loop = replace(loop, timing=data_timing[loop.name])
+        return replace(step, timing=timed, data_loop=loop)
 
     labels = ", ".join(used) or "no loop"
     annotated = spec.map(event=event, work=work_timing)
@@ -146,6 +152,18 @@ def annotate(spec: LoopSpec, trace: Any, loops: Any = "auto") -> LoopSpec:
     return replace(annotated, callbacks=[*spec.callbacks, *unseen], notes=notes,
                    measured=f"measured: {trace.clock} clock, {run_ms:,.1f} ms over {n_loops} loop(s) ({labels})"
                    + (", added up at each step" if n_loops > 1 else ""))
+
+
+def _data_timing(trace: Any) -> dict[str, tuple[tuple[str, str, float, float], ...]]:
+    """Per loader the trace timed (data=True): (stage, step, ms per batch, % of its work) of each stage and step."""
+    if not trace.data_work:
+        return {}
+    table = trace.data_summary()
+    out: dict[str, tuple[tuple[str, str, float, float], ...]] = {}
+    for loader, rows in table.groupby("loader", sort=False):
+        out[str(loader)] = tuple((str(r.stage), str(r.step), float(r.ms_per_batch), float(r.pct))
+                                 for r in rows.itertuples())
+    return out
 
 
 def _phase_loops(spec: LoopSpec, table: Any, chosen: list[int]) -> dict[str, list[int]]:

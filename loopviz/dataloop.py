@@ -52,6 +52,13 @@ class DataLoop:
     stages: tuple[DataStage, ...]
     settings: dict[str, object] = field(default_factory=dict)  # bs, num_workers, persistent_workers, pin_memory...
     notes: tuple[str, ...] = ()
+    # from a trace with data=True (`loopviz.annotate`): (stage, step, ms per batch, % of the loader's work) per stage
+    # (step '') and per step timed
+    timing: tuple[tuple[str, str, float, float], ...] = ()
+
+    def timed(self, stage: str, step: str = "") -> Optional[tuple[float, float]]:
+        """(ms per batch, % of the loader's work) of a stage (or one of its steps) in the trace, if timed."""
+        return next(((ms, pct) for name, part, ms, pct in self.timing if name == stage and part == step), None)
 
     def steps(self) -> list[tuple[str, DataStep]]:
         """Every step, with its stage's name, in the order the loop applies them."""

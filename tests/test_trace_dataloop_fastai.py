@@ -448,3 +448,21 @@ def test_a_diff_names_the_transform_that_got_slower(monkeypatch) -> None:
     with learn.trace() as plain:
         learn.fit(1)
     assert diff_traces(plain, plain).data is None
+
+
+def test_the_annotated_loop_puts_each_stage_and_transform_time_on_draw() -> None:
+    learn = learner(0)
+    _, t = fit(learn, data=True, epochs=1)
+    spec = learn.loop_spec()
+    from loopviz.annotate import annotate
+
+    draws = []
+    annotate(spec, t).map(work=lambda w, phase: draws.append((phase.mode, w.data_loop)) or w)
+    loops = {mode: loop for mode, loop in draws if loop is not None}
+    summary = t.data_summary().set_index(["loader", "stage", "step"])
+    ms, pct = loops["train"].timed("after_item", "SlowItem")
+    assert ms == pytest.approx(summary.loc[("train", "after_item", "SlowItem"), "ms_per_batch"])
+    assert pct == pytest.approx(summary.loc[("train", "after_item", "SlowItem"), "pct"])
+    assert loops["valid"].timed("after_item", "Jitter") is not None  # (called, it passes items through)
+    text = " ".join(str(learn.show_training_loop(trace=t, verbose=True)).split())
+    assert f"SlowItem {ms:.2f} ms/batch {pct:.0f} %" in text

@@ -53,10 +53,21 @@ def data_loop_line(loop: DataLoop) -> str:
     workers = loop.settings.get("num_workers")
     parts = []
     for stage in loop.stages:
-        steps = [_name(s.name) + ("" if s.runs else " (does not run)") for s in stage.steps]
-        parts.append(f"{stage.name} [{', '.join(steps)}]" if steps else stage.name)
+        steps = [_name(s.name) + ("" if s.runs else " (does not run)") + _timed(loop, stage.name, s.name)
+                 for s in stage.steps]
+        name = stage.name + _timed(loop, stage.name, "")
+        parts.append(f"{name} [{', '.join(steps)}]" if steps else name)
     head = f"the {_name(loop.name)} loader's loop ({_name(loop.loader)}, num_workers={workers})"
     return f"{head}: {', '.join(parts)}"
+
+
+def _timed(loop: DataLoop, stage: str, step: str) -> str:
+    """A stage's or step's time per batch and share of the loader's work, when a trace timed it (else '')."""
+    found = loop.timed(stage, step)
+    if found is None:
+        return ""
+    ms, pct = found
+    return f" {ms:.2f} ms/batch {pct:.0f} %" if pct == pct else f" {ms:.2f} ms/batch"
 
 
 def data_loop_renderable(loop: DataLoop) -> Group:
