@@ -49,6 +49,7 @@ def main() -> None:
     print(f"wrote {timed.save(IMAGES / 'loop_diagram_traced.png')}")
     screenshot(t, IMAGES / "html_report.png")
     merged_timeline(IMAGES / "merged_timeline.png")
+    data_loop_lanes(IMAGES / "data_loop_lanes.png")
 
 
 def readme_text(text: str) -> None:
@@ -75,6 +76,32 @@ def screenshot(trace, out: Path) -> None:
         subprocess.run([chromium, "--headless=new", "--no-sandbox", "--disable-gpu", "--hide-scrollbars",
                         "--host-resolver-rules=MAP * ~NOTFOUND", f"--screenshot={out}", "--window-size=1100,1400",
                         page.as_uri()], check=True, capture_output=True, timeout=120)
+    print(f"wrote {out}")
+
+
+def data_loop_lanes(out: Path) -> None:
+    """docs/inside-draw.md's example fit (a DataBlock whose item transform sleeps, two workers) traced with
+    data=True, and its report's lanes of the training loader's longest pass, drawn by headless Chromium."""
+    import runpy
+    import sys
+
+    chromium = shutil.which("chromium") or shutil.which("chromium-browser")
+    if chromium is None:
+        print(f"skipped {out}: needs Debian's chromium")
+        return
+    example = Path(__file__).parent / "inside_draw.py"
+    sys.path.insert(0, str(example.parent))  # spawned workers import the example by name
+    make = runpy.run_path(str(example), run_name="inside_draw")["traced_fit"]
+    t = make()
+    with tempfile.TemporaryDirectory() as folder:
+        page = t.to_html(Path(folder) / "fit.html").read_text(encoding="utf-8")
+        start = page.index('<section id="data-lanes-0">')
+        end = page.index("</section>", start) + len("</section>")
+        alone = page[:page.index("<main>") + len("<main>")] + page[start:end] + page[page.index("</main>"):]
+        (Path(folder) / "lanes.html").write_text(alone, encoding="utf-8")
+        subprocess.run([chromium, "--headless=new", "--no-sandbox", "--disable-gpu", "--hide-scrollbars",
+                        "--host-resolver-rules=MAP * ~NOTFOUND", f"--screenshot={out}", "--window-size=1100,330",
+                        (Path(folder) / "lanes.html").as_uri()], check=True, capture_output=True, timeout=120)
     print(f"wrote {out}")
 
 

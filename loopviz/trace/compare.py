@@ -194,13 +194,13 @@ def holm_adjust(*tables: "pd.DataFrame") -> int:
 
 def recording_differences(before: Any, after: Any) -> list[str]:
     """How two traces (their TraceData) were recorded differently, one sentence each: options (changes, tensors,
-    waits, ranges), clock, framework, and which loops ran. Options a trace did not record are not compared."""
+    waits, ranges, data), clock, framework, and which loops ran. Options a trace did not record are not compared."""
     from loopviz.trace.reports import outermost_spans
 
     def options(data: Any) -> dict[str, Any]:
         meta = data.meta if isinstance(data.meta, dict) else {}
         found = {"changes": data.tracked_changes, "tensors": meta.get("tensors"), "waits": data.tracked_waits,
-                 "ranges": meta.get("ranges"), "clock": data.clock}
+                 "ranges": meta.get("ranges"), "data": meta.get("data"), "clock": data.clock}
         return {k: v for k, v in found.items() if isinstance(v, (bool, str))}
 
     old, new = options(before), options(after)

@@ -113,8 +113,9 @@ def _text(value: Any, limit: int = 400) -> str:
     return html.escape(cut(one_line(str(value)), limit), quote=True)
 
 
-def _section(title: str, body: str, caption: str) -> str:
-    return f'<section><h2>{html.escape(title)}</h2><p class="caption">{caption}</p>{body}</section>'
+def _section(title: str, body: str, caption: str, anchor: str = "") -> str:
+    opening = f'<section id="{html.escape(anchor)}">' if anchor else "<section>"
+    return f'{opening}<h2>{html.escape(title)}</h2><p class="caption">{caption}</p>{body}</section>'
 
 
 def _header(trace: Any) -> str:
@@ -268,8 +269,8 @@ def _data_sections(trace: Any) -> list[str]:
     lines = "".join(f"<li>{_text(loader_line(timing), 1000)}</li>" for timing in trace.loader_timing())
     out = [_section("The data loop: what draw does", f"<ul>{lines}</ul>" + _table(trace.data_summary().rename(columns=DATA_HEADERS), "data"),
                     "Each loader's stages and transforms, in the order its loop runs them, where they ran, and "
-                    "their share of the loader's work (a stage's row holds its transforms' rows).")]
-    for timing in trace.loader_timing():
+                    "their share of the loader's work (a stage's row holds its transforms' rows).", "data-loop")]
+    for index, timing in enumerate(trace.loader_timing()):
         pass_no, spans = pass_lanes(trace.data, timing.loader)
         if not len(spans):
             continue
@@ -278,7 +279,7 @@ def _data_sections(trace: Any) -> list[str]:
                             "Each bar a batch: made in a worker (or the main process), then in the main process "
                             "its move to the device and batch transforms; the first lane is the main process "
                             "getting it, from the moment the loop asked (waiting, when workers make it). Hover a "
-                            "bar for its figures."))
+                            "bar for its figures.", f"data-lanes-{index}"))
     return out
 
 

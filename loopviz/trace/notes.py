@@ -21,6 +21,7 @@ def check_recorded_a_loop(data: TraceData, so: str = "it has no loop to show", n
 def trace_notes(data: TraceData) -> list[str]:
     """The notes, one sentence each; the clock's last."""
     out = _empty_notes(data) + _changes_notes(data) + _no_handler_notes(data) + _dropped_notes(data) + _unsplit_notes(data) + _old_notes(data)
+    out += _data_notes(data)
     if data.clock == "host":
         out.append("clock: host (perf_counter_ns). On a GPU this is launch time, not GPU time; trace with clock='cuda'.")
     else:
@@ -34,6 +35,19 @@ def cap_notes(data: TraceData) -> list[str]:
     """The notes about what went past the raw-record cap (and could not be split by loop): what a view of the
     loop annotated with this trace must say too."""
     return _changes_notes(data) + _dropped_notes(data) + _unsplit_notes(data) + _old_notes(data)
+
+
+def _data_notes(data: TraceData) -> list[str]:
+    """What a reader of the data loop's timing (data=True) should know: its own cost, and the loaders not timed."""
+    out = []
+    if data.data_work:
+        out.append("data loop (data=True): each timed stage and transform call also costs the loader a few µs (about "
+                   "5,000 instructions), inside the time it records and not in the tracing cost above; on loaders of "
+                   "trivial items it shows (docs/inside-draw.md).")
+    skipped = data.meta.get("data_not_timed")
+    if isinstance(skipped, list) and skipped:
+        out.append("data loop not timed for: " + "; ".join(str(line) for line in skipped) + ".")
+    return out
 
 
 def _empty_notes(data: TraceData) -> list[str]:
