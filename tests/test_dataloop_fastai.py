@@ -4,7 +4,6 @@ transform that ran, in order, and the process it ran in."""
 from __future__ import annotations
 
 import os
-import threading
 from pathlib import Path
 
 import pytest
@@ -16,8 +15,8 @@ from torch import nn
 from loopviz.adapters.fastai.dataloop import data_loop
 from loopviz.errors import LoopvizError
 from loopviz.renderers.dataloop import data_loop_text
+from tests.transform_spy import TransformSpy
 
-TRANSFORM = type(Transform(lambda x: x))  # fastai's Transform class (from fasttransform)
 
 
 class TrainNoise(Transform):
@@ -49,39 +48,6 @@ def block_loaders(workers: int = 0):
     return block.dataloaders(None, bs=4, num_workers=workers)
 
 
-class Spy:
-    """Every transform that ran, in order: (name, process id), the outermost call only (a transform of a tuple runs
-    once per element inside one call); lines appended to a file, so worker processes report too."""
-
-    def __init__(self, path: Path):
-        self.path, self.depth = path, threading.local()
-
-    def __enter__(self):
-        original, spy = TRANSFORM._do_call, self
-
-        def _do_call(tfm, nm, *args, **kwargs):
-            depth = getattr(spy.depth, "n", 0)
-            if depth == 0 and nm == "encodes":
-                with open(spy.path, "a") as f:
-                    f.write(f"{getattr(tfm, 'name', type(tfm).__name__)}\t{os.getpid()}\n")
-            spy.depth.n = depth + 1
-            try:
-                return original(tfm, nm, *args, **kwargs)
-            finally:
-                spy.depth.n = depth
-
-        self.original = original
-        TRANSFORM._do_call = _do_call
-        return self
-
-    def __exit__(self, *exc):
-        TRANSFORM._do_call = self.original
-
-    def ran(self) -> list[tuple[str, int]]:
-        if not self.path.exists():
-            return []
-        return [(name, int(pid)) for name, pid in (line.split("\t") for line in self.path.read_text().splitlines())]
-
 
 def expected(loop, items: int) -> list[str]:
     """The transforms the loop says run for one batch of `items` items, in order."""
@@ -97,7 +63,7 @@ def test_the_loop_says_what_one_batch_runs_in_order(tmp_path: Path, which: str, 
     dls = block_loaders()
     dl = getattr(dls, which)
     loop = data_loop(dl, which)
-    with Spy(tmp_path / "ran.tsv") as spy:
+    with TransformSpy(tmp_path / "ran.tsv") as spy:
         next(iter(dl))
     assert [name for name, _ in spy.ran()] == expected(loop, 4)
     after_batch = {stage.name: stage for stage in loop.stages}["after_batch"]
@@ -111,7 +77,7 @@ def test_with_workers_the_items_are_made_in_worker_processes_and_the_batch_trans
         tmp_path: Path) -> None:
     dl = block_loaders(workers=2).train
     loop = data_loop(dl)
-    with Spy(tmp_path / "ran.tsv") as spy:
+    with TransformSpy(tmp_path / "ran.tsv") as spy:
         for _ in dl:
             pass
     main = os.getpid()
@@ -205,7 +171,7 @@ def test_a_tabular_loader_reads_rows_per_batch_and_its_procs_ran_once(tmp_path: 
         original = getattr(TabDataLoader, method)
         monkeypatch.setattr(TabDataLoader, method,
                             lambda self, x, _m=method, _o=original: called.append(_m) or _o(self, x))
-    with Spy(tmp_path / "ran.tsv") as spy:
+    with TransformSpy(tmp_path / "ran.tsv") as spy:
         next(iter(dl))
     assert set(called) == {"do_item", "create_batch"} and called.count("create_batch") == 1  # never create_item
     stages = {stage.name: [step.name for step in stage.steps] for stage in loop.stages}

@@ -6,13 +6,11 @@ from __future__ import annotations
 
 import os
 import pickle
-import sys
 import random
-import threading
+import sys
 import time
 from pathlib import Path
 
-import numpy as np
 import pytest
 import torch
 from fastai.callback.core import Callback
@@ -28,10 +26,10 @@ from loopviz.adapters.loader_timer import timed_loaders
 from loopviz.errors import LoopvizError
 from loopviz.trace import instrument
 from loopviz.trace.chrome import chrome_trace
-from loopviz.trace.datawork import DATA_FIELDS, MAIN, ND
+from loopviz.trace.datawork import DATA_FIELDS, MAIN
 from loopviz.trace.trace import Trace
+from tests.transform_spy import TransformSpy
 
-TRANSFORM = type(Transform(lambda x: x))  # fastai's Transform class (from fasttransform)
 SLEEP = 0.003  # what SlowItem sleeps per item: a lower bound on its measured time
 
 
@@ -110,42 +108,9 @@ def fit(learn: Learner, data: bool, epochs: int = 2) -> tuple[list, Trace | None
     return learn.seen.batches, t
 
 
-class Spy:
-    """Each transform that ran (its encodes), outermost call only: (name, pid), appended to a file."""
-
-    def __init__(self, path: Path):
-        self.path, self.depth = path, threading.local()
-
-    def __enter__(self):
-        original, spy = TRANSFORM._do_call, self
-
-        def _do_call(tfm, nm, *args, **kwargs):
-            depth = getattr(spy.depth, "n", 0)
-            if depth == 0 and nm == "encodes":
-                with open(spy.path, "a") as f:
-                    f.write(f"{type(tfm).__name__}\t{os.getpid()}\n")
-            spy.depth.n = depth + 1
-            try:
-                return original(tfm, nm, *args, **kwargs)
-            finally:
-                spy.depth.n = depth
-
-        self.original = original
-        TRANSFORM._do_call = _do_call
-        return self
-
-    def __exit__(self, *exc):
-        TRANSFORM._do_call = self.original
-
-    def ran(self) -> list[tuple[str, int]]:
-        if not self.path.exists():
-            return []
-        return [(name, int(pid)) for name, pid in (line.split("\t") for line in self.path.read_text().splitlines())]
-
 
 def rows(t: Trace):
-    import pandas as pd
-
+    """Every row of the trace's data loop, named (`data_df`)."""
     from loopviz.trace.datatiming import data_df
 
     return data_df(t.data)
@@ -171,7 +136,7 @@ def test_the_model_gets_the_same_batches_with_the_same_random_augmentations(work
 @pytest.mark.parametrize("workers", [0, 2])
 def test_each_transform_is_timed_as_often_as_the_spy_saw_it_run_and_where(tmp_path: Path, workers: int) -> None:
     learn = learner(workers)
-    with Spy(tmp_path / "ran.tsv") as spy:
+    with TransformSpy(tmp_path / "ran.tsv", named=lambda tfm: type(tfm).__name__) as spy:
         _, t = fit(learn, data=True, epochs=1)
     ran = spy.ran()
     summary = t.data_summary()

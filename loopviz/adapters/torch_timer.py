@@ -19,7 +19,7 @@ import os
 from time import perf_counter_ns
 from typing import Any, Callable
 
-from loopviz.adapters.loader_timer import DataTiming, LoaderTimer, Wrapper, add_to
+from loopviz.adapters.loader_timer import DataTiming, LoaderTimer, TimedStage, Wrapper, add_to
 from loopviz.trace import instrument
 from loopviz.trace.datawork import FETCH
 
@@ -64,22 +64,16 @@ class _TimedDataset:
         return len(self.dataset)
 
 
-class _Collate(Wrapper):
+class _Collate(TimedStage):
     """The loader's collate function: a batch is made when it returns."""
 
     def __init__(self, timer: LoaderTimer, original: Any, owner: Any, step: int):
-        super().__init__(timer, original, owner, "collate_fn")
-        self.step = step
+        super().__init__(timer, original, owner, "collate_fn", step)
 
     def __call__(self, *args: Any, **kwargs: Any) -> Any:
-        timer = self.timer
-        if not (timer.making and timer.active):
-            return self.run(*args, **kwargs)
-        start = perf_counter_ns()
-        result = self.run(*args, **kwargs)
-        end = perf_counter_ns()
-        timer.add(self.step, start, end)
-        timer.end_batch(end)
+        result = super().__call__(*args, **kwargs)
+        if self.timer.making and self.timer.active:
+            self.timer.end_batch(perf_counter_ns())
         return result
 
 

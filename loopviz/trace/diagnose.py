@@ -364,6 +364,11 @@ def _epoch_stalls(run: _Run, checked: dict[str, float]) -> list[Finding]:
     evidence = (f"the first batch of {len(stalled)} of {len(later)} later epochs waited {extra / len(stalled):.1f} ms "
                 f"more than the median wait for a batch ({typical:.2f} ms), {extra:.1f} ms in all (work '{name}', "
                 f"training's, the first of each epoch)",)
+    timing = _timed_loader(run, "train")
+    if timing is not None and timing.first_batch_ms:  # the data loop timed: from each pass's start to its first batch
+        evidence += (f"the training loader's passes reached their first batch after "
+                     f"{', '.join(f'{ms:.1f}' for ms in timing.first_batch_ms)} ms; a batch takes "
+                     f"{timing.batch_ms:.2f} ms to make (data loop)",)
     if workers == 0:  # no workers to start: the loader's own first items are slow
         title, setting = "Every epoch starts with a stall", "the first items the loader makes each epoch (num_workers=0)"
         fix = "look at what the dataset does for an epoch's first items (a cache filled, a file opened, a shuffle)"

@@ -122,10 +122,12 @@ def loader_line(timing: Any) -> str:
     slowest = f"; slowest: {named}{100 * share:.0f} % of its work)" if stage else ""
     firsts = timing.first_batch_ms
     first = f"; first batch of a pass after {duration(max(firsts))} at most" if firsts else ""
+    busy = (f"; its workers busy {', '.join(f'{100 * share:.0f} %' for share in timing.worker_busy)} of their passes"
+            if timing.worker_busy else "")
     return (f"{short_name(timing.loader)}: {timing.batches:,} batches in {timing.passes} passes made by {makers}, "
             f"{duration(timing.batch_ms)} per batch each: {timing.delivered_per_s:,.1f} batches/s delivered against "
             f"{timing.consumed_per_s:,.1f} consumed ({verdict}); the main process spent {duration(timing.get_ms)} "
-            f"getting them, {duration(timing.wait_ms)} a batch past a pass's first{first}{slowest}")
+            f"getting them, {duration(timing.wait_ms)} a batch past a pass's first{first}{busy}{slowest}")
 
 
 def data_parts(trace: Any, limit: int | None, more: str) -> list[Any]:
