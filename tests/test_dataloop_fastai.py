@@ -192,6 +192,15 @@ def test_the_loop_views_show_each_draw_with_the_loop_of_its_loader() -> None:
     learn.loop_spec().map(work=lambda w, phase: draws.append((phase.mode, w.data_loop)) or w)
     found = {mode: loop for mode, loop in draws if loop is not None}
     assert found["train"] == data_loop(dls.train, "train") and found["valid"] == data_loop(dls.valid, "valid")
-    text = " ".join(str(learn.show_training_loop(verbose=True)).split())  # (lines wrapped at the view's width)
-    assert "the train loader's loop (TfmdDL, num_workers=0): create_item [noop (element 0), as_number (element 0)," in text
-    assert "after_batch [Scale, TrainNoise (does not run)]" in text  # validation's: TrainNoise not in it
+    lines = str(learn.show_training_loop(verbose=True)).splitlines()
+    head = next(i for i, line in enumerate(lines) if "the train loader's loop (TfmdDL, num_workers=0):" in line)
+    depth = len(lines[head]) - len(lines[head].lstrip())
+    nested = [line.strip() for line in lines[head + 1:head + 14]]
+    assert nested[0] == "create_item  per item, in the main process"  # the stages, nested under draw, in order
+    assert nested[1].startswith("noop (element 0)  (order 0)") and nested[2].startswith("as_number (element 0)")
+    assert all(len(line) - len(line.lstrip()) > depth for line in lines[head + 1:head + 14])
+    text = " ".join(" ".join(lines).split())  # (lines wrapped at the view's width)
+    assert "TrainNoise (order 3, train only) Adds a little noise, in training only" in text
+    assert "TrainNoise (order 3, train only, does not run: for the other split's loader only)" in text  # valid's
+    dot = learn.show_training_loop(verbose=True, fmt="graphviz").source
+    assert "loop (TfmdDL, num_workers=0)" in dot and "<S>TrainNoise</S>" in dot

@@ -430,4 +430,4 @@ def test_the_annotated_loop_puts_each_stage_and_transform_time_on_draw() -> None
     assert pct == pytest.approx(summary.loc[("train", "after_item", "SlowItem"), "pct"])
     assert loops["valid"].timed("after_item", "Jitter") is not None  # (called, it passes items through)
     text = " ".join(str(learn.show_training_loop(trace=t, verbose=True)).split())
-    assert f"SlowItem {ms:.2f} ms/batch {pct:.0f} %" in text
+    assert f"SlowItem (order 6): {ms:.2f} ms/batch, {pct:.0f} %" in text

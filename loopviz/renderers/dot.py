@@ -114,6 +114,54 @@ def _lines(text: str, width: int = DOC_WIDTH, most: int = DOC_LINES) -> str:
     return '<BR ALIGN="LEFT"/>'.join(_esc(line) for line in wrapped) + '<BR ALIGN="LEFT"/>'
 
 
+def _data_loop_table(loop: Any) -> str:
+    """A loader's loop as a table inside its draw: a row per step (a stage without steps: one row), the stage's cell
+    spanning its steps, with where it runs; each step's order and split; with a trace's times, each stage's and
+    step's time per batch and share of the loader's work, filled by that share (0 to 100 %)."""
+    from loopviz.renderers.dataloop import stage_where, step_facts
+
+    def timed(stage: str, step: str) -> tuple[str, str]:
+        found = loop.timed(stage, step)
+        if found is None:
+            return "", ""
+        ms, pct = found
+        fill = HEAT[heat_index(pct, 100.0)] if pct == pct else "#ffffff"
+        shown = f"{ms:.2f} ms/batch" + (f", {pct:.0f} %" if pct == pct else "")
+        return f' BGCOLOR="{fill}"', f'<FONT POINT-SIZE="7" COLOR="{TIME}">{_esc(shown)}</FONT>'
+
+    def ink(fill: str, text: str) -> str:
+        """The cell's text, white (every colour of it) on the darkest fills."""
+        if not any(f'"{dark}"' in fill for dark in HEAT[HEAT_DARK:]):
+            return text
+        for colour in (MUTED, TIME):
+            text = text.replace(f'COLOR="{colour}"', 'COLOR="#ffffff"')
+        return f'<FONT COLOR="#ffffff">{text}</FONT>'
+
+    head = (f"the {_name(loop.name)} loader's loop ({_name(loop.loader)}, "
+            f"num_workers={_esc(str(loop.settings.get('num_workers')))})")
+    rows = [f'<TR><TD COLSPAN="2" ALIGN="LEFT"><FONT POINT-SIZE="8"><B>{head}</B></FONT></TD></TR>']
+    for stage in loop.stages:
+        fill, time = timed(stage.name, "")
+        cell = (f'<FONT POINT-SIZE="8"><B>{_name(stage.name)}</B></FONT><BR ALIGN="LEFT"/><FONT POINT-SIZE="7" '
+                f'COLOR="{MUTED}">per {_esc(stage.per)}, {_esc(stage_where(stage))}</FONT><BR ALIGN="LEFT"/>'
+                + (f'{time}<BR ALIGN="LEFT"/>' if time else ""))
+        steps = stage.steps or (None,)
+        for i, step in enumerate(steps):
+            first = (f'<TD ROWSPAN="{len(steps)}" ALIGN="LEFT" VALIGN="TOP"{fill}>{ink(fill, cell)}</TD>' if i == 0 else "")
+            if step is None:
+                rows.append(f'<TR>{first}<TD></TD></TR>')
+                continue
+            step_fill, step_time = timed(stage.name, step.name)
+            facts = step_facts(step)
+            name = _name(step.name, 60) if step.runs else f'<S>{_name(step.name, 60)}</S>'
+            text = (f'<FONT POINT-SIZE="8">{name}</FONT>'
+                    + (f' <FONT POINT-SIZE="7" COLOR="{MUTED}">{_esc(cut(", ".join(facts), 48))}</FONT>' if facts else "")
+                    + (f'<BR ALIGN="LEFT"/>{step_time}<BR ALIGN="LEFT"/>' if step_time else ""))
+            rows.append(f'<TR>{first}<TD ALIGN="LEFT"{step_fill}>{ink(step_fill, text)}</TD></TR>')
+    return ('<TABLE BORDER="0" CELLBORDER="1" CELLSPACING="0" CELLPADDING="2" BGCOLOR="#ffffff" COLOR="#cbd5e1">'
+            + "".join(rows) + "</TABLE>")
+
+
 def _bounded(parts: list[str], more: str) -> str:
     """`parts` joined, less trailing parts past HTML_LIMIT; then `more` with `{n}` the number dropped."""
     size, kept = 0, 0
@@ -337,18 +385,22 @@ class _DotBuilder(FlowWriter):
         node = self.new_id()
         heat = self.heat(work)
         text = heat[1] if heat else None
-        label = "<" + self.title(work, text)
+        label = self.title(work, text)
         if self.verbose:
             label += f'<BR/><FONT FACE="{MONO}" POINT-SIZE="8" COLOR="{text or "#000000"}">{_lines(work.code, 70)}</FONT>'
-        if self.verbose and work.data_loop is not None:  # the loader's own loop, for the work that draws a batch
-            from loopviz.renderers.dataloop import data_loop_line
-
-            label += f'<FONT POINT-SIZE="8" COLOR="{text or MUTED}">{_lines(data_loop_line(work.data_loop), 70)}</FONT>'
+        after = ""
         if work.condition:
-            label += f'<BR/><FONT POINT-SIZE="8" COLOR="{text or MUTED}">{_name(work.condition)}</FONT>'
+            after += f'<BR/><FONT POINT-SIZE="8" COLOR="{text or MUTED}">{_name(work.condition)}</FONT>'
         if heat and work.timing:
-            label += f'<BR/><FONT POINT-SIZE="8" COLOR="{heat[2]}">{_esc(work.timing.short())}</FONT>'
-        self.current.node(node, label=label + ">", shape="box", style="rounded,filled", fillcolor=heat[0] if heat else "#ecfdf5",
+            after += f'<BR/><FONT POINT-SIZE="8" COLOR="{heat[2]}">{_esc(work.timing.short())}</FONT>'
+        if self.verbose and work.data_loop is not None:  # the loader's own loop, nested in the work that draws a batch
+            # (a label is text or one table: the text above and below the loop's table become rows of one)
+            label = (f'<TABLE BORDER="0" CELLBORDER="0" CELLSPACING="0" CELLPADDING="1"><TR><TD>{label}</TD></TR>'
+                     f'<TR><TD>{_data_loop_table(work.data_loop)}</TD></TR>'
+                     + (f"<TR><TD>{after.removeprefix('<BR/>')}</TD></TR>" if after else "") + "</TABLE>")
+        else:
+            label += after
+        self.current.node(node, label="<" + label + ">", shape="box", style="rounded,filled", fillcolor=heat[0] if heat else "#ecfdf5",
                     color="#10b981", margin="0.1,0.04", tooltip=_attr(_tip(work.description, [work.name])),
                     **self.svg_id(work))
         return node

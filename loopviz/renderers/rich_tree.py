@@ -154,10 +154,10 @@ class _TreeBuilder:
         if work.timing:
             label.append(f"  {work.timing.short()}", style="magenta")
         node = parent.add(label)
-        if work.data_loop is not None:
-            from loopviz.renderers.dataloop import data_loop_line
+        if work.data_loop is not None:  # the loader's own loop, nested under the work that draws a batch
+            from loopviz.renderers.dataloop import data_loop_branch
 
-            node.add(Text(data_loop_line(work.data_loop), style="dim"))
+            data_loop_branch(node, work.data_loop)
 
     def legend(self) -> Text:
         """Which colour is which callback, in call order, and what the symbols mean."""

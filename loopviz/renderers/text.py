@@ -162,10 +162,11 @@ class _TextWriter:
         condition = f"  ({work.condition})" if work.condition else ""
         measured = f"  [{work.timing.short()}]" if work.timing else ""
         self.wrap(f"{work.code}{condition}{measured}", indent, first=f" ~ {work.name}: ", hang=5)
-        if work.data_loop is not None:
-            from loopviz.renderers.dataloop import data_loop_line
+        if work.data_loop is not None:  # the loader's own loop, nested under the work that draws a batch
+            from loopviz.renderers.dataloop import data_loop_lines
 
-            self.wrap(data_loop_line(work.data_loop), indent + 5)
+            for depth, line in data_loop_lines(work.data_loop):
+                self.wrap(line, indent + 5 + 2 * depth)
 
     def header(self, spec: LoopSpec) -> None:
         """Verbose preamble: which loop, which framework, which callbacks in which order."""
