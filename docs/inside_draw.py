@@ -32,19 +32,21 @@ def items(_): return list(range(512))
 
 
 def traced_fit():
-    """Two epochs of a linear model on 512 items, batches of 32, two workers, traced with data=True."""
+    """Two epochs of a linear model on 512 items, batches of 32, two workers, traced with data=True: the learner
+    and its trace."""
     block = DataBlock(blocks=(TransformBlock(type_tfms=[as_row]), TransformBlock()), get_items=items, get_y=target,
                       splitter=RandomSplitter(seed=0), item_tfms=[Decode(), Flip()], batch_tfms=[Scale()])
     learn = Learner(block.dataloaders(None, bs=32, num_workers=2), nn.Linear(16, 1), loss_func=MSELossFlat())
     with learn.no_bar(), learn.no_logging(), learn.trace(data=True) as t:
         learn.fit(2)
-    return t
+    return learn, t
 
 
 if __name__ == "__main__":  # worker processes may be started by spawn: they import this file
-    t = traced_fit()
+    learn, t = traced_fit()
     summary = t.data_summary()
     print(summary[summary["loader"] == "train"].round(3).to_string())
     print(t.loader_timing()[0])
     print(t.diagnose())
     t.to_html("fit.html"); t.to_chrome("fit.perfetto.json")
+    learn.show_training_loop(trace=t, verbose=True, fmt="graphviz").save("loop.svg")  # draw, its loop filled by time

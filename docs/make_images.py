@@ -92,7 +92,8 @@ def data_loop_lanes(out: Path) -> None:
     example = Path(__file__).parent / "inside_draw.py"
     sys.path.insert(0, str(example.parent))  # spawned workers import the example by name
     make = runpy.run_path(str(example), run_name="inside_draw")["traced_fit"]
-    t = make()
+    learn, t = make()
+    data_loop_diagram(learn, t, IMAGES / "data_loop_diagram.png")
     with tempfile.TemporaryDirectory() as folder:
         page = t.to_html(Path(folder) / "fit.html").read_text(encoding="utf-8")
         start = page.index('<section id="data-lanes-0">')
@@ -102,6 +103,28 @@ def data_loop_lanes(out: Path) -> None:
         subprocess.run([chromium, "--headless=new", "--no-sandbox", "--disable-gpu", "--hide-scrollbars",
                         "--host-resolver-rules=MAP * ~NOTFOUND", f"--screenshot={out}", "--window-size=1100,330",
                         (Path(folder) / "lanes.html").as_uri()], check=True, capture_output=True, timeout=120)
+    print(f"wrote {out}")
+
+
+def data_loop_diagram(learn, t, out: Path) -> None:
+    """The training draw of the annotated verbose diagram (`show_training_loop(trace=t, verbose=True)`): its loader's
+    loop as a table, each stage and transform filled by its share of the loader's work. The diagram is drawn whole
+    and cut around that box (found in the SVG's coordinates)."""
+    import re
+
+    from PIL import Image
+
+    diagram = learn.show_training_loop(trace=t, verbose=True, fmt="graphviz")
+    with tempfile.TemporaryDirectory() as folder:
+        svg = Path(diagram.save(Path(folder) / "loop.svg")).read_text(encoding="utf-8")
+        png = diagram.save(Path(folder) / "loop.png")
+        width = float(re.search(r'viewBox="0.00 0.00 ([\d.]+) [\d.]+"', svg).group(1))
+        shift_x, shift_y = (float(v) for v in re.search(r"translate\(([\d.]+) ([\d.]+)\)", svg).groups())
+        x, y = (float(v) for v in re.search(r'x="([\d.]+)" y="(-[\d.]+)"[^>]*>the train loader', svg).groups())
+        image = Image.open(png)
+        scale = image.size[0] / width
+        left, top = (x + shift_x) * scale, (y + shift_y) * scale
+        image.crop((int(left - 40), int(top - 70), int(left + 600), int(top + 470))).save(out)
     print(f"wrote {out}")
 
 
