@@ -431,3 +431,47 @@ def test_the_annotated_loop_puts_each_stage_and_transform_time_on_draw() -> None
     assert loops["valid"].timed("after_item", "Jitter") is not None  # (called, it passes items through)
     text = " ".join(str(learn.show_training_loop(trace=t, verbose=True)).split())
     assert f"SlowItem (order 6): {ms:.2f} ms/batch, {pct:.0f} %" in text
+
+
+@pytest.mark.parametrize("workers", [0, 2])
+def test_past_the_row_cap_the_rows_are_counted_and_said_and_every_view_still_works(monkeypatch, tmp_path: Path,
+                                                                                   workers: int) -> None:
+    import loopviz.adapters.loader_timer as loader_timer
+
+    monkeypatch.setattr(loader_timer, "MAX_DATA_ROWS", 60)
+    _, t = fit(learner(workers), data=True, epochs=1)
+    assert len(t.data_work) == 60 * len(DATA_FIELDS) and t.meta["data_rows_dropped"] > 0
+    note = next(n for n in t.notes() if "rows past the" in n)
+    assert f"{t.meta['data_rows_dropped']:,} rows" in note
+    assert "Data loop" in str(t) and t.to_html(tmp_path / "t.html").exists() and chrome_trace(t)["traceEvents"]
+    t.diagnose()
+    assert Trace.load(t.save(tmp_path / "t.json")).meta["data_rows_dropped"] == t.meta["data_rows_dropped"]
+
+
+def test_hostile_transform_and_loader_names_reach_no_view_raw(tmp_path: Path) -> None:
+    class Evil(Transform):
+        "bad\x07doc"
+        order = 8
+
+        def encodes(self, x: torch.Tensor):
+            return x
+
+    Evil.__name__ = Evil.__qualname__ = "Evil\x1b[31m<b>&\u202e"
+    learn = learner(0)
+    learn.dls.train.after_item.add(Evil())
+    _, t = fit(learn, data=True, epochs=1)
+    assert any("Evil" in step for step in t.data_summary()["step"])
+    text = str(t)
+    assert "\x1b" not in text and "\u202e" not in text and "Evil\\x1b[31m" in text
+    page = t.to_html(tmp_path / "t.html").read_text()
+    assert "\x1b" not in page and "<b>&amp;" not in page.split("Evil", 1)[1][:40] and "Evil\\x1b[31m&lt;b&gt;" in page
+    import json
+
+    chrome = json.loads(t.to_chrome(tmp_path / "t.json").read_text())
+    assert any("Evil\x1b[31m<b>&\u202e" in e["args"].get("steps", "") for e in chrome["traceEvents"]
+               if e.get("cat") == "data")  # JSON escapes it; Perfetto shows text
+    dot = learn.show_training_loop(trace=t, verbose=True, fmt="graphviz")
+    assert "\x1b" not in dot.source and "<b>&" not in dot.source
+    dot.save(tmp_path / "loop.svg")  # dot accepts the label
+    mermaid = str(learn.show_training_loop(trace=t, verbose=True, fmt="mermaid"))
+    assert "\x1b" not in mermaid and "\u202e" not in mermaid and "Evil\x1b[31m<b>" not in mermaid

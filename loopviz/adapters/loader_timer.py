@@ -14,7 +14,7 @@ from time import perf_counter_ns
 from typing import Any, Callable
 
 from loopviz.trace import instrument
-from loopviz.trace.datawork import BATCH, MAIN, MOVE, PASS
+from loopviz.trace.datawork import BATCH, MAIN, MAX_DATA_ROWS, MOVE, ND, PASS
 from loopviz.trace.spool import Spool
 
 __all__ = ["LoaderTimer", "Wrapper", "TimedStage", "DataTiming", "add_to", "wrappers_on", "timed_loaders"]
@@ -26,10 +26,12 @@ _KINDS: dict[int, type] = {}  # id(loader) -> the DataTiming subclass timing it
 class LoaderTimer:
     """One loader's timing state, copied into each of its worker processes with the loader."""
 
-    def __init__(self, name: str, spool: Spool, sink: array, register: Callable[[str, str, str], int]):
+    def __init__(self, name: str, spool: Spool, sink: array, register: Callable[[str, str, str], int],
+                 overflow: list[int] | None = None):
         self.name = name
         self.spool = spool
         self.sink = sink  # the main process's rows (not pickled: a worker writes to the spool)
+        self.overflow = overflow if overflow is not None else [0]  # [rows of the main process past MAX_DATA_ROWS], shared by a trace's timers
         self.register = register  # (stage, step, per) -> its step id (main process only)
         self.main_pid = os.getpid()
         self.active = True  # False once the trace ended: every wrapper passes straight through
@@ -50,7 +52,7 @@ class LoaderTimer:
 
     def __getstate__(self) -> dict[str, Any]:
         state = dict(self.__dict__)
-        state["sink"], state["register"] = array("q"), None
+        state["sink"], state["register"], state["overflow"] = array("q"), None, [0]
         return state
 
     # -- the main process: passes and the batches it gives ---------------------------------------------
@@ -70,15 +72,16 @@ class LoaderTimer:
     def end_pass(self) -> None:
         """The pass ended (after_iter): one row for it."""
         end = perf_counter_ns()
-        self.sink.extend((self.pass_id, self.pass_no, MAIN, self.main_pid, -1, self.pass_start, end,
-                          end - self.pass_start, self.given))
+        self.keep((self.pass_id, self.pass_no, MAIN, self.main_pid, -1, self.pass_start, end,
+                   end - self.pass_start, self.given))
         self.open = self.making = False
 
     def give(self, start: int, end: int) -> None:
         """The main process's part of one batch is done (its after_batch returned): its rows."""
-        rows = self.sink
+        rows = array("q")
         for step, (total, calls) in self.given_acc.items():
             rows.extend((step, self.pass_no, MAIN, self.main_pid, self.given, start, end, total, calls))
+        self.keep(rows)
         self.given_acc.clear()
         self.given += 1
 
@@ -119,7 +122,7 @@ class LoaderTimer:
         if self.worker >= 0:
             self.spool.write(rows)
         else:
-            self.sink.extend(rows)
+            self.keep(rows)
         self.acc.clear()
         self.batch_start = 0
         self.made += 1
@@ -131,9 +134,16 @@ class LoaderTimer:
             end = perf_counter_ns()
             for step, (total, calls) in self.acc.items():
                 rows.extend((step, self.pass_no, self.worker, self.pid, -1, self.batch_start or end, end, total, calls))
-            self.spool.write(rows) if self.worker >= 0 else self.sink.extend(rows)
+            self.spool.write(rows) if self.worker >= 0 else self.keep(rows)
             self.acc.clear()
         self.making = False
+
+    def keep(self, rows: Any) -> None:
+        """Rows of the main process, kept while the trace holds fewer than MAX_DATA_ROWS (past it, counted)."""
+        if len(self.sink) < MAX_DATA_ROWS * ND:
+            self.sink.extend(rows)
+        else:
+            self.overflow[0] += len(rows) // ND
 
     def recording(self) -> bool:
         """True while this process makes batches of a pass of the traced loader."""
@@ -222,10 +232,12 @@ class DataTiming:
         self.steps: list[list[str]] = []  # [loader, stage, step, per] per step id
         self.ids: dict[tuple[str, str, str], int] = {}
         self.rows = array("q")
+        self.overflow = [0]  # the main process's rows past the cap
         self.timers: list[LoaderTimer] = []
         self.patches = instrument.PatchSet()
         self.loaders: list[int] = []
         self.skipped: list[str] = []  # the loaders not timed, and why
+        self.dropped = 0  # rows past MAX_DATA_ROWS, not kept
 
     def register(self, loader: str, stage: str, step: str, per: str) -> int:
         """The id of a step, given one the first time it is named."""
@@ -260,7 +272,7 @@ class DataTiming:
             if not len(self.shared):
                 self.install_shared()
             timer = LoaderTimer(name, self.spool, self.rows,
-                                lambda stage, step, per: self.register(name, stage, step, per))
+                                lambda stage, step, per: self.register(name, stage, step, per), self.overflow)
             _LOADERS[id(loader)] = [self.patches.put(owner, attr, wrapper)
                                     for owner, attr, wrapper in self.attach(loader, timer)]
             _KINDS[id(loader)] = type(self)
@@ -272,6 +284,8 @@ class DataTiming:
         """Stop timing and put the steps and rows into the trace's data (`TraceData`)."""
         steps, rows = self.stop()
         data.data_steps, data.data_work = steps, rows
+        if self.dropped:
+            data.meta["data_rows_dropped"] = self.dropped
         if self.skipped:
             data.meta["data_not_timed"] = list(self.skipped)
 
@@ -289,8 +303,10 @@ class DataTiming:
             if type(self) not in _KINDS.values():
                 self.shared.restore()
         rows = array("q", self.rows)
-        rows.extend(self.spool.read())
+        read, unread = self.spool.read(MAX_DATA_ROWS - len(rows) // ND)
+        rows.extend(read)
         self.spool.remove()
+        self.dropped = self.overflow[0] + unread
         return self.steps, rows
 
 

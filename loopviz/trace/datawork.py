@@ -13,7 +13,7 @@ Worker processes cannot append to the main process's lists: they write their row
 from __future__ import annotations
 
 __all__ = ["DATA_FIELDS", "ND", "D_STEP", "D_PASS", "D_WORKER", "D_PID", "D_BATCH", "D_START", "D_END", "D_TOTAL",
-           "D_COUNT", "STEP_FIELDS", "BATCH", "PASS", "MOVE", "FETCH", "MAIN"]
+           "D_COUNT", "STEP_FIELDS", "BATCH", "PASS", "MOVE", "FETCH", "MAIN", "MAX_DATA_ROWS"]
 
 # one row per step per batch (or per pass): `step` indexes `TraceData.data_steps`; `worker` is the worker's id, MAIN
 # for the main process; `batch` the batch's index in its pass (the order the loader yields them); `start`/`end` the
@@ -27,3 +27,4 @@ PASS = "pass"  # the stage of one pass of the loader, in the main process (count
 MOVE = "to_device"  # the stage of the move of a batch to the loader's device
 FETCH = "fetch"  # the main process's stage of getting one batch from a torch loader's iterator (waiting, or making it)
 MAIN = -1  # the worker id of the main process
+MAX_DATA_ROWS = 1_000_000  # rows a trace keeps (72 MB; about 80,000 batches of a loader with a dozen steps)

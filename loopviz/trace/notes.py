@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 from loopviz.errors import LoopvizError
+from loopviz.trace.datawork import MAX_DATA_ROWS
 from loopviz.trace.data import COARSE_PERCENTILES, TraceData
 from loopviz.trace.layout import UNKNOWN_LOOP
 from loopviz.trace.sketch import ALPHA
@@ -44,6 +45,10 @@ def _data_notes(data: TraceData) -> list[str]:
         out.append("data loop (data=True): each timed stage and transform call also costs the loader a few µs (about "
                    "5,000 instructions), inside the time it records and not in the tracing cost above; on loaders of "
                    "trivial items it shows (docs/inside-draw.md).")
+    dropped = data.meta.get("data_rows_dropped")
+    if isinstance(dropped, int) and dropped > 0:
+        out.append(f"data loop: {dropped:,} rows past the {MAX_DATA_ROWS:,} a trace keeps were not kept: its "
+                   "tables and lanes cover the batches before them (trace fewer epochs with data=True).")
     skipped = data.meta.get("data_not_timed")
     if isinstance(skipped, list) and skipped:
         out.append("data loop not timed for: " + "; ".join(str(line) for line in skipped) + ".")

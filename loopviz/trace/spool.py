@@ -40,22 +40,25 @@ class Spool:
             self._pid = pid
         os.write(self._fd, rows.tobytes())
 
-    def read(self) -> array:
-        """Every whole row the workers wrote (a cut-short last row is left out)."""
-        rows = array("q")
+    def read(self, most: int) -> tuple[array, int]:
+        """Every whole row the workers wrote, up to `most` rows (a cut-short last row is left out): (the rows, how
+        many more there were)."""
+        rows, more = array("q"), 0
+        width = ND * rows.itemsize
         try:
             names = sorted(os.listdir(self.directory))
         except OSError:
-            return rows
+            return rows, 0
         for name in names:
             try:
                 with open(os.path.join(self.directory, name), "rb") as file:
-                    raw = file.read()
+                    whole = os.fstat(file.fileno()).st_size // width
+                    room = max(0, most - len(rows) // ND)
+                    rows.frombytes(file.read(min(whole, room) * width))
+                    more += max(0, whole - room)
             except OSError:
                 continue
-            whole = len(raw) - len(raw) % (ND * rows.itemsize)
-            rows.frombytes(raw[:whole])
-        return rows
+        return rows, more
 
     def remove(self) -> None:
         """Remove the directory and what is in it."""
