@@ -418,3 +418,32 @@ def test_rows_packed_every_few_and_past_the_caps_count_what_lightning_ran(tmp_pa
     assert len(kept) + t.data.dropped_calls == sum(seen.calls().values())
     firings = t.firings_df()
     assert (firings["end"] >= firings["start"]).all() and (firings["status"].astype(str) == "ok").all()
+
+
+class ModelTrainModule(TinyModule):
+    """Overrides on_validation_model_train and on_train_epoch_start, both turned off on the instance below."""
+
+    def on_validation_model_train(self) -> None:
+        super().on_validation_model_train()
+
+    def on_train_epoch_start(self) -> None:
+        self.seen.append("on_train_epoch_start")
+
+
+def test_a_hook_set_to_none_is_no_handler_as_lightning_says(tmp_path: Path) -> None:
+    from lightning.pytorch.utilities.model_helpers import is_overridden
+
+    module = ModelTrainModule()
+    module.on_validation_model_train = None  # Lightning's own way to turn a hook off
+    module.on_train_epoch_start = None
+    assert not is_overridden("on_validation_model_train", module)  # (Lightning agrees)
+    run_trainer = trainer(tmp_path)
+    spec = adapter.lightning_spec(run_trainer, module, "fit")
+    assert "on_validation_model_train" not in spec.event_names()
+    assert not [h for ev in spec.events() if ev.name == "on_train_epoch_start" for h in ev.handlers
+                if h.callback.cls == "ModelTrainModule"]
+    with spying() as spy:
+        with loopviz.tracing(run_trainer) as t:
+            run_trainer.fit(module, loader(), loader())
+    assert "on_validation_model_train" not in spy.names() and "on_validation_model_train" not in _firing_names(t)
+    assert "on_train_epoch_start" not in module.seen and spec.event_names() == list(dict.fromkeys(spy.names()))

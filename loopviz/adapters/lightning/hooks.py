@@ -86,15 +86,21 @@ def owner_base(obj: Any) -> type:
     return pl.LightningDataModule if isinstance(obj, pl.LightningDataModule) else Callback
 
 
+_UNSET = object()
+
+
 def overrides(obj: Any, hook: str) -> bool:
-    """True when `obj` (a callback or a module) has its own `hook`, not Lightning's base one."""
+    """True when `obj` (a callback or a module) has its own `hook`, not Lightning's base one, and Lightning would call
+    it: a hook set to None (Lightning's own way to turn one off: `model.on_validation_model_train = None`), on the
+    instance or its class, is no handler, as Lightning's `is_overridden` and its dispatch (`callable(fn)`) say."""
     base = owner_base(obj)
     if obj is None or not hasattr(base, hook):
         return False
-    own = obj.__dict__.get(hook) if hasattr(obj, "__dict__") else None
-    if own is not None and not getattr(own, "__loopviz_wrapper__", False):
+    own = vars(obj).get(hook, _UNSET) if hasattr(obj, "__dict__") else _UNSET
+    if own is not _UNSET and not getattr(own, "__loopviz_wrapper__", False):
         return callable(own)
-    return getattr(type(obj), hook, None) is not getattr(base, hook)
+    found = getattr(type(obj), hook, None)
+    return callable(found) and found is not getattr(base, hook)
 
 
 def _monitoring(cb: Any) -> bool:
