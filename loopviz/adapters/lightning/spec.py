@@ -229,10 +229,19 @@ def _fit(b: _Builder) -> Phase:
         b.ev("on_train_epoch_end", "The epoch is over (EarlyStopping and checkpoints may act here).", "train"),
         *b.saves(after_validation=False)],
         repeat=f"for each epoch (max_epochs={trainer.max_epochs}) until trainer.should_stop", mode="train")
-    steps += [*b.loader("train"), b.ev("on_train_start", "Training starts.", "train"), epoch,
-              b.ev("on_train_end", "Training is over.", "train"), b.ev("on_fit_end", "Fit is over."),
-              b.ev("teardown", "teardown(stage='fit').", role="exit")]
+    if _no_batches(trainer.limit_train_batches):  # Lightning skips training whole: no loader, no training hook
+        steps += [b.ev("on_fit_end", "Fit is over (limit_train_batches=0: no training).")]
+    else:
+        steps += [*b.loader("train"), b.ev("on_train_start", "Training starts.", "train"), epoch,
+                  b.ev("on_train_end", "Training is over.", "train"), b.ev("on_fit_end", "Fit is over.")]
+    steps.append(b.ev("teardown", "teardown(stage='fit').", role="exit"))
     return phase("fit", "Trainer.fit", steps, note="an exception calls the callbacks' on_exception, then ends fit")
+
+
+def _no_batches(limit: float | int) -> bool:
+    """True when a limit_*_batches lets no batch run (0, or 0.0 of the batches): Lightning then skips that loop's
+    hooks altogether, its dataloader hook included."""
+    return limit == 0
 
 
 def _evaluate(b: _Builder, stage: str) -> Phase:
@@ -244,7 +253,9 @@ def _evaluate(b: _Builder, stage: str) -> Phase:
     fn = "validate" if stage == "validation" else stage
     steps.append(b.ev("setup", f"setup(stage='{fn}')."))
     steps += [b.ev("configure_model", "Build layers (called only when overridden).")] if b.has("configure_model") else []
-    steps += [*b.loader(stage), *loop.steps, b.ev("teardown", f"teardown(stage='{fn}').", role="exit")]
+    if not _no_batches(getattr(b.trainer, f"limit_{limit}_batches")):  # (0: Lightning skips the whole loop)
+        steps += [*b.loader(stage), *loop.steps]
+    steps.append(b.ev("teardown", f"teardown(stage='{fn}').", role="exit"))
     return phase(fn, f"Trainer.{fn}", steps, mode="valid")
 
 
