@@ -8,6 +8,8 @@ its name and the callbacks and module Lightning's own `is_overridden` says handl
 from __future__ import annotations
 
 import contextlib
+import functools
+import inspect
 import logging
 import warnings
 from collections import Counter
@@ -250,3 +252,38 @@ def traced_fit(root: Any) -> tuple[pl.Trainer, Spy, Any]:
     with spying() as seen, loopviz.tracing(tr) as t:
         tr.fit(TinyModule(), loader(), loader())
     return tr, seen, t
+
+
+# -- the hook recorder of Lightning's own tests (tests_pytorch/models/test_hooks.py), written here: every hook of a
+# module and of a callback wrapped on the instance, so that Lightning's `is_overridden` still sees through it
+
+
+def hook_names(base: type) -> list[str]:
+    """The public functions of a Lightning base class and its mixins: its hooks (and a few helpers, recorded too
+    when called), less torch.nn.Module's own methods."""
+    own = {name for name, _ in inspect.getmembers(base, inspect.isfunction) if not name.startswith("_")}
+    return sorted(own - {name for name, _ in inspect.getmembers(torch.nn.Module, inspect.isfunction)})
+
+
+def record_hooks(obj: Any, base: type, called: list[str], prefix: str = "") -> Any:
+    """Wrap each of `base`'s hooks on `obj` to append its name to `called` as the call starts (the order a loop view
+    shows: when each begins; Lightning's own recorder appends as each returns)."""
+    for name in hook_names(base):
+        original = getattr(obj, name, None)
+        if not callable(original):
+            continue
+
+        def call(*args: Any, _name: str = name, _original: Any = original, **kwargs: Any) -> Any:
+            called.append(prefix + _name)
+            return _original(*args, **kwargs)
+
+        functools.update_wrapper(call, original)
+        object.__setattr__(obj, name, call)  # (past nn.Module's __setattr__)
+    return obj
+
+
+class HookedCallback(Callback):
+    """A callback that records every callback hook Lightning calls on it."""
+
+    def __init__(self, called: list[str]) -> None:
+        record_hooks(self, Callback, called, "Callback.")

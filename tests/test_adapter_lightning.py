@@ -22,7 +22,8 @@ from loopviz.errors import LoopvizError  # noqa: E402
 from loopviz.model import Phase  # noqa: E402
 from loopviz.trace import instrument  # noqa: E402
 from tests.lightning_fixtures import (  # noqa: E402
-    ManualModule, ScheduledModule, SpyCallback, StopAfter, TinyData, TinyModule, loader, quiet_lightning, spying, trainer,
+    HookedCallback, ManualModule, ScheduledModule, SpyCallback, StopAfter, TinyData, TinyModule, loader, quiet_lightning,
+    record_hooks, spying, trainer,
 )
 
 quiet_lightning()
@@ -64,9 +65,11 @@ class Run:
     def __init__(self, root: Path, loop: str, options: dict[str, Any], extra: list[Any], module: type = TinyModule,
                  data: type | None = None):
         self.spy_cb = SpyCallback()
-        self.trainer = trainer(root, [self.spy_cb, *extra], **options)
-        self.module = module()
-        self.datamodule = data() if data is not None else None
+        self.called: list[str] = []  # the hook recorder's: every hook of the module, a callback and the datamodule
+        self.trainer = trainer(root, [self.spy_cb, HookedCallback(self.called), *extra], **options)
+        self.module = record_hooks(module(), pl.LightningModule, self.called)
+        self.datamodule = (record_hooks(data(), pl.LightningDataModule, self.called, "LightningDataModule.")
+                           if data is not None else None)
         self.spec_before = adapter.lightning_spec(self.trainer, self.module, loop, datamodule=self.datamodule)
         self.before = {name: getattr(call, name) for name in NAMES}
         with spying() as self.spy:
@@ -78,6 +81,17 @@ class Run:
                 else:
                     getattr(self.trainer, loop)(self.module, loader())
         self.spec = adapter.lightning_spec(self.trainer, self.module, loop)
+
+    def hook_calls(self) -> list[str]:
+        """Every hook call the recorder saw, in order, a callback's and the module's calls of a hook as one."""
+        names = [name.split(".")[-1] for name in self.called if name.split(".")[-1] not in NOT_SHOWN]
+        return [name for i, name in enumerate(names) if i == 0 or names[i - 1] != name]
+
+    def hook_order(self) -> list[str]:
+        """The hooks in the order they were first called, as the hook recorder saw them (a callback's and the
+        module's calls of one hook are one name), less the helpers and what the view does not show yet."""
+        names = [name.split(".")[-1] for name in self.called]
+        return [name for name in dict.fromkeys(names) if name not in NOT_SHOWN]
 
 
 @pytest.fixture(scope="module")
@@ -95,10 +109,20 @@ def _spec_events(steps: list[Any]) -> list[str]:
             (_spec_events(step.steps) if isinstance(step, Phase) else [step.name] if hasattr(step, "handlers") else [])]
 
 
+# what the hook recorder sees that the view does not show: helpers the module calls itself, and (issue 28, not yet
+# modelled) clip_gradients, and the module's backward under manual optimization (called by manual_backward)
+NOT_SHOWN = {"log", "log_dict", "optimizers", "lr_schedulers", "manual_backward", "clip_gradients", "print",
+             "toggle_optimizer", "untoggle_optimizer"}
+
+
 @pytest.mark.parametrize("case", [c for c in CASES if c != "accumulate"])
 def test_spec_order_is_the_real_order(runs: dict[str, Run], case: str) -> None:
+    """Against Lightning's own way of checking its hook order: a module, a callback and a datamodule whose every hook
+    records its name as it is called (each hook where its handlers start: the module's backward after
+    on_before_backward, which the strategy's backward runs first)."""
     run = runs[case]
-    assert run.spec.event_names() == list(dict.fromkeys(run.spy.names()))
+    real = [name for name in run.hook_order() if not (case == "manual" and name == "backward")]
+    assert run.spec.event_names() == real
     if case not in KNOWN_AFTER_A_RUN:  # the spec of the trainer and module before they ran
         assert run.spec_before.event_names() == run.spec.event_names()
 
@@ -120,8 +144,8 @@ def test_spec_accumulation_batches(runs: dict[str, Run]) -> None:
     batch = next(p for p in run.spec.phases[0].phases() if p.name == "train_batch")
     inner = {p.name: _spec_events(p.steps) for p in batch.steps if isinstance(p, Phase)}
     head = _spec_events(batch.steps[:batch.steps.index(next(p for p in batch.steps if isinstance(p, Phase)))])
-    names = run.spy.names()
-    starts = [i for i, n in enumerate(names) if n == "on_before_batch_transfer" and run.spy.firings[i + 3][0] == "on_train_batch_start"]
+    names = run.hook_calls()
+    starts = [i for i, n in enumerate(names) if n == "on_before_batch_transfer" and names[i + 3] == "on_train_batch_start"]
     real = [names[i:names.index("on_train_batch_end", i) + 1] for i in starts]
     assert len(real) == 6  # 3 batches, 2 epochs
     paths = {"accumulate": head + inner["accumulate"] + ["on_train_batch_end"],
@@ -449,8 +473,12 @@ def test_a_hook_set_to_none_is_no_handler_as_lightning_says(tmp_path: Path) -> N
     assert "on_validation_model_train" not in spec.event_names()
     assert not [h for ev in spec.events() if ev.name == "on_train_epoch_start" for h in ev.handlers
                 if h.callback.cls == "ModelTrainModule"]
+    called: list[str] = []
+    record_hooks(module, pl.LightningModule, called)  # (wraps the class's hooks; the two set to None stay off)
     with spying() as spy:
         with loopviz.tracing(run_trainer) as t:
             run_trainer.fit(module, loader(), loader())
     assert "on_validation_model_train" not in spy.names() and "on_validation_model_train" not in _firing_names(t)
-    assert "on_train_epoch_start" not in module.seen and spec.event_names() == list(dict.fromkeys(spy.names()))
+    assert "on_train_epoch_start" not in module.seen and "on_train_epoch_start" not in called
+    assert [name for name in dict.fromkeys(called) if name in spec.event_names()] == [
+        name for name in spec.event_names() if name in called]

@@ -1,6 +1,7 @@
 """Lightning's hooks: who each is dispatched to, in which order, and which objects handle it."""
 from __future__ import annotations
 
+import inspect
 from typing import Any, Sequence
 
 import lightning.pytorch as pl
@@ -98,7 +99,11 @@ def overrides(obj: Any, hook: str) -> bool:
         return False
     own = vars(obj).get(hook, _UNSET) if hasattr(obj, "__dict__") else _UNSET
     if own is not _UNSET and not getattr(own, "__loopviz_wrapper__", False):
-        return callable(own)
+        if not callable(own):
+            return False
+        inner = inspect.unwrap(own)  # a wrapper of the class's own (functools.update_wrapper) is the class's
+        inner = getattr(inner, "__func__", inner)
+        return inner is not getattr(base, hook) or inner is own
     found = getattr(type(obj), hook, None)
     return callable(found) and found is not getattr(base, hook)
 

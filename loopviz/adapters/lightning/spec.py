@@ -130,11 +130,15 @@ class _Builder:
     def optimizer_step(self, accumulating: bool) -> list[Step]:
         """The closure's hooks (training_step, zero_grad, backward) and, on stepping batches, optimizer_step around them."""
         mode: Mode = "train"
+        # Lightning's strategy backward runs on_before_backward, the module's backward (loss.backward()), then
+        # on_after_backward: its own dispatch opens first, but a `backward` override runs after on_before_backward
         backward = Phase("backward", "Backward", [
-            self.ev("backward", "The strategy's backward: the hooks around loss.backward().", mode),
             self.ev("on_before_backward", "The loss is ready.", mode),
-            work("loss.backward()", "LightningModule.backward(loss)", "Gradients are computed."),
-            self.ev("on_after_backward", "Gradients are ready.", mode)], mode=mode, minor=True)
+            self.ev("backward", "LightningModule.backward(loss): loss.backward(), gradients are computed (run by the "
+                                "strategy's backward between on_before_backward and on_after_backward; a trace times "
+                                "the strategy's backward here, those two hooks included).", mode),
+            self.ev("on_after_backward", "Gradients are ready.", mode)], mode=mode, minor=True,
+            note="the strategy's backward: on_before_backward, the module's backward, on_after_backward")
         closure: list[Step] = [
             self.ev("training_step", "LightningModule.training_step (through the strategy): the loss.", mode),
             self.ev("on_before_zero_grad", "Before the gradients are zeroed.", mode),
