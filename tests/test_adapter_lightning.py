@@ -482,3 +482,17 @@ def test_a_hook_set_to_none_is_no_handler_as_lightning_says(tmp_path: Path) -> N
     assert "on_train_epoch_start" not in module.seen and "on_train_epoch_start" not in called
     assert [name for name in dict.fromkeys(called) if name in spec.event_names()] == [
         name for name in spec.event_names() if name in called]
+
+
+def test_validation_on_a_batch_that_only_accumulates_skips_the_zero_grad_and_the_view_says_so(tmp_path: Path) -> None:
+    called: list[str] = []
+    module = record_hooks(TinyModule(), pl.LightningModule, called)
+    run_trainer = trainer(tmp_path, [HookedCallback(called)], accumulate_grad_batches=2, val_check_interval=1,
+                          limit_train_batches=4, max_epochs=1, num_sanity_val_steps=0)
+    spec = adapter.lightning_spec(run_trainer, module, "fit")
+    run_trainer.fit(module, loader(), loader())
+    names = [name.split(".")[-1] for name in called]
+    validations = names.count("on_validation_model_eval")
+    assert validations == 4 and names.count("on_validation_model_zero_grad") == 2  # batches 1 and 3 step
+    event = next(ev for ev in spec.events() if ev.name == "on_validation_model_zero_grad")
+    assert "skipped when validation falls on a batch that only accumulates" in event.description

@@ -115,7 +115,10 @@ class _Builder:
                  self.ev(f"on_{stage}_batch_end", "After the step, with its output.", mode)]
         steps: list[Step] = []
         if in_fit:
-            steps.append(self.ev("on_validation_model_zero_grad", "Gradients are zeroed before validating.", mode))
+            k = self.trainer.accumulate_grad_batches
+            steps.append(self.ev("on_validation_model_zero_grad", "Gradients are zeroed before validating" + (
+                f" (skipped when validation falls on a batch that only accumulates gradients: accumulate_grad_batches"
+                f"={k})." if k > 1 else "."), mode))
         steps.append(self.ev(f"on_{stage}_model_eval", "model.eval().", mode))
         steps += [self.ev(f"on_{stage}_start", f"The {stage} loop starts.", mode),
                   self.ev(f"on_{stage}_epoch_start", f"A pass over the {stage} dataloader.", mode),
