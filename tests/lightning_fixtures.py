@@ -98,6 +98,15 @@ class ScheduledModule(TinyModule):
                                                    "interval": "step"}}
 
 
+class PlateauModule(TinyModule):
+    """With a ReduceLROnPlateau on the validation loss, stepped every epoch."""
+
+    def configure_optimizers(self) -> Any:
+        opt = torch.optim.SGD(self.parameters(), lr=0.1)
+        return {"optimizer": opt, "lr_scheduler": {
+            "scheduler": torch.optim.lr_scheduler.ReduceLROnPlateau(opt), "interval": "epoch", "monitor": "val_loss"}}
+
+
 class TinyData(pl.LightningDataModule):
     """The tests' data as a datamodule, with its own setup and device transfer."""
 

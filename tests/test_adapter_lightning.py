@@ -22,7 +22,7 @@ from loopviz.errors import LoopvizError  # noqa: E402
 from loopviz.model import Phase  # noqa: E402
 from loopviz.trace import instrument  # noqa: E402
 from tests.lightning_fixtures import (  # noqa: E402
-    HookedCallback, ManualModule, ScheduledModule, SpyCallback, StopAfter, TinyData, TinyModule, loader, quiet_lightning,
+    HookedCallback, ManualModule, PlateauModule, ScheduledModule, SpyCallback, StopAfter, TinyData, TinyModule, loader, quiet_lightning,
     record_hooks, spying, trainer,
 )
 
@@ -31,7 +31,7 @@ pytestmark = pytest.mark.filterwarnings("ignore")
 MODES = {0: None, 1: "train", 2: "valid"}
 NAMES = ("_call_callback_hooks", "_call_lightning_module_hook", "_call_strategy_hook", "_call_lightning_datamodule_hook",
          "_call_and_handle_interrupt")
-KNOWN_AFTER_A_RUN = {"scheduler"}  # the trainer knows the module's LR schedulers only once it has run it
+KNOWN_AFTER_A_RUN = {"scheduler", "plateau"}  # the trainer knows the module's LR schedulers only once it has run it
 CASES = {  # name: (loop, trainer options, extra callbacks[, module class, datamodule class])
     "fit": ("fit", {}, []),
     "defaults": ("fit", {"enable_checkpointing": True, "enable_progress_bar": True, "enable_model_summary": True}, []),
@@ -40,6 +40,7 @@ CASES = {  # name: (loop, trainer options, extra callbacks[, module class, datam
     "no_validation": ("fit", {"limit_val_batches": 0}, []),
     "manual": ("fit", {}, [], ManualModule),
     "scheduler": ("fit", {}, [], ScheduledModule),
+    "plateau": ("fit", {}, [], PlateauModule),
     "datamodule": ("fit", {}, [], TinyModule, TinyData),
     "test_datamodule": ("test", {}, [], TinyModule, TinyData),
     "val_check_interval": ("fit", {"val_check_interval": 2}, []),

@@ -81,6 +81,10 @@ class _Builder:
         return (self.module is not None and overrides(self.module, hook)) or (
             hook == "prepare_data" and self.datamodule is not None and overrides(self.datamodule, hook))
 
+    def manual(self) -> bool:
+        """True when the module optimizes by hand (automatic_optimization=False): Lightning steps no scheduler."""
+        return self.module is not None and not self.module.automatic_optimization
+
     def loader(self, stage: str) -> list[Step]:
         """The datamodule's `{stage}_dataloader` event, when a datamodule that defines it is attached."""
         name = f"{'val' if stage == 'validation' else stage}_dataloader"
@@ -163,7 +167,7 @@ class _Builder:
         k = self.trainer.accumulate_grad_batches
         steps: list[Step] = [work("data", "next(dataloader)"), *self.transfer(mode),
                              self.ev("on_train_batch_start", "Before the step (returning -1 ends the epoch).", mode)]
-        manual = self.module is not None and not self.module.automatic_optimization
+        manual = self.manual()
         if manual:
             steps.append(phase("manual", "Manual optimization", [
                 self.ev("training_step", "LightningModule.training_step (through the strategy), which optimizes.", mode),
@@ -181,10 +185,9 @@ class _Builder:
                                  "(zero_grad only where the group has one batch)")]
         else:
             steps += [Phase("step", "Optimizer step", self.optimizer_step(False), mode=mode, minor=True)]
-        if not manual and self.trainer.lr_scheduler_configs:
-            intervals = sorted({config.interval for config in self.trainer.lr_scheduler_configs})
-            steps.append(self.ev("lr_scheduler_step", f"Steps the LR schedulers (interval: {', '.join(intervals)}; "
-                                 "'step': after optimizer steps, 'epoch': after the epoch's last one).", mode))
+        if not manual and any(config.interval == "step" for config in self.trainer.lr_scheduler_configs):
+            steps.append(self.ev("lr_scheduler_step", "Steps the LR schedulers of interval 'step', after the optimizer "
+                                 "step (those of interval 'epoch' step after on_train_epoch_end).", mode))
         steps.append(self.ev("on_train_batch_end", "After the step, with its output.", mode))
         if validates:
             every = self.trainer.val_check_interval
@@ -231,10 +234,14 @@ def _fit(b: _Builder) -> Phase:
             b.ev("on_sanity_check_start", "A few validation batches before training."), *b.loader("validation"), sanity,
             b.ev("on_sanity_check_end", "The sanity check is over.")],
             note=f"num_sanity_val_steps={trainer.num_sanity_val_steps} validation batches, when a val dataloader is given"))
+    per_epoch = [config for config in trainer.lr_scheduler_configs if config.interval == "epoch"]
+    epoch_schedulers = [b.ev("lr_scheduler_step", "Steps the LR schedulers of interval 'epoch' (ReduceLROnPlateau "
+                             "reads the epoch's metrics), after every on_train_epoch_end handler, once the epoch ran "
+                             "all its batches.", "train")] if per_epoch and not b.manual() else []
     epoch = phase("epoch", "Training epoch", [
         b.ev("on_train_epoch_start", "An epoch starts.", "train"), b.training_batch(validates, stop),
         b.ev("on_train_epoch_end", "The epoch is over (EarlyStopping and checkpoints may act here).", "train"),
-        *b.saves(after_validation=False)],
+        *b.saves(after_validation=False), *epoch_schedulers],
         repeat=f"for each epoch (max_epochs={trainer.max_epochs}) until trainer.should_stop", mode="train")
     if _no_batches(trainer.limit_train_batches):  # Lightning skips training whole: no loader, no training hook
         steps += [b.ev("on_fit_end", "Fit is over (limit_train_batches=0: no training).")]
