@@ -497,3 +497,27 @@ def test_validation_on_a_batch_that_only_accumulates_skips_the_zero_grad_and_the
     assert validations == 4 and names.count("on_validation_model_zero_grad") == 2  # batches 1 and 3 step
     event = next(ev for ev in spec.events() if ev.name == "on_validation_model_zero_grad")
     assert "skipped when validation falls on a batch that only accumulates" in event.description
+
+
+class EndsEpochModule(ScheduledModule):
+    """Ends each epoch at its second batch: on_train_batch_start returns -1."""
+
+    def on_train_batch_start(self, batch: Any, batch_idx: int) -> Any:
+        return -1 if batch_idx == 1 else None
+
+
+def test_on_train_batch_start_returning_minus_one_ends_the_epoch_as_the_view_says_it_does(tmp_path: Path) -> None:
+    called: list[str] = []
+    module = record_hooks(EndsEpochModule(), pl.LightningModule, called)
+    run_trainer = trainer(tmp_path, [HookedCallback(called)], max_epochs=1, num_sanity_val_steps=0)
+    run_trainer.fit(module, loader(), loader())
+    spec = adapter.lightning_spec(run_trainer, module, "fit")  # (its LR schedulers are known once it has run)
+    names = [name.split(".")[-1] for name in called]
+    after = [name for i, name in enumerate(names) if i == 0 or names[i - 1] != name]
+    second = [i for i, name in enumerate(after) if name == "on_train_batch_start"][1]
+    event = next(ev for ev in spec.events() if ev.name == "on_train_batch_start")
+    assert ("Returning -1 ends the epoch: the rest of this batch, its on_train_batch_end and this epoch's validation "
+            "are skipped, the 'step' LR schedulers still step (lr_scheduler_step), then on_train_epoch_end.") in \
+        event.description
+    assert after[second + 1:second + 3] == ["lr_scheduler_step", "on_train_epoch_end"]  # as the view says
+    assert "on_validation_start" not in after  # validation skipped

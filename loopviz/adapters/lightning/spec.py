@@ -165,9 +165,13 @@ class _Builder:
         """One training batch: transfer, the step (or accumulation), and validation when it is due."""
         mode: Mode = "train"
         k = self.trainer.accumulate_grad_batches
-        steps: list[Step] = [work("data", "next(dataloader)"), *self.transfer(mode),
-                             self.ev("on_train_batch_start", "Before the step (returning -1 ends the epoch).", mode)]
         manual = self.manual()
+        stepped = not manual and any(config.interval == "step" for config in self.trainer.lr_scheduler_configs)
+        ends = ("Before the step. Returning -1 ends the epoch: the rest of this batch, its on_train_batch_end and this "
+                "epoch's validation are skipped" + (", the 'step' LR schedulers still step (lr_scheduler_step), then "
+                                                    "on_train_epoch_end." if stepped else ", on to on_train_epoch_end."))
+        steps: list[Step] = [work("data", "next(dataloader)"), *self.transfer(mode),
+                             self.ev("on_train_batch_start", ends, mode)]
         if manual:
             steps.append(phase("manual", "Manual optimization", [
                 self.ev("training_step", "LightningModule.training_step (through the strategy), which optimizes.", mode),
