@@ -141,6 +141,8 @@ def expand(spec: LoopSpec, trainer: Any, case: Case) -> list[str]:
                 walk(p.steps, ctx)
         elif p.name == "log_save":
             walk(p.steps, {**ctx, "flags": _flags(args, ctx["level"], state["step"], last)})
+        elif p.name == "create":  # Trainer.__init__ fired on_init_end, before the spy was put on the trainer
+            return
         elif p.name == "evaluate" and ctx.get("flags") is not None:
             if "eval" in ctx["flags"]:
                 walk(p.steps, ctx)
@@ -157,7 +159,32 @@ def test_spec_expanded_is_the_real_event_sequence(run: Run, request: pytest.Fixt
 
 
 def test_spec_events_are_those_that_fire(run: Run) -> None:
-    assert set(run.spec.event_names()) == set(run.events)
+    assert set(run.spec.event_names()) - {"on_init_end"} == set(run.events)  # (on_init_end: in __init__, below)
+
+
+class InitSeen(TrainerCallback):
+    """Counts its on_init_end calls."""
+
+    def __init__(self) -> None:
+        self.inits = 0
+
+    def on_init_end(self, args, state, control, **kwargs):
+        self.inits += 1
+
+
+def test_on_init_end_fires_once_in_init_and_the_view_shows_it_first(tmp_path: Path) -> None:
+    seen = InitSeen()
+    trainer = tiny_trainer(tmp_path, [seen])
+    assert seen.inits == 1  # fired by Trainer.__init__, where the view's Create phase puts it
+    spec = hf.trainer_spec(trainer)
+    create = spec.phases[0]
+    assert create.name == "create" and [ev.name for ev in create.steps] == ["on_init_end"]
+    assert [h.callback.cls for h in create.steps[0].handlers] == ["InitSeen"]
+    later = InitSeen()
+    trainer.add_callback(later)
+    trainer.train()
+    assert later.inits == 0 and seen.inits == 1  # a callback added later never receives it, as the view says
+    assert "callbacks added later (add_callback) never receive it" in create.steps[0].description
 
 
 def test_spec_handlers_are_the_callbacks_overriding_each_event(run: Run) -> None:
@@ -204,9 +231,11 @@ def test_trace_names_the_work(run: Run) -> None:
 
 def test_trace_annotates_the_spec(run: Run) -> None:
     annotated = loopviz.annotate(run.spec, run.trace)
-    assert all(ev.timing is not None for ev in annotated.events())
-    assert all(h.timing is not None for ev in annotated.events() for h in ev.handlers)
-    timed = {w.name for _, w in annotated.phases[0].walk() if isinstance(w, Work) and w.timing is not None}
+    traced = [ev for ev in annotated.events() if ev.name != "on_init_end"]  # (fired in __init__, before any trace)
+    assert all(ev.timing is not None for ev in traced)
+    assert all(h.timing is not None for ev in traced for h in ev.handlers)
+    train = next(p for p in annotated.phases if p.name == "train")
+    timed = {w.name for _, w in train.walk() if isinstance(w, Work) and w.timing is not None}
     assert {"data", "forward+backward", "optimizer step", "scheduler+zero_grad", "finish"} <= timed
     assert "Start Train" in str(loopviz.show_loop(annotated))
 
@@ -320,7 +349,7 @@ def test_trace_of_a_trace_is_refused() -> None:
 
 def test_views_render(run: Run) -> None:
     text = str(loopviz.show(run.trainer))
-    assert text.startswith("Start Train") and "on_step_end    : [DefaultFlowCallback" in text
+    assert text.startswith("Start Create") and "Start Train" in text and "on_step_end    : [DefaultFlowCallback" in text
     assert "on_step_end" in str(loopviz.show(run.trainer, fmt="rich"))
     for loop in hf.LOOPS:
         assert "flowchart" in str(loopviz.show(run.trainer, loop=loop, fmt="mermaid"))

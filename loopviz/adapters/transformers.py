@@ -144,9 +144,12 @@ class _Builder:
             "a flag a callback sets, not an exception (DefaultFlowCallback at max_steps, EarlyStoppingCallback): the "
             "step loop ends after the current micro-batch and its log/evaluate/save, then on_epoch_end and the "
             "epoch's log/evaluate/save run, and the epoch loop ends"))
-        return [phase("train", "Train", steps, cancel=stop,
-                      note="trainer.train() → _inner_training_loop; in the callback_handler's order, every callback is "
-                           "called at every event; only those overriding on_<event> are listed.")]
+        create = Phase("create", "Create", [self.ev("on_init_end", "Fires once, at the end of Trainer.__init__: "
+                                                   "callbacks added later (add_callback) never receive it.")],
+                       note="Trainer.__init__ fires on_init_end, once (before any train() a trace can see).")
+        return [create, phase("train", "Train", steps, cancel=stop,
+                              note="trainer.train() → _inner_training_loop; in the callback_handler's order, every "
+                                   "callback is called at every event; only those overriding on_<event> are listed.")]
 
     def epochs(self) -> Phase:
         """The epoch loop: epoch begin, the step loop, epoch end and the epoch's log/evaluate/save."""
