@@ -474,3 +474,18 @@ def test_rows_packed_every_few_and_past_the_caps_count_what_the_trainer_ran(tmp_
     calls, firings = t.calls_df(), t.firings_df()
     kept_calls = list(zip(firings.loc[calls["firing"], "event"].astype(str), calls["callback"].astype(str)))
     assert kept_calls == spy.calls[:len(calls)]
+
+
+def test_a_dict_of_eval_datasets_is_one_evaluation_each_as_the_view_says(tmp_path: Path) -> None:
+    from tests.hf_fixtures import TokenData
+
+    trainer = tiny_trainer(tmp_path, n_train=8, eval_strategy="epoch")
+    trainer.eval_dataset = {"near": TokenData(4, seed=1), "far": TokenData(4, seed=2)}
+    spec = hf.trainer_spec(trainer)
+    evaluate = next(p for p in spec.phases[1].phases() if p.name == "evaluate")
+    assert evaluate.repeat is not None and "near, far" in evaluate.repeat
+    with Spy(trainer) as spy:
+        trainer.train()
+    assert spy.events.count("on_evaluate") == 2  # one epoch, one evaluation per dataset
+    logged = [entry for entry in trainer.state.log_history if any(key.startswith("eval_") for key in entry)]
+    assert {key.split("_")[1] for entry in logged for key in entry if key.startswith("eval_")} >= {"near", "far"}

@@ -105,8 +105,9 @@ def _every(args: Any, kind: str) -> str:
 class _Builder:
     """Builds the phases of one Trainer's loops, with its callbacks' handlers and its configured strategies."""
 
-    def __init__(self, args: Any, callbacks: Sequence[Any]):
+    def __init__(self, args: Any, callbacks: Sequence[Any], eval_names: Sequence[str] = ()):
         self.args, self.callbacks = args, list(callbacks)
+        self.eval_names = list(eval_names)  # the names of a dict of eval datasets: one evaluation per dataset
 
     def ev(self, name: str, description: str = "", role: Role = "body", mode: Mode | None = None) -> Event:
         """An event with the callbacks that override its method, in call order."""
@@ -230,7 +231,9 @@ class _Builder:
             self.ev("on_evaluate", role="exit", mode="valid"),
         ]
         label = f"Evaluate ({condition})" if condition else "Evaluate"
-        return phase("evaluate", label, steps, mode="valid", note=note)
+        repeat = (f"for each evaluation dataset ({', '.join(self.eval_names)}): eval_dataset is a dict, each "
+                  "evaluated and logged on its own (metrics prefixed eval_<name>_)") if self.eval_names else None
+        return phase("evaluate", label, steps, mode="valid", note=note, repeat=repeat)
 
     def prediction(self) -> Phase:
         """Trainer.predict(): the prediction loop over the test dataloader, then on_predict."""
@@ -271,7 +274,8 @@ def trainer_spec(trainer: Any, loop: str = "train", cbs: Sequence[Any] = ()) -> 
     if loop not in LOOPS:
         raise LoopvizError(f"loop={loop!r}: a Hugging Face Trainer has these loops: {', '.join(LOOPS)}.")
     callbacks = [*trainer.callback_handler.callbacks, *(cb() if isinstance(cb, type) else cb for cb in cbs)]
-    builder = _Builder(trainer.args, callbacks)
+    evaluated = getattr(trainer, "eval_dataset", None)
+    builder = _Builder(trainer.args, callbacks, [str(name) for name in evaluated] if isinstance(evaluated, dict) else ())
     phases = {"train": builder.train, "evaluate": lambda: [builder.evaluation()], "predict": lambda: [builder.prediction()]}
     positions = {id(cb): i for i, cb in enumerate(callbacks)}
     return generic_loop_spec(loop, FRAMEWORK, callbacks, phases[loop](), order=lambda cb: positions[id(cb)],
