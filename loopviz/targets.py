@@ -9,6 +9,7 @@ miniai-style learner, a Hugging Face Trainer, a Lightning Trainer), through the 
 """
 from __future__ import annotations
 
+import inspect
 from typing import Any, Sequence
 
 from loopviz.adapters import Adapter, adapter_for, known_loops
@@ -27,19 +28,28 @@ def adapter_of(obj: Any) -> Adapter:
     return adapter
 
 
-def spec_of(obj: Any, loop: str | None = None, cbs: Sequence[Any] = ()) -> LoopSpec:
-    """The loop `obj` runs (`loop`: one of its adapter's `LOOPS`, the first by default), with `cbs` previewed."""
-    module = adapter_of(obj).load()
-    return module.loop_spec(obj, loop or next(iter(module.LOOPS)), list(cbs))
+def spec_of(obj: Any, loop: str | None = None, cbs: Sequence[Any] = (), model: Any = None) -> LoopSpec:
+    """The loop `obj` runs (`loop`: one of its adapter's `LOOPS`, the first by default), with `cbs` previewed;
+    `model`: the model a trainer that holds none yet will run (Lightning)."""
+    adapter = adapter_of(obj)
+    module = adapter.load()
+    chosen = loop or next(iter(module.LOOPS))
+    if model is None:
+        return module.loop_spec(obj, chosen, list(cbs))
+    if "model" not in inspect.signature(module.loop_spec).parameters:
+        raise LoopvizError(f"model= is for a trainer that runs a model it does not hold yet (a Lightning Trainer); "
+                           f"{adapter.describes} holds its own model: leave model= out.")
+    return module.loop_spec(obj, chosen, list(cbs), model=model)
 
 
 def show(obj: Any, loop: str | None = None, cbs: Sequence[Any] = (), verbose: bool = False, fmt: str = "text",
          width: int = DEFAULT_WIDTH, hide_empty: bool = False, focus: str | None = None, theme: str = "light",
-         trace: Any = None) -> Any:
+         trace: Any = None, model: Any = None) -> Any:
     """Show the loop `obj` runs, as `learn.show_training_loop` does for fastai: text, rich and mermaid are printed
     and returned; graphviz (svg, png, pdf, dot) is returned as a diagram to display or save. `trace`: a trace of
     `obj` (`with loopviz.tracing(obj) as t`) whose counts and times the view shows; `loop` is then the loop it ran,
-    unless given (a trace of another loop is an error naming both)."""
+    unless given (a trace of another loop is an error naming both). `model`: with a Lightning Trainer that has not
+    run it yet, the module its loop will run (`loopviz.show(trainer, model=model)`)."""
     from loopviz.annotate import traced_loop
     from loopviz.trace.trace import check_trace
     from loopviz.view import check_view_options, show_loop
@@ -49,7 +59,7 @@ def show(obj: Any, loop: str | None = None, cbs: Sequence[Any] = (), verbose: bo
     if loop is None and trace is not None:
         known = adapter_of(obj).load().LOOPS
         loop = traced_loop(trace, known, next(iter(known)))
-    return show_loop(spec_of(obj, loop, cbs), verbose=verbose, fmt=fmt, width=width, hide_empty=hide_empty,
+    return show_loop(spec_of(obj, loop, cbs, model), verbose=verbose, fmt=fmt, width=width, hide_empty=hide_empty,
                      focus=focus, theme=theme, trace=trace)
 
 

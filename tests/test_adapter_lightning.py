@@ -521,3 +521,19 @@ def test_on_train_batch_start_returning_minus_one_ends_the_epoch_as_the_view_say
         event.description
     assert after[second + 1:second + 3] == ["lr_scheduler_step", "on_train_epoch_end"]  # as the view says
     assert "on_validation_start" not in after  # validation skipped
+
+
+def test_a_module_before_any_fit_says_which_default_trainer_it_assumed_and_takes_yours(tmp_path: Path) -> None:
+    module = TinyModule()
+    assumed = adapter.loop_spec(module)  # attached to no trainer: a default Trainer() is assumed, and said
+    note = next(n for n in assumed.notes if "a default Trainer() is assumed" in n)
+    assert "ModelCheckpoint" in note and "loopviz.show(trainer, model=model)" in note
+    mine = trainer(tmp_path)  # (progress bar, model summary and checkpointing off)
+    spec = loopviz.show  # the user's trainer, with the module it will run
+    text = str(spec(mine, model=module))
+    assert "ModelCheckpoint" not in text and "configure_optimizers: [TinyModule]" in text
+    assert not any("a default Trainer() is assumed" in n for n in adapter.loop_spec(mine, model=module).notes)
+    with pytest.raises(LoopvizError, match="model= goes with a Trainer"):
+        adapter.loop_spec(module, model=TinyModule())
+    with pytest.raises(LoopvizError, match="model must be a LightningModule"):
+        adapter.loop_spec(mine, model="not a module")

@@ -77,3 +77,11 @@ def test_show_takes_a_trace_of_the_loop_it_shows(tmp_path):
         loopviz.show(learn, loop="fit", trace=t)
     with pytest.raises(LoopvizError, match="trace"):
         loopviz.show(learn, trace="t.json")
+
+
+def test_model_is_refused_for_a_target_that_holds_its_own(learn) -> None:
+    from loopviz.errors import LoopvizError
+    from loopviz.targets import spec_of
+
+    with pytest.raises(LoopvizError, match="model= is for a trainer that runs a model it does not hold yet"):
+        spec_of(learn, model=object())

@@ -46,9 +46,17 @@ def _pair(obj: Any) -> tuple[pl.Trainer | None, Any]:
     raise LoopvizError(f"expected a Lightning Trainer or LightningModule, not a {type(obj).__name__}.")
 
 
-def loop_spec(obj: Any, loop: str = "fit", cbs: Sequence[Any] = ()) -> LoopSpec:
-    """The loop a Trainer or LightningModule runs (fit, validate, test, predict), with `cbs` previewed."""
+def loop_spec(obj: Any, loop: str = "fit", cbs: Sequence[Any] = (), model: Any = None) -> LoopSpec:
+    """The loop a Trainer or LightningModule runs (fit, validate, test, predict), with `cbs` previewed; `model`: the
+    module a trainer will run (a trainer knows its module only once it has run one)."""
     trainer, module = _pair(obj)
+    if model is not None:
+        if not isinstance(obj, pl.Trainer):
+            raise LoopvizError("model= goes with a Trainer: loopviz.show(trainer, model=module) shows the loop that "
+                               "trainer runs on that module.")
+        if not isinstance(model, pl.LightningModule):
+            raise LoopvizError(f"model must be a LightningModule, not a {type(model).__name__}.")
+        module = model
     return lightning_spec(trainer, module, loop, cbs)
 
 

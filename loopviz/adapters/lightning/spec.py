@@ -288,6 +288,7 @@ def lightning_spec(trainer: pl.Trainer | None, module: Any = None, loop: str = "
     for cb in cbs:
         if not isinstance(cb, Callback):
             raise LoopvizError(f"cbs: {type(cb).__name__} is not a lightning.pytorch Callback.")
+    assumed = trainer is None
     trainer = trainer if trainer is not None else default_trainer()
     callbacks = _with_model_callbacks(_ordered([*trainer.callbacks, *cbs]), module)
     datamodule = datamodule if datamodule is not None else trainer.datamodule
@@ -306,7 +307,12 @@ def lightning_spec(trainer: pl.Trainer | None, module: Any = None, loop: str = "
                      "train_dataloader right after on_fit_start) if no dataloader or datamodule was given.")
     if module is None:
         notes.append("No LightningModule is attached to this trainer: only the callbacks' handlers are listed; "
-                     "show the module (loopviz.show(model)) to see its hooks too.")
+                     "show the module (loopviz.show(model)) to see its hooks too, or loopviz.show(trainer, "
+                     "model=model) for this trainer's loop on it.")
+    if assumed:
+        defaults = ", ".join(type(cb).__name__ for cb in trainer.callbacks) or "none"
+        notes.append(f"This module is attached to no trainer yet: a default Trainer() is assumed, with its default "
+                     f"callbacks ({defaults}); loopviz.show(trainer, model=model) shows your trainer's instead.")
     spec = generic_loop_spec(loop, FRAMEWORK, [], [body], notes=notes)
     spec.callbacks = [infos[id(obj)] for obj in owners]
     return spec
