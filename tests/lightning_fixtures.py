@@ -98,6 +98,13 @@ class ScheduledModule(TinyModule):
                                                    "interval": "step"}}
 
 
+class TrainBackModule(TinyModule):
+    """Overrides on_validation_model_train (Lightning calls it only then)."""
+
+    def on_validation_model_train(self) -> None:
+        super().on_validation_model_train()
+
+
 class PlateauModule(TinyModule):
     """With a ReduceLROnPlateau on the validation loss, stepped every epoch."""
 

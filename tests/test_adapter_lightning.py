@@ -22,7 +22,7 @@ from loopviz.errors import LoopvizError  # noqa: E402
 from loopviz.model import Phase  # noqa: E402
 from loopviz.trace import instrument  # noqa: E402
 from tests.lightning_fixtures import (  # noqa: E402
-    HookedCallback, ManualModule, PlateauModule, ScheduledModule, SpyCallback, StopAfter, TinyData, TinyModule, loader, quiet_lightning,
+    HookedCallback, ManualModule, PlateauModule, ScheduledModule, TrainBackModule, SpyCallback, StopAfter, TinyData, TinyModule, loader, quiet_lightning,
     record_hooks, spying, trainer,
 )
 
@@ -36,6 +36,8 @@ CASES = {  # name: (loop, trainer options, extra callbacks[, module class, datam
     "fit": ("fit", {}, []),
     "defaults": ("fit", {"enable_checkpointing": True, "enable_progress_bar": True, "enable_model_summary": True}, []),
     "checkpoint_after_validation": ("fit", {"enable_checkpointing": True, "val_check_interval": 2}, []),
+    "checkpoint_then_train_mode": ("fit", {"enable_checkpointing": True, "val_check_interval": 2}, [],
+                                   TrainBackModule),
     "no_sanity_check": ("fit", {"num_sanity_val_steps": 0}, []),
     "no_validation": ("fit", {"limit_val_batches": 0}, []),
     "manual": ("fit", {}, [], ManualModule),
@@ -537,3 +539,16 @@ def test_a_module_before_any_fit_says_which_default_trainer_it_assumed_and_takes
         adapter.loop_spec(module, model=TinyModule())
     with pytest.raises(LoopvizError, match="model must be a LightningModule"):
         adapter.loop_spec(mine, model="not a module")
+
+
+def test_a_checkpoint_saved_after_validation_comes_before_the_model_goes_back_to_train(runs: dict[str, Run]) -> None:
+    run = runs["checkpoint_then_train_mode"]
+    calls = run.hook_calls()
+    end = calls.index("on_validation_end", calls.index("on_train_start"))  # the first validation inside training
+    # ModelCheckpoint saves inside its on_validation_end (the callbacks' part of the event), before the module's
+    # on_validation_end; the model goes back to train mode after the whole event
+    assert calls[end + 1:end + 4] == ["on_save_checkpoint", "on_validation_end", "on_validation_model_train"]
+    train_batch = next(p for p in run.spec.phases[0].phases() if p.name == "train_batch")
+    validation = next(p for p in train_batch.steps if isinstance(p, Phase) and p.name == "validation")
+    names = _spec_events(validation.steps)
+    assert names[names.index("on_validation_end") + 1:] == ["on_save_checkpoint", "on_validation_model_train"]

@@ -196,8 +196,11 @@ class _Builder:
         if validates:
             every = self.trainer.val_check_interval
             limit = f"limit_val_batches={self.trainer.limit_val_batches}"
-            steps.append(phase("validation", "Validation", [*self.evaluation("validation", "Validation loop", limit,
-                                                                               True).steps, *self.saves(True)],
+            inner = self.evaluation("validation", "Validation loop", limit, True).steps
+            # a checkpoint saved after validation is saved in on_validation_end, before on_validation_model_train
+            back = [step for step in inner[-1:] if getattr(step, "name", "") == "on_validation_model_train"]
+            inner = inner[:len(inner) - len(back)] + self.saves(True) + back
+            steps.append(phase("validation", "Validation", inner,
                                mode="valid", note=f"when due: val_check_interval={every}, check_val_every_n_epoch="
                                                   f"{self.trainer.check_val_every_n_epoch}; at the latest after the "
                                                   "epoch's last batch"))
