@@ -7,6 +7,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import torch
 
 pytest.importorskip("lightning")
 
@@ -113,7 +114,7 @@ def _spec_events(steps: list[Any]) -> list[str]:
 
 
 # what the hook recorder sees that the view does not show: helpers the module calls itself, and (issue 28, not yet
-# modelled) clip_gradients, and the module's backward under manual optimization (called by manual_backward)
+# modelled) clip_gradients
 NOT_SHOWN = {"log", "log_dict", "optimizers", "lr_schedulers", "manual_backward", "clip_gradients", "print",
              "toggle_optimizer", "untoggle_optimizer"}
 
@@ -124,8 +125,7 @@ def test_spec_order_is_the_real_order(runs: dict[str, Run], case: str) -> None:
     records its name as it is called (each hook where its handlers start: the module's backward after
     on_before_backward, which the strategy's backward runs first)."""
     run = runs[case]
-    real = [name for name in run.hook_order() if not (case == "manual" and name == "backward")]
-    assert run.spec.event_names() == real
+    assert run.spec.event_names() == run.hook_order()
     if case not in KNOWN_AFTER_A_RUN:  # the spec of the trainer and module before they ran
         assert run.spec_before.event_names() == run.spec.event_names()
 
@@ -552,3 +552,38 @@ def test_a_checkpoint_saved_after_validation_comes_before_the_model_goes_back_to
     validation = next(p for p in train_batch.steps if isinstance(p, Phase) and p.name == "validation")
     names = _spec_events(validation.steps)
     assert names[names.index("on_validation_end") + 1:] == ["on_save_checkpoint", "on_validation_model_train"]
+
+
+class TwoOptimizers(TinyModule):
+    """Manual optimization with two optimizers: two backward passes and two steps per batch."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.automatic_optimization = False
+
+    def configure_optimizers(self) -> Any:
+        return [torch.optim.SGD(self.net[0].parameters(), lr=0.1), torch.optim.SGD(self.net[2].parameters(), lr=0.1)]
+
+    def training_step(self, batch: Any, batch_idx: int) -> None:
+        for opt in self.optimizers():
+            opt.zero_grad()
+            self.manual_backward(super().training_step(batch, batch_idx))
+            opt.step()
+
+
+def test_manual_optimization_hooks_fire_once_per_call_as_the_view_says(tmp_path: Path) -> None:
+    called: list[str] = []
+    module = record_hooks(TwoOptimizers(), pl.LightningModule, called)
+    run_trainer = trainer(tmp_path, [HookedCallback(called)], max_epochs=1, limit_train_batches=2,
+                          num_sanity_val_steps=0, limit_val_batches=0)
+    spec = adapter.lightning_spec(run_trainer, module, "fit")
+    run_trainer.fit(module, loader(), loader())
+    module_calls = Counter(name for name in called if "." not in name)
+    assert module_calls["on_before_backward"] == module_calls["backward"] == module_calls["on_after_backward"] == 4
+    assert module_calls["on_before_optimizer_step"] == 4 and module_calls["training_step"] == 2  # 2 batches
+    manual = next(p for p in spec.phases[0].phases() if p.name == "manual")
+    described = {ev.name: ev.description for ev in manual.steps}
+    assert "once per self.manual_backward(loss) call" in described["on_before_backward"]
+    assert "once per optimizer.step() call" in described["on_before_optimizer_step"]
+    assert [ev.name for ev in manual.steps] == ["training_step", "on_before_backward", "backward",
+                                                  "on_after_backward", "on_before_optimizer_step"]

@@ -175,11 +175,15 @@ class _Builder:
         if manual:
             steps.append(phase("manual", "Manual optimization", [
                 self.ev("training_step", "LightningModule.training_step (through the strategy), which optimizes.", mode),
-                self.ev("on_before_backward", "Inside training_step: self.manual_backward(loss) was called.", mode),
-                self.ev("on_after_backward", "Inside training_step: gradients are ready.", mode),
-                self.ev("on_before_optimizer_step", "Inside training_step: optimizer.step() was called.", mode)],
-                mode=mode, note="automatic_optimization=False: the hooks fire inside training_step, when it calls "
-                                "self.manual_backward(loss) and optimizer.step()"))
+                self.ev("on_before_backward", "Inside training_step, once per self.manual_backward(loss) call.", mode),
+                self.ev("backward", "LightningModule.backward(loss), run by each self.manual_backward(loss) (not "
+                                    "through the strategy's dispatch: a trace has no firing of it).", mode),
+                self.ev("on_after_backward", "Inside training_step, once per manual_backward: gradients are ready.",
+                        mode),
+                self.ev("on_before_optimizer_step", "Inside training_step, once per optimizer.step() call (each "
+                                                    "optimizer's).", mode)],
+                mode=mode, note="automatic_optimization=False: the hooks fire inside training_step, each time it calls "
+                                "self.manual_backward(loss) and an optimizer's step()"))
         elif k > 1:
             steps += [phase("accumulate", "Accumulate", self.optimizer_step(True), mode=mode,
                             note=f"accumulate_grad_batches={k}: batches that are not the last of a group of {k} only "
