@@ -71,13 +71,15 @@ def loader(log: Path, n: int, workers: int, persistent: bool = False) -> DataLoa
 
 
 class SeenModule(TinyModule):
-    """Remembers what each training step got."""
+    """Remembers what each training step got, and the attributes its trainer holds then."""
 
     def __init__(self) -> None:
         super().__init__()
         self.batches: list[torch.Tensor] = []
+        self.trainer_attributes: set[str] = set()
 
     def training_step(self, batch: Any, batch_idx: int) -> torch.Tensor:
+        self.trainer_attributes |= set(vars(self.trainer))
         self.batches.append(batch[0].clone())
         return super().training_step(batch, batch_idx)
 
@@ -102,6 +104,7 @@ def test_lightning_items_and_collate_are_timed_where_they_ran_and_the_model_gets
     plain, _, _, _ = fit_lightning(tmp_path, workers, data=False)
     module, t, log, loaders = fit_lightning(tmp_path, workers, data=True)
     assert len(plain.batches) == len(module.batches) == 8
+    assert module.trainer_attributes == plain.trainer_attributes  # the trace put nothing on the trainer
     assert all(torch.equal(a, b) for a, b in zip(plain.batches, module.batches))
     calls = spied(log)
     summary = t.data_summary()

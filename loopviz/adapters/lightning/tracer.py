@@ -304,6 +304,7 @@ class LightningTracer:
             raise LoopvizError("data=True times the loader's worker processes on the system's clock "
                                "(time.perf_counter_ns): it cannot run on an injected clock (now=).")
         self.data_timing: Any = None  # the loaders' timing (data=True), a `loopviz.adapters.torch_timer.TorchTiming`
+        self.data_trainers: set[int] = set()  # id() of each trainer whose loops' loaders are timed (data=True)
         if data:
             from loopviz.adapters.torch_timer import TorchTiming
 
@@ -431,7 +432,7 @@ class LightningTracer:
     def _time_loaders(self, trainer: Any) -> None:
         """With data=True: time the loaders each of the trainer's loops makes (see _DATA_LOOPS: wrapped on the loop
         instance; again when a loop reloads them), from the moment they are made."""
-        self.patches.put(trainer, "setup_data", True)  # (a mark: this trainer's loops are wrapped; taken off at the end)
+        self.data_trainers.add(id(trainer))
         timing = self.data_timing
         for path, (method, name) in _DATA_LOOPS.items():
             loop = trainer
@@ -454,7 +455,7 @@ class LightningTracer:
         """Time the handlers of `hook` by an attribute on each callback and module instance; returns the hook's plan,
         kept until the trainer's callbacks change or a loop starts. With data=True, the loaders a loop is about to
         iterate are timed from its start hook on (their first iteration follows it)."""
-        if self.data_timing is not None and (id(trainer), "setup_data") not in self.patches:
+        if self.data_timing is not None and id(trainer) not in self.data_trainers:
             self._time_loaders(trainer)
         module = trainer.lightning_module
         callbacks = [] if hook_owners(hook) == MODULE else list(trainer.callbacks)
