@@ -145,10 +145,6 @@ class LoaderTimer:
         else:
             self.overflow[0] += len(rows) // ND
 
-    def recording(self) -> bool:
-        """True while this process makes batches of a pass of the traced loader."""
-        return self.making and self.active
-
 
 class Wrapper:
     """A stage of a loader, called as the loader would call it: `func` with `owner` first when it was a method. A

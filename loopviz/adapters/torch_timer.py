@@ -53,12 +53,7 @@ class _TimedDataset:
             items = self.own(indices)
             timer.add(step, start, perf_counter_ns(), len(indices))
             return items
-        dataset, items = self.dataset, []
-        for index in indices:
-            start = perf_counter_ns()
-            items.append(dataset[index])
-            timer.add(step, start, perf_counter_ns())
-        return items
+        return [self[index] for index in indices]
 
     def __len__(self) -> int:
         return len(self.dataset)

@@ -121,21 +121,22 @@ def _data_loop_table(loop: Any) -> str:
     from loopviz.renderers.dataloop import stage_where, step_facts
 
     def timed(stage: str, step: str) -> tuple[str, str]:
+        """(the cell's fill, '' when untimed; its time per batch and share as a label, '' when untimed)."""
         found = loop.timed(stage, step)
         if found is None:
             return "", ""
         ms, pct = found
         fill = HEAT[heat_index(pct, 100.0)] if pct == pct else "#ffffff"
         shown = f"{ms:.2f} ms/batch" + (f", {pct:.0f} %" if pct == pct else "")
-        return f' BGCOLOR="{fill}"', f'<FONT POINT-SIZE="7" COLOR="{TIME}">{_esc(shown)}</FONT>'
+        return fill, f'<FONT POINT-SIZE="7" COLOR="{TIME}">{_esc(shown)}</FONT>'
 
-    def ink(fill: str, text: str) -> str:
-        """The cell's text, white (every colour of it) on the darkest fills."""
-        if not any(f'"{dark}"' in fill for dark in HEAT[HEAT_DARK:]):
-            return text
-        for colour in (MUTED, TIME):
-            text = text.replace(f'COLOR="{colour}"', 'COLOR="#ffffff"')
-        return f'<FONT COLOR="#ffffff">{text}</FONT>'
+    def td(fill: str, text: str, spans: str = "") -> str:
+        """A cell filled by its share; its text, every colour of it, white on the darkest fills."""
+        if fill in HEAT[HEAT_DARK:]:
+            for colour in (MUTED, TIME):
+                text = text.replace(f'COLOR="{colour}"', 'COLOR="#ffffff"')
+            text = f'<FONT COLOR="#ffffff">{text}</FONT>'
+        return f'<TD{spans} ALIGN="LEFT"' + (f' BGCOLOR="{fill}"' if fill else "") + f">{text}</TD>"
 
     head = (f"the {_name(loop.name)} loader's loop ({_name(loop.loader)}, "
             f"num_workers={_esc(str(loop.settings.get('num_workers')))})")
@@ -147,7 +148,7 @@ def _data_loop_table(loop: Any) -> str:
                 + (f'{time}<BR ALIGN="LEFT"/>' if time else ""))
         steps = stage.steps or (None,)
         for i, step in enumerate(steps):
-            first = (f'<TD ROWSPAN="{len(steps)}" ALIGN="LEFT" VALIGN="TOP"{fill}>{ink(fill, cell)}</TD>' if i == 0 else "")
+            first = td(fill, cell, f' ROWSPAN="{len(steps)}" VALIGN="TOP"') if i == 0 else ""
             if step is None:
                 rows.append(f'<TR>{first}<TD></TD></TR>')
                 continue
@@ -157,7 +158,7 @@ def _data_loop_table(loop: Any) -> str:
             text = (f'<FONT POINT-SIZE="8">{name}</FONT>'
                     + (f' <FONT POINT-SIZE="7" COLOR="{MUTED}">{_esc(cut(", ".join(facts), 48))}</FONT>' if facts else "")
                     + (f'<BR ALIGN="LEFT"/>{step_time}<BR ALIGN="LEFT"/>' if step_time else ""))
-            rows.append(f'<TR>{first}<TD ALIGN="LEFT"{step_fill}>{ink(step_fill, text)}</TD></TR>')
+            rows.append(f"<TR>{first}{td(step_fill, text)}</TR>")
     return ('<TABLE BORDER="0" CELLBORDER="1" CELLSPACING="0" CELLPADDING="2" BGCOLOR="#ffffff" COLOR="#cbd5e1">'
             + "".join(rows) + "</TABLE>")
 

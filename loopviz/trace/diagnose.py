@@ -242,6 +242,7 @@ class _Run(NamedTuple):
     run_ms: float
     summary: pd.DataFrame
     callbacks: pd.DataFrame
+    loaders: dict[str, Any]  # the timed data loop's LoaderTiming per loader that gave batches (data=True), else none
 
 
 def _severity(value: float, band: Band) -> str | None:
@@ -311,9 +312,14 @@ def _input_bound(run: _Run, checked: dict[str, float]) -> list[Finding]:
 
 def _timed_loader(run: _Run, name: str) -> Any:
     """The loader's timing when the trace timed its data loop (data=True), else None."""
-    if not has_data(run.data):
-        return None
-    return next((timing for timing in loader_timing(run.data) if timing.loader == name and timing.batches), None)
+    return run.loaders.get(name)
+
+
+def _loader_timings(data: TraceData) -> dict[str, Any]:
+    """Each loader's timing that gave batches, when the trace timed its data loop (read once per diagnosis)."""
+    if not has_data(data):
+        return {}
+    return {timing.loader: timing for timing in loader_timing(data) if timing.batches}
 
 
 def _loader_evidence(timing: Any) -> tuple[str, ...]:
@@ -638,7 +644,7 @@ def diagnose(data: TraceData, tables: tuple[pd.DataFrame, pd.DataFrame] | None =
     if run_ms <= 0 or not math.isfinite(run_ms):
         return Findings(data.framework, 0.0, (), {}, cost_entry(data))
     run_summary, run_callbacks = tables if tables is not None else (summary(data), by_callback(data))
-    run = _Run(data, advice_of(data), run_ms, run_summary, run_callbacks)
+    run = _Run(data, advice_of(data), run_ms, run_summary, run_callbacks, _loader_timings(data))
     checked: dict[str, float] = {}
     findings = [finding for check in _CHECKS for finding in check(run, checked)]
     order = {name: rank for rank, name in enumerate(reversed(SEVERITIES))}

@@ -266,11 +266,12 @@ def _data_sections(trace: Any) -> list[str]:
         return []
     from loopviz.trace.datatiming import MAIN_LANE, WAIT_LANE, pass_lanes
 
-    lines = "".join(f"<li>{_text(loader_line(timing), 1000)}</li>" for timing in trace.loader_timing())
+    timings = trace.loader_timing()
+    lines = "".join(f"<li>{_text(loader_line(timing), 1000)}</li>" for timing in timings)
     out = [_section("The data loop: what draw does", f"<ul>{lines}</ul>" + _table(trace.data_summary().rename(columns=DATA_HEADERS), "data"),
                     "Each loader's stages and transforms, in the order its loop runs them, where they ran, and "
                     "their share of the loader's work (a stage's row holds its transforms' rows).", "data-loop")]
-    for index, timing in enumerate(trace.loader_timing()):
+    for index, timing in enumerate(timings):
         pass_no, spans = pass_lanes(trace.data, timing.loader)
         if not len(spans):
             continue
