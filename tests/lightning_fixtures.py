@@ -23,6 +23,8 @@ from lightning.pytorch.trainer import call
 from lightning.pytorch.utilities.model_helpers import is_overridden
 from torch.utils.data import DataLoader, TensorDataset
 
+DIRECT = {"_call_callbacks_state_dict": "state_dict", "_call_callbacks_on_save_checkpoint": "on_save_checkpoint",
+          "_call_callbacks_on_load_checkpoint": "on_load_checkpoint", "_call_callbacks_load_state_dict": "load_state_dict"}
 STEP_HOOKS = {"training_step", "validation_step", "test_step", "predict_step", "backward"}
 CALLBACK_HOOKS = sorted(n for n in vars(Callback) if (n.startswith("on_") or n in ("setup", "teardown"))
                         and n not in ("on_save_checkpoint", "on_load_checkpoint"))
@@ -131,6 +133,66 @@ class TinyData(pl.LightningDataModule):
 
     def test_dataloader(self) -> DataLoader:
         return loader()
+
+
+class StatefulData(TinyData):
+    """A datamodule with a state of its own (saved in checkpoints) and a transfer hook the module does not have."""
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"batches": 8}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.restored = state
+
+    def on_before_batch_transfer(self, batch: Any, dataloader_idx: int) -> Any:
+        return batch
+
+
+class CheckpointModule(TinyModule):
+    """Adds to and reads its checkpoints; has a transfer hook of its own."""
+
+    def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        checkpoint["tiny"] = 1
+
+    def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        self.restored = checkpoint.get("tiny")
+
+    def on_after_batch_transfer(self, batch: Any, dataloader_idx: int) -> Any:
+        return batch
+
+
+class TwoLoaderModule(TinyModule):
+    """A test_step for several test dataloaders."""
+
+    def test_step(self, batch: Any, batch_idx: int, dataloader_idx: int = 0) -> None:
+        x, y = batch
+        self.log("test_loss", torch.nn.functional.mse_loss(self.net(x), y))
+
+
+class StatefulCallback(Callback):
+    """Keeps a count in checkpoints and sees them saved and loaded."""
+
+    def __init__(self) -> None:
+        self.count = 0
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"count": self.count}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.count = state["count"]
+
+    def on_save_checkpoint(self, trainer: pl.Trainer, pl_module: Any, checkpoint: dict[str, Any]) -> None:
+        self.count += 1
+
+    def on_load_checkpoint(self, trainer: pl.Trainer, pl_module: Any, checkpoint: dict[str, Any]) -> None:
+        self.loaded = True
+
+
+class Raises(Callback):
+    """Raises in the first training batch's on_train_batch_end."""
+
+    def on_train_batch_end(self, *args: Any) -> None:
+        raise RuntimeError("a callback's own error")
 
 
 def _recorder(hook: str) -> Any:
@@ -249,8 +311,22 @@ def spying() -> Iterator[Spy]:
         owners = [type(dm).__name__] if is_overridden(hook, dm, pl.LightningDataModule) else []
         return spy.dispatch(hook, owners, lambda: saved["_call_lightning_datamodule_hook"](trainer, hook, *args, **kwargs))
 
+    def direct(name: str, hook: str) -> Any:  # Lightning's loops that call each callback's checkpoint hook itself
+        def run(trainer: Any, *args: Any, **kwargs: Any) -> Any:
+            checkpoint = args[0] if args else {}
+            states = checkpoint.get("callbacks") if isinstance(checkpoint, dict) else None
+            owners = [type(cb).__name__ for cb in trainer.callbacks if is_overridden(hook, cb, Callback)
+                      and (hook == "state_dict" or hook == "on_save_checkpoint" or states is not None)
+                      and (hook != "load_state_dict" or states.get(cb.state_key))]
+            return spy.dispatch(hook, owners, lambda: saved[name](trainer, *args, **kwargs))
+
+        return run
+
     call._call_callback_hooks, call._call_lightning_module_hook, call._call_strategy_hook = callbacks, module, strategy
     call._call_lightning_datamodule_hook = datamodule
+    for name, hook in DIRECT.items():
+        saved[name] = getattr(call, name)
+        setattr(call, name, direct(name, hook))
     try:
         yield spy
     finally:
@@ -278,6 +354,8 @@ def hook_names(base: type) -> list[str]:
     """The public functions of a Lightning base class and its mixins: its hooks (and a few helpers, recorded too
     when called), less torch.nn.Module's own methods."""
     own = {name for name, _ in inspect.getmembers(base, inspect.isfunction) if not name.startswith("_")}
+    if not issubclass(base, torch.nn.Module):  # a callback's or datamodule's state_dict is a hook of its own
+        return sorted(own)
     return sorted(own - {name for name, _ in inspect.getmembers(torch.nn.Module, inspect.isfunction)})
 
 
@@ -299,7 +377,11 @@ def record_hooks(obj: Any, base: type, called: list[str], prefix: str = "") -> A
 
 
 class HookedCallback(Callback):
-    """A callback that records every callback hook Lightning calls on it."""
+    """A callback that records every callback hook Lightning calls on it; it has a state, as Lightning's own test's
+    has, so that a checkpoint holds it and a resumed run loads it."""
 
     def __init__(self, called: list[str]) -> None:
         record_hooks(self, Callback, called, "Callback.")
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"recorded": True}

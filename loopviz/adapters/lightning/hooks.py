@@ -9,7 +9,7 @@ from lightning.pytorch.callbacks import Callback, Checkpoint, EarlyStopping
 from lightning.pytorch.utilities.model_helpers import is_overridden
 
 __all__ = ["ADVICE", "LOOPS", "FRAMEWORK", "WORK_NAMES", "RUN_HOOKS", "STRATEGY_EVENTS", "LOADERS", "BOTH", "MODULE", "CALLBACKS",
-           "EPOCH_END", "hook_owners", "overrides", "handler_objects", "owner_base"]
+           "EPOCH_END", "CHECKPOINT_HOOKS", "DIRECT_CALLS", "hook_owners", "overrides", "handler_objects", "owner_base"]
 
 LOOPS = ("fit", "validate", "test", "predict")
 FRAMEWORK = f"Lightning {pl.__version__}"
@@ -21,18 +21,28 @@ _MODULE_ONLY = frozenset({
     "transfer_batch_to_device", "on_after_batch_transfer", "optimizer_step", "optimizer_zero_grad",
     "configure_gradient_clipping", "lr_scheduler_step", "training_step", "validation_step", "test_step",
     "predict_step", "backward", "train_dataloader", "val_dataloader", "test_dataloader", "predict_dataloader",
-    "on_save_checkpoint", "on_validation_model_zero_grad", "on_validation_model_eval",
+    "on_validation_model_zero_grad", "on_validation_model_eval",
     "on_validation_model_train", "on_test_model_eval", "on_test_model_train", "on_predict_model_eval",
 })
 _TRANSFER = frozenset({"on_before_batch_transfer", "transfer_batch_to_device", "on_after_batch_transfer"})
 _DATAMODULE_FIRST = frozenset({"prepare_data", "setup", "teardown"})
 _CALLBACKS_ONLY = frozenset({"on_sanity_check_start", "on_sanity_check_end", "on_exception"})
+# the hooks of saving and restoring a checkpoint: who handles each, in call order (lightning/pytorch/trainer/connectors/
+# checkpoint_connector.py: dump_checkpoint, _restore_modules_and_callbacks); Lightning calls the callbacks' directly,
+# each loop over trainer.callbacks in a function of its own in lightning.pytorch.trainer.call (DIRECT_CALLS)
+CHECKPOINT_HOOKS = {"state_dict": "the callbacks, then the datamodule",
+                    "on_save_checkpoint": "the callbacks, then the module",
+                    "on_load_checkpoint": "the module, then the callbacks",
+                    "load_state_dict": "the datamodule, then the callbacks"}
+DIRECT_CALLS = {"_call_callbacks_state_dict": "state_dict", "_call_callbacks_on_save_checkpoint": "on_save_checkpoint",
+                "_call_callbacks_on_load_checkpoint": "on_load_checkpoint",
+                "_call_callbacks_load_state_dict": "load_state_dict"}
 # strategy hooks that are the module's own hooks (the strategy's other hooks are its own bookkeeping)
 STRATEGY_EVENTS = frozenset({"training_step", "validation_step", "test_step", "predict_step", "backward"})
 # hooks of the whole run, not of training or evaluation (mode 0 in a trace, no mode in a spec)
 RUN_HOOKS = frozenset({"configure_callbacks", "prepare_data", "setup", "configure_model", "configure_optimizers",
                         "on_fit_start", "on_fit_end", "teardown", "on_sanity_check_start", "on_sanity_check_end",
-                        "on_exception"})
+                        "on_exception", "on_load_checkpoint", "load_state_dict"})
 _FETCH = {"on_train_epoch_start", "on_train_batch_end", "on_validation_epoch_start", "on_validation_batch_end",
           "on_test_epoch_start", "on_test_batch_end", "on_predict_epoch_start", "on_predict_batch_end"}
 LOADERS = {"fit": ("train_dataloader", "val_dataloader"), "validate": ("val_dataloader",),
@@ -74,9 +84,12 @@ WORK_NAMES: dict[tuple[str, str], str] = {
 
 
 def hook_owners(hook: str) -> str:
-    """Who Lightning dispatches `hook` to, in order: BOTH, MODULE, CALLBACKS or EPOCH_END."""
+    """Who Lightning dispatches `hook` to, in order: BOTH, MODULE, CALLBACKS, EPOCH_END or, for a checkpoint's hooks,
+    their CHECKPOINT_HOOKS entry."""
     if hook == "on_train_epoch_end":
         return EPOCH_END
+    if hook in CHECKPOINT_HOOKS:
+        return CHECKPOINT_HOOKS[hook]
     return MODULE if hook in _MODULE_ONLY else CALLBACKS if hook in _CALLBACKS_ONLY else BOTH
 
 
@@ -125,6 +138,10 @@ def handler_objects(callbacks: Sequence[Any], module: Any, hook: str, datamodule
         return data + handler_objects(callbacks, module, hook)
     if hook.endswith("_dataloader"):  # a datamodule's loaders replace the module's
         return data or mine
+    if hook in CHECKPOINT_HOOKS:  # (a module's state_dict and load_state_dict are torch's: no hook)
+        cbs = [cb for cb in callbacks if overrides(cb, hook)]
+        owned = data if hook in ("state_dict", "load_state_dict") else mine
+        return owned + cbs if hook in ("on_load_checkpoint", "load_state_dict") else cbs + owned
     if owners == MODULE:
         return mine
     cbs = [cb for cb in callbacks if overrides(cb, hook)]

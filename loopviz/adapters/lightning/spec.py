@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+from os import PathLike
 from dataclasses import dataclass
 from typing import Any, Iterator, Sequence
 
@@ -64,15 +65,20 @@ class _Builder:
     datamodule: Any
     callbacks: list[Any]
     infos: dict[int, CallbackInfo]
+    ckpt_path: str | None = None  # the checkpoint a run resumes from (fit(ckpt_path=...)), if any
 
     def ev(self, name: str, description: str, mode: Mode | None = None, role: Role = "body",
-           cancel_path: CancelPath | None = None) -> Event:
-        """The event `name` with its handlers, in Lightning's call order."""
+           cancel_path: CancelPath | None = None, only: type | None = None) -> Event:
+        """The event `name` with its handlers, in Lightning's call order (`only`: those of this class, for a hook
+        whose dispatches to the module and the callbacks are apart)."""
         found = [handler(obj, name, self.infos[id(obj)], owner_base(obj))
-                 for obj in handler_objects(self.callbacks, self.module, name, self.datamodule)]
+                 for obj in handler_objects(self.callbacks, self.module, name, self.datamodule)
+                 if only is None or isinstance(obj, only)]
         owner = hook_owners(name)
         text = f"{description} Dispatched to {owner}." if owner != EPOCH_END else (
             f"{description} Dispatched to the callbacks, then the module, then EarlyStopping and checkpoints.")
+        if only is not None:
+            text = description
         return Event(name, text, [h for h in found if h is not None], role=role, mode=None if name in RUN_HOOKS else mode,
                      cancel=cancel_path)
 
@@ -92,17 +98,44 @@ class _Builder:
             return []
         return [self.ev(name, f"LightningDataModule.{name}: the loop's dataloader.", "train" if stage == "train" else "valid")]
 
-    def saves(self, after_validation: bool) -> list[Step]:
-        """`on_save_checkpoint`, where the trainer's checkpoint callbacks save (after the epoch or a validation)."""
+    def saves(self, point: str) -> list[Step]:
+        """The checkpoint's hooks where the trainer's checkpoint callbacks save at `point`: 'batch' (every N training
+        steps, in on_train_batch_end), 'validation' (in on_validation_end) or 'epoch' (in on_train_epoch_end)."""
         validates = _validates(self.module, self.trainer)
-        found = [_saves_at_epoch_end(cb, self.trainer, validates) != after_validation
-                 for cb in self.callbacks if isinstance(cb, Checkpoint)]
-        if not any(found):
+        if not any(point in _save_points(cb, self.trainer, validates) for cb in self.callbacks if isinstance(cb, Checkpoint)):
             return []
-        where = "on_validation_end" if after_validation else "on_train_epoch_end"
-        return [self.ev("on_save_checkpoint", f"Inside the checkpoint callback's {where}: a checkpoint is saved "
-                                              "(the callbacks' on_save_checkpoint are called directly, just before).",
-                        "valid" if after_validation else "train")]
+        where, mode = {"batch": ("on_train_batch_end", "train"), "validation": ("on_validation_end", "valid"),
+                       "epoch": ("on_train_epoch_end", "train")}[point]
+        when = " (on the steps its every_n_train_steps or train_time_interval says)" if point == "batch" else ""
+        return [phase("save_checkpoint", "Save checkpoint", [
+            self.ev("state_dict", "Each callback's state_dict (called directly, in trainer.callbacks order), then the "
+                                  "datamodule's: their state in the checkpoint.", mode),
+            self.ev("on_save_checkpoint", "The callbacks' (called directly), then the module's: the checkpoint before "
+                                          "it is written.", mode)],
+            mode=mode, note=f"inside the checkpoint callback's {where}{when}, before the module's {where}")]
+
+    def restores(self) -> list[Step]:
+        """The hooks of restoring `ckpt_path` (after setup and configure_model): the module's on_load_checkpoint,
+        the datamodule's state, the callbacks' on_load_checkpoint and states, as Lightning calls them."""
+        if not self.ckpt_path:
+            return []
+        data = self.datamodule is not None and overrides(self.datamodule, "state_dict")
+        module_load = "The module's, with the loaded checkpoint, before its weights are loaded."
+        callbacks_load = "Each callback's, called directly (in trainer.callbacks order), with the checkpoint."
+        steps: list[Step] = []
+        if data:  # the datamodule's state comes between the module's and the callbacks' on_load_checkpoint
+            steps += [self.ev("on_load_checkpoint", module_load, only=pl.LightningModule),
+                      self.ev("load_state_dict", "The datamodule's state from the checkpoint (when it saved one).",
+                              only=pl.LightningDataModule),
+                      self.ev("on_load_checkpoint", callbacks_load, only=Callback)]
+        else:
+            steps.append(self.ev("on_load_checkpoint", f"{module_load} Then each callback's, called directly."))
+        steps.append(self.ev("load_state_dict", "Each callback whose state the checkpoint holds, called directly.",
+                             only=Callback))
+        return [phase("restore", "Restore checkpoint", steps,
+                      note=f"ckpt_path={self.ckpt_path}: the module, datamodule and callbacks are restored after setup; "
+                           "the optimizers and loops after on_fit_start. A checkpoint saved mid-epoch resumes inside "
+                           "its epoch: no sanity check, and that epoch's on_train_epoch_start is not called")]
 
     def transfer(self, mode: Mode) -> list[Step]:
         """Moving a batch to the device (the module's data hooks)."""
@@ -196,14 +229,14 @@ class _Builder:
         if not manual and any(config.interval == "step" for config in self.trainer.lr_scheduler_configs):
             steps.append(self.ev("lr_scheduler_step", "Steps the LR schedulers of interval 'step', after the optimizer "
                                  "step (those of interval 'epoch' step after on_train_epoch_end).", mode))
-        steps.append(self.ev("on_train_batch_end", "After the step, with its output.", mode))
+        steps += [self.ev("on_train_batch_end", "After the step, with its output.", mode), *self.saves("batch")]
         if validates:
             every = self.trainer.val_check_interval
             limit = f"limit_val_batches={self.trainer.limit_val_batches}"
             inner = self.evaluation("validation", "Validation loop", limit, True).steps
             # a checkpoint saved after validation is saved in on_validation_end, before on_validation_model_train
             back = [step for step in inner[-1:] if getattr(step, "name", "") == "on_validation_model_train"]
-            inner = inner[:len(inner) - len(back)] + self.saves(True) + back
+            inner = inner[:len(inner) - len(back)] + self.saves("validation") + back
             steps.append(phase("validation", "Validation", inner,
                                mode="valid", note=f"when due: val_check_interval={every}, check_val_every_n_epoch="
                                                   f"{self.trainer.check_val_every_n_epoch}; at the latest after the "
@@ -222,6 +255,17 @@ def _saves_at_epoch_end(cb: Any, trainer: pl.Trainer, validates: bool) -> bool:
     return not validates or trainer.val_check_interval == 1.0
 
 
+def _save_points(cb: Any, trainer: pl.Trainer, validates: bool) -> set[str]:
+    """Where a checkpoint callback saves, as ModelCheckpoint decides: 'batch' (every_n_train_steps or
+    train_time_interval), 'epoch' or 'validation' (every_n_epochs, 1 unless a step or time trigger is set)."""
+    points = set()
+    if (getattr(cb, "_every_n_train_steps", 0) or 0) >= 1 or getattr(cb, "_train_time_interval", None) is not None:
+        points.add("batch")
+    if (getattr(cb, "_every_n_epochs", 1) or 0) >= 1:
+        points.add("epoch" if _saves_at_epoch_end(cb, trainer, validates) else "validation")
+    return points
+
+
 def _validates(module: Any, trainer: pl.Trainer) -> bool:
     """Fit validates when the module has a validation_step (given a val dataloader) and batches are not limited to 0."""
     return (module is None or overrides(module, "validation_step")) and trainer.limit_val_batches != 0
@@ -238,7 +282,7 @@ def _fit(b: _Builder) -> Phase:
     steps += [b.ev("prepare_data", "Download or prepare data (called only when overridden).")] if b.has("prepare_data") else []
     steps.append(b.ev("setup", "setup(stage='fit')."))
     steps += [b.ev("configure_model", "Build layers (called only when overridden).")] if b.has("configure_model") else []
-    steps += [b.ev("configure_optimizers", "The optimizers and schedulers."), b.ev("on_fit_start", "Fit starts.")]
+    steps += [*b.restores(), b.ev("configure_optimizers", "The optimizers and schedulers."), b.ev("on_fit_start", "Fit starts.")]
     if validates and trainer.num_sanity_val_steps != 0:
         sanity = b.evaluation("validation", "Validation loop", f"num_sanity_val_steps={trainer.num_sanity_val_steps}")
         steps.append(phase("sanity_check", "Sanity check", [
@@ -252,7 +296,7 @@ def _fit(b: _Builder) -> Phase:
     epoch = phase("epoch", "Training epoch", [
         b.ev("on_train_epoch_start", "An epoch starts.", "train"), b.training_batch(validates, stop),
         b.ev("on_train_epoch_end", "The epoch is over (EarlyStopping and checkpoints may act here).", "train"),
-        *b.saves(after_validation=False), *epoch_schedulers],
+        *b.saves("epoch"), *epoch_schedulers],
         repeat=f"for each epoch (max_epochs={trainer.max_epochs}) until trainer.should_stop", mode="train")
     if _no_batches(trainer.limit_train_batches):  # Lightning skips training whole: no loader, no training hook
         steps += [b.ev("on_fit_end", "Fit is over (limit_train_batches=0: no training).")]
@@ -278,6 +322,7 @@ def _evaluate(b: _Builder, stage: str) -> Phase:
     fn = "validate" if stage == "validation" else stage
     steps.append(b.ev("setup", f"setup(stage='{fn}')."))
     steps += [b.ev("configure_model", "Build layers (called only when overridden).")] if b.has("configure_model") else []
+    steps += b.restores()
     if not _no_batches(getattr(b.trainer, f"limit_{limit}_batches")):  # (0: Lightning skips the whole loop)
         steps += [*b.loader(stage), *loop.steps]
     steps.append(b.ev("teardown", f"teardown(stage='{fn}').", role="exit"))
@@ -285,9 +330,10 @@ def _evaluate(b: _Builder, stage: str) -> Phase:
 
 
 def lightning_spec(trainer: pl.Trainer | None, module: Any = None, loop: str = "fit", cbs: Sequence[Any] = (),
-                   datamodule: Any = None) -> LoopSpec:
+                   datamodule: Any = None, ckpt_path: str | None = None) -> LoopSpec:
     """The hooks `trainer` calls in `loop` (fit, validate, test, predict) on `module` (and `datamodule`, by default the
-    trainer's), with `cbs` previewed."""
+    trainer's), with `cbs` previewed; `ckpt_path`: the checkpoint the run resumes from (by default the one the
+    trainer's last run resumed from)."""
     if loop not in LOOPS:
         raise LoopvizError(f"loop={loop!r}: a Lightning Trainer runs these loops: {', '.join(LOOPS)}.")
     if module is not None and not isinstance(module, pl.LightningModule):
@@ -301,13 +347,19 @@ def lightning_spec(trainer: pl.Trainer | None, module: Any = None, loop: str = "
     datamodule = datamodule if datamodule is not None else trainer.datamodule
     owners = [*callbacks, *([module] if module is not None else []), *([datamodule] if datamodule is not None else [])]
     infos = {id(obj): callback_info(obj, order=lambda o, i=i: i, base=owner_base(obj)) for i, obj in enumerate(owners)}
-    b = _Builder(trainer, module, datamodule, callbacks, infos)
+    if ckpt_path is not None and not isinstance(ckpt_path, (str, PathLike)):
+        raise LoopvizError(f"ckpt_path must be the path of a checkpoint (a str), not a {type(ckpt_path).__name__}.")
+    resumes = str(ckpt_path) if ckpt_path is not None else getattr(trainer, "ckpt_path", None)
+    b = _Builder(trainer, module, datamodule, callbacks, infos, resumes)
     body = _fit(b) if loop == "fit" else _evaluate(b, "validation" if loop == "validate" else loop)
     notes = ["Lightning calls hooks through lightning.pytorch.trainer.call: callbacks in trainer.callbacks order, "
              "then the module (on_train_epoch_end: EarlyStopping and checkpoints after the module)."]
     if loop == "fit" and not trainer.lr_scheduler_configs:
         notes.append("With LR schedulers, the module's lr_scheduler_step fires after the optimizer step; it is shown "
                      "once the trainer has run the module (its schedulers are known then).")
+    if not resumes:
+        notes.append(f"Resuming ({loop}(ckpt_path=...)) restores the checkpoint after setup (on_load_checkpoint, the "
+                     "datamodule's and callbacks' states): lightning_spec(trainer, model, ckpt_path=...) shows where.")
     loaders = [name for name in LOADERS[loop] if module is not None and overrides(module, name)]
     if loaders:
         notes.append(f"{' and '.join(loaders)}: the module's, called when the loop first needs its data (for fit, "

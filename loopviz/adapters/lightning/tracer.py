@@ -1,9 +1,9 @@
 """Tracing: wrappers of the dispatch functions of `lightning.pytorch.trainer.call`, active for traced trainers only.
 
 While any trainer (or module) is traced, loopviz's wrappers replace `_call_callback_hooks`,
-`_call_lightning_module_hook`, `_call_strategy_hook`, `_call_lightning_datamodule_hook` and
-`_call_and_handle_interrupt` there (through `loopviz.trace.instrument`; the last trace to end puts Lightning's
-back). A hook's consecutive dispatches (callbacks, then the module...) are one firing: a firing stays open,
+`_call_lightning_module_hook`, `_call_strategy_hook`, `_call_lightning_datamodule_hook`, the functions that call the
+callbacks' checkpoint hooks directly (`_call_callbacks_state_dict`...) and `_call_and_handle_interrupt` there
+(through `loopviz.trace.instrument`; the last trace to end puts Lightning's back). A hook's consecutive dispatches (callbacks, then the module...) are one firing: a firing stays open,
 pending, after its dispatch returns until the next dispatch, which joins it if it is of the same hook; it closes
 at the time its last dispatch returned. Handler calls are timed by an attribute on each callback, module or
 datamodule instance, which Lightning's `is_overridden` sees as the attribute it wraps (`instrument.invisible`); a
@@ -25,7 +25,7 @@ from torch.utils.data import DataLoader
 from loopviz.adapters.facts import cpu_facts, torch_loader_facts
 from loopviz.adapters.lightning.cost import cost_measure
 from loopviz.adapters.lightning.hooks import (
-    ADVICE, FRAMEWORK, MODULE, RUN_HOOKS, STRATEGY_EVENTS, WORK_NAMES, handler_objects, hook_owners, owner_base,
+    ADVICE, DIRECT_CALLS, FRAMEWORK, MODULE, RUN_HOOKS, STRATEGY_EVENTS, WORK_NAMES, handler_objects, hook_owners, owner_base,
 )
 from loopviz.adapters.torch_loader import first_loader, loader_settings
 from loopviz.errors import LoopvizError
@@ -136,6 +136,21 @@ def _dispatch_wrapper(name: str, kind: str, original: Callable[..., Any]) -> Cal
     return dispatch
 
 
+def _direct_wrapper(name: str, hook: str, original: Callable[..., Any]) -> Callable[..., Any]:
+    """A dispatch of `hook` for one of Lightning's functions that call every callback's checkpoint hook directly
+    (`_call_callbacks_state_dict(trainer)`...): traced as a dispatch to the callbacks, joined with the module's or
+    datamodule's dispatch of the same hook that follows or precedes it."""
+    inner = _dispatch_wrapper(name, "callbacks", lambda trainer, _hook, *args, **kwargs: original(trainer, *args, **kwargs))
+
+    @functools.wraps(original)
+    def direct(trainer: Any, *args: Any, **kwargs: Any) -> Any:
+        return inner(trainer, hook, *args, **kwargs)
+
+    direct.__loopviz_wrapper__ = True  # type: ignore[attr-defined]
+    direct.__loopviz_live__ = inner.__loopviz_live__  # type: ignore[attr-defined]
+    return direct
+
+
 def _entry_wrapper(original: Callable[..., Any]) -> Callable[..., Any]:
     live = [False]  # True while this wrapper is its installation's (see _go_live)
 
@@ -165,6 +180,8 @@ def _install() -> None:
     for name, kind in _DISPATCH.items():
         make = functools.partial(_dispatch_wrapper, name, kind)
         _go_live(name, _PATCHES.install(pl_call, name, make).wrapper)
+    for name, hook in DIRECT_CALLS.items():
+        _go_live(name, _PATCHES.install(pl_call, name, functools.partial(_direct_wrapper, name, hook)).wrapper)
     entry = _PATCHES.install(pl_call, "_call_and_handle_interrupt", _entry_wrapper).wrapper
     _go_live("_call_and_handle_interrupt", entry)
 
