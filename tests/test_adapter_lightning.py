@@ -23,7 +23,8 @@ from loopviz.errors import LoopvizError  # noqa: E402
 from loopviz.model import Phase  # noqa: E402
 from loopviz.trace import instrument  # noqa: E402
 from tests.lightning_fixtures import (  # noqa: E402
-    CheckpointModule, HookedCallback, ManualModule, StatefulCallback, StatefulData, TwoLoaderModule, PlateauModule, ScheduledModule, TrainBackModule, SpyCallback, StopAfter, TinyData, TinyModule, loader, quiet_lightning,
+    CheckpointModule, HookedCallback, ManualModule, PlateauModule, Raises, ScheduledModule, SpyCallback, StatefulCallback,
+    StatefulData, StopAfter, TinyData, TinyModule, TrainBackModule, TwoLoaderModule, loader, quiet_lightning,
     record_hooks, spying, trainer,
 )
 
@@ -31,7 +32,8 @@ quiet_lightning()
 pytestmark = pytest.mark.filterwarnings("ignore")
 MODES = {0: None, 1: "train", 2: "valid"}
 NAMES = ("_call_callback_hooks", "_call_lightning_module_hook", "_call_strategy_hook", "_call_lightning_datamodule_hook",
-         "_call_and_handle_interrupt")
+         "_call_and_handle_interrupt", "_call_callbacks_state_dict", "_call_callbacks_on_save_checkpoint",
+         "_call_callbacks_on_load_checkpoint", "_call_callbacks_load_state_dict")
 KNOWN_AFTER_A_RUN = {"scheduler", "plateau"}  # the trainer knows the module's LR schedulers only once it has run it
 CASES = {  # name: (loop, trainer options, extra callbacks[, module class, datamodule class])
     "fit": ("fit", {}, []),
@@ -612,3 +614,69 @@ def test_manual_optimization_hooks_fire_once_per_call_as_the_view_says(tmp_path:
     assert "once per optimizer.step() call" in described["on_before_optimizer_step"]
     assert [ev.name for ev in manual.steps] == ["training_step", "on_before_backward", "backward",
                                                   "on_after_backward", "on_before_optimizer_step"]
+
+
+def _recorded(called: list[str]) -> list[str]:
+    """The recorder's calls, a callback's and the module's calls of one hook as one, less what the view leaves out."""
+    names = [name.split(".")[-1] for name in called if name.split(".")[-1] not in NOT_SHOWN]
+    return [name for i, name in enumerate(names) if i == 0 or names[i - 1] != name]
+
+
+def test_validation_every_second_epoch_runs_as_the_epoch_in_the_view(tmp_path: Path) -> None:
+    called: list[str] = []
+    run_trainer = trainer(tmp_path, [HookedCallback(called)], max_epochs=2, check_val_every_n_epoch=2)
+    module = record_hooks(TinyModule(), pl.LightningModule, called)
+    run_trainer.fit(module, loader(), loader())
+    spec = adapter.lightning_spec(run_trainer, module, "fit")
+    epoch = next(p for p in spec.phases[0].phases() if p.name == "epoch")
+    validation = next(p for p in epoch.phases() if p.name == "validation")
+    assert "check_val_every_n_epoch=2" in validation.note
+    calls = _recorded(called)
+    starts = [i for i, name in enumerate(calls) if name == "on_train_epoch_start"]
+    first, second = calls[starts[0]:starts[1]], calls[starts[1]:calls.index("on_train_end")]
+    assert "on_validation_start" not in first  # the first epoch does not validate
+    assert list(dict.fromkeys(second)) == list(dict.fromkeys(_spec_events(epoch.steps)))  # the second, as drawn
+
+
+def test_a_callback_that_raises_ends_the_fit_with_on_exception_as_the_view_says(tmp_path: Path) -> None:
+    called: list[str] = []
+    run_trainer = trainer(tmp_path, [HookedCallback(called), Raises()])
+    module = record_hooks(TinyModule(), pl.LightningModule, called)
+    spec = adapter.lightning_spec(run_trainer, module, "fit")
+    with pytest.raises(RuntimeError, match="a callback's own error"):
+        with loopviz.tracing(run_trainer) as t:
+            run_trainer.fit(module, loader(), loader())
+    calls = _recorded(called)
+    assert "an exception calls the callbacks' on_exception, then ends fit" in spec.phases[0].note
+    assert calls[-2:] == ["on_train_batch_end", "on_exception"]  # no teardown, no on_fit_end
+    events = spec.event_names()
+    assert list(dict.fromkeys(calls[:-1])) == events[:events.index("on_train_batch_end") + 1]
+    f = t.firings_df()
+    assert list(f["event"])[-2:] == ["on_train_batch_end", "on_exception"]
+    assert list(f["status"])[-2] != "ok"
+
+
+def test_a_mid_epoch_checkpoint_resumes_inside_its_epoch_as_the_view_says(tmp_path: Path) -> None:
+    first = trainer(tmp_path / "first", [ModelCheckpoint(every_n_train_steps=2, save_top_k=-1), HookedCallback([])],
+                    max_epochs=1, enable_checkpointing=True)
+    first.fit(TinyModule(), loader(), loader())
+    ckpt = str(next((tmp_path / "first").rglob("*step=2.ckpt")))  # saved after the epoch's second of four batches
+    called: list[str] = []
+    module = record_hooks(TinyModule(), pl.LightningModule, called)
+    run_trainer = trainer(tmp_path, [HookedCallback(called)], max_epochs=2)
+    spec = adapter.lightning_spec(run_trainer, module, "fit", ckpt_path=ckpt)
+    run_trainer.fit(module, loader(), loader(), ckpt_path=ckpt)
+    restore = next(p for p in spec.phases[0].phases() if p.name == "restore")
+    assert "A checkpoint saved mid-epoch resumes inside its epoch: no sanity check, and that epoch's " \
+           "on_train_epoch_start is not called" in restore.note
+    calls = _recorded(called)
+    assert calls[calls.index("setup") + 1:calls.index("configure_optimizers")] == ["on_load_checkpoint", "load_state_dict"]
+    assert "on_sanity_check_start" not in calls
+    assert calls.count("on_train_epoch_start") == 1 and calls.count("on_train_epoch_end") == 2
+    assert calls.index("on_train_batch_start") < calls.index("on_train_epoch_start")  # the resumed epoch's batches
+    assert adapter.lightning_spec(run_trainer, module, "fit").event_names() == spec.event_names()  # (read back)
+
+
+def test_ckpt_path_must_be_a_path() -> None:
+    with pytest.raises(LoopvizError, match="ckpt_path must be the path of a checkpoint"):
+        adapter.lightning_spec(None, TinyModule(), "fit", ckpt_path=3)
