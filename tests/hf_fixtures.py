@@ -88,6 +88,18 @@ class StopAt(TrainerCallback):
         return control
 
 
+class SaveEvery(TrainerCallback):
+    """Asks for a checkpoint every `every` global steps itself (whatever save_strategy says)."""
+
+    def __init__(self, every: int):
+        self.every = every
+
+    def on_step_end(self, args: Any, state: Any, control: Any, **kwargs: Any) -> Any:
+        if state.global_step % self.every == 0:
+            control.should_save = True
+        return control
+
+
 class Boom(TrainerCallback):
     """Raises at the end of global step 2."""
 

@@ -25,7 +25,7 @@ from loopviz.cli import cli  # noqa: E402
 from loopviz.errors import LoopvizError  # noqa: E402
 from loopviz.generic import handler  # noqa: E402
 from loopviz.model import Event, LoopSpec, Phase, Work  # noqa: E402
-from tests.hf_fixtures import Boom, LogCounter, Spy, StopAt, TokenData, overrides, tiny_trainer  # noqa: E402
+from tests.hf_fixtures import Boom, LogCounter, SaveEvery, Spy, StopAt, TokenData, overrides, tiny_trainer  # noqa: E402
 
 BATCH, N_EVAL = 4, 8
 
@@ -38,6 +38,7 @@ class Case:
     n_train: int = 16
     callbacks: Callable[[], list[Any]] = list
     stop_at: int | None = None
+    saves_every: int | None = None  # a callback sets control.should_save every this many steps itself
 
 
 CASES = {
@@ -51,6 +52,8 @@ CASES = {
                            stop_at=2),
     "user_stop": Case(dict(logging_strategy="steps", logging_steps=1, num_train_epochs=2, gradient_accumulation_steps=2),
                       n_train=24, callbacks=lambda: [StopAt(2)], stop_at=2),
+    "callback_saves": Case(dict(logging_strategy="steps", logging_steps=2, num_train_epochs=2), n_train=16,
+                           callbacks=lambda: [SaveEvery(3)], saves_every=3),
     "epoch_strategy": Case(dict(eval_strategy="epoch", save_strategy="epoch", logging_strategy="epoch",
                                 num_train_epochs=2), n_train=8),
 }
@@ -84,12 +87,13 @@ def _strategy(args: Any, kind: str) -> str:
     return str(getattr(getattr(args, f"{kind}_strategy"), "value", getattr(args, f"{kind}_strategy")))
 
 
-def _flags(args: Any, level: str, step: int, last: int) -> set[str]:
+def _flags(args: Any, level: str, step: int, last: int, case: Case) -> set[str]:
     """The parts of `_maybe_log_save_evaluate` that run, as DefaultFlowCallback's rules decide them (read from its
-    documented behaviour: steps strategies every N steps, evaluation and saving also at the last step)."""
+    documented behaviour: steps strategies every N steps, evaluation and saving also at the last step), and the
+    case's own callback that asks for a checkpoint."""
     if level == "epoch":
         return {kind for kind in ("logging", "eval", "save") if _strategy(args, kind) == "epoch"}
-    flags = set()
+    flags = {"save"} if case.saves_every and step % case.saves_every == 0 else set()
     if _strategy(args, "logging") == "steps" and step % args.logging_steps == 0:
         flags.add("logging")
     for kind, every in (("eval", args.eval_steps), ("save", args.save_steps)):
@@ -140,7 +144,7 @@ def expand(spec: LoopSpec, trainer: Any, case: Case) -> list[str]:
             for _ in range(math.ceil(N_EVAL / BATCH)):
                 walk(p.steps, ctx)
         elif p.name == "log_save":
-            walk(p.steps, {**ctx, "flags": _flags(args, ctx["level"], state["step"], last)})
+            walk(p.steps, {**ctx, "flags": _flags(args, ctx["level"], state["step"], last, case)})
         elif p.name == "create":  # Trainer.__init__ fired on_init_end, before the spy was put on the trainer
             return
         elif p.name == "evaluate" and ctx.get("flags") is not None:
@@ -489,3 +493,13 @@ def test_a_dict_of_eval_datasets_is_one_evaluation_each_as_the_view_says(tmp_pat
     assert spy.events.count("on_evaluate") == 2  # one epoch, one evaluation per dataset
     logged = [entry for entry in trainer.state.log_history if any(key.startswith("eval_") for key in entry)]
     assert {key.split("_")[1] for entry in logged for key in entry if key.startswith("eval_")} >= {"near", "far"}
+
+
+def test_a_callback_that_asks_for_checkpoints_is_read_from_its_source(tmp_path: Path) -> None:
+    """save_strategy='no', yet SaveEvery sets control.should_save: the view shows the save after each step and says
+    who asks for it (the run against the Trainer's own events: the callback_saves case above)."""
+    spec = hf.trainer_spec(tiny_trainer(tmp_path, [SaveEvery(3)], save_strategy="no"))
+    save = next(ev for ev in spec.events() if ev.name == "on_save")
+    assert "save_strategy='no'; when SaveEvery.on_step_end sets control.should_save" in save.description
+    assert "on_save" not in hf.trainer_spec(tiny_trainer(tmp_path, [StopAt(2)], save_strategy="no")).event_names()
+    assert hf.flag_setters([SaveEvery(3), StopAt(2)]) == {("save", "steps"): ["SaveEvery.on_step_end"]}

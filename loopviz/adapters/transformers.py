@@ -16,6 +16,8 @@ from __future__ import annotations
 
 import functools
 import importlib
+import inspect
+import re
 import weakref
 from typing import Any, Callable, Sequence
 
@@ -31,7 +33,7 @@ from loopviz.generic import DispatchTracer, cancel, event, phase, work
 from loopviz.generic import loop_spec as generic_loop_spec
 from loopviz.model import Event, LoopSpec, Mode, Phase, Role, Step
 
-__all__ = ["trainer_spec", "trace_trainer", "LOOPS", "WORK_NAMES", "loop_spec", "trace", "fit", "callback"]
+__all__ = ["trainer_spec", "trace_trainer", "flag_setters", "LOOPS", "WORK_NAMES", "loop_spec", "trace", "fit", "callback"]
 
 LOOPS = ("train", "evaluate", "predict")
 FRAMEWORK = f"transformers {transformers.__version__}"
@@ -102,12 +104,42 @@ def _every(args: Any, kind: str) -> str:
     return {"epoch": "every epoch", "no": "never", "best": "when the metric improves"}.get(strategy, strategy)
 
 
+_SETS_FLAG = re.compile(r"\bshould_(log|evaluate|save)\s*=(?!=)\s*(?!False\b)")
+_FLAG_KINDS = {"log": "logging", "evaluate": "eval", "save": "save"}
+_STEP_EVENTS = ("on_step_begin", "on_step_end", "on_substep_end", "on_pre_optimizer_step", "on_optimizer_step")
+
+
+def flag_setters(callbacks: Sequence[Any]) -> dict[tuple[str, str], list[str]]:
+    """Which callbacks (other than DefaultFlowCallback, which follows the strategies) set control.should_log,
+    should_evaluate or should_save, read from their handlers' source: {(kind, level): ['MyCallback.on_step_end']},
+    kind 'logging', 'eval' or 'save', level 'steps' or 'epoch' (a flag set in on_epoch_* acts after the epoch, in a
+    step's events after the step, elsewhere after either)."""
+    found: dict[tuple[str, str], list[str]] = {}
+    for cb in callbacks:
+        cls = type(cb)
+        if cls.__module__.startswith("transformers."):
+            continue  # the library's own: DefaultFlowCallback follows the strategies, the others set no such flag
+        for name, fn in vars(cls).items():
+            if not name.startswith("on_") or not callable(fn):
+                continue
+            try:
+                source = inspect.getsource(fn)
+            except (OSError, TypeError):  # defined where no source is kept: not read
+                continue
+            levels = ("epoch",) if name.startswith("on_epoch") else ("steps",) if name in _STEP_EVENTS else ("steps", "epoch")
+            for flag in dict.fromkeys(_SETS_FLAG.findall(source)):
+                for level in levels:
+                    found.setdefault((_FLAG_KINDS[flag], level), []).append(f"{cls.__name__}.{name}")
+    return found
+
+
 class _Builder:
     """Builds the phases of one Trainer's loops, with its callbacks' handlers and its configured strategies."""
 
     def __init__(self, args: Any, callbacks: Sequence[Any], eval_names: Sequence[str] = ()):
         self.args, self.callbacks = args, list(callbacks)
         self.eval_names = list(eval_names)  # the names of a dict of eval datasets: one evaluation per dataset
+        self.setters = flag_setters(self.callbacks)  # the callbacks that set a flag themselves
 
     def ev(self, name: str, description: str = "", role: Role = "body", mode: Mode | None = None) -> Event:
         """An event with the callbacks that override its method, in call order."""
@@ -119,9 +151,29 @@ class _Builder:
         strategy = _value(getattr(self.args, f"{kind}_strategy"))
         if kind == "logging" and level == "steps" and self.args.logging_first_step:
             return True
+        if (kind, level) in self.setters:  # a callback sets the flag itself, whatever the strategy
+            return True
         if kind == "save" and strategy == "best":  # decided after each evaluation
             return _value(self.args.eval_strategy) == level
         return strategy == level
+
+    def when(self, kind: str, level: str) -> str:
+        """When the flag of `kind` is set after a step or an epoch (`level`): by its strategy (DefaultFlowCallback's
+        rules, the last step included) and by the callbacks that set it themselves."""
+        a = self.args
+        strategy = _value(getattr(a, f"{kind}_strategy"))
+        text = f"{kind}_strategy='{strategy}'"
+        if strategy == level or (kind == "save" and strategy == "best"):
+            text += f", {_every(a, kind)}"
+            if level == "steps" and kind == "logging" and a.logging_first_step:
+                text += " and after step 1 (logging_first_step)"
+            elif level == "steps" and kind != "logging" and strategy == "steps":
+                text += " and at the last step"  # DefaultFlowCallback's rule at max_steps
+        elif kind == "logging" and level == "steps" and a.logging_first_step:
+            text += ", after step 1 (logging_first_step)"
+        names = self.setters.get((kind, level))
+        flag = {"logging": "log", "eval": "evaluate", "save": "save"}[kind]
+        return text + (f"; when {' or '.join(names)} sets control.should_{flag}" if names else "")
 
     def train(self) -> list[Phase]:
         """Trainer.train(): train begin, the epoch loop, final metrics, train end."""
@@ -200,19 +252,16 @@ class _Builder:
         a = self.args
         steps: list[Step] = []
         if self.runs("logging", level):
-            first = " and after step 1 (logging_first_step)" if a.logging_first_step and level == "steps" else ""
             steps += [work("log", "trainer.log({'loss': ..., 'grad_norm': ..., 'learning_rate': ...})",
                            "The mean training loss since the last log.", condition="control.should_log"),
-                      self.ev("on_log", f"The training loss, grad norm and learning rate: logging_strategy="
-                                        f"'{_value(a.logging_strategy)}', {_every(a, 'logging')}{first}.", mode="train")]
-        at_end = " and at the last step" if level == "steps" else ""  # DefaultFlowCallback's rule at max_steps
+                      self.ev("on_log", f"The training loss, grad norm and learning rate: {self.when('logging', level)}.",
+                              mode="train")]
         if self.runs("eval", level):
-            steps.append(self.evaluation(f"Runs when control.should_evaluate: eval_strategy='{_value(a.eval_strategy)}', "
-                                         f"{_every(a, 'eval')}{at_end}.", condition=_every(a, "eval")))
+            steps.append(self.evaluation(f"Runs when control.should_evaluate: {self.when('eval', level)}.",
+                                         condition=_every(a, "eval")))
         if self.runs("save", level):
             steps += [work("save checkpoint", "trainer._save_checkpoint(model, trial)", condition="control.should_save"),
-                      self.ev("on_save", f"{_DESCRIPTIONS['on_save']} save_strategy='{_value(a.save_strategy)}', "
-                                         f"{_every(a, 'save')}{at_end}.", mode="train")]
+                      self.ev("on_save", f"{_DESCRIPTIONS['on_save']} {self.when('save', level)}.", mode="train")]
         if not steps:
             return None
         where = "step" if level == "steps" else "epoch"
