@@ -138,8 +138,8 @@ def _spec_events(steps: list[Any]) -> list[str]:
             (_spec_events(step.steps) if isinstance(step, Phase) else [step.name] if hasattr(step, "handlers") else [])]
 
 
-# what the hook recorder sees that the view does not show: helpers the module calls itself, and (issue 28, not yet
-# modelled) clip_gradients
+# what the hook recorder sees that the view does not show as a hook: helpers the module calls itself (clip_gradients
+# is configure_gradient_clipping's own call, said in its description: test_the_module_calls_inside_the_loop...)
 NOT_SHOWN = {"log", "log_dict", "optimizers", "lr_schedulers", "manual_backward", "clip_gradients", "print",
              "toggle_optimizer", "untoggle_optimizer"}
 
@@ -680,3 +680,46 @@ def test_a_mid_epoch_checkpoint_resumes_inside_its_epoch_as_the_view_says(tmp_pa
 def test_ckpt_path_must_be_a_path() -> None:
     with pytest.raises(LoopvizError, match="ckpt_path must be the path of a checkpoint"):
         adapter.lightning_spec(None, TinyModule(), "fit", ckpt_path=3)
+
+
+class ForwardModule(TinyModule):
+    """Calls its own forward in its steps, as most modules do."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.net(x)
+
+    def training_step(self, batch: Any, batch_idx: int) -> torch.Tensor:
+        x, y = batch
+        return torch.nn.functional.mse_loss(self(x), y)
+
+
+def test_the_module_calls_inside_the_loop_are_where_the_view_says(tmp_path: Path) -> None:
+    """Lightning's own recorder also records the module's forward, train and zero_grad (torch.nn.Module's): each where
+    the view puts it, as a step of Lightning's own (zero_grad) or in the description of the hook that calls it."""
+    called: list[str] = []
+    module = record_hooks(ForwardModule(), pl.LightningModule, called)
+    for name in ("forward", "train", "zero_grad"):  # (eval is train(False))
+        original = getattr(module, name)
+
+        def call(*args: Any, _name: str = name, _original: Any = original, **kwargs: Any) -> Any:
+            called.append(_name + ("(False)" if _name == "train" and args == (False,) else ""))
+            return _original(*args, **kwargs)
+
+        object.__setattr__(module, name, call)
+    run_trainer = trainer(tmp_path, [HookedCallback(called)], max_epochs=1, limit_train_batches=2, gradient_clip_val=0.5)
+    spec = adapter.lightning_spec(run_trainer, module, "fit")
+    run_trainer.fit(module, loader(), loader())
+    calls = [name.split(".")[-1] for name in called]
+    fit = spec.phases[0].steps
+    names = [getattr(step, "name", None) for step in fit]
+    assert names[names.index("on_fit_start") + 1] == "zero_grad"  # a step of Lightning's own, after on_fit_start
+    assert calls[calls.index("on_fit_start") + 1:calls.index("on_fit_start") + 3] == ["on_fit_start", "zero_grad"]
+    described = {ev.name: ev.description for ev in spec.events()}
+    assert calls[calls.index("on_validation_model_eval") + 1] == "train(False)"
+    assert "calls model.eval() (the module's train(False))" in described["on_validation_model_eval"]
+    assert calls[calls.index("configure_gradient_clipping") + 1] == "clip_gradients"
+    assert "calls self.clip_gradients(optimizer, gradient_clip_val=0.5)" in described["configure_gradient_clipping"]
+    assert calls[calls.index("training_step") + 1] == "forward"
+    assert "your forward runs inside it" in described["training_step"]
+    assert calls[calls.index("on_validation_model_zero_grad", calls.index("on_train_start")) + 1] == "zero_grad"
+    assert "Gradients are zeroed before validating" in described["on_validation_model_zero_grad"]

@@ -156,7 +156,8 @@ class _Builder:
             steps.append(self.ev("on_validation_model_zero_grad", "Gradients are zeroed before validating" + (
                 f" (skipped when validation falls on a batch that only accumulates gradients: accumulate_grad_batches"
                 f"={k})." if k > 1 else "."), mode))
-        steps.append(self.ev(f"on_{stage}_model_eval", "model.eval().", mode))
+        steps.append(self.ev(f"on_{stage}_model_eval", "Its default calls model.eval() (the module's train(False)).",
+                             mode))
         steps += [self.ev(f"on_{stage}_start", f"The {stage} loop starts.", mode),
                   self.ev(f"on_{stage}_epoch_start", f"A pass over the {stage} dataloader.", mode),
                   phase(f"{stage}_batch", f"{stage.title()} batch", [work("data", "next(dataloader)"), *batch],
@@ -180,7 +181,8 @@ class _Builder:
             self.ev("on_after_backward", "Gradients are ready.", mode)], mode=mode, minor=True,
             note="the strategy's backward: on_before_backward, the module's backward, on_after_backward")
         closure: list[Step] = [
-            self.ev("training_step", "LightningModule.training_step (through the strategy): the loss.", mode),
+            self.ev("training_step", "LightningModule.training_step (through the strategy): the loss (your forward "
+                                     "runs inside it, where it calls self(...)).", mode),
             self.ev("on_before_zero_grad", "Before the gradients are zeroed.", mode),
             self.ev("optimizer_zero_grad", "optimizer.zero_grad().", mode), backward]
         if accumulating:
@@ -191,7 +193,8 @@ class _Builder:
                 Phase("closure", "Closure (run by optimizer.step, inside optimizer_step)", closure, mode=mode),
                 self.ev("on_before_optimizer_step", "Gradients are final for this step.", mode),
                 self.ev("configure_gradient_clipping",
-                        f"Clips gradients (gradient_clip_val={self.trainer.gradient_clip_val}).", mode),
+                        f"Its default calls self.clip_gradients(optimizer, gradient_clip_val="
+                        f"{self.trainer.gradient_clip_val}), which clips only when the value is set.", mode),
                 work("optimizer.step()", "optimizer.step()", "The parameters are updated.")]
 
     def training_batch(self, validates: bool, stop: CancelPath) -> Phase:
@@ -255,6 +258,11 @@ def _saves_at_epoch_end(cb: Any, trainer: pl.Trainer, validates: bool) -> bool:
     return not validates or trainer.val_check_interval == 1.0
 
 
+def _zero_grad() -> Step:
+    """The module's gradients zeroed as each loop's stage begins (Trainer._run_stage; after on_fit_start in fit)."""
+    return work("zero_grad", "module.zero_grad()", "The module's gradients are zeroed before the loop runs.")
+
+
 def _save_points(cb: Any, trainer: pl.Trainer, validates: bool) -> set[str]:
     """Where a checkpoint callback saves, as ModelCheckpoint decides: 'batch' (every_n_train_steps or
     train_time_interval), 'epoch' or 'validation' (every_n_epochs, 1 unless a step or time trigger is set)."""
@@ -282,7 +290,8 @@ def _fit(b: _Builder) -> Phase:
     steps += [b.ev("prepare_data", "Download or prepare data (called only when overridden).")] if b.has("prepare_data") else []
     steps.append(b.ev("setup", "setup(stage='fit')."))
     steps += [b.ev("configure_model", "Build layers (called only when overridden).")] if b.has("configure_model") else []
-    steps += [*b.restores(), b.ev("configure_optimizers", "The optimizers and schedulers."), b.ev("on_fit_start", "Fit starts.")]
+    steps += [*b.restores(), b.ev("configure_optimizers", "The optimizers and schedulers."), b.ev("on_fit_start", "Fit starts."),
+              _zero_grad()]
     if validates and trainer.num_sanity_val_steps != 0:
         sanity = b.evaluation("validation", "Validation loop", f"num_sanity_val_steps={trainer.num_sanity_val_steps}")
         steps.append(phase("sanity_check", "Sanity check", [
@@ -322,7 +331,7 @@ def _evaluate(b: _Builder, stage: str) -> Phase:
     fn = "validate" if stage == "validation" else stage
     steps.append(b.ev("setup", f"setup(stage='{fn}')."))
     steps += [b.ev("configure_model", "Build layers (called only when overridden).")] if b.has("configure_model") else []
-    steps += b.restores()
+    steps += [*b.restores(), _zero_grad()]
     if not _no_batches(getattr(b.trainer, f"limit_{limit}_batches")):  # (0: Lightning skips the whole loop)
         steps += [*b.loader(stage), *loop.steps]
     steps.append(b.ev("teardown", f"teardown(stage='{fn}').", role="exit"))
