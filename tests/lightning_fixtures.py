@@ -161,6 +161,16 @@ class CheckpointModule(TinyModule):
         return batch
 
 
+class LoaderModule(TinyModule):
+    """Gives its own validation and test dataloaders too (fit and test are then given none)."""
+
+    def val_dataloader(self) -> DataLoader:
+        return loader()
+
+    def test_dataloader(self) -> DataLoader:
+        return loader()
+
+
 class TwoLoaderModule(TinyModule):
     """A test_step for several test dataloaders."""
 

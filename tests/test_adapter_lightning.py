@@ -23,7 +23,7 @@ from loopviz.errors import LoopvizError  # noqa: E402
 from loopviz.model import Phase  # noqa: E402
 from loopviz.trace import instrument  # noqa: E402
 from tests.lightning_fixtures import (  # noqa: E402
-    CheckpointModule, HookedCallback, ManualModule, PlateauModule, Raises, ScheduledModule, SpyCallback, StatefulCallback,
+    CheckpointModule, HookedCallback, LoaderModule, ManualModule, PlateauModule, Raises, ScheduledModule, SpyCallback, StatefulCallback,
     StatefulData, StopAfter, TinyData, TinyModule, TrainBackModule, TwoLoaderModule, loader, quiet_lightning,
     record_hooks, spying, trainer,
 )
@@ -34,7 +34,8 @@ MODES = {0: None, 1: "train", 2: "valid"}
 NAMES = ("_call_callback_hooks", "_call_lightning_module_hook", "_call_strategy_hook", "_call_lightning_datamodule_hook",
          "_call_and_handle_interrupt", "_call_callbacks_state_dict", "_call_callbacks_on_save_checkpoint",
          "_call_callbacks_on_load_checkpoint", "_call_callbacks_load_state_dict")
-KNOWN_AFTER_A_RUN = {"scheduler", "plateau"}  # the trainer knows the module's LR schedulers only once it has run it
+# the trainer knows the module's LR schedulers, and whether a loop takes its data from the module, once it has run it
+KNOWN_AFTER_A_RUN = {"scheduler", "plateau", "module_data", "test_module_data"}
 CASES = {  # name: (loop, trainer options, extra callbacks[, module class, datamodule class])
     "fit": ("fit", {}, []),
     "defaults": ("fit", {"enable_checkpointing": True, "enable_progress_bar": True, "enable_model_summary": True}, []),
@@ -72,6 +73,8 @@ CASES = {  # name: (loop, trainer options, extra callbacks[, module class, datam
     "max_steps": ("fit", {"max_steps": 6, "max_epochs": -1}, []),
     "clip": ("fit", {"gradient_clip_val": 0.5}, []),
     "test_two_loaders": ("test", {"_loaders": 2}, [], TwoLoaderModule),
+    "module_data": ("fit", {"_loaders": 0}, [], LoaderModule),  # the module's own dataloader hooks
+    "test_module_data": ("test", {"_loaders": 0}, [], LoaderModule),
 }
 TRAINS = [case for case, (loop, options, *_) in CASES.items() if loop == "fit" and options.get("limit_train_batches") != 0]
 
@@ -98,6 +101,8 @@ class Run:
                 kw = {"ckpt_path": ckpt} if ckpt else {}
                 if self.datamodule is not None:
                     getattr(self.trainer, loop)(self.module, datamodule=self.datamodule, **kw)
+                elif loaders == 0:  # the module gives its own
+                    getattr(self.trainer, loop)(self.module, **kw)
                 elif loop == "fit":
                     self.trainer.fit(self.module, loader(), loader(), **kw)
                 else:

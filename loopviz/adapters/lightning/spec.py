@@ -91,12 +91,16 @@ class _Builder:
         """True when the module optimizes by hand (automatic_optimization=False): Lightning steps no scheduler."""
         return self.module is not None and not self.module.automatic_optimization
 
-    def loader(self, stage: str) -> list[Step]:
-        """The datamodule's `{stage}_dataloader` event, when a datamodule that defines it is attached."""
+    def loader(self, stage: str, in_fit: bool = False) -> list[Step]:
+        """The `{stage}_dataloader` event: the datamodule's when one that defines it is attached, the module's when
+        the trainer's last run of this loop took its data from the module (it was given no dataloader)."""
         name = f"{'val' if stage == 'validation' else stage}_dataloader"
-        if self.datamodule is None or not overrides(self.datamodule, name):
-            return []
-        return [self.ev(name, f"LightningDataModule.{name}: the loop's dataloader.", "train" if stage == "train" else "valid")]
+        mode: Mode = "train" if stage == "train" else "valid"
+        if self.datamodule is not None and overrides(self.datamodule, name):
+            return [self.ev(name, f"LightningDataModule.{name}: the loop's dataloader.", mode)]
+        if self.module is not None and overrides(self.module, name) and _data_from(self.trainer, stage, in_fit) is self.module:
+            return [self.ev(name, f"LightningModule.{name}: the loop's dataloader (the loop was given none).", mode)]
+        return []
 
     def saves(self, point: str) -> list[Step]:
         """The checkpoint's hooks where the trainer's checkpoint callbacks save at `point`: 'batch' (every N training
@@ -263,6 +267,17 @@ def _zero_grad() -> Step:
     return work("zero_grad", "module.zero_grad()", "The module's gradients are zeroed before the loop runs.")
 
 
+def _data_from(trainer: pl.Trainer, stage: str, in_fit: bool) -> Any:
+    """Where the trainer's last run of this loop took its data (Lightning's `_data_source.instance`: the dataloaders
+    it was given, the module or the datamodule); None before any run."""
+    loops = {"train": ("fit_loop",), "validation": ("fit_loop", "epoch_loop", "val_loop") if in_fit else ("validate_loop",),
+             "test": ("test_loop",), "predict": ("predict_loop",)}[stage]
+    loop: Any = trainer
+    for name in loops:
+        loop = getattr(loop, name, None)
+    return getattr(getattr(loop, "_data_source", None), "instance", None)
+
+
 def _save_points(cb: Any, trainer: pl.Trainer, validates: bool) -> set[str]:
     """Where a checkpoint callback saves, as ModelCheckpoint decides: 'batch' (every_n_train_steps or
     train_time_interval), 'epoch' or 'validation' (every_n_epochs, 1 unless a step or time trigger is set)."""
@@ -295,7 +310,7 @@ def _fit(b: _Builder) -> Phase:
     if validates and trainer.num_sanity_val_steps != 0:
         sanity = b.evaluation("validation", "Validation loop", f"num_sanity_val_steps={trainer.num_sanity_val_steps}")
         steps.append(phase("sanity_check", "Sanity check", [
-            b.ev("on_sanity_check_start", "A few validation batches before training."), *b.loader("validation"), sanity,
+            b.ev("on_sanity_check_start", "A few validation batches before training."), *b.loader("validation", True), sanity,
             b.ev("on_sanity_check_end", "The sanity check is over.")],
             note=f"num_sanity_val_steps={trainer.num_sanity_val_steps} validation batches, when a val dataloader is given"))
     per_epoch = [config for config in trainer.lr_scheduler_configs if config.interval == "epoch"]
@@ -310,7 +325,7 @@ def _fit(b: _Builder) -> Phase:
     if _no_batches(trainer.limit_train_batches):  # Lightning skips training whole: no loader, no training hook
         steps += [b.ev("on_fit_end", "Fit is over (limit_train_batches=0: no training).")]
     else:
-        steps += [*b.loader("train"), b.ev("on_train_start", "Training starts.", "train"), epoch,
+        steps += [*b.loader("train", True), b.ev("on_train_start", "Training starts.", "train"), epoch,
                   b.ev("on_train_end", "Training is over.", "train"), b.ev("on_fit_end", "Fit is over.")]
     steps.append(b.ev("teardown", "teardown(stage='fit').", role="exit"))
     return phase("fit", "Trainer.fit", steps, note="an exception calls the callbacks' on_exception, then ends fit")
@@ -369,10 +384,12 @@ def lightning_spec(trainer: pl.Trainer | None, module: Any = None, loop: str = "
     if not resumes:
         notes.append(f"Resuming ({loop}(ckpt_path=...)) restores the checkpoint after setup (on_load_checkpoint, the "
                      "datamodule's and callbacks' states): lightning_spec(trainer, model, ckpt_path=...) shows where.")
-    loaders = [name for name in LOADERS[loop] if module is not None and overrides(module, name)]
+    shown = {ev.name for ev in body.events()}
+    loaders = [name for name in LOADERS[loop] if module is not None and overrides(module, name) and name not in shown]
     if loaders:
         notes.append(f"{' and '.join(loaders)}: the module's, called when the loop first needs its data (for fit, "
-                     "train_dataloader right after on_fit_start) if no dataloader or datamodule was given.")
+                     "train_dataloader right after on_fit_start) if no dataloader or datamodule was given; shown once "
+                     "the trainer has run the loop that way.")
     if module is None:
         notes.append("No LightningModule is attached to this trainer: only the callbacks' handlers are listed; "
                      "show the module (loopviz.show(model)) to see its hooks too, or loopviz.show(trainer, "
