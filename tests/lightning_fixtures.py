@@ -135,6 +135,23 @@ class TinyData(pl.LightningDataModule):
         return loader()
 
 
+class PlainData(pl.LightningDataModule):
+    """A datamodule with its dataloaders only (no transfer hooks)."""
+
+    def train_dataloader(self) -> DataLoader:
+        return loader()
+
+    def val_dataloader(self) -> DataLoader:
+        return loader()
+
+
+class TransferModule(TinyModule):
+    """Moves its batches itself, as TinyData does too (Lightning then calls the datamodule's)."""
+
+    def transfer_batch_to_device(self, batch: Any, device: torch.device, dataloader_idx: int) -> Any:
+        return super().transfer_batch_to_device(batch, device, dataloader_idx)
+
+
 class StatefulData(TinyData):
     """A datamodule with a state of its own (saved in checkpoints) and a transfer hook the module does not have."""
 

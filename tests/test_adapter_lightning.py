@@ -23,9 +23,9 @@ from loopviz.errors import LoopvizError  # noqa: E402
 from loopviz.model import Phase  # noqa: E402
 from loopviz.trace import instrument  # noqa: E402
 from tests.lightning_fixtures import (  # noqa: E402
-    CheckpointModule, HookedCallback, LoaderModule, ManualModule, PlateauModule, Raises, ScheduledModule, SpyCallback, StatefulCallback,
-    StatefulData, StopAfter, TinyData, TinyModule, TrainBackModule, TwoLoaderModule, loader, quiet_lightning,
-    record_hooks, spying, trainer,
+    CheckpointModule, HookedCallback, LoaderModule, ManualModule, PlainData, PlateauModule, Raises, ScheduledModule,
+    SpyCallback, StatefulCallback, StatefulData, StopAfter, TinyData, TinyModule, TrainBackModule, TransferModule,
+    TwoLoaderModule, loader, quiet_lightning, record_hooks, spying, trainer,
 )
 
 quiet_lightning()
@@ -49,6 +49,8 @@ CASES = {  # name: (loop, trainer options, extra callbacks[, module class, datam
     "plateau": ("fit", {}, [], PlateauModule),
     "datamodule": ("fit", {}, [], TinyModule, TinyData),
     "test_datamodule": ("test", {}, [], TinyModule, TinyData),
+    "datamodule_plain": ("fit", {}, [], CheckpointModule, PlainData),  # the module's transfer hook, no datamodule's
+    "datamodule_both": ("fit", {}, [], TransferModule, TinyData),  # both move batches: Lightning calls the datamodule's
     "val_check_interval": ("fit", {"val_check_interval": 2}, []),
     "early_stopping": ("fit", {"max_epochs": 6}, [EarlyStopping("val_loss", patience=0, min_delta=1e6)]),
     "should_stop": ("fit", {"max_epochs": 4}, [StopAfter(5)]),
