@@ -51,6 +51,13 @@ def __getattr__(name: str) -> Any:
     return value
 
 
+def load_ipython_extension(ipython: Any) -> None:
+    """`%load_ext loopviz` in IPython or Jupyter: `%%loopviz` traces what a cell runs and shows the trace."""
+    from loopviz.magics import load_ipython_extension as load
+
+    load(ipython)
+
+
 def __dir__() -> list[str]:
     return sorted({*globals(), *_LAZY})
 

@@ -43,10 +43,11 @@ class _Recording:
     """What a DispatchTracer's handler wrappers, its trace and its ending share: its patches and its trace, nothing
     of the traced loop, so that neither a callback that outlives the loop nor the trace keeps the loop alive."""
 
-    def __init__(self, rec: Recorder, finish: dict[str, Any], measure_cost: Callable[[], dict[str, Any]] | None = None):
+    def __init__(self, rec: Recorder, finish: dict[str, Any], measure_cost: Callable[[], dict[str, Any]] | None = None,
+                 start: Callable[[], Any] | None = None):
         self.rec, self.finish = rec, finish
         self.patches = PatchSet()  # the wrapped dispatch method and the timed handlers (instrumentation kernel)
-        self.trace = Trace.recording(rec, stop=self.end, measure_cost=measure_cost)
+        self.trace = Trace.recording(rec, stop=self.end, measure_cost=measure_cost, start=start)
         self.active = False
         self.ending: Callable[[], Any] | None = None  # ends it once (a weakref.finalize of the traced object)
         self.closing: list[Callable[[Any], None]] = []  # run with the trace's data as it ends, before the patches go
@@ -187,7 +188,8 @@ class DispatchTracer:
         measured = measure_cost or (on_test_clock if now is not None else
                                     functools.partial(_measured_cost, self.rec.clock.name))
         self.recording = _Recording(self.rec, dict(framework=framework, work_names=self.work_names,
-                                                   batch_events=batch_events, advice=advice), measured)
+                                                   batch_events=batch_events, advice=advice), measured,
+                                    start=self.__enter__)
         self.trace, self.patches = self.recording.trace, self.recording.patches
         # event -> (the callbacks its plan is for, a tally of its firings' base no-op calls, its row id): see `_plan`
         self.plans: dict[str, tuple[list[Any], list[None], int]] = {}
@@ -210,6 +212,7 @@ class DispatchTracer:
             raise LoopvizError(f"{type(obj).__name__}.{self.method} is already being traced; finish that trace first.")
         self.patches.put(obj, self.method, self._dispatch_wrapper(getattr(obj, self.method)))
         self.recording.start(obj)
+        self.trace.started()
         return self.trace
 
     def __exit__(self, *exc: Any) -> None:

@@ -41,6 +41,14 @@ CELLS = {
     "rich_pretty": "import rich.pretty\nrich.pretty.install()",
     "trace_rich_pretty": "t",
     "view_rich_pretty": "learn.show_training_loop()",
+    # a trace held in a name and started, as pyinstrument's Profiler is; then the magics
+    "not_started": "u = learn.trace()\nu",
+    "started_and_stopped": "u.start()\nwith learn.no_bar(), learn.no_logging(): learn.fit(1)\nu.stop()",
+    "load_ext": "%load_ext loopviz",
+    "magic": "%%loopviz\nwith learn.no_bar(), learn.no_logging(): learn.fit(1)",
+    "magic_quiet": "%%loopviz -q -o kept\nwith learn.no_bar(), learn.no_logging(): learn.fit(1)",
+    "magic_kept": "kept",
+    "magic_line": "%loopviz -o line learn.validate()",
 }
 BUNDLE = {"text/plain", "text/html"}
 
@@ -62,7 +70,7 @@ def shown(outs: list[Any]) -> list[set[str]]:
 
 @pytest.mark.parametrize("name", ["trace", "summary", "view", "view_rich", "view_mermaid", "view_traced", "view_kept",
                                   "view_again", "view_and_value", "diff", "recording", "stopped", "trace_rich_pretty",
-                                  "view_rich_pretty"])
+                                  "view_rich_pretty", "not_started", "started_and_stopped", "magic", "magic_kept"])
 def test_a_cell_ending_in_a_loopviz_object_shows_one_bundle_of_text_and_html(outputs, name):
     assert shown(outputs[name]) == [BUNDLE], name
 
@@ -91,3 +99,14 @@ def test_a_plot_shows_one_image_and_an_assigned_one_none(outputs):
 
 def test_nothing_else_printed_anything(outputs):
     assert outputs["setup"] == [] and outputs["rich_pretty"] == []
+
+
+def test_a_trace_started_and_stopped_by_hand_and_the_magics_show_the_trace(outputs):
+    assert "never started" in outputs["not_started"][0].data["text/plain"]
+    for name in ("started_and_stopped", "magic", "magic_kept"):
+        assert outputs[name][0].data["text/plain"].startswith("Trace of fastai"), name
+    first = outputs["trace"][0].data["text/plain"].split(",")[0]  # 'Trace of fastai ...: N event firings'
+    assert outputs["magic"][0].data["text/plain"].split(",")[0] == first  # the same fit, traced by `with` and by magic
+    assert outputs["load_ext"] == [] and outputs["magic_quiet"] == []
+    (line,) = [o for o in outputs["magic_line"] if o.output_type == "execute_result"]
+    assert "(validate)" in line.data["text/plain"]

@@ -20,6 +20,7 @@ from loopviz.errors import LoopvizError
 from loopviz.generic import DispatchTracer, cancel, event, phase, work
 from loopviz.generic import loop_spec as generic_loop_spec
 from loopviz.model import LoopSpec, Mode, Phase, Step
+from loopviz.trace.trace import Trace
 
 __all__ = ["miniai_spec", "trace_miniai", "STEPS", "LOOPS", "loop_spec", "trace", "fit", "callback"]
 
@@ -112,15 +113,16 @@ def loop_spec(learn: Any, loop: str = "fit", cbs: Sequence[Any] = ()) -> LoopSpe
 
 
 def trace(learn: Any, clock: str = "auto", changes: bool = False, waits: bool = False,
-          **options: Any) -> DispatchTracer:
-    """A context manager tracing the learner's dispatch (`clock` as for fastai; no state changes or waits)."""
+          **options: Any) -> Trace:
+    """The `Trace` of the learner's dispatch inside `with` it (or between its start() and stop()) (`clock` as for
+    fastai; no state changes or waits)."""
     from loopviz.trace.clock import make_clock
 
     if changes:
         raise LoopvizError("state changes are recorded for fastai learners only; trace without changes.")
     if waits:
         raise LoopvizError("waits for the GPU are recorded for fastai learners only; trace without waits.")
-    return trace_miniai(learn, clock=make_clock(clock), **options)
+    return trace_miniai(learn, clock=make_clock(clock), **options).trace
 
 
 def fit(learn: Any, epochs: int, cbs: Sequence[Any] = ()) -> None:

@@ -32,6 +32,7 @@ from loopviz.dataloop import DataLoop
 from loopviz.generic import DispatchTracer, cancel, event, phase, work
 from loopviz.generic import loop_spec as generic_loop_spec
 from loopviz.model import Event, LoopSpec, Mode, Phase, Role, Step
+from loopviz.trace.trace import Trace
 
 __all__ = ["trainer_spec", "trace_trainer", "flag_setters", "LOOPS", "WORK_NAMES", "loop_spec", "trace", "fit", "callback"]
 
@@ -516,9 +517,10 @@ def loop_spec(trainer: Any, loop: str = "train", cbs: Sequence[Any] = ()) -> Loo
 
 
 def trace(trainer: Any, clock: str = "auto", changes: bool = False, waits: bool = False, data: bool = False,
-          **options: Any) -> DispatchTracer:
-    """A context manager tracing the trainer (`clock` as for fastai; no state changes or waits; `data`: also time its
-    loaders' loops, the dataset's items and the data collator, in the worker processes too)."""
+          **options: Any) -> Trace:
+    """The `Trace` of the trainer inside `with` it (or between its start() and stop()) (`clock` as for fastai; no
+    state changes or waits; `data`: also time its loaders' loops, the dataset's items and the data collator, in the
+    worker processes too)."""
     from loopviz.trace.clock import make_clock
 
     if changes:
@@ -529,7 +531,7 @@ def trace(trainer: Any, clock: str = "auto", changes: bool = False, waits: bool 
         raise LoopvizError("data=True times the loader's worker processes on the system's clock "
                            "(time.perf_counter_ns): it cannot run on an injected clock (now=).")
     return trace_trainer(trainer, clock=make_clock(clock, str(getattr(trainer.model, "device", "cpu"))), data=data,
-                         **options)
+                         **options).trace
 
 
 def data_loop(trainer: Any, which: str = "train") -> DataLoop:

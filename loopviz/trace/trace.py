@@ -35,6 +35,8 @@ if TYPE_CHECKING:
 __all__ = ["Trace", "FORMAT_VERSION", "check_trace"]
 
 _RECORDING = "<Trace: still recording; its reports are ready when the `with` block ends or after t.stop()>"
+_NOT_STARTED = ("this trace was never started: it records what runs between t.start() and t.stop() (t = learn.trace(); "
+                "t.start(); learn.fit(1); t.stop()), or inside `with learn.trace() as t:`")
 
 
 def _reports() -> ModuleType:
@@ -54,6 +56,7 @@ class Trace:
         self.data = data if data is not None else TraceData()
         self._recorder: Recorder | None = None
         self._stop: Callable[[], None] | None = None
+        self._start: Callable[[], Any] | None = None  # starts the recording, while the trace waits to be started
         self._measure_cost: Callable[[], dict[str, Any]] | None = None
 
     if TYPE_CHECKING:  # the TraceData fields, added as properties below, for type checkers
@@ -63,13 +66,16 @@ class Trace:
 
     @classmethod
     def recording(cls, recorder: Recorder, stop: Callable[[], None] | None = None,
-                  measure_cost: Callable[[], dict[str, Any]] | None = None) -> Trace:
+                  measure_cost: Callable[[], dict[str, Any]] | None = None,
+                  start: Callable[[], Any] | None = None) -> Trace:
         """A trace that `recorder` fills; usable once `finish()` is called. `stop` ends the recording (what leaving
-        the `with` block does), for `stop()`; `measure_cost` measures what the tracer adds per firing and per handler
-        call (`loopviz.trace.cost`), called once, when the trace is first read."""
+        the `with` block does), for `stop()`; `start` starts it (what entering the tracer does, which then calls
+        `started()`), for `start()`; `measure_cost` measures what the tracer adds per firing and per handler call
+        (`loopviz.trace.cost`), called once, when the trace is first read."""
         trace = cls(recorder.data)
         trace._recorder = recorder
         trace._stop = stop
+        trace._start = start
         trace._measure_cost = measure_cost
         trace.meta.update(pid=os.getpid(), host=socket.gethostname(), **_process_identity(), **_clock_origin())
         return trace
@@ -93,17 +99,42 @@ class Trace:
     @property
     def recording_now(self) -> bool:
         """True while the trace is still recording (inside its `with` block, before `stop()`)."""
-        return self._recorder is not None
+        return self._recorder is not None and self._start is None
+
+    def start(self) -> Trace:
+        """Start recording, as entering `with learn.trace() as t:` does, where a `with` block does not fit (a
+        notebook's cells): `t = learn.trace(); t.start()`, then the fit, then `t.stop()`. Returns the trace."""
+        start = self._start
+        if start is None:
+            state = "is recording already" if self.recording_now else "has ended"
+            raise LoopvizError(f"this trace {state}: a trace records once; start a new one with learn.trace() (or "
+                               "loopviz.tracing(obj)).")
+        start()
+        return self
+
+    def started(self) -> None:
+        """Said by the tracer as it starts recording (by `start()` or its own `with`): `start()` is used up."""
+        self._start = None
+
+    def __enter__(self) -> Trace:
+        return self.start()
+
+    def __exit__(self, *exc: Any) -> None:
+        self.stop()
 
     def stop(self) -> Trace:
         """End the recording now, as leaving the `with` block does, and return the trace; nothing happens to a trace
         that has ended. For a trace entered without `with` (or a block that never ends), this puts fastai back."""
+        if self._start is not None:
+            raise LoopvizError(f"{_NOT_STARTED}.")
         if self._stop is not None:
             self._stop()
         self.finish()
         return self
 
     def _check(self) -> None:
+        if self._start is not None:
+            raise LoopvizError(f"{_NOT_STARTED}.")
         if self._recorder is not None:
             raise LoopvizError("this trace is still recording; read it after the `with learn.trace()` block ends, "
                                "or end it now with `t.stop()`.")
@@ -271,6 +302,8 @@ class Trace:
         return trace_tables(self)
 
     def __str__(self) -> str:
+        if self._start is not None:
+            return f"<Trace: {_NOT_STARTED}>"
         if self.recording_now:
             return _RECORDING
         self._check()
@@ -282,8 +315,8 @@ class Trace:
         return _RECORDING if self.recording_now else str(self)
 
     def _repr_html_(self) -> str:
-        if self.recording_now:
-            return f"<p><code>{html.escape(_RECORDING)}</code></p>"
+        if self._start is not None or self.recording_now:
+            return f"<p><code>{html.escape(str(self))}</code></p>"
         self._check()
         from loopviz.trace.display import trace_html
 
@@ -292,8 +325,8 @@ class Trace:
     def _repr_mimebundle_(self, include: Any = None, exclude: Any = None, **kwargs: Any) -> dict[str, str]:
         """What a notebook shows for a cell ending in the trace: its tables as text and HTML in one bundle, made
         once (IPython then calls neither `_repr_html_` nor `__repr__`, nor rich's pretty-printer if installed)."""
-        if self.recording_now:
-            return {"text/plain": _RECORDING, "text/html": self._repr_html_()}
+        if self._start is not None or self.recording_now:
+            return {"text/plain": str(self), "text/html": self._repr_html_()}
         self._check()
         from loopviz.trace.display import bundle, trace_tables
 

@@ -12,6 +12,7 @@ from loopviz.adapters.fastai.spec import LOOPS, build_spec
 from loopviz.adapters.fastai.tracer import TraceSession
 from loopviz.errors import LoopvizError
 from loopviz.model import LoopSpec
+from loopviz.trace.trace import Trace
 
 __all__ = ["LOOPS", "loop_spec", "trace", "fit", "callback", "default_target"]
 
@@ -21,9 +22,9 @@ def loop_spec(learn: Learner, loop: str = "fit", cbs: Sequence[Any] = ()) -> Loo
     return build_spec(learn, loop=loop, cbs=list(cbs))
 
 
-def trace(learn: Learner, **options: Any) -> TraceSession:
-    """`learn.trace(**options)`: a context manager giving the `Trace` of what runs inside it."""
-    return TraceSession(learn, **options)
+def trace(learn: Learner, **options: Any) -> Trace:
+    """`learn.trace(**options)`: the `Trace` of what runs inside `with` it (or between its start() and stop())."""
+    return TraceSession(learn, **options).trace
 
 
 def fit(learn: Learner, epochs: int, cbs: Sequence[Any] = ()) -> None:

@@ -334,7 +334,7 @@ class TraceSession:
         self.recorder.vocabulary(dispatch_label=DISPATCH_LABEL, range_prefix=RANGE_PREFIX,
                                  batch_events=("before_batch", "after_batch"),
                                  skip_statuses={STATUS[code]: why for why, code in SKIP_STATUS.items() if why})
-        self.trace = Trace.recording(self.recorder, stop=self._stop, measure_cost=cost_measure(
+        self.trace = Trace.recording(self.recorder, stop=self._stop, start=self.__enter__, measure_cost=cost_measure(
             self.changes, self.tensors, self.ranges, self.waits is not None, self.clock.name, now is not None))
         self.trace.tracked_changes = self.changes or self.tensors
         self.trace.tracked_waits = self.waits is not None
@@ -364,6 +364,7 @@ class TraceSession:
         # Ends the trace once: on exit, on t.stop(), or when the learner is collected (the finalizer holds
         # the state and the trace, which hold the learner only weakly).
         self._ending = weakref.finalize(learn, _end, id(learn), state, self.trace)
+        self.trace.started()
         try:
             _patch_overriding_classes(learn)
             if state.data_timing is not None:
@@ -412,7 +413,7 @@ def trace(
     ranges: bool = False,  # Also open a torch.profiler range (record_function) per event, handler call and piece of work, while a profiler (or emit_nvtx) is recording
     waits: bool = False,  # Also find the callback calls and work that make the host wait for the GPU (.item(), .cpu(), printing a tensor), and how long: needs CUDA
     data: bool = False,  # Also time the data loop inside `draw`: each stage and transform of every batch, in the loader's worker processes too
-) -> TraceSession:
-    "Record every event firing, callback call and the work between events of what runs inside `with`"
+) -> Trace:
+    "Record every event firing, callback call and the work between events of what runs inside `with` (or between `t.start()` and `t.stop()`)"
     return TraceSession(self, clock=clock, max_calls=max_calls, max_firings=max_firings, changes=changes,
-                        tensors=tensors, ranges=ranges, waits=waits, data=data)
+                        tensors=tensors, ranges=ranges, waits=waits, data=data).trace

@@ -32,6 +32,7 @@ from loopviz.adapters.torch_loader import first_loader, torch_data_loop
 from loopviz.dataloop import DataLoop
 from loopviz.errors import LoopvizError
 from loopviz.model import LoopSpec
+from loopviz.trace.trace import Trace
 
 __all__ = ["LOOPS", "FRAMEWORK", "lightning_spec", "LightningTracer", "loop_spec", "trace", "fit", "callback",
            "hook_owners", "handler_objects", "overrides", "default_trainer"]
@@ -60,9 +61,10 @@ def loop_spec(obj: Any, loop: str = "fit", cbs: Sequence[Any] = (), model: Any =
     return lightning_spec(trainer, module, loop, cbs)
 
 
-def trace(obj: Any, clock: str = "auto", changes: bool = False, waits: bool = False, **options: Any) -> LightningTracer:
-    """A context manager tracing the hooks of a Trainer (or of any trainer running a LightningModule); `data=True`
-    also times its loaders' loops (the dataset's items and the collate function, in the worker processes too)."""
+def trace(obj: Any, clock: str = "auto", changes: bool = False, waits: bool = False, **options: Any) -> Trace:
+    """The `Trace` of the hooks a Trainer (or any trainer running a LightningModule) calls inside `with` it (or between
+    its start() and stop()); `data=True` also times its loaders' loops (the dataset's items and the collate function,
+    in the worker processes too)."""
     from loopviz.trace.clock import make_clock
 
     if changes:
@@ -70,7 +72,7 @@ def trace(obj: Any, clock: str = "auto", changes: bool = False, waits: bool = Fa
     if waits:
         raise LoopvizError("waits for the GPU are recorded for fastai learners only; trace without waits.")
     _pair(obj)
-    return LightningTracer(obj, clock=make_clock(clock), **options)
+    return LightningTracer(obj, clock=make_clock(clock), **options).trace
 
 
 def data_loop(trainer: pl.Trainer, which: str = "train") -> DataLoop:

@@ -305,7 +305,7 @@ class LightningTracer:
         self.target_name = type(target).__name__
         self.rec = Recorder(clock, max_calls=max_calls, max_firings=max_firings, now=now)  # now: the host clock
         self.now = self.rec.now
-        self.trace = Trace.recording(self.rec, stop=self._stop,
+        self.trace = Trace.recording(self.rec, stop=self._stop, start=self.__enter__,
                                      measure_cost=cost_measure(self.rec.clock.name, now is not None))
         self.open: list[list[Any]] = []  # the open firings, innermost last (see _HOOK...)
         # the pending firing: the innermost open one, once its dispatch returned, until the next dispatch (which joins
@@ -343,6 +343,7 @@ class LightningTracer:
             # Ends the trace once: on exit, on t.stop(), or when the target is collected (the finalizer holds this
             # tracer, which holds its target only weakly).
             self._ending = weakref.finalize(target, instrument.run_or_defer, self._end)
+        self.trace.started()
         self.trace.meta.update(_model_facts(target))
         return self.trace
 
