@@ -84,7 +84,7 @@ def test_profiler_sees_fastai_ranges_and_kernels_inside_loopviz_forward_work(tmp
     prof.export_chrome_trace(str(exported))  # a profile exports once: both readers read the file
     events = profiler_events(exported)["traceEvents"]
     names = {e.get("name") for e in events if e.get("cat") == "user_annotation"}
-    assert {"fastai before_batch (train)", "fastai after_pred (train)", "fastai work after before_batch",
+    assert {"fastai before_batch (train)", "fastai after_pred (train)", "fastai forward",
             "fastai Recorder.after_batch"} <= names
     assert any(e.get("cat") == "kernel" for e in events), "no CUDA kernel in the profiler trace"
 
@@ -93,7 +93,7 @@ def test_profiler_sees_fastai_ranges_and_kernels_inside_loopviz_forward_work(tmp
     spans = [e for e in merged["traceEvents"] if e.get("ph") == "X"]
     forward = sorted((e for e in spans if e.get("cat") == "work" and e["name"] == "forward"), key=lambda e: e["ts"])
     launched = sorted((e for e in spans if e.get("cat") == "user_annotation"
-                       and e["name"] == "fastai work after before_batch"), key=lambda e: e["ts"])
+                       and e["name"] == "fastai forward"), key=lambda e: e["ts"])
     assert len(forward) == len(launched) == 7  # 6 training batches and 1 validation batch
     kernels = {e["args"]["correlation"]: e for e in spans
                if e.get("cat") == "kernel" and e.get("args", {}).get("correlation") is not None}

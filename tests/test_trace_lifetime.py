@@ -190,7 +190,7 @@ def test_a_session_is_entered_once():
     session = learn.trace()
     with session:
         pass
-    with pytest.raises(LoopvizError, match="has been used; start a new one"):
+    with pytest.raises(LoopvizError, match="has ended: a trace records once; start a new one"):
         session.__enter__()
 
 

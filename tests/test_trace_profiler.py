@@ -251,3 +251,26 @@ def test_pairing_ranges_with_firings_grows_about_linearly(monkeypatch, events):
     large, first_large = pairing_work(monkeypatch, 1600, events)
     assert first == 200 * events // 4 and first_large == 1600 * events // 4  # the run nearest Unix time's placement
     assert large < 16 * small  # 8x the firings; quadratic pairing did 64x the work
+
+
+def test_the_profiler_can_still_export_after_the_merge_and_an_earlier_export_is_named(tmp_path):
+    """torch exports a profile once ('Trace is already saved.'): the merge leaves the profiler exporting the same
+    trace, and a profiler the user exported first is refused with what to pass instead."""
+    import gzip
+
+    t, prof = traced_and_profiled(tmp_path)
+    t.to_perfetto_with(prof, tmp_path / "merged.json")
+    prof.export_chrome_trace(str(tmp_path / "mine.json"))  # still works
+    mine = json.loads((tmp_path / "mine.json").read_text())
+    assert any(e.get("name") == "aten::mul" for e in mine["traceEvents"])
+    prof.export_chrome_trace(str(tmp_path / "mine.json.gz"))
+    assert json.loads(gzip.decompress((tmp_path / "mine.json.gz").read_bytes())) == mine
+    again = json.loads(t.to_perfetto_with(prof, tmp_path / "again.json").read_text())  # and a second merge
+    assert again["traceEvents"] == json.loads((tmp_path / "merged.json").read_text())["traceEvents"]
+
+    t, prof = traced_and_profiled(tmp_path)
+    prof.export_chrome_trace(str(tmp_path / "exported.json"))
+    with pytest.raises(LoopvizError, match=r"exported already, and torch exports a profile only once: pass the file"):
+        t.to_perfetto_with(prof, tmp_path / "merged.json")
+    merged = json.loads(t.to_perfetto_with(tmp_path / "exported.json", tmp_path / "merged.json").read_text())
+    assert any(e.get("cat") == "work" for e in merged["traceEvents"])

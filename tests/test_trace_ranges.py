@@ -56,8 +56,9 @@ def test_every_event_firing_has_a_range_and_operators_sit_in_the_right_work(tmp_
                     for e, p in zip(t.firings_df()["event"].astype(str), t.firings_df()["phase"]))
     assert {name: n for name, n in Counter(r[2] for r in ranges).items() if name in fired} == dict(fired)
     assert_nested(ranges)
-    forward = spans(events, f"{PREFIX}work after before_batch")
-    backward = spans(events, f"{PREFIX}work after before_backward")
+    forward = spans(events, f"{PREFIX}forward")  # each range of work named by what the work is, as the summary does
+    backward = spans(events, f"{PREFIX}backward")
+    assert {r[2] for r in ranges} >= {f"{PREFIX}draw", f"{PREFIX}loss", f"{PREFIX}step", f"{PREFIX}zero_grad"}
     muls = spans(events, "aten::mul")  # the model's forward is a*x+b (RegModel); Recorder's loss average multiplies too
     batches = int((t.firings_df()["event"].astype(str) == "before_batch").sum())
     assert sum(inside(op, forward) for op in muls) == batches  # one forward per batch, each inside its forward work

@@ -15,6 +15,7 @@ metadata included) move to a free pid, and the process name keeps the real one.
 from __future__ import annotations
 
 import bisect
+import gzip
 import itertools
 import json
 import math
@@ -46,19 +47,18 @@ def call_range(prefix: str, callback: str, event: str) -> str:
     return f"{prefix} {callback}.{event}"
 
 
-def work_range(prefix: str, event: str) -> str:
-    """The name of the range of the work after `event`, until the next firing."""
-    return f"{prefix} {_WORK_AFTER}{event}"
+def work_range(prefix: str, event: str, work: str | None = None) -> str:
+    """The name of the range of the work after `event`, until the next firing: the work's own name where the
+    adapter knows it (`fastai draw`, `fastai forward`), else `fastai work after <event>`."""
+    return f"{prefix} {work}" if work else f"{prefix} {_WORK_AFTER}{event}"
 
 
 def profiler_events(profiler: Any) -> dict[str, Any]:
     """The Kineto Chrome trace of a `torch.profiler.profile` (after it stopped), or of its exported JSON file; each
     field the merge reads checked (`checked_profiler_trace`)."""
     if hasattr(profiler, "export_chrome_trace"):
-        with tempfile.TemporaryDirectory() as folder:
-            path = Path(folder) / "kineto.json"
-            profiler.export_chrome_trace(str(path))
-            return checked_profiler_trace(json.loads(path.read_text(encoding="utf-8")), "the profiler's export")
+        text = _exported(profiler)
+        return checked_profiler_trace(json.loads(text), "the profiler's export")
     if isinstance(profiler, (str, Path)):
         return checked_profiler_trace(_profiler_file(profiler), repr(str(profiler)))
     data = profiler
@@ -66,6 +66,37 @@ def profiler_events(profiler: Any) -> dict[str, Any]:
         raise LoopvizError("profiler must be a torch.profiler.profile, or the Chrome trace it exported (a path or its "
                            "JSON data with 'traceEvents').")
     return checked_profiler_trace(data, "the profiler's trace")
+
+
+def _exported(profiler: Any) -> str:
+    """The Chrome trace text of a stopped `torch.profiler.profile`. torch exports a profile once (a second
+    `export_chrome_trace` raises 'Trace is already saved.'), so the profiler is left exporting this same text to any
+    path it is given after (gzipped for a '.gz' path, as torch does): the user's own export still works."""
+    with tempfile.TemporaryDirectory() as folder:
+        path = Path(folder) / "kineto.json"
+        try:
+            profiler.export_chrome_trace(str(path))
+        except RuntimeError as error:
+            if "already saved" not in str(error):
+                raise
+            raise LoopvizError("this profiler's trace was exported already, and torch exports a profile only once: "
+                               "pass the file you exported instead, t.to_perfetto_with('exported.json', path)."
+                               ) from None
+        text = path.read_text(encoding="utf-8")
+    if not getattr(profiler.export_chrome_trace, "__loopviz_export__", False):
+        profiler.export_chrome_trace = _export_again(text)
+    return text
+
+
+def _export_again(text: str) -> Any:
+    """An `export_chrome_trace(path)` that writes `text` (the profile torch exported once) to `path`."""
+
+    def export_chrome_trace(path: str) -> None:
+        data = text.encode("utf-8")
+        Path(path).write_bytes(gzip.compress(data) if str(path).endswith(".gz") else data)
+
+    export_chrome_trace.__loopviz_export__ = True  # type: ignore[attr-defined]
+    return export_chrome_trace
 
 
 def _profiler_file(path: str | Path) -> dict[str, Any]:
@@ -191,14 +222,11 @@ def _process_title(name: str | None, pid: int, info: dict[str, Any]) -> str:
     return f"torch.profiler: {name or 'CPU'} (pid {pid})"
 
 
-def _firing_ranges(events: list[dict[str, Any]], prefix: str | None) -> list[dict[str, Any]]:
-    """The profiler's ranges of event firings (`firing_range`; not `call_range` or `work_range`), in time order; none
-    for a trace whose adapter opens no ranges (`prefix` None)."""
-    if prefix is None:
-        return []
+def _firing_ranges(events: list[dict[str, Any]], names: set[str]) -> list[dict[str, Any]]:
+    """The profiler's ranges of event firings, in time order: those named as a firing of the trace is (`names`,
+    each `firing_range`'s name; a work range is named by its work, a handler call's range by its callback)."""
     return sorted((e for e in events if e.get("ph") == "X" and e.get("cat") == "user_annotation"
-                   and str(e.get("name", "")).startswith(f"{prefix} ") and "." not in e["name"]
-                   and not e["name"].startswith(f"{prefix} {_WORK_AFTER}")), key=lambda e: e["ts"])
+                   and e.get("name") in names), key=lambda e: e["ts"])
 
 
 def merged_with_profiler(trace: Any, profiler: Any) -> dict[str, Any]:
@@ -216,8 +244,8 @@ def merged_with_profiler(trace: Any, profiler: Any) -> dict[str, Any]:
     placed = "unix time"
     fired = sorted((e for e in ours["traceEvents"] if e.get("cat") == "event"), key=lambda e: e["ts"])
     prefix = trace.meta.get("range_prefix")
-    ranges = _firing_ranges(theirs, prefix)
-    names = [firing_range(prefix, e["name"], e["args"]["phase"]) for e in fired] if ranges else []
+    names = [firing_range(prefix, e["name"], e["args"]["phase"]) for e in fired] if prefix is not None else []
+    ranges = _firing_ranges(theirs, set(names))
     paired = _pairs(names, fired, ranges)
     if paired:
         offset = _offset(paired)

@@ -141,6 +141,18 @@ WORK_BETWEEN: dict[tuple[str, str], str] = {
 }
 
 
+def _work_after() -> dict[str, str]:
+    """The work that follows each event, where only one can (after before_batch, always forward)."""
+    names: dict[str, set[str]] = {}
+    for (first, _), name in WORK_BETWEEN.items():
+        names.setdefault(first, set()).add(name)
+    return {first: next(iter(found)) for first, found in names.items() if len(found) == 1}
+
+
+# event -> the work after it (a range opened as that work starts, before the next event is known, is named so)
+WORK_AFTER: dict[str, str] = _work_after()
+
+
 def describe_event(name: str) -> str:
     """Our description of a fastai event; a clear stand-in for events fastai added after 2.8."""
     return EVENT_DESCRIPTIONS.get(name, f"An event of this fastai version that loopviz has no description for: {name}.")

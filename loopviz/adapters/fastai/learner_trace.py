@@ -16,6 +16,7 @@ from fastai.callback import core as fastai_core
 from fastai.callback.core import Callback
 from fastai.learner import Learner
 
+from loopviz.adapters.fastai.descriptions import WORK_AFTER
 from loopviz.adapters.fastai.changes import changed_state, state_snapshot
 from loopviz.adapters.fastai.handlers import callback_info, overrides_call, skip_reason
 from loopviz.adapters.fastai.timed import (
@@ -511,7 +512,7 @@ class LearnerTrace:
             if event_range is not None:
                 _exit_range(event_range)
             if _recording():
-                self.work_range = _enter_range(work_range(RANGE_PREFIX, event), None)
+                self.work_range = _enter_range(work_range(RANGE_PREFIX, event, WORK_AFTER.get(event)), None)
         if self.waits is not None:
             if self.work_wait is not None:
                 self.close_work_wait()
