@@ -1,4 +1,5 @@
-"""`Trace.plot`: one loop at a time (chosen by index), one colour per name everywhere, a figure pyplot never holds."""
+"""`Trace.plot`: one loop at a time (chosen by index), one colour per name everywhere, by family, pyplot's current
+figure (saved by plt.savefig or by `t.plot('fit.png')`)."""
 from __future__ import annotations
 
 import re
@@ -12,9 +13,8 @@ from matplotlib.collections import PolyCollection
 
 from loopviz.errors import LoopvizError
 from loopviz.loop import Loop
-from loopviz.renderers.palette import PALETTE
 from loopviz.trace.batches import resolve_loop
-from loopviz.trace.plot import OTHER, series_colours
+from loopviz.trace.families import FAMILIES, OTHER, RAMPS, family_of, series_colours
 from loopviz.trace.trace import Trace
 
 FIT = "fine_tune > fit_one_cycle > fit"
@@ -51,7 +51,13 @@ def timeline_colours(ax) -> dict[str, set[str]]:
 def legend_colours(fig) -> dict[str, str]:
     legend = fig.legends[0]
     return {text.get_text(): matplotlib.colors.to_hex(handle.get_facecolor())
-            for text, handle in zip(legend.get_texts(), legend.legend_handles)}
+            for text, handle in zip(legend.get_texts(), legend.legend_handles) if handle.get_visible()}
+
+
+def legend_headers(fig) -> list[str]:
+    legend = fig.legends[0]
+    return [text.get_text() for text, handle in zip(legend.get_texts(), legend.legend_handles)
+            if not handle.get_visible()]
 
 
 def test_fine_tune_plots_one_loop_at_a_time(tuned):
@@ -70,7 +76,9 @@ def test_fine_tune_plots_one_loop_at_a_time(tuned):
         low, high = top.get_xlim()
         labels = [t.get_text() for t in top.get_xticklabels() if low <= t.get_position()[0] <= high]
         assert labels == [str(i) for i in range(n)]
-        assert plt.get_fignums() == before
+        assert plt.gcf() is fig  # pyplot's current figure: plt.savefig and plt.show see it
+        plt.close(fig)
+    assert plt.get_fignums() == before
 
 
 def test_the_timeline_is_one_batch_of_the_chosen_loop_in_ms_from_its_start(tuned):
@@ -95,24 +103,35 @@ def test_a_name_has_one_colour_in_the_stack_the_timeline_and_the_legend(tuned):
     fig = tuned.plot(loop=1)
     top, bottom = fig.axes
     stack, legend = stacked_colours(top), legend_colours(fig)
-    assert stack == legend and len(stack) == 15  # fastai's 7 kinds of work and 8 training events
-    assert len(set(stack.values())) == len(stack)
-    assert set(stack.values()) <= set(PALETTE)
+    assert stack == legend and len(set(stack.values())) == len(stack)  # no two series share a colour
     timeline = timeline_colours(bottom)
     assert {"draw", "before_batch", "after_batch"} <= set(timeline)
     for name, colours in timeline.items():
         assert colours == {legend[name]}, name  # callbacks are drawn in their event's colour
+    # by family: the data orange, the model blue, the optimizer green, the events (the callbacks') purple
+    assert stack["draw"] in RAMPS["data"] and stack["step"] in RAMPS["optimizer"]
+    assert {stack[name] for name in ("forward", "loss", "backward")} <= set(RAMPS["model"])
+    assert stack["before_batch"] in RAMPS["callbacks"] and stack["after_batch"] in RAMPS["callbacks"]
+    assert legend_headers(fig) == [f for f in reversed(FAMILIES) if any(
+        family_of(name, "event" if name.startswith(("before_", "after_")) else "work") == f for name in stack)]
+    plt.close(fig)
 
 
-def test_colours_do_not_depend_on_order_and_never_repeat_up_to_16():
-    names = [f"series {i}" for i in range(16)]
-    colours = series_colours(names)
-    assert colours == series_colours(list(reversed(names)))
-    assert sorted(colours.values()) == sorted(PALETTE)
-    assert series_colours(["other", "a"])["other"] == "#7f7f7f"
+def test_a_family_is_one_hue_its_largest_series_the_darkest_and_each_series_apart():
+    kinds = {"draw": "work", "forward": "work", "backward": "work", "before_batch": "event", "after_batch": "event",
+             "after_pred": "event", "wait for the GPU": "work", "setup": "work", OTHER: "work"}
+    names = ["draw", "forward", "backward", "before_batch", "after_batch", "after_pred", "wait for the GPU", "setup",
+             OTHER]
+    colours = series_colours(names, kinds)
+    assert len(set(colours.values())) == len(names)
+    assert colours["forward"] == RAMPS["model"][0] and colours["backward"] == RAMPS["model"][1]
+    assert colours["wait for the GPU"] == RAMPS["waits"][0] and colours[OTHER] == RAMPS["other"][-1]
+    assert [colours[n] for n in ("before_batch", "after_batch", "after_pred")] == list(RAMPS["callbacks"][:3])
+    every = [c for ramp in RAMPS.values() for c in ramp]
+    assert len(every) == len(set(every))  # no shade in two families
 
 
-def test_past_16_names_the_smallest_fold_into_other():
+def test_past_a_familys_shades_the_smallest_fold_into_other():
     loop = Loop("many")
     with loop.trace() as t:
         for iteration in range(3):
@@ -124,9 +143,29 @@ def test_past_16_names_the_smallest_fold_into_other():
                     loop.event(f"e{k:02d}")
     fig = t.plot()
     legend = legend_colours(fig)
-    assert len(legend) == 16 and OTHER in legend and len(set(legend.values())) == 16
+    callbacks, rest = len(RAMPS["callbacks"]), len(RAMPS["other"]) - 1
+    assert len(legend) == callbacks + rest + 1 and OTHER in legend and len(set(legend.values())) == len(legend)
     assert stacked_colours(fig.axes[0]) == legend
+    assert legend_headers(fig) == ["other", "callbacks"]
     assert fig.axes[0].get_title(loc="left") == "Loop 0 'many': time per batch (3 of them)"
+    plt.close(fig)
+
+
+def test_a_plot_saves_by_pyplot_or_by_name(tuned, tmp_path):
+    tuned.plot(loop=0)
+    plt.savefig(tmp_path / "pyplot.png")  # the figure t.plot() drew, not a blank one
+    plt.close("all")
+    fig = tuned.plot(tmp_path / "named.png")
+    plt.close(fig)
+    fig = tuned.plot(1, tmp_path / "named.svg")
+    plt.close(fig)
+    for name in ("pyplot.png", "named.png"):
+        assert (tmp_path / name).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and (tmp_path / name).stat().st_size > 30_000
+    assert b"<svg" in (tmp_path / "named.svg").read_bytes()[:500]
+    with pytest.raises(LoopvizError, match="a plot is saved as .pdf, .png, .svg"):
+        tuned.plot(0, tmp_path / "plot.txt")
+    with pytest.raises(LoopvizError, match="the folder .* does not exist"):
+        tuned.plot(0, tmp_path / "missing" / "plot.png")
 
 
 def test_the_legend_sits_right_of_both_panels(tuned):

@@ -231,7 +231,8 @@ def _table(df: pd.DataFrame, name: str) -> str:
 def _batch_sections(trace: Any, main: int) -> list[str]:
     """A stacked chart of time per batch for each loop with batches, and the main loop's slowest batch."""
     from loopviz.trace.batches import loop_batches
-    from loopviz.trace.plot import folded_series, series_colours
+    from loopviz.trace.families import folded_series, series_colours
+    from loopviz.trace.plot import series_kinds
 
     out = []
     for index, label in enumerate(trace.loops):
@@ -239,10 +240,12 @@ def _batch_sections(trace: Any, main: int) -> list[str]:
             batches = loop_batches(trace.data, index)
         except LoopvizError:
             continue  # a loop without batches (an lr_find that stopped at once, a bare validate of nothing)
-        series = folded_series(batches.table)
-        colours = series_colours(list(series.columns))
-        caption = (f"Loop {index} {_text(repr(label))}: each bar is one {batches.what}, stacked by work and event "
-                   "(largest total at the bottom); hover a bar for its figures.")
+        kinds = series_kinds(batches.spans)
+        series = folded_series(batches.table, kinds)
+        colours = series_colours(list(series.columns), kinds)
+        caption = (f"Loop {index} {_text(repr(label))}: each bar is one {batches.what}, stacked by work and event, "
+                   "coloured by family (data, model, optimizer, callbacks, waits, the rest: bottom to top); hover a "
+                   "bar for its figures.")
         if len(series) > MAX_BARS:
             caption += f" {len(series):,} of them are shown as {MAX_BARS} bars, each the mean of consecutive ones."
         body = _stacked_svg(series, batches.table, colours) + _legend(list(series.columns), colours)

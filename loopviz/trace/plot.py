@@ -1,51 +1,38 @@
 """Matplotlib views of one loop of a trace: where each batch's time goes, and its slowest batch as a timeline.
 
-The figure is made by pyplot and closed at once, so pyplot does not hold it: a notebook shows it once, as
-the cell's value (through the inline backend's formatter for figures), and scripts save it with `savefig`.
+The figure is pyplot's current figure, as `plt.subplots()` makes one: `plt.savefig(...)` and `plt.show()` see
+it. In a notebook a figure that is the cell's value is shown once, as that value: pyplot lets it go as the cell
+ends (else the inline backend would show it again); one the cell kept in a name is shown by pyplot, as any.
+Series are coloured by family (`loopviz.trace.families`): data, model, optimizer, callbacks, waits, the rest.
 """
 from __future__ import annotations
 
+import weakref
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import pandas as pd
 
-from loopviz.renderers.palette import PALETTE, pick_colours, rgb
+from loopviz.renderers.palette import rgb
 from loopviz.renderers.sanitise import one_line
 from loopviz.trace.batches import loop_batches, resolve_loop
+from loopviz.trace.families import FAMILIES, OTHER, family_of, folded_series, series_colours
 
 if TYPE_CHECKING:
     from matplotlib.axes import Axes
     from matplotlib.figure import Figure
 
-__all__ = ["plot_trace", "series_colours", "folded_series"]
+__all__ = ["plot_trace", "series_colours", "folded_series", "series_kinds", "OTHER"]
 
-OTHER = "other"
-GREY = "#7f7f7f"  # PALETTE's grey, kept for 'other'
-NEAR = 60  # colours closer than this (RGB distance, 0-255) are hard to tell apart in a stack
 ROWS = {"work": 2, "event": 1, "callback": 0}  # the timeline's row (y) per kind of span
 FONT = 7
+_MADE: list[weakref.ref] = []  # the figures made in the running notebook cell (see _show_once)
 
 
-# -- colours --------------------------------------------------------------------------------------
-
-
-def series_colours(names: list[str]) -> dict[str, str]:
-    """A colour of PALETTE per name, from `pick_colours` with clashes settled in sorted name order, so a name's colour
-    depends on the names present, never on the order they are drawn in; moving on skips colours close to one
-    already taken while a distinct one is free; 'other' (the folded rest) is always grey."""
-    taken = {OTHER: GREY} if OTHER in names else {}
-    return pick_colours(sorted(set(names) - {OTHER}), taken=taken, near=NEAR)
-
-
-def folded_series(table: pd.DataFrame) -> pd.DataFrame:
-    """The per-series columns, largest total first, with the smallest folded into 'other' past len(PALETTE)."""
-    series = table.drop(columns=["epoch", "iter"])
-    series = series[series.sum().sort_values(ascending=False, kind="stable").index]
-    if series.shape[1] <= len(PALETTE):
-        return series
-    keep = list(series.columns[: len(PALETTE) - 1])
-    return series[keep].assign(**{OTHER: series.drop(columns=keep).sum(axis=1)})
+def series_kinds(spans: pd.DataFrame) -> dict[str, str]:
+    """Each series' kind ('work' or 'event') from a loop's spans (a callback's span is named by its event)."""
+    own = spans[spans["kind"] != "callback"]
+    return dict(zip(own["name"].astype(str), own["kind"].astype(str)))
 
 
 def _shown(text: str) -> str:
@@ -65,17 +52,14 @@ def _text_colour(colour: str) -> str:
 def plot_trace(trace: Any, loop: Any = None) -> Figure:
     """Two panels for one loop: time per batch stacked by work and event, and the slowest batch's timeline."""
     import matplotlib.pyplot as plt
-    from matplotlib.backends.backend_agg import FigureCanvasAgg
 
     index = resolve_loop(trace.data, loop)
     batches = loop_batches(trace.data, index)
-    series = folded_series(batches.table)
-    colours = series_colours(list(series.columns))
-    # Made by pyplot so that a notebook's inline backend is loaded (it registers the formatter that shows a
-    # returned Figure), then closed so the notebook shows it once, as the cell's value, not again at cell end.
-    fig = plt.figure(figsize=(12, 7.5), layout="constrained")
-    plt.close(fig)
-    FigureCanvasAgg(fig)  # closing left it a canvas that cannot draw; this one draws and saves without pyplot
+    kinds = series_kinds(batches.spans)
+    series = folded_series(batches.table, kinds)
+    colours = series_colours(list(series.columns), kinds)
+    fig = plt.figure(figsize=(12, 7.5), layout="constrained")  # pyplot's current figure, as plt.subplots() makes
+    _show_once(fig)
     top, bottom = fig.subplots(2, 1, height_ratios=(3, 2))
     worst = int(series.sum(axis=1).to_numpy().argmax())
     _stacked(top, series, colours, worst, batches.what)
@@ -86,8 +70,40 @@ def plot_trace(trace: Any, loop: Any = None) -> Figure:
     epoch, iteration = batches.table.loc[worst, ["epoch", "iter"]]
     bottom.set_title(f"The slowest {batches.what}, #{worst} (epoch {epoch}, iter {iteration}): "
                      f"{series.iloc[worst].sum():.2f} ms", loc="left", fontsize=10)
-    _legend(fig, list(series.columns), colours)
+    _legend(fig, list(series.columns), colours, kinds)
     return fig
+
+
+def _show_once(fig: Figure) -> None:
+    """In a notebook (matplotlib's inline backend), let pyplot go of `fig` as the cell ends if the cell showed it as
+    its value; else the inline backend shows it at the cell's end, as it does any figure pyplot holds."""
+    import matplotlib
+
+    try:
+        from IPython import get_ipython
+    except ImportError:
+        return
+    shell = get_ipython()
+    if shell is None or "inline" not in matplotlib.get_backend():
+        return
+    callbacks = shell.events.callbacks["post_execute"]
+    if _let_shown_go not in callbacks:
+        callbacks.insert(0, _let_shown_go)  # before the inline backend's own, which shows what pyplot holds
+    _MADE.append(weakref.ref(fig))
+
+
+def _let_shown_go() -> None:
+    """IPython's post_execute: close the figures of this cell that the cell showed as its value."""
+    import matplotlib.pyplot as plt
+    from IPython import get_ipython
+
+    shell = get_ipython()
+    shown = getattr(getattr(shell, "last_execution_result", None), "result", None)
+    for ref in _MADE:
+        fig = ref()
+        if fig is not None and fig is shown:
+            plt.close(fig)
+    _MADE.clear()
 
 
 def _stacked(ax: Axes, series: pd.DataFrame, colours: dict[str, str], worst: int, what: str) -> None:
@@ -133,10 +149,19 @@ def _timeline(ax: Axes, spans: pd.DataFrame, colours: dict[str, str]) -> None:
     ax.tick_params(axis="x", labelsize=8)
 
 
-def _legend(fig: Figure, names: list[str], colours: dict[str, str]) -> None:
-    """One legend for both panels, right of the axes, listing the stack from its top down."""
+def _legend(fig: Figure, names: list[str], colours: dict[str, str], kinds: dict[str, str]) -> None:
+    """One legend for both panels, right of the axes: the stack from its top down, family by family, each family
+    under its name."""
     from matplotlib.patches import Patch
 
-    handles = [Patch(facecolor=colours[name], label=_shown(name)) for name in reversed(names)]
-    fig.legend(handles=handles, loc="outside right upper", fontsize=FONT + 1, title="work and events",
-               title_fontsize=FONT + 1, frameon=False)
+    handles = []
+    for family in reversed(FAMILIES):
+        members = [name for name in reversed(names) if family_of(name, kinds.get(name, "work")) == family]
+        if members:
+            handles.append(Patch(visible=False, label=family))
+            handles += [Patch(facecolor=colours[name], label=_shown(name)) for name in members]
+    legend = fig.legend(handles=handles, loc="outside right upper", fontsize=FONT + 1, title="work and events",
+                        title_fontsize=FONT + 1, frameon=False)
+    for text, handle in zip(legend.get_texts(), legend.legend_handles):
+        if not handle.get_visible():
+            text.set_fontweight("bold")

@@ -384,14 +384,36 @@ class Trace:
         self._check()
         return _write(lambda: html_report(self, loop), path)
 
-    def plot(self, loop: int | str | None = None) -> Any:
-        """A matplotlib Figure of one loop: time per training batch stacked by work and event, and its slowest
-        batch as a timeline. `loop` is an index into `loops`, a label that names one loop, or None for the
-        loop with the most training batches. The figure is not registered with pyplot: a notebook shows it once."""
+    def plot(self, loop: int | str | None = None, path: str | Path | None = None) -> Any:
+        """A matplotlib Figure of one loop: time per training batch stacked by work and event, coloured by family
+        (data, model, optimizer, callbacks, waits), and its slowest batch as a timeline. `loop` is an index into
+        `loops`, a label that names one loop, or None for the loop with the most training batches; `path` (or a
+        file name as the only argument, `t.plot('fit.png')`) also saves it there (.png, .svg, .pdf). The figure is
+        pyplot's current one (`plt.savefig`, `plt.show`); a notebook shows it once."""
         self._check()
+        if path is None and isinstance(loop, (str, Path)) and Path(str(loop)).suffix.lower() in _FIGURE_FILES:
+            loop, path = None, loop  # t.plot('fit.png')
+        target = check_output_path("path", path) if path is not None else None
+        if target is not None and target.suffix.lower() not in _FIGURE_FILES:
+            raise LoopvizError(f"path={str(path)!r}: a plot is saved as {', '.join(sorted(_FIGURE_FILES))}; "
+                               "name the file with one of these endings.")
         from loopviz.trace.plot import plot_trace
 
-        return plot_trace(self, loop)
+        fig = plot_trace(self, loop)
+        if target is not None:
+            _write_figure(fig, target)
+        return fig
+
+
+_FIGURE_FILES = frozenset({".png", ".svg", ".pdf"})
+
+
+def _write_figure(fig: Any, path: Path) -> None:
+    """Save a figure, a clear error if writing fails."""
+    try:
+        fig.savefig(path)
+    except OSError as error:
+        raise LoopvizError(f"could not write {str(path)!r}: {error.strerror or error}.") from None
 
 
 def _write(make: Callable[[], Any], path: Any) -> Path:
