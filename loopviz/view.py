@@ -65,7 +65,7 @@ class LoopView:
         """The view as text and HTML (a monospace <pre>, the rich tree's colours for fmt='rich'), in one bundle."""
         from loopviz.trace.display import as_html, pre_html
 
-        page = as_html(self.__rich__()) if self.fmt == "rich" else pre_html(self.text)
+        page = as_html(self.__rich__(), self.width) if self.fmt == "rich" else pre_html(self.text)
         return {"text/plain": self.text, "text/html": page}
 
     def _ipython_display_(self) -> None:
@@ -86,9 +86,20 @@ class LoopView:
         elif self.fmt == "rich":
             from rich.console import Console
 
-            Console().print(self.__rich__())
+            Console(width=_console_width(self.width)).print(self.__rich__())
         else:
             print(self.text)
+
+
+def _console_width(width: int) -> int:
+    """The width a rich view is printed at: the one asked for, no wider than a terminal it is printed to (piped, rich
+    would take 80 columns whatever was asked)."""
+    import shutil
+    import sys
+
+    if sys.stdout.isatty():
+        return min(width, shutil.get_terminal_size().columns)
+    return width
 
 
 def _ipython() -> Any:

@@ -68,3 +68,14 @@ def test_show_training_loop_rich_prints_the_tree(learn, capsys):
     out = capsys.readouterr().out
     assert "before_fit" in out and "Callbacks in call order" in out
     assert str(view).startswith("Start Create")
+
+
+def test_the_printed_rich_view_keeps_the_width_asked_for(learn, capsys):
+    """Piped, rich would print at 80 columns whatever was asked: the view asks for its own width."""
+    widest = {}
+    for width in (60, 100, 160):
+        learn.show_training_loop(fmt="rich", verbose=True, width=width)
+        lines = capsys.readouterr().out.splitlines()
+        widest[width] = max(len(line) for line in lines)
+        assert widest[width] <= width, width
+    assert widest[60] < widest[100] < widest[160]  # (the verbose view's docstrings fill the width)

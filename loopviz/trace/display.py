@@ -198,9 +198,9 @@ def as_text(renderable: Any, width: int = 120, soft_wrap: bool = False) -> str:
     return out.getvalue().rstrip("\n")
 
 
-def as_html(renderable: Any) -> str:
+def as_html(renderable: Any, width: int = 130) -> str:
     """Any rich renderable as HTML, for notebooks: a <pre> in a monospace font, so columns line up."""
-    console = Console(record=True, width=130, file=io.StringIO(), color_system="truecolor", force_jupyter=False)
+    console = Console(record=True, width=width, file=io.StringIO(), color_system="truecolor", force_jupyter=False)
     console.print(renderable)
     return console.export_html(inline_styles=True, code_format=f'<pre style="{PRE_STYLE}">{{code}}</pre>')
 
