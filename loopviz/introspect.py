@@ -11,9 +11,11 @@ callback class replacing it receives every event) and the objects an unknown att
 """
 from __future__ import annotations
 
+import ast
 import functools
 import inspect
 import re
+import textwrap
 import types
 from dataclasses import dataclass
 from typing import Any, Callable, Iterable, Literal, Sequence
@@ -309,9 +311,46 @@ def _handler_doc(found: Found, name: str, info: CallbackInfo, bases: tuple[type,
 
 
 def describe(found: Found, name: str, info: CallbackInfo, base_classes: Iterable[type] = ()) -> Handler:
-    """The `Handler` for a found handler of event `name`: its doc, where the doc came from, its source, how it is reached."""
+    """The `Handler` for a found handler of event `name`: its doc, where the doc came from, its source, how it is
+    reached, and, without a docstring of its own, its first line of code."""
     doc, doc_source = _handler_doc(found, name, info, tuple(base_classes))
-    return Handler(info, doc, doc_source, source_ref(target_function(found.handler)), via=found.via)
+    function = target_function(found.handler)
+    code = first_code_line(function) if doc_source in ("class", "none") else ""
+    return Handler(info, doc, doc_source, source_ref(function), via=found.via, code=code)
+
+
+CODE_LIMIT = 100  # characters of a handler's first line of code shown
+
+
+def first_code_line(function: Any) -> str:
+    """The first line of a function's body that is code (not its docstring), stripped and cut to CODE_LIMIT; '' where
+    no source is kept (a builtin, a lambda in a REPL, a partial)."""
+    code = getattr(function, "__code__", None)
+    return _first_line(code) if code is not None else ""
+
+
+@functools.lru_cache(maxsize=512)
+def _first_line(code: types.CodeType) -> str:
+    try:
+        lines, _ = inspect.getsourcelines(code)
+    except (OSError, TypeError, IndentationError):
+        return ""
+    source = textwrap.dedent("".join(lines))
+    try:
+        tree = ast.parse(source)
+    except SyntaxError:
+        return ""
+    if not tree.body or not isinstance(tree.body[0], (ast.FunctionDef, ast.AsyncFunctionDef, ast.Lambda)):
+        return ""
+    body = tree.body[0].body
+    if body and isinstance(body[0], ast.Expr) and isinstance(getattr(body[0], "value", None), ast.Constant) \
+            and isinstance(body[0].value.value, str):
+        body = body[1:]  # the docstring
+    if not body:
+        return ""
+    segment = ast.get_source_segment(source, body[0]) or ""  # (a one-line def's body too)
+    first = segment.splitlines()[0].strip() if segment else ""
+    return first if len(first) <= CODE_LIMIT else first[:CODE_LIMIT - 1] + "…"
 
 
 def _call_handler(cb: Any, info: CallbackInfo, bases: tuple[type, ...]) -> Handler:
@@ -320,9 +359,10 @@ def _call_handler(cb: Any, info: CallbackInfo, bases: tuple[type, ...]) -> Handl
     own = own_doc(call, bases)
     if own:
         return Handler(info, own, "handler", source_ref(call), via="call")
+    code = first_code_line(call)
     if info.doc:
-        return Handler(info, info.doc, "class", source_ref(call), via="call")
-    return Handler(info, _NO_DOC, "none", source_ref(call), via="call")
+        return Handler(info, info.doc, "class", source_ref(call), via="call", code=code)
+    return Handler(info, _NO_DOC, "none", source_ref(call), via="call", code=code)
 
 
 def handler_for(cb: Any, name: str, info: CallbackInfo | None = None, *, base_classes: Iterable[type] = (),

@@ -87,6 +87,7 @@ class Handler:
     changes: tuple[str, ...] = ()  # learner state this handler was seen to change (from a trace)
     diff: Literal["added", "removed", "moved"] | None = None  # set by loopviz.diff: how this loop differs from another
     was_order: float | None = None  # with diff='moved': the callback's order in the other loop
+    code: str = ""  # the handler's first line of code, for one without a docstring of its own (what it does)
 
     @property
     def runs(self) -> bool:

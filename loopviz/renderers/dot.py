@@ -26,8 +26,8 @@ from loopviz.renderers.flow import EdgeKind, FlowWriter
 from loopviz.renderers.palette import HEAT, HEAT_DARK, callback_colours, heat_index
 from loopviz.renderers.sanitise import NAME_LIMIT, TEXT_LIMIT, cut, one_line, visible
 from loopviz.renderers.shown import (
-    CUSTOM_EVENTS_TITLE, DIFF_MARKS, changes_note, diff_note, footer, handlers_shown, shows_doc, status_note, time_note,
-    via_note,
+    CUSTOM_EVENTS_TITLE, DIFF_MARKS, changes_note, diff_note, footer, handler_doc, handlers_shown, shows_doc,
+    status_note, time_note, via_note,
 )
 
 __all__ = ["dot_graph", "step_ids", "DOC_WIDTH", "THEMES"]
@@ -184,11 +184,6 @@ def _where(step: Event | Work) -> str:
     """`forward (train)`: a step's name and the mode it ran in, for the list of hot spots."""
     mode = step.mode if isinstance(step, Event) else None
     return f"{step.name} ({mode})" if mode else step.name
-
-
-def _own_doc(handler: Handler) -> bool:
-    """True when a handler's doc says something of its own: the class doc is shown once, in the legend."""
-    return handler.doc_source != "class" and not (handler.doc_source == "none" and handler.doc == NO_DOC)
 
 
 def step_ids(spec: LoopSpec) -> list[tuple[str, Event | Work]]:
@@ -372,8 +367,9 @@ class _DotBuilder(FlowWriter):
         changes = changes_note(handler)
         if changes:
             name += f'<BR ALIGN="LEFT"/><FONT POINT-SIZE="8" COLOR="{CHANGE}">{_lines(changes)}</FONT>'
-        if self.verbose and shows_doc(handler) and _own_doc(handler):
-            name += f'<BR ALIGN="LEFT"/><FONT POINT-SIZE="8" COLOR="{MUTED}">{_lines(handler.doc)}</FONT>'
+        said = handler_doc(handler) if self.verbose and shows_doc(handler) else None
+        if said and said != NO_DOC:  # (the class docstring is shown once, in the legend)
+            name += f'<BR ALIGN="LEFT"/><FONT POINT-SIZE="8" COLOR="{MUTED}">{_lines(said)}</FONT>'
         if handler.diff == "added":
             name = f'<B>{DIFF_MARKS["added"]} </B>{name} <FONT COLOR="#15803d">{_esc(diff_note(handler) or "")}</FONT>'
         elif handler.diff == "moved":

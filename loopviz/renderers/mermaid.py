@@ -23,8 +23,8 @@ from loopviz.renderers.flow import EdgeKind, FlowWriter
 from loopviz.renderers.palette import callback_colours
 from loopviz.renderers.sanitise import NAME_LIMIT, TEXT_LIMIT, cut, one_line, visible
 from loopviz.renderers.shown import (
-    CUSTOM_EVENTS_TITLE, DIFF_MARKS, changes_note, diff_note, footer, handlers_shown, shows_doc, status_note, time_note,
-    via_note,
+    CUSTOM_EVENTS_TITLE, DIFF_MARKS, changes_note, class_docs, diff_note, footer, handler_doc, handlers_shown,
+    shows_doc, status_note, time_note, via_note,
 )
 
 __all__ = ["render_mermaid"]
@@ -84,11 +84,14 @@ class _MermaidWriter(FlowWriter):
         self.add(0, "end")
 
     def footer(self) -> None:
-        """Notes, what the times were measured on, and the diff, in one node under the loop."""
-        lines = footer(self.spec)
-        if lines:
+        """Notes, what the times were measured on, and the diff, in one node under the loop; verbose, each callback
+        class's docstring too (once, where each handler says what it does)."""
+        texts = [line.text for line in footer(self.spec)]
+        if self.verbose:
+            texts += [f"{label}: {doc}" for label, doc in class_docs(self.spec)]
+        if texts:
             node = self.new_id("f")
-            self.add(0, f'{node}["{"<br/>".join(_esc(line.text) for line in lines)}"]')
+            self.add(0, f'{node}["{"<br/>".join(_esc(text) for text in texts)}"]')
             self.add(0, f"class {node} footer")
 
     # -- the FlowWriter hooks -------------------------------------------------------------------
@@ -166,8 +169,9 @@ class _MermaidWriter(FlowWriter):
         changes = changes_note(handler)
         if changes:
             text += f"<br/><small>{_esc(changes)}</small>"
-        if self.verbose and shows_doc(handler):
-            text += f"<br/><small>{_esc(handler.doc)}</small>"
+        said = handler_doc(handler) if self.verbose and shows_doc(handler) else None
+        if said:
+            text += f"<br/><small>{_esc(said)}</small>"
         return text
 
 

@@ -19,7 +19,8 @@ from loopviz.model import Event, Handler, LoopSpec, Phase, Step, Work
 from loopviz.renderers.palette import callback_colours
 from loopviz.renderers.sanitise import visible_spec
 from loopviz.renderers.shown import (
-    CUSTOM_EVENTS_TITLE, DIFF_MARKS, changes_note, diff_note, footer, handlers_shown, shows_doc, status_note, via_note,
+    CUSTOM_EVENTS_TITLE, DIFF_MARKS, changes_note, class_docs, diff_note, footer, handler_doc, handlers_shown, shows_doc,
+    status_note, via_note,
 )
 
 __all__ = ["RichLoop", "rich_tree", "render_rich_text"]
@@ -142,8 +143,10 @@ class _TreeBuilder:
         changes = changes_note(handler)
         if changes:
             text.append(f"\n{changes}", style="yellow")
-        text.append("\n")
-        text.append(handler.doc, style="dim italic" if handler.doc_source == "none" else "dim")
+        said = handler_doc(handler)
+        if said:
+            text.append("\n")
+            text.append(said, style="dim italic" if handler.doc_source == "none" and not handler.code else "dim")
         return text
 
     def work(self, parent: Tree, work: Work) -> None:
@@ -174,6 +177,9 @@ class _TreeBuilder:
         )
         if self.verbose:
             legend.append(f"   {sym['work']} work between events", style="dim")
+            for label, doc in class_docs(self.spec):  # each class's docstring once; under each handler, what it does
+                legend.append(f"\n{label}: ", style="bold")
+                legend.append(doc, style="dim")
         return legend
 
 

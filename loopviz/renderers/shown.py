@@ -39,6 +39,28 @@ def handlers_shown(event: Event, verbose: bool) -> list[Handler]:
     return [h for h in event.handlers if verbose or h.runs or h.disabled or h.diff == "removed"]
 
 
+def handler_doc(handler: Handler) -> str | None:
+    """What a verbose view says under a handler: its own docstring, else what it does (its first line of code), else
+    that it has none; None for a handler described only by its class's docstring, which a view shows once, with
+    the callbacks (`class_docs`), not at every event."""
+    if handler.doc_source in ("handler", "inherited"):
+        return handler.doc
+    if handler.code:
+        return f"does: {handler.code}"
+    return None if handler.doc_source == "class" else handler.doc
+
+
+def class_docs(spec: LoopSpec) -> list[tuple[str, str]]:
+    """(callback label, the first paragraph of its class docstring) for each callback of the loop that has one: a
+    verbose view shows them once."""
+    found = []
+    for info in spec.callbacks:
+        doc = (info.doc or "").strip()
+        if doc:
+            found.append((info.label, " ".join(doc.split("\n\n")[0].split())))
+    return found
+
+
 def shows_doc(handler: Handler) -> bool:
     """True when a verbose view prints the handler's docstring (not for a handler that is skipped here)."""
     return handler.runs or handler.disabled

@@ -12,7 +12,8 @@ from loopviz.checks import check_spec
 from loopviz.model import Event, Handler, LoopSpec, Phase, Step, Work
 from loopviz.renderers.sanitise import one_line, visible_spec
 from loopviz.renderers.shown import (
-    CUSTOM_EVENTS_TITLE, DIFF_MARKS, changes_note, footer, handlers_shown, shows_doc, status_note, via_note,
+    CUSTOM_EVENTS_TITLE, DIFF_MARKS, changes_note, class_docs, footer, handler_doc, handlers_shown, shows_doc,
+    status_note, via_note,
 )
 
 __all__ = ["render_text", "callback_list"]
@@ -148,14 +149,15 @@ class _TextWriter:
             parts.append(handler.source.short())
         if handler.timing:
             parts.append(f"[{handler.timing.short()}]")
-        if handler.doc_source in ("class", "inherited") and shows_doc(handler):
-            parts.append(f"(doc: {'class docstring' if handler.doc_source == 'class' else 'inherited'})")
+        if handler.doc_source == "inherited" and shows_doc(handler):
+            parts.append("(doc: inherited)")
         self.wrap("  ".join(parts), indent)
         changes = changes_note(handler)
         if changes:
             self.wrap(changes.removeprefix("changes: "), indent + 4, first="changes: ", hang=9)
-        if shows_doc(handler):
-            self.wrap(handler.doc, indent + 4)
+        said = handler_doc(handler) if shows_doc(handler) else None
+        if said:
+            self.wrap(said, indent + 4)
 
     def work(self, work: Work, indent: int) -> None:
         """A piece of work between events (verbose mode only)."""
@@ -173,6 +175,8 @@ class _TextWriter:
         cbs = ", ".join(f"{c.label} ({_order(c.order)})" for c in spec.callbacks) or "none"
         self.wrap(f"The {spec.loop} loop of {spec.framework}. Callbacks in call order: {cbs}.", 0)
         self.wrap("Legend: ' - ' an event and the callbacks called there; ' ~ ' work done between events.", 0)
+        for label, doc in class_docs(spec):  # each class's docstring once; under each handler, what it does
+            self.wrap(doc, 0, first=f"  {label}: ", hang=4)
         self.lines.append("")
 
     def custom(self, spec: LoopSpec) -> None:
