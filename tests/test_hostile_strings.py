@@ -26,7 +26,8 @@ from rich.console import Console
 
 from loopviz import LoopDiagram, LoopvizError, render_mermaid, render_text
 from loopviz.renderers.rich_tree import RichLoop, render_rich_text
-from loopviz.renderers.sanitise import NAME_LIMIT, TEXT_LIMIT, cut
+from loopviz.renderers.sanitise import NAME_LIMIT, TEXT_LIMIT, cut, visible_spec
+from loopviz.renderers.shown import class_docs, handler_doc
 from loopviz.trace.trace import Trace
 from tests.test_render_mermaid import official_parse
 
@@ -92,13 +93,16 @@ def shows_names(out: str, spec: Any, limit: int | None = None) -> None:
 
 
 def shows_docs(out: str, spec: Any) -> None:
-    """Every line of every handler's docstring is there, escaped (the printed views do not cut)."""
+    """Every line of what each handler says (its own docstring, else its first line of code) is there, escaped (the
+    printed views do not cut), and each callback class's docstring once, with the callbacks."""
     out = flat(out)
     for event in spec.events():
         for handler in event.handlers:
-            if handler.runs:
-                for line in shown(handler.doc, multiline=True).splitlines():
-                    assert flat(line) in out, f"{line[:80]!r} is not shown"
+            said = handler_doc(handler) if handler.runs else None
+            for line in shown(said or "", multiline=True).splitlines():
+                assert flat(line) in out, f"{line[:80]!r} is not shown"
+    for label, doc in class_docs(visible_spec(spec)):
+        assert flat(doc) in out, f"{label}'s docstring {doc[:80]!r} is not shown"
 
 
 def rich_printed(renderable: Any, colour: bool) -> str:
