@@ -9,6 +9,7 @@ command's name) shows the traceback instead. TARGET modules are imported with th
 """
 from __future__ import annotations
 
+import contextlib
 import importlib
 import json
 import os
@@ -16,7 +17,7 @@ import runpy
 import sys
 import traceback
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, Iterator
 
 import click
 
@@ -299,10 +300,13 @@ def show(ctx: click.Context, target: str | None, verbose: bool, fmt: str | None,
         _check_printable(chosen, output, "loop")
         _output_path(_file(output))
         obj, adapter = load_target(target)
-        which = loop or next(iter(adapter.load().LOOPS))
+        loops = list(adapter.load().LOOPS)
+        if loop is not None and loop not in loops:  # a usage error (exit 2), as click's own are
+            raise click.UsageError(f"--loop {loop!r}: {adapter.describes} runs these loops: {', '.join(loops)}.")
+        which = loop or loops[0]
         if start_epoch and adapter.name != "fastai":
-            raise Failure(f"--start-epoch is an option of fastai's fit; a {adapter.describes.removeprefix('a ')} has "
-                          "no such option: leave it out.")
+            raise click.UsageError(f"--start-epoch is an option of fastai's fit; a "
+                                   f"{adapter.describes.removeprefix('a ')} has no such option: leave it out.")
         if start_epoch:  # fastai's own option of fit: its spec builder previews it (and checks the loop takes it)
             from loopviz.adapters.fastai.spec import build_spec
 
@@ -356,7 +360,8 @@ def trace(ctx: click.Context, target: str | None, epochs: int, clock: str, chang
         module = adapter.load()
         callbacks = _callbacks(adapter, cbs)
         quiet = adapter.name == "fastai" and not _stdout_is_terminal()
-        with obj.no_bar() if quiet else nullcontext():  # outside the trace: the trace is of the fit that ran
+        # outside the trace: the trace is of the fit that ran
+        with obj.no_bar() if quiet else nullcontext(), _epoch_lines(obj) if quiet else nullcontext():
             with module.trace(obj, clock=clock, changes=changes, waits=waits, **({"data": True} if data else {})) as t:
                 module.fit(obj, epochs, callbacks)
         click.echo(report_text(t, None if all_rows else top))
@@ -364,6 +369,25 @@ def trace(ctx: click.Context, target: str | None, epochs: int, clock: str, chang
             click.echo(f"wrote {t.save(output)}")
 
     _guard(ctx.obj["debug"], run)
+
+
+@contextlib.contextmanager
+def _epoch_lines(learn: Any) -> Iterator[None]:
+    """Without its progress bar fastai's Recorder prints each epoch as a raw list (`[0, 11.8, 12.1, '00:00']`) among
+    the report: each epoch as one named line on standard error instead ('epoch 0  train_loss 11.81 ...')."""
+    kept = learn.logger
+
+    def log(values: Any) -> None:
+        names = list(getattr(learn.recorder, "metric_names", [])) or [f"value {i}" for i in range(len(values))]
+        shown = [f"{name} {value:.4g}" if isinstance(value, float) else f"{name} {value}"
+                 for name, value in zip(names, values)]
+        click.echo("  ".join(shown), err=True)
+
+    learn.logger = log
+    try:
+        yield
+    finally:
+        learn.logger = kept
 
 
 @cli.command()

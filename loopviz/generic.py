@@ -106,9 +106,11 @@ def handler(cb: Any, event_name: str, info: CallbackInfo | None = None, base: ty
 
 
 def event(name: str, description: str, cbs: Sequence[Any] = (), *, role: Role = "body", mode: Mode | None = None,
-          cancel: CancelPath | None = None, base: type | None = None) -> Event:
-    """An event and the handlers of `cbs` (given in the order the loop calls them)."""
-    found = [handler(cb, name, base=base) for cb in cbs]
+          cancel: CancelPath | None = None, base: type | None = None,
+          order: Callable[[Any], float] | None = None) -> Event:
+    """An event and the handlers of `cbs` (given in the order the loop calls them); `order`: each callback's order as
+    the loop's spec gives it (`loop_spec(order=...)`), so that a handler and the callbacks' list say the same."""
+    found = [handler(cb, name, callback_info(cb, order, base) if order is not None else None, base) for cb in cbs]
     return Event(name, description, [h for h in found if h is not None], role=role, cancel=cancel, mode=mode)
 
 

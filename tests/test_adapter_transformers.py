@@ -503,3 +503,12 @@ def test_a_callback_that_asks_for_checkpoints_is_read_from_its_source(tmp_path: 
     assert "save_strategy='no'; when SaveEvery.on_step_end sets control.should_save" in save.description
     assert "on_save" not in hf.trainer_spec(tiny_trainer(tmp_path, [StopAt(2)], save_strategy="no")).event_names()
     assert hf.flag_setters([SaveEvery(3), StopAt(2)]) == {("save", "steps"): ["SaveEvery.on_step_end"]}
+
+
+def test_a_callbacks_order_is_its_place_in_the_trainers_list_in_the_legend_and_at_every_event(tmp_path: Path) -> None:
+    spec = hf.trainer_spec(tiny_trainer(tmp_path, logging_strategy="steps", logging_steps=1))
+    listed = {info.cls: info.order for info in spec.callbacks}
+    assert listed == {"DefaultFlowCallback": 0, "PrinterCallback": 1}
+    for event in spec.events():
+        for handler in event.handlers:
+            assert handler.callback.order == listed[handler.callback.cls], (event.name, handler.callback.cls)

@@ -181,13 +181,13 @@ def test_bad_input_is_one_line_with_the_right_exit_code(tmp_path):
     assert code == 1 and "is not a loopviz trace" in err and "Traceback" not in err
     code, _, err = run("report", str(tmp_path / "missing.json"))
     assert code == 1 and "no trace file" in err
-    code, _, err = run("show", "--loop", "train")
-    assert code == 1 and "loop must be one of 'fit', 'fit_one_cycle'" in err and "not 'train'" in err
+    code, _, err = run("show", "--loop", "train")  # a usage error: exit 2, as click's own
+    assert code == 2 and "--loop 'train': a fastai Learner runs these loops: fit, fit_one_cycle" in err
     code, _, err = run("show", "--cbs", "Nope")
     assert code == 1 and "not a fastai Callback class" in err
     code, _, err = run("trace", "--clock", "gpu")
     assert code == 2 and "Invalid value for '--clock'" in err
-    for args in (["show", "--debug", "--loop", "train"], ["--debug", "show", "--loop", "train"]):
+    for args in (["show", "--debug", "--cbs", "Nope"], ["--debug", "show", "--cbs", "Nope"]):
         code, _, err = run(*args)
         assert code == 1 and "Traceback" in err, args  # --debug before or after the command's name
 
@@ -419,4 +419,13 @@ def test_show_start_epoch(monkeypatch, tmp_path):
     (tmp_path / "mini2.py").write_text("from tests.test_generic_loops import miniai_learner\nlearn = miniai_learner()\n")
     monkeypatch.syspath_prepend(str(tmp_path))
     code, _, err = run("show", "mini2:learn", "--start-epoch", "1")
-    assert code == 1 and "--start-epoch is an option of fastai's fit" in err
+    assert code == 2 and "--start-epoch is an option of fastai's fit" in err  # a usage error
+
+
+def test_a_piped_trace_prints_the_report_and_each_epoch_as_a_named_line_apart():
+    """Without fastai's progress bar its Recorder would print each epoch as a raw list among the report."""
+    code, out, err = run("trace", "--epochs", "2")
+    assert code == 0 and out.startswith("Trace of fastai") and "[0, " not in out
+    lines = [line for line in err.splitlines() if line.startswith("epoch ")]
+    assert [line.split()[:3] for line in lines] == [["epoch", "0", "train_loss"], ["epoch", "1", "train_loss"]]
+    assert all("valid_loss" in line and "time" in line for line in lines)

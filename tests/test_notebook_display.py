@@ -11,6 +11,8 @@ from nbclient import NotebookClient
 from loopviz.trace.display import PRE_STYLE
 
 SETUP = """\
+import warnings
+warnings.filterwarnings("ignore", module="(?!loopviz)")  # a third party's warnings (torch's...) are not loopviz's output
 from fastai.callback.all import *
 from fastai.test_utils import synth_learner
 import loopviz

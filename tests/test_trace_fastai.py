@@ -299,3 +299,19 @@ def test_text_and_html_reports(learn):
     assert "<pre" in t._repr_html_()
     assert loopviz.__version__
     pickle.dumps(t.to_json())
+
+
+def test_before_fit_is_at_no_epoch_on_a_fresh_and_on_a_reused_learner():
+    """A reused learner still holds the last fit's epoch and iteration as before_fit fires: the firing, and the
+    state changes its handlers make, are at no epoch (-1), as on a fresh learner, not at the last fit's position."""
+    learn = synth_learner(n_trn=3, n_val=2)
+    seen = []
+    for _ in range(2):
+        with learn.no_bar(), learn.no_logging(), learn.trace(changes=True) as t:
+            learn.fit(1)
+        f = t.firings_df()
+        first = f[f["event"].astype(str) == "before_fit"].iloc[0]
+        c = t.changes()
+        at_fit = c[c["event"] == "before_fit"]
+        seen.append((int(first["epoch"]), int(first["iter"]), set(at_fit["first_epoch"]), set(at_fit["first_iter"])))
+    assert seen == [(-1, -1, {-1}, {-1})] * 2

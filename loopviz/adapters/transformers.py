@@ -141,11 +141,16 @@ class _Builder:
         self.args, self.callbacks = args, list(callbacks)
         self.eval_names = list(eval_names)  # the names of a dict of eval datasets: one evaluation per dataset
         self.setters = flag_setters(self.callbacks)  # the callbacks that set a flag themselves
+        self.positions = {id(cb): i for i, cb in enumerate(self.callbacks)}  # a callback's order: its place in the list
 
     def ev(self, name: str, description: str = "", role: Role = "body", mode: Mode | None = None) -> Event:
         """An event with the callbacks that override its method, in call order."""
         return event(name, description or _DESCRIPTIONS.get(name, "Dispatched to every callback."), self.callbacks,
-                     role=role, mode=mode, base=TrainerCallback)
+                     role=role, mode=mode, base=TrainerCallback, order=self.order)
+
+    def order(self, cb: Any) -> float:
+        """A callback's order: its place in the trainer's callback list (the Trainer calls them in that order)."""
+        return self.positions[id(cb)]
 
     def runs(self, kind: str, level: str) -> bool:
         """True when the strategy of `kind` acts at `level` ('steps' or 'epoch')."""
@@ -327,8 +332,7 @@ def trainer_spec(trainer: Any, loop: str = "train", cbs: Sequence[Any] = ()) -> 
     evaluated = getattr(trainer, "eval_dataset", None)
     builder = _Builder(trainer.args, callbacks, [str(name) for name in evaluated] if isinstance(evaluated, dict) else ())
     phases = {"train": builder.train, "evaluate": lambda: [builder.evaluation()], "predict": lambda: [builder.prediction()]}
-    positions = {id(cb): i for i, cb in enumerate(callbacks)}
-    return generic_loop_spec(loop, FRAMEWORK, callbacks, phases[loop](), order=lambda cb: positions[id(cb)],
+    return generic_loop_spec(loop, FRAMEWORK, callbacks, phases[loop](), order=builder.order,
                              base=TrainerCallback, notes=builder.notes(loop))
 
 
