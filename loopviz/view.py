@@ -2,6 +2,7 @@
 the one place that turns a spec into any of loopviz's views, chosen from `loopviz.formats.LOOP_FORMATS`."""
 from __future__ import annotations
 
+import re
 from typing import TYPE_CHECKING, Any, Union
 
 from loopviz import formats
@@ -62,7 +63,11 @@ class LoopView:
         return self
 
     def _repr_mimebundle_(self, include: Any = None, exclude: Any = None, **kwargs: Any) -> dict[str, str]:
-        """The view as text and HTML (a monospace <pre>, the rich tree's colours for fmt='rich'), in one bundle."""
+        """The view as text and HTML (a monospace <pre>, the rich tree's colours for fmt='rich'), in one bundle; the
+        Mermaid view as text and Markdown, a ```mermaid block, which JupyterLab (4.1 and later) draws as the chart
+        (elsewhere the block shows its source)."""
+        if self.fmt == "mermaid":
+            return {"text/plain": self.text, "text/markdown": mermaid_markdown(self.text)}
         from loopviz.trace.display import as_html, pre_html
 
         page = as_html(self.__rich__(), self.width) if self.fmt == "rich" else pre_html(self.text)
@@ -89,6 +94,12 @@ class LoopView:
             Console(width=_console_width(self.width)).print(self.__rich__())
         else:
             print(self.text)
+
+
+def mermaid_markdown(chart: str) -> str:
+    """A Mermaid chart as a Markdown ```mermaid block (fenced longer than any run of backticks in it)."""
+    fence = "`" * max(3, 1 + max((len(run) for run in re.findall("`+", chart)), default=0))
+    return f"{fence}mermaid\n{chart}\n{fence}\n"
 
 
 def _console_width(width: int) -> int:

@@ -70,7 +70,7 @@ def shown(outs: list[Any]) -> list[set[str]]:
     return [{"stream"} if o.output_type == "stream" else set(o.get("data", {})) for o in outs]
 
 
-@pytest.mark.parametrize("name", ["trace", "summary", "view", "view_rich", "view_mermaid", "view_traced", "view_kept",
+@pytest.mark.parametrize("name", ["trace", "summary", "view", "view_rich", "view_traced", "view_kept",
                                   "view_again", "view_and_value", "diff", "recording", "stopped", "trace_rich_pretty",
                                   "view_rich_pretty", "not_started", "started_and_stopped", "magic", "magic_kept"])
 def test_a_cell_ending_in_a_loopviz_object_shows_one_bundle_of_text_and_html(outputs, name):
@@ -114,3 +114,11 @@ def test_a_trace_started_and_stopped_by_hand_and_the_magics_show_the_trace(outpu
     assert outputs["load_ext"] == [] and outputs["magic_quiet"] == []
     (line,) = [o for o in outputs["magic_line"] if o.output_type == "execute_result"]
     assert "(validate)" in line.data["text/plain"]
+
+
+def test_the_mermaid_view_is_a_mermaid_block_in_markdown_that_jupyterlab_draws(outputs):
+    (out,) = outputs["view_mermaid"]
+    assert set(out.data) == {"text/plain", "text/markdown"}
+    markdown = out.data["text/markdown"]
+    assert markdown.startswith("```mermaid\nflowchart TB\n") and markdown.rstrip().endswith("```")
+    assert markdown.split("\n", 1)[1].rstrip().removesuffix("```").rstrip() == out.data["text/plain"].rstrip()

@@ -236,3 +236,11 @@ def test_mermaid_js_draws_the_readme_and_a_rich_chart_in_chromium(learn, capsys,
     pixels = Counter(Image.open(screenshot).convert("RGB").getdata())
     for colour in callback_colours(specs["readme"]).values():
         assert pixels[rgb(colour)] >= 20, f"no {colour} chip in the screenshot"
+
+
+def test_a_chart_in_markdown_is_fenced_past_any_backticks_in_it():
+    from loopviz.view import mermaid_markdown
+
+    assert mermaid_markdown("flowchart TB\n  a") == "```mermaid\nflowchart TB\n  a\n```\n"
+    fenced = mermaid_markdown("flowchart TB\n  a[\"x ```` y\"]")
+    assert fenced.startswith("`````mermaid\n") and fenced.endswith("\n`````\n")
