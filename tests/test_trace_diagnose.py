@@ -84,7 +84,7 @@ class Quiet(Callback):
 
 @pytest.fixture(scope="module")
 def healthy() -> Trace:
-    learn = learner()
+    learn = learner(hidden=2560)  # compute well above the draw on any torch build (the newest's matmul is faster)
     with learn.no_logging(), learn.no_bar():
         learn.fit(1)  # warm: a process's first fit pays for torch's and fastai's first calls
     return traced(learn)
