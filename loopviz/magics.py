@@ -75,9 +75,15 @@ class LoopvizMagics(Magics):
         out = opts.get("o") or opts.get("out") or "_loopviz"
         if not str(out).isidentifier():
             raise UsageError(f"-o {out!r}: the trace is kept under a Python name, such as -o t.")
+        try:
+            trace.start()
+        except LoopvizError as error:  # an option this target cannot record (--waits without CUDA...)
+            raise UsageError(f"%loopviz: {error}") from None
         namespace[out] = trace
-        with trace:
+        try:
             error = self._run(code)
+        finally:
+            trace.stop()
         if error is not None:  # raised on, so that a notebook run stops here as it would without the magic
             print(f"loopviz: the trace of the run up to the error is in {out}.")
             raise error

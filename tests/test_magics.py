@@ -134,3 +134,13 @@ def test_the_trainer_and_lightning_traces_start_and_stop_by_hand(tmp_path: Any) 
     t = loopviz.tracing(pl_trainer).start()
     pl_trainer.fit(TinyModule(), loader(), loader())
     assert events(t.stop())["on_train_batch_start"] == 4
+
+
+def test_an_option_the_target_cannot_record_is_a_usage_error(shell: InteractiveShell) -> None:
+    result = shell.run_cell("%%loopviz --waits\nlearn.fit(1)\n")  # waits need CUDA: this machine has none
+    error = result.error_in_exec or result.error_before_exec
+    if error is None:  # (a machine with CUDA records the waits)
+        assert isinstance(result.result, Trace)
+        return
+    assert "%loopviz:" in str(error) and "_loopviz" not in shell.user_ns
+    assert not ours(shell.user_ns["learn"])

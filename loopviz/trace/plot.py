@@ -77,12 +77,14 @@ def plot_trace(trace: Any, loop: Any = None) -> Figure:
 def _show_once(fig: Figure) -> None:
     """In a notebook (matplotlib's inline backend), let pyplot go of `fig` as the cell ends if the cell showed it as
     its value; else the inline backend shows it at the cell's end, as it does any figure pyplot holds."""
+    import sys
+
     import matplotlib
 
-    try:
-        from IPython import get_ipython
-    except ImportError:
+    if "IPython" not in sys.modules:  # plain Python: IPython is not imported for this
         return
+    from IPython import get_ipython
+
     shell = get_ipython()
     if shell is None or "inline" not in matplotlib.get_backend():
         return

@@ -344,7 +344,9 @@ class TraceSession:
 
     def __enter__(self) -> Trace:
         learn = self.learn_ref()
-        if self._ending is not None or learn is None:
+        if learn is None:
+            raise LoopvizError("the learner of this trace is gone (collected): trace a learner you still hold.")
+        if self._ending is not None:
             raise LoopvizError("this trace session has been used; start a new one with `learn.trace()`.")
         state = LearnerTrace(learn, self.recorder, changes=self.changes, tensors=self.tensors, ranges=self.ranges,
                               waits=self.waits)
