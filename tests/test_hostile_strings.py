@@ -362,6 +362,7 @@ def test_a_subprocess_error_is_a_loopviz_error(learner, monkeypatch):
 @settings(max_examples=15, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(name=st.text(any_char, min_size=1, max_size=30), event=st.text(any_char, min_size=1, max_size=30))
 @example(name="Evil<!--<script>", event="</script><!--")
+@example(name="\ud800", event="after_batch")  # a lone surrogate (hypothesis found it): the diagram's colours too
 def test_fuzzed_names_stay_data_in_the_report_s_json_island(traced, tmp_path, name, event):
     """The diagram's hover data sits in a <script> element: no name may end it or open a comment in it (issue 24)."""
     page = renamed(traced, name, event).to_html(tmp_path / "fuzzed.html").read_text(encoding="utf-8")

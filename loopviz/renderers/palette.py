@@ -44,7 +44,7 @@ def pick_colours(names: Iterable[str], taken: dict[str, str] | None = None, near
     for name in dict.fromkeys(names):
         if name in colours:
             continue
-        start = zlib.crc32(name.encode("utf-8")) % len(PALETTE)
+        start = zlib.crc32(name.encode("utf-8", "surrogatepass")) % len(PALETTE)
         used = list(colours.values())
         free = [c for step in range(len(PALETTE)) if (c := PALETTE[(start + step) % len(PALETTE)]) not in used]
         apart = [c for c in free if all(math.dist(rgb(c), rgb(u)) >= near for u in used)]
