@@ -35,9 +35,9 @@ def traced_and_profiled(tmp_path, ranges=True, steps=None):
     return t, prof
 
 
-def within(op, spans):
-    """Whether an event lies inside one of the spans (µs, to a nanosecond)."""
-    return any(s["ts"] - 1e-3 <= op["ts"] and op["ts"] + op.get("dur", 0) <= s["ts"] + s["dur"] + 1e-3 for s in spans)
+def within(op, spans, slack=1e-3):
+    """Whether an event lies inside one of the spans (µs, to a nanosecond, or to `slack` µs)."""
+    return any(s["ts"] - slack <= op["ts"] and op["ts"] + op.get("dur", 0) <= s["ts"] + s["dur"] + slack for s in spans)
 
 
 @pytest.mark.parametrize("ranges", [True, False])
@@ -47,10 +47,12 @@ def test_forward_operators_sit_inside_loopviz_forward_work(tmp_path, ranges):
     events = merged["traceEvents"]
     forward = [e for e in events if e.get("cat") == "work" and e["name"] == "forward"]
     backward = [e for e in events if e.get("cat") == "work" and e["name"] == "backward"]
+    # placed on loopviz's clock to a few µs (the median offset of the paired ranges); the tiny model's forward is
+    # itself only a few µs long, so each multiply is looked for within 20 µs of its work
     muls = [e for e in events if e.get("cat") == "cpu_op" and e["name"] == "aten::mul"
-            and within(e, forward + backward)]
+            and within(e, forward + backward, slack=20)]
     assert len(forward) == 5 and len(muls) >= 5  # 4 training batches and 1 validation batch: a*x+b in each
-    in_forward = sum(within(op, forward) for op in muls)
+    in_forward = sum(within(op, forward, slack=20) for op in muls)
     assert in_forward == 5
     placed = merged["otherData"]["profiler"]["placed by"]
     assert ("event ranges (ranges=True)" in placed) == ranges and (placed == "unix time") == (not ranges)
