@@ -340,7 +340,7 @@ def _first_line(code: types.CodeType) -> str:
         tree = ast.parse(source)
     except SyntaxError:
         return ""
-    if not tree.body or not isinstance(tree.body[0], (ast.FunctionDef, ast.AsyncFunctionDef, ast.Lambda)):
+    if not tree.body or not isinstance(tree.body[0], (ast.FunctionDef, ast.AsyncFunctionDef)):
         return ""
     body = tree.body[0].body
     if body and isinstance(body[0], ast.Expr) and isinstance(getattr(body[0], "value", None), ast.Constant) \

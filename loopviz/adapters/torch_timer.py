@@ -15,6 +15,7 @@ batches' fetch in the main process is timed, and the trace says so.
 """
 from __future__ import annotations
 
+import functools
 import os
 from time import perf_counter_ns
 from typing import Any, Callable
@@ -23,7 +24,7 @@ from loopviz.adapters.loader_timer import DataTiming, LoaderTimer, TimedStage, W
 from loopviz.trace import instrument
 from loopviz.trace.datawork import FETCH
 
-__all__ = ["TorchTiming"]
+__all__ = ["TorchTiming", "timing_what_it_makes"]
 
 try:
     from torch.utils.data import IterableDataset as _ITERABLE
@@ -200,6 +201,22 @@ class TorchTiming(DataTiming):
             number += 1
             unique = f"{name} {number}"
         return super().watch(loader, unique)
+
+
+def timing_what_it_makes(original: Callable[..., Any], timing: TorchTiming, name: str, active: Callable[[], bool],
+                         made: Callable[[Any], list[Any]]) -> Callable[..., Any]:
+    """`original` (a trainer's `get_*_dataloader`, a loop's method that makes its loaders) wrapped: once it returns,
+    the loaders `made(its result)` names are timed as `name`, while the trace records (`active()`)."""
+
+    @functools.wraps(original)
+    def making(*args: Any, **kwargs: Any) -> Any:
+        result = original(*args, **kwargs)
+        if active():
+            for loader in made(result):
+                timing.watch(loader, name)
+        return result
+
+    return making
 
 
 def _start_method(loader: Any) -> str:

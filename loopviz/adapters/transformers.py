@@ -106,7 +106,8 @@ def _every(args: Any, kind: str) -> str:
 
 
 _SETS_FLAG = re.compile(r"\bshould_(log|evaluate|save)\s*=(?!=)\s*(?!False\b)")
-_FLAG_KINDS = {"log": "logging", "evaluate": "eval", "save": "save"}
+_FLAG_KINDS = {"log": "logging", "evaluate": "eval", "save": "save"}  # control.should_<flag> -> its strategy's kind
+_FLAG_OF = {kind: flag for flag, kind in _FLAG_KINDS.items()}
 _STEP_EVENTS = ("on_step_begin", "on_step_end", "on_substep_end", "on_pre_optimizer_step", "on_optimizer_step")
 
 
@@ -178,8 +179,7 @@ class _Builder:
         elif kind == "logging" and level == "steps" and a.logging_first_step:
             text += ", after step 1 (logging_first_step)"
         names = self.setters.get((kind, level))
-        flag = {"logging": "log", "eval": "evaluate", "save": "save"}[kind]
-        return text + (f"; when {' or '.join(names)} sets control.should_{flag}" if names else "")
+        return text + (f"; when {' or '.join(names)} sets control.should_{_FLAG_OF[kind]}" if names else "")
 
     def train(self) -> list[Phase]:
         """Trainer.train(): train begin, the epoch loop, final metrics, train end."""
@@ -430,7 +430,7 @@ class _TrainerTracer(DispatchTracer):
     def _time_loaders(self, trace: Any) -> None:
         """Time the loop of each loader the trainer makes from now on (`get_train_dataloader`...): their timing ends
         with the trace, before the trainer's patches are taken off."""
-        from loopviz.adapters.torch_timer import TorchTiming
+        from loopviz.adapters.torch_timer import TorchTiming, timing_what_it_makes
 
         timing = TorchTiming()
         self.recording.closing.append(timing.finish)
@@ -438,8 +438,8 @@ class _TrainerTracer(DispatchTracer):
         for method, name in (("get_train_dataloader", "train"), ("get_eval_dataloader", "eval"),
                              ("get_test_dataloader", "test")):
             if hasattr(self.trainer, method):
-                self.patches.put(self.trainer, method, _watched(getattr(self.trainer, method), timing, name,
-                                                                lambda: self.active))
+                self.patches.put(self.trainer, method, timing_what_it_makes(
+                    getattr(self.trainer, method), timing, name, lambda: self.active, lambda loader: [loader]))
 
     def _entry(self, label: str, original: Callable[..., Any]) -> Callable[..., Any]:
         """`trainer.<label>` recorded as a loop of its own when no other loop is open."""
@@ -491,19 +491,6 @@ class _TrainerTracer(DispatchTracer):
             return mode, (int(state.epoch) if state.epoch is not None else -1), state.global_step
 
         return where
-
-
-def _watched(original: Callable[..., Any], timing: Any, name: str, active: Callable[[], bool]) -> Callable[..., Any]:
-    """A trainer's `get_*_dataloader`: the loader it makes is timed while the trace records."""
-
-    @functools.wraps(original)
-    def make(*args: Any, **kwargs: Any) -> Any:
-        loader = original(*args, **kwargs)
-        if active():
-            timing.watch(loader, name)
-        return loader
-
-    return make
 
 
 def trace_trainer(trainer: Any, **kwargs: Any) -> DispatchTracer:

@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING
 if TYPE_CHECKING:
     import pandas as pd
 
-__all__ = ["FAMILIES", "RAMPS", "OTHER", "family_of", "folded_series", "series_colours"]
+__all__ = ["FAMILIES", "RAMPS", "OTHER", "family_of", "series_kinds", "folded_series", "series_colours"]
 
 OTHER = "other"  # the series folded together past a family's shades
 # bottom of the stack first; each family's shades, darkest first (the largest series of a family gets the darkest)
@@ -45,6 +45,12 @@ def family_of(name: str, kind: str) -> str:
     if name in _OPTIMIZER:
         return "optimizer"
     return "callbacks" if kind == "event" or name.startswith("dispatch") else "other"
+
+
+def series_kinds(spans: pd.DataFrame) -> dict[str, str]:
+    """Each series' kind ('work' or 'event') from a loop's spans (a callback's span is named by its event)."""
+    own = spans[spans["kind"] != "callback"]
+    return dict(zip(own["name"].astype(str), own["kind"].astype(str)))
 
 
 def folded_series(table: pd.DataFrame, kinds: dict[str, str]) -> pd.DataFrame:

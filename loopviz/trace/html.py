@@ -231,8 +231,7 @@ def _table(df: pd.DataFrame, name: str) -> str:
 def _batch_sections(trace: Any, main: int) -> list[str]:
     """A stacked chart of time per batch for each loop with batches, and the main loop's slowest batch."""
     from loopviz.trace.batches import loop_batches
-    from loopviz.trace.families import folded_series, series_colours
-    from loopviz.trace.plot import series_kinds
+    from loopviz.trace.families import folded_series, series_colours, series_kinds
 
     out = []
     for index, label in enumerate(trace.loops):

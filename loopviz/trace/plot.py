@@ -16,23 +16,17 @@ import pandas as pd
 from loopviz.renderers.palette import rgb
 from loopviz.renderers.sanitise import one_line
 from loopviz.trace.batches import loop_batches, resolve_loop
-from loopviz.trace.families import FAMILIES, OTHER, family_of, folded_series, series_colours
+from loopviz.trace.families import FAMILIES, OTHER, family_of, folded_series, series_colours, series_kinds
 
 if TYPE_CHECKING:
     from matplotlib.axes import Axes
     from matplotlib.figure import Figure
 
-__all__ = ["plot_trace", "series_colours", "folded_series", "series_kinds", "OTHER"]
+__all__ = ["plot_trace"]
 
 ROWS = {"work": 2, "event": 1, "callback": 0}  # the timeline's row (y) per kind of span
 FONT = 7
 _MADE: list[weakref.ref] = []  # the figures made in the running notebook cell (see _show_once)
-
-
-def series_kinds(spans: pd.DataFrame) -> dict[str, str]:
-    """Each series' kind ('work' or 'event') from a loop's spans (a callback's span is named by its event)."""
-    own = spans[spans["kind"] != "callback"]
-    return dict(zip(own["name"].astype(str), own["kind"].astype(str)))
 
 
 def _shown(text: str) -> str:

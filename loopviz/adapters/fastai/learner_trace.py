@@ -46,6 +46,7 @@ _PHASE_MODE = {
 SKIP_STATUS = {None: RAN, "run=False": SKIPPED, "run_train=False": SKIPPED_TRAIN, "run_valid=False": SKIPPED_VALID}
 _PAST_ANY_BOUND = 1 << 62  # a row index no recorder's bound allows
 _BEFORE_EPOCHS = frozenset({"after_create", "before_fit"})  # fired before any epoch: at no epoch or iteration
+_NOT_LEAN = _LOOP_EVENTS | _CLOSING | _BEFORE_EPOCHS  # the events whose firings always take the general path
 RANGE_PREFIX = "fastai"  # the name of every range a fastai trace opens (ranges=True) starts with it and a space
 
 # (mode or -1: read learn.training, the slots of the callbacks with a handler, how many have none, the event's
@@ -212,7 +213,7 @@ class LearnerTrace:
                 quiet.append(id(cb))
         eid = self.rec.short_id(event)
         table = self.tables[event] = (mode, tuple(handled), len(quiet), eid, frozenset(quiet))
-        if eid >= 0 and not self.extras and event not in _LOOP_EVENTS | _BEFORE_EPOCHS and event not in _CLOSING:
+        if eid >= 0 and not self.extras and event not in _NOT_LEAN:
             tally = self.rec.no_handler_tally(table[2])
             self.lean[event] = (table[0], table[1], tally, eid, table)
         return table
@@ -458,9 +459,10 @@ class LearnerTrace:
             if mode < 0:
                 mode = 1 if learn.training else 2  # fastai's own phase: Callback.__call__ reads learn.training
             if event in _BEFORE_EPOCHS:  # (a reused learner still holds the last fit's epoch and iteration)
-                index = begin(event, mode, -1, -1)
+                epoch, iteration = -1, -1
             else:
-                index = begin(event, mode, attrs.get("epoch", -1), attrs.get("iter", -1))
+                epoch, iteration = attrs.get("epoch", -1), attrs.get("iter", -1)
+            index = begin(event, mode, epoch, iteration)
             outer = live[0]
             if index < 0:  # a firing with a row is known by its index; one past the cap by a negative count
                 live[1] -= 1

@@ -3,8 +3,8 @@ from __future__ import annotations
 
 import contextlib
 import logging
-from os import PathLike
 from dataclasses import dataclass
+from os import PathLike
 from typing import Any, Iterator, Sequence
 
 import lightning.pytorch as pl
@@ -75,10 +75,12 @@ class _Builder:
                  for obj in handler_objects(self.callbacks, self.module, name, self.datamodule)
                  if only is None or isinstance(obj, only)]
         owner = hook_owners(name)
-        text = f"{description} Dispatched to {owner}." if owner != EPOCH_END else (
-            f"{description} Dispatched to the callbacks, then the module, then EarlyStopping and checkpoints.")
-        if only is not None:
+        if only is not None:  # (the description says whose part of the hook this is)
             text = description
+        elif owner == EPOCH_END:
+            text = f"{description} Dispatched to the callbacks, then the module, then EarlyStopping and checkpoints."
+        else:
+            text = f"{description} Dispatched to {owner}."
         return Event(name, text, [h for h in found if h is not None], role=role, mode=None if name in RUN_HOOKS else mode,
                      cancel=cancel_path)
 
@@ -233,7 +235,7 @@ class _Builder:
                                  "(zero_grad only where the group has one batch)")]
         else:
             steps += [Phase("step", "Optimizer step", self.optimizer_step(False), mode=mode, minor=True)]
-        if not manual and any(config.interval == "step" for config in self.trainer.lr_scheduler_configs):
+        if stepped:
             steps.append(self.ev("lr_scheduler_step", "Steps the LR schedulers of interval 'step', after the optimizer "
                                  "step (those of interval 'epoch' step after on_train_epoch_end).", mode))
         steps += [self.ev("on_train_batch_end", "After the step, with its output.", mode), *self.saves("batch")]

@@ -3,13 +3,14 @@
 While any trainer (or module) is traced, loopviz's wrappers replace `_call_callback_hooks`,
 `_call_lightning_module_hook`, `_call_strategy_hook`, `_call_lightning_datamodule_hook`, the functions that call the
 callbacks' checkpoint hooks directly (`_call_callbacks_state_dict`...) and `_call_and_handle_interrupt` there
-(through `loopviz.trace.instrument`; the last trace to end puts Lightning's back). A hook's consecutive dispatches (callbacks, then the module...) are one firing: a firing stays open,
-pending, after its dispatch returns until the next dispatch, which joins it if it is of the same hook; it closes
-at the time its last dispatch returned. Handler calls are timed by an attribute on each callback, module or
-datamodule instance, which Lightning's `is_overridden` sees as the attribute it wraps (`instrument.invisible`); a
-handler records only calls made inside its own trace's dispatches (a module or callback shared by two traced trainers
-is timed by each for its own trainer's calls). The tracer holds its trainer (or module) weakly: a trace never exited
-ends when that object is collected, as a fastai trace ends with its learner.
+(through `loopviz.trace.instrument`; the last trace to end puts Lightning's back). A hook's consecutive dispatches
+(callbacks, then the module...) are one firing: a firing stays open, pending, after its dispatch returns until the
+next dispatch, which joins it if it is of the same hook; it closes at the time its last dispatch returned. Handler
+calls are timed by an attribute on each callback, module or datamodule instance, which Lightning's `is_overridden`
+sees as the attribute it wraps (`instrument.invisible`); a handler records only calls made inside its own trace's
+dispatches (a module or callback shared by two traced trainers is timed by each for its own trainer's calls). The
+tracer holds its trainer (or module) weakly: a trace never exited ends when that object is collected, as a fastai
+trace ends with its learner.
 """
 from __future__ import annotations
 
@@ -262,20 +263,9 @@ _DATA_LOOPS = {("fit_loop",): ("_load_combined_loader_states", "train"),
                ("test_loop",): ("setup_data", "test"), ("predict_loop",): ("setup_data", "predict")}
 
 
-def _watching(original: Callable[..., Any], loop: Any, timing: Any, name: str,
-              active: Callable[[], bool]) -> Callable[..., Any]:
-    """A loop's method that runs once its loaders are made (see _DATA_LOOPS): the loaders are timed from then on,
-    while the trace records."""
-
-    @functools.wraps(original)
-    def made(*args: Any, **kwargs: Any) -> Any:
-        result = original(*args, **kwargs)
-        if active():
-            for loader in _loaders_of(getattr(loop, "_combined_loader", None)):
-                timing.watch(loader, name)
-        return result
-
-    return made
+def _held_by(loop: Any) -> Callable[[Any], list[Any]]:
+    """The loaders a loop holds once its method has made them (that method returns none of them)."""
+    return lambda _result: _loaders_of(getattr(loop, "_combined_loader", None))
 
 
 def _loaders_of(held: Any) -> list[Any]:
@@ -450,6 +440,8 @@ class LightningTracer:
     def _time_loaders(self, trainer: Any) -> None:
         """With data=True: time the loaders each of the trainer's loops makes (see _DATA_LOOPS: wrapped on the loop
         instance; again when a loop reloads them), from the moment they are made."""
+        from loopviz.adapters.torch_timer import timing_what_it_makes
+
         self.data_trainers.add(id(trainer))
         timing = self.data_timing
         for path, (method, name) in _DATA_LOOPS.items():
@@ -458,7 +450,8 @@ class LightningTracer:
                 loop = getattr(loop, step, None)
             if loop is None or not callable(getattr(loop, method, None)):
                 continue
-            self.patches.put(loop, method, _watching(getattr(loop, method), loop, timing, name, lambda: self.active))
+            self.patches.put(loop, method, timing_what_it_makes(getattr(loop, method), timing, name,
+                                                                lambda: self.active, _held_by(loop)))
 
     def failed(self, firing: list[Any], error: BaseException) -> None:
         """The dispatch of `firing` raised `error`: the firing ends with it."""
