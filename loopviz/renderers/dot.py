@@ -1,7 +1,8 @@
-"""The loop as a graphviz diagram: nested phase clusters, events in firing order, loop-back edges,
-dashed cancel paths, the work between events, and callbacks as coloured rows of each event. A loop annotated with
-a trace's times has its events and work filled by their share of the run (HEAT, scaled to the largest share, with a
-scale in the legend) and its costliest steps named large. `theme='dark'` puts it on a transparent background.
+"""The loop as a graphviz diagram: nested phase clusters, events in firing order, loop-back edges, dashed cancel
+paths (each on one line beside the event it resumes at), the work between events, and each event's callbacks beside
+its name (verbose: a row each), sized to fit a laptop screen with no edge over text. A loop annotated with a trace's
+times has its events and work filled by their share of the run (HEAT, scaled to the largest share, with a scale in
+the legend) and its costliest steps named large. `theme='dark'` puts it on a transparent background.
 
 Every string that reaches DOT goes through `_esc` (control characters shown escaped, HTML-escaped, non-ASCII
 as character references) inside HTML-like labels, so no docstring or name can inject markup or make `dot`
@@ -34,7 +35,10 @@ __all__ = ["dot_graph", "step_ids", "DOC_WIDTH", "THEMES"]
 
 DOC_WIDTH = 60
 DOC_LINES = 15  # wrapped lines of one text a label shows
-LEGEND_DOC_LINES = 4  # wrapped lines of a callback's class doc in the (verbose) legend
+LABEL_WIDTH = 34  # characters of a line of a phase's title: the edge into the phase runs down its middle, past it
+PER_ROW = 3  # callbacks beside an event's name in a row of the compact diagram
+LEGEND_DOC_LINES = 4
+LEGEND_COLUMN = 4  # callbacks the legend lists in one column; more go in two  # wrapped lines of a callback's class doc in the (verbose) legend
 HTML_LIMIT = 15000  # characters of one HTML-like label, below Graphviz's 16384 with room for the table's markup
 TIP_LIMIT = 1500  # characters of a tooltip; escaped, each takes at most 10, within Graphviz's 16384
 WORD_JOINER = "&#8288;"  # U+2060: invisible; after a backslash it stops Graphviz's escapes, which HTML labels obey too
@@ -173,9 +177,10 @@ def _bounded(parts: list[str], more: str) -> str:
     return "".join(parts[:kept]) + (more.format(n=len(parts) - kept) if kept < len(parts) else "")
 
 
-def _table(rows: list[str], attrs: str) -> str:
-    """An HTML-like table label; rows past what one Graphviz label holds are dropped and counted."""
-    more = (f'<TR><TD COLSPAN="2" ALIGN="LEFT"><FONT COLOR="{MUTED}">{{n}} more rows: too long for one Graphviz label'
+def _table(rows: list[str], attrs: str, columns: int = 2) -> str:
+    """An HTML-like table label of `columns` columns; rows past what one Graphviz label holds are dropped and
+    counted."""
+    more = (f'<TR><TD COLSPAN="{columns}" ALIGN="LEFT"><FONT COLOR="{MUTED}">{{n}} more rows: too long for one Graphviz label'
             "</FONT></TD></TR>")
     return f"<<TABLE {attrs}>" + _bounded(rows, more) + "</TABLE>>"
 
@@ -205,11 +210,13 @@ class _DotBuilder(FlowWriter):
             raise LoopvizError(f"theme={theme!r} is not a theme of the diagram; choose one of: {', '.join(THEMES)}.")
         self.theme = t = THEMES[theme]
         self.colours = callback_colours(spec)
+        self.legend_columns = 2 if len(spec.callbacks) > LEGEND_COLUMN else 1  # callbacks side by side in the legend
         self.ids = itertools.count()
+        self.spacers = itertools.count()  # apart from `ids`: the nodes keep the ids they had without spacers
         self.graph = graphviz.Digraph(
             "loop",
             graph_attr={"rankdir": "TB", "compound": "true", "newrank": "true", "fontname": FONT,
-                        "nodesep": "0.25", "ranksep": "0.2", "labeljust": "l"},
+                        "nodesep": "0.25", "ranksep": "0.1", "labeljust": "l"},
             # width/height 0: a node as small as its label (Graphviz's default minimum is 0.75 x 0.5 in)
             node_attr={"fontname": FONT, "fontsize": "10", "shape": "plaintext", "margin": "0", "width": "0",
                        "height": "0"},
@@ -220,6 +227,7 @@ class _DotBuilder(FlowWriter):
         if t.text:
             self.graph.attr(fontcolor=t.text)
         self.stack: list[graphviz.Digraph] = [self.graph]
+        self.title_room: list[float | None] = []  # per open phase: its title's width, until its first step is drawn
         timed = [s for top in spec.phases for _, s in [(0, top), *top.walk()]
                  if isinstance(s, (Event, Work)) and s.timing is not None]
         self.top = max((s.timing.pct for s in timed if s.timing), default=0.0)
@@ -257,10 +265,43 @@ class _DotBuilder(FlowWriter):
         cluster = graphviz.Digraph(name=self.new_id("cluster_"))
         fills = self.theme.phase_fills
         cluster.attr(label=self.phase_label(phase), style="rounded,filled", color=self.theme.phase_border,
-                     fillcolor=fills[min(depth, len(fills) - 1)], fontsize="11", margin="8")
+                     fillcolor=fills[min(depth, len(fills) - 1)], fontsize="11", margin="4")
+        if self.title_room:
+            self.title_room[-1] = None  # the phase around starts with this one: the edge in comes to its title
         self.stack.append(cluster)
+        self.title_room.append(self.title_width(phase))
+
+    def title_width(self, phase: Phase) -> float:
+        """About how wide, in points, a phase's title is drawn (Helvetica: bold 11 pt about 6.8 pt a character,
+        10 pt about 5.6, 9 pt about 5.1), erring wide."""
+        lines = [(6.8, line) for line in self.title_lines(phase.label)]
+        lines += [(5.6, line) for line in self.title_lines(f"⟳ {phase.repeat}")] if phase.repeat else []
+        lines += [(5.1, line) for line in self.title_lines(phase.note)] if self.verbose and phase.note else []
+        return max(size * len(line) for size, line in lines) + 6
+
+    @staticmethod
+    def title_lines(text: str) -> list[str]:
+        """A phase title's text as the lines it is drawn in, at most DOC_LINES (the last an ellipsis)."""
+        wrapped = textwrap.wrap(one_line(cut(visible(text), TEXT_LIMIT)), LABEL_WIDTH) or [""]
+        return wrapped if len(wrapped) <= DOC_LINES else [*wrapped[: DOC_LINES - 1], "…"]
+
+    def keep_clear_of_title(self, node: str) -> None:
+        """When `node` is the first step of the phase being drawn, keep it right of the phase's title: an invisible
+        spacer as wide as the title sits left of it, so the edge coming into the phase, which runs down to the
+        node's middle, passes beside the title's text, not over it."""
+        if not self.title_room or self.title_room[-1] is None:  # (the custom events: a cluster no edge enters)
+            return
+        spacer = f"room{next(self.spacers)}"
+        width = f"{self.title_room[-1] / 72:.2f}"
+        self.title_room[-1] = None
+        with self.current.subgraph() as rank:
+            rank.attr(rank="same")
+            rank.node(spacer, label="", shape="box", style="invis", width=width, height="0.01", fixedsize="true")
+            rank.node(node)
+        self.current.edge(spacer, node, style="invis")
 
     def close_phase(self, phase: Phase, depth: int) -> None:
+        self.title_room.pop()
         cluster = self.stack.pop()
         self.current.subgraph(cluster)
 
@@ -278,6 +319,17 @@ class _DotBuilder(FlowWriter):
             attrs = {**attrs, ("tooltip" if kind == "loop" else "label"): _attr(label)}
         self.current.edge(tail, head, **attrs)
 
+    def cancel_path(self, phase: Phase, event: Event | None, resume: str | None, depth: int) -> list[str]:
+        """The cancel path on one line, beside the event where the loop resumes: drawn down the side it would push
+        every enclosing phase's steps right, one column per level of nesting."""
+        path = super().cancel_path(phase, event, resume, depth)
+        if len(path) > 1:
+            with self.current.subgraph() as line:
+                line.attr(rank="same")
+                for node in path:
+                    line.node(node)
+        return path
+
     def raise_node(self, phase: Phase, depth: int) -> str:
         """The cancel exception, as a dashed red box."""
         cancel = phase.cancel
@@ -292,11 +344,14 @@ class _DotBuilder(FlowWriter):
 
     def phase_label(self, phase: Phase) -> str:
         """Cluster title: name, how often it runs, and (verbose) its note."""
-        parts = [f"<B>{_name(phase.label)}</B>"]
+        def lines(text: str) -> str:
+            return "".join(f'{_esc(line)}<BR ALIGN="LEFT"/>' for line in self.title_lines(text))
+
+        parts = [f"<B>{lines(phase.label)}</B>"]
         if phase.repeat:
-            parts.append(f'  <FONT COLOR="{self.theme.loop}">&#10227; {_name(phase.repeat)}</FONT>')
+            parts.append(f'<FONT POINT-SIZE="10" COLOR="{self.theme.loop}">{lines(f"⟳ {phase.repeat}")}</FONT>')
         if self.verbose and phase.note:
-            parts.append(f'<BR ALIGN="LEFT"/><FONT POINT-SIZE="9" COLOR="{self.theme.muted}">{_lines(phase.note, 80)}</FONT>')
+            parts.append(f'<FONT POINT-SIZE="9" COLOR="{self.theme.muted}">{lines(phase.note)}</FONT>')
         return "<" + "".join(parts) + ">"
 
     # -- heat ------------------------------------------------------------------------------
@@ -329,17 +384,25 @@ class _DotBuilder(FlowWriter):
         measured = (f'<BR ALIGN="LEFT"/><FONT POINT-SIZE="8" COLOR="{heat[2]}">{_esc(event.timing.short())}</FONT>'
                     if heat and event.timing else "")
         title = self.title(event, heat[1] if heat else None)
-        cells = [f'<TR><TD BGCOLOR="{header_fill}" CELLPADDING="0"></TD><TD BGCOLOR="{header_fill}" ALIGN="LEFT">{title}{measured}</TD></TR>']
         if self.verbose:
-            cells.append(f'<TR><TD CELLPADDING="0"></TD><TD ALIGN="LEFT"><FONT POINT-SIZE="8" COLOR="{MUTED}">'
-                         f"{_lines(event.description)}</FONT></TD></TR>")
-        cells += [self.handler_row(h) for h in rows]
-        if not rows and self.verbose:  # compact: an event without callbacks is its name alone
-            cells.append(f'<TR><TD CELLPADDING="0"></TD><TD ALIGN="LEFT"><FONT COLOR="{MUTED}">no callbacks</FONT></TD></TR>')
+            cells = [f'<TR><TD BGCOLOR="{header_fill}" CELLPADDING="0"></TD><TD BGCOLOR="{header_fill}" ALIGN="LEFT">{title}{measured}</TD></TR>',
+                     f'<TR><TD CELLPADDING="0"></TD><TD ALIGN="LEFT"><FONT POINT-SIZE="8" COLOR="{MUTED}">'
+                     f"{_lines(event.description)}</FONT></TD></TR>"]
+            cells += [f"<TR>{self.handler_cells(h)}</TR>" for h in rows]
+            if not rows:
+                cells.append(f'<TR><TD CELLPADDING="0"></TD><TD ALIGN="LEFT"><FONT COLOR="{MUTED}">no callbacks</FONT></TD></TR>')
+        else:  # compact: the name on the left, its callbacks beside it, a few to a row
+            packed = [rows[i:i + PER_ROW] for i in range(0, len(rows), PER_ROW)] or [[]]
+            span = f' ROWSPAN="{len(packed)}"' if len(packed) > 1 else ""
+            cells = [f'<TR><TD{span} BGCOLOR="{header_fill}" ALIGN="LEFT" VALIGN="TOP">{title}{measured}</TD>'
+                     + "".join(self.handler_cells(h) for h in packed[0]) + "</TR>"]
+            cells += ["<TR>" + "".join(self.handler_cells(h) for h in row) + "</TR>" for row in packed[1:]]
         table = _table(cells, 'BORDER="1" CELLBORDER="0" CELLSPACING="0" CELLPADDING="3" BGCOLOR="white" '
-                              f'COLOR="{CANCEL if event.role == "cancel" else "#4b5563"}"')
+                              f'COLOR="{CANCEL if event.role == "cancel" else "#4b5563"}"',
+                       2 if self.verbose else 1 + 2 * min(PER_ROW, len(rows)))
         names = [event.name, *(h.callback.label for h in rows)]
         self.current.node(node, label=table, tooltip=_attr(_tip(event.description, names)), **self.svg_id(event))
+        self.keep_clear_of_title(node)
         return node
 
     def svg_id(self, step: Event | Work) -> dict[str, str]:
@@ -347,8 +410,8 @@ class _DotBuilder(FlowWriter):
         key = self.step_id.get(id(step))
         return {"id": key} if key else {}
 
-    def handler_row(self, handler: Handler) -> str:
-        """One callback: colour chip, class, order, flags and (verbose) its docstring."""
+    def handler_cells(self, handler: Handler) -> str:
+        """One callback's two cells: colour chip; class, order, flags and (verbose) its docstring."""
         info = handler.callback
         chip = f'<TD BGCOLOR="{self.colours.get(info.cls, "#999999")}" WIDTH="6" HEIGHT="12" FIXEDSIZE="TRUE" CELLPADDING="0"></TD>'
         name = _name(info.label) + f' <FONT COLOR="{MUTED}">{_esc(f"{info.order:g}")}</FONT>'
@@ -375,7 +438,7 @@ class _DotBuilder(FlowWriter):
         elif handler.diff == "moved":
             name += f' <FONT COLOR="#a16207">{_esc(diff_note(handler) or "")}</FONT>'
         fill = {"added": ' BGCOLOR="#dcfce7"', "removed": ' BGCOLOR="#fee2e2"', "moved": ' BGCOLOR="#fef9c3"'}.get(handler.diff or "", "")
-        return f'<TR>{chip}<TD ALIGN="LEFT" BALIGN="LEFT"{fill}>{name}</TD></TR>'
+        return f'{chip}<TD ALIGN="LEFT" BALIGN="LEFT"{fill}>{name}</TD>'
 
     def work_node(self, work: Work, depth: int) -> str:
         """Work between events: an ellipse-like box with its name and (verbose) code."""
@@ -400,6 +463,7 @@ class _DotBuilder(FlowWriter):
         self.current.node(node, label="<" + label + ">", shape="box", style="rounded,filled", fillcolor=heat[0] if heat else "#ecfdf5",
                     color="#10b981", margin="0.1,0.04", tooltip=_attr(_tip(work.description, [work.name])),
                     **self.svg_id(work))
+        self.keep_clear_of_title(node)
         return node
 
     # -- extras ------------------------------------------------------------------------------
@@ -414,42 +478,53 @@ class _DotBuilder(FlowWriter):
                 self.event_node(event, 1)
             self.stack.pop()
 
+    def wide_row(self, text: str) -> str:
+        """A legend row of text, in the name columns: spanning the chips' first column too, its width would be shared
+        out with that column, and a chip would float in a wide one."""
+        span = 2 * self.legend_columns - 1
+        return (f'<TR><TD CELLPADDING="0"></TD><TD ALIGN="LEFT" BALIGN="LEFT"'
+                + (f' COLSPAN="{span}"' if span > 1 else "") + f">{text}</TD></TR>")
+
     def heat_rows(self) -> list[str]:
         """The legend's colour scale of measured time and its list of the costliest steps."""
         swatches = "".join(f'<TD BGCOLOR="{c}" WIDTH="14" HEIGHT="12" FIXEDSIZE="TRUE"></TD>' for c in HEAT)
         scale = (f'<TABLE BORDER="0" CELLBORDER="0" CELLSPACING="0" CELLPADDING="0"><TR><TD>0 %  </TD>{swatches}'
                  f"<TD>  {self.top:.1f} %</TD></TR></TABLE>")
         hot = "<BR ALIGN=\"LEFT\"/>".join(f"<B>#{rank} {_name(name)}</B>" for rank, name in enumerate(self.hot_names, 1))
-        return ['<TR><TD CELLPADDING="0"></TD><TD ALIGN="LEFT" BALIGN="LEFT"><B>Share of the run</B> <FONT POINT-SIZE="8" COLOR="'
-                f'{MUTED}">(fill of events and work)<BR ALIGN="LEFT"/>white or pink: not seen running</FONT></TD></TR>',
-                f'<TR><TD CELLPADDING="0"></TD><TD ALIGN="LEFT">{scale}</TD></TR>',
-                f'<TR><TD CELLPADDING="0"></TD><TD ALIGN="LEFT" BALIGN="LEFT">{hot}<BR ALIGN="LEFT"/></TD></TR>']
+        return [self.wide_row(f'<B>Share of the run</B> <FONT POINT-SIZE="8" COLOR="{MUTED}">(fill of events and work)'
+                              '<BR ALIGN="LEFT"/>white or pink: not seen running</FONT>'),
+                self.wide_row(scale), self.wide_row(f'{hot}<BR ALIGN="LEFT"/>')]
 
-    def legend(self) -> None:
-        """Callback colours in call order, what the shapes and edges mean, and the scale of measured time.
-
-        Wide rows sit in the second column (the first is the chips'): Graphviz would share out the width of a row
-        spanning both columns between them, and a chip would float in a wide first column."""
-        if not self.spec.callbacks and not self.hot:
-            return  # nothing to explain: a loop without callbacks (plain PyTorch) gets no legend
-        rows = ['<TR><TD CELLPADDING="0"></TD><TD ALIGN="LEFT"><B>Callbacks, in call order</B></TD></TR>'] if self.spec.callbacks else []
+    def callback_rows(self) -> list[str]:
+        """The callbacks' colours and names in call order, down one column, or down two when there are many (the
+        legend stays about as tall as the Create phase beside it); verbose: each class's doc under its name."""
         names = [f'{_name(info.label)} <FONT COLOR="{MUTED}">order {_esc(f"{info.order:g}")}</FONT>'
                  for info in self.spec.callbacks]
         room = HTML_LIMIT // 2 - sum(map(len, names))  # verbose: class docs, once each, while they leave room
+        cells = []
         for info, name in zip(self.spec.callbacks, names):
             doc = (f'<BR ALIGN="LEFT"/><FONT POINT-SIZE="8" COLOR="{MUTED}">{_lines(info.doc, 45, LEGEND_DOC_LINES)}'
                    "</FONT>" if self.verbose and info.doc else "")
             doc, room = (doc, room - len(doc)) if len(doc) <= room else ("", room)
-            rows.append(f'<TR><TD BGCOLOR="{self.colours[info.cls]}" WIDTH="10"> </TD><TD ALIGN="LEFT" BALIGN="LEFT">'
-                        f"{name}{doc}</TD></TR>")
-        rows.append(f'<TR><TD CELLPADDING="0"></TD><TD ALIGN="LEFT"><FONT POINT-SIZE="8" COLOR="{MUTED}">'
-                    "box: an event, with the callbacks run there<BR ALIGN=\"LEFT\"/>"
-                    "rounded green box: work between events<BR ALIGN=\"LEFT\"/>"
-                    "blue edge: the loop repeats<BR ALIGN=\"LEFT\"/>"
-                    "red dashed: cancel exception, after_cancel event, resume<BR ALIGN=\"LEFT\"/></FONT></TD></TR>")
+            cells.append(f'<TD BGCOLOR="{self.colours[info.cls]}" WIDTH="10"> </TD><TD ALIGN="LEFT" BALIGN="LEFT">'
+                         f"{name}{doc}</TD>")
+        tall = -(-len(cells) // self.legend_columns)  # rows: the list, or the half of it, down each column
+        return ["<TR>" + "".join(cells[row::tall]) + "</TR>" for row in range(tall)]
+
+    def legend(self) -> None:
+        """Callback colours in call order, what the shapes and edges mean, and the scale of measured time."""
+        if not self.spec.callbacks and not self.hot:
+            return  # nothing to explain: a loop without callbacks (plain PyTorch) gets no legend
+        rows = [self.wide_row("<B>Callbacks, in call order</B>"), *self.callback_rows()] if self.spec.callbacks else []
+        rows.append(self.wide_row(f'<FONT POINT-SIZE="8" COLOR="{MUTED}">'
+                                  "box: an event, with the callbacks run there<BR ALIGN=\"LEFT\"/>"
+                                  "rounded green box: work between events<BR ALIGN=\"LEFT\"/>"
+                                  "blue edge: the loop repeats<BR ALIGN=\"LEFT\"/>"
+                                  "red dashed: cancel exception, after_cancel event, resume<BR ALIGN=\"LEFT\"/></FONT>"))
         if self.hot:
             rows.extend(self.heat_rows())
-        table = _table(rows, 'BORDER="1" CELLBORDER="0" CELLSPACING="0" CELLPADDING="3" BGCOLOR="white"')
+        table = _table(rows, 'BORDER="1" CELLBORDER="0" CELLSPACING="0" CELLPADDING="3" BGCOLOR="white"',
+                       2 * self.legend_columns)
         whole = _whole([info.label for info in self.spec.callbacks])
         self.graph.node("legend", label=table, **({"tooltip": _attr(whole)} if whole else {}))
 

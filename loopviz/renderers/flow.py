@@ -56,16 +56,18 @@ class FlowWriter:
             self.edge(last, first, "loop", label=f"next: {phase.repeat}")
         return first, last
 
-    def cancel_path(self, phase: Phase, event: Event | None, resume: str | None, depth: int) -> None:
-        """Exception node, to the after_cancel event, to the event where the loop resumes."""
+    def cancel_path(self, phase: Phase, event: Event | None, resume: str | None, depth: int) -> list[str]:
+        """Exception node, to the after_cancel event, to the event where the loop resumes; the ids of the path's
+        nodes in that order ([] when none was drawn)."""
         handler = self.event_node(event, depth) if event is not None else None
         if handler is None and resume is None:
-            return  # both ends were filtered out (hide_empty/focus): the exception would point nowhere
+            return []  # both ends were filtered out (hide_empty/focus): the exception would point nowhere
         raised = self.raise_node(phase, depth)
         if handler:
             self.edge(raised, handler, "cancel")
         if resume:
             self.edge(handler or raised, resume, "cancel")
+        return [node for node in (raised, handler, resume) if node]
 
     # -- drawing hooks ------------------------------------------------------------------------
 
