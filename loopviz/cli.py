@@ -337,13 +337,16 @@ def show(ctx: click.Context, target: str | None, verbose: bool, fmt: str | None,
                                             "(.item(), .cpu()...) and how long; needs CUDA.")
 @click.option("--data", is_flag=True, help="Also time the data loop inside draw: each stage and transform of every "
                                            "batch, in the loader's worker processes too (fastai).")
+@click.option("--live", is_flag=True, help="Also show, while it fits, the split of the recent steps and the top "
+                                           "finding so far (at most once a second), on the progress bar or on "
+                                           "standard error.")
 @click.option("--output", "-o", type=click.Path(dir_okay=False), help="Write the trace here (.json or .json.gz).")
 @click.option("--cbs", multiple=True, metavar="MODULE:CLASS", help="Fit with this callback too (repeatable).")
 @_top_options(25)
 @_debug_option
 @click.pass_context
 def trace(ctx: click.Context, target: str | None, epochs: int, clock: str, changes: bool, waits: bool, data: bool,
-          output: str | None, cbs: tuple[str, ...], top: int, all_rows: bool) -> None:
+          live: bool, output: str | None, cbs: tuple[str, ...], top: int, all_rows: bool) -> None:
     """Fit TARGET under a trace, print where the time went (and, with --changes, which state each callback
     changed), write the trace. fastai's progress bar is shown only when standard output is a terminal: piped or
     redirected, the fit runs without ProgressCallback, so the output has no carriage returns (and the trace no
@@ -362,7 +365,8 @@ def trace(ctx: click.Context, target: str | None, epochs: int, clock: str, chang
         quiet = adapter.name == "fastai" and not _stdout_is_terminal()
         # outside the trace: the trace is of the fit that ran
         with obj.no_bar() if quiet else nullcontext(), _epoch_lines(obj) if quiet else nullcontext():
-            with module.trace(obj, clock=clock, changes=changes, waits=waits, **({"data": True} if data else {})) as t:
+            flags = {name: True for name, on in (("data", data), ("live", live)) if on}
+            with module.trace(obj, clock=clock, changes=changes, waits=waits, **flags) as t:
                 module.fit(obj, epochs, callbacks)
         click.echo(report_text(t, None if all_rows else top))
         if output:

@@ -18,8 +18,8 @@ from loopviz.errors import LoopvizError
 
 __all__ = ["LoopvizMagics", "load_ipython_extension", "targets_named"]
 
-_FLAGS = ("data", "ranges", "changes", "waits")  # the trace's options a magic passes on (`--data`...)
-USAGE = ("%%loopviz [-t NAME] [-o NAME] [-q] [--data] [--ranges] [--changes] [--waits]  (a cell), or "
+_FLAGS = ("data", "ranges", "changes", "waits", "live")  # the trace's options a magic passes on (`--data`...)
+USAGE = ("%%loopviz [-t NAME] [-o NAME] [-q] [--data] [--ranges] [--changes] [--waits] [--live]  (a cell), or "
          "%loopviz [options] STATEMENT  (a line)")
 
 
@@ -57,8 +57,8 @@ class LoopvizMagics(Magics):
     def loopviz(self, line: str, cell: str | None = None) -> Any:
         """Trace what the cell (or the statement after the options) runs and show the trace; options: -t NAME (the
         learner or trainer to trace: by default the one the code names), -o NAME (keep the trace under this name:
-        `_loopviz` by default), -q (keep it without showing it), --data, --ranges, --changes, --waits (the trace's
-        options of the same names)."""
+        `_loopviz` by default), -q (keep it without showing it), --data, --ranges, --changes, --waits, --live (the
+        trace's options of the same names)."""
         opts, rest = self.parse_options(line, "t:o:q", "target=", "out=", "quiet", *_FLAGS, posix=False, strict=False)
         code = cell if cell is not None else rest
         if cell is not None and rest.strip():

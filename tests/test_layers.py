@@ -1,7 +1,8 @@
 """The layers of the trace side, read from the imports (every import, those inside functions included).
 
 Recording (recorder, clocks, waits, patches) writes the data model (`TraceData` and its records); analysis is
-pure functions of that model; views read the analysis. Checked by reading the source, as the model's own
+pure functions of that model; views read the analysis; the live view reads the recording while it goes on, and
+analyses and shows it, above everything else. Checked by reading the source, as the model's own
 isolation is checked in tests/test_model.py by importing it.
 """
 from __future__ import annotations
@@ -20,6 +21,7 @@ ANALYSIS = {"reports", "select", "notes", "batches", "observed", "compare", "dia
 VIEWS = {"display", "html", "plot", "families", "chrome", "profiler"}  # what users see and save
 STORAGE = {"files", "validate", "jsontext"}  # files in and out, and JSON text
 FACADE = {"trace", "merge", "outputs", "diagnosis", "__init__"}  # `Trace`, a `MergedTrace` of ranks, what either writes: every layer
+LIVE = {"live", "live_display"}  # while a loop runs: the recording read, analysed and shown (everything below)
 BASICS = {"loopviz.errors", "loopviz.checks", "loopviz.model"}  # framework-free helpers anything may use
 FRAMEWORKS = ("fastai", "fastcore", "lightning", "pytorch_lightning", "transformers", "loopviz.adapters")
 RENDERING = ("loopviz.renderers", "loopviz.diagram", "loopviz.view", "loopviz.annotate", "rich", "matplotlib",
@@ -42,7 +44,7 @@ def imports(path: Path) -> set[str]:
 def trace_layer(module: str) -> str:
     """The layer of a module of loopviz.trace."""
     for name, members in (("model", MODEL), ("recording", RECORDING), ("analysis", ANALYSIS), ("views", VIEWS),
-                          ("storage", STORAGE), ("facade", FACADE)):
+                          ("storage", STORAGE), ("facade", FACADE), ("live", LIVE)):
         if module in members:
             return name
     raise AssertionError(f"loopviz/trace/{module}.py is in no layer: add it to one in tests/test_layers.py")
@@ -60,6 +62,7 @@ ALLOWED = {  # layer -> the trace layers it may import
     "views": {"model", "analysis", "views", "storage"},
     "storage": {"model", "storage"},
     "facade": {"model", "recording", "analysis", "views", "storage", "facade"},
+    "live": {"model", "recording", "analysis", "views", "storage", "facade", "live"},
 }
 
 

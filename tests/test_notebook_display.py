@@ -51,6 +51,10 @@ CELLS = {
     "magic_quiet": "%%loopviz -q -o kept\nwith learn.no_bar(), learn.no_logging(): learn.fit(1)",
     "magic_kept": "kept",
     "magic_line": "%loopviz -o line learn.validate()",
+    # the live view without a bar: one output of the cell, updated in place at each refresh (every batch here)
+    "live": "import loopviz.trace.live as live\nlive.REFRESH_NS = live.FIRST_FINDING_NS = live.FINDING_BUDGET = 0\n"
+            "many = synth_learner(n_trn=20, n_val=2)\n"
+            "with many.no_bar(), many.no_logging(), many.trace(live=True): many.fit(1)",
 }
 BUNDLE = {"text/plain", "text/html"}
 
@@ -122,3 +126,11 @@ def test_the_mermaid_view_is_a_mermaid_block_in_markdown_that_jupyterlab_draws(o
     markdown = out.data["text/markdown"]
     assert markdown.startswith("```mermaid\nflowchart TB\n") and markdown.rstrip().endswith("```")
     assert markdown.split("\n", 1)[1].rstrip().removesuffix("```").rstrip() == out.data["text/plain"].rstrip()
+
+
+def test_the_live_view_without_a_bar_is_one_output_updated_in_place(outputs):
+    (out,) = outputs["live"]
+    assert out.output_type == "display_data" and set(out.data) == {"text/plain"}
+    first, second = out.data["text/plain"].splitlines()
+    assert first.startswith("loopviz live: ") and "draw " in first
+    assert second.startswith("  top finding so far: ")

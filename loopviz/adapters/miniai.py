@@ -112,12 +112,15 @@ def loop_spec(learn: Any, loop: str = "fit", cbs: Sequence[Any] = ()) -> LoopSpe
     return miniai_spec(learn, cbs)
 
 
-def trace(learn: Any, clock: str = "auto", changes: bool = False, waits: bool = False,
+def trace(learn: Any, clock: str = "auto", changes: bool = False, waits: bool = False, live: bool = False,
           **options: Any) -> Trace:
     """The `Trace` of the learner's dispatch inside `with` it (or between its start() and stop()) (`clock` as for
-    fastai; no state changes or waits)."""
+    fastai; no state changes, waits or live view)."""
     from loopviz.trace.clock import make_clock
 
+    if live:
+        raise LoopvizError("the live view (live=True) shows on fastai's, Lightning's and the Trainer's progress bars; "
+                           "a miniai-style learner has none: trace it without live, and read the trace after.")
     if changes:
         raise LoopvizError("state changes are recorded for fastai learners only; trace without changes.")
     if waits:

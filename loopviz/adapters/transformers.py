@@ -24,6 +24,7 @@ from typing import Any, Callable, Sequence
 import transformers
 from transformers import TrainerCallback
 
+from loopviz.checks import check_bool
 from loopviz.errors import LoopvizError
 from loopviz.adapters.facts import cpu_facts, torch_loader_facts, weights_precision
 from loopviz.adapters.torch_loader import torch_data_loop
@@ -397,9 +398,10 @@ class _TrainerTracer(DispatchTracer):
     """A DispatchTracer on `callback_handler.call_event` whose loops are the trainer's `train`, `evaluate` and
     `predict` calls (wrapped on the trainer instance; one inside another belongs to it)."""
 
-    def __init__(self, trainer: Any, data: bool = False, **kwargs: Any):
+    def __init__(self, trainer: Any, data: bool = False, live: bool = False, **kwargs: Any):
         self._trainer = weakref.ref(trainer)  # weakly: a trace never exited ends when the trainer is collected
         self.data = data  # also time the loaders' loops (`loopviz.adapters.torch_timer`)
+        self.live = check_bool("live", live)  # also show the live view while it runs (`transformers_live`)
         handler = weakref.ref(trainer.callback_handler)
         self.training = self.evaluating = 0  # train / evaluate-or-predict calls open now
         self.epoch = -1  # the epoch `train` is in, read from state.epoch at on_epoch_begin, where it is exact
@@ -425,7 +427,29 @@ class _TrainerTracer(DispatchTracer):
         self.patches.put(self.obj, "on_epoch_begin", self._epoch_begin(self.obj.on_epoch_begin))
         if self.data:
             self._time_loaders(trace)
+        if self.live:
+            self._add_live()
         return trace
+
+    def _add_live(self) -> None:
+        """live=True: the live view's callback joins the trainer's callbacks for the trace (traced as any callback);
+        it leaves them as the trace ends, before the patches are taken off."""
+        from loopviz.adapters.transformers_live import LoopvizLive
+        from loopviz.trace.live import LiveStats
+
+        trainer = self.trainer
+        live = LoopvizLive(LiveStats(self.rec, self.recording.finish), trainer.callback_handler)
+        trainer.add_callback(live)
+
+        def remove(data: Any) -> None:
+            try:
+                held = self.trainer
+                if held is not None and live in held.callback_handler.callbacks:
+                    held.remove_callback(live)
+            finally:
+                live.close()
+
+        self.recording.closing.insert(0, remove)
 
     def _time_loaders(self, trace: Any) -> None:
         """Time the loop of each loader the trainer makes from now on (`get_train_dataloader`...): their timing ends

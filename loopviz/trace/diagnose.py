@@ -505,7 +505,9 @@ def _dispatch(run: _Run, checked: dict[str, float]) -> list[Finding]:
     if not names or not len(dispatch) or not len(compute):
         return []  # (an adapter whose dispatch wraps the batch's own work gives no compute_work)
     table, per_batch = run.callbacks, run.advice.per_batch_events
-    own = table[[_own(run, name) and event in per_batch for name, event in zip(table["callback"], table["event"])]]
+    # (a mask, not a list: an empty list would select no columns, and a table without calls has no rows)
+    own = table[np.array([_own(run, name) and event in per_batch
+                          for name, event in zip(table["callback"], table["event"])], dtype=bool)]
     spent, handlers = float(dispatch["total_ms"].sum()), float(own["total_ms"].sum())
     work = float(compute["total_ms"].sum())
     if work <= 0:

@@ -12,17 +12,19 @@ from __future__ import annotations
 
 import struct
 import sys
+from array import array
+from dataclasses import replace
 from time import perf_counter_ns
 from typing import Any, Callable
 
 from loopviz.trace.clock import Clock, HostClock
 from loopviz.trace.data import Aggregate, TraceData, is_outermost, recount
 from loopviz.trace.layout import (
-    CALL_FIELDS, CANCELLED, ERROR, FIRING_FIELDS, MODES, NCH, NO_HANDLER, RAN, SKIPPED, SKIPPED_TRAIN,
+    CALL_FIELDS, CANCELLED, ERROR, F_END, FIRING_FIELDS, MODES, NCH, NF, NO_HANDLER, RAN, SKIPPED, SKIPPED_TRAIN,
     SKIPPED_VALID, STATUS,
 )
 from loopviz.trace.records import (
-    CALL_ROW, FIRING_EPOCH_ITER, FIRING_ROW, LONG, MAX_EVENT, MAX_INDEX,
+    CALL_ROW, FIRING_EPOCH_ITER, FIRING_ROW, LONG, MAX_EVENT, MAX_INDEX, CallRecords, FiringRecords,
 )
 
 __all__ = ["Recorder", "FIRING_FIELDS", "CALL_FIELDS", "STATUS", "MODES", "RAN", "NO_HANDLER", "SKIPPED",
@@ -38,6 +40,9 @@ _pack_firing, _pack_call = FIRING_ROW.pack, CALL_ROW.pack
 _unpack_firing = FIRING_ROW.unpack_from
 _FW, _CW = len(FIRING_ROW.unpack(bytes(_FIRING_SIZE))), len(CALL_ROW.unpack(bytes(_CALL_SIZE)))  # values per row
 _ST, _DUR = 7, 8  # where a pending firing row holds its status and duration (None while the firing is open)
+# where each of a pending firing row's values but the duration goes in FIRING_FIELDS' order
+_PENDING_FIELDS = tuple(FIRING_FIELDS.index(name) for name in
+                        ("start", "epoch", "iter", "loop", "parent", "event", "mode", "status"))
 _BLOCK = 64  # rows packed per struct call (a struct holds 32 bytes per field: 64 firing rows take 18 KB)
 _BLOCKS: dict[str, tuple[str, struct.Struct]] = {}  # row format -> (its bulk format, the struct packing _BLOCK rows)
 
@@ -488,11 +493,11 @@ class Recorder:
             pending.clear()
             self.limit[0] = self._limit()
 
-    def _packed_firing(self, index: int, row: list[Any]) -> bytes:
+    def _packed_firing(self, index: int, row: list[Any], long: dict[int, int] | None = None) -> bytes:
         """One firing row packed: an epoch or iteration that is not a 32-bit integer is recorded as -1, a duration
-        a row cannot hold is kept in `long_firings`, an open firing's (None) as 0."""
+        a row cannot hold is kept in `long` (`long_firings`), an open firing's (None) as 0."""
         start, epoch, iteration, loop, parent, eid, mode, status, dur = row
-        dur = 0 if dur is None else _held(self.long_firings, index, dur)
+        dur = 0 if dur is None else _held(self.long_firings if long is None else long, index, dur)
         try:
             return _pack_firing(start, epoch, iteration, loop, parent, eid, mode, status, dur)
         except (struct.error, TypeError):
@@ -554,6 +559,109 @@ class Recorder:
         for position, value in zip(self.deferred, times):
             self.device_times[position] = value
         self.deferred.clear()
+
+    # -- reading while the run goes on (a live view) ----------------------------------------------
+
+    def rows_recorded(self) -> int:
+        """The firing and call rows recorded so far, packed or not (what a report of the run so far reads)."""
+        return self.count[0] + self.packed_calls + len(self.pending_calls) // _CW
+
+    def closed_firings(self, since: int) -> tuple[list[tuple[int, ...]], int]:
+        """The firing rows from row `since` up to the first one still open, each in FIRING_ROW's stored order (start,
+        epoch, iter, loop, parent, event, mode, status, duration) with its exact duration; and the row to read from
+        next. It only reads: the recording goes on as it was."""
+        rows: list[tuple[int, ...]] = []
+        packed = len(self.firings) // _FIRING_SIZE
+        if since < packed:  # (a copy of the new rows: a view of the buffer would stop it growing)
+            long = self.long_firings
+            for index, row in enumerate(FIRING_ROW.iter_unpack(self.firings[since * _FIRING_SIZE:]), since):
+                rows.append(row if row[_DUR] != LONG else (*row[:_DUR], long.get(index, LONG)))
+            since = packed
+        pending, first = self.pending, self.count[0] - len(self.pending) // _FW
+        for at in range(max(since - first, 0) * _FW, len(pending), _FW):
+            row = pending[at:at + _FW]
+            if row[_DUR] is None:
+                break
+            rows.append(tuple(row))
+            since += 1
+        return rows, since
+
+    def closed_matrix(self, since: int) -> tuple[Any, int]:
+        """`closed_firings` as an (n, NF) int64 matrix in FIRING_FIELDS order (numpy, without a Python object per row:
+        what a live view reads once a second), and the row to read from next."""
+        import numpy as np
+
+        packed = len(self.firings) // _FIRING_SIZE
+        parts = []
+        if since < packed:
+            long = {index - since: dur for index, dur in self.long_firings.items() if index >= since}
+            parts.append(FiringRecords(self.firings[since * _FIRING_SIZE:], long).matrix())
+            since = packed
+        pending, first = self.pending, self.count[0] - len(self.pending) // _FW
+        at = max(since - first, 0) * _FW
+        durations = pending[at + _DUR::_FW]
+        closed = durations.index(None) if None in durations else len(durations)
+        if closed:
+            try:
+                stored = np.array(pending[at:at + closed * _FW], dtype=np.int64).reshape(closed, _FW)
+            except (TypeError, ValueError, OverflowError):  # an epoch or iteration that is no 64-bit integer
+                stored = np.array([[value if type(value) is int and -2**63 <= value < 2**63 else -1 for value in row]
+                                   for row in self.closed_firings(since)[0][:closed]], dtype=np.int64)
+            rows = np.full((closed, NF), -1, np.int64)
+            for field, column in zip(_PENDING_FIELDS, stored.T):
+                rows[:, field] = column
+            rows[:, F_END] = stored[:, 0] + stored[:, _DUR]
+            parts.append(rows)
+            since += closed
+        matrix = np.concatenate(parts) if parts else np.zeros((0, NF), np.int64)
+        return matrix, since
+
+    def snapshot(self) -> TraceData:
+        """What is recorded so far as a closed trace's data, as the run stood when the first firing still open began
+        (that firing, what ran in it and the calls it made left out; open loops end there), leaving the recording
+        untouched: what a live view diagnoses from inside a firing. Past the caps, the aggregates as they are."""
+        self.count_tallies()  # (what every packing does: no row's count changes)
+        data = self.data
+        rows, cutoff = self.closed_firings(0 if not self.firings else len(self.firings) // _FIRING_SIZE)
+        end = self._row(cutoff)[0] if cutoff < self.count[0] else self.now()
+        long_firings = {index: dur for index, dur in self.long_firings.items() if index < cutoff}
+        firings = bytearray(self.firings)
+        first = len(self.firings) // _FIRING_SIZE
+        for index, row in enumerate(rows, first):
+            firings += self._packed_firing(index, list(row), long_firings)
+        calls, long_calls = bytearray(), {}
+        for index, row in enumerate(CALL_ROW.iter_unpack(self.calls)):
+            if row[1] < cutoff:
+                dur = self.long_calls.get(index, row[3]) if row[3] == LONG else row[3]
+                calls += _pack_call(row[0], row[1], row[2], _held(long_calls, len(calls) // _CALL_SIZE, dur), row[4])
+        pending = self.pending_calls
+        for at in range(0, len(pending), _CW):
+            start, firing, cb_id, dur, status = pending[at:at + _CW]
+            if firing < cutoff:
+                calls += _pack_call(start, firing, cb_id, _held(long_calls, len(calls) // _CALL_SIZE, dur), status)
+        spans = [list(span) for span in data.loop_spans]
+        for index in self.loop_stack:
+            span = spans[index]
+            span[1] = max(end, span[0])
+            if is_outermost(span):
+                span[4], span[5] = self._top_first(), min(self.marks[3], end)
+        device = array("q", self.device_times[:2 * cutoff]) if len(self.device_times) else array("q")
+        copied = replace(
+            data, meta={**data.meta, "max_calls": self.max_calls, "max_firings": self.max_firings},
+            events=list(data.events), callbacks=[dict(facts) for facts in data.callbacks], loops=list(data.loops),
+            loop_spans=spans, firings=FiringRecords(firings, long_firings, device),
+            calls=CallRecords(calls, long_calls), no_handler_calls=sum(self.no_handler),
+            no_handler_by_loop=self.no_handler[1:],
+            **{name: {key: agg.plus(Aggregate()) for key, agg in getattr(data, name).items()}
+               for name in ("overflow_firings", "overflow_calls", "overflow_nested", "overflow_work")},
+            attrs=list(data.attrs), change_agg={key: list(entry) for key, entry in data.change_agg.items()},
+            change_log=array(data.change_log.typecode, [value for at in range(0, len(data.change_log), NCH)
+                                                        if data.change_log[at] < cutoff
+                                                        for value in data.change_log[at:at + NCH]]),
+            wait_agg={key: list(entry) for key, entry in data.wait_agg.items()},
+            data_steps=[list(step) for step in data.data_steps],
+            data_work=array(data.data_work.typecode, data.data_work))
+        return recount(copied)
 
     def close(self) -> TraceData:
         """The recorded data, complete: open loops ended, deferred clock times resolved, counts of what went past

@@ -23,7 +23,7 @@ __all__ = ["firing_matrix", "call_matrix", "change_matrix", "firings_df", "timel
            "by_callback", "RowDurations", "row_durations", "to_df", "changes", "who_changed", "gpu_waits", "wait_lines", "to_unix_ns", "origin_ns", "root_loops", "outermost_spans", "loops_df",
            "work_pairs"]
 
-WORK_FALLBACK = "between events"
+WORK_FALLBACK = "between events"  # the work between two events its adapter names no work for
 SETUP = "setup"  # an outermost loop's entry point before its first event (fastai's fit: callbacks, optimizer)
 CLEANUP = "cleanup"  # after its last event, until the entry point returns
 _NO_DURATIONS = np.zeros(0, np.int64)

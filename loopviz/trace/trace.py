@@ -32,11 +32,20 @@ if TYPE_CHECKING:
     import numpy as np
     import pandas as pd
 
-__all__ = ["Trace", "FORMAT_VERSION", "check_trace"]
+__all__ = ["Trace", "FORMAT_VERSION", "check_trace", "finished"]
 
 _RECORDING = "<Trace: still recording; its reports are ready when the `with` block ends or after t.stop()>"
 _NOT_STARTED = ("this trace was never started: it records what runs between t.start() and t.stop() (t = learn.trace(); "
                 "t.start(); learn.fit(1); t.stop()), or inside `with learn.trace() as t:`")
+
+
+def finished(data: TraceData, framework: str = "", work_names: dict[tuple[str, str], str] | None = None,
+             batch_events: tuple[str, str] | None = None, advice: dict[str, Any] | None = None) -> TraceData:
+    """A recorder's closed data with what its adapter says of the loop (`Trace.finish`'s arguments)."""
+    meta = {**data.meta, "batch_events": list(batch_events)} if batch_events else data.meta
+    if advice:
+        meta = {**meta, "advice": advice}
+    return replace(data, framework=framework, work_names=dict(work_names or {}), meta=meta)
 
 
 def _reports() -> ModuleType:
@@ -88,11 +97,7 @@ class Trace:
         rec = self._recorder
         if rec is None:
             return
-        data = rec.close()
-        meta = {**data.meta, "batch_events": list(batch_events)} if batch_events else data.meta
-        if advice:
-            meta = {**meta, "advice": advice}
-        self.data = replace(data, framework=framework, work_names=dict(work_names or {}), meta=meta)
+        self.data = finished(rec.close(), framework, work_names, batch_events, advice)
         self._recorder = None
         self._stop = None
 

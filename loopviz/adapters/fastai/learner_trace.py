@@ -89,6 +89,7 @@ class LearnerTrace:
         self.raiser: Slot | None = None  # the slot whose handler last raised (where a cut-short firing stopped)
         self.removed: list[Any] = []  # callbacks removed during a firing: unwrapped when the outermost firing ends
         self.calling: list[tuple[Any, str]] = []  # calls of callbacks that override __call__ being timed, innermost last
+        self.live_callback: Any = None  # live=True: the live view's callback, on the learner while the trace runs
         self.overriders: dict[type, bool] = {}  # callback class -> replaces Callback.__call__
         self.call_patch: Any = None  # the kernel's patch of the learner's own `_call_one` (see `firing`)
         self.data_timing: Any = None  # the loaders' timing (data=True): a `datatimer.DataTiming`

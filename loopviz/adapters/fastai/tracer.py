@@ -143,6 +143,11 @@ def _wrap_getstate(original: Callable[..., Any]) -> Callable[..., Any]:
     @functools.wraps(original)
     def __getstate__(self: Any) -> Any:
         state = original(self)
+        live = getattr(_ACTIVE.get(id(self)), "live_callback", None) if isinstance(self, Learner) else None
+        if live is not None and isinstance(state, dict):  # the live view is the trace's, not the learner's
+            state = {name: value for name, value in state.items() if value is not live}
+            if "cbs" in state:
+                state["cbs"] = type(state["cbs"])([cb for cb in state["cbs"] if cb is not live])
         if isinstance(state, dict) and any(is_shadowing(value) for value in state.values()):
             state = dict(state)  # never the live __dict__ a __getstate__ may return
             for name, value in list(state.items()):
@@ -255,9 +260,15 @@ def _end(key: int, state: LearnerTrace, trace: Trace) -> None:
     instrument.run_or_defer(lambda: _finish(key, state, trace))
 
 
+def _finish_args() -> dict[str, Any]:
+    """What a fastai trace is finished with (`Trace.finish`'s arguments)."""
+    return dict(framework=_fastai_version(), work_names=WORK_BETWEEN, advice=ADVICE)
+
+
 def _finish(key: int, state: LearnerTrace, trace: Trace) -> None:
     """Unregister a learner's trace, take its timed handlers off, remove the class wrappers if it was the last, and
     finish the trace."""
+    _remove_live(state)
     state.close_work_range()
     if state.waits is not None:
         if state.work_wait is not None:
@@ -275,7 +286,30 @@ def _finish(key: int, state: LearnerTrace, trace: Trace) -> None:
             del _ACTIVE[key]
             if not _ACTIVE:
                 _PATCHES.restore()
-    trace.finish(framework=_fastai_version(), work_names=WORK_BETWEEN, advice=ADVICE)
+    trace.finish(**_finish_args())
+
+
+def _add_live(learn: Learner, state: LearnerTrace, recorder: Recorder) -> None:
+    """live=True: the live view's callback joins the learner for the trace (traced as any callback added now is)."""
+    from loopviz.adapters.fastai.live import LoopvizLive
+    from loopviz.trace.live import LiveStats
+
+    state.live_callback = LoopvizLive(LiveStats(recorder, _finish_args()))
+    learn.add_cb(state.live_callback)
+
+
+def _remove_live(state: LearnerTrace) -> None:
+    """The live view's callback leaves the learner (while the trace is still on: detached as any callback is) and
+    leaves its last line on screen."""
+    cb, state.live_callback = state.live_callback, None
+    if cb is None:
+        return
+    try:
+        learn = state.learn
+        if learn is not None and cb in learn.cbs:
+            learn.remove_cb(cb)
+    finally:
+        cb.close()
 
 
 def loader_facts(learn: Learner) -> dict[str, Any]:
@@ -316,8 +350,9 @@ class TraceSession:
 
     def __init__(self, learn: Learner, clock: str = "auto", max_calls: int = 1_000_000, max_firings: int = 250_000,
                  changes: bool = False, tensors: bool = False, ranges: bool = False, waits: bool = False,
-                 data: bool = False, now: Callable[[], int] | None = None):
+                 data: bool = False, live: bool = False, now: Callable[[], int] | None = None):
         check_type("learn", learn, Learner, "a fastai Learner")
+        self.live = check_bool("live", live)
         self.max_calls = check_int("max_calls", max_calls)
         self.max_firings = check_int("max_firings", max_firings)
         self.changes, self.tensors = check_bool("changes", changes), check_bool("tensors", tensors)
@@ -368,6 +403,8 @@ class TraceSession:
         self._ending = weakref.finalize(learn, _end, id(learn), state, self.trace)
         self.trace.started()
         try:
+            if self.live:
+                _add_live(learn, state, self.recorder)
             _patch_overriding_classes(learn)
             if state.data_timing is not None:
                 _time_loaders(learn, state.data_timing)
@@ -415,7 +452,8 @@ def trace(
     ranges: bool = False,  # Also open a torch.profiler range (record_function) per event, handler call and piece of work, while a profiler (or emit_nvtx) is recording
     waits: bool = False,  # Also find the callback calls and work that make the host wait for the GPU (.item(), .cpu(), printing a tensor), and how long: needs CUDA
     data: bool = False,  # Also time the data loop inside `draw`: each stage and transform of every batch, in the loader's worker processes too
+    live: bool = False,  # Also show, while the fit runs, the split of the recent steps and the top finding so far (at most once a second), in the progress bar's comment or on a line of its own
 ) -> Trace:
     "Record every event firing, callback call and the work between events of what runs inside `with` (or between `t.start()` and `t.stop()`)"
     return TraceSession(self, clock=clock, max_calls=max_calls, max_firings=max_firings, changes=changes,
-                        tensors=tensors, ranges=ranges, waits=waits, data=data).trace
+                        tensors=tensors, ranges=ranges, waits=waits, data=data, live=live).trace

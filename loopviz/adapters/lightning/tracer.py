@@ -29,6 +29,7 @@ from loopviz.adapters.lightning.hooks import (
     ADVICE, DIRECT_CALLS, FRAMEWORK, MODULE, RUN_HOOKS, STRATEGY_EVENTS, WORK_NAMES, handler_objects, hook_owners, owner_base,
 )
 from loopviz.adapters.torch_loader import first_loader, loader_settings
+from loopviz.checks import check_bool
 from loopviz.errors import LoopvizError
 from loopviz.generic import callback_info
 from loopviz.trace import instrument
@@ -50,6 +51,9 @@ _SOLE: "LightningTracer | None" = None
 _PATCHES = instrument.PatchSet()  # the wrappers in lightning.pytorch.trainer.call while any tracer is active
 _LIVE: dict[str, Any] = {}  # name in lightning.pytorch.trainer.call -> the wrapper installed now
 _CANCELS: tuple[type[BaseException], ...] = ()  # Lightning's loops stop by flags (should_stop), never by an exception
+# what a Lightning trace is finished with (`Trace.finish`'s arguments)
+_FINISH = dict(framework=FRAMEWORK, work_names=WORK_NAMES, batch_events=("on_train_batch_start", "on_train_batch_end"),
+               advice=ADVICE)
 _DISPATCH = {"_call_callback_hooks": "callbacks", "_call_lightning_module_hook": "module",
              "_call_strategy_hook": "strategy", "_call_lightning_datamodule_hook": "datamodule"}
 
@@ -287,9 +291,14 @@ class LightningTracer:
     """Traces every hook a trainer (or any trainer running a given module) dispatches; `with` gives the `Trace`."""
 
     def __init__(self, target: Any, clock: Any = None, max_calls: int = 1_000_000, max_firings: int = 250_000,
-                 now: Callable[[], int] | None = None, data: bool = False):
+                 now: Callable[[], int] | None = None, data: bool = False, live: bool = False):
         if not isinstance(target, (pl.Trainer, pl.LightningModule)):
             raise LoopvizError(f"trace a Lightning Trainer or LightningModule, not a {type(target).__name__}.")
+        if check_bool("live", live) and not isinstance(target, pl.Trainer):
+            raise LoopvizError("live=True shows the live view on a trainer's progress bar: trace the Trainer "
+                               "(loopviz.tracing(trainer, live=True)), not the LightningModule.")
+        self.live = live
+        self.live_callback: Any = None  # live=True: the live view's callback, on the trainer while the trace runs
         self.target_ref = weakref.ref(target)
         self.target_id = id(target)  # its key in _ACTIVE (the tracer leaves it before the target is freed)
         self.target_name = type(target).__name__
@@ -335,7 +344,33 @@ class LightningTracer:
             self._ending = weakref.finalize(target, instrument.run_or_defer, self._end)
         self.trace.started()
         self.trace.meta.update(_model_facts(target))
+        if self.live:
+            self._add_live(target)
         return self.trace
+
+    def _add_live(self, trainer: pl.Trainer) -> None:
+        """live=True: the live view's callback joins the trainer's callbacks for the trace (traced as any callback),
+        and the trainer's progress bar, if any, shows its metrics."""
+        from loopviz.adapters.lightning.live import LoopvizLive, with_live_metrics
+        from loopviz.trace.live import LiveStats
+
+        self.live_callback = live = LoopvizLive(LiveStats(self.rec, _FINISH))
+        trainer.callbacks.append(live)
+        bar = trainer.progress_bar_callback
+        if bar is not None:
+            self.patches.put(bar, "get_metrics", with_live_metrics(bar.get_metrics, live))
+
+    def _remove_live(self) -> None:
+        """The live view's callback leaves the trainer and leaves its last lines on screen."""
+        live, self.live_callback = self.live_callback, None
+        if live is None:
+            return
+        trainer = self.target_ref()
+        try:
+            if trainer is not None and live in trainer.callbacks:
+                trainer.callbacks.remove(live)
+        finally:
+            live.close()
 
     def __exit__(self, *exc: Any) -> None:
         self._stop()
@@ -355,6 +390,7 @@ class LightningTracer:
             if not _ACTIVE:
                 _uninstall()
         try:
+            self._remove_live()
             if self.data_timing is not None:
                 self.data_timing.finish(self.trace.data)
         finally:
@@ -368,8 +404,7 @@ class LightningTracer:
             firing = self.open.pop()
             self.rec.end_firing(firing[_INDEX], 0 if firing is pending else ERROR, end=firing[_END] or None)
         self.rec.end_loops()
-        self.trace.finish(framework=FRAMEWORK, work_names=WORK_NAMES,
-                          batch_events=("on_train_batch_start", "on_train_batch_end"), advice=ADVICE)
+        self.trace.finish(**_FINISH)
 
     def settle(self) -> None:
         """Close the pending firing, if any (no dispatch of the same hook joined it)."""
