@@ -421,3 +421,14 @@ def test_a_live_view_that_fails_stops_itself_and_says_so_never_the_fit(every_bat
     assert "the live view stopped (ValueError: a bug of the view's); the trace records on" in capsys.readouterr().err
     batches = (t.firings_df()["event"] == "after_batch").sum()
     assert batches == len(learn.dls.train) + len(learn.dls.valid)  # the whole fit, recorded
+
+
+def test_past_the_record_cap_the_split_goes_on_from_the_aggregates(every_batch, made):
+    learn = synth_learner(n_trn=60)
+    with learn.no_bar(), learn.no_logging(), learn.trace(live=True, max_firings=100, max_calls=100) as t:
+        learn.fit(1)
+    assert t.dropped_firings > 300  # of some 500
+    live, after = whole_split(made[0]), summary_split(t)
+    assert set(live) == set(after)
+    for name in after:
+        assert abs(live[name] - after[name]) <= 2 * len(t.summary()), name
