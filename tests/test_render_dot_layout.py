@@ -168,6 +168,5 @@ def _legend_texts(svg: str) -> list[tuple[str, float, float]]:
     root = ET.fromstring(svg[svg.index("<svg"):])
     (legend,) = [g for g in root.iter(f"{ns}g") if g.findtext(f"{ns}title") == "legend"]
     texts = [t for t in legend.iter(f"{ns}text") if t.text and t.text[:1].isupper()]
-    names = [(t.text.strip(), float(t.get("x")), -float(t.get("y"))) for t in texts
-             if t.text.strip() not in ("Callbacks, in call order",) and not t.text.startswith(("box", "Share"))]
-    return [(name, x, -y) for name, x, y in names]
+    return [(t.text.strip(), float(t.get("x")), float(t.get("y"))) for t in texts
+            if t.text.strip() != "Callbacks, in call order" and not t.text.startswith(("box", "Share"))]

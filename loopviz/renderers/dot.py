@@ -35,7 +35,7 @@ __all__ = ["dot_graph", "step_ids", "DOC_WIDTH", "THEMES"]
 
 DOC_WIDTH = 60
 DOC_LINES = 15  # wrapped lines of one text a label shows
-LABEL_WIDTH = 34  # characters of a line of a phase's title: the edge into the phase runs down its middle, past it
+LABEL_WIDTH = 34  # characters of a line of a phase's title (its first step keeps clear of the title's width)
 PER_ROW = 3  # callbacks beside an event's name in a row of the compact diagram
 LEGEND_DOC_LINES = 4
 LEGEND_COLUMN = 4  # callbacks the legend lists in one column; more go in two  # wrapped lines of a callback's class doc in the (verbose) legend
@@ -385,12 +385,14 @@ class _DotBuilder(FlowWriter):
                     if heat and event.timing else "")
         title = self.title(event, heat[1] if heat else None)
         if self.verbose:
-            cells = [f'<TR><TD BGCOLOR="{header_fill}" CELLPADDING="0"></TD><TD BGCOLOR="{header_fill}" ALIGN="LEFT">{title}{measured}</TD></TR>',
+            cells = [f'<TR><TD BGCOLOR="{header_fill}" CELLPADDING="0"></TD>'
+                     f'<TD BGCOLOR="{header_fill}" ALIGN="LEFT">{title}{measured}</TD></TR>',
                      f'<TR><TD CELLPADDING="0"></TD><TD ALIGN="LEFT"><FONT POINT-SIZE="8" COLOR="{MUTED}">'
                      f"{_lines(event.description)}</FONT></TD></TR>"]
             cells += [f"<TR>{self.handler_cells(h)}</TR>" for h in rows]
             if not rows:
-                cells.append(f'<TR><TD CELLPADDING="0"></TD><TD ALIGN="LEFT"><FONT COLOR="{MUTED}">no callbacks</FONT></TD></TR>')
+                cells.append(f'<TR><TD CELLPADDING="0"></TD><TD ALIGN="LEFT"><FONT COLOR="{MUTED}">no callbacks</FONT>'
+                             "</TD></TR>")
         else:  # compact: the name on the left, its callbacks beside it, a few to a row
             packed = [rows[i:i + PER_ROW] for i in range(0, len(rows), PER_ROW)] or [[]]
             span = f' ROWSPAN="{len(packed)}"' if len(packed) > 1 else ""
