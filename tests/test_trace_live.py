@@ -174,6 +174,8 @@ def test_a_snapshot_from_inside_a_firing_leaves_the_recording_as_it_was():
     events = [snap.events[e] for e in snap.firings.matrix()[:, 0]]
     assert events.count("after_batch") == 5 and events[-1] == "after_step"
     assert snap.calls.matrix()[:, 0].max() < len(events)  # no call of a firing left out
+    calls = t.calls.matrix()
+    assert (snap.calls.matrix() == calls[calls[:, 0] < len(events)]).all()  # and every call of one kept, exactly
     loopviz.Trace(snap).summary()  # a whole trace's reports read it
 
 

@@ -37,8 +37,8 @@ DOC_WIDTH = 60
 DOC_LINES = 15  # wrapped lines of one text a label shows
 LABEL_WIDTH = 34  # characters of a line of a phase's title (its first step keeps clear of the title's width)
 PER_ROW = 3  # callbacks beside an event's name in a row of the compact diagram
-LEGEND_DOC_LINES = 4
-LEGEND_COLUMN = 4  # callbacks the legend lists in one column; more go in two  # wrapped lines of a callback's class doc in the (verbose) legend
+LEGEND_DOC_LINES = 4  # wrapped lines of a callback's class doc in the (verbose) legend
+LEGEND_COLUMN = 4  # callbacks the legend lists in one column; more go in two
 HTML_LIMIT = 15000  # characters of one HTML-like label, below Graphviz's 16384 with room for the table's markup
 TIP_LIMIT = 1500  # characters of a tooltip; escaped, each takes at most 10, within Graphviz's 16384
 WORD_JOINER = "&#8288;"  # U+2060: invisible; after a backslash it stops Graphviz's escapes, which HTML labels obey too
@@ -294,11 +294,16 @@ class _DotBuilder(FlowWriter):
         spacer = f"room{next(self.spacers)}"
         width = f"{self.title_room[-1] / 72:.2f}"
         self.title_room[-1] = None
+        self.current.node(spacer, label="", shape="box", style="invis", width=width, height="0.01", fixedsize="true")
+        self.same_rank([spacer, node])
+        self.current.edge(spacer, node, style="invis")
+
+    def same_rank(self, nodes: list[str]) -> None:
+        """Draw these nodes (already made in the phase being drawn) side by side, on one rank."""
         with self.current.subgraph() as rank:
             rank.attr(rank="same")
-            rank.node(spacer, label="", shape="box", style="invis", width=width, height="0.01", fixedsize="true")
-            rank.node(node)
-        self.current.edge(spacer, node, style="invis")
+            for node in nodes:
+                rank.node(node)
 
     def close_phase(self, phase: Phase, depth: int) -> None:
         self.title_room.pop()
@@ -324,10 +329,7 @@ class _DotBuilder(FlowWriter):
         every enclosing phase's steps right, one column per level of nesting."""
         path = super().cancel_path(phase, event, resume, depth)
         if len(path) > 1:
-            with self.current.subgraph() as line:
-                line.attr(rank="same")
-                for node in path:
-                    line.node(node)
+            self.same_rank(path)
         return path
 
     def raise_node(self, phase: Phase, depth: int) -> str:

@@ -27,7 +27,7 @@ from typing import Any
 from loopviz.trace.families import family_of
 from loopviz.trace.layout import F_END, F_EVENT, F_LOOP, F_PARENT, F_START
 from loopviz.trace.record import Recorder
-from loopviz.trace.reports import WORK_FALLBACK
+from loopviz.trace.reports import WORK_FALLBACK, roots_of, sibling_pairs
 
 __all__ = ["LiveStats", "REFRESH_NS", "WINDOW", "FIRST_FINDING_NS", "FINDING_EVERY_NS", "FINDING_BUDGET", "CALLBACKS",
            "WAITS", "DIAGNOSIS_NS_PER_ROW"]
@@ -59,15 +59,13 @@ class LiveStats:
         self.ns_per_row = DIAGNOSIS_NS_PER_ROW
         self.finding_at = now + min(FIRST_FINDING_NS, self.finding_every_ns)
         self.next_row = 0  # the first firing row not read yet
-        # (outermost loop, parent firing) -> (event, end) of the last firing closed at that level
-        self.last_at: dict[tuple[int, int], tuple[str, int]] = {}
-        self.roots: dict[int, int] = {}  # loop -> the outermost loop it runs in (`root_of`)
-        self.seen: dict[str, dict[tuple[int, ...], int]] = {"overflow_firings": {}, "overflow_work": {}}
+        # outermost loop -> (event, end) of its last top-level firing read (nested ones are read with their parent)
+        self.last_at: dict[int, tuple[str, int]] = {}
+        self.seen: dict[str, dict[tuple[int, ...], int]] = {}  # per aggregate field: each entry's total last read
         self.recent: deque[Counter[str]] = deque(maxlen=WINDOW)
         self.finding: Any = None  # the top `Finding` of the last diagnosis, None before one or when none was found
         self.diagnosed = False  # whether a diagnosis has run
         self.stopped = ""  # why the live view stopped refreshing (an error of its own), '' while it runs
-        self.refreshes = 0
 
     def tick(self) -> bool:
         """Refresh the split (and, when due, the finding) if a second has passed since the last refresh; True when
@@ -89,11 +87,7 @@ class LiveStats:
     def predicted_cost(self) -> float:
         """About what a diagnosis of the run so far costs (ns): the rows recorded, at the last diagnosis's cost per
         row (DIAGNOSIS_NS_PER_ROW before one). It grows with the run: a fast loop is diagnosed later and less often."""
-        return self.records() * self.ns_per_row
-
-    def records(self) -> int:
-        """Firing and call rows recorded so far."""
-        return self.rec.rows_recorded()
+        return self.rec.rows_recorded() * self.ns_per_row
 
     def refresh(self) -> None:
         """Read what was recorded since the last refresh into the recent split."""
@@ -101,7 +95,6 @@ class LiveStats:
         spent.update(self._past_the_cap())
         spent.update(self._waits())
         self.recent.append(spent)
-        self.refreshes += 1
 
     @property
     def shares(self) -> list[tuple[str, float]]:
@@ -121,7 +114,7 @@ class LiveStats:
         from loopviz.trace.trace import finished
 
         start = self.rec.now()
-        rows = self.records()
+        rows = self.rec.rows_recorded()
         findings = diagnose(finished(self.rec.snapshot(), **self.finish))
         self.finding, self.diagnosed = findings.top, True
         end = self.rec.now()
@@ -138,18 +131,6 @@ class LiveStats:
     def series_of_work(self, before: str, after: str) -> str:
         """The series of the work between two events: its name, as the adapter names it."""
         return self.work_names.get((before, after), WORK_FALLBACK)
-
-    def root_of(self, loop: int) -> int:
-        """The outermost loop `loop` runs in, where not inside a firing (the sanity check's in Lightning's fit): work
-        is what lies between consecutive firings at one level of it, as the summary has it."""
-        root = self.roots.get(loop)
-        if root is None:
-            spans = self.rec.data.loop_spans
-            root = loop
-            if 0 <= loop < len(spans) and spans[loop][2] >= 0 and spans[loop][3] == -1:
-                root = self.root_of(spans[loop][2])
-            self.roots[loop] = root
-        return root
 
     def _from_rows(self) -> Counter[str]:
         """The time of the firing rows closed since the last read, and of the work between them, by series; each
@@ -177,12 +158,8 @@ class LiveStats:
         inside = parent >= first  # nested in a firing of this read: its time is not its parent's own
         parent_series = own[np.where(inside, parent - first, 0)]
         # the work between consecutive firings at one level (outermost loop, parent firing), named by the pair
-        roots = np.array([self.root_of(loop) for loop in range(int(m[:, F_LOOP].max()) + 1)])
-        level_root = roots[m[:, F_LOOP]]
-        order = np.lexsort((np.arange(len(m)), parent, level_root))
-        a, b = order[:-1], order[1:]
-        same = (level_root[a] == level_root[b]) & (parent[a] == parent[b])
-        a, b = a[same], b[same]
+        level_root = roots_of(self.rec.data, m[:, F_LOOP])  # (a loop inside another, not in a firing: the outer's)
+        a, b = sibling_pairs(level_root, parent)
         gaps = start[b] - end[a]
         a, b, gaps = a[gaps > 0], b[gaps > 0], gaps[gaps > 0]
         pairs, pair_of = np.unique(event_ids[a] * (len(events) + 1) + event_ids[b], return_inverse=True)
@@ -193,39 +170,34 @@ class LiveStats:
         spent = (_sums(own, end - start, size) - _sums(parent_series[inside], (end - start)[inside], size)
                  + _sums(work, gaps, size) - _sums(parent_series[b[nested]], gaps[nested], size))
         out = Counter({name: int(ns) for name, ns in zip(names, spent.tolist()) if ns})
-        self._top_level_work(m, level_root, order, out)
+        self._top_level_work(m, level_root, out)
         return out
 
-    def _top_level_work(self, m: Any, level_root: Any, order: Any, out: Counter[str]) -> None:
+    def _top_level_work(self, m: Any, level_root: Any, out: Counter[str]) -> None:
         """The work between the last top-level firing of the previous read and the first of this one, at each
-        outermost loop; then each level's last firing kept for the next read."""
+        outermost loop; then each loop's last top-level firing kept for the next read."""
         import numpy as np
 
         start, end, event_ids = m[:, F_START], m[:, F_END], m[:, F_EVENT]
         events = self.rec.data.events
-        top = order[m[order, F_PARENT] < 0]  # the top level's rows, by outermost loop, then in firing order
+        top = np.flatnonzero(m[:, F_PARENT] < 0)
+        top = top[np.argsort(level_root[top], kind="stable")]  # by outermost loop, then in firing order
         if not len(top):
             return
         roots, firsts = np.unique(level_root[top], return_index=True)
         lasts = np.append(firsts[1:], len(top)) - 1
         for root, first, last in zip(roots.tolist(), top[firsts].tolist(), top[lasts].tolist()):
-            before = self.last_at.get((root, -1))
+            before = self.last_at.get(root)
             if before is not None and start[first] > before[1]:
                 out[self.series_of_work(before[0], events[event_ids[first]])] += int(start[first] - before[1])
-            self.last_at[(root, -1)] = (events[event_ids[last]], int(end[last]))
+            self.last_at[root] = (events[event_ids[last]], int(end[last]))
 
     def _waits(self) -> Counter[str]:
         """waits=True: the GPU work waited out since the last read, as the series `WAITS`, taken from the series it
         was waited out in (a callback's event, or the work after an event until the next firing)."""
-        data = self.rec.data
-        events, seen = data.events, self.seen.setdefault("wait_agg", {})
+        events = self.rec.data.events
         spent: Counter[str] = Counter()
-        for key, entry in list(data.wait_agg.items()):
-            grown = entry[2] - seen.get(key, 0)
-            if grown <= 0:
-                continue
-            seen[key] = entry[2]
-            _, event, _, callback, following = key
+        for (_, event, _, callback, following), grown in self._growth("wait_agg", lambda entry: entry[2]):
             inside = (self.series_of_event(events[event]) if callback >= 0 or following < 0
                       else self.series_of_work(events[event], events[following]))
             spent[inside] -= grown
@@ -235,22 +207,26 @@ class LiveStats:
     def _past_the_cap(self) -> Counter[str]:
         """The growth of the aggregates past the raw-record cap since the last read: top-level firings whole (what
         nests in them counts in theirs), top-level work by its name."""
-        data = self.rec.data
-        events = data.events
+        events = self.rec.data.events
         spent: Counter[str] = Counter()
-        for name, aggregates in (("overflow_firings", data.overflow_firings), ("overflow_work", data.overflow_work)):
-            seen = self.seen[name]
-            for key, agg in list(aggregates.items()):
-                grown = agg.total - seen.get(key, 0)
-                if grown <= 0:
-                    continue
-                seen[key] = agg.total
-                if name == "overflow_firings":
-                    spent[self.series_of_event(events[key[1]])] += grown
-                elif key[4] == 0:  # (loop, event before, event after, mode, nested)
-                    spent[self.series_of_work(events[key[1]], events[key[2]])] += grown
+        for (_, event, _), grown in self._growth("overflow_firings", lambda agg: agg.total):
+            spent[self.series_of_event(events[event])] += grown
+        for (_, before, after, _, nested), grown in self._growth("overflow_work", lambda agg: agg.total):
+            if not nested:
+                spent[self.series_of_work(events[before], events[after])] += grown
         return spent
 
+    def _growth(self, field: str, total: Any) -> list[tuple[tuple[int, ...], int]]:
+        """(key, how much its total grew) for each entry of the data's `field` (a dict) that grew since the last
+        read; `total` reads an entry's total."""
+        seen = self.seen.setdefault(field, {})
+        grown = []
+        for key, entry in list(getattr(self.rec.data, field).items()):
+            now = total(entry)
+            if now > seen.get(key, 0):
+                grown.append((key, now - seen.get(key, 0)))
+                seen[key] = now
+        return grown
 
 def _sums(series: Any, amounts: Any, size: int) -> Any:
     """Per series index (0 to size - 1), the sum of the amounts given for it (a float array; ns stay exact under

@@ -4,12 +4,13 @@ characters escaped) and cut here, where it leaves for a terminal or a notebook.
 """
 from __future__ import annotations
 
-from typing import Any
+import time
+from typing import Any, Callable
 
 from loopviz.renderers.sanitise import cut, one_line
 from loopviz.trace.live import LiveStats
 
-__all__ = ["live_items", "finding_text", "finding_short", "live_text", "live_lines", "LiveLine", "SHOWN", "NAME_WIDTH"]
+__all__ = ["live_items", "finding_text", "live_text", "live_lines", "LiveLine", "SHOWN", "NAME_WIDTH"]
 
 SHOWN = 5  # series named in the split; the rest are 'other'
 NAME_WIDTH = 16  # characters of a series' name
@@ -31,32 +32,28 @@ def live_items(stats: LiveStats, shown: int = SHOWN) -> list[tuple[str, str]]:
     return items
 
 
-def finding_text(stats: LiveStats) -> str:
-    """'critical: The model waits for data...' for the top finding so far; '' before the first diagnosis, and 'no
-    finding yet' after one that found nothing."""
+def finding_text(stats: LiveStats, short: bool = False) -> str:
+    """The top finding so far: 'critical: The model waits for data...', or `short`, for a bar's narrow metrics, its
+    severity and kind ('warning: input_bound'); '' before the first diagnosis, 'none' after one that found nothing."""
     if not stats.diagnosed:
         return ""
     finding = stats.finding
     if finding is None:
         return "none"
-    return f"{finding.severity}: {cut(one_line(finding.title), FINDING_WIDTH)}"
+    said = cut(one_line(finding.kind), NAME_WIDTH) if short else cut(one_line(finding.title), FINDING_WIDTH)
+    return f"{finding.severity}: {said}"
 
 
-def finding_short(stats: LiveStats) -> str:
-    """The top finding so far as its severity and kind ('warning: input_bound'), for a bar's narrow metrics; '' before
-    the first diagnosis, 'none' after one that found nothing."""
-    if not stats.diagnosed:
-        return ""
-    finding = stats.finding
-    return "none" if finding is None else f"{finding.severity}: {cut(one_line(finding.kind), NAME_WIDTH)}"
+def _parts(stats: LiveStats) -> tuple[str, str, str]:
+    """(the split as 'draw 41% · forward 18% · ...', the top finding, why the view stopped), each '' when none."""
+    split = " · ".join(f"{name} {share}" for name, share in live_items(stats))
+    return split, finding_text(stats), one_line(stats.stopped)
 
 
 def live_text(stats: LiveStats) -> str:
     """The split and the top finding on one line: 'draw 41% · forward 18% · ... | warning: ...'; '' before there is
     anything to show."""
-    split = " · ".join(f"{name} {share}" for name, share in live_items(stats))
-    finding = finding_text(stats)
-    return " | ".join(part for part in (split, finding, stats.stopped) if part)
+    return " | ".join(part for part in _parts(stats) if part)
 
 
 class LiveLine:
@@ -68,9 +65,9 @@ class LiveLine:
 
     PRINT_EVERY_S = 10.0
 
-    def __init__(self, console: Any = None, clock: Any = None):
+    def __init__(self, console: Any = None, clock: Callable[[], float] = time.monotonic):
         self.console = console
-        self.clock = clock  # seconds, for the printed lines (time.monotonic unless a test injects one)
+        self.clock = clock  # seconds, for the printed lines
         self.live: Any = None
         self.handle: Any = None  # in a notebook: the cell's output the lines are shown in
         self.printed_at: float | None = None
@@ -99,7 +96,7 @@ class LiveLine:
             self.live.update(Group(*(Text(line, no_wrap=True, overflow="ellipsis") for line in lines)), refresh=True)
             return
         self.unprinted = lines
-        now = (self.clock or _monotonic)()
+        now = self.clock()
         if self.printed_at is None or now - self.printed_at >= self.PRINT_EVERY_S:
             self.printed_at = now
             self.print_lines()
@@ -131,14 +128,7 @@ class LiveLine:
 
 def live_lines(stats: LiveStats) -> list[str]:
     """The live view as lines of their own: 'loopviz live: draw 41% · ...', then '  top finding: warning: ...'."""
-    split = " · ".join(f"{name} {share}" for name, share in live_items(stats))
-    finding = finding_text(stats)
+    split, finding, stopped = _parts(stats)
     lines = [f"loopviz live: {split}"] if split else []
     lines += [f"  top finding so far: {finding}"] if finding and lines else []
-    return lines + [f"loopviz: {stats.stopped}"] if stats.stopped else lines
-
-
-def _monotonic() -> float:
-    import time
-
-    return time.monotonic()
+    return lines + [f"loopviz: {stopped}"] if stopped else lines

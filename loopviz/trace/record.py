@@ -37,7 +37,7 @@ _DRAIN_EVERY = 4096  # deferred clock marks resolved per batch
 PENDING_ROWS = 2048
 _FIRING_SIZE, _CALL_SIZE = FIRING_ROW.size, CALL_ROW.size
 _pack_firing, _pack_call = FIRING_ROW.pack, CALL_ROW.pack
-_unpack_firing = FIRING_ROW.unpack_from
+_unpack_firing, _unpack_call = FIRING_ROW.unpack_from, CALL_ROW.unpack_from
 _FW, _CW = len(FIRING_ROW.unpack(bytes(_FIRING_SIZE))), len(CALL_ROW.unpack(bytes(_CALL_SIZE)))  # values per row
 _ST, _DUR = 7, 8  # where a pending firing row holds its status and duration (None while the firing is open)
 # where each of a pending firing row's values but the duration goes in FIRING_FIELDS' order
@@ -629,16 +629,22 @@ class Recorder:
         first = len(self.firings) // _FIRING_SIZE
         for index, row in enumerate(rows, first):
             firings += self._packed_firing(index, list(row), long_firings)
-        calls, long_calls = bytearray(), {}
-        for index, row in enumerate(CALL_ROW.iter_unpack(self.calls)):
-            if row[1] < cutoff:
-                dur = self.long_calls.get(index, row[3]) if row[3] == LONG else row[3]
-                calls += _pack_call(row[0], row[1], row[2], _held(long_calls, len(calls) // _CALL_SIZE, dur), row[4])
+        # Calls are rows in the order they ended; a firing before the cutoff ended before the cutoff began, so its
+        # calls come before every call of the cutoff or of what runs in it: the calls kept are the rows up to the
+        # first of those.
+        kept = self.packed_calls
+        while kept and _unpack_call(self.calls, (kept - 1) * _CALL_SIZE)[1] >= cutoff:
+            kept -= 1
+        calls = bytearray(self.calls[:kept * _CALL_SIZE])
+        long_calls = {index: dur for index, dur in self.long_calls.items() if index < kept}
         pending = self.pending_calls
-        for at in range(0, len(pending), _CW):
-            start, firing, cb_id, dur, status = pending[at:at + _CW]
-            if firing < cutoff:
-                calls += _pack_call(start, firing, cb_id, _held(long_calls, len(calls) // _CALL_SIZE, dur), status)
+        if kept == self.packed_calls:
+            for at in range(0, len(pending), _CW):
+                start, firing, cb_id, dur, status = pending[at:at + _CW]
+                if firing >= cutoff:
+                    break
+                calls += _pack_call(start, firing, cb_id, _held(long_calls, kept, dur), status)
+                kept += 1
         spans = [list(span) for span in data.loop_spans]
         for index in self.loop_stack:
             span = spans[index]

@@ -20,7 +20,7 @@ from loopviz.trace.layout import (
 )
 
 __all__ = ["firing_matrix", "call_matrix", "change_matrix", "firings_df", "timeline", "calls_df", "work_df", "total_ns", "summary",
-           "by_callback", "RowDurations", "row_durations", "to_df", "changes", "who_changed", "gpu_waits", "wait_lines", "to_unix_ns", "origin_ns", "root_loops", "outermost_spans", "loops_df",
+           "by_callback", "RowDurations", "row_durations", "to_df", "changes", "who_changed", "gpu_waits", "wait_lines", "to_unix_ns", "origin_ns", "root_loops", "outermost_spans", "roots_of", "sibling_pairs", "loops_df",
            "work_pairs"]
 
 WORK_FALLBACK = "between events"  # the work between two events its adapter names no work for
@@ -103,6 +103,25 @@ def root_loops(data: TraceData) -> np.ndarray:
     return roots
 
 
+def roots_of(data: TraceData, loops: np.ndarray) -> np.ndarray:
+    """The outermost loop each of `loops` (loop indices, as firings hold them) runs in; -1 for none (a firing outside
+    any loop, or a loop this trace does not hold)."""
+    roots = root_loops(data)
+    if not len(roots):
+        return np.full(len(loops), -1)
+    return np.where((loops >= 0) & (loops < len(roots)), roots[np.clip(loops, 0, len(roots) - 1)], -1)
+
+
+def sibling_pairs(roots: np.ndarray, parents: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(a, b): the row indices of each pair of consecutive firings at one level (the same outermost loop and parent
+    firing), given each firing's outermost loop and parent in firing order: the work between them is `b`'s start
+    less `a`'s end."""
+    order = np.lexsort((np.arange(len(roots)), parents, roots))  # by outermost loop, parent, firing order
+    a, b = order[:-1], order[1:]
+    keep = (roots[a] == roots[b]) & (parents[a] == parents[b])
+    return a[keep], b[keep]
+
+
 def outermost_spans(data: TraceData) -> list[tuple[int, list[int]]]:
     """(loop, span) of the loops not inside another loop or firing, that this trace holds."""
     return [(i, span) for i, span in enumerate(data.loop_spans)
@@ -127,14 +146,7 @@ def work_df(data: TraceData) -> pd.DataFrame:
 def _pairs_df(data: TraceData, m: np.ndarray) -> pd.DataFrame:
     """The work between consecutive raw firings that share a parent firing and an outermost loop."""
     start, end = timeline(m)
-    roots = root_loops(data)
-    loop = m[:, F_LOOP]
-    root = np.where((loop >= 0) & (loop < len(roots)), roots[np.clip(loop, 0, max(len(roots) - 1, 0))], -1) \
-        if len(roots) else np.full(len(m), -1)
-    order = np.lexsort((np.arange(len(m)), m[:, F_PARENT], root))  # by outermost loop, parent, firing order
-    a, b = order[:-1], order[1:]
-    keep = (root[a] == root[b]) & (m[a, F_PARENT] == m[b, F_PARENT])
-    a, b = a[keep], b[keep]
+    a, b = sibling_pairs(roots_of(data, m[:, F_LOOP]), m[:, F_PARENT])
     named = _work_names_by_id(data)  # looked up per pair: a table of every pair grows with events squared
     work = [named.get(pair, WORK_FALLBACK) for pair in zip(m[a, F_EVENT].tolist(), m[b, F_EVENT].tolist())]
     return pd.DataFrame({

@@ -53,9 +53,10 @@ class LoopvizLive(Callback):
         self.written = bar.comment = f"{base} · {self.text}" if base else self.text
 
     def after_fit(self) -> None:
-        """Leave the last line on screen."""
-        self.line.stop()
+        """Leave the last lines on screen."""
+        self.close()
 
     def close(self) -> None:
-        """The trace ended (a fit that raised never reached after_fit)."""
+        """Leave the last lines on screen: at after_fit, and as the trace ends (a fit that raised never reaches
+        after_fit)."""
         self.line.stop()

@@ -11,7 +11,7 @@ from typing import Any
 import lightning.pytorch as pl
 
 from loopviz.trace.live import LiveStats
-from loopviz.trace.live_display import LiveLine, finding_short, live_items
+from loopviz.trace.live_display import LiveLine, finding_text, live_items
 
 __all__ = ["LoopvizLive"]
 
@@ -36,7 +36,7 @@ class LoopvizLive(pl.Callback):
         if not self.stats.tick():
             return
         self.items = dict(live_items(self.stats))
-        finding = finding_short(self.stats)
+        finding = finding_text(self.stats, short=True)
         if finding:
             self.items[FINDING_KEY] = finding
         if self.stats.stopped:
