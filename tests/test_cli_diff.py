@@ -1,23 +1,39 @@
 """`loopviz diff` as a gate: --fail-on-regression PCT exits 1 naming the run and rows that regressed beyond PCT and
 the noise, 0 when none did; a bad PCT is a usage error. In-process with click's CliRunner, on saved traces of real
-fits."""
+fits timed on an injected clock, so that every verdict is the same on every run (two real fits on the system clock
+differ by tens of percent on a busy machine, and with thousands of rows that is significant: a gate test on them
+failed in CI)."""
 from __future__ import annotations
 
-import time
+import itertools
 
 import pytest
 from click.testing import CliRunner
 from fastai.callback.core import Callback
 from fastai.test_utils import synth_learner
 
+from loopviz.adapters.fastai.tracer import TraceSession
 from loopviz.cli import cli
 
 
+class SlowClock:
+    "A clock that moves 1 µs per reading, plus whatever a callback spends on it"
+
+    def __init__(self):
+        self.readings, self.spent = itertools.count(0, 1_000), 0
+
+    def now(self) -> int:
+        return next(self.readings) + self.spent
+
+
 class SleepsBeforeBatch(Callback):
-    "Really sleeps before each batch"
+    "Spends 5 ms of the injected clock before each batch, as a sleep would"
+
+    def __init__(self, clock: SlowClock):
+        self.clock = clock
 
     def before_batch(self):
-        time.sleep(0.005)
+        self.clock.spent += 5_000_000
 
 
 def run(*args: str):
@@ -28,17 +44,17 @@ def run(*args: str):
 
 @pytest.fixture(scope="module")
 def saved(tmp_path_factory):
-    """Saved traces of two-epoch fits after a warm-up: plain, plain again, with a callback that sleeps, and one
-    recorded with state changes."""
+    """Saved traces of two-epoch fits, each on its own injected clock: plain, plain again, with a callback that
+    spends 5 ms before each batch, and one recorded with state changes."""
     folder = tmp_path_factory.mktemp("diff")
     learn = synth_learner(path=folder)
     paths = {}
     with learn.no_bar(), learn.no_logging():
-        learn.fit(1)
-        for name, cbs, options in (("plain", [], {}), ("again", [], {}), ("sleeps", [SleepsBeforeBatch()], {}),
-                                   ("changes", [], {"changes": True})):
-            with learn.trace(**options) as t:
-                learn.fit(2, cbs=cbs)
+        for name, sleeps, options in (("plain", False, {}), ("again", False, {}), ("sleeps", True, {}),
+                                      ("changes", False, {"changes": True})):
+            clock = SlowClock()
+            with TraceSession(learn, now=clock.now, **options) as t:
+                learn.fit(2, cbs=[SleepsBeforeBatch(clock)] if sleeps else [])
             paths[name] = str(t.save(folder / f"{name}.json.gz"))
     return paths
 
