@@ -1,6 +1,6 @@
 """The graphviz diagram as laid out by `dot`, read back from its JSON output: it fits a laptop screen, no edge runs
-over a node or a phase's title, each cancel path is one line beside the event it resumes at, an event's callbacks
-sit beside its name, and many callbacks take two columns of the legend."""
+over a node or a phase's title, no line of text touches the line below it, each cancel path is one line beside the
+event it resumes at, an event's callbacks sit beside its name, and many callbacks take two columns of the legend."""
 from __future__ import annotations
 
 import json
@@ -73,6 +73,41 @@ def edges_over_text(diagram: LoopDiagram) -> list[tuple[str, str, str]]:
     return over
 
 
+# DejaVu Sans, where fontconfig sends Helvetica on most Linux machines, in em: how far '_' reaches below the baseline
+# and 'b' above it (the glyphs' bounds, read with fontTools)
+UNDERSCORE_DEPTH, ASCENT = 0.236, 0.76
+CLEARANCE = 0.5  # points between the two: about a pixel at 100 %
+
+
+def text_lines(drawn: list[dict[str, Any]]) -> list[tuple[float, float, float, float, str]]:
+    """(left, right, baseline, font size, text) of each piece of text in a label's draw operations."""
+    size, found = 10.0, []
+    for op in drawn:
+        if op["op"] == "F":
+            size = op["size"]
+        elif op["op"] == "T" and op["text"].strip():
+            x, y = op["pt"]
+            left = {"l": x, "c": x - op["width"] / 2, "r": x - op["width"]}[op["align"]]
+            found.append((left, left + op["width"], y, size, op["text"]))
+    return found
+
+
+def lines_too_close(diagram: LoopDiagram) -> list[tuple[str, str, str, float]]:
+    """(where, upper text, lower text, points missing) for each two pieces of text of one label, one above the
+    other and overlapping across, where the upper's underscores would touch the lower's tallest letters."""
+    layout = laid_out(diagram)
+    close = []
+    for obj in [layout, *layout["objects"]]:
+        pieces = text_lines(obj.get("_ldraw_", []))
+        for left, right, baseline, size, text in pieces:
+            for left2, right2, baseline2, size2, text2 in pieces:
+                gap = baseline - baseline2  # (y grows upwards)
+                missing = UNDERSCORE_DEPTH * size + ASCENT * size2 + CLEARANCE - gap
+                if 0 < gap < size + size2 and left < right2 and left2 < right and missing > 0:
+                    close.append((obj["name"], text, text2, round(missing, 1)))
+    return close
+
+
 def centre_y(layout: dict[str, Any], label_has: str) -> float:
     """The height of the middle of the one node whose label holds `label_has`."""
     found = [obj for obj in layout["objects"] if "pos" in obj and label_has in obj.get("label", "")]
@@ -82,11 +117,12 @@ def centre_y(layout: dict[str, Any], label_has: str) -> float:
 
 @pytest.fixture(scope="module")
 def learners() -> dict[str, Any]:
-    """The default synthetic learner, one with the callbacks of the README's picture, one traced."""
+    """The default synthetic learner, one with the callbacks of the README's picture, one traced (with its data
+    loop's stages)."""
     import fastai.callback.all  # noqa: F401  (ProgressCallback joins the defaults, as in a notebook)
 
     traced = synth_learner(n_trn=20, cbs=[GradientClip()])
-    with traced.no_bar(), traced.no_logging(), traced.trace() as trace:
+    with traced.no_bar(), traced.no_logging(), traced.trace(data=True) as trace:
         traced.fit_one_cycle(1)
     return {"default": synth_learner(), "realistic": synth_learner(cbs=[GradientClip(), MixedPrecision()]),
             "traced": (traced, trace)}
@@ -113,7 +149,9 @@ def test_no_edge_runs_over_text_in_an_annotated_diagram(learners):
     assert edges_over_text(traced.show_training_loop(fmt="graphviz", trace=trace)) == []
 
 
-def test_no_edge_runs_over_text_for_lightning_and_the_trainer():
+@pytest.fixture(scope="module")
+def lightning_and_trainer() -> dict[str, Any]:
+    """The loop specs of Lightning's fit, validate, test, predict and resume, and of the Trainer."""
     pytest.importorskip("lightning")
     pytest.importorskip("transformers")
     from loopviz.adapters.transformers import trainer_spec
@@ -121,10 +159,27 @@ def test_no_edge_runs_over_text_for_lightning_and_the_trainer():
     script = runpy.run_path(str(Path(__file__).parent.parent / "docs" / "hook_order.py"), run_name="hook_order")
     script["_quiet"]()
     with tempfile.TemporaryDirectory() as root:
-        specs = {**script["lightning_specs"](root), "trainer": trainer_spec(script["hf_trainer"](root))}
-        for name, spec in specs.items():
-            for verbose in (False, True):
-                assert edges_over_text(LoopDiagram(spec, verbose=verbose)) == [], (name, verbose)
+        return {**script["lightning_specs"](root), "trainer": trainer_spec(script["hf_trainer"](root))}
+
+
+def test_no_edge_runs_over_text_for_lightning_and_the_trainer(lightning_and_trainer):
+    for name, spec in lightning_and_trainer.items():
+        for verbose in (False, True):
+            assert edges_over_text(LoopDiagram(spec, verbose=verbose)) == [], (name, verbose)
+
+
+def test_no_line_of_text_touches_the_line_below(learners):
+    traced, trace = learners["traced"]
+    assert lines_too_close(traced.show_training_loop(fmt="graphviz", trace=trace)) == []
+    assert lines_too_close(traced.show_training_loop(fmt="graphviz", trace=trace, verbose=True)) == []
+    for verbose in (False, True):
+        diagram = learners["realistic"].show_training_loop(fmt="graphviz", verbose=verbose, cbs=[SaveModelCallback()])
+        assert lines_too_close(diagram) == [], verbose
+
+
+def test_no_line_of_text_touches_the_line_below_for_lightning_and_the_trainer(lightning_and_trainer):
+    for name, spec in lightning_and_trainer.items():
+        assert lines_too_close(LoopDiagram(spec, verbose=True)) == [], name
 
 
 def test_a_cancel_path_is_one_line_beside_the_event_it_resumes_at(learners):

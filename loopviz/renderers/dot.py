@@ -49,6 +49,7 @@ PHASE_FILLS = ("#f7f9fc", "#eef3fa", "#e4ecf7", "#dbe5f3", "#d2def0", "#c9d7ec")
 CANCEL = "#c0392b"
 MUTED = "#6b7280"
 TIME = "#a21caf"
+PLAIN_TABLE = 'BORDER="0" CELLBORDER="0" CELLSPACING="0" CELLPADDING="0"'  # a table only to stack lines
 NO_DOC = "(no docstring)"  # introspect's doc of a handler that has none
 CHANGE = "#b45309"
 
@@ -110,12 +111,39 @@ def _tip(text: str, names: list[str]) -> str:
     return f"{text} | {whole}" if whole else text
 
 
-def _lines(text: str, width: int = DOC_WIDTH, most: int = DOC_LINES) -> str:
-    """Wrapped, escaped text with left-aligned line breaks, at most `most` lines (the last an ellipsis)."""
+def _lines(text: str, width: int = DOC_WIDTH, most: int = DOC_LINES) -> list[str]:
+    """Wrapped, escaped lines of `text`, at most `most` (the last an ellipsis)."""
     wrapped = [w for line in cut(visible(text), TEXT_LIMIT).splitlines() for w in (textwrap.wrap(line, width) or [""])]
     if len(wrapped) > most:
         wrapped = wrapped[: most - 1] + ["…"]
-    return '<BR ALIGN="LEFT"/>'.join(_esc(line) for line in wrapped) + '<BR ALIGN="LEFT"/>'
+    return [_esc(line) for line in wrapped]
+
+
+def _font(lines: list[str], attrs: str) -> list[str]:
+    """Each line in a `<FONT attrs>` of its own (a line is a row of `_stack`, which no font tag may span); a blank
+    line a space (Graphviz refuses an empty FONT)."""
+    return [f"<FONT {attrs}>{line or ' '}</FONT>" for line in lines]
+
+
+def _stack(lines: list[str], align: str = "LEFT") -> str:
+    """Lines one under another: one line as it is, more as the rows of a borderless table. Graphviz spaces lines
+    broken by <BR/> by the font size alone, so with DejaVu Sans (where fontconfig sends Helvetica on most Linux
+    machines) an underscore or a descender touches the line below; a table row is as tall as its font's ascent and
+    descent."""
+    if len(lines) <= 1:
+        return "".join(lines)
+    return f"<TABLE {PLAIN_TABLE}>" + "".join(f'<TR><TD ALIGN="{align}">{line}</TD></TR>' for line in lines) + "</TABLE>"
+
+
+def _broken(lines: list[str], strut: int) -> str:
+    """Left-aligned lines for a cell that can be taller than they are (one spanning rows, or beside a taller one),
+    where Graphviz would spread the rows of a `_stack` apart: lines broken by <BR/>, each below the first ending in a
+    space of `strut` points, which makes the line that much taller (a line is as tall as its largest font), clear of
+    the line above."""
+    if len(lines) <= 1:
+        return "".join(lines)
+    space = f'<FONT POINT-SIZE="{strut}"> </FONT>'
+    return "".join(line + (space if i else "") + '<BR ALIGN="LEFT"/>' for i, line in enumerate(lines))
 
 
 def _data_loop_table(loop: Any) -> str:
@@ -147,9 +175,9 @@ def _data_loop_table(loop: Any) -> str:
     rows = [f'<TR><TD COLSPAN="2" ALIGN="LEFT"><FONT POINT-SIZE="8"><B>{head}</B></FONT></TD></TR>']
     for stage in loop.stages:
         fill, time = timed(stage.name, "")
-        cell = (f'<FONT POINT-SIZE="8"><B>{_name(stage.name)}</B></FONT><BR ALIGN="LEFT"/><FONT POINT-SIZE="7" '
-                f'COLOR="{MUTED}">per {_esc(stage.per)}, {_esc(stage_where(stage))}</FONT><BR ALIGN="LEFT"/>'
-                + (f'{time}<BR ALIGN="LEFT"/>' if time else ""))
+        cell = _broken([f'<FONT POINT-SIZE="8"><B>{_name(stage.name)}</B></FONT>',  # (a cell as tall as its steps)
+                        f'<FONT POINT-SIZE="7" COLOR="{MUTED}">per {_esc(stage.per)}, {_esc(stage_where(stage))}</FONT>',
+                        *([time] if time else [])], strut=8)
         steps = stage.steps or (None,)
         for i, step in enumerate(steps):
             first = td(fill, cell, f' ROWSPAN="{len(steps)}" VALIGN="TOP"') if i == 0 else ""
@@ -159,9 +187,9 @@ def _data_loop_table(loop: Any) -> str:
             step_fill, step_time = timed(stage.name, step.name)
             facts = step_facts(step)
             name = _name(step.name, 60) if step.runs else f'<S>{_name(step.name, 60)}</S>'
-            text = (f'<FONT POINT-SIZE="8">{name}</FONT>'
-                    + (f' <FONT POINT-SIZE="7" COLOR="{MUTED}">{_esc(cut(", ".join(facts), 48))}</FONT>' if facts else "")
-                    + (f'<BR ALIGN="LEFT"/>{step_time}<BR ALIGN="LEFT"/>' if step_time else ""))
+            text = _broken([f'<FONT POINT-SIZE="8">{name}</FONT>'
+                            + (f' <FONT POINT-SIZE="7" COLOR="{MUTED}">{_esc(cut(", ".join(facts), 48))}</FONT>'
+                               if facts else ""), *([step_time] if step_time else [])], strut=8)
             rows.append(f"<TR>{first}{td(step_fill, text)}</TR>")
     return ('<TABLE BORDER="0" CELLBORDER="1" CELLSPACING="0" CELLPADDING="2" BGCOLOR="#ffffff" COLOR="#cbd5e1">'
             + "".join(rows) + "</TABLE>")
@@ -248,9 +276,11 @@ class _DotBuilder(FlowWriter):
         t = self.theme
         colour = {"note": t.muted, "measured": t.time, "compared": t.compared}
         head = f"<B>{_name(self.spec.loop)} loop</B>  <FONT COLOR=\"{t.muted}\">{_name(self.spec.framework)}</FONT>"
-        below = [f'<BR/><FONT POINT-SIZE="10" COLOR="{colour[line.kind]}">{_lines(line.text, 110)}</FONT>'
-                 for line in footer(self.spec)]
-        title = "<" + _bounded([head, *below], f'<BR/><FONT COLOR="{t.muted}">{{n}} more notes</FONT>') + ">"
+        below = ['<TR><TD ALIGN="LEFT">' + _stack(_font(_lines(line.text, 110), f'POINT-SIZE="10" COLOR="{colour[line.kind]}"'))
+                 + "</TD></TR>" for line in footer(self.spec)]
+        more = f'<TR><TD ALIGN="LEFT"><FONT COLOR="{t.muted}">{{n}} more notes</FONT></TD></TR>'
+        title = (f'<<TABLE {PLAIN_TABLE}><TR><TD>{head}</TD></TR>' + _bounded(below, more) + "</TABLE>>"
+                 if below else f"<{head}>")
         self.graph.attr(label=title, labelloc="t", fontsize="14")
         self.legend()  # first: dot puts it left of the first phase, in the room the cancel paths leave below it
         self.write_phases(self.spec.phases)
@@ -346,15 +376,15 @@ class _DotBuilder(FlowWriter):
 
     def phase_label(self, phase: Phase) -> str:
         """Cluster title: name, how often it runs, and (verbose) its note."""
-        def lines(text: str) -> str:
-            return "".join(f'{_esc(line)}<BR ALIGN="LEFT"/>' for line in self.title_lines(text))
+        def lines(text: str) -> list[str]:
+            return [_esc(line) for line in self.title_lines(text)]
 
-        parts = [f"<B>{lines(phase.label)}</B>"]
+        rows = [f"<B>{line or ' '}</B>" for line in lines(phase.label)]
         if phase.repeat:
-            parts.append(f'<FONT POINT-SIZE="10" COLOR="{self.theme.loop}">{lines(f"⟳ {phase.repeat}")}</FONT>')
+            rows += _font(lines(f"⟳ {phase.repeat}"), f'POINT-SIZE="10" COLOR="{self.theme.loop}"')
         if self.verbose and phase.note:
-            parts.append(f'<FONT POINT-SIZE="9" COLOR="{self.theme.muted}">{lines(phase.note)}</FONT>')
-        return "<" + "".join(parts) + ">"
+            rows += _font(lines(phase.note), f'POINT-SIZE="9" COLOR="{self.theme.muted}"')
+        return "<" + _stack(rows) + ">"
 
     # -- heat ------------------------------------------------------------------------------
 
@@ -383,14 +413,14 @@ class _DotBuilder(FlowWriter):
         node = self.new_id()
         heat = self.heat(event)
         header_fill = heat[0] if heat else "#fde2e2" if event.role == "cancel" else "#ffffff"
-        measured = (f'<BR ALIGN="LEFT"/><FONT POINT-SIZE="8" COLOR="{heat[2]}">{_esc(event.timing.short())}</FONT>'
-                    if heat and event.timing else "")
-        title = self.title(event, heat[1] if heat else None)
+        measured = ([f'<FONT POINT-SIZE="8" COLOR="{heat[2]}">{_esc(event.timing.short())}</FONT>']
+                    if heat and event.timing else [])
+        header = _broken([self.title(event, heat[1] if heat else None), *measured], strut=9)  # (spans rows)
         if self.verbose:
             cells = [f'<TR><TD BGCOLOR="{header_fill}" CELLPADDING="0"></TD>'
-                     f'<TD BGCOLOR="{header_fill}" ALIGN="LEFT">{title}{measured}</TD></TR>',
-                     f'<TR><TD CELLPADDING="0"></TD><TD ALIGN="LEFT"><FONT POINT-SIZE="8" COLOR="{MUTED}">'
-                     f"{_lines(event.description)}</FONT></TD></TR>"]
+                     f'<TD BGCOLOR="{header_fill}" ALIGN="LEFT">{header}</TD></TR>',
+                     '<TR><TD CELLPADDING="0"></TD><TD ALIGN="LEFT">'
+                     + _stack(_font(_lines(event.description), f'POINT-SIZE="8" COLOR="{MUTED}"')) + "</TD></TR>"]
             cells += [f"<TR>{self.handler_cells(h)}</TR>" for h in rows]
             if not rows:
                 cells.append(f'<TR><TD CELLPADDING="0"></TD><TD ALIGN="LEFT"><FONT COLOR="{MUTED}">no callbacks</FONT>'
@@ -398,7 +428,7 @@ class _DotBuilder(FlowWriter):
         else:  # compact: the name on the left, its callbacks beside it, a few to a row
             packed = [rows[i:i + PER_ROW] for i in range(0, len(rows), PER_ROW)] or [[]]
             span = f' ROWSPAN="{len(packed)}"' if len(packed) > 1 else ""
-            cells = [f'<TR><TD{span} BGCOLOR="{header_fill}" ALIGN="LEFT" VALIGN="TOP">{title}{measured}</TD>'
+            cells = [f'<TR><TD{span} BGCOLOR="{header_fill}" ALIGN="LEFT" VALIGN="TOP">{header}</TD>'
                      + "".join(self.handler_cells(h) for h in packed[0]) + "</TR>"]
             cells += ["<TR>" + "".join(self.handler_cells(h) for h in row) + "</TR>" for row in packed[1:]]
         table = _table(cells, 'BORDER="1" CELLBORDER="0" CELLSPACING="0" CELLPADDING="3" BGCOLOR="white" '
@@ -431,39 +461,35 @@ class _DotBuilder(FlowWriter):
         spent = time_note(handler)
         if spent:
             name += f' <FONT POINT-SIZE="8" COLOR="{TIME}">{_esc(spent)}</FONT>'
-        changes = changes_note(handler)
-        if changes:
-            name += f'<BR ALIGN="LEFT"/><FONT POINT-SIZE="8" COLOR="{CHANGE}">{_lines(changes)}</FONT>'
-        said = handler_doc(handler) if self.verbose and shows_doc(handler) else None
-        if said and said != NO_DOC:  # (the class docstring is shown once, in the legend)
-            name += f'<BR ALIGN="LEFT"/><FONT POINT-SIZE="8" COLOR="{MUTED}">{_lines(said)}</FONT>'
         if handler.diff == "added":
             name = f'<B>{DIFF_MARKS["added"]} </B>{name} <FONT COLOR="#15803d">{_esc(diff_note(handler) or "")}</FONT>'
         elif handler.diff == "moved":
             name += f' <FONT COLOR="#a16207">{_esc(diff_note(handler) or "")}</FONT>'
+        below = []
+        changes = changes_note(handler)
+        if changes:
+            below += _font(_lines(changes), f'POINT-SIZE="8" COLOR="{CHANGE}"')
+        said = handler_doc(handler) if self.verbose and shows_doc(handler) else None
+        if said and said != NO_DOC:  # (the class docstring is shown once, in the legend)
+            below += _font(_lines(said), f'POINT-SIZE="8" COLOR="{MUTED}"')
         fill = {"added": ' BGCOLOR="#dcfce7"', "removed": ' BGCOLOR="#fee2e2"', "moved": ' BGCOLOR="#fef9c3"'}.get(handler.diff or "", "")
-        return f'{chip}<TD ALIGN="LEFT" BALIGN="LEFT"{fill}>{name}</TD>'
+        return f'{chip}<TD ALIGN="LEFT" VALIGN="TOP"{fill}>{_broken([name, *below], strut=9)}</TD>'
 
     def work_node(self, work: Work, depth: int) -> str:
         """Work between events: an ellipse-like box with its name and (verbose) code."""
         node = self.new_id()
         heat = self.heat(work)
         text = heat[1] if heat else None
-        label = self.title(work, text)
+        rows = [self.title(work, text)]
         if self.verbose:
-            label += f'<BR/><FONT FACE="{MONO}" POINT-SIZE="8" COLOR="{text or "#000000"}">{_lines(work.code, 70)}</FONT>'
-        after = ""
+            rows.append(_stack(_font(_lines(work.code, 70), f'FACE="{MONO}" POINT-SIZE="8" COLOR="{text or "#000000"}"')))
+            if work.data_loop is not None:  # the loader's own loop, nested in the work that draws a batch
+                rows.append(_data_loop_table(work.data_loop))
         if work.condition:
-            after += f'<BR/><FONT POINT-SIZE="8" COLOR="{text or MUTED}">{_name(work.condition)}</FONT>'
+            rows.append(f'<FONT POINT-SIZE="8" COLOR="{text or MUTED}">{_name(work.condition)}</FONT>')
         if heat and work.timing:
-            after += f'<BR/><FONT POINT-SIZE="8" COLOR="{heat[2]}">{_esc(work.timing.short())}</FONT>'
-        if self.verbose and work.data_loop is not None:  # the loader's own loop, nested in the work that draws a batch
-            # (a label is text or one table: the text above and below the loop's table become rows of one)
-            label = (f'<TABLE BORDER="0" CELLBORDER="0" CELLSPACING="0" CELLPADDING="1"><TR><TD>{label}</TD></TR>'
-                     f'<TR><TD>{_data_loop_table(work.data_loop)}</TD></TR>'
-                     + (f"<TR><TD>{after.removeprefix('<BR/>')}</TD></TR>" if after else "") + "</TABLE>")
-        else:
-            label += after
+            rows.append(f'<FONT POINT-SIZE="8" COLOR="{heat[2]}">{_esc(work.timing.short())}</FONT>')
+        label = _stack(rows, align="CENTER")
         self.current.node(node, label="<" + label + ">", shape="box", style="rounded,filled", fillcolor=heat[0] if heat else "#ecfdf5",
                     color="#10b981", margin="0.1,0.04", tooltip=_attr(_tip(work.description, [work.name])),
                     **self.svg_id(work))
@@ -486,18 +512,20 @@ class _DotBuilder(FlowWriter):
         """A legend row of text, in the name columns: spanning the chips' first column too, its width would be shared
         out with that column, and a chip would float in a wide one."""
         span = 2 * self.legend_columns - 1
-        return (f'<TR><TD CELLPADDING="0"></TD><TD ALIGN="LEFT" BALIGN="LEFT"'
+        return (f'<TR><TD CELLPADDING="0"></TD><TD ALIGN="LEFT"'
                 + (f' COLSPAN="{span}"' if span > 1 else "") + f">{text}</TD></TR>")
 
     def heat_rows(self) -> list[str]:
         """The legend's colour scale of measured time and its list of the costliest steps."""
-        swatches = "".join(f'<TD BGCOLOR="{c}" WIDTH="14" HEIGHT="12" FIXEDSIZE="TRUE"></TD>' for c in HEAT)
-        scale = (f'<TABLE BORDER="0" CELLBORDER="0" CELLSPACING="0" CELLPADDING="0"><TR><TD>0 %  </TD>{swatches}'
-                 f"<TD>  {self.top:.1f} %</TD></TR></TABLE>")
-        hot = "<BR ALIGN=\"LEFT\"/>".join(f"<B>#{rank} {_name(name)}</B>" for rank, name in enumerate(self.hot_names, 1))
-        return [self.wide_row(f'<B>Share of the run</B> <FONT POINT-SIZE="8" COLOR="{MUTED}">(fill of events and work)'
-                              '<BR ALIGN="LEFT"/>white or pink: not seen running</FONT>'),
-                self.wide_row(scale), self.wide_row(f'{hot}<BR ALIGN="LEFT"/>')]
+        # full blocks (U+2588) in a line of text: swatches in a nested table spread apart, as Graphviz shares a wide
+        # legend's width out among the table's columns
+        swatches = "".join(f'<FONT COLOR="{c}">&#9608;&#9608;</FONT>' for c in HEAT)
+        scale = f"0 %  {swatches}  {self.top:.1f} %"
+        hot = [f"<B>#{rank} {_name(name)}</B>" for rank, name in enumerate(self.hot_names, 1)]
+        muted = f'POINT-SIZE="8" COLOR="{MUTED}"'
+        return [self.wide_row(_stack([f"<B>Share of the run</B> <FONT {muted}>(fill of events and work)</FONT>",
+                                      f"<FONT {muted}>white or pink: not seen running</FONT>"])),
+                self.wide_row(scale), self.wide_row(_stack(hot))]
 
     def callback_rows(self) -> list[str]:
         """The callbacks' colours and names in call order, down one column, or down two when there are many (the
@@ -507,11 +535,12 @@ class _DotBuilder(FlowWriter):
         room = HTML_LIMIT // 2 - sum(map(len, names))  # verbose: class docs, once each, while they leave room
         cells = []
         for info, name in zip(self.spec.callbacks, names):
-            doc = (f'<BR ALIGN="LEFT"/><FONT POINT-SIZE="8" COLOR="{MUTED}">{_lines(info.doc, 45, LEGEND_DOC_LINES)}'
-                   "</FONT>" if self.verbose and info.doc else "")
-            doc, room = (doc, room - len(doc)) if len(doc) <= room else ("", room)
-            cells.append(f'<TD BGCOLOR="{self.colours[info.cls]}" WIDTH="10"> </TD><TD ALIGN="LEFT" BALIGN="LEFT">'
-                         f"{name}{doc}</TD>")
+            doc = (_font(_lines(info.doc, 45, LEGEND_DOC_LINES), f'POINT-SIZE="8" COLOR="{MUTED}"')
+                   if self.verbose and info.doc else [])
+            size = sum(map(len, doc)) + 40 * len(doc)  # with each line's row
+            doc, room = (doc, room - size) if size <= room else ([], room)
+            cells.append(f'<TD BGCOLOR="{self.colours[info.cls]}" WIDTH="10"> </TD><TD ALIGN="LEFT" VALIGN="TOP">'
+                         f"{_broken([name, *doc], strut=9)}</TD>")  # (a cell as tall as the one beside it)
         tall = -(-len(cells) // self.legend_columns)  # rows: the list, or the half of it, down each column
         return ["<TR>" + "".join(cells[row::tall]) + "</TR>" for row in range(tall)]
 
@@ -520,11 +549,10 @@ class _DotBuilder(FlowWriter):
         if not self.spec.callbacks and not self.hot:
             return  # nothing to explain: a loop without callbacks (plain PyTorch) gets no legend
         rows = [self.wide_row("<B>Callbacks, in call order</B>"), *self.callback_rows()] if self.spec.callbacks else []
-        rows.append(self.wide_row(f'<FONT POINT-SIZE="8" COLOR="{MUTED}">'
-                                  "box: an event, with the callbacks run there<BR ALIGN=\"LEFT\"/>"
-                                  "rounded green box: work between events<BR ALIGN=\"LEFT\"/>"
-                                  "blue edge: the loop repeats<BR ALIGN=\"LEFT\"/>"
-                                  "red dashed: cancel exception, after_cancel event, resume<BR ALIGN=\"LEFT\"/></FONT>"))
+        rows.append(self.wide_row(_stack(_font(["box: an event, with the callbacks run there",
+                                                "rounded green box: work between events", "blue edge: the loop repeats",
+                                                "red dashed: cancel exception, after_cancel event, resume"],
+                                               f'POINT-SIZE="8" COLOR="{MUTED}"'))))
         if self.hot:
             rows.extend(self.heat_rows())
         table = _table(rows, 'BORDER="1" CELLBORDER="0" CELLSPACING="0" CELLPADDING="3" BGCOLOR="white"',
