@@ -126,6 +126,73 @@ def test_items_slow_to_make_without_workers_make_the_fit_input_bound() -> None:
         assert top.kind == "input_bound" and said in top.fix, (workers, cpus, top.fix)
 
 
+class ClockItems(torch.utils.data.Dataset):
+    """Items that each take `ns` of an injected clock to make (`clock`: a list holding the nanoseconds spent)."""
+
+    def __init__(self, n: int, ns: int, clock: list[int]):
+        self.x, self.ns, self.clock = torch.randn(n, 4, generator=torch.Generator().manual_seed(0)), ns, clock
+
+    def __len__(self) -> int:
+        return len(self.x)
+
+    def __getitem__(self, i: int):
+        self.clock[0] += self.ns
+        return self.x[i], self.x[i, :1]
+
+
+def on_a_clock(item_ns: int, n_train: int, bs: int, epochs: int) -> Trace:
+    """A fit traced on an injected clock (1 µs a reading, plus what the items spend): the same figures every run."""
+    import itertools
+
+    from loopviz.adapters.fastai.tracer import TraceSession
+
+    spent, readings = [0], itertools.count(0, 1_000)
+    dls = DataLoaders.from_dsets(ClockItems(n_train, item_ns, spent), ClockItems(bs, 0, spent), bs=bs, shuffle=False,
+                                 num_workers=0)
+    learn = Learner(dls, nn.Linear(4, 1), loss_func=MSELossFlat(), opt_func=SGD)
+    with learn.no_logging(), learn.no_bar(), TraceSession(learn, now=lambda: next(readings) + spent[0]) as t:
+        learn.fit(epochs)
+    return t
+
+
+def test_a_loader_too_cheap_for_workers_is_told_larger_batches_not_workers() -> None:
+    """Items that take 30 µs each (in-memory tensors, as synth_learner's): the fit waits for them, but starting
+    workers (fastai starts them every epoch) and handing them 40 batches would cost more than the 20 ms they could
+    take off: on this machine workers make such a fit 2 to 9 times slower (benchmarks/worker_cost.py,
+    test_the_workers_not_suggested_would_really_slow_the_fit). Items of 2 ms each get workers."""
+    cheap = {f.kind: f for f in on_a_clock(30_000, n_train=320, bs=16, epochs=2).diagnose()}["input_bound"]
+    assert cheap.severity == "critical" and "num_workers=" not in cheap.fix and "bs=256" in cheap.fix
+    assert cheap.culprit.startswith("the training loader's own work, 0.") and "too little for worker" in cheap.culprit
+    assert any(line.startswith("workers would cost at least 10 ms each time they start (here 2) and 0.3 ms for each "
+                               "batch they hand over (here 42 waits): 32.6 ms, against the ")
+               for line in cheap.evidence), cheap.evidence
+    costly = {f.kind: f for f in on_a_clock(2_000_000, n_train=64, bs=8, epochs=1).diagnose()}["input_bound"]
+    assert costly.culprit == "the training loader (num_workers=0)" and "num_workers=" in costly.fix
+
+
+@pytest.mark.wallclock
+def test_the_workers_not_suggested_would_really_slow_the_fit() -> None:
+    """Reality behind the rule: synth_learner's fit (the README's default job), told larger batches rather than
+    workers, really is slower with two workers."""
+    from fastai.test_utils import synth_dbunch, synth_learner
+
+    def fit_s(workers: int) -> float:
+        dls = synth_dbunch(n_train=40)
+        if workers:
+            dls = DataLoaders(dls.train.new(num_workers=workers), dls.valid.new(num_workers=workers))
+        learn = synth_learner(data=dls)
+        with learn.no_logging(), learn.no_bar():
+            learn.fit(1)
+            start = time.perf_counter()
+            learn.fit(1)
+            return time.perf_counter() - start
+
+    t = traced(synth_learner(n_trn=40))
+    found = {f.kind: f for f in t.diagnose()}
+    assert "num_workers=" not in found.get("input_bound", found.get("dispatch")).fix
+    assert min(fit_s(2) for _ in range(3)) > min(fit_s(0) for _ in range(3))
+
+
 def test_validation_twenty_times_the_size_of_training_is_found() -> None:
     t = traced(learner(n_train=64, n_valid=1280))
     top = t.diagnose().top

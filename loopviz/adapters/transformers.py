@@ -358,6 +358,8 @@ ADVICE = {
         "precision": "TrainingArguments(..., bf16=True)  # mixed precision (fp16=True on GPUs without bfloat16)",
         "validation": "TrainingArguments(..., eval_strategy='steps', eval_steps=1000, per_device_eval_batch_size=64)",
         "batch_size": "TrainingArguments(..., per_device_train_batch_size=64)",
+        "loader_batch": "TrainingArguments(..., per_device_train_batch_size=64)  # larger batches: part of the "
+                        "loader's cost is paid per batch",
         "step": "TrainingArguments(..., optim='adamw_torch_fused')",
     },
     "own_fixes": {

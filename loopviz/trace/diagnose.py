@@ -39,6 +39,10 @@ _STALL_RATIO = 15.0  # a first batch's wait counts as a stall past this many tim
 _STEP_FLOOR = 0.05  # the step finding needs the step to be at least this share of the run
 _MIN_STEPS = 20  # ... and this many steps (the median of a few steps moves with whatever else the machine runs)
 _ONE_OFF_MS = 1000.0  # a handler called once is named only past this (one first call of a short run is no culprit)
+# What a loader's worker processes cost the main process at the least: starting them (every epoch for a loader that
+# starts them again) and handing each batch over. A quarter of what benchmarks/worker_cost.py measured on a 2-core
+# machine (44 ms, 1.3 ms), so that workers are not ruled out where more cores make them cheaper
+WORKER_START_MS, WORKER_HANDOFF_MS = 10.0, 0.3
 THRESHOLDS: dict[str, Band] = {
     "input_bound": Band(0.10, 0.20, "the time spent waiting for the next batch, as a share of the run"),
     "epoch_start_stall": Band(0.02, 0.10, "the first batch's extra wait in every epoch after the first, as a share of "
@@ -170,6 +174,8 @@ GENERIC_FIXES = {
     "remove": "make {callback}.{event} cheaper, or run the loop without {callback}",
     "validation": "validate less often, or on fewer or larger batches",
     "batch_size": "larger batches: the loop's cost per event is paid per batch",
+    "loader_batch": "larger batches (batch_size=...): part of the loader's cost is paid per batch; tracing with "
+                    "data=True shows its stages",
     "step": "torch.optim.AdamW(params, foreach=True)  # a multi-tensor step (fused=True on CUDA)",
     "host_bound": "keep the GPU fed: DataLoader(..., num_workers={workers}, pin_memory=True) with "
                   "batch.to(device, non_blocking=True), and no .item() or print of a tensor between batches",
@@ -305,9 +311,27 @@ def _input_bound(run: _Run, checked: dict[str, float]) -> list[Finding]:
     if isinstance(workers, int) and workers >= most:  # more workers than cores would not help: cheaper items would
         key, suggest = "items", workers
         evidence += (f"the loader already has {workers} workers for {cores or 'unknown'} cores",)
+    if workers == 0:
+        batches = int(rows["count"].sum())
+        starts = _passes(run, name) if train.get("restarts_workers") else 1
+        cost = starts * WORKER_START_MS + batches * WORKER_HANDOFF_MS
+        if waited - cost < waited / 2:  # workers would cost about as much as they could take off: not worth it
+            key = "loader_batch"
+            setting = (f"the training loader's own work, {waited / max(1, batches):.2f} ms a batch (num_workers=0): "
+                       "too little for worker processes to take over")
+            evidence += (f"workers would cost at least {WORKER_START_MS:g} ms each time they start (here {starts}) "
+                         f"and {WORKER_HANDOFF_MS:g} ms for each batch they hand over (here {batches} waits): "
+                         f"{cost:.1f} ms, against the {waited:.1f} ms they could take off (benchmarks/worker_cost.py)",)
     return [Finding("input_bound", severity, f"The model waits for data: {100 * share:.0f} % of the run is spent "
                     f"getting the next batch", evidence, setting, _fix(run, key, workers=suggest), waited,
                     {"share": share, "waited_ms": waited})]
+
+
+def _passes(run: _Run, name: str) -> int:
+    """How many passes over the training loader the trace saw: the (loop, epoch) pairs of its data work."""
+    work = work_df(run.data)
+    train = work[(work["work"] == name) & (work["phase"] == "train")]
+    return max(1, len(train[["loop", "epoch"]].drop_duplicates()))
 
 
 def _timed_loader(run: _Run, name: str) -> Any:

@@ -31,6 +31,8 @@ ADVICE = {
                       "splitter=RandomSplitter(valid_pct=0.1)  # or a smaller validation set",
         "batch_size": "dls = dblock.dataloaders(source, bs=256)  # larger batches: fastai's cost per event is paid "
                       "per batch",
+        "loader_batch": "dls = dblock.dataloaders(source, bs=256)  # larger batches: part of the loader's cost is paid "
+                        "per batch (learn.trace(data=True) shows its stages)",
         "precision": "learn = learn.to_bf16()  # mixed precision (learn.to_fp16() on GPUs without bfloat16)",
         "step": "from fastai.optimizer import OptimWrapper\n"
                 "learn = Learner(dls, model, opt_func=partial(OptimWrapper, opt=torch.optim.AdamW))  # torch's "

@@ -68,6 +68,8 @@ ADVICE = {
         "remove": "make {callback}.{event} cheaper, or leave {callback} out of Trainer(callbacks=[...])",
         "precision": "Trainer(..., precision='bf16-mixed')  # mixed precision ('16-mixed' on GPUs without bfloat16)",
         "validation": "Trainer(..., check_val_every_n_epoch=5, limit_val_batches=0.25)",
+        "loader_batch": "DataLoader(dataset, batch_size=256, ...)  # larger batches: part of the loader's cost is paid "
+                        "per batch",
     },
     "own_fixes": {
         "TQDMProgressBar": "Trainer(callbacks=[TQDMProgressBar(refresh_rate=50)])  # or enable_progress_bar=False",
