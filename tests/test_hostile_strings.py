@@ -207,6 +207,16 @@ def test_hand_picked_strings_draw_as_svg(learner, case, verbose):
 
 
 @needs_dot
+@pytest.mark.parametrize("verbose", [False, True])
+def test_a_text_of_brackets_alone_draws(learner, verbose):
+    """Graphviz refuses a text that is "]" alone (hypothesis found it: a framework named "]" in the title, a phase
+    "]" in its title): every text reaching the diagram has its "]" as a character reference."""
+    spec = replace(hostile_spec(learner, ["]", "]]"], ["]"]), framework="]", loop="]")
+    svg = LoopDiagram(spec, verbose).svg()
+    assert "]]" in svg_text(svg)
+
+
+@needs_dot
 def test_a_cut_name_is_whole_in_the_tooltip(learner):
     name = "Long" + "N" * 500
     svg = LoopDiagram(hostile_spec(learner, [name], ["doc"])).svg()
@@ -363,6 +373,7 @@ def test_a_subprocess_error_is_a_loopviz_error(learner, monkeypatch):
 @given(name=st.text(any_char, min_size=1, max_size=30), event=st.text(any_char, min_size=1, max_size=30))
 @example(name="Evil<!--<script>", event="</script><!--")
 @example(name="\ud800", event="after_batch")  # a lone surrogate (hypothesis found it): the diagram's colours too
+@example(name="]", event="0")  # a text of "]" alone, which Graphviz refuses (hypothesis found it)
 def test_fuzzed_names_stay_data_in_the_report_s_json_island(traced, tmp_path, name, event):
     """The diagram's hover data sits in a <script> element: no name may end it or open a comment in it (issue 24)."""
     page = renamed(traced, name, event).to_html(tmp_path / "fuzzed.html").read_text(encoding="utf-8")

@@ -85,7 +85,7 @@ HOT_SPOTS = 3  # the costliest events and work, labelled large in an annotated d
 def _esc(text: str) -> str:
     """Text made safe for an HTML-like label: control characters visible, escaped, non-ASCII as character references,
     and a word joiner after each backslash that Graphviz would read as one of its escapes (`\\N`, `\\G`, `\\\\`...)."""
-    escaped = html.escape(visible(text), quote=True)
+    escaped = html.escape(visible(text), quote=True).replace("]", "&#93;")  # Graphviz refuses a text of "]" alone
     return _GRAPHVIZ_ESCAPE.sub("\\\\" + WORD_JOINER, "".join(c if ord(c) < 128 else f"&#{ord(c)};" for c in escaped))
 
 
