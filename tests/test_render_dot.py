@@ -126,7 +126,7 @@ def test_an_annotated_diagram_fills_steps_by_their_share_and_names_the_hot_spots
 
 def test_verbose_shows_a_class_doc_once_in_the_legend(tmp_path):
     source = LoopDiagram(tricky_spec(tmp_path), verbose=True).source
-    assert source.count("Scale [mixup    assert source.count("Scale [mixup] by 0.5") == 1  # not again#93; by 0.5") == 1  # ("]" escaped) not again under each handler that has no doc of its own
+    assert source.count("Scale [mixup&#93; by 0.5") == 1  # (its "]" escaped) not again under each handler without a doc
     assert "Multiline doc" in source  # a handler's own doc stays under it
 
 
