@@ -210,10 +210,12 @@ def test_hand_picked_strings_draw_as_svg(learner, case, verbose):
 @pytest.mark.parametrize("verbose", [False, True])
 def test_a_text_of_brackets_alone_draws(learner, verbose):
     """Graphviz refuses a text that is "]" alone (hypothesis found it: a framework named "]" in the title, a phase
-    "]" in its title): every text reaching the diagram has its "]" as a character reference."""
+    "]" in its title): every text reaching the diagram has its "]" as a character reference. Nor may a FONT be
+    empty."""
     spec = replace(hostile_spec(learner, ["]", "]]"], ["]"]), framework="]", loop="]")
     svg = LoopDiagram(spec, verbose).svg()
     assert "]]" in svg_text(svg)
+    LoopDiagram(replace(spec, framework=""), verbose).svg()  # nor an empty FONT: a framework without a name
 
 
 @needs_dot

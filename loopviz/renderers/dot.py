@@ -275,7 +275,8 @@ class _DotBuilder(FlowWriter):
         """The whole diagram: phases chained in order, then the legend."""
         t = self.theme
         colour = {"note": t.muted, "measured": t.time, "compared": t.compared}
-        head = f"<B>{_name(self.spec.loop)} loop</B>  <FONT COLOR=\"{t.muted}\">{_name(self.spec.framework)}</FONT>"
+        framework = _name(self.spec.framework)  # (Graphviz refuses an empty FONT)
+        head = f"<B>{_name(self.spec.loop)} loop</B>" + (f'  <FONT COLOR="{t.muted}">{framework}</FONT>' if framework else "")
         below = ['<TR><TD ALIGN="LEFT">' + _stack(_font(_lines(line.text, 110), f'POINT-SIZE="10" COLOR="{colour[line.kind]}"'))
                  + "</TD></TR>" for line in footer(self.spec)]
         more = f'<TR><TD ALIGN="LEFT"><FONT COLOR="{t.muted}">{{n}} more notes</FONT></TD></TR>'
