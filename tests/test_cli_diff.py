@@ -5,8 +5,6 @@ differ by tens of percent on a busy machine, and with thousands of rows that is 
 failed in CI)."""
 from __future__ import annotations
 
-import itertools
-
 import pytest
 from click.testing import CliRunner
 from fastai.callback.core import Callback
@@ -14,22 +12,13 @@ from fastai.test_utils import synth_learner
 
 from loopviz.adapters.fastai.tracer import TraceSession
 from loopviz.cli import cli
-
-
-class SlowClock:
-    "A clock that moves 1 µs per reading, plus whatever a callback spends on it"
-
-    def __init__(self):
-        self.readings, self.spent = itertools.count(0, 1_000), 0
-
-    def now(self) -> int:
-        return next(self.readings) + self.spent
+from tests.clocks import CountingClock
 
 
 class SleepsBeforeBatch(Callback):
     "Spends 5 ms of the injected clock before each batch, as a sleep would"
 
-    def __init__(self, clock: SlowClock):
+    def __init__(self, clock: CountingClock):
         self.clock = clock
 
     def before_batch(self):
@@ -52,7 +41,7 @@ def saved(tmp_path_factory):
     with learn.no_bar(), learn.no_logging():
         for name, sleeps, options in (("plain", False, {}), ("again", False, {}), ("sleeps", True, {}),
                                       ("changes", False, {"changes": True})):
-            clock = SlowClock()
+            clock = CountingClock()
             with TraceSession(learn, now=clock.now, **options) as t:
                 learn.fit(2, cbs=[SleepsBeforeBatch(clock)] if sleeps else [])
             paths[name] = str(t.save(folder / f"{name}.json.gz"))

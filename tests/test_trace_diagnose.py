@@ -21,6 +21,7 @@ from loopviz.errors import LoopvizError
 from loopviz.trace.diagnose import THRESHOLDS
 from loopviz.trace.diagnosis import Diagnosis
 from loopviz.trace.trace import Trace
+from tests.clocks import CountingClock
 
 DOCS = Path(__file__).parent.parent / "docs" / "diagnose.md"
 
@@ -127,30 +128,28 @@ def test_items_slow_to_make_without_workers_make_the_fit_input_bound() -> None:
 
 
 class ClockItems(torch.utils.data.Dataset):
-    """Items that each take `ns` of an injected clock to make (`clock`: a list holding the nanoseconds spent)."""
+    """Items that each take `ns` of an injected clock to make."""
 
-    def __init__(self, n: int, ns: int, clock: list[int]):
+    def __init__(self, n: int, ns: int, clock: CountingClock):
         self.x, self.ns, self.clock = torch.randn(n, 4, generator=torch.Generator().manual_seed(0)), ns, clock
 
     def __len__(self) -> int:
         return len(self.x)
 
     def __getitem__(self, i: int):
-        self.clock[0] += self.ns
+        self.clock.spent += self.ns
         return self.x[i], self.x[i, :1]
 
 
 def on_a_clock(item_ns: int, n_train: int, bs: int, epochs: int) -> Trace:
     """A fit traced on an injected clock (1 µs a reading, plus what the items spend): the same figures every run."""
-    import itertools
-
     from loopviz.adapters.fastai.tracer import TraceSession
 
-    spent, readings = [0], itertools.count(0, 1_000)
-    dls = DataLoaders.from_dsets(ClockItems(n_train, item_ns, spent), ClockItems(bs, 0, spent), bs=bs, shuffle=False,
+    clock = CountingClock()
+    dls = DataLoaders.from_dsets(ClockItems(n_train, item_ns, clock), ClockItems(bs, 0, clock), bs=bs, shuffle=False,
                                  num_workers=0)
     learn = Learner(dls, nn.Linear(4, 1), loss_func=MSELossFlat(), opt_func=SGD)
-    with learn.no_logging(), learn.no_bar(), TraceSession(learn, now=lambda: next(readings) + spent[0]) as t:
+    with learn.no_logging(), learn.no_bar(), TraceSession(learn, now=clock.now) as t:
         learn.fit(epochs)
     return t
 

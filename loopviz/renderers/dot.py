@@ -120,8 +120,8 @@ def _lines(text: str, width: int = DOC_WIDTH, most: int = DOC_LINES) -> list[str
 
 
 def _font(lines: list[str], attrs: str) -> list[str]:
-    """Each line in a `<FONT attrs>` of its own (a line is a row of `_stack`, which no font tag may span); a blank
-    line a space (Graphviz refuses an empty FONT)."""
+    """Each line in a `<FONT attrs>` of its own (no font tag may span the rows of a `_stack`); a blank line a space
+    (Graphviz refuses an empty FONT)."""
     return [f"<FONT {attrs}>{line or ' '}</FONT>" for line in lines]
 
 
@@ -538,7 +538,7 @@ class _DotBuilder(FlowWriter):
         for info, name in zip(self.spec.callbacks, names):
             doc = (_font(_lines(info.doc, 45, LEGEND_DOC_LINES), f'POINT-SIZE="8" COLOR="{MUTED}"')
                    if self.verbose and info.doc else [])
-            size = sum(map(len, doc)) + 40 * len(doc)  # with each line's row
+            size = sum(map(len, doc)) + 40 * len(doc)  # with about each line's break and strut
             doc, room = (doc, room - size) if size <= room else ([], room)
             cells.append(f'<TD BGCOLOR="{self.colours[info.cls]}" WIDTH="10"> </TD><TD ALIGN="LEFT" VALIGN="TOP">'
                          f"{_broken([name, *doc], strut=9)}</TD>")  # (a cell as tall as the one beside it)

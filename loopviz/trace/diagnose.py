@@ -327,11 +327,15 @@ def _input_bound(run: _Run, checked: dict[str, float]) -> list[Finding]:
                     {"share": share, "waited_ms": waited})]
 
 
+def _training_draws(run: _Run, name: str) -> pd.DataFrame:
+    """Each span of the data work `name` in training, in an epoch (work_df's rows)."""
+    work = work_df(run.data)
+    return work[(work["work"] == name) & (work["phase"] == "train") & (work["epoch"] >= 0)]
+
+
 def _passes(run: _Run, name: str) -> int:
     """How many passes over the training loader the trace saw: the (loop, epoch) pairs of its data work."""
-    work = work_df(run.data)
-    train = work[(work["work"] == name) & (work["phase"] == "train")]
-    return max(1, len(train[["loop", "epoch"]].drop_duplicates()))
+    return max(1, len(_training_draws(run, name)[["loop", "epoch"]].drop_duplicates()))
 
 
 def _timed_loader(run: _Run, name: str) -> Any:
@@ -372,9 +376,7 @@ def _epoch_stalls(run: _Run, checked: dict[str, float]) -> list[Finding]:
     name = run.advice.data_work
     if name is None:
         return []
-    work = work_df(run.data)
-    work = work[(work["work"] == name) & (work["phase"] == "train") & (work["epoch"] >= 0)].sort_values(
-        "start", kind="stable")
+    work = _training_draws(run, name).sort_values("start", kind="stable")
     if len(work) < 4 or len(work[["loop", "epoch"]].drop_duplicates()) < 2:
         return []
     waits = work["dur"].to_numpy(float) / 1e6
